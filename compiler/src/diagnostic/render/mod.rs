@@ -1,0 +1,26 @@
+//! Renderings of diagnostics: `text` for people, `json` for tools, `github`
+//! for workflow-command annotations on pull requests.
+
+mod github;
+mod json;
+mod text;
+
+pub use github::render_github;
+pub use json::render_json;
+pub use text::{render_text, summary_line};
+
+/// Joins the directory the user named with a project-relative file, so paths
+/// printed in diagnostics can be opened from where cortex was run.
+pub(crate) fn display_path(prefix: &str, file: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() || prefix == "." {
+        file.to_string()
+    } else {
+        format!("{prefix}/{file}")
+    }
+}
+
+/// [`display_path`] for other modules of the crate.
+pub fn display_path_pub(prefix: &str, file: &str) -> String {
+    display_path(prefix, file)
+}

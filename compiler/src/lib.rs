@@ -1,0 +1,119 @@
+//! cortex-compiler: the pure half of cortex.
+//!
+//! `load` → `resolve` → `template` → `validate`, each stage a module with
+//! one job, all diagnostics collected as data. No network, no async: files
+//! come only through a [`Source`].
+//!
+//! ```no_run
+//! use cortex_compiler::{compile, Options, WorkTree};
+//! let source = WorkTree::open("examples/support-desk").unwrap();
+//! let result = compile(&source, &Options::default());
+//! assert!(!result.diagnostics.has_errors());
+//! ```
+
+pub mod diagnostic;
+pub mod document;
+pub mod explain;
+pub mod generate;
+pub mod load;
+pub mod node;
+pub mod resolve;
+pub mod schema;
+pub mod source;
+pub mod span;
+pub mod template;
+pub mod validate;
+mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use document::{Document, Kind};
+pub use resolve::{Resolved, ResolvedSpec};
+pub use source::{MemorySource, Source, SourceError, WorkTree};
+pub use span::{SourceMap, Span};
+
+/// What to compile.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The environment overlay to apply (`--env`).
+    pub env: Option<String>,
+}
+
+/// The result of a compile: the resolved project (when `cortex.yaml` could
+/// be read) and every diagnostic, sorted.
+#[derive(Debug)]
+pub struct Compilation {
+    /// Resolved, templated specs; present even when diagnostics hold errors,
+    /// so tools can show as much as possible.
+    pub resolved: Option<Resolved>,
+    /// Every problem found.
+    pub diagnostics: Diagnostics,
+    /// The text of every file read, for rendering diagnostics.
+    pub files: SourceMap,
+}
+
+impl Compilation {
+    /// The validated project, when there is no error.
+    pub fn validated(&self) -> Option<&Resolved> {
+        (!self.diagnostics.has_errors())
+            .then_some(self.resolved.as_ref())
+            .flatten()
+    }
+}
+
+/// Runs the front end on a project: load, resolve, template, validate.
+pub fn compile(source: &dyn Source, options: &Options) -> Compilation {
+    let mut diags = Diagnostics::new();
+    let Some(docs) = load::load(source, &mut diags) else {
+        diags.finish();
+        return Compilation {
+            resolved: None,
+            diagnostics: diags,
+            files: SourceMap::new(),
+        };
+    };
+    let mut resolved = resolve::resolve(docs, options.env.as_deref(), &mut diags);
+    template::render_templates(&mut resolved, &mut diags);
+    validate::validate(&resolved, &mut diags);
+    diags.finish();
+    let files = resolved.files.clone();
+    Compilation {
+        resolved: Some(resolved),
+        diagnostics: diags,
+        files,
+    }
+}
+
+/// Finds a spec by `kind/name` (kind case-insensitive, e.g. `agent/triage`).
+pub fn find_spec<'r>(resolved: &'r Resolved, reference: &str) -> Result<&'r ResolvedSpec, String> {
+    let (kind_text, name) = reference
+        .split_once('/')
+        .ok_or_else(|| format!("`{reference}` is not KIND/NAME (e.g. agent/triage)"))?;
+    let kind = Kind::parse_ref(kind_text).ok_or_else(|| {
+        let kinds: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| k.as_str().to_lowercase())
+            .collect();
+        let hint =
+            diagnostic::did_you_mean(&kind_text.to_lowercase(), kinds.iter().map(String::as_str));
+        format!(
+            "unknown kind `{kind_text}`{}",
+            hint.map(|h| format!("; {h}")).unwrap_or_default()
+        )
+    })?;
+    resolved
+        .specs
+        .iter()
+        .find(|s| s.kind == kind && s.name == name)
+        .ok_or_else(|| {
+            let names = resolved
+                .specs
+                .iter()
+                .filter(|s| s.kind == kind)
+                .map(|s| s.name.as_str());
+            let hint = diagnostic::did_you_mean(name, names);
+            format!(
+                "no {kind} named `{name}`{}",
+                hint.map(|h| format!("; {h}")).unwrap_or_default()
+            )
+        })
+}

@@ -1,0 +1,298 @@
+//! The spanned value tree every spec is held in between loading and rendering.
+//!
+//! Each [`Node`] carries its [`Provenance`], so any later stage can point a
+//! diagnostic at the exact text, and `cortex explain` can say which file and
+//! which spec in the inheritance chain set a value.
+
+use crate::span::{Provenance, Span};
+
+/// A value with its provenance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// The value.
+    pub value: Value,
+    /// Where it came from.
+    pub prov: Provenance,
+}
+
+/// A YAML value (core schema) whose children are [`Node`]s.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `null`, `~` or an empty value.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping with string keys, in document order.
+    Map(Map),
+}
+
+/// One key of a [`Map`] with the position of the key itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// Where the key is written (diagnostics about the key point here).
+    pub key_span: Span,
+    /// The value.
+    pub value: Node,
+}
+
+/// A mapping that keeps document order; specs have few keys per level, so a
+/// vector with linear look-up is faster than hashing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Map {
+    entries: Vec<Entry>,
+}
+
+impl Map {
+    /// An empty map.
+    pub fn new() -> Map {
+        Map::default()
+    }
+
+    /// The entry for `key`.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.key == key)
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|e| &e.value)
+    }
+
+    /// The value for `key`, mutably.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
+        self.entries
+            .iter_mut()
+            .find(|e| e.key == key)
+            .map(|e| &mut e.value)
+    }
+
+    /// Sets `key`, keeping its position when it exists, appending otherwise.
+    pub fn insert(&mut self, entry: Entry) {
+        match self.entries.iter_mut().find(|e| e.key == entry.key) {
+            Some(existing) => *existing = entry,
+            None => self.entries.push(entry),
+        }
+    }
+
+    /// Removes `key` and returns its entry.
+    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        let at = self.entries.iter().position(|e| e.key == key)?;
+        Some(self.entries.remove(at))
+    }
+
+    /// Entries in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Entry> {
+        self.entries.iter()
+    }
+
+    /// Entries in order, mutably.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Entry> {
+        self.entries.iter_mut()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keeps only the entries for which `keep` returns true.
+    pub fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
+        self.entries.retain(keep);
+    }
+}
+
+impl<'a> IntoIterator for &'a Map {
+    type Item = &'a Entry;
+    type IntoIter = std::slice::Iter<'a, Entry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+impl Node {
+    /// A node with the given value and provenance.
+    pub fn new(value: Value, prov: Provenance) -> Node {
+        Node { value, prov }
+    }
+
+    /// The span of this node.
+    pub fn span(&self) -> &Span {
+        &self.prov.span
+    }
+
+    /// The map, when this node is one.
+    pub fn as_map(&self) -> Option<&Map> {
+        match &self.value {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The sequence, when this node is one.
+    pub fn as_seq(&self) -> Option<&[Node]> {
+        match &self.value {
+            Value::Seq(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The string, when this node is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, when this node is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match &self.value {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The child at `key` when this node is a map.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_map()?.get(key)
+    }
+
+    /// Follows a path of map keys.
+    pub fn path(&self, keys: &[&str]) -> Option<&Node> {
+        keys.iter().try_fold(self, |node, key| node.get(key))
+    }
+
+    /// The string at a path of map keys.
+    pub fn str_at(&self, keys: &[&str]) -> Option<&str> {
+        self.path(keys)?.as_str()
+    }
+
+    /// Resolves an RFC 6901 JSON pointer (`/spec/env/0/name`).
+    pub fn pointer(&self, pointer: &str) -> Option<&Node> {
+        if pointer.is_empty() {
+            return Some(self);
+        }
+        let mut node = self;
+        for raw in pointer.strip_prefix('/')?.split('/') {
+            let token = raw.replace("~1", "/").replace("~0", "~");
+            node = match &node.value {
+                Value::Map(m) => m.get(&token)?,
+                Value::Seq(s) => s.get(token.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// The map entry a pointer ends in (its key span is what a diagnostic about
+    /// the key itself should underline).
+    pub fn pointer_entry(&self, pointer: &str) -> Option<&Entry> {
+        let (parent, last) = pointer.rsplit_once('/')?;
+        let key = last.replace("~1", "/").replace("~0", "~");
+        self.pointer(parent)?.as_map()?.entry(&key)
+    }
+
+    /// A short name for the value's type, as a diagnostic would say it.
+    pub fn type_name(&self) -> &'static str {
+        match &self.value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    /// Converts to JSON (for schema validation and templating contexts).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(m) => J::Object(
+                m.iter()
+                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Builds a node tree from JSON, giving every node the same provenance
+    /// (used for values computed by a template expression).
+    pub fn from_json(value: &serde_json::Value, prov: &Provenance) -> Node {
+        use serde_json::Value as J;
+        let value = match value {
+            J::Null => Value::Null,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(items) => Value::Seq(items.iter().map(|v| Node::from_json(v, prov)).collect()),
+            J::Object(obj) => {
+                let mut map = Map::new();
+                for (k, v) in obj {
+                    map.insert(Entry {
+                        key: k.clone(),
+                        key_span: prov.span.clone(),
+                        value: Node::from_json(v, prov),
+                    });
+                }
+                Value::Map(map)
+            }
+        };
+        Node::new(value, prov.clone())
+    }
+
+    /// Visits every node depth first, with its JSON pointer.
+    pub fn walk(&self, pointer: &mut String, visit: &mut dyn FnMut(&str, &Node)) {
+        visit(pointer, self);
+        let len = pointer.len();
+        match &self.value {
+            Value::Map(m) => {
+                for e in m {
+                    pointer.push('/');
+                    pointer.push_str(&e.key.replace('~', "~0").replace('/', "~1"));
+                    e.value.walk(pointer, visit);
+                    pointer.truncate(len);
+                }
+            }
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    pointer.push('/');
+                    pointer.push_str(&i.to_string());
+                    item.walk(pointer, visit);
+                    pointer.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Escapes one JSON-pointer token.
+pub fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}

@@ -1,0 +1,544 @@
+//! Stage 2: resolve `extends` chains and apply the selected environment.
+//!
+//! Each spec is resolved as `merge(resolved parent, own document)`, then the
+//! environment's patches for it are merged on top. Parents are resolved once
+//! and memoized, so a template patched by the environment passes the patched
+//! value to every spec that extends it.
+
+pub mod merge;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::diagnostic::{Diagnostic, Diagnostics, closest, codes, did_you_mean};
+use crate::document::{Document, Kind};
+use crate::load::Documents;
+use crate::node::{Map, Node, Value};
+use crate::schema::Schemas;
+use crate::span::{Provenance, SourceMap, Span};
+
+/// Namespace used when neither the project nor the environment sets one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A spec after inheritance and overlays.
+#[derive(Clone, Debug)]
+pub struct ResolvedSpec {
+    /// Its kind.
+    pub kind: Kind,
+    /// `metadata.name`.
+    pub name: String,
+    /// Where the name is written.
+    pub name_span: Span,
+    /// The file that declares it.
+    pub file: Arc<str>,
+    /// The inheritance chain, this spec first, the root last.
+    pub chain: Vec<String>,
+    /// The whole resolved document (`extends` removed).
+    pub node: Node,
+}
+
+impl ResolvedSpec {
+    /// `Kind/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+
+    /// The resolved `spec` mapping.
+    pub fn spec(&self) -> Option<&Node> {
+        self.node.get("spec")
+    }
+}
+
+/// The selected environment.
+#[derive(Clone, Debug)]
+pub struct SelectedEnvironment {
+    /// Its name.
+    pub name: String,
+    /// The file it was loaded from.
+    pub file: Arc<str>,
+}
+
+/// The output of stage 2.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The project document.
+    pub project: Document,
+    /// `metadata.name` of the project.
+    pub project_name: String,
+    /// The namespace (environment over project over `default`).
+    pub namespace: String,
+    /// Template values (environment values merged over project values).
+    pub values: Node,
+    /// The environment, when one was selected.
+    pub environment: Option<SelectedEnvironment>,
+    /// Every spec (templates included), in load order.
+    pub specs: Vec<ResolvedSpec>,
+    /// Every Environment document (only the selected one is applied).
+    pub environments: Vec<Document>,
+    /// The text of every file read.
+    pub files: SourceMap,
+}
+
+/// Resolves every spec of `docs` for environment `env`.
+pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> Resolved {
+    let index = index_specs(&docs.specs, diags);
+    let environment = env.and_then(|name| select_environment(&docs, name, diags));
+    let patches = collect_patches(&docs, &index, environment, diags);
+    let mut resolver = Resolver {
+        docs: &docs.specs,
+        index: &index,
+        patches: &patches,
+        memo: vec![State::Pending; docs.specs.len()],
+        diags,
+    };
+    let specs: Vec<ResolvedSpec> = (0..docs.specs.len())
+        .map(|i| resolver.resolve(i).1)
+        .collect();
+
+    let empty = Node::new(
+        Value::Map(Map::new()),
+        Provenance {
+            span: Span::file_only(docs.project.file.clone()),
+            spec: Arc::from("project"),
+        },
+    );
+    let project_values = docs
+        .project
+        .node
+        .path(&["spec", "values"])
+        .unwrap_or(&empty);
+    let env_doc = environment.map(|i| &docs.environments[i]);
+    let values = match env_doc.and_then(|e| e.node.path(&["spec", "values"])) {
+        Some(overlay) => merge::merge_values(project_values, overlay),
+        None => project_values.clone(),
+    };
+    let namespace = env_doc
+        .and_then(|e| e.node.str_at(&["spec", "namespace"]))
+        .or_else(|| docs.project.node.str_at(&["spec", "namespace"]))
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_string();
+    Resolved {
+        project_name: docs.project.name.clone(),
+        namespace,
+        values,
+        environment: env_doc.map(|e| SelectedEnvironment {
+            name: e.name.clone(),
+            file: e.file.clone(),
+        }),
+        specs,
+        environments: docs.environments,
+        project: docs.project,
+        files: docs.files,
+    }
+}
+
+type Index = HashMap<(Kind, String), usize>;
+
+fn index_specs(specs: &[Document], diags: &mut Diagnostics) -> Index {
+    let mut index = Index::new();
+    for (i, doc) in specs.iter().enumerate() {
+        if let Some(&first) = index.get(&(doc.kind, doc.name.clone())) {
+            let first: &Document = &specs[first];
+            diags.push(
+                Diagnostic::error(
+                    codes::DUPLICATE_NAME,
+                    format!("{} is declared twice", doc.id()),
+                )
+                .at(&doc.name_span)
+                .label("second declaration")
+                .with_label(&first.name_span, "first declared here")
+                .help(format!(
+                    "names are unique per kind; rename one of the two {}s",
+                    doc.kind
+                )),
+            );
+        } else {
+            index.insert((doc.kind, doc.name.clone()), i);
+        }
+    }
+    index
+}
+
+fn select_environment(docs: &Documents, name: &str, diags: &mut Diagnostics) -> Option<usize> {
+    if let Some(i) = docs.environments.iter().position(|e| e.name == name) {
+        return Some(i);
+    }
+    let mut known: Vec<String> = docs.environments.iter().map(|e| e.name.clone()).collect();
+    if let Some(map) = docs
+        .project
+        .node
+        .path(&["spec", "environments"])
+        .and_then(Node::as_map)
+    {
+        known.extend(map.iter().map(|e| e.key.clone()));
+    }
+    known.sort();
+    known.dedup();
+    let at = docs
+        .project
+        .node
+        .path(&["spec", "environments"])
+        .map_or(&docs.project.name_span, Node::span);
+    diags.push(
+        Diagnostic::error(
+            codes::UNKNOWN_ENVIRONMENT,
+            format!("unknown environment `{name}`"),
+        )
+        .at(at)
+        .label("environments are declared here")
+        .maybe_help(did_you_mean(name, known.iter().map(String::as_str)))
+        .note(if known.is_empty() {
+            "the project declares no environments".to_string()
+        } else {
+            format!("declared: {}", known.join(", "))
+        }),
+    );
+    None
+}
+
+/// Checks every environment's patch targets; returns the selected one's
+/// patches by spec index.
+fn collect_patches<'d>(
+    docs: &'d Documents,
+    index: &Index,
+    selected: Option<usize>,
+    diags: &mut Diagnostics,
+) -> HashMap<usize, Vec<&'d Node>> {
+    let mut out: HashMap<usize, Vec<&Node>> = HashMap::new();
+    for (env_index, env) in docs.environments.iter().enumerate() {
+        let Some(patches) = env.node.path(&["spec", "patches"]).and_then(Node::as_seq) else {
+            continue;
+        };
+        for patch in patches {
+            let (Some(target_node), Some(body)) = (patch.get("target"), patch.get("patch")) else {
+                continue; // reported by the schema check
+            };
+            let Some(target) = target_node.as_str() else {
+                continue;
+            };
+            let Some(spec_index) =
+                patch_target(target, target_node.span(), &docs.specs, index, diags)
+            else {
+                continue;
+            };
+            if Some(env_index) == selected {
+                out.entry(spec_index).or_default().push(body);
+            }
+        }
+    }
+    out
+}
+
+fn patch_target(
+    target: &str,
+    span: &Span,
+    specs: &[Document],
+    index: &Index,
+    diags: &mut Diagnostics,
+) -> Option<usize> {
+    let Some((kind_text, name)) = target.split_once('/') else {
+        diags.push(
+            Diagnostic::error(
+                codes::BAD_PATCH_TARGET,
+                format!("patch target `{target}` is not `kind/name`"),
+            )
+            .at(span)
+            .help("write e.g. `agent/triage` or `workflow/ticket-pipeline`"),
+        );
+        return None;
+    };
+    let Some(kind) =
+        Kind::parse_ref(kind_text).filter(|k| !matches!(k, Kind::Project | Kind::Environment))
+    else {
+        let kinds: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| k.as_str().to_lowercase())
+            .collect();
+        diags.push(
+            Diagnostic::error(
+                codes::BAD_PATCH_TARGET,
+                format!("unknown kind `{kind_text}` in patch target"),
+            )
+            .at(span)
+            .maybe_help(did_you_mean(
+                &kind_text.to_lowercase(),
+                kinds.iter().map(String::as_str),
+            )),
+        );
+        return None;
+    };
+    if let Some(&i) = index.get(&(kind, name.to_string())) {
+        return Some(i);
+    }
+    let names = specs
+        .iter()
+        .filter(|d| d.kind == kind)
+        .map(|d| d.name.as_str());
+    diags.push(
+        Diagnostic::error(
+            codes::BAD_PATCH_TARGET,
+            format!("patch target `{target}`: no {kind} named `{name}`"),
+        )
+        .at(span)
+        .maybe_help(closest(name, names).map(|c| format!("did you mean `{kind_text}/{c}`?"))),
+    );
+    None
+}
+
+#[derive(Clone)]
+enum State {
+    Pending,
+    Visiting,
+    Done(Box<ResolvedSpec>),
+}
+
+struct Resolver<'a> {
+    docs: &'a [Document],
+    index: &'a Index,
+    patches: &'a HashMap<usize, Vec<&'a Node>>,
+    memo: Vec<State>,
+    diags: &'a mut Diagnostics,
+}
+
+impl Resolver<'_> {
+    /// Resolves spec `i`; the flag is false when the chain is broken (the
+    /// spec is still resolved as far as possible, so its own mistakes are
+    /// reported too).
+    fn resolve(&mut self, i: usize) -> (bool, ResolvedSpec) {
+        match &self.memo[i] {
+            State::Done(spec) => return (true, (**spec).clone()),
+            State::Visiting => return (false, self.alone(i)),
+            State::Pending => {}
+        }
+        self.memo[i] = State::Visiting;
+        let doc = &self.docs[i];
+        let schema = Schemas::get().cursor(doc.kind);
+        let extends = doc.node.path(&["spec", "extends"]);
+        let mut ok = true;
+        let (mut node, mut chain) = match extends {
+            Some(parent_node) if !doc.kind.parents().is_empty() => {
+                match self.parent(i, parent_node) {
+                    Some(p) => {
+                        let (parent_ok, parent) = self.resolve(p);
+                        ok = parent_ok;
+                        let merged =
+                            merge::merge(Some(&parent.node), &doc.node, schema, self.diags);
+                        let mut chain = vec![doc.name.clone()];
+                        chain.extend(parent.chain);
+                        (merged, chain)
+                    }
+                    None => {
+                        ok = false;
+                        (
+                            merge::normalize(&doc.node, schema, self.diags),
+                            vec![doc.name.clone()],
+                        )
+                    }
+                }
+            }
+            Some(parent_node) => {
+                self.diags.push(
+                    Diagnostic::error(
+                        codes::EXTENDS_WRONG_FAMILY,
+                        format!("{} cannot use `extends`", doc.kind),
+                    )
+                    .at(parent_node.span())
+                    .help("only Agent, AgentTemplate, Workflow and WorkflowTemplate inherit"),
+                );
+                (
+                    merge::normalize(&doc.node, schema, self.diags),
+                    vec![doc.name.clone()],
+                )
+            }
+            None => (
+                merge::normalize(&doc.node, schema, self.diags),
+                vec![doc.name.clone()],
+            ),
+        };
+        if let Some(spec) = spec_map_mut(&mut node) {
+            spec.remove("extends");
+        }
+        for patch in self.patches.get(&i).into_iter().flatten() {
+            let spec_schema = schema.property("spec");
+            if let Some(spec_node) = node_spec_mut(&mut node) {
+                *spec_node = merge::merge(Some(spec_node), patch, spec_schema, self.diags);
+            }
+        }
+        chain.dedup();
+        let resolved = ResolvedSpec {
+            kind: doc.kind,
+            name: doc.name.clone(),
+            name_span: doc.name_span.clone(),
+            file: doc.file.clone(),
+            chain,
+            node,
+        };
+        self.memo[i] = State::Done(Box::new(resolved.clone()));
+        (ok, resolved)
+    }
+
+    fn alone(&mut self, i: usize) -> ResolvedSpec {
+        let doc = &self.docs[i];
+        let mut scratch = Diagnostics::new();
+        let node = merge::normalize(&doc.node, Schemas::get().cursor(doc.kind), &mut scratch);
+        ResolvedSpec {
+            kind: doc.kind,
+            name: doc.name.clone(),
+            name_span: doc.name_span.clone(),
+            file: doc.file.clone(),
+            chain: vec![doc.name.clone()],
+            node,
+        }
+    }
+
+    /// Finds the parent named by `extends`, reporting unknown names, wrong
+    /// kinds and cycles.
+    fn parent(&mut self, i: usize, parent_node: &Node) -> Option<usize> {
+        let doc = &self.docs[i];
+        let Some(parent_name) = parent_node.as_str() else {
+            self.diags.push(
+                Diagnostic::error(
+                    codes::SCHEMA_WRONG_TYPE,
+                    format!(
+                        "`extends` must be a name, found {}",
+                        parent_node.type_name()
+                    ),
+                )
+                .at(parent_node.span()),
+            );
+            return None;
+        };
+        let found = doc
+            .kind
+            .parents()
+            .iter()
+            .find_map(|k| self.index.get(&(*k, parent_name.to_string())).copied());
+        let Some(p) = found else {
+            let other_kind = Kind::ALL
+                .into_iter()
+                .find(|k| self.index.contains_key(&(*k, parent_name.to_string())));
+            let diag = match other_kind {
+                Some(k) => Diagnostic::error(
+                    codes::EXTENDS_WRONG_FAMILY,
+                    format!(
+                        "{} `{}` cannot extend {k} `{parent_name}`",
+                        doc.kind, doc.name
+                    ),
+                )
+                .at(parent_node.span())
+                .label(format!("this is a {k}"))
+                .help(format!(
+                    "a {} extends one of: {}",
+                    doc.kind,
+                    doc.kind
+                        .parents()
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                None => {
+                    let candidates = self
+                        .docs
+                        .iter()
+                        .filter(|d| doc.kind.parents().contains(&d.kind) && d.name != doc.name)
+                        .map(|d| d.name.as_str());
+                    Diagnostic::error(
+                        codes::UNKNOWN_PARENT,
+                        format!(
+                            "`{}` extends `{parent_name}`, which does not exist",
+                            doc.name
+                        ),
+                    )
+                    .at(parent_node.span())
+                    .label("unknown parent")
+                    .maybe_help(did_you_mean(parent_name, candidates))
+                }
+            };
+            self.diags.push(diag);
+            return None;
+        };
+        if matches!(self.memo[p], State::Visiting) || p == i {
+            self.report_cycle(i, p);
+            return None;
+        }
+        Some(p)
+    }
+
+    fn report_cycle(&mut self, from: usize, to: usize) {
+        // Walk the extends links from `to` until we are back at `from`.
+        let mut cycle = vec![to];
+        let mut at = to;
+        while at != from && cycle.len() <= self.docs.len() {
+            let Some(next) = self.docs[at]
+                .node
+                .str_at(&["spec", "extends"])
+                .and_then(|name| {
+                    self.docs[at]
+                        .kind
+                        .parents()
+                        .iter()
+                        .find_map(|k| self.index.get(&(*k, name.to_string())).copied())
+                })
+            else {
+                break;
+            };
+            cycle.push(next);
+            at = next;
+        }
+        // Report at the alphabetically first member, so the report is stable.
+        let start = (0..cycle.len())
+            .min_by_key(|&k| {
+                (
+                    &self.docs[cycle[k]].file,
+                    self.docs[cycle[k]].name_span.line,
+                )
+            })
+            .unwrap_or(0);
+        cycle.rotate_left(start);
+        if cycle.len() > 1 && cycle.first() == cycle.last() {
+            cycle.pop();
+        }
+        let names: Vec<&str> = cycle.iter().map(|&k| self.docs[k].name.as_str()).collect();
+        let path = format!("{} → {}", names.join(" → "), names[0]);
+        let first = &self.docs[cycle[0]];
+        let Some(first_extends) = first.node.path(&["spec", "extends"]) else {
+            return;
+        };
+        let mut diag = Diagnostic::error(codes::EXTENDS_CYCLE, format!("extends cycle: {path}"))
+            .at(first_extends.span())
+            .label(format!(
+                "`{}` extends `{}`",
+                first.name,
+                names.get(1).unwrap_or(&names[0])
+            ))
+            .help("break the cycle: one of these specs must not extend the others");
+        for &k in cycle.iter().skip(1) {
+            if let Some(ext) = self.docs[k].node.path(&["spec", "extends"]) {
+                diag = diag.with_label(
+                    ext.span(),
+                    format!(
+                        "`{}` extends `{}`",
+                        self.docs[k].name,
+                        ext.as_str().unwrap_or("")
+                    ),
+                );
+            }
+        }
+        self.diags.push(diag);
+    }
+}
+
+fn spec_map_mut(node: &mut Node) -> Option<&mut Map> {
+    match &mut node_spec_mut(node)?.value {
+        Value::Map(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn node_spec_mut(node: &mut Node) -> Option<&mut Node> {
+    match &mut node.value {
+        Value::Map(m) => m.get_mut("spec"),
+        _ => None,
+    }
+}

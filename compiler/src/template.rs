@@ -1,0 +1,262 @@
+//! Stage 3: compile-time templates (`{{ values.x }}`, `{{ env.name }}`,
+//! `{{ project.name }}`) with minijinja and strict undefined.
+//!
+//! Every string of a resolved spec is evaluated, except under schema nodes
+//! marked `x-cortex-verbatim` (an agent's `config`, a topic's `schema`).
+//! Runtime references `$(…)` are not template syntax and pass through. A
+//! string that is a single `{{ expression }}` at a position where the schema
+//! expects a non-string (e.g. `replicas: "{{ values.replicas }}"`) takes the
+//! expression's type.
+
+use std::collections::HashMap;
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde_json::json;
+
+use crate::diagnostic::{Diagnostic, Diagnostics, codes, did_you_mean};
+use crate::node::{Node, Value};
+use crate::resolve::Resolved;
+use crate::schema::{Cursor, Schemas};
+
+/// Evaluation steps one template string may take (minijinja fuel); enough
+/// for any real expression, small enough to stop a runaway loop at once.
+pub const TEMPLATE_FUEL: u64 = 50_000;
+
+/// The variables templates see.
+pub fn context(resolved: &Resolved) -> serde_json::Value {
+    json!({
+        "values": resolved.values.to_json(),
+        "env": {
+            "name": resolved.environment.as_ref().map_or("default", |e| e.name.as_str()),
+            "namespace": resolved.namespace,
+        },
+        "project": {
+            "name": resolved.project_name,
+            "namespace": resolved.namespace,
+        },
+    })
+}
+
+/// Evaluates the templates of every spec of `resolved` in place.
+pub fn render_templates(resolved: &mut Resolved, diags: &mut Diagnostics) {
+    let ctx = context(resolved);
+    let mut engine = Engine::new(ctx);
+    for spec in &mut resolved.specs {
+        let cursor = Schemas::get().cursor(spec.kind);
+        engine.walk(&mut spec.node, cursor, diags);
+    }
+}
+
+#[derive(Clone)]
+enum Outcome {
+    Text(String),
+    Typed(serde_json::Value),
+    Failed(Failure),
+}
+
+#[derive(Clone)]
+struct Failure {
+    code: crate::diagnostic::Code,
+    message: String,
+    label: String,
+    help: Option<String>,
+}
+
+struct Engine {
+    env: Environment<'static>,
+    ctx: minijinja::Value,
+    raw_ctx: serde_json::Value,
+    cache: HashMap<(String, bool), Outcome>,
+}
+
+impl Engine {
+    fn new(ctx: serde_json::Value) -> Engine {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        Engine {
+            env,
+            ctx: minijinja::Value::from(minijinja::value::Serde(&ctx)),
+            raw_ctx: ctx,
+            cache: HashMap::new(),
+        }
+    }
+
+    fn walk(&mut self, node: &mut Node, schema: Cursor<'_>, diags: &mut Diagnostics) {
+        if schema.is_verbatim() {
+            return;
+        }
+        match &mut node.value {
+            Value::Str(s) if is_template(s) => {
+                let typed = !accepts_string(schema);
+                let outcome = self.evaluate(s, typed);
+                match outcome {
+                    Outcome::Text(text) => *s = text,
+                    Outcome::Typed(value) => *node = Node::from_json(&value, &node.prov),
+                    Outcome::Failed(f) => diags.push(
+                        Diagnostic::error(f.code, f.message)
+                            .at(node.span())
+                            .label(f.label)
+                            .maybe_help(f.help),
+                    ),
+                }
+            }
+            Value::Seq(items) => {
+                let item_schema = schema.items();
+                for item in items {
+                    self.walk(item, item_schema, diags);
+                }
+            }
+            Value::Map(map) => {
+                for entry in map.iter_mut() {
+                    let child_schema = schema.property(&entry.key);
+                    self.walk(&mut entry.value, child_schema, diags);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn evaluate(&mut self, source: &str, typed: bool) -> Outcome {
+        let key = (source.to_string(), typed);
+        if let Some(hit) = self.cache.get(&key) {
+            return hit.clone();
+        }
+        let outcome = self.evaluate_uncached(source, typed);
+        self.cache.insert(key, outcome.clone());
+        outcome
+    }
+
+    fn evaluate_uncached(&self, source: &str, typed: bool) -> Outcome {
+        if typed {
+            if let Some(expr) = single_expression(source) {
+                return match self.env.compile_expression(expr) {
+                    Ok(compiled) => match compiled.eval(&self.ctx) {
+                        Ok(value) if value.is_undefined() => {
+                            Outcome::Failed(self.undefined(source))
+                        }
+                        Ok(value) => match serde_json::to_value(&value) {
+                            Ok(json) => Outcome::Typed(json),
+                            Err(e) => Outcome::Failed(eval_failure(e.to_string())),
+                        },
+                        Err(e) => Outcome::Failed(self.failure(source, &e)),
+                    },
+                    Err(e) => Outcome::Failed(self.failure(source, &e)),
+                };
+            }
+        }
+        match self.env.render_str(source, &self.ctx) {
+            Ok(text) => Outcome::Text(text),
+            Err(e) => Outcome::Failed(self.failure(source, &e)),
+        }
+    }
+
+    fn failure(&self, source: &str, err: &minijinja::Error) -> Failure {
+        match err.kind() {
+            ErrorKind::UndefinedError => self.undefined(source),
+            ErrorKind::SyntaxError => Failure {
+                code: codes::TEMPLATE_SYNTAX,
+                message: "template syntax error".to_string(),
+                label: err
+                    .detail()
+                    .unwrap_or("cannot parse this template")
+                    .to_string(),
+                help: Some(
+                    "to write literal braces use `{{ '{{' }}` or a `{% raw %}…{% endraw %}` block"
+                        .to_string(),
+                ),
+            },
+            _ => eval_failure(
+                err.detail()
+                    .map_or_else(|| err.kind().to_string(), str::to_string),
+            ),
+        }
+    }
+
+    /// Names the first undefined variable of `source`, with a suggestion.
+    fn undefined(&self, source: &str) -> Failure {
+        let mut missing: Option<(String, Option<String>)> = None;
+        if let Ok(template) = self.env.template_from_str(source) {
+            let mut names: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+            names.sort();
+            for name in names {
+                let mut at = &self.raw_ctx;
+                let mut parts = Vec::new();
+                for part in name.split('.') {
+                    match at.get(part) {
+                        Some(next) => {
+                            at = next;
+                            parts.push(part);
+                        }
+                        None => {
+                            let candidates: Vec<&str> = at
+                                .as_object()
+                                .map(|o| o.keys().map(String::as_str).collect())
+                                .unwrap_or_default();
+                            let mut full = parts.clone();
+                            full.push(part);
+                            let hint =
+                                did_you_mean(part, candidates.iter().copied()).or_else(|| {
+                                    (!candidates.is_empty()).then(|| {
+                                        format!(
+                                            "`{}` has: {}",
+                                            parts.join("."),
+                                            candidates.join(", ")
+                                        )
+                                    })
+                                });
+                            missing = Some((full.join("."), hint));
+                            break;
+                        }
+                    }
+                }
+                if missing.is_some() {
+                    break;
+                }
+            }
+        }
+        let (name, help) = missing.unwrap_or_else(|| ("a variable".to_string(), None));
+        Failure {
+            code: codes::TEMPLATE_UNDEFINED,
+            message: format!("undefined template variable `{name}`"),
+            label: format!("`{name}` is not defined"),
+            help: help.or_else(|| {
+                Some("templates see `values`, `env` (name, namespace) and `project` (name, namespace)".to_string())
+            }),
+        }
+    }
+}
+
+fn eval_failure(detail: String) -> Failure {
+    Failure {
+        code: codes::TEMPLATE_EVAL,
+        message: "template evaluation failed".to_string(),
+        label: detail,
+        help: None,
+    }
+}
+
+/// Whether `s` holds template syntax at all (the fast path skips the rest).
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// The expression of a string that is exactly one `{{ … }}`.
+fn single_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%")).then_some(inner)
+}
+
+/// Whether the schema accepts a string here (or says nothing).
+fn accepts_string(schema: Cursor<'_>) -> bool {
+    match schema.types() {
+        None => true,
+        Some(types) => types.iter().any(|t| *t == "string"),
+    }
+}

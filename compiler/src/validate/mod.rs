@@ -1,0 +1,74 @@
+//! Stage 4: validation of resolved, templated specs. Schema first, then the
+//! semantic rules, each family in its own module. Every problem is
+//! collected; nothing stops at the first.
+
+pub mod formats;
+pub mod pools;
+pub mod refs;
+pub mod schema_check;
+pub mod workflow;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::diagnostic::Diagnostics;
+use crate::document::Kind;
+use crate::resolve::{Resolved, ResolvedSpec};
+use crate::schema::Schemas;
+
+/// Names declared per kind, for reference checks.
+pub struct Catalog<'a> {
+    /// Topics by name.
+    pub topics: BTreeMap<&'a str, &'a ResolvedSpec>,
+    /// Concrete agents by name.
+    pub agents: BTreeMap<&'a str, &'a ResolvedSpec>,
+    /// Agent template names.
+    pub agent_templates: BTreeSet<&'a str>,
+    /// Pools by name.
+    pub pools: BTreeMap<&'a str, &'a ResolvedSpec>,
+}
+
+impl<'a> Catalog<'a> {
+    /// Indexes `specs`.
+    pub fn new(specs: &'a [ResolvedSpec]) -> Catalog<'a> {
+        let by = |kind: Kind| {
+            specs
+                .iter()
+                .filter(move |s| s.kind == kind)
+                .map(|s| (s.name.as_str(), s))
+                .collect()
+        };
+        Catalog {
+            topics: by(Kind::Topic),
+            agents: by(Kind::Agent),
+            agent_templates: specs
+                .iter()
+                .filter(|s| s.kind == Kind::AgentTemplate)
+                .map(|s| s.name.as_str())
+                .collect(),
+            pools: by(Kind::ResourcePool),
+        }
+    }
+}
+
+/// Validates the project document, every environment document and every
+/// resolved spec.
+pub fn validate(resolved: &Resolved, diags: &mut Diagnostics) {
+    let schemas = Schemas::get();
+    schema_check::check(Kind::Project, &resolved.project.node, diags);
+    formats::check(&resolved.project.node, schemas.cursor(Kind::Project), diags);
+    for env in &resolved.environments {
+        schema_check::check(Kind::Environment, &env.node, diags);
+        formats::check(&env.node, schemas.cursor(Kind::Environment), diags);
+    }
+    for spec in &resolved.specs {
+        schema_check::check(spec.kind, &spec.node, diags);
+        formats::check(&spec.node, schemas.cursor(spec.kind), diags);
+    }
+    let catalog = Catalog::new(&resolved.specs);
+    refs::check_names(&resolved.specs, diags);
+    refs::check_topics(&resolved.specs, &catalog, diags);
+    refs::check_agents_and_policies(&resolved.specs, &catalog, diags);
+    refs::check_bounds(&resolved.specs, diags);
+    workflow::check(&resolved.specs, &catalog, diags);
+    pools::check(&resolved.specs, diags);
+}

@@ -1,0 +1,200 @@
+//! YAML text to spanned [`Node`]s, with the spec language's restrictions:
+//! no duplicate keys, bounded alias expansion, no merge keys or custom tags,
+//! bounded nesting.
+
+use std::sync::Arc;
+
+use saphyr::{MarkedYaml, Scalar, ScanError, YamlData, YamlLoader};
+use saphyr_parser::Parser;
+
+use crate::diagnostic::{Diagnostic, codes};
+use crate::node::{Entry, Map, Node, Value};
+use crate::span::{Provenance, Span};
+
+/// Most nodes alias expansion may produce in one file. Hand-written specs
+/// stay far below it; a "billion laughs" file hits it within milliseconds.
+pub const MAX_ALIAS_NODES: usize = 10_000;
+
+/// Deepest nesting accepted; the deepest real spec is under 15 levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// Parses every document of `text` (the content of `file`). Empty documents
+/// (only comments, or a trailing `---`) are skipped.
+pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Diagnostic> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut parser = Parser::new_from_str(text);
+    let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
+    loader.alias_limit(MAX_ALIAS_NODES);
+    let scanned = parser.load(&mut loader, true);
+    if let Some(err) = scanned.err().or_else(|| loader.error().cloned()) {
+        return Err(scan_error(file, &err));
+    }
+    let converter = Converter {
+        file: file.clone(),
+        owner: Arc::from(""),
+    };
+    loader
+        .into_documents()
+        .iter()
+        .filter(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)))
+        .map(|doc| converter.node(doc, 0))
+        .collect()
+}
+
+fn scan_error(file: &Arc<str>, err: &ScanError) -> Diagnostic {
+    let mark = err.marker();
+    let span = Span {
+        file: file.clone(),
+        line: mark.line() as u32,
+        col: mark.col() as u32 + 1,
+        start: mark.index() as u32,
+        end: mark.index() as u32,
+    };
+    let info = err.info();
+    let (code, message, help) = if info.contains("duplicated key") {
+        (
+            codes::DUPLICATE_KEY,
+            "duplicate key in mapping".to_string(),
+            Some("remove one of the two entries; YAML keys must be unique"),
+        )
+    } else if info.contains("alias expansion") {
+        (
+            codes::ALIAS_LIMIT,
+            format!("YAML aliases expand to more than {MAX_ALIAS_NODES} nodes"),
+            Some("write the values out, or share them with `extends`"),
+        )
+    } else if info.contains("recursion limit") {
+        (
+            codes::UNSUPPORTED_YAML,
+            "YAML nesting is too deep".to_string(),
+            None,
+        )
+    } else {
+        (codes::YAML_SYNTAX, format!("invalid YAML: {info}"), None)
+    };
+    let diag = Diagnostic::error(code, message)
+        .at(&span)
+        .label(info.to_string());
+    match help {
+        Some(h) => diag.help(h),
+        None => diag,
+    }
+}
+
+struct Converter {
+    file: Arc<str>,
+    owner: Arc<str>,
+}
+
+impl Converter {
+    fn span(&self, node: &MarkedYaml<'_>) -> Span {
+        let (start, end) = (node.span.start, node.span.end);
+        Span {
+            file: self.file.clone(),
+            line: start.line() as u32,
+            col: start.col() as u32 + 1,
+            start: start.index() as u32,
+            end: end.index().max(start.index()) as u32,
+        }
+    }
+
+    fn prov(&self, node: &MarkedYaml<'_>) -> Provenance {
+        Provenance {
+            span: self.span(node),
+            spec: self.owner.clone(),
+        }
+    }
+
+    fn unsupported(&self, node: &MarkedYaml<'_>, what: &str, help: &str) -> Diagnostic {
+        Diagnostic::error(codes::UNSUPPORTED_YAML, format!("{what} is not supported"))
+            .at(&self.span(node))
+            .help(help.to_string())
+    }
+
+    fn node(&self, node: &MarkedYaml<'_>, depth: usize) -> Result<Node, Diagnostic> {
+        if depth > MAX_DEPTH {
+            return Err(Diagnostic::error(
+                codes::UNSUPPORTED_YAML,
+                format!("nesting deeper than {MAX_DEPTH} levels is not supported"),
+            )
+            .at(&self.span(node)));
+        }
+        let value = match &node.data {
+            YamlData::Value(scalar) => scalar_value(scalar),
+            YamlData::Representation(raw, _, _) => Value::Str(raw.to_string()),
+            YamlData::Sequence(items) => Value::Seq(
+                items
+                    .iter()
+                    .map(|item| self.node(item, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
+            YamlData::Mapping(mapping) => {
+                let mut map = Map::new();
+                for (key, value) in mapping {
+                    let key_text = match &key.data {
+                        YamlData::Value(Scalar::String(s)) => s.to_string(),
+                        YamlData::Value(Scalar::Integer(i)) => i.to_string(),
+                        YamlData::Value(Scalar::Boolean(b)) => b.to_string(),
+                        YamlData::Value(Scalar::FloatingPoint(f)) => f.to_string(),
+                        _ => {
+                            return Err(self.unsupported(
+                                key,
+                                "a null or non-scalar mapping key",
+                                "use a plain string as the key",
+                            ));
+                        }
+                    };
+                    if key_text == "<<" {
+                        return Err(self.unsupported(
+                            key,
+                            "the YAML merge key `<<`",
+                            "share values with `extends` (an AgentTemplate or WorkflowTemplate) instead",
+                        ));
+                    }
+                    map.insert(Entry {
+                        key: key_text,
+                        key_span: self.span(key),
+                        value: self.node(value, depth + 1)?,
+                    });
+                }
+                Value::Map(map)
+            }
+            YamlData::Tagged(tag, _) => {
+                return Err(self.unsupported(
+                    node,
+                    &format!("the YAML tag `{tag}`"),
+                    "remove the tag; quote the value to make it a string",
+                ));
+            }
+            YamlData::Alias(_) | YamlData::BadValue => {
+                return Err(Diagnostic::error(
+                    codes::YAML_SYNTAX,
+                    "invalid YAML value (a tag that does not fit its value, or an unresolved alias)",
+                )
+                .at(&self.span(node)));
+            }
+        };
+        Ok(Node::new(value, self.prov(node)))
+    }
+}
+
+fn scalar_value(scalar: &Scalar<'_>) -> Value {
+    match scalar {
+        Scalar::Null => Value::Null,
+        Scalar::Boolean(b) => Value::Bool(*b),
+        Scalar::Integer(i) => Value::Int(*i),
+        Scalar::FloatingPoint(f) => Value::Float(f.into_inner()),
+        Scalar::String(s) => Value::Str(s.to_string()),
+    }
+}
+
+/// Sets the spec that owns every node of `node` (done once the document's
+/// kind and name are known).
+pub fn set_owner(node: &mut Node, owner: &Arc<str>) {
+    node.prov.spec = owner.clone();
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|n| set_owner(n, owner)),
+        Value::Map(map) => map.iter_mut().for_each(|e| set_owner(&mut e.value, owner)),
+        _ => {}
+    }
+}

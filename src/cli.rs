@@ -1,0 +1,87 @@
+//! Command-line flags (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// cortex: a declarative config compiler and GitOps reconciler for
+/// multi-agent systems.
+#[derive(Debug, Parser)]
+#[command(name = "cortex", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Diagnostic output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiagnosticFormat {
+    /// rustc-style text with source snippets (colour on a terminal unless NO_COLOR).
+    Text,
+    /// One JSON document (format_version 1).
+    Json,
+    /// GitHub Actions workflow commands (annotations on the pull request).
+    Github,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a project: load, inherit, template and validate every spec.
+    Validate {
+        /// Project directory (holds cortex.yaml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Environment overlay to apply.
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        /// Output format of the diagnostics.
+        #[arg(long, value_enum, default_value_t = DiagnosticFormat::Text)]
+        format: DiagnosticFormat,
+    },
+    /// Print a resolved spec with the file, line and spec that set each value.
+    Explain {
+        /// Project directory, then KIND/NAME (e.g. `agent/triage`); the
+        /// directory defaults to `.`.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "KIND/NAME"], required = true)]
+        args: Vec<String>,
+        /// Environment overlay to apply.
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+    },
+    /// Print the JSON Schema of a kind (or of every document) for editors.
+    Schema {
+        /// Kind (e.g. Agent, workflow); without it, one schema for every kind.
+        kind: Option<String>,
+    },
+    /// Scaffold a small working project.
+    Init {
+        /// Directory to create it in (must not hold a cortex.yaml yet).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Project name (defaults to the directory name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Explain a diagnostic code, or list them all.
+    ExplainCode {
+        /// A code such as CX0201; without it, every code is listed.
+        code: Option<String>,
+    },
+    /// Measure the compiler on a generated project (figures in the README).
+    Bench {
+        /// Number of agents.
+        #[arg(long, default_value_t = 2000)]
+        agents: usize,
+        /// Number of workflows.
+        #[arg(long, default_value_t = 500)]
+        workflows: usize,
+        /// Tasks per workflow.
+        #[arg(long, default_value_t = 20)]
+        tasks: usize,
+        /// Timed runs (the first is a warm-up and is reported separately).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}

@@ -1,0 +1,43 @@
+//! One module per subcommand.
+
+mod bench;
+mod explain;
+mod init;
+mod schema;
+mod validate;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { dir, env, format } => validate::run(&dir, env, format),
+        Command::Explain { args, env } => explain::run(&args, env),
+        Command::Schema { kind } => schema::run(kind.as_deref()),
+        Command::Init { dir, name } => init::run(&dir, name),
+        Command::ExplainCode { code } => schema::explain_code(code.as_deref()),
+        Command::Bench {
+            agents,
+            workflows,
+            tasks,
+            runs,
+        } => bench::run(agents, workflows, tasks, runs),
+    }
+}
+
+/// Opens a project directory with a clear error when it is not one.
+pub fn open_project(dir: &std::path::Path) -> anyhow::Result<cortex_compiler::WorkTree> {
+    use anyhow::Context;
+    if !dir.join(cortex_compiler::load::PROJECT_FILE).is_file() {
+        anyhow::bail!(
+            "{} has no {} (run `cortex init {}` to create a project)",
+            dir.display(),
+            cortex_compiler::load::PROJECT_FILE,
+            dir.display()
+        );
+    }
+    cortex_compiler::WorkTree::open(dir)
+        .with_context(|| format!("cannot open project {}", dir.display()))
+}
