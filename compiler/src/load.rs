@@ -27,6 +27,10 @@ pub struct Documents {
     pub environments: Vec<Document>,
     /// The text of every file read.
     pub files: SourceMap,
+    /// Whether some file could not be read or parsed: its specs are
+    /// missing, so checks of references between specs are skipped rather
+    /// than reporting every reference to them.
+    pub incomplete: bool,
 }
 
 /// Loads a project. Returns `None` when `cortex.yaml` itself is unusable;
@@ -36,6 +40,7 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Option<Documents> {
         source,
         diags,
         files: SourceMap::new(),
+        failed: false,
     };
     let project = loader.project()?;
     let mut specs = Vec::new();
@@ -60,6 +65,7 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Option<Documents> {
         specs,
         environments,
         files: loader.files,
+        incomplete: loader.failed,
     })
 }
 
@@ -67,6 +73,7 @@ struct Loader<'a> {
     source: &'a dyn Source,
     diags: &'a mut Diagnostics,
     files: SourceMap,
+    failed: bool,
 }
 
 impl Loader<'_> {
@@ -243,6 +250,7 @@ impl Loader<'_> {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.diags.push(source_diagnostic(&e, &at));
+                self.failed = true;
                 return None;
             }
         };
@@ -260,6 +268,7 @@ impl Loader<'_> {
                         ))
                         .help("save the file as UTF-8"),
                 );
+                self.failed = true;
                 return None;
             }
         };
@@ -269,6 +278,7 @@ impl Loader<'_> {
             Ok(nodes) => Some(nodes),
             Err(d) => {
                 self.diags.push(d);
+                self.failed = true;
                 None
             }
         }
@@ -393,7 +403,7 @@ fn source_diagnostic(err: &SourceError, at: &Span) -> Diagnostic {
         SourceError::NotFound(path) => Diagnostic::error(codes::FILE_UNREADABLE, format!("file `{path}` not found")).at(at),
         SourceError::OutsideRoot { path, .. } => Diagnostic::error(codes::OUTSIDE_ROOT, format!("`{path}` leads outside the project root"))
             .at(at)
-            .label(err.to_string())
+            .label(format!("`{path}` is (or links to) a file outside the project"))
             .help("cortex reads only files inside the project directory; copy the file in instead of linking to it"),
         SourceError::TooLarge { path, size, limit } => Diagnostic::error(codes::FILE_TOO_LARGE, format!("`{path}` is too large ({size} bytes; the limit is {limit})"))
             .at(at)

@@ -106,7 +106,15 @@ fn merge_seq(
                             .help("write the complete list; only keyed lists (env, ports, volumes, tasks, triggers, roles) merge by entry"),
                     );
                 }
-                normalize(item, item_schema, diags)
+                match &item.value {
+                    Value::Map(map) if map.get(PATCH).is_some() => {
+                        let mut stripped = map.clone();
+                        stripped.remove(PATCH);
+                        let stripped = Node::new(Value::Map(stripped), item.prov.clone());
+                        normalize(&stripped, item_schema, diags)
+                    }
+                    _ => normalize(item, item_schema, diags),
+                }
             })
             .collect();
         return Node::new(Value::Seq(merged), child.prov.clone());

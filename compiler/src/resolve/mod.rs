@@ -33,6 +33,9 @@ pub struct ResolvedSpec {
     pub file: Arc<str>,
     /// The inheritance chain, this spec first, the root last.
     pub chain: Vec<String>,
+    /// False when the chain is broken (unknown parent, cycle): the spec is
+    /// resolved without its ancestors, so missing fields are not reported.
+    pub complete: bool,
     /// The whole resolved document (`extends` removed).
     pub node: Node,
 }
@@ -77,6 +80,8 @@ pub struct Resolved {
     pub environments: Vec<Document>,
     /// The text of every file read.
     pub files: SourceMap,
+    /// Whether some file failed to load (see [`Documents::incomplete`]).
+    pub incomplete: bool,
 }
 
 /// Resolves every spec of `docs` for environment `env`.
@@ -92,7 +97,11 @@ pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> R
         diags,
     };
     let specs: Vec<ResolvedSpec> = (0..docs.specs.len())
-        .map(|i| resolver.resolve(i).1)
+        .map(|i| {
+            let (complete, mut spec) = resolver.resolve(i);
+            spec.complete = complete;
+            spec
+        })
         .collect();
 
     let empty = Node::new(
@@ -127,6 +136,7 @@ pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> R
         }),
         specs,
         environments: docs.environments,
+        incomplete: docs.incomplete,
         project: docs.project,
         files: docs.files,
     }
@@ -216,9 +226,12 @@ fn collect_patches<'d>(
             let Some(target) = target_node.as_str() else {
                 continue;
             };
-            let Some(spec_index) =
-                patch_target(target, target_node.span(), &docs.specs, index, diags)
-            else {
+            let mut scratch = Diagnostics::new();
+            let found = patch_target(target, target_node.span(), &docs.specs, index, &mut scratch);
+            if !docs.incomplete {
+                diags.extend(scratch);
+            }
+            let Some(spec_index) = found else {
                 continue;
             };
             if Some(env_index) == selected {
@@ -306,7 +319,7 @@ impl Resolver<'_> {
     /// reported too).
     fn resolve(&mut self, i: usize) -> (bool, ResolvedSpec) {
         match &self.memo[i] {
-            State::Done(spec) => return (true, (**spec).clone()),
+            State::Done(spec) => return (spec.complete, (**spec).clone()),
             State::Visiting => return (false, self.alone(i)),
             State::Pending => {}
         }
@@ -345,6 +358,7 @@ impl Resolver<'_> {
                     .at(parent_node.span())
                     .help("only Agent, AgentTemplate, Workflow and WorkflowTemplate inherit"),
                 );
+                ok = false;
                 (
                     merge::normalize(&doc.node, schema, self.diags),
                     vec![doc.name.clone()],
@@ -371,6 +385,7 @@ impl Resolver<'_> {
             name_span: doc.name_span.clone(),
             file: doc.file.clone(),
             chain,
+            complete: ok,
             node,
         };
         self.memo[i] = State::Done(Box::new(resolved.clone()));
@@ -387,6 +402,7 @@ impl Resolver<'_> {
             name_span: doc.name_span.clone(),
             file: doc.file.clone(),
             chain: vec![doc.name.clone()],
+            complete: false,
             node,
         }
     }

@@ -54,21 +54,26 @@ impl<'a> Catalog<'a> {
 /// resolved spec.
 pub fn validate(resolved: &Resolved, diags: &mut Diagnostics) {
     let schemas = Schemas::get();
-    schema_check::check(Kind::Project, &resolved.project.node, diags);
+    schema_check::check(Kind::Project, &resolved.project.node, true, diags);
     formats::check(&resolved.project.node, schemas.cursor(Kind::Project), diags);
     for env in &resolved.environments {
-        schema_check::check(Kind::Environment, &env.node, diags);
+        schema_check::check(Kind::Environment, &env.node, true, diags);
         formats::check(&env.node, schemas.cursor(Kind::Environment), diags);
     }
     for spec in &resolved.specs {
-        schema_check::check(spec.kind, &spec.node, diags);
+        schema_check::check(spec.kind, &spec.node, spec.complete, diags);
         formats::check(&spec.node, schemas.cursor(spec.kind), diags);
     }
-    let catalog = Catalog::new(&resolved.specs);
     refs::check_names(&resolved.specs, diags);
+    refs::check_bounds(&resolved.specs, diags);
+    if resolved.incomplete {
+        // Specs of files that failed to load are missing; every reference
+        // to them would be reported as unknown.
+        return;
+    }
+    let catalog = Catalog::new(&resolved.specs);
     refs::check_topics(&resolved.specs, &catalog, diags);
     refs::check_agents_and_policies(&resolved.specs, &catalog, diags);
-    refs::check_bounds(&resolved.specs, diags);
     workflow::check(&resolved.specs, &catalog, diags);
     pools::check(&resolved.specs, diags);
 }

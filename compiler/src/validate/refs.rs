@@ -44,12 +44,7 @@ pub fn check_topics(specs: &[ResolvedSpec], catalog: &Catalog<'_>, diags: &mut D
             Kind::Agent | Kind::AgentTemplate => {
                 for field in ["subscribe", "publish"] {
                     for topic in body.get(field).and_then(Node::as_seq).unwrap_or_default() {
-                        unknown_topic(
-                            topic,
-                            catalog,
-                            &format!("in `{field}` of {}", spec.id()),
-                            diags,
-                        );
+                        unknown_topic(topic, catalog, &format!("in `{field}`"), diags);
                     }
                 }
             }
@@ -68,12 +63,7 @@ pub fn check_topics(specs: &[ResolvedSpec], catalog: &Catalog<'_>, diags: &mut D
                             ),
                         );
                     } else {
-                        unknown_topic(
-                            dead,
-                            catalog,
-                            &format!("as dead-letter topic of {}", spec.id()),
-                            diags,
-                        );
+                        unknown_topic(dead, catalog, "used as dead-letter topic", diags);
                     }
                 }
             }
@@ -84,12 +74,7 @@ pub fn check_topics(specs: &[ResolvedSpec], catalog: &Catalog<'_>, diags: &mut D
                     .unwrap_or_default()
                 {
                     if let Some(topic) = trigger.get("topic") {
-                        unknown_topic(
-                            topic,
-                            catalog,
-                            &format!("as trigger of {}", spec.id()),
-                            diags,
-                        );
+                        unknown_topic(topic, catalog, "used as trigger", diags);
                     }
                 }
             }
@@ -104,17 +89,14 @@ fn unknown_topic(node: &Node, catalog: &Catalog<'_>, context: &str, diags: &mut 
         return;
     }
     diags.push(
-        Diagnostic::error(
-            codes::UNKNOWN_TOPIC,
-            format!("unknown topic `{name}` {context}"),
-        )
-        .at(node.span())
-        .label("no Topic has this name")
-        .help(
-            did_you_mean(name, catalog.topics.keys().copied()).unwrap_or_else(|| {
-                format!("declare it: `kind: Topic`, `metadata: {{ name: {name} }}`")
-            }),
-        ),
+        Diagnostic::error(codes::UNKNOWN_TOPIC, format!("unknown topic `{name}`"))
+            .at(node.span())
+            .label(format!("no Topic has this name ({context})"))
+            .help(
+                did_you_mean(name, catalog.topics.keys().copied()).unwrap_or_else(|| {
+                    format!("declare it: `kind: Topic`, `metadata: {{ name: {name} }}`")
+                }),
+            ),
     );
 }
 
@@ -133,7 +115,7 @@ pub fn check_agents_and_policies(
                         diags.push(
                             Diagnostic::error(
                                 codes::UNKNOWN_POOL,
-                                format!("unknown resource pool `{name}` in {}", spec.id()),
+                                format!("unknown resource pool `{name}`"),
                             )
                             .at(pool.span())
                             .maybe_help(did_you_mean(name, catalog.pools.keys().copied())),
@@ -214,7 +196,7 @@ fn check_health_port(spec: &ResolvedSpec, body: &Node, diags: &mut Diagnostics) 
         .collect();
     if !ports.contains_key(name) && spec.kind == Kind::Agent {
         diags.push(
-            Diagnostic::error(codes::UNKNOWN_PORT, format!("health check uses port `{name}`, which {} does not declare", spec.id()))
+            Diagnostic::error(codes::UNKNOWN_PORT, format!("health check uses port `{name}`, which the agent does not declare"))
                 .at(port.span())
                 .help(did_you_mean(name, ports.keys().copied()).unwrap_or_else(|| {
                     format!("declare it under `ports` (`- {{ name: {name}, port: 8080 }}`) or use a port number")

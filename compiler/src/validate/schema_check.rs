@@ -10,11 +10,11 @@ use crate::schema::Schemas;
 
 /// Validates `node` (a whole document of `kind`). Templates are partial by
 /// nature, so missing required fields are not reported for them.
-pub fn check(kind: Kind, node: &Node, diags: &mut Diagnostics) {
+pub fn check(kind: Kind, node: &Node, complete: bool, diags: &mut Diagnostics) {
     let schemas = Schemas::get();
     let schema = schemas.kind(kind);
     let instance = node.to_json();
-    let partial = matches!(kind, Kind::AgentTemplate | Kind::WorkflowTemplate);
+    let partial = !complete || matches!(kind, Kind::AgentTemplate | Kind::WorkflowTemplate);
     for error in schema.validator.iter_errors(&instance) {
         let pointer = error.instance_path().as_str().to_string();
         let at = node.pointer(&pointer).unwrap_or(node);
@@ -66,6 +66,9 @@ pub fn check(kind: Kind, node: &Node, diags: &mut Diagnostics) {
                 .label(format!("`{name}` is required here"))
                 .help(help)
             }
+            // A bare number where a duration is expected gets the better
+            // message of the format check ("write `2s`").
+            ValidationErrorKind::Type { .. } if cursor.format() == Some("duration") => continue,
             ValidationErrorKind::Type { kind: expected } => {
                 let expected = format!("{expected:?}")
                     .to_lowercase()

@@ -168,6 +168,7 @@ pub fn check(specs: &[ResolvedSpec], catalog: &Catalog<'_>, diags: &mut Diagnost
                 format!("cycle in workflow `{}`: {}", spec.name, cycle.join(" → ")),
             )
             .at(first.get("dependsOn").map_or(first.span(), Node::span))
+            .label(format!("`{}` depends on `{}`", cycle[0], cycle[1]))
             .help("remove one of these `dependsOn` links");
             for pair in cycle.windows(2).skip(1) {
                 if let Some(deps) = dag.tasks[pair[0]].get("dependsOn") {
@@ -184,6 +185,9 @@ pub fn check(specs: &[ResolvedSpec], catalog: &Catalog<'_>, diags: &mut Diagnost
             .and_then(Node::as_seq)
             .is_some_and(|t| !t.is_empty());
         for (name, task) in &dag.tasks {
+            if dag.deps[name].iter().any(|d| !dag.tasks.contains_key(d)) {
+                continue; // its unknown dependency is reported already
+            }
             if let Some(input) = task.get("input") {
                 let ancestors = dag.ancestors(name);
                 check_references(input, name, &dag, &ancestors, has_trigger, diags);
@@ -206,7 +210,8 @@ fn check_variants(body: &Node, diags: &mut Diagnostics) {
         {
             let Some(map) = item.as_map() else { continue };
             let set = variants.iter().filter(|v| map.get(v).is_some()).count();
-            if set != 1 {
+            // Several variants are reported by the generic union check.
+            if set == 0 {
                 let name = item.str_at(&["name"]).unwrap_or("?");
                 diags.push(union_diagnostic(
                     item,
