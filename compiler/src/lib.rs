@@ -73,7 +73,17 @@ pub fn compile(source: &dyn Source, options: &Options) -> Compilation {
     };
     let mut resolved = resolve::resolve(docs, options.env.as_deref(), &mut diags);
     template::render_templates(&mut resolved, &mut diags);
-    validate::validate(&resolved, &mut diags);
+    let mut checks = Diagnostics::new();
+    validate::validate(&resolved, &mut checks);
+    for d in checks.into_vec() {
+        if !d
+            .span
+            .as_ref()
+            .is_some_and(|s| resolved.template_failures.contains(s))
+        {
+            diags.push(d);
+        }
+    }
     diags.finish();
     let files = resolved.files.clone();
     Compilation {

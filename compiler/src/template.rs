@@ -41,10 +41,15 @@ pub fn context(resolved: &Resolved) -> serde_json::Value {
 pub fn render_templates(resolved: &mut Resolved, diags: &mut Diagnostics) {
     let ctx = context(resolved);
     let mut engine = Engine::new(ctx);
+    let mut failed = Diagnostics::new();
     for spec in &mut resolved.specs {
         let cursor = Schemas::get().cursor(spec.kind);
-        engine.walk(&mut spec.node, cursor, diags);
+        engine.walk(&mut spec.node, cursor, &mut failed);
     }
+    resolved
+        .template_failures
+        .extend(failed.iter().filter_map(|d| d.span.clone()));
+    diags.extend(failed);
 }
 
 #[derive(Clone)]

@@ -82,6 +82,9 @@ pub struct Resolved {
     pub files: SourceMap,
     /// Whether some file failed to load (see [`Documents::incomplete`]).
     pub incomplete: bool,
+    /// Values whose template failed: later checks of them are dropped,
+    /// since the template error already says what is wrong there.
+    pub template_failures: std::collections::HashSet<Span>,
 }
 
 /// Resolves every spec of `docs` for environment `env`.
@@ -137,6 +140,7 @@ pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> R
         specs,
         environments: docs.environments,
         incomplete: docs.incomplete,
+        template_failures: Default::default(),
         project: docs.project,
         files: docs.files,
     }

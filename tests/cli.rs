@@ -1,0 +1,267 @@
+//! End-to-end tests of the `cortex` binary: exit codes, output formats,
+//! colour handling, and every command of the front end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs cortex in the repository root with colour settings cleared.
+fn cortex(args: &[&str]) -> Output {
+    cortex_in(&repo(), args, &[])
+}
+
+fn cortex_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cortex"));
+    cmd.args(args).current_dir(dir);
+    for var in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "CORTEX_ENV"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run cortex")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn validate_passes_on_the_example_in_every_environment() {
+    for env in [None, Some("staging"), Some("prod")] {
+        let mut args = vec!["validate", "examples/support-desk"];
+        if let Some(e) = env {
+            args.extend(["--env", e]);
+        }
+        let out = cortex(&args);
+        assert_eq!(out.status.code(), Some(0), "{env:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("valid: project `support-desk`"));
+        assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn validate_reports_an_error_with_position_and_hint_and_exits_1() {
+    let out = cortex(&["validate", "fixtures/invalid/cx0201-unknown-field"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error[CX0201]: unknown field `replcas`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--> fixtures/invalid/cx0201-unknown-field/agents.yaml:25:3"),
+        "{err}"
+    );
+    assert!(err.contains("help: did you mean `replicas`?"), "{err}");
+    assert!(!err.contains('\x1b'), "colour on a pipe: {err}");
+}
+
+#[test]
+fn warnings_alone_exit_0() {
+    let out = cortex(&[
+        "validate",
+        "fixtures/invalid/cx0109-include-matches-nothing",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("warning[CX0109]"));
+}
+
+#[test]
+fn json_format_is_versioned_and_complete() {
+    let out = cortex(&[
+        "validate",
+        "fixtures/invalid/cx0506-unknown-topic",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["format_version"], 1);
+    assert_eq!(report["errors"], 1);
+    let d = &report["diagnostics"][0];
+    assert_eq!(d["code"], "CX0506");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["span"]["file"], "agents.yaml");
+    assert_eq!(d["span"]["line"], 27);
+    assert_eq!(
+        d["path"],
+        "fixtures/invalid/cx0506-unknown-topic/agents.yaml"
+    );
+    assert!(d["help"].as_str().unwrap().contains("tickets.created"));
+}
+
+#[test]
+fn github_format_emits_workflow_commands() {
+    let out = cortex(&[
+        "validate",
+        "fixtures/invalid/cx0503-bad-duration",
+        "--format",
+        "github",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let line = stdout.lines().next().expect("one annotation");
+    assert!(
+        line.starts_with("::error file=fixtures/invalid/cx0503-bad-duration/agents.yaml,line=16,col=15,title=CX0503 invalid duration `10sec`::"),
+        "{line}"
+    );
+    assert!(
+        line.contains("%0Ahelp: "),
+        "multi-line bodies are escaped: {line}"
+    );
+}
+
+#[test]
+fn colour_follows_clicolor_force_and_no_color() {
+    let dir = repo();
+    let forced = cortex_in(
+        &dir,
+        &["validate", "fixtures/invalid/cx0201-unknown-field"],
+        &[("CLICOLOR_FORCE", "1")],
+    );
+    assert!(
+        text(&forced.stderr).contains('\x1b'),
+        "CLICOLOR_FORCE=1 colours"
+    );
+    let off = cortex_in(
+        &dir,
+        &["validate", "fixtures/invalid/cx0201-unknown-field"],
+        &[("NO_COLOR", "1")],
+    );
+    assert!(
+        !text(&off.stderr).contains('\x1b'),
+        "NO_COLOR=1 does not colour"
+    );
+}
+
+#[test]
+fn explain_prints_origins_of_every_value() {
+    let out = cortex(&[
+        "explain",
+        "examples/support-desk",
+        "agent/triage",
+        "--env",
+        "prod",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("# extends: triage → llm-agent → base-agent"),
+        "{stdout}"
+    );
+    let replicas = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("replicas:"))
+        .expect("replicas line");
+    assert!(
+        replicas.contains("replicas: 4")
+            && replicas.contains("# examples/support-desk/environments/prod.yaml:"),
+        "{replicas}"
+    );
+    let image = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("image:"))
+        .expect("image line");
+    assert!(
+        image.contains("ghcr.io/acme/agent-runtime:1.4.3")
+            && image.contains("agents/base.yaml:8 (base-agent)"),
+        "{image}"
+    );
+    assert!(!stdout.contains("TRACE_SAMPLING"), "deleted entry is gone");
+    assert!(stdout.contains("{{ like this }}"), "config is verbatim");
+}
+
+#[test]
+fn explain_of_an_unknown_spec_suggests_the_closest() {
+    let out = cortex(&["explain", "examples/support-desk", "agent/triag"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("did you mean `triage`?"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn schema_prints_valid_json_schemas() {
+    let one = cortex(&["schema", "agent"]);
+    assert_eq!(one.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_slice(&one.stdout).expect("json");
+    assert_eq!(schema["title"], "Agent");
+    assert!(
+        schema["$defs"]["duration"].is_object(),
+        "shared definitions are bundled in"
+    );
+    let all = cortex(&["schema"]);
+    let combined: serde_json::Value = serde_json::from_slice(&all.stdout).expect("json");
+    assert_eq!(combined["allOf"].as_array().map(Vec::len), Some(10));
+    let bad = cortex(&["schema", "agnet"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("did you mean `Agent`?"));
+}
+
+#[test]
+fn init_scaffolds_a_valid_project_and_never_overwrites() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("my-desk");
+    let dir_text = dir.to_str().expect("utf-8");
+    let out = cortex(&["init", dir_text]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let project = std::fs::read_to_string(dir.join("cortex.yaml")).expect("cortex.yaml");
+    assert!(project.contains("name: my-desk"), "{project}");
+    for env in [None, Some("prod")] {
+        let mut args = vec!["validate", dir_text];
+        if let Some(e) = env {
+            args.extend(["--env", e]);
+        }
+        let out = cortex(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let before = std::fs::read_to_string(dir.join("agents/greeter.yaml")).expect("file");
+    let again = cortex(&["init", dir_text]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("already exists"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("agents/greeter.yaml")).expect("file"),
+        before
+    );
+}
+
+#[test]
+fn explain_code_describes_codes() {
+    let out = cortex(&["explain-code", "cx0302"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("CX0302: extends cycle"));
+    let list = cortex(&["explain-code"]);
+    assert!(text(&list.stdout).lines().count() >= 50);
+    assert_eq!(cortex(&["explain-code", "CX9999"]).status.code(), Some(1));
+}
+
+#[test]
+fn a_directory_without_a_project_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = cortex(&["validate", tmp.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("has no cortex.yaml") && err.contains("cortex init"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_environment_lists_the_declared_ones() {
+    let out = cortex(&["validate", "examples/support-desk", "--env", "prdo"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error[CX0309]")
+            && err.contains("did you mean `prod`?")
+            && err.contains("declared: prod, staging"),
+        "{err}"
+    );
+}
