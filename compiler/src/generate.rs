@@ -105,9 +105,9 @@ pub fn project(shape: Shape) -> BTreeMap<String, String> {
                 } else {
                     format!("\"$(tasks.t{}.output.result)\"", t - 1)
                 };
-                let _ = write!(
+                let _ = writeln!(
                     text,
-                    "    - {{ name: t{t}, agent: agent-{agent}, dependsOn: [{}], input: {{ value: {input} }} }}\n",
+                    "    - {{ name: t{t}, agent: agent-{agent}, dependsOn: [{}], input: {{ value: {input} }} }}",
                     deps.join(", ")
                 );
             }

@@ -277,7 +277,7 @@ impl Loader<'_> {
         match yaml::parse(file, &text) {
             Ok(nodes) => Some(nodes),
             Err(d) => {
-                self.diags.push(d);
+                self.diags.push(*d);
                 self.failed = true;
                 None
             }

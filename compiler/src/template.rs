@@ -139,22 +139,18 @@ impl Engine {
     }
 
     fn evaluate_uncached(&self, source: &str, typed: bool) -> Outcome {
-        if typed {
-            if let Some(expr) = single_expression(source) {
-                return match self.env.compile_expression(expr) {
-                    Ok(compiled) => match compiled.eval(&self.ctx) {
-                        Ok(value) if value.is_undefined() => {
-                            Outcome::Failed(self.undefined(source))
-                        }
-                        Ok(value) => match serde_json::to_value(&value) {
-                            Ok(json) => Outcome::Typed(json),
-                            Err(e) => Outcome::Failed(eval_failure(e.to_string())),
-                        },
-                        Err(e) => Outcome::Failed(self.failure(source, &e)),
+        if typed && let Some(expr) = single_expression(source) {
+            return match self.env.compile_expression(expr) {
+                Ok(compiled) => match compiled.eval(&self.ctx) {
+                    Ok(value) if value.is_undefined() => Outcome::Failed(self.undefined(source)),
+                    Ok(value) => match serde_json::to_value(&value) {
+                        Ok(json) => Outcome::Typed(json),
+                        Err(e) => Outcome::Failed(eval_failure(e.to_string())),
                     },
                     Err(e) => Outcome::Failed(self.failure(source, &e)),
-                };
-            }
+                },
+                Err(e) => Outcome::Failed(self.failure(source, &e)),
+            };
         }
         match self.env.render_str(source, &self.ctx) {
             Ok(text) => Outcome::Text(text),
@@ -262,6 +258,6 @@ fn single_expression(s: &str) -> Option<&str> {
 fn accepts_string(schema: Cursor<'_>) -> bool {
     match schema.types() {
         None => true,
-        Some(types) => types.iter().any(|t| *t == "string"),
+        Some(types) => types.contains(&"string"),
     }
 }

@@ -20,14 +20,14 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Parses every document of `text` (the content of `file`). Empty documents
 /// (only comments, or a trailing `---`) are skipped.
-pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Diagnostic> {
+pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut parser = Parser::new_from_str(text);
     let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
     loader.alias_limit(MAX_ALIAS_NODES);
     let scanned = parser.load(&mut loader, true);
     if let Some(err) = scanned.err().or_else(|| loader.error().cloned()) {
-        return Err(scan_error(file, &err));
+        return Err(Box::new(scan_error(file, &err)));
     }
     let converter = Converter {
         file: file.clone(),
@@ -105,19 +105,23 @@ impl Converter {
         }
     }
 
-    fn unsupported(&self, node: &MarkedYaml<'_>, what: &str, help: &str) -> Diagnostic {
-        Diagnostic::error(codes::UNSUPPORTED_YAML, format!("{what} is not supported"))
-            .at(&self.span(node))
-            .help(help.to_string())
+    fn unsupported(&self, node: &MarkedYaml<'_>, what: &str, help: &str) -> Box<Diagnostic> {
+        Box::new(
+            Diagnostic::error(codes::UNSUPPORTED_YAML, format!("{what} is not supported"))
+                .at(&self.span(node))
+                .help(help.to_string()),
+        )
     }
 
-    fn node(&self, node: &MarkedYaml<'_>, depth: usize) -> Result<Node, Diagnostic> {
+    fn node(&self, node: &MarkedYaml<'_>, depth: usize) -> Result<Node, Box<Diagnostic>> {
         if depth > MAX_DEPTH {
-            return Err(Diagnostic::error(
-                codes::UNSUPPORTED_YAML,
-                format!("nesting deeper than {MAX_DEPTH} levels is not supported"),
-            )
-            .at(&self.span(node)));
+            return Err(Box::new(
+                Diagnostic::error(
+                    codes::UNSUPPORTED_YAML,
+                    format!("nesting deeper than {MAX_DEPTH} levels is not supported"),
+                )
+                .at(&self.span(node)),
+            ));
         }
         let value = match &node.data {
             YamlData::Value(scalar) => scalar_value(scalar),
@@ -167,11 +171,13 @@ impl Converter {
                 ));
             }
             YamlData::Alias(_) | YamlData::BadValue => {
-                return Err(Diagnostic::error(
-                    codes::YAML_SYNTAX,
-                    "invalid YAML value (a tag that does not fit its value, or an unresolved alias)",
-                )
-                .at(&self.span(node)));
+                return Err(Box::new(
+                    Diagnostic::error(
+                        codes::YAML_SYNTAX,
+                        "invalid YAML value (a tag that does not fit its value, or an unresolved alias)",
+                    )
+                    .at(&self.span(node)),
+                ));
             }
         };
         Ok(Node::new(value, self.prov(node)))

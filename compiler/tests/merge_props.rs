@@ -71,11 +71,11 @@ fn agent_doc(name: &str, parent: Option<&str>, config: &Tree, env: &[(String, u1
             text.push_str(&format!("    - {{ name: {k}, value: \"{v}\" }}\n"));
         }
     }
-    if let Tree::Map(m) = config {
-        if !m.is_empty() {
-            text.push_str("  config:\n");
-            yaml(config, 4, &mut text);
-        }
+    if let Tree::Map(m) = config
+        && !m.is_empty()
+    {
+        text.push_str("  config:\n");
+        yaml(config, 4, &mut text);
     }
     text
 }

@@ -17,25 +17,25 @@ pub fn run(dir: &Path, env: Option<String>, format: DiagnosticFormat) -> anyhow:
     if result.diagnostics.has_errors() {
         return Ok(ExitCode::from(1));
     }
-    if format == DiagnosticFormat::Text {
-        if let Some(resolved) = &result.resolved {
-            let count = |k: Kind| resolved.specs.iter().filter(|s| s.kind == k).count();
-            let mut out = anstream::stdout();
-            writeln!(
-                out,
-                "\x1b[1;32mvalid\x1b[0m: project `{}`{}: {} agents ({} templates), {} workflows ({} templates), {} topics, {} pools, {} policies, {} alert rules",
-                resolved.project_name,
-                env.map(|e| format!(" (env {e})")).unwrap_or_default(),
-                count(Kind::Agent),
-                count(Kind::AgentTemplate),
-                count(Kind::Workflow),
-                count(Kind::WorkflowTemplate),
-                count(Kind::Topic),
-                count(Kind::ResourcePool),
-                count(Kind::AccessPolicy),
-                count(Kind::AlertRule),
-            )?;
-        }
+    if format == DiagnosticFormat::Text
+        && let Some(resolved) = &result.resolved
+    {
+        let count = |k: Kind| resolved.specs.iter().filter(|s| s.kind == k).count();
+        let mut out = anstream::stdout();
+        writeln!(
+            out,
+            "\x1b[1;32mvalid\x1b[0m: project `{}`{}: {} agents ({} templates), {} workflows ({} templates), {} topics, {} pools, {} policies, {} alert rules",
+            resolved.project_name,
+            env.map(|e| format!(" (env {e})")).unwrap_or_default(),
+            count(Kind::Agent),
+            count(Kind::AgentTemplate),
+            count(Kind::Workflow),
+            count(Kind::WorkflowTemplate),
+            count(Kind::Topic),
+            count(Kind::ResourcePool),
+            count(Kind::AccessPolicy),
+            count(Kind::AlertRule),
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -60,10 +60,10 @@ fn merge_map(
         parent_map = None;
     }
     let mut result = parent_map.cloned().unwrap_or_default();
-    if let Some(variants) = schema.union() {
-        if let Some(chosen) = variants.iter().find(|v| map.get(v).is_some()) {
-            result.retain(|e| e.key == *chosen || !variants.contains(&e.key.as_str()));
-        }
+    if let Some(variants) = schema.union()
+        && let Some(chosen) = variants.iter().find(|v| map.get(v).is_some())
+    {
+        result.retain(|e| e.key == *chosen || !variants.contains(&e.key.as_str()));
     }
     for entry in map {
         if entry.key == PATCH {

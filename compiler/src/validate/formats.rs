@@ -16,10 +16,10 @@ fn walk(node: &Node, schema: Cursor<'_>, pointer: &mut String, diags: &mut Diagn
     if !schema.is_known() || schema.is_verbatim() {
         return;
     }
-    if let Some(format) = schema.format() {
-        if let Some(problem) = check_format(format, node) {
-            diags.push(problem.pointer(pointer.clone()));
-        }
+    if let Some(format) = schema.format()
+        && let Some(problem) = check_format(format, node)
+    {
+        diags.push(problem.pointer(pointer.clone()));
     }
     let len = pointer.len();
     match &node.value {

@@ -110,17 +110,17 @@ pub fn check_agents_and_policies(
         let Some(body) = spec.spec() else { continue };
         match spec.kind {
             Kind::Agent | Kind::AgentTemplate => {
-                if let Some(pool) = body.get("pool") {
-                    if let Some(name) = pool.as_str().filter(|n| !catalog.pools.contains_key(n)) {
-                        diags.push(
-                            Diagnostic::error(
-                                codes::UNKNOWN_POOL,
-                                format!("unknown resource pool `{name}`"),
-                            )
-                            .at(pool.span())
-                            .maybe_help(did_you_mean(name, catalog.pools.keys().copied())),
-                        );
-                    }
+                if let Some(pool) = body.get("pool")
+                    && let Some(name) = pool.as_str().filter(|n| !catalog.pools.contains_key(n))
+                {
+                    diags.push(
+                        Diagnostic::error(
+                            codes::UNKNOWN_POOL,
+                            format!("unknown resource pool `{name}`"),
+                        )
+                        .at(pool.span())
+                        .maybe_help(did_you_mean(name, catalog.pools.keys().copied())),
+                    );
                 }
                 check_health_port(spec, body, diags);
             }
@@ -160,17 +160,17 @@ pub fn check_agents_and_policies(
                 }
             }
             Kind::AlertRule => {
-                if let Some(agent) = body.path(&["when", "agent"]) {
-                    if let Some(name) = agent.as_str().filter(|n| !catalog.agents.contains_key(n)) {
-                        diags.push(
-                            Diagnostic::error(
-                                codes::UNKNOWN_AGENT,
-                                format!("alert on unknown agent `{name}`"),
-                            )
-                            .at(agent.span())
-                            .maybe_help(did_you_mean(name, catalog.agents.keys().copied())),
-                        );
-                    }
+                if let Some(agent) = body.path(&["when", "agent"])
+                    && let Some(name) = agent.as_str().filter(|n| !catalog.agents.contains_key(n))
+                {
+                    diags.push(
+                        Diagnostic::error(
+                            codes::UNKNOWN_AGENT,
+                            format!("alert on unknown agent `{name}`"),
+                        )
+                        .at(agent.span())
+                        .maybe_help(did_you_mean(name, catalog.agents.keys().copied())),
+                    );
                 }
             }
             _ => {}
@@ -213,19 +213,17 @@ pub fn check_bounds(specs: &[ResolvedSpec], diags: &mut Diagnostics) {
         if let (Some(min), Some(max)) = (
             body.path(&["autoscaling", "minReplicas"]),
             body.path(&["autoscaling", "maxReplicas"]),
-        ) {
-            if let (Some(lo), Some(hi)) = (min.as_i64(), max.as_i64()) {
-                if lo > hi {
-                    diags.push(
-                        Diagnostic::error(
-                            codes::BAD_RANGE,
-                            format!("`minReplicas` ({lo}) is above `maxReplicas` ({hi})"),
-                        )
-                        .at(min.span())
-                        .with_label(max.span(), "maximum set here"),
-                    );
-                }
-            }
+        ) && let (Some(lo), Some(hi)) = (min.as_i64(), max.as_i64())
+            && lo > hi
+        {
+            diags.push(
+                Diagnostic::error(
+                    codes::BAD_RANGE,
+                    format!("`minReplicas` ({lo}) is above `maxReplicas` ({hi})"),
+                )
+                .at(min.span())
+                .with_label(max.span(), "maximum set here"),
+            );
         }
         let mut backoffs: Vec<&Node> = Vec::new();
         collect_backoffs(body, &mut backoffs);
@@ -235,17 +233,17 @@ pub fn check_bounds(specs: &[ResolvedSpec], diags: &mut Diagnostics) {
                     .get(k)
                     .and_then(|n| Some((n, parse_duration_ms(n.as_str()?).ok()?)))
             };
-            if let (Some((initial, lo)), Some((max, hi))) = (parse("initial"), parse("max")) {
-                if lo > hi {
-                    diags.push(
-                        Diagnostic::error(
-                            codes::BAD_RANGE,
-                            "backoff `initial` is longer than its `max`",
-                        )
-                        .at(initial.span())
-                        .with_label(max.span(), "maximum set here"),
-                    );
-                }
+            if let (Some((initial, lo)), Some((max, hi))) = (parse("initial"), parse("max"))
+                && lo > hi
+            {
+                diags.push(
+                    Diagnostic::error(
+                        codes::BAD_RANGE,
+                        "backoff `initial` is longer than its `max`",
+                    )
+                    .at(initial.span())
+                    .with_label(max.span(), "maximum set here"),
+                );
             }
         }
     }

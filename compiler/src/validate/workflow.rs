@@ -24,10 +24,10 @@ impl<'a> Dag<'a> {
         let mut out = BTreeSet::new();
         let mut stack: Vec<&str> = self.deps.get(task).cloned().unwrap_or_default();
         while let Some(t) = stack.pop() {
-            if let Some((name, _)) = self.tasks.get_key_value(t) {
-                if out.insert(*name) {
-                    stack.extend(self.deps.get(t).cloned().unwrap_or_default());
-                }
+            if let Some((name, _)) = self.tasks.get_key_value(t)
+                && out.insert(*name)
+            {
+                stack.extend(self.deps.get(t).cloned().unwrap_or_default());
             }
         }
         out
@@ -141,24 +141,23 @@ pub fn check(specs: &[ResolvedSpec], catalog: &Catalog<'_>, diags: &mut Diagnost
                     );
                 }
             }
-            if let Some(agent) = task.get("agent") {
-                if let Some(agent_name) = agent.as_str().filter(|a| !catalog.agents.contains_key(a))
-                {
-                    let is_template = catalog.agent_templates.contains(agent_name);
-                    diags.push(
-                        Diagnostic::error(
-                            codes::UNKNOWN_AGENT,
-                            format!("task `{name}` sends to unknown agent `{agent_name}`"),
-                        )
-                        .at(agent.span())
-                        .label(if is_template {
-                            "this is an AgentTemplate, which does not run"
-                        } else {
-                            "no Agent has this name"
-                        })
-                        .maybe_help(did_you_mean(agent_name, catalog.agents.keys().copied())),
-                    );
-                }
+            if let Some(agent) = task.get("agent")
+                && let Some(agent_name) = agent.as_str().filter(|a| !catalog.agents.contains_key(a))
+            {
+                let is_template = catalog.agent_templates.contains(agent_name);
+                diags.push(
+                    Diagnostic::error(
+                        codes::UNKNOWN_AGENT,
+                        format!("task `{name}` sends to unknown agent `{agent_name}`"),
+                    )
+                    .at(agent.span())
+                    .label(if is_template {
+                        "this is an AgentTemplate, which does not run"
+                    } else {
+                        "no Agent has this name"
+                    })
+                    .maybe_help(did_you_mean(agent_name, catalog.agents.keys().copied())),
+                );
             }
         }
         if let Some(cycle) = dag.find_cycle().filter(|c| c.len() > 2) {

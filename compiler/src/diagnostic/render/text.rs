@@ -71,10 +71,10 @@ fn render_one(diag: &Diagnostic, files: &SourceMap, prefix: &str, renderer: &Ren
         Severity::Warning => Level::WARNING,
     };
     let mut title_text = diag.message.clone();
-    if let Some(pointer) = &diag.pointer {
-        if !pointer.is_empty() {
-            title_text.push_str(&format!(" (at `{pointer}`)"));
-        }
+    if let Some(pointer) = &diag.pointer
+        && !pointer.is_empty()
+    {
+        title_text.push_str(&format!(" (at `{pointer}`)"));
     }
     let mut group = Group::with_title(level.clone().primary_title(title_text).id(diag.code.0));
     let primary = diag.span.as_ref().and_then(|s| locate(s, files, prefix));
@@ -90,14 +90,14 @@ fn render_one(diag: &Diagnostic, files: &SourceMap, prefix: &str, renderer: &Ren
                         .label(diag.label.clone().unwrap_or_default()),
                 );
             for label in &diag.labels {
-                if label.span.file == loc.span.file {
-                    if let Some((other, _)) = locate(&label.span, files, prefix) {
-                        snippet = snippet.annotation(
-                            AnnotationKind::Context
-                                .span(other.range)
-                                .label(label.message.clone()),
-                        );
-                    }
+                if label.span.file == loc.span.file
+                    && let Some((other, _)) = locate(&label.span, files, prefix)
+                {
+                    snippet = snippet.annotation(
+                        AnnotationKind::Context
+                            .span(other.range)
+                            .label(label.message.clone()),
+                    );
                 }
             }
             group = group.element(snippet);
