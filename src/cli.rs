@@ -83,5 +83,9 @@ pub enum Command {
         /// Timed runs (the first is a warm-up and is reported separately).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Write the generated project to this (new) directory and keep it,
+        /// e.g. to time `cortex validate DIR` as a whole process.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
     },
 }

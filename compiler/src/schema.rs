@@ -44,6 +44,8 @@ pub struct KindSchema {
     pub bundled: Value,
     /// The compiled validator.
     pub validator: jsonschema::Validator,
+    /// The schema as a pre-resolved tree for walking alongside instances.
+    tree: Tree,
 }
 
 /// Every kind's schema.
@@ -71,7 +73,15 @@ impl Schemas {
                 let validator = jsonschema::options()
                     .build(&bundled)
                     .unwrap_or_else(|e| panic!("schema of {kind} compiles: {e}"));
-                (kind, KindSchema { bundled, validator })
+                let tree = Tree::compile(&bundled);
+                (
+                    kind,
+                    KindSchema {
+                        bundled,
+                        validator,
+                        tree,
+                    },
+                )
             })
             .collect();
         Schemas { kinds }
@@ -84,10 +94,9 @@ impl Schemas {
 
     /// A cursor at the root of `kind`'s schema.
     pub fn cursor(&self, kind: Kind) -> Cursor<'_> {
-        let root = &self.kind(kind).bundled;
         Cursor {
-            root,
-            node: Some(root),
+            tree: &self.kind(kind).tree,
+            node: Some(0),
         }
     }
 }
@@ -136,82 +145,178 @@ pub fn combined_schema() -> Value {
     })
 }
 
-/// A position in a schema that follows `$ref`, `allOf`, `properties`,
-/// `additionalProperties` and `items` as an instance is walked.
+/// One schema position with its `$ref` and `allOf` layers merged in.
+#[derive(Default)]
+struct TreeNode {
+    properties: Vec<(String, usize)>,
+    additional: Option<usize>,
+    items: Option<usize>,
+    merge_key: Option<String>,
+    replaces_whole: bool,
+    union: Option<Vec<String>>,
+    verbatim: bool,
+    secret: bool,
+    format: Option<String>,
+    types: Option<Vec<String>>,
+}
+
+/// A schema compiled once into nodes whose `$ref`s and `allOf`s are
+/// resolved, so walking it costs a field read per step.
+struct Tree {
+    nodes: Vec<TreeNode>,
+}
+
+/// Most layers (`$ref` targets and `allOf` branches) merged at one
+/// position; the bundled schemas use at most three.
+const MAX_LAYERS: usize = 16;
+
+impl Tree {
+    fn compile(root: &Value) -> Tree {
+        let mut tree = Tree { nodes: Vec::new() };
+        let mut memo = HashMap::new();
+        tree.node(root, root, &mut memo);
+        tree
+    }
+
+    fn node(
+        &mut self,
+        value: &Value,
+        root: &Value,
+        memo: &mut HashMap<*const Value, usize>,
+    ) -> usize {
+        if let Some(&id) = memo.get(&(value as *const Value)) {
+            return id;
+        }
+        let id = self.nodes.len();
+        self.nodes.push(TreeNode::default());
+        memo.insert(value as *const Value, id);
+        let layers = layers(value, root);
+        let first = |name: &str| layers.iter().find_map(|l| l.get(name));
+        let mut node = TreeNode {
+            merge_key: first("x-cortex-merge-key")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            replaces_whole: first("x-cortex-merge").and_then(Value::as_str) == Some("replace"),
+            union: first("x-cortex-union").and_then(Value::as_array).map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            }),
+            verbatim: first("x-cortex-verbatim").and_then(Value::as_bool) == Some(true),
+            secret: first("x-cortex-secret").and_then(Value::as_bool) == Some(true),
+            format: first("x-cortex-format")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            types: first("type").and_then(|t| match t {
+                Value::String(s) => Some(vec![s.clone()]),
+                Value::Array(list) => Some(
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                _ => None,
+            }),
+            ..TreeNode::default()
+        };
+        for layer in &layers {
+            for (key, sub) in layer
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                if !node.properties.iter().any(|(k, _)| k == key) {
+                    let child = self.node(sub, root, memo);
+                    node.properties.push((key.clone(), child));
+                }
+            }
+        }
+        node.properties.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(additional) = layers
+            .iter()
+            .find_map(|l| l.get("additionalProperties").filter(|a| a.is_object()))
+        {
+            node.additional = Some(self.node(additional, root, memo));
+        }
+        if let Some(items) = first("items") {
+            node.items = Some(self.node(items, root, memo));
+        }
+        self.nodes[id] = node;
+        id
+    }
+}
+
+/// The schemas that apply at `value`: itself, its `$ref` target and its
+/// `allOf` branches, recursively.
+fn layers<'a>(value: &'a Value, root: &'a Value) -> Vec<&'a Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![value];
+    while let Some(node) = stack.pop() {
+        if out.len() == MAX_LAYERS {
+            break;
+        }
+        out.push(node);
+        if let Some(target) = node
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix('#'))
+            .and_then(|p| root.pointer(p))
+        {
+            stack.push(target);
+        }
+        if let Some(all) = node.get("allOf").and_then(Value::as_array) {
+            stack.extend(all.iter().rev());
+        }
+    }
+    out
+}
+
+/// A position in a kind's schema, moved along as an instance is walked
+/// (`property`, `items`); it answers what the schema says there.
 #[derive(Clone, Copy)]
 pub struct Cursor<'a> {
-    root: &'a Value,
-    node: Option<&'a Value>,
+    tree: &'a Tree,
+    node: Option<usize>,
 }
 
 impl<'a> Cursor<'a> {
-    /// A cursor that knows nothing (beyond the schema, or free-form values).
-    pub fn unknown(self) -> Cursor<'a> {
+    fn here(&self) -> Option<&'a TreeNode> {
+        self.node.map(|id| &self.tree.nodes[id])
+    }
+
+    fn to(&self, node: Option<usize>) -> Cursor<'a> {
         Cursor {
-            root: self.root,
-            node: None,
+            tree: self.tree,
+            node,
         }
     }
 
-    /// The schemas that apply here: this node, its `$ref` target and its
-    /// `allOf` branches, recursively.
-    fn layers(&self) -> Vec<&'a Value> {
-        let mut out = Vec::new();
-        let mut stack: Vec<&'a Value> = self.node.into_iter().collect();
-        while let Some(node) = stack.pop() {
-            if out.len() > 32 {
-                break;
-            }
-            out.push(node);
-            if let Some(target) = node
-                .get("$ref")
-                .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix('#'))
-                .and_then(|p| self.root.pointer(p))
-            {
-                stack.push(target);
-            }
-            if let Some(all) = node.get("allOf").and_then(Value::as_array) {
-                stack.extend(all.iter());
-            }
-        }
-        out
-    }
-
-    fn keyword(&self, name: &str) -> Option<&'a Value> {
-        self.layers().into_iter().find_map(|l| l.get(name))
-    }
-
-    /// The schema of property `key` of the mapping here.
+    /// The schema of property `key` of the mapping here (or of its
+    /// `additionalProperties`).
     pub fn property(&self, key: &str) -> Cursor<'a> {
-        let layers = self.layers();
-        let found = layers
-            .iter()
-            .find_map(|l| l.get("properties").and_then(|p| p.get(key)))
-            .or_else(|| {
-                layers
-                    .iter()
-                    .find_map(|l| l.get("additionalProperties").filter(|a| a.is_object()))
-            });
-        Cursor {
-            root: self.root,
-            node: found,
-        }
+        let next = self.here().and_then(|n| {
+            n.properties
+                .binary_search_by(|(k, _)| k.as_str().cmp(key))
+                .ok()
+                .map(|i| n.properties[i].1)
+                .or(n.additional)
+        });
+        self.to(next)
     }
 
     /// The schema of the items of the list here.
     pub fn items(&self) -> Cursor<'a> {
-        Cursor {
-            root: self.root,
-            node: self.keyword("items"),
-        }
+        self.to(self.here().and_then(|n| n.items))
     }
 
     /// Follows a JSON pointer of the instance (`/spec/env/0`).
     pub fn at_pointer(&self, pointer: &str) -> Cursor<'a> {
         let mut cursor = *self;
         for token in pointer.split('/').skip(1) {
-            cursor = if token.parse::<usize>().is_ok() && cursor.keyword("items").is_some() {
+            let has_items = cursor.here().is_some_and(|n| n.items.is_some());
+            cursor = if has_items && token.parse::<usize>().is_ok() {
                 cursor.items()
             } else {
                 cursor.property(&token.replace("~1", "/").replace("~0", "~"))
@@ -222,63 +327,73 @@ impl<'a> Cursor<'a> {
 
     /// The key a keyed list merges on (`x-cortex-merge-key`).
     pub fn merge_key(&self) -> Option<&'a str> {
-        self.keyword("x-cortex-merge-key").and_then(Value::as_str)
+        self.here()?.merge_key.as_deref()
     }
 
     /// Whether values here are replaced whole (`x-cortex-merge: replace`).
     pub fn replaces_whole(&self) -> bool {
-        self.keyword("x-cortex-merge").and_then(Value::as_str) == Some("replace")
+        self.here().is_some_and(|n| n.replaces_whole)
     }
 
     /// The variant keys of a union mapping (`x-cortex-union`).
     pub fn union(&self) -> Option<Vec<&'a str>> {
-        let list = self.keyword("x-cortex-union")?.as_array()?;
-        Some(list.iter().filter_map(Value::as_str).collect())
+        Some(
+            self.here()?
+                .union
+                .as_ref()?
+                .iter()
+                .map(String::as_str)
+                .collect(),
+        )
     }
 
     /// Whether the value is passed through verbatim (`x-cortex-verbatim`).
     pub fn is_verbatim(&self) -> bool {
-        self.keyword("x-cortex-verbatim").and_then(Value::as_bool) == Some(true)
+        self.here().is_some_and(|n| n.verbatim)
     }
 
     /// Whether the value is secret (`x-cortex-secret`).
     pub fn is_secret(&self) -> bool {
-        self.keyword("x-cortex-secret").and_then(Value::as_bool) == Some(true)
+        self.here().is_some_and(|n| n.secret)
     }
 
     /// The cortex format checked here (`x-cortex-format`).
     pub fn format(&self) -> Option<&'a str> {
-        self.keyword("x-cortex-format").and_then(Value::as_str)
+        self.here()?.format.as_deref()
+    }
+
+    /// The JSON types allowed here (`type`), when the schema says.
+    pub fn types(&self) -> Option<Vec<&'a str>> {
+        Some(
+            self.here()?
+                .types
+                .as_ref()?
+                .iter()
+                .map(String::as_str)
+                .collect(),
+        )
     }
 
     /// The property names a mapping here accepts, sorted.
     pub fn known_properties(&self) -> Vec<&'a str> {
-        let mut keys: Vec<&str> = self
-            .layers()
-            .into_iter()
-            .filter_map(|l| l.get("properties").and_then(Value::as_object))
-            .flat_map(|p| p.keys().map(String::as_str))
-            .filter(|k| !k.starts_with('$'))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
+        self.here()
+            .map(|n| {
+                n.properties
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .filter(|k| !k.starts_with('$'))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether anything is known about this position.
     pub fn is_known(&self) -> bool {
         self.node.is_some()
     }
-}
 
-impl<'a> Cursor<'a> {
-    /// The JSON types allowed here (`type`), when the schema says.
-    pub fn types(&self) -> Option<Vec<&'a str>> {
-        let ty = self.keyword("type")?;
-        match ty {
-            Value::String(s) => Some(vec![s.as_str()]),
-            Value::Array(list) => Some(list.iter().filter_map(Value::as_str).collect()),
-            _ => None,
-        }
+    /// A cursor that knows nothing (free-form values).
+    pub fn unknown(self) -> Cursor<'a> {
+        self.to(None)
     }
 }

@@ -44,7 +44,22 @@ pub fn render_templates(resolved: &mut Resolved, diags: &mut Diagnostics) {
     let mut failed = Diagnostics::new();
     for spec in &mut resolved.specs {
         let cursor = Schemas::get().cursor(spec.kind);
-        engine.walk(&mut spec.node, cursor, &mut failed);
+        // Most values hold no template: find the few strings that do, then
+        // place only those in the schema.
+        let mut found = Vec::new();
+        spec.node.walk(&mut String::new(), &mut |pointer, node| {
+            if node.as_str().is_some_and(is_template) {
+                found.push(pointer.to_string());
+            }
+        });
+        for pointer in found {
+            if is_verbatim_path(cursor, &pointer) {
+                continue;
+            }
+            if let Some(node) = node_at_mut(&mut spec.node, &pointer) {
+                engine.walk(node, cursor.at_pointer(&pointer), &mut failed);
+            }
+        }
     }
     resolved
         .template_failures
@@ -260,4 +275,33 @@ fn accepts_string(schema: Cursor<'_>) -> bool {
         None => true,
         Some(types) => types.contains(&"string"),
     }
+}
+
+/// Whether any schema position on the way to `pointer` is verbatim.
+fn is_verbatim_path(root: Cursor<'_>, pointer: &str) -> bool {
+    let mut at = String::new();
+    let mut cursor = root;
+    for token in pointer.split('/').skip(1) {
+        if cursor.is_verbatim() {
+            return true;
+        }
+        at.push('/');
+        at.push_str(token);
+        cursor = root.at_pointer(&at);
+    }
+    cursor.is_verbatim()
+}
+
+/// The node at a JSON pointer, mutably.
+fn node_at_mut<'n>(node: &'n mut Node, pointer: &str) -> Option<&'n mut Node> {
+    let mut node = node;
+    for raw in pointer.split('/').skip(1) {
+        let token = raw.replace("~1", "/").replace("~0", "~");
+        node = match &mut node.value {
+            Value::Map(m) => m.get_mut(&token)?,
+            Value::Seq(s) => s.get_mut(token.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(node)
 }

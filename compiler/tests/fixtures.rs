@@ -182,3 +182,30 @@ fn examples_validate_in_every_environment() {
         }
     }
 }
+
+#[test]
+fn generated_benchmark_projects_validate() {
+    use cortex_compiler::generate::{Shape, memory_source};
+    let source = memory_source(Shape {
+        agents: 60,
+        workflows: 12,
+        tasks: 7,
+    });
+    for env in [None, Some("prod".to_string())] {
+        let result = compile(&source, &Options { env });
+        assert!(
+            result.diagnostics.is_empty(),
+            "{}",
+            render_text(&result.diagnostics, &result.files, "", false)
+        );
+        let resolved = result.resolved.expect("resolved");
+        assert_eq!(
+            resolved
+                .specs
+                .iter()
+                .filter(|s| s.kind == cortex_compiler::Kind::Agent)
+                .count(),
+            60
+        );
+    }
+}

@@ -8,6 +8,8 @@ mod validate;
 
 use std::process::ExitCode;
 
+use cortex_compiler::generate::Shape;
+
 use crate::cli::{Cli, Command};
 
 /// Runs the parsed command line.
@@ -23,7 +25,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             workflows,
             tasks,
             runs,
-        } => bench::run(agents, workflows, tasks, runs),
+            keep,
+        } => bench::run(
+            Shape {
+                agents,
+                workflows,
+                tasks,
+            },
+            runs,
+            keep.as_deref(),
+        ),
     }
 }
 
