@@ -25,6 +25,15 @@ pub enum DiagnosticFormat {
     Github,
 }
 
+/// Graph formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormatArg {
+    /// Mermaid flowchart.
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -39,6 +48,35 @@ pub enum Command {
         /// Output format of the diagnostics.
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Text)]
         format: DiagnosticFormat,
+    },
+    /// Render the project: a Helm chart, plain manifests, the runtime config
+    /// and an inventory, written atomically to OUT.
+    Build {
+        /// Project directory (holds cortex.yaml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Environment overlay to apply.
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        /// Output directory (replaced whole; only an empty directory or a
+        /// previous build's output is ever replaced).
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+        /// Output format of diagnostics.
+        #[arg(long, value_enum, default_value_t = DiagnosticFormat::Text)]
+        format: DiagnosticFormat,
+    },
+    /// Draw a workflow's DAG (Mermaid renders in GitHub comments).
+    Graph {
+        /// Project directory, then workflow/NAME; the directory defaults to `.`.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "workflow/NAME"], required = true)]
+        args: Vec<String>,
+        /// Environment overlay to apply.
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormatArg::Mermaid)]
+        format: GraphFormatArg,
     },
     /// Print a resolved spec with the file, line and spec that set each value.
     Explain {

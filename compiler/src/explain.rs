@@ -132,34 +132,8 @@ pub fn scalar_text(value: &Value) -> String {
                 f.to_string()
             }
         }
-        Value::Str(s) if is_plain_safe(s) => s.clone(),
+        Value::Str(s) if crate::yaml_out::is_plain_safe(s) => s.clone(),
         Value::Str(s) => serde_json::to_string(s).unwrap_or_default(),
         Value::Seq(_) | Value::Map(_) => String::new(),
     }
-}
-
-fn is_plain_safe(s: &str) -> bool {
-    if s.is_empty() || s.trim() != s {
-        return false;
-    }
-    let reserved = [
-        "null", "Null", "NULL", "~", "true", "True", "TRUE", "false", "False", "FALSE", "yes",
-        "no", "on", "off", "y", "n",
-    ];
-    if reserved.contains(&s)
-        || s.parse::<f64>().is_ok()
-        || s.starts_with("0x")
-        || s.starts_with("0o")
-    {
-        return false;
-    }
-    let first = s.chars().next().unwrap_or(' ');
-    if "-?:,[]{}#&*!|>'\"%@`".contains(first)
-        && !(first == '-' && s.len() > 1 && !s.starts_with("- "))
-    {
-        return false;
-    }
-    !(s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.contains('\t'))
-        && s.chars().all(|c| !c.is_control())
-        && !s.contains(['{', '}', '[', ']', ','])
 }

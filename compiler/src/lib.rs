@@ -11,12 +11,15 @@
 //! assert!(!result.diagnostics.has_errors());
 //! ```
 
+pub mod bundle;
 pub mod diagnostic;
 pub mod document;
 pub mod explain;
 pub mod generate;
+pub mod graph;
 pub mod load;
 pub mod node;
+pub mod render;
 pub mod resolve;
 pub mod schema;
 pub mod source;
@@ -24,6 +27,7 @@ pub mod span;
 pub mod template;
 pub mod validate;
 mod yaml;
+pub mod yaml_out;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use document::{Document, Kind};

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod bench;
+mod build;
 mod explain;
 mod init;
 mod schema;
@@ -10,12 +11,25 @@ use std::process::ExitCode;
 
 use cortex_compiler::generate::Shape;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, GraphFormatArg};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { dir, env, format } => validate::run(&dir, env, format),
+        Command::Build {
+            dir,
+            env,
+            out,
+            format,
+        } => build::run(&dir, env, &out, format),
+        Command::Graph { args, env, format } => {
+            let format = match format {
+                GraphFormatArg::Mermaid => cortex_compiler::graph::GraphFormat::Mermaid,
+                GraphFormatArg::Dot => cortex_compiler::graph::GraphFormat::Dot,
+            };
+            build::graph(&args, env, format)
+        }
         Command::Explain { args, env } => explain::run(&args, env),
         Command::Schema { kind } => schema::run(kind.as_deref()),
         Command::Init { dir, name } => init::run(&dir, name),

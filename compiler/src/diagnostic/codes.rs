@@ -152,6 +152,14 @@ codes! {
         "A topic's `deadLetter` must be another topic, or failed messages would loop forever.";
     UNKNOWN_PORT = "CX0518", "unknown port name",
         "A health check names a port by name that the agent does not declare under `ports`.";
+    RENDER_TEMPLATE = "CX0601", "object template failed",
+        "A template of `templates/` (cortex's own, or the project's override of the same name) failed to render for this spec. The message names the template, the line in it and the agent.";
+    RENDER_NOT_AN_OBJECT = "CX0602", "template did not render one object",
+        "Each object template renders exactly one YAML mapping with apiVersion, kind and metadata.name (or nothing, to skip the object).";
+    RENDER_UNKNOWN_FIELD = "CX0603", "rendered object has an unknown field",
+        "A rendered object has a field its Kubernetes type does not have; the API server would reject or silently drop it. Usually a typo in an overriding template.";
+    RENDER_INVALID_OBJECT = "CX0604", "rendered object does not fit its Kubernetes type",
+        "A rendered object's field has the wrong type for its Kubernetes kind (e.g. a list where a mapping belongs).";
 }
 
 /// Looks a code up (case-insensitive).

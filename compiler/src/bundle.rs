@@ -1,0 +1,272 @@
+//! The output of a build: Kubernetes objects, the runtime configuration,
+//! and an inventory with a content hash of every object; and the files of
+//! `cortex build -o OUT` (chart, manifests.yaml, runtime.json,
+//! inventory.json). Output is deterministic: sorted keys, stable order.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::render::{Project, canonical_json, sha256_hex};
+use crate::validate::pools::PoolUsage;
+use crate::yaml_out::to_yaml;
+
+/// Version of the inventory.json layout.
+pub const INVENTORY_FORMAT_VERSION: u32 = 1;
+
+/// One rendered Kubernetes object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+    /// The template that rendered it.
+    pub template: String,
+    /// The spec it was rendered for (`Agent/triage`), none for project-wide objects.
+    pub spec: Option<String>,
+    /// The object, keys sorted.
+    pub body: Value,
+}
+
+impl Object {
+    /// The API group (`""` for the core group).
+    pub fn group(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+    }
+
+    /// `group/kind/namespace/name`, the identity plans key on.
+    pub fn identity(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.group(),
+            self.kind,
+            self.namespace.as_deref().unwrap_or(""),
+            self.name
+        )
+    }
+
+    /// SHA-256 of the canonical JSON of the object.
+    pub fn content_hash(&self) -> String {
+        sha256_hex(canonical_json(&self.body).as_bytes())
+    }
+}
+
+/// Apply order of kinds: what others depend on first.
+pub fn kind_rank(kind: &str) -> usize {
+    const ORDER: [&str; 12] = [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "Role",
+        "ClusterRole",
+        "RoleBinding",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+    ];
+    ORDER
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(if kind == "PodDisruptionBudget" {
+            12
+        } else {
+            13
+        })
+}
+
+/// Everything a build produces.
+#[derive(Clone, Debug)]
+pub struct Bundle {
+    /// Project facts.
+    pub project: Project,
+    /// The objects, in apply order (kind rank, then namespace and name).
+    pub objects: Vec<Object>,
+    /// The runtime configuration (runtime.json).
+    pub runtime: Value,
+    /// Pool usage at maximum scale.
+    pub pools: Vec<PoolUsage>,
+}
+
+impl Bundle {
+    /// Sorts the objects into apply order.
+    pub fn new(
+        project: Project,
+        mut objects: Vec<Object>,
+        runtime: Value,
+        pools: Vec<PoolUsage>,
+    ) -> Bundle {
+        objects.sort_by(|a, b| {
+            (kind_rank(&a.kind), &a.kind, &a.namespace, &a.name).cmp(&(
+                kind_rank(&b.kind),
+                &b.kind,
+                &b.namespace,
+                &b.name,
+            ))
+        });
+        Bundle {
+            project,
+            objects,
+            runtime,
+            pools,
+        }
+    }
+
+    /// `manifests.yaml`: every object as multi-document YAML.
+    pub fn manifests_yaml(&self) -> String {
+        let mut out = String::new();
+        for object in &self.objects {
+            out.push_str("---\n");
+            out.push_str(&to_yaml(&object.body));
+        }
+        out
+    }
+
+    /// `runtime.json`.
+    pub fn runtime_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(&crate::render::sort_keys(&self.runtime))
+            .unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// `inventory.json`: identity and content hash of every object,
+    /// Kubernetes objects and runtime objects alike.
+    pub fn inventory_json(&self) -> String {
+        let objects: Vec<Value> = self
+            .objects
+            .iter()
+            .map(|o| {
+                json!({
+                    "apiVersion": o.api_version, "kind": o.kind, "namespace": o.namespace, "name": o.name,
+                    "identity": o.identity(), "hash": o.content_hash(), "template": o.template, "spec": o.spec,
+                })
+            })
+            .collect();
+        let mut runtime_objects = Vec::new();
+        for (section, kind) in [
+            ("agents", "Agent"),
+            ("topics", "Topic"),
+            ("workflows", "Workflow"),
+            ("accessPolicies", "AccessPolicy"),
+            ("alertRules", "AlertRule"),
+        ] {
+            if let Some(map) = self.runtime.get(section).and_then(Value::as_object) {
+                for (name, value) in map {
+                    runtime_objects.push(json!({ "kind": kind, "name": name, "identity": format!("{kind}/{name}"), "hash": sha256_hex(canonical_json(value).as_bytes()) }));
+                }
+            }
+        }
+        runtime_objects.sort_by(|a, b| a["identity"].as_str().cmp(&b["identity"].as_str()));
+        let inventory = json!({
+            "format_version": INVENTORY_FORMAT_VERSION,
+            "project": self.project.name,
+            "namespace": self.project.namespace,
+            "environment": self.project.environment,
+            "objects": objects,
+            "runtimeObjects": runtime_objects,
+        });
+        let mut text = serde_json::to_string_pretty(&inventory).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// The Helm chart: `Chart.yaml`, `values.yaml` and one template file per
+    /// agent (plus the project's), each object escaped so that Helm prints it
+    /// exactly as cortex rendered it.
+    pub fn chart_files(&self) -> BTreeMap<String, String> {
+        let mut files = BTreeMap::new();
+        let chart = json!({
+            "apiVersion": "v2",
+            "name": self.project.chart_name,
+            "version": self.project.chart_version,
+            "description": self.project.chart_description,
+            "type": "application",
+            "annotations": { "cortex.codevald.io/project": self.project.name },
+        });
+        files.insert("Chart.yaml".to_string(), to_yaml(&chart));
+        files.insert(
+            "values.yaml".to_string(),
+            "# Rendered by cortex: every object in templates/ is complete, so the chart\n# takes no values. Change the specs and run `cortex build` again.\n{}\n".to_string(),
+        );
+        let mut by_file: BTreeMap<String, String> = BTreeMap::new();
+        for object in &self.objects {
+            let file = match &object.spec {
+                Some(spec) => format!("templates/{}.yaml", spec.replace('/', "-").to_lowercase()),
+                None => "templates/project.yaml".to_string(),
+            };
+            let text = by_file.entry(file).or_default();
+            text.push_str("---\n");
+            text.push_str(&escape_for_helm(&to_yaml(&object.body)));
+        }
+        files.extend(by_file);
+        files
+    }
+
+    /// Every output file of `cortex build -o OUT`, by relative path.
+    pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut files: BTreeMap<String, Vec<u8>> = self
+            .chart_files()
+            .into_iter()
+            .map(|(path, text)| (format!("chart/{path}"), text.into_bytes()))
+            .collect();
+        files.insert("manifests.yaml".into(), self.manifests_yaml().into_bytes());
+        files.insert("runtime.json".into(), self.runtime_json().into_bytes());
+        files.insert("inventory.json".into(), self.inventory_json().into_bytes());
+        files
+    }
+
+    /// Number of objects per kind, in apply order.
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for object in &self.objects {
+            match counts.iter_mut().find(|(k, _)| *k == object.kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((object.kind.clone(), 1)),
+            }
+        }
+        counts
+    }
+}
+
+/// Escapes what Helm's template engine would interpret: every `{{` and `}}`
+/// becomes an action that prints it literally.
+pub fn escape_for_helm(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let open = rest.find("{{");
+        let close = rest.find("}}");
+        let (at, replacement) = match (open, close) {
+            (Some(o), Some(c)) if o <= c => (o, "{{`{{`}}"),
+            (Some(o), None) => (o, "{{`{{`}}"),
+            (_, Some(c)) => (c, "{{`}}`}}"),
+            (None, None) => break,
+        };
+        out.push_str(&rest[..at]);
+        out.push_str(replacement);
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_for_helm;
+
+    #[test]
+    fn helm_escaping_covers_both_delimiters() {
+        assert_eq!(escape_for_helm("a {{ b }} c"), "a {{`{{`}} b {{`}}`}} c");
+        assert_eq!(escape_for_helm("}} {{"), "{{`}}`}} {{`{{`}}");
+        assert_eq!(escape_for_helm("no braces { }"), "no braces { }");
+        assert_eq!(escape_for_helm("{{{"), "{{`{{`}}{");
+    }
+}

@@ -1,0 +1,213 @@
+//! Deterministic YAML output of JSON values: keys sorted, block style,
+//! strings plain when that is unambiguous, multi-line strings as block
+//! literals, everything else double-quoted (JSON strings are valid YAML).
+
+use serde_json::Value;
+
+/// One YAML document for `value` (without the `---` separator).
+pub fn to_yaml(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Object(map) if !map.is_empty() => emit_map(value, 0, &mut out),
+        Value::Array(items) if !items.is_empty() => emit_seq(value, 0, &mut out),
+        other => {
+            out.push_str(&scalar(other));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn sorted(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+fn emit_map(value: &Value, indent: usize, out: &mut String) {
+    let Value::Object(map) = value else { return };
+    for (i, (key, v)) in sorted(map).into_iter().enumerate() {
+        if i > 0 || !out.ends_with("- ") {
+            out.push_str(&" ".repeat(indent));
+        }
+        out.push_str(&key_text(key));
+        out.push(':');
+        emit_value(v, indent, out);
+    }
+}
+
+fn emit_seq(value: &Value, indent: usize, out: &mut String) {
+    let Value::Array(items) = value else { return };
+    for item in items {
+        out.push_str(&" ".repeat(indent));
+        out.push_str("- ");
+        match item {
+            Value::Object(m) if !m.is_empty() => emit_map(item, indent + 2, out),
+            Value::Array(a) if !a.is_empty() => {
+                out.push('\n');
+                emit_seq(item, indent + 2, out);
+            }
+            Value::String(s) if block_literal(s).is_some() => {
+                out.pop();
+                emit_string_block(s, indent + 2, out);
+            }
+            other => {
+                out.push_str(&scalar(other));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// Emits what follows `key:`.
+fn emit_value(value: &Value, indent: usize, out: &mut String) {
+    match value {
+        Value::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            emit_map(value, indent + 2, out);
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            emit_seq(value, indent + 2, out);
+        }
+        Value::String(s) if block_literal(s).is_some() => emit_string_block(s, indent + 2, out),
+        other => {
+            out.push(' ');
+            out.push_str(&scalar(other));
+            out.push('\n');
+        }
+    }
+}
+
+fn emit_string_block(s: &str, indent: usize, out: &mut String) {
+    let indicator = block_literal(s).unwrap_or("|");
+    out.push(' ');
+    out.push_str(indicator);
+    out.push('\n');
+    for line in s.strip_suffix('\n').unwrap_or(s).split('\n') {
+        if !line.is_empty() {
+            out.push_str(&" ".repeat(indent));
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+}
+
+/// The block indicator (`|` or `|-`) when `s` can be written as a literal
+/// block that reads back identically.
+fn block_literal(s: &str) -> Option<&'static str> {
+    if !s.contains('\n') || s.ends_with("\n\n") || s.starts_with([' ', '\t', '\n']) {
+        return None;
+    }
+    let clean = s
+        .split('\n')
+        .all(|l| !l.ends_with([' ', '\t']) && l.chars().all(|c| !c.is_control() || c == '\t'));
+    if !clean {
+        return None;
+    }
+    Some(if s.ends_with('\n') { "|" } else { "|-" })
+}
+
+fn key_text(key: &str) -> String {
+    if is_plain_safe(key) {
+        key.to_string()
+    } else {
+        serde_json::to_string(key).unwrap_or_default()
+    }
+}
+
+/// A scalar as YAML text.
+pub fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) if is_plain_safe(s) => s.clone(),
+        Value::Object(_) => "{}".into(),
+        Value::Array(_) => "[]".into(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+/// Whether `s` reads back as the same string when written without quotes.
+pub fn is_plain_safe(s: &str) -> bool {
+    if s.is_empty() || s.trim() != s {
+        return false;
+    }
+    const RESERVED: [&str; 22] = [
+        "null", "Null", "NULL", "~", "true", "True", "TRUE", "false", "False", "FALSE", "yes",
+        "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF",
+    ];
+    if RESERVED.contains(&s) || s.parse::<f64>().is_ok() || looks_numeric(s) {
+        return false;
+    }
+    let mut chars = s.chars();
+    let first = chars.next().unwrap_or(' ');
+    // `-` may start a plain scalar when a non-space follows (`--serve`).
+    let dash_ok = first == '-' && chars.next().is_some_and(|c| !c.is_whitespace());
+    if "-?:,[]{}#&*!|>'\"%@`".contains(first) && !dash_ok {
+        return false;
+    }
+    !(s.contains(": ") || s.contains(" #") || s.ends_with(':'))
+        && s.chars().all(|c| !c.is_control())
+        && !s.contains(['{', '}', '[', ']', ',', '\t'])
+}
+
+/// YAML 1.1 readers (many tools) also take these as numbers or times.
+fn looks_numeric(s: &str) -> bool {
+    let t = s.trim_start_matches(['+', '-']);
+    t.starts_with("0x")
+        || t.starts_with("0o")
+        || t.starts_with("0b")
+        || t.starts_with('.') && t[1..].eq_ignore_ascii_case("inf")
+        || t.eq_ignore_ascii_case(".nan")
+        || (t.contains(':')
+            && t.split(':')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit() || c == '.')))
+        || t.replace('_', "").parse::<f64>().is_ok() && t.contains('_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(value: &Value) {
+        let text = to_yaml(value);
+        let file: std::sync::Arc<str> = std::sync::Arc::from("t.yaml");
+        let nodes = crate::yaml::parse(&file, &text).unwrap_or_else(|e| panic!("{text}\n{e:?}"));
+        assert_eq!(nodes[0].to_json(), *value, "{text}");
+    }
+
+    #[test]
+    fn round_trips() {
+        round_trip(&json!({"b": 1, "a": [1, "two", {"x": null, "y": true}], "c": {"d": "e: f"}}));
+        round_trip(
+            &json!({"prompt": "line one\n  indented {{ braces }}\nlast\n", "k": "no newline\nend"}),
+        );
+        round_trip(
+            &json!({"odd": ["yes", "no", "1.0", "0x1f", "12:30", "-", " lead", "trail ", "#x", "a #b", ""]}),
+        );
+        round_trip(&json!({"list": [[1, 2], [], {}], "quote": "it's \"q\"", "tab": "a\tb"}));
+        round_trip(&json!({"blank": "a\n\nb\n", "two": "x\n\n"}));
+        round_trip(&json!({"args": ["--serve", "-v", "-", "- x", "-1", "-.inf"]}));
+    }
+
+    #[test]
+    fn keys_are_sorted() {
+        assert_eq!(to_yaml(&json!({"b": 1, "a": 2})), "a: 2\nb: 1\n");
+    }
+}
+
+/// Parses multi-document YAML into JSON values (empty documents skipped),
+/// with cortex's loader rules (used to read back rendered manifests and
+/// Helm's output).
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
+    let file: std::sync::Arc<str> = std::sync::Arc::from("input.yaml");
+    crate::yaml::parse(&file, text)
+        .map(|nodes| nodes.iter().map(crate::node::Node::to_json).collect())
+        .map_err(|d| {
+            format!(
+                "{}: {}",
+                d.span.map(|s| s.to_string()).unwrap_or_default(),
+                d.message
+            )
+        })
+}

@@ -1,0 +1,422 @@
+//! The renderer: golden output of the example in every environment,
+//! determinism, field ownership, security defaults, config checksums,
+//! template overrides, and workflow graphs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cortex_compiler::bundle::Bundle;
+use cortex_compiler::diagnostic::{codes, render::render_text};
+use cortex_compiler::graph::{GraphFormat, draw};
+use cortex_compiler::render::render;
+use cortex_compiler::yaml_out::parse_documents;
+use cortex_compiler::{MemorySource, Options, Source, WorkTree, compile, find_spec};
+use serde_json::{Value, json};
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk")
+}
+
+fn build(source: &dyn Source, env: Option<&str>) -> Bundle {
+    let result = compile(
+        source,
+        &Options {
+            env: env.map(str::to_string),
+        },
+    );
+    let resolved = result.validated().unwrap_or_else(|| {
+        panic!(
+            "{}",
+            render_text(&result.diagnostics, &result.files, "", false)
+        )
+    });
+    render(resolved, source)
+        .unwrap_or_else(|d| panic!("{}", render_text(&d, &result.files, "", false)))
+}
+
+fn object<'b>(bundle: &'b Bundle, kind: &str, name: &str) -> &'b Value {
+    &bundle
+        .objects
+        .iter()
+        .find(|o| o.kind == kind && o.name == name)
+        .unwrap_or_else(|| panic!("{kind}/{name}"))
+        .body
+}
+
+#[test]
+fn support_desk_builds_exactly_as_the_goldens_say() {
+    let source = WorkTree::open(example()).expect("example");
+    let golden_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/build/support-desk");
+    let bless = std::env::var_os("CORTEX_BLESS").is_some();
+    let mut failures = Vec::new();
+    for env in [None, Some("staging"), Some("prod")] {
+        let dir = golden_root.join(env.unwrap_or("default"));
+        let files = build(&source, env).files();
+        if bless {
+            let _ = std::fs::remove_dir_all(&dir);
+            for (path, content) in &files {
+                let target = dir.join(path);
+                std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+                std::fs::write(target, content).expect("write golden");
+            }
+            continue;
+        }
+        let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        collect(&dir, &dir, &mut expected);
+        let names = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+        if names(&expected) != names(&files) {
+            failures.push(format!(
+                "{env:?}: files differ: expected {:?}, built {:?}",
+                names(&expected),
+                names(&files)
+            ));
+            continue;
+        }
+        for (path, content) in &files {
+            if expected[path] != *content {
+                failures.push(format!(
+                    "{env:?}: {path} differs from fixtures/build (CORTEX_BLESS=1 to accept)"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            collect(root, &path, out);
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.insert(rel, std::fs::read(&path).expect("read"));
+        }
+    }
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let source = WorkTree::open(example()).expect("example");
+    assert_eq!(
+        build(&source, Some("prod")).files(),
+        build(&source, Some("prod")).files()
+    );
+}
+
+#[test]
+fn manifests_read_back_as_the_rendered_objects() {
+    let bundle = build(&WorkTree::open(example()).expect("example"), Some("prod"));
+    let docs = parse_documents(&bundle.manifests_yaml()).expect("valid YAML");
+    let bodies: Vec<&Value> = bundle.objects.iter().map(|o| &o.body).collect();
+    assert_eq!(docs.iter().collect::<Vec<_>>(), bodies);
+}
+
+#[test]
+fn an_autoscaled_deployment_leaves_replicas_to_the_autoscaler() {
+    let bundle = build(&WorkTree::open(example()).expect("example"), Some("prod"));
+    let triage = object(&bundle, "Deployment", "triage");
+    assert!(
+        triage["spec"].get("replicas").is_none(),
+        "HPA owns replicas: {}",
+        triage["spec"]
+    );
+    assert_eq!(
+        object(&bundle, "HorizontalPodAutoscaler", "triage")["spec"]["maxReplicas"],
+        30
+    );
+    assert_eq!(
+        object(&bundle, "Deployment", "writer")["spec"]["replicas"],
+        3
+    );
+    assert!(
+        bundle
+            .objects
+            .iter()
+            .any(|o| o.kind == "PodDisruptionBudget" && o.name == "writer")
+    );
+    assert!(
+        !bundle
+            .objects
+            .iter()
+            .any(|o| o.kind == "PodDisruptionBudget" && o.name == "crm-lookup"),
+        "1 replica: no PDB"
+    );
+}
+
+#[test]
+fn pods_are_hardened_by_default_and_relaxed_only_explicitly() {
+    let bundle = build(&WorkTree::open(example()).expect("example"), None);
+    let pod = &object(&bundle, "Deployment", "triage")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        pod["securityContext"],
+        json!({ "runAsNonRoot": true, "seccompProfile": { "type": "RuntimeDefault" } })
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"],
+        json!({ "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] }, "readOnlyRootFilesystem": true, "runAsNonRoot": true })
+    );
+    assert_eq!(
+        container["env"][2]["valueFrom"]["secretKeyRef"],
+        json!({ "name": "llm-keys", "key": "api-key" }),
+        "secrets are references"
+    );
+
+    let relaxed = hello_with(
+        "  security:\n    readOnlyRootFilesystem: false\n    capabilities: { add: [NET_BIND_SERVICE] }\n  serviceAccount: { automountToken: true }\n",
+    );
+    let bundle = build(&relaxed, None);
+    let pod = &object(&bundle, "Deployment", "greeter")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        false
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["capabilities"]["add"],
+        json!(["NET_BIND_SERVICE"])
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"], false,
+        "not relaxed: unchanged"
+    );
+}
+
+/// The hello example with extra lines appended to the greeter's spec.
+fn hello_with(extra_spec: &str) -> MemorySource {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+    let mut source = MemorySource::new();
+    for file in [
+        "cortex.yaml",
+        "agents/base.yaml",
+        "agents/greeter.yaml",
+        "topics.yaml",
+        "workflows.yaml",
+        "environments/prod.yaml",
+    ] {
+        let mut text = std::fs::read_to_string(root.join(file)).expect("read");
+        if file == "agents/greeter.yaml" {
+            text = text.replacen(
+                "  extends: base-agent\n",
+                &format!("  extends: base-agent\n{extra_spec}"),
+                1,
+            );
+        }
+        source.insert(file, text);
+    }
+    source
+}
+
+#[test]
+fn a_config_change_changes_only_the_config_checksum_of_the_deployment() {
+    let before = build(&hello_with(""), None);
+    let mut changed = hello_with("");
+    let greeter = String::from_utf8(changed.files()["agents/greeter.yaml"].clone()).expect("utf-8");
+    changed.insert(
+        "agents/greeter.yaml",
+        greeter.replace("Hello, {{ name }}!", "Hi, {{ name }}!"),
+    );
+    let after = build(&changed, None);
+    let (a, b) = (
+        object(&before, "Deployment", "greeter"),
+        object(&after, "Deployment", "greeter"),
+    );
+    let path = "/spec/template/metadata/annotations/checksum~1config";
+    assert_ne!(
+        a.pointer(path),
+        b.pointer(path),
+        "the checksum follows the config"
+    );
+    let mut a = a.clone();
+    let mut b = b.clone();
+    *a.pointer_mut(path).expect("annotation") = Value::Null;
+    *b.pointer_mut(path).expect("annotation") = Value::Null;
+    assert_eq!(a, b, "nothing else in the Deployment changed");
+    assert_ne!(
+        object(&before, "ConfigMap", "greeter-config"),
+        object(&after, "ConfigMap", "greeter-config")
+    );
+}
+
+#[test]
+fn config_reaches_the_config_map_verbatim() {
+    let bundle = build(&WorkTree::open(example()).expect("example"), None);
+    let data = &object(&bundle, "ConfigMap", "triage-config")["data"];
+    let config: Value =
+        serde_json::from_str(data["config.json"].as_str().expect("config.json")).expect("json");
+    assert!(
+        config["prompt"]
+            .as_str()
+            .expect("prompt")
+            .contains("Literal braces {{ like this }} and {% raw %}")
+    );
+    assert_eq!(data["CORTEX_AGENT_NAME"], "triage");
+}
+
+#[test]
+fn every_object_carries_the_ownership_and_recommended_labels() {
+    let bundle = build(&WorkTree::open(example()).expect("example"), None);
+    for o in &bundle.objects {
+        let labels = &o.body["metadata"]["labels"];
+        assert_eq!(
+            labels["cortex.codevald.io/project"],
+            "support-desk",
+            "{}",
+            o.identity()
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"],
+            "cortex",
+            "{}",
+            o.identity()
+        );
+        assert_eq!(
+            labels["helm.sh/chart"],
+            "support-desk-0.3.0",
+            "{}",
+            o.identity()
+        );
+        assert!(
+            labels["app.kubernetes.io/part-of"].is_string()
+                && labels["app.kubernetes.io/instance"].is_string()
+        );
+    }
+    assert_eq!(
+        object(&bundle, "Deployment", "triage")["metadata"]["labels"]["app.kubernetes.io/version"],
+        "1.4.2"
+    );
+}
+
+#[test]
+fn a_project_template_with_a_typo_is_a_build_error_naming_template_and_agent() {
+    let mut source = hello_with("");
+    let deployment = include_str!("../../templates/deployment.yaml.j2")
+        .replace("revisionHistoryLimit: 5", "revisionHistoryLimt: 5");
+    source.insert("templates/deployment.yaml.j2", deployment);
+    let result = compile(&source, &Options::default());
+    let diags = render(result.validated().expect("valid"), &source).expect_err("typo is an error");
+    let d = diags.iter().next().expect("one diagnostic");
+    assert_eq!(d.code, codes::RENDER_UNKNOWN_FIELD);
+    assert!(
+        d.message.contains("deployment.yaml.j2")
+            && d.message.contains("Agent/greeter")
+            && d.message.contains("spec.revisionHistoryLimt"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn a_project_template_overrides_the_default_by_name() {
+    let mut source = hello_with("");
+    source.insert("templates/pdb.yaml.j2", "");
+    let service = include_str!("../../templates/service.yaml.j2")
+        .replace("type: ClusterIP", "type: NodePort");
+    source.insert("templates/service.yaml.j2", service);
+    let bundle = build(&source, Some("prod"));
+    assert_eq!(
+        object(&bundle, "Service", "greeter")["spec"]["type"],
+        "NodePort"
+    );
+    assert!(
+        !bundle
+            .objects
+            .iter()
+            .any(|o| o.kind == "PodDisruptionBudget"),
+        "an empty template renders nothing"
+    );
+}
+
+#[test]
+fn runtime_config_compiles_workflows_to_dags() {
+    let bundle = build(&WorkTree::open(example()).expect("example"), None);
+    let pipeline = &bundle.runtime["workflows"]["ticket-pipeline"];
+    assert_eq!(
+        pipeline["order"],
+        json!(["classify", "lookup", "draft", "review"])
+    );
+    assert_eq!(
+        pipeline["tasks"]["review"]["ancestors"],
+        json!(["classify", "draft", "lookup"])
+    );
+    assert_eq!(pipeline["tasks"]["review"]["timeoutMs"], 300_000);
+    assert_eq!(
+        pipeline["tasks"]["draft"]["timeoutMs"], 60_000,
+        "inherited default"
+    );
+    assert_eq!(pipeline["tasks"]["draft"]["retries"]["limit"], 3);
+    assert_eq!(
+        bundle.runtime["topics"]["tickets.triaged"]["subscribers"],
+        json!(["crm-lookup", "writer"])
+    );
+    assert_eq!(
+        bundle.runtime["agents"]["triage"]["publish"],
+        json!(["tickets.triaged"])
+    );
+    assert_eq!(
+        bundle.runtime["agents"]["triage"]["health"]["intervalMs"],
+        10_000
+    );
+    let runtime_map = object(&bundle, "ConfigMap", "support-desk-runtime");
+    let embedded: Value = serde_json::from_str(
+        runtime_map["data"]["runtime.json"]
+            .as_str()
+            .expect("runtime.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        embedded,
+        serde_json::from_str::<Value>(&bundle.runtime_json()).expect("json")
+    );
+}
+
+#[test]
+fn graphs_draw_every_task_and_edge() {
+    let source = WorkTree::open(example()).expect("example");
+    let result = compile(&source, &Options::default());
+    let resolved = result.validated().expect("valid");
+    let spec = find_spec(resolved, "workflow/ticket-pipeline").expect("workflow");
+    let mermaid = draw(spec, GraphFormat::Mermaid);
+    assert!(mermaid.starts_with("flowchart LR\n"));
+    for edge in [
+        "t_classify --> t_draft",
+        "t_lookup --> t_draft",
+        "t_draft --> t_review",
+        "trigger_on_ticket --> t_classify",
+    ] {
+        assert!(mermaid.contains(edge), "{edge}:\n{mermaid}");
+    }
+    let dot = draw(spec, GraphFormat::Dot);
+    assert!(
+        dot.starts_with("digraph \"ticket-pipeline\" {")
+            && dot.contains("\"draft\" -> \"review\";"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn the_generated_benchmark_project_renders() {
+    use cortex_compiler::generate::{Shape, memory_source};
+    let bundle = build(
+        &memory_source(Shape {
+            agents: 40,
+            workflows: 5,
+            tasks: 5,
+        }),
+        None,
+    );
+    assert_eq!(
+        bundle
+            .objects
+            .iter()
+            .filter(|o| o.kind == "Deployment")
+            .count(),
+        40
+    );
+}

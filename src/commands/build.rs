@@ -1,0 +1,112 @@
+//! `cortex build [DIR] [--env E] -o OUT` and `cortex graph`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use cortex_compiler::graph::{GraphFormat, draw};
+use cortex_compiler::validate::pools::{format_cpu, format_memory};
+use cortex_compiler::{Kind, Options, compile, find_spec, render::render};
+
+use crate::cli::DiagnosticFormat;
+use crate::output;
+
+pub fn run(
+    dir: &Path,
+    env: Option<String>,
+    out_dir: &Path,
+    format: DiagnosticFormat,
+) -> anyhow::Result<ExitCode> {
+    let source = super::open_project(dir)?;
+    let result = compile(&source, &Options { env: env.clone() });
+    let prefix = output::prefix_of(dir);
+    output::diagnostics(&result.diagnostics, &result.files, &prefix, format)?;
+    let Some(resolved) = result.validated() else {
+        return Ok(ExitCode::from(1));
+    };
+    let bundle = match render(resolved, &source) {
+        Ok(bundle) => bundle,
+        Err(diags) => {
+            output::diagnostics(&diags, &result.files, &prefix, format)?;
+            return Ok(ExitCode::from(1));
+        }
+    };
+    crate::write::replace_dir(out_dir, &bundle.files())?;
+    let mut out = anstream::stdout();
+    writeln!(
+        out,
+        "\x1b[1;32mbuilt\x1b[0m project `{}`{} into {} ({} objects, namespace {})",
+        bundle.project.name,
+        env.map(|e| format!(" (env {e})")).unwrap_or_default(),
+        out_dir.display(),
+        bundle.objects.len(),
+        bundle.project.namespace,
+    )?;
+    let counts: Vec<String> = bundle
+        .counts()
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    writeln!(out, "  objects: {}", counts.join(", "))?;
+    let runtime_counts: Vec<String> = [
+        ("agents", "agents"),
+        ("topics", "topics"),
+        ("workflows", "workflows"),
+    ]
+    .iter()
+    .map(|(key, word)| {
+        format!(
+            "{} {word}",
+            bundle.runtime[key].as_object().map_or(0, |m| m.len())
+        )
+    })
+    .collect();
+    writeln!(out, "  runtime: {}", runtime_counts.join(", "))?;
+    for pool in &bundle.pools {
+        let cost = pool
+            .cost_per_cpu_hour
+            .map(|c| format!(", ≈ ${:.3}/h", c * pool.cpu_used() as f64 / 1000.0))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  pool {}: cpu {}/{}, memory {}/{}, agents {}/{} at maximum scale{cost}",
+            pool.pool,
+            format_cpu(pool.cpu_used()),
+            pool.cpu_capacity.map_or("-".into(), format_cpu),
+            format_memory(pool.memory_used()),
+            pool.memory_capacity.map_or("-".into(), format_memory),
+            pool.agents_used(),
+            pool.agents_capacity.map_or("-".into(), |c| c.to_string()),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn graph(
+    args: &[String],
+    env: Option<String>,
+    format: GraphFormat,
+) -> anyhow::Result<ExitCode> {
+    let (dir, reference) = match args {
+        [reference] => (Path::new("."), reference.as_str()),
+        [dir, reference] => (Path::new(dir.as_str()), reference.as_str()),
+        _ => anyhow::bail!("usage: cortex graph [DIR] workflow/NAME"),
+    };
+    let source = super::open_project(dir)?;
+    let result = compile(&source, &Options { env });
+    output::diagnostics(
+        &result.diagnostics,
+        &result.files,
+        &output::prefix_of(dir),
+        DiagnosticFormat::Text,
+    )?;
+    let Some(resolved) = result.validated() else {
+        return Ok(ExitCode::from(1));
+    };
+    let spec = find_spec(resolved, reference).map_err(anyhow::Error::msg)?;
+    if spec.kind != Kind::Workflow {
+        anyhow::bail!("{} is not a Workflow", spec.id());
+    }
+    write!(std::io::stdout(), "{}", draw(spec, format))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,75 @@
+//! Writes a build's output directory atomically: everything goes to a new
+//! sibling directory first, which then replaces OUT by rename. A failed
+//! build leaves OUT as it was; a directory cortex did not write is never
+//! replaced.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// Files whose presence marks a directory as a previous `cortex build`.
+const MARKERS: [&str; 2] = ["inventory.json", "manifests.yaml"];
+
+/// Replaces `out` with exactly `files`.
+pub fn replace_dir(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+    if out.exists() {
+        if !out.is_dir() {
+            bail!("{} exists and is not a directory", out.display());
+        }
+        let empty = std::fs::read_dir(out)?.next().is_none();
+        let ours = MARKERS.iter().all(|m| out.join(m).is_file());
+        if !empty && !ours {
+            bail!(
+                "{} exists and was not written by `cortex build`; refusing to replace it (choose another -o or remove it)",
+                out.display()
+            );
+        }
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let base = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let staging = parent.join(format!(".{base}.cortex-new-{}", std::process::id()));
+    let old = parent.join(format!(".{base}.cortex-old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    if let Err(e) = write_all(&staging, files) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    let had_old = out.exists();
+    if had_old {
+        std::fs::rename(out, &old)
+            .with_context(|| format!("cannot move {} aside", out.display()))?;
+    }
+    if let Err(e) = std::fs::rename(&staging, out) {
+        if had_old {
+            let _ = std::fs::rename(&old, out);
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e).with_context(|| format!("cannot move the new build into {}", out.display()));
+    }
+    if had_old {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+fn write_all(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+    for (relative, content) in files {
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let mut file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.write_all(content)?;
+        file.sync_all()?;
+    }
+    Ok(())
+}
