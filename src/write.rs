@@ -69,7 +69,6 @@ fn write_all(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()
         let mut file = std::fs::File::create(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         file.write_all(content)?;
-        file.sync_all()?;
     }
     Ok(())
 }

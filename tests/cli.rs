@@ -265,3 +265,138 @@ fn an_unknown_environment_lists_the_declared_ones() {
         "{err}"
     );
 }
+
+#[test]
+fn build_writes_every_output_and_replaces_a_previous_build() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let out_text = out.to_str().expect("utf-8");
+    let first = cortex(&[
+        "build",
+        "examples/support-desk",
+        "--env",
+        "prod",
+        "-o",
+        out_text,
+    ]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let summary = text(&first.stdout);
+    assert!(
+        summary.contains("built project `support-desk` (env prod)"),
+        "{summary}"
+    );
+    assert!(summary.contains("pool general: cpu 17.5/32, memory 35Gi/128Gi, agents 35/40 at maximum scale, ≈ $0.700/h"), "{summary}");
+    for file in [
+        "chart/Chart.yaml",
+        "chart/values.yaml",
+        "chart/templates/objects-000.yaml",
+        "manifests.yaml",
+        "runtime.json",
+        "inventory.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("inventory.json")).expect("read"))
+            .expect("json");
+    assert_eq!(inventory["objects"].as_array().map(Vec::len), Some(21));
+    assert!(
+        inventory["objects"][0]["hash"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64)
+    );
+    // A second build (another environment) replaces the first whole.
+    let second = cortex(&[
+        "build",
+        "examples/support-desk",
+        "--env",
+        "staging",
+        "-o",
+        out_text,
+    ]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert!(
+        std::fs::read_to_string(out.join("manifests.yaml"))
+            .expect("read")
+            .contains("namespace: support-staging")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("dir")
+        .map(|e| e.expect("e").file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no staging or old directories left: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_failed_build_leaves_the_output_as_it_was() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let out_text = out.to_str().expect("utf-8");
+    assert_eq!(
+        cortex(&["build", "examples/hello", "-o", out_text])
+            .status
+            .code(),
+        Some(0)
+    );
+    let before = std::fs::read(out.join("manifests.yaml")).expect("read");
+    let failed = cortex(&[
+        "build",
+        "fixtures/invalid/cx0201-unknown-field",
+        "-o",
+        out_text,
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(text(&failed.stderr).contains("error[CX0201]"));
+    assert_eq!(
+        std::fs::read(out.join("manifests.yaml")).expect("read"),
+        before
+    );
+}
+
+#[test]
+fn build_never_replaces_a_directory_it_did_not_write() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("precious.txt"), "keep me").expect("write");
+    let out = cortex(&[
+        "build",
+        "examples/hello",
+        "-o",
+        tmp.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("was not written by `cortex build`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("precious.txt")).expect("read"),
+        "keep me"
+    );
+}
+
+#[test]
+fn graph_prints_mermaid_and_dot() {
+    let mermaid = cortex(&["graph", "examples/support-desk", "workflow/ticket-pipeline"]);
+    assert_eq!(mermaid.status.code(), Some(0), "{}", text(&mermaid.stderr));
+    assert!(text(&mermaid.stdout).contains("t_classify --> t_draft"));
+    let dot = cortex(&[
+        "graph",
+        "examples/support-desk",
+        "workflow/escalation",
+        "--format",
+        "dot",
+    ]);
+    assert!(
+        text(&dot.stdout).contains("\"draft\" -> \"escalate\";"),
+        "{}",
+        text(&dot.stdout)
+    );
+    let wrong = cortex(&["graph", "examples/support-desk", "agent/triage"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(text(&wrong.stderr).contains("is not a Workflow"));
+}

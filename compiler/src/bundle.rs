@@ -11,6 +11,9 @@ use crate::render::{Project, canonical_json, sha256_hex};
 use crate::validate::pools::PoolUsage;
 use crate::yaml_out::to_yaml;
 
+/// Largest chart template file cortex writes (Helm's limit is 5 MiB).
+pub const CHART_FILE_BYTES: usize = 1024 * 1024;
+
 /// Version of the inventory.json layout.
 pub const INVENTORY_FORMAT_VERSION: u32 = 1;
 
@@ -29,8 +32,10 @@ pub struct Object {
     pub template: String,
     /// The spec it was rendered for (`Agent/triage`), none for project-wide objects.
     pub spec: Option<String>,
-    /// The object, keys sorted.
+    /// The object (keys sorted: JSON maps are ordered in this build).
     pub body: Value,
+    /// The object as YAML, emitted once for manifests.yaml and the chart.
+    pub yaml: String,
 }
 
 impl Object {
@@ -124,15 +129,14 @@ impl Bundle {
         let mut out = String::new();
         for object in &self.objects {
             out.push_str("---\n");
-            out.push_str(&to_yaml(&object.body));
+            out.push_str(&object.yaml);
         }
         out
     }
 
     /// `runtime.json`.
     pub fn runtime_json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(&crate::render::sort_keys(&self.runtime))
-            .unwrap_or_default();
+        let mut text = serde_json::to_string_pretty(&self.runtime).unwrap_or_default();
         text.push('\n');
         text
     }
@@ -178,9 +182,9 @@ impl Bundle {
         text
     }
 
-    /// The Helm chart: `Chart.yaml`, `values.yaml` and one template file per
-    /// agent (plus the project's), each object escaped so that Helm prints it
-    /// exactly as cortex rendered it.
+    /// The Helm chart: `Chart.yaml`, `values.yaml` and the objects in
+    /// `templates/objects-NNN.yaml` (apply order, at most 1 MiB per file),
+    /// each escaped so that Helm prints it exactly as cortex rendered it.
     pub fn chart_files(&self) -> BTreeMap<String, String> {
         let mut files = BTreeMap::new();
         let chart = json!({
@@ -196,15 +200,26 @@ impl Bundle {
             "values.yaml".to_string(),
             "# Rendered by cortex: every object in templates/ is complete, so the chart\n# takes no values. Change the specs and run `cortex build` again.\n{}\n".to_string(),
         );
+        // Objects in apply order, in files of at most CHART_FILE_BYTES (Helm
+        // refuses template files over 5 MiB; few files keep writes fast).
+        let mut chunk = String::new();
         let mut by_file: BTreeMap<String, String> = BTreeMap::new();
         for object in &self.objects {
-            let file = match &object.spec {
-                Some(spec) => format!("templates/{}.yaml", spec.replace('/', "-").to_lowercase()),
-                None => "templates/project.yaml".to_string(),
-            };
-            let text = by_file.entry(file).or_default();
-            text.push_str("---\n");
-            text.push_str(&escape_for_helm(&to_yaml(&object.body)));
+            let text = escape_for_helm(&object.yaml);
+            if !chunk.is_empty() && chunk.len() + text.len() > CHART_FILE_BYTES {
+                by_file.insert(
+                    format!("templates/objects-{:03}.yaml", by_file.len()),
+                    std::mem::take(&mut chunk),
+                );
+            }
+            chunk.push_str("---\n");
+            chunk.push_str(&text);
+        }
+        if !chunk.is_empty() {
+            by_file.insert(
+                format!("templates/objects-{:03}.yaml", by_file.len()),
+                chunk,
+            );
         }
         files.extend(by_file);
         files
@@ -212,14 +227,18 @@ impl Bundle {
 
     /// Every output file of `cortex build -o OUT`, by relative path.
     pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
-        let mut files: BTreeMap<String, Vec<u8>> = self
-            .chart_files()
+        // The three outputs are independent: build them concurrently.
+        let (chart, (manifests, inventory)) = rayon::join(
+            || self.chart_files(),
+            || rayon::join(|| self.manifests_yaml(), || self.inventory_json()),
+        );
+        let mut files: BTreeMap<String, Vec<u8>> = chart
             .into_iter()
             .map(|(path, text)| (format!("chart/{path}"), text.into_bytes()))
             .collect();
-        files.insert("manifests.yaml".into(), self.manifests_yaml().into_bytes());
+        files.insert("manifests.yaml".into(), manifests.into_bytes());
         files.insert("runtime.json".into(), self.runtime_json().into_bytes());
-        files.insert("inventory.json".into(), self.inventory_json().into_bytes());
+        files.insert("inventory.json".into(), inventory.into_bytes());
         files
     }
 
@@ -236,23 +255,28 @@ impl Bundle {
     }
 }
 
-/// Escapes what Helm's template engine would interpret: every `{{` and `}}`
-/// becomes an action that prints it literally.
+/// Escapes what Helm's template engine would interpret. Every maximal run
+/// of brace characters that contains `{{` or `}}` becomes one action that
+/// prints the run literally (`{}}` → ``{{`{}}`}}``). Escaping whole runs
+/// matters: escaping only the `}}` of `{}}` would leave `{` right before
+/// the inserted `{{`, and Go's template lexer would read `{{{`.
 pub fn escape_for_helm(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    loop {
-        let open = rest.find("{{");
-        let close = rest.find("}}");
-        let (at, replacement) = match (open, close) {
-            (Some(o), Some(c)) if o <= c => (o, "{{`{{`}}"),
-            (Some(o), None) => (o, "{{`{{`}}"),
-            (_, Some(c)) => (c, "{{`}}`}}"),
-            (None, None) => break,
-        };
-        out.push_str(&rest[..at]);
-        out.push_str(replacement);
-        rest = &rest[at + 2..];
+    while let Some(start) = rest.find(['{', '}']) {
+        out.push_str(&rest[..start]);
+        let run_len = rest[start..]
+            .find(|c| c != '{' && c != '}')
+            .unwrap_or(rest.len() - start);
+        let run = &rest[start..start + run_len];
+        if run.contains("{{") || run.contains("}}") {
+            out.push_str("{{`");
+            out.push_str(run);
+            out.push_str("`}}");
+        } else {
+            out.push_str(run);
+        }
+        rest = &rest[start + run_len..];
     }
     out.push_str(rest);
     out
@@ -266,7 +290,8 @@ mod tests {
     fn helm_escaping_covers_both_delimiters() {
         assert_eq!(escape_for_helm("a {{ b }} c"), "a {{`{{`}} b {{`}}`}} c");
         assert_eq!(escape_for_helm("}} {{"), "{{`}}`}} {{`{{`}}");
-        assert_eq!(escape_for_helm("no braces { }"), "no braces { }");
-        assert_eq!(escape_for_helm("{{{"), "{{`{{`}}{");
+        assert_eq!(escape_for_helm("no braces { } {}"), "no braces { } {}");
+        assert_eq!(escape_for_helm("{{{"), "{{`{{{`}}");
+        assert_eq!(escape_for_helm(r#"{"a":{}}"#), r#"{"a":{{`{}}`}}"#);
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use globset::GlobBuilder;
+use rayon::prelude::*;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, codes, did_you_mean};
 use crate::document::{API_VERSION, Document, Kind};
@@ -45,8 +46,28 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Option<Documents> {
     let project = loader.project()?;
     let mut specs = Vec::new();
     let mut environments = Vec::new();
-    for (file, referrer) in loader.included_files(&project) {
-        for doc in loader.documents(&file, Some(&referrer)) {
+    // Read the included files in order, parse them in parallel (parsing is
+    // pure and most of the cost), then check them in order again.
+    let texts: Vec<(Arc<str>, Arc<str>)> = loader
+        .included_files(&project)
+        .into_iter()
+        .filter_map(|(file, referrer)| {
+            loader
+                .read_text(&file, Some(&referrer))
+                .map(|text| (file, text))
+        })
+        .collect();
+    let parsed: Vec<_> = texts
+        .par_iter()
+        .map(|(file, text)| yaml::parse(file, text))
+        .collect();
+    for ((file, _), result) in texts.iter().zip(parsed) {
+        let nodes = loader.parsed(result).unwrap_or_default();
+        let docs: Vec<Document> = nodes
+            .into_iter()
+            .filter_map(|n| loader.document(n, file))
+            .collect();
+        for doc in docs {
             match doc.kind {
                 Kind::Environment => environments.push(doc),
                 Kind::Project => loader.diags.push(
@@ -242,7 +263,8 @@ impl Loader<'_> {
             .collect()
     }
 
-    fn parse_file(&mut self, file: &Arc<str>, referrer: Option<&Span>) -> Option<Vec<Node>> {
+    /// Reads a file as UTF-8 text and records it for snippets.
+    fn read_text(&mut self, file: &Arc<str>, referrer: Option<&Span>) -> Option<Arc<str>> {
         let at = referrer
             .cloned()
             .unwrap_or_else(|| Span::file_only(file.clone()));
@@ -274,7 +296,16 @@ impl Loader<'_> {
         };
         let text: Arc<str> = Arc::from(text);
         self.files.insert(file.clone(), text.clone());
-        match yaml::parse(file, &text) {
+        Some(text)
+    }
+
+    fn parse_file(&mut self, file: &Arc<str>, referrer: Option<&Span>) -> Option<Vec<Node>> {
+        let text = self.read_text(file, referrer)?;
+        self.parsed(yaml::parse(file, &text))
+    }
+
+    fn parsed(&mut self, result: Result<Vec<Node>, Box<Diagnostic>>) -> Option<Vec<Node>> {
+        match result {
             Ok(nodes) => Some(nodes),
             Err(d) => {
                 self.diags.push(*d);

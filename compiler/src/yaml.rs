@@ -204,3 +204,68 @@ pub fn set_owner(node: &mut Node, owner: &Arc<str>) {
         _ => {}
     }
 }
+
+/// Parses every document of `text` straight into JSON, with the same rules
+/// as [`parse`] (no merge keys, no custom tags, bounded aliases and depth)
+/// but without spans: for reading back rendered objects, where speed
+/// matters and positions do not.
+pub fn parse_json(file: &Arc<str>, text: &str) -> Result<Vec<serde_json::Value>, Box<Diagnostic>> {
+    let mut parser = Parser::new_from_str(text);
+    let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
+    loader.alias_limit(MAX_ALIAS_NODES);
+    let scanned = parser.load(&mut loader, true);
+    if let Some(err) = scanned.err().or_else(|| loader.error().cloned()) {
+        return Err(Box::new(scan_error(file, &err)));
+    }
+    loader
+        .into_documents()
+        .iter()
+        .filter(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)))
+        .map(|doc| {
+            json_of(doc, 0)
+                .map_err(|what| Box::new(Diagnostic::error(codes::UNSUPPORTED_YAML, what)))
+        })
+        .collect()
+}
+
+fn json_of(node: &MarkedYaml<'_>, depth: usize) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    if depth > MAX_DEPTH {
+        return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+    }
+    Ok(match &node.data {
+        YamlData::Value(Scalar::Null) => J::Null,
+        YamlData::Value(Scalar::Boolean(b)) => J::Bool(*b),
+        YamlData::Value(Scalar::Integer(i)) => J::from(*i),
+        YamlData::Value(Scalar::FloatingPoint(f)) => {
+            serde_json::Number::from_f64(f.into_inner()).map_or(J::Null, J::Number)
+        }
+        YamlData::Value(Scalar::String(s)) => J::String(s.to_string()),
+        YamlData::Representation(raw, _, _) => J::String(raw.to_string()),
+        YamlData::Sequence(items) => J::Array(
+            items
+                .iter()
+                .map(|i| json_of(i, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        YamlData::Mapping(mapping) => {
+            let mut map = serde_json::Map::new();
+            for (key, value) in mapping {
+                let key = match &key.data {
+                    YamlData::Value(Scalar::String(s)) if s != "<<" => s.to_string(),
+                    YamlData::Value(Scalar::Integer(i)) => i.to_string(),
+                    YamlData::Value(Scalar::Boolean(b)) => b.to_string(),
+                    _ => {
+                        return Err(
+                            "unsupported mapping key (merge key, null or non-scalar)".to_string()
+                        );
+                    }
+                };
+                map.insert(key, json_of(value, depth + 1)?);
+            }
+            J::Object(map)
+        }
+        YamlData::Tagged(tag, _) => return Err(format!("the YAML tag `{tag}` is not supported")),
+        YamlData::Alias(_) | YamlData::BadValue => return Err("invalid YAML value".to_string()),
+    })
+}

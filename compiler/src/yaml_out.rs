@@ -1,4 +1,5 @@
-//! Deterministic YAML output of JSON values: keys sorted, block style,
+//! Deterministic YAML output of JSON values: keys sorted (JSON maps are
+//! `BTreeMap`s in this build), block style,
 //! strings plain when that is unambiguous, multi-line strings as block
 //! literals, everything else double-quoted (JSON strings are valid YAML).
 
@@ -18,15 +19,9 @@ pub fn to_yaml(value: &Value) -> String {
     out
 }
 
-fn sorted(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
-    let mut entries: Vec<_> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries
-}
-
 fn emit_map(value: &Value, indent: usize, out: &mut String) {
     let Value::Object(map) = value else { return };
-    for (i, (key, v)) in sorted(map).into_iter().enumerate() {
+    for (i, (key, v)) in map.iter().enumerate() {
         if i > 0 || !out.ends_with("- ") {
             out.push_str(&" ".repeat(indent));
         }
@@ -135,7 +130,12 @@ pub fn is_plain_safe(s: &str) -> bool {
         "null", "Null", "NULL", "~", "true", "True", "TRUE", "false", "False", "FALSE", "yes",
         "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF",
     ];
-    if RESERVED.contains(&s) || s.parse::<f64>().is_ok() || looks_numeric(s) {
+    let first_byte = s.as_bytes()[0];
+    let may_be_number = first_byte.is_ascii_digit() || matches!(first_byte, b'+' | b'-' | b'.');
+    if may_be_number && (s.parse::<f64>().is_ok() || looks_numeric(s)) {
+        return false;
+    }
+    if s.len() <= 5 && RESERVED.contains(&s) {
         return false;
     }
     let mut chars = s.chars();
@@ -201,13 +201,11 @@ mod tests {
 /// Helm's output).
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
     let file: std::sync::Arc<str> = std::sync::Arc::from("input.yaml");
-    crate::yaml::parse(&file, text)
-        .map(|nodes| nodes.iter().map(crate::node::Node::to_json).collect())
-        .map_err(|d| {
-            format!(
-                "{}: {}",
-                d.span.map(|s| s.to_string()).unwrap_or_default(),
-                d.message
-            )
-        })
+    crate::yaml::parse_json(&file, text).map_err(|d| {
+        format!(
+            "{}: {}",
+            d.span.map(|s| s.to_string()).unwrap_or_default(),
+            d.message
+        )
+    })
 }

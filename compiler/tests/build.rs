@@ -420,3 +420,46 @@ fn the_generated_benchmark_project_renders() {
         40
     );
 }
+
+#[test]
+fn runtime_shards_fit_the_limit_and_merge_back_to_the_whole() {
+    use cortex_compiler::generate::{Shape, memory_source};
+    use cortex_compiler::render::runtime::shards;
+    let bundle = build(
+        &memory_source(Shape {
+            agents: 120,
+            workflows: 40,
+            tasks: 10,
+        }),
+        None,
+    );
+    let limit = 64 * 1024;
+    let parts = shards(&bundle.runtime, limit);
+    assert!(parts.len() > 2, "a small limit needs several shards");
+    let mut merged = parts[0].clone();
+    for part in &parts {
+        let size = serde_json::to_string(part).expect("json").len();
+        assert!(size <= limit, "shard of {size} bytes");
+        for section in ["agents", "workflows"] {
+            for (name, value) in part[section].as_object().expect("map") {
+                merged[section][name] = value.clone();
+            }
+        }
+    }
+    assert_eq!(merged, bundle.runtime);
+    // The rendered ConfigMaps are the shards, labelled i-of-n.
+    let maps: Vec<_> = bundle
+        .objects
+        .iter()
+        .filter(|o| o.name.starts_with("generated-runtime"))
+        .collect();
+    assert_eq!(
+        maps.len(),
+        1,
+        "the default limit fits this project in one ConfigMap"
+    );
+    assert_eq!(
+        maps[0].body["metadata"]["labels"]["cortex.codevald.io/runtime-shard"],
+        "1-of-1"
+    );
+}

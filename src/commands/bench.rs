@@ -84,7 +84,87 @@ pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<Exi
         ms(median),
         ms(timings[timings.len() - 1])
     )?;
+    build_and_helm(&source, runs.max(1), &mut out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Times `build` (compile, render, write the output directory) and, when
+/// helm is installed, `helm template` on the same chart, in one run.
+fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
+    let target = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let out_dir = target.path().join("out");
+    let mut timings = Vec::new();
+    let mut objects = 0;
+    for _ in 0..runs {
+        let started = Instant::now();
+        let result = compile(source, &Options::default());
+        let resolved = result
+            .validated()
+            .context("the generated project did not validate")?;
+        let bundle = cortex_compiler::render::render(resolved, source).map_err(|d| {
+            anyhow::anyhow!(
+                "the generated project did not render: {} errors",
+                d.error_count()
+            )
+        })?;
+        crate::write::replace_dir(&out_dir, &bundle.files())?;
+        timings.push(started.elapsed());
+        objects = bundle.objects.len();
+    }
+    timings.sort();
+    let build_median = timings[timings.len() / 2];
+    writeln!(
+        out,
+        "build ({objects} objects, output written), {} runs: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        timings.len(),
+        ms(timings[0]),
+        ms(build_median),
+        ms(timings[timings.len() - 1])
+    )?;
+    let Some(helm) = find_helm() else {
+        writeln!(
+            out,
+            "helm template: skipped (helm not found on PATH or in .tools/bin; scripts/test installs it)"
+        )?;
+        return Ok(());
+    };
+    let mut helm_timings = Vec::new();
+    for _ in 0..runs.min(3) {
+        let started = Instant::now();
+        let status = std::process::Command::new(&helm)
+            .args(["template", "release"])
+            .arg(out_dir.join("chart"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("cannot run helm")?;
+        anyhow::ensure!(
+            status.success(),
+            "helm template failed on the generated chart"
+        );
+        helm_timings.push(started.elapsed());
+    }
+    helm_timings.sort();
+    let helm_median = helm_timings[helm_timings.len() / 2];
+    writeln!(
+        out,
+        "helm template of the same chart, {} runs: median {:.0} ms; cortex build is {:.1}x faster",
+        helm_timings.len(),
+        ms(helm_median),
+        helm_median.as_secs_f64() / build_median.as_secs_f64()
+    )?;
+    Ok(())
+}
+
+fn find_helm() -> Option<std::path::PathBuf> {
+    let local = Path::new(".tools/bin/helm");
+    if local.is_file() {
+        return Some(local.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("helm"))
+            .find(|p| p.is_file())
+    })
 }
 
 fn ms(d: Duration) -> f64 {

@@ -348,8 +348,7 @@ fn volumes(name: &str, config_map: &str, body: &Value) -> (Vec<Value>, Vec<Value
 
 /// Pretty JSON with sorted keys (the config file agents read).
 pub fn pretty_canonical(value: &Value) -> String {
-    let sorted = crate::render::sort_keys(value);
-    let mut text = serde_json::to_string_pretty(&sorted).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     text
 }

@@ -80,7 +80,7 @@ pub fn check(object: &Value) -> Result<(), Problem> {
 
 fn typed<T: DeserializeOwned>(object: &Value) -> Result<(), Problem> {
     let mut unknown = Vec::new();
-    let result: Result<T, _> = serde_ignored::deserialize(object.clone(), |path| {
+    let result: Result<T, _> = serde_ignored::deserialize(object, |path| {
         // `?` stands for an Option wrapper, not a field the user wrote.
         let path = path.to_string();
         unknown.push(

@@ -10,6 +10,7 @@ pub mod runtime;
 use std::collections::BTreeMap;
 
 use minijinja::{Environment, UndefinedBehavior};
+use rayon::prelude::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -117,7 +118,7 @@ impl Project {
 pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = Project::from_resolved(resolved);
-    let env = match template_environment(source) {
+    let mut env = match template_environment(source) {
         Ok(env) => env,
         Err(d) => return Err(Diagnostics::from(*d)),
     };
@@ -127,54 +128,69 @@ pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagno
         .filter(|s| s.kind == Kind::ResourcePool)
         .map(|s| (s.name.as_str(), s))
         .collect();
+    // Agents render independently: spread them over the cores, each worker
+    // with its own copy of the template environment; results keep spec order.
+    let agents: Vec<&crate::resolve::ResolvedSpec> = resolved
+        .specs
+        .iter()
+        .filter(|s| s.kind == Kind::Agent)
+        .collect();
+    let rendered: Vec<(Vec<Object>, Diagnostics)> = agents
+        .par_iter()
+        .with_min_len(64)
+        .map_init(
+            || env.clone(),
+            |env, spec| {
+                let (mut objects, mut diags) = (Vec::new(), Diagnostics::new());
+                let ctx = agent::context(spec, &project, &pools_by_name);
+                let prepared = Prepared::new(&ctx);
+                for template in agent_templates(&ctx) {
+                    render_one(
+                        env,
+                        template,
+                        &prepared,
+                        Some(&spec.id()),
+                        &spec.file,
+                        &mut objects,
+                        &mut diags,
+                    );
+                }
+                (objects, diags)
+            },
+        )
+        .collect();
     let mut objects = Vec::new();
-    for spec in resolved.specs.iter().filter(|s| s.kind == Kind::Agent) {
-        let ctx = agent::context(spec, &project, &pools_by_name);
-        let mut wanted = vec![
-            "serviceaccount.yaml.j2",
-            "configmap.yaml.j2",
-            "deployment.yaml.j2",
-        ];
-        if ctx["service_ports"]
-            .as_array()
-            .is_some_and(|p| !p.is_empty())
-        {
-            wanted.push("service.yaml.j2");
-        }
-        if !ctx["autoscaling"].is_null() {
-            wanted.push("hpa.yaml.j2");
-        }
-        if ctx["pdb"] == json!(true) {
-            wanted.push("pdb.yaml.j2");
-        }
-        for template in wanted {
-            render_one(
-                &env,
-                template,
-                &ctx,
-                Some(&spec.id()),
-                &spec.file,
-                &mut objects,
-                &mut diags,
-            );
-        }
+    for (rendered_objects, rendered_diags) in rendered {
+        objects.extend(rendered_objects);
+        diags.extend(rendered_diags);
     }
     let runtime = runtime::runtime_config(resolved);
-    let runtime_ctx = json!({
-        "project": project.to_json(),
-        "name": format!("{}-runtime", project.name),
-        "labels": agent::project_labels(&project),
-        "runtime_json": agent::pretty_canonical(&runtime),
-    });
-    render_one(
-        &env,
-        "runtime-configmap.yaml.j2",
-        &runtime_ctx,
-        None,
-        &resolved.project.file,
-        &mut objects,
-        &mut diags,
-    );
+    let shards = runtime::shards(&runtime, runtime::SHARD_BYTES);
+    let shard_count = shards.len();
+    for (index, shard) in shards.iter().enumerate() {
+        let name = match index {
+            0 => format!("{}-runtime", project.name),
+            n => format!("{}-runtime-{n}", project.name),
+        };
+        let mut labels = agent::project_labels(&project);
+        labels["cortex.codevald.io/runtime-shard"] =
+            json!(format!("{}-of-{shard_count}", index + 1));
+        let runtime_ctx = json!({
+            "project": project.to_json(),
+            "name": name,
+            "labels": labels,
+            "runtime_json": serde_json::to_string(shard).unwrap_or_default(),
+        });
+        render_one(
+            &mut env,
+            "runtime-configmap.yaml.j2",
+            &Prepared::new(&runtime_ctx),
+            None,
+            &resolved.project.file,
+            &mut objects,
+            &mut diags,
+        );
+    }
     if diags.has_errors() {
         diags.finish();
         return Err(diags);
@@ -190,7 +206,6 @@ pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagno
 fn template_environment(source: &dyn Source) -> Result<Environment<'static>, Box<Diagnostic>> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(1_000_000));
     for (name, default) in DEFAULT_TEMPLATES {
         let path = format!("templates/{name}");
         let at = crate::span::Span::file_only(std::sync::Arc::from(path.as_str()));
@@ -214,10 +229,56 @@ fn template_environment(source: &dyn Source) -> Result<Environment<'static>, Box
     Ok(env)
 }
 
+/// The templates rendered for one agent, given its context.
+fn agent_templates(ctx: &Value) -> Vec<&'static str> {
+    let mut wanted = vec![
+        "serviceaccount.yaml.j2",
+        "configmap.yaml.j2",
+        "deployment.yaml.j2",
+    ];
+    if ctx["service_ports"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty())
+    {
+        wanted.push("service.yaml.j2");
+    }
+    if !ctx["autoscaling"].is_null() {
+        wanted.push("hpa.yaml.j2");
+    }
+    if ctx["pdb"] == json!(true) {
+        wanted.push("pdb.yaml.j2");
+    }
+    wanted
+}
+
+/// A template context converted once for all the templates that use it.
+struct Prepared {
+    value: minijinja::Value,
+    fuel: u64,
+}
+
+impl Prepared {
+    fn new(ctx: &Value) -> Prepared {
+        // Fuel is also charged per byte handled (`tojson` costs a quarter of
+        // a unit per byte), so the budget grows with the data the template
+        // is given: one unit per byte of context lets a template serialize
+        // all of it four times over, plus a million steps of its own.
+        let data_bytes = serde_json::to_string(ctx).map_or(0, |t| t.len() as u64);
+        Prepared {
+            value: minijinja::Value::from(minijinja::value::Serde(ctx)),
+            fuel: TEMPLATE_FUEL + data_bytes,
+        }
+    }
+}
+
+/// Fuel (minijinja's step budget) an object template may use beyond what
+/// its data costs: generous for any real template, finite for a runaway one.
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
 fn render_one(
-    env: &Environment<'_>,
+    env: &mut Environment<'_>,
     template: &str,
-    ctx: &Value,
+    ctx: &Prepared,
     spec: Option<&str>,
     file: &std::sync::Arc<str>,
     objects: &mut Vec<Object>,
@@ -225,9 +286,10 @@ fn render_one(
 ) {
     let who = spec.map_or_else(|| "the project".to_string(), str::to_string);
     let at = crate::span::Span::file_only(file.clone());
+    env.set_fuel(Some(ctx.fuel));
     let text = match env
         .get_template(template)
-        .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(ctx))))
+        .and_then(|t| t.render(&ctx.value))
     {
         Ok(text) => text,
         Err(e) => {
@@ -244,8 +306,8 @@ fn render_one(
         }
     };
     let name: std::sync::Arc<str> = std::sync::Arc::from(format!("templates/{template}"));
-    let nodes = match crate::yaml::parse(&name, &text) {
-        Ok(nodes) => nodes,
+    let docs = match crate::yaml::parse_json(&name, &text) {
+        Ok(docs) => docs,
         Err(d) => {
             diags.push(
                 Diagnostic::error(
@@ -258,17 +320,15 @@ fn render_one(
             return;
         }
     };
-    let body = match nodes.as_slice() {
-        [] => return, // the template chose to render nothing
-        [one] => one.to_json(),
-        _ => {
+    let count = docs.len();
+    let body = match <[Value; 1]>::try_from(docs) {
+        Ok([one]) => one,
+        Err(_) if count == 0 => return, // the template chose to render nothing
+        Err(_) => {
             diags.push(
                 Diagnostic::error(
                     codes::RENDER_NOT_AN_OBJECT,
-                    format!(
-                        "template `{template}` rendered {} documents for {who}",
-                        nodes.len()
-                    ),
+                    format!("template `{template}` rendered {count} documents for {who}"),
                 )
                 .at(&at)
                 .help("render one object per template"),
@@ -329,37 +389,26 @@ fn render_one(
         name: name.to_string(),
         template: template.to_string(),
         spec: spec.map(str::to_string),
-        body: sort_keys(&body),
+        yaml: crate::yaml_out::to_yaml(&body),
+        body,
     });
 }
 
-/// A copy of `value` with every object's keys sorted.
-pub fn sort_keys(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), sort_keys(v)))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(sort_keys).collect()),
-        other => other.clone(),
-    }
-}
-
 /// Compact JSON with sorted keys: the canonical form content hashes use.
+/// (`serde_json::Map` is a `BTreeMap` in this build — the `preserve_order`
+/// feature is off — so keys are sorted by construction.)
 pub fn canonical_json(value: &Value) -> String {
-    serde_json::to_string(&sort_keys(value)).unwrap_or_default()
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.iter() {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    out
 }

@@ -14,6 +14,10 @@ use crate::validate::formats::parse_duration_ms;
 use crate::validate::pools::max_replicas;
 use crate::validate::workflow::dag;
 
+/// Most compact JSON one runtime ConfigMap holds (Kubernetes caps an object
+/// at 1 MiB; the rest is left for metadata).
+pub const SHARD_BYTES: usize = 768 * 1024;
+
 /// Version of the runtime.json layout.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -249,4 +253,36 @@ pub fn topological_order(graph: &crate::validate::workflow::Dag<'_>) -> Vec<Stri
         }
     }
     order
+}
+
+/// Splits the runtime configuration into shards of at most `limit` bytes of
+/// compact JSON, each shaped like runtime.json itself: the first holds every
+/// small section, agents and workflows are spread over as many shards as
+/// they need, in name order. Merging the shards' maps gives back the whole.
+pub fn shards(runtime: &Value, limit: usize) -> Vec<Value> {
+    let mut base = runtime.clone();
+    let mut big: Vec<(&str, &str, &Value)> = Vec::new();
+    for section in ["agents", "workflows"] {
+        base[section] = json!({});
+        if let Some(map) = runtime.get(section).and_then(Value::as_object) {
+            big.extend(
+                map.iter()
+                    .map(|(name, value)| (section, name.as_str(), value)),
+            );
+        }
+    }
+    let mut out = vec![base];
+    let mut size = serde_json::to_string(&out[0]).map_or(0, |t| t.len());
+    for (section, name, value) in big {
+        let entry = serde_json::to_string(value).map_or(0, |t| t.len()) + name.len() + 8;
+        if size + entry > limit && size > 0 {
+            out.push(json!({ "format_version": FORMAT_VERSION, "agents": {}, "workflows": {} }));
+            size = 0;
+        }
+        if let Some(shard) = out.last_mut() {
+            shard[section][name] = value.clone();
+        }
+        size += entry;
+    }
+    out
 }

@@ -10,6 +10,8 @@ pub mod workflow;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
+
 use crate::diagnostic::Diagnostics;
 use crate::document::Kind;
 use crate::resolve::{Resolved, ResolvedSpec};
@@ -60,9 +62,20 @@ pub fn validate(resolved: &Resolved, diags: &mut Diagnostics) {
         schema_check::check(Kind::Environment, &env.node, true, diags);
         formats::check(&env.node, schemas.cursor(Kind::Environment), diags);
     }
-    for spec in &resolved.specs {
-        schema_check::check(spec.kind, &spec.node, spec.complete, diags);
-        formats::check(&spec.node, schemas.cursor(spec.kind), diags);
+    // Specs are checked independently: spread them over the cores.
+    let per_spec: Vec<Diagnostics> = resolved
+        .specs
+        .par_iter()
+        .with_min_len(64)
+        .map(|spec| {
+            let mut found = Diagnostics::new();
+            schema_check::check(spec.kind, &spec.node, spec.complete, &mut found);
+            formats::check(&spec.node, schemas.cursor(spec.kind), &mut found);
+            found
+        })
+        .collect();
+    for found in per_spec {
+        diags.extend(found);
     }
     refs::check_names(&resolved.specs, diags);
     refs::check_bounds(&resolved.specs, diags);
