@@ -32,6 +32,19 @@ pub fn run(
         }
     };
     crate::write::replace_dir(out_dir, &bundle.files())?;
+    print_summary(&bundle, env, out_dir)?;
+    // The process ends here: freeing hundreds of MiB of objects one by one
+    // would only delay the exit (rustc does the same).
+    std::mem::forget(bundle);
+    std::mem::forget(result);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(
+    bundle: &cortex_compiler::bundle::Bundle,
+    env: Option<String>,
+    out_dir: &Path,
+) -> anyhow::Result<()> {
     let mut out = anstream::stdout();
     writeln!(
         out,
@@ -79,7 +92,7 @@ pub fn run(
             pool.agents_capacity.map_or("-".into(), |c| c.to_string()),
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn graph(

@@ -37,5 +37,7 @@ pub fn run(dir: &Path, env: Option<String>, format: DiagnosticFormat) -> anyhow:
             count(Kind::AlertRule),
         )?;
     }
+    // Leave freeing the compiled project to the process exit.
+    std::mem::forget(result);
     Ok(ExitCode::SUCCESS)
 }
