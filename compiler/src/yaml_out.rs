@@ -164,6 +164,20 @@ fn looks_numeric(s: &str) -> bool {
         || t.replace('_', "").parse::<f64>().is_ok() && t.contains('_')
 }
 
+/// Parses multi-document YAML into JSON values (empty documents skipped),
+/// with cortex's loader rules (used to read back rendered manifests and
+/// Helm's output).
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
+    let file: std::sync::Arc<str> = std::sync::Arc::from("input.yaml");
+    crate::yaml::parse_json(&file, text).map_err(|d| {
+        format!(
+            "{}: {}",
+            d.span.map(|s| s.to_string()).unwrap_or_default(),
+            d.message
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,18 +208,4 @@ mod tests {
     fn keys_are_sorted() {
         assert_eq!(to_yaml(&json!({"b": 1, "a": 2})), "a: 2\nb: 1\n");
     }
-}
-
-/// Parses multi-document YAML into JSON values (empty documents skipped),
-/// with cortex's loader rules (used to read back rendered manifests and
-/// Helm's output).
-pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
-    let file: std::sync::Arc<str> = std::sync::Arc::from("input.yaml");
-    crate::yaml::parse_json(&file, text).map_err(|d| {
-        format!(
-            "{}: {}",
-            d.span.map(|s| s.to_string()).unwrap_or_default(),
-            d.message
-        )
-    })
 }
