@@ -21,6 +21,23 @@ pub const MAX_DEPTH: usize = 64;
 /// Parses every document of `text` (the content of `file`). Empty documents
 /// (only comments, or a trailing `---`) are skipped.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> {
+    let converter = Converter {
+        file: file.clone(),
+        owner: Arc::from(""),
+    };
+    load_documents(file, text)?
+        .iter()
+        .map(|doc| converter.node(doc, 0))
+        .collect()
+}
+
+/// Scans `text` into its non-empty documents: duplicate keys and alias
+/// expansion past [`MAX_ALIAS_NODES`] are errors; a byte-order mark is
+/// ignored.
+fn load_documents<'t>(
+    file: &Arc<str>,
+    text: &'t str,
+) -> Result<Vec<MarkedYaml<'t>>, Box<Diagnostic>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut parser = Parser::new_from_str(text);
     let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
@@ -29,16 +46,9 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> 
     if let Some(err) = scanned.err().or_else(|| loader.error().cloned()) {
         return Err(Box::new(scan_error(file, &err)));
     }
-    let converter = Converter {
-        file: file.clone(),
-        owner: Arc::from(""),
-    };
-    loader
-        .into_documents()
-        .iter()
-        .filter(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)))
-        .map(|doc| converter.node(doc, 0))
-        .collect()
+    let mut docs = loader.into_documents();
+    docs.retain(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)));
+    Ok(docs)
 }
 
 fn scan_error(file: &Arc<str>, err: &ScanError) -> Diagnostic {
@@ -210,17 +220,8 @@ pub fn set_owner(node: &mut Node, owner: &Arc<str>) {
 /// but without spans: for reading back rendered objects, where speed
 /// matters and positions do not.
 pub fn parse_json(file: &Arc<str>, text: &str) -> Result<Vec<serde_json::Value>, Box<Diagnostic>> {
-    let mut parser = Parser::new_from_str(text);
-    let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
-    loader.alias_limit(MAX_ALIAS_NODES);
-    let scanned = parser.load(&mut loader, true);
-    if let Some(err) = scanned.err().or_else(|| loader.error().cloned()) {
-        return Err(Box::new(scan_error(file, &err)));
-    }
-    loader
-        .into_documents()
+    load_documents(file, text)?
         .iter()
-        .filter(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)))
         .map(|doc| {
             json_of(doc, 0)
                 .map_err(|what| Box::new(Diagnostic::error(codes::UNSUPPORTED_YAML, what)))
