@@ -1,1 +1,6 @@
-//! cortex-reconciler: plan, diff, apply, targets and the runtime. Filled in by later issues.
+//! cortex-reconciler: where specs come from at a revision, and (in later
+//! work) plans, diffs, targets and the runtime.
+
+pub mod source;
+
+pub use source::git::{GitError, GitTree};

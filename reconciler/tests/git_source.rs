@@ -1,0 +1,280 @@
+//! The git source on real repositories made in temporary directories:
+//! revisions of every form, branches and tags, a project in a
+//! sub-directory, uncommitted changes, symbolic links, and equivalence with
+//! the work tree.
+
+use std::path::Path;
+
+use cortex_compiler::render::render;
+use cortex_compiler::source::SourceError;
+use cortex_compiler::{Options, Source, WorkTree, compile};
+use cortex_reconciler::{GitError, GitTree};
+use git2::{IndexAddOption, Oid, Repository, RepositoryInitOptions, Signature};
+
+struct Repo {
+    dir: tempfile::TempDir,
+    repo: Repository,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_opts(
+            dir.path(),
+            RepositoryInitOptions::new().initial_head("main"),
+        )
+        .expect("init");
+        Repo { dir, repo }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let file = self.path().join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(file, content).expect("write");
+    }
+
+    fn copy_dir(&self, from: &Path, to: &str) {
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+            let target = if to.is_empty() {
+                name.to_string()
+            } else {
+                format!("{to}/{name}")
+            };
+            if path.is_dir() {
+                self.copy_dir(&path, &target);
+            } else {
+                self.write(&target, &std::fs::read_to_string(&path).expect("read"));
+            }
+        }
+    }
+
+    fn commit(&self, message: &str) -> Oid {
+        let mut index = self.repo.index().expect("index");
+        index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)
+            .expect("add");
+        index.update_all(["*"], None).expect("update");
+        index.write().expect("write index");
+        let tree = self
+            .repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("find tree");
+        let sig = Signature::now("cortex tests", "tests@cortex.invalid").expect("signature");
+        let parents: Vec<git2::Commit<'_>> = self
+            .repo
+            .head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .into_iter()
+            .collect();
+        let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        self.repo
+            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parent_refs)
+            .expect("commit")
+    }
+
+    fn branch_and_switch(&self, name: &str) {
+        let head = self
+            .repo
+            .head()
+            .expect("head")
+            .peel_to_commit()
+            .expect("commit");
+        self.repo.branch(name, &head, false).expect("branch");
+        self.repo
+            .set_head(&format!("refs/heads/{name}"))
+            .expect("set head");
+    }
+
+    fn switch(&self, name: &str) {
+        self.repo
+            .set_head(&format!("refs/heads/{name}"))
+            .expect("set head");
+        self.repo
+            .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .expect("checkout");
+    }
+
+    fn tag(&self, name: &str) {
+        let head = self
+            .repo
+            .head()
+            .expect("head")
+            .peel(git2::ObjectType::Commit)
+            .expect("commit");
+        self.repo.tag_lightweight(name, &head, false).expect("tag");
+    }
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+/// `spec.replicas` of the greeter agent as compiled from `source`.
+fn greeter_replicas(source: &dyn Source) -> Option<i64> {
+    let result = compile(source, &Options::default());
+    assert!(!result.diagnostics.has_errors(), "{:?}", result.diagnostics);
+    let resolved = result.resolved.expect("resolved");
+    let greeter = resolved
+        .specs
+        .iter()
+        .find(|s| s.name == "greeter")
+        .expect("greeter");
+    greeter
+        .node
+        .path(&["spec", "replicas"])
+        .and_then(|n| n.as_i64())
+}
+
+fn with_replicas(repo: &Repo, n: u32) {
+    let original =
+        std::fs::read_to_string(example("hello").join("agents/greeter.yaml")).expect("read");
+    repo.write(
+        "agents/greeter.yaml",
+        &original.replacen(
+            "  extends: base-agent\n",
+            &format!("  extends: base-agent\n  replicas: {n}\n"),
+            1,
+        ),
+    );
+}
+
+#[test]
+fn reads_the_project_at_any_revision_without_checkout() {
+    let repo = Repo::new();
+    repo.copy_dir(&example("hello"), "");
+    let first = repo.commit("hello");
+    repo.tag("v1");
+    with_replicas(&repo, 2);
+    repo.commit("two replicas");
+    repo.branch_and_switch("feature");
+    with_replicas(&repo, 5);
+    repo.commit("five on a branch");
+    repo.switch("main");
+    with_replicas(&repo, 9); // uncommitted: invisible to every revision
+    let at = |rev: &str| GitTree::open(repo.path(), rev).unwrap_or_else(|e| panic!("{rev}: {e}"));
+    assert_eq!(greeter_replicas(&at("main")), Some(2));
+    assert_eq!(greeter_replicas(&at("HEAD")), Some(2));
+    assert_eq!(greeter_replicas(&at("HEAD~1")), None);
+    assert_eq!(greeter_replicas(&at("v1")), None);
+    assert_eq!(greeter_replicas(&at(&first.to_string())), None);
+    assert_eq!(
+        greeter_replicas(&at(&first.to_string()[..10])),
+        None,
+        "abbreviated ids work"
+    );
+    assert_eq!(greeter_replicas(&at("feature")), Some(5));
+    assert_eq!(greeter_replicas(&at("feature~1")), Some(2));
+    assert_eq!(
+        greeter_replicas(&WorkTree::open(repo.path()).expect("work tree")),
+        Some(9)
+    );
+    let tree = at("v1");
+    assert_eq!(tree.commit_id(), first.to_string());
+    assert!(tree.describe().starts_with("v1 ("), "{}", tree.describe());
+}
+
+#[test]
+fn an_unknown_revision_is_an_error_with_a_suggestion() {
+    let repo = Repo::new();
+    repo.copy_dir(&example("hello"), "");
+    repo.commit("hello");
+    match GitTree::open(repo.path(), "mian") {
+        Err(GitError::UnknownRevision { rev, hint }) => {
+            assert_eq!(rev, "mian");
+            assert_eq!(hint.as_deref(), Some("did you mean `main`?"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let outside = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        GitTree::open(outside.path(), "HEAD"),
+        Err(GitError::NotARepository { .. })
+    ));
+}
+
+#[test]
+fn a_project_in_a_sub_directory_reads_relative_to_itself() {
+    let repo = Repo::new();
+    repo.write("README.md", "the repository root\n");
+    repo.commit("before the project existed");
+    repo.copy_dir(&example("hello"), "deploy/cortex");
+    repo.commit("add the project");
+    let project = repo.path().join("deploy/cortex");
+    let tree = GitTree::open(&project, "HEAD").expect("open");
+    assert_eq!(greeter_replicas(&tree), None);
+    assert!(
+        tree.list("")
+            .expect("list")
+            .contains(&"cortex.yaml".to_string())
+    );
+    assert_eq!(
+        tree.list("agents").expect("list"),
+        vec!["agents/base.yaml", "agents/greeter.yaml"]
+    );
+    assert!(
+        matches!(tree.read("README.md"), Err(SourceError::NotFound(_))),
+        "outside the project"
+    );
+    assert!(matches!(
+        tree.read("../../README.md"),
+        Err(SourceError::OutsideRoot { .. })
+    ));
+    assert!(matches!(
+        GitTree::open(&project, "HEAD~1"),
+        Err(GitError::ProjectMissing { .. })
+    ));
+}
+
+#[cfg(unix)]
+#[test]
+fn symbolic_links_are_followed_only_inside_the_project() {
+    let repo = Repo::new();
+    repo.copy_dir(&example("hello"), "project");
+    repo.write("secret.yaml", "token: hunter2\n");
+    std::os::unix::fs::symlink(
+        "../../secret.yaml",
+        repo.path().join("project/agents/escape.yaml"),
+    )
+    .expect("symlink");
+    std::os::unix::fs::symlink("base.yaml", repo.path().join("project/agents/alias.yaml"))
+        .expect("symlink");
+    repo.commit("links");
+    let tree = GitTree::open(&repo.path().join("project"), "HEAD").expect("open");
+    assert!(matches!(
+        tree.read("agents/escape.yaml"),
+        Err(SourceError::OutsideRoot { .. })
+    ));
+    assert_eq!(
+        tree.read("agents/alias.yaml").expect("inside link"),
+        tree.read("agents/base.yaml").expect("base")
+    );
+}
+
+#[test]
+fn the_example_builds_byte_identically_from_git_and_from_disk() {
+    let repo = Repo::new();
+    repo.copy_dir(&example("support-desk"), "");
+    repo.commit("support desk");
+    let git = GitTree::open(repo.path(), "HEAD").expect("open");
+    let disk = WorkTree::open(example("support-desk")).expect("work tree");
+    let build = |source: &dyn Source| {
+        let result = compile(
+            source,
+            &Options {
+                env: Some("prod".into()),
+            },
+        );
+        let resolved = result.validated().expect("valid");
+        render(resolved, source).expect("render").files()
+    };
+    assert_eq!(build(&git), build(&disk));
+}
