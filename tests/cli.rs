@@ -400,3 +400,48 @@ fn graph_prints_mermaid_and_dot() {
     assert_eq!(wrong.status.code(), Some(1));
     assert!(text(&wrong.stderr).contains("is not a Workflow"));
 }
+
+#[test]
+fn build_fails_cleanly_on_every_invalid_fixture() {
+    let mut dirs: Vec<_> = std::fs::read_dir(repo().join("fixtures/invalid"))
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    dirs.sort();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_string();
+        let out = tmp.path().join(&name);
+        let mut args = vec![
+            "build".to_string(),
+            dir.to_string_lossy().to_string(),
+            "-o".into(),
+            out.to_string_lossy().to_string(),
+        ];
+        if let Ok(extra) = std::fs::read_to_string(dir.join("args")) {
+            args.extend(extra.split_whitespace().map(str::to_string));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = cortex(&args);
+        let stderr = text(&result.stderr);
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        if name.starts_with("cx0109") || name.starts_with("cx0306") {
+            assert_eq!(
+                result.status.code(),
+                Some(0),
+                "{name} has only a warning: {stderr}"
+            );
+        } else {
+            assert_eq!(result.status.code(), Some(1), "{name}: {stderr}");
+            assert!(
+                !out.exists(),
+                "{name}: a failed build wrote {}",
+                out.display()
+            );
+        }
+    }
+}
