@@ -25,6 +25,17 @@ pub enum DiagnosticFormat {
     Github,
 }
 
+/// Plan formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// One line per changed object and field (colour on a terminal unless NO_COLOR).
+    Text,
+    /// A pull-request comment: summary table, one collapsible diff per object.
+    Markdown,
+    /// The plan as JSON (format_version 1; layout in the README).
+    Json,
+}
+
 /// Graph formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormatArg {
@@ -65,6 +76,33 @@ pub enum Command {
         /// Output format of diagnostics.
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Text)]
         format: DiagnosticFormat,
+    },
+    /// Show what changes between two revisions of a project: every rendered
+    /// object created, updated or deleted, each changed field with the spec
+    /// line that caused it. Exit 0 (no changes; 2 with --detailed-exitcode
+    /// when there are changes) or 1 (error).
+    Diff {
+        /// Project directory (holds cortex.yaml), inside a git repository.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Old revision: branch, tag, `HEAD~2`, `origin/main`, commit id.
+        #[arg(long)]
+        from: String,
+        /// New revision; without it, the work tree (files on disk).
+        #[arg(long)]
+        to: Option<String>,
+        /// Environment overlay to apply on both sides.
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Exit 2 when there are changes (as `terraform plan -detailed-exitcode`).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Text format: print each object's unified YAML diff too.
+        #[arg(long)]
+        unified: bool,
     },
     /// Draw a workflow's DAG (Mermaid renders in GitHub comments).
     Graph {

@@ -1,6 +1,10 @@
-//! cortex-reconciler: where specs come from at a revision, and (in later
-//! work) plans, diffs, targets and the runtime.
+//! cortex-reconciler: where specs come from at a revision, desired states,
+//! plans and their renderings; (in later work) targets and the runtime.
 
+pub mod desired;
+pub mod plan;
 pub mod source;
 
+pub use desired::{At, Desired, DesiredError, desired_at, desired_pair, plan_between};
+pub use plan::{Action, Plan, PlanOptions};
 pub use source::git::{GitError, GitTree};

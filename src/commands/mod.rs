@@ -2,6 +2,7 @@
 
 mod bench;
 mod build;
+mod diff;
 mod explain;
 mod init;
 mod schema;
@@ -23,6 +24,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             format,
         } => build::run(&dir, env, &out, format),
+        Command::Diff {
+            dir,
+            from,
+            to,
+            env,
+            format,
+            detailed_exitcode,
+            unified,
+        } => diff::run(
+            &dir,
+            diff::Request {
+                from,
+                to,
+                env,
+                format,
+                detailed_exitcode,
+                unified,
+            },
+        ),
         Command::Graph { args, env, format } => {
             let format = match format {
                 GraphFormatArg::Mermaid => cortex_compiler::graph::GraphFormat::Mermaid,

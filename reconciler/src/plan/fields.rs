@@ -1,0 +1,368 @@
+//! Field-level and unified diffs of two objects.
+//!
+//! Lists whose items all carry a unique `name` (containers, env, ports,
+//! volumes…) are compared by name, so inserting an item does not shift every
+//! later one; a `{name, value}` item (an env var) shows as `env[MODEL]`. A
+//! string holding a JSON document (a ConfigMap's `config.json`, the runtime
+//! config) is compared field by field inside the document.
+
+use serde::Serialize;
+use serde_json::Value;
+use similar::TextDiff;
+
+use crate::plan::ObjectId;
+use crate::plan::provenance::SourceRef;
+
+/// One changed field of an object.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FieldChange {
+    /// Display path: `spec.template.spec.containers[triage].env[MODEL]`.
+    pub path: String,
+    /// JSON pointer (RFC 6901) of the field in the object; for a field
+    /// inside an embedded JSON document, of the string that holds it.
+    pub pointer: String,
+    /// JSON pointer inside the embedded JSON document, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner: Option<String>,
+    /// The old value (absent: the field is new).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old: Option<Value>,
+    /// The new value (absent: the field is removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<Value>,
+    /// The spec lines that caused the change (new side).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceRef>,
+}
+
+#[derive(Clone, Default)]
+struct Path {
+    display: String,
+    pointer: String,
+    inner: Option<String>,
+}
+
+impl Path {
+    fn key(&self, key: &str) -> Path {
+        let mut next = self.clone();
+        if is_identifier(key) {
+            if !next.display.is_empty() {
+                next.display.push('.');
+            }
+            next.display.push_str(key);
+        } else {
+            next.display.push('[');
+            next.display
+                .push_str(&serde_json::to_string(key).unwrap_or_default());
+            next.display.push(']');
+        }
+        next.push_token(key);
+        next
+    }
+
+    fn item(&self, index: usize, label: Option<&str>) -> Path {
+        let mut next = self.clone();
+        match label {
+            Some(name) if is_identifier(name) => next.display.push_str(&format!("[{name}]")),
+            Some(name) => next.display.push_str(&format!(
+                "[{}]",
+                serde_json::to_string(name).unwrap_or_default()
+            )),
+            None => next.display.push_str(&format!("[{index}]")),
+        }
+        next.push_token(&index.to_string());
+        next
+    }
+
+    fn push_token(&mut self, token: &str) {
+        let token = cortex_compiler::node::pointer_token(token);
+        match &mut self.inner {
+            Some(inner) => {
+                inner.push('/');
+                inner.push_str(&token);
+            }
+            None => {
+                self.pointer.push('/');
+                self.pointer.push_str(&token);
+            }
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Every changed field between `old` and `new` (either may be `null` for a
+/// missing object), in document order.
+pub fn diff(old: &Value, new: &Value) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    walk(Some(old), Some(new), &Path::default(), &mut out);
+    out
+}
+
+fn walk(old: Option<&Value>, new: Option<&Value>, path: &Path, out: &mut Vec<FieldChange>) {
+    match (old, new) {
+        (Some(a), Some(b)) if a == b => {}
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                walk(a.get(key), b.get(key), &path.key(key), out);
+            }
+        }
+        (Some(Value::Array(a)), Some(Value::Array(b))) if !all_scalars(a) || !all_scalars(b) => {
+            walk_list(a, b, path, out)
+        }
+        (Some(Value::String(a)), Some(Value::String(b))) if path.inner.is_none() => {
+            match (embedded_json(a), embedded_json(b)) {
+                (Some(a), Some(b)) => {
+                    let mut inner = path.clone();
+                    inner.inner = Some(String::new());
+                    walk(Some(&a), Some(&b), &inner, out);
+                }
+                _ => out.push(leaf(path, old, new)),
+            }
+        }
+        _ => out.push(leaf(path, old, new)),
+    }
+}
+
+fn leaf(path: &Path, old: Option<&Value>, new: Option<&Value>) -> FieldChange {
+    FieldChange {
+        path: if path.display.is_empty() {
+            "(whole object)".to_string()
+        } else {
+            path.display.clone()
+        },
+        pointer: path.pointer.clone(),
+        inner: path.inner.clone(),
+        old: old.cloned(),
+        new: new.cloned(),
+        sources: Vec::new(),
+    }
+}
+
+/// Lists of scalars (`[billing, bug]`) read best as whole values.
+fn all_scalars(items: &[Value]) -> bool {
+    items.iter().all(|i| !i.is_object() && !i.is_array())
+}
+
+/// The names of a list whose items are all maps with a unique string `name`.
+fn names(items: &[Value]) -> Option<Vec<&str>> {
+    let names: Vec<&str> = items
+        .iter()
+        .map(|i| i.get("name").and_then(Value::as_str))
+        .collect::<Option<_>>()?;
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    (sorted.len() == names.len()).then_some(names)
+}
+
+/// The `value` of a `{name, value}` item (an env var), shown as the item.
+fn pair_value(item: &Value) -> Option<&Value> {
+    let map = item.as_object()?;
+    (map.len() == 2 && map.contains_key("name"))
+        .then(|| map.get("value"))
+        .flatten()
+}
+
+fn walk_list(a: &[Value], b: &[Value], path: &Path, out: &mut Vec<FieldChange>) {
+    let (Some(old_names), Some(new_names)) = (names(a), names(b)) else {
+        for i in 0..a.len().max(b.len()) {
+            walk(a.get(i), b.get(i), &path.item(i, None), out);
+        }
+        return;
+    };
+    let before = out.len();
+    for (i, name) in new_names.iter().enumerate() {
+        let old = old_names.iter().position(|n| n == name).map(|j| &a[j]);
+        item(old, Some(&b[i]), &path.item(i, Some(name)), out);
+    }
+    for (j, name) in old_names.iter().enumerate() {
+        if !new_names.contains(name) {
+            item(Some(&a[j]), None, &path.item(j, Some(name)), out);
+        }
+    }
+    if out.len() == before && old_names != new_names {
+        out.push(FieldChange {
+            path: format!("{} (order)", path.display),
+            ..leaf(
+                path,
+                Some(&Value::from(old_names)),
+                Some(&Value::from(new_names)),
+            )
+        });
+    }
+}
+
+fn item(old: Option<&Value>, new: Option<&Value>, path: &Path, out: &mut Vec<FieldChange>) {
+    let old_pair = old.map(pair_value);
+    let new_pair = new.map(pair_value);
+    let all_pairs = old_pair.is_none_or(|p| p.is_some()) && new_pair.is_none_or(|p| p.is_some());
+    if all_pairs && old != new {
+        let mut value_path = path.clone();
+        value_path.push_token("value");
+        out.push(leaf(&value_path, old_pair.flatten(), new_pair.flatten()));
+        if let Some(last) = out.last_mut() {
+            last.path = path.display.clone();
+        }
+    } else {
+        walk(old, new, path, out);
+    }
+}
+
+/// A string that holds a JSON object or array, parsed.
+fn embedded_json(text: &str) -> Option<Value> {
+    let trimmed = text.trim_start();
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return None;
+    }
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(|v| v.is_object() || v.is_array())
+}
+
+/// The object as a reviewer reads it: strings holding JSON documents are
+/// pretty-printed so that line diffs show the changed lines.
+fn for_display(value: &Value) -> Value {
+    match value {
+        Value::String(s) => match embedded_json(s) {
+            Some(doc) => {
+                let mut pretty = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                pretty.push('\n');
+                Value::String(pretty)
+            }
+            None => value.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(for_display).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), for_display(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn yaml_of(value: &Value) -> String {
+    if value.is_null() {
+        String::new()
+    } else {
+        cortex_compiler::yaml_out::to_yaml(&for_display(value))
+    }
+}
+
+/// A unified diff of the two objects as YAML (`null` for a missing side).
+pub fn unified(old: &Value, new: &Value, id: &ObjectId, context: usize) -> String {
+    let (a, b) = (yaml_of(old), yaml_of(new));
+    let diff = TextDiff::configure()
+        .timeout(std::time::Duration::from_secs(2))
+        .diff_lines(&a, &b);
+    let old_name = if old.is_null() {
+        "/dev/null".to_string()
+    } else {
+        format!("a/{id}")
+    };
+    let new_name = if new.is_null() {
+        "/dev/null".to_string()
+    } else {
+        format!("b/{id}")
+    };
+    diff.unified_diff()
+        .context_radius(context)
+        .header(&old_name, &new_name)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn paths(old: Value, new: Value) -> Vec<(String, Option<Value>, Option<Value>)> {
+        diff(&old, &new)
+            .into_iter()
+            .map(|f| (f.path, f.old, f.new))
+            .collect()
+    }
+
+    #[test]
+    fn env_vars_compare_by_name_and_show_their_value() {
+        let old =
+            json!({"env": [{"name": "A", "value": "1"}, {"name": "MODEL", "value": "small"}]});
+        let new = json!({"env": [{"name": "NEW", "value": "x"}, {"name": "A", "value": "1"}, {"name": "MODEL", "value": "large"}]});
+        assert_eq!(
+            paths(old, new),
+            vec![
+                ("env[NEW]".into(), None, Some(json!("x"))),
+                (
+                    "env[MODEL]".into(),
+                    Some(json!("small")),
+                    Some(json!("large"))
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn lists_without_names_compare_by_index() {
+        assert_eq!(
+            paths(
+                json!({"a": [{"x": 1}, {"x": 2}]}),
+                json!({"a": [{"x": 1}, {"x": 3}, {"x": 4}]})
+            ),
+            vec![
+                ("a[1].x".into(), Some(json!(2)), Some(json!(3))),
+                ("a[2]".into(), None, Some(json!({"x": 4}))),
+            ]
+        );
+    }
+
+    #[test]
+    fn scalar_lists_change_whole() {
+        assert_eq!(
+            paths(json!({"a": [1, 2]}), json!({"a": [1, 3, 2]})),
+            vec![("a".into(), Some(json!([1, 2])), Some(json!([1, 3, 2])))]
+        );
+    }
+
+    #[test]
+    fn json_inside_strings_is_compared_inside() {
+        let old = json!({"data": {"config.json": "{\"model\": \"a\", \"t\": 1}"}});
+        let new = json!({"data": {"config.json": "{\"model\": \"b\", \"t\": 1}"}});
+        let changes = diff(&old, &new);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].path, r#"data["config.json"].model"#);
+        assert_eq!(changes[0].pointer, "/data/config.json");
+        assert_eq!(changes[0].inner.as_deref(), Some("/model"));
+    }
+
+    #[test]
+    fn reordering_named_items_is_a_change() {
+        let old = json!({"c": [{"name": "a"}, {"name": "b"}]});
+        let new = json!({"c": [{"name": "b"}, {"name": "a"}]});
+        assert_eq!(paths(old, new)[0].0, "c (order)");
+    }
+
+    #[test]
+    fn unified_diff_shows_changed_lines() {
+        let id = ObjectId {
+            target: crate::plan::Target::Runtime,
+            group: String::new(),
+            kind: "Topic".into(),
+            namespace: None,
+            name: "t".into(),
+        };
+        let text = unified(&json!({"a": 1, "b": 2}), &json!({"a": 1, "b": 3}), &id, 3);
+        assert!(text.contains("-b: 2\n+b: 3\n"), "{text}");
+        assert!(text.starts_with("--- a/Topic/t\n+++ b/Topic/t\n"), "{text}");
+    }
+}

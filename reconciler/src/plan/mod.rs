@@ -1,0 +1,449 @@
+//! Plans: what would change between two desired states (two revisions of a
+//! repository) or between a desired state and what a target holds.
+//!
+//! A [`Plan`] is a list of [`Change`]s, one per object, keyed by identity
+//! (`group/kind/namespace/name` for Kubernetes objects, `kind/name` for
+//! runtime objects), each create, update, delete or unchanged. An update
+//! carries a field-level diff ([`FieldChange`]: path, old, new, and the spec
+//! lines that caused it) and a unified YAML diff. Secret values are masked
+//! before anything is compared, so no rendering can print one.
+
+pub mod fields;
+pub mod mask;
+pub mod provenance;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use cortex_compiler::bundle::{Bundle, kind_rank};
+use cortex_compiler::resolve::Resolved;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::plan::fields::FieldChange;
+use crate::plan::mask::Masker;
+use crate::plan::provenance::{Declarations, SourceRef, SpecChanges};
+
+/// Version of the plan's JSON layout (`cortex diff --format json`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where an object lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// A Kubernetes object.
+    Kubernetes,
+    /// A runtime object (runtime.json: agents, topics, workflows, policies, alert rules).
+    Runtime,
+}
+
+/// The identity of an object: what plans key on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectId {
+    /// Kubernetes or runtime.
+    pub target: Target,
+    /// API group (`""` for core and for runtime objects).
+    pub group: String,
+    /// Kind (`Deployment`, `Topic`…).
+    pub kind: String,
+    /// Namespace, for namespaced Kubernetes objects.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectId {
+    /// `group/kind/namespace/name` for Kubernetes objects, `kind/name` for
+    /// runtime objects: the key of the plan and of inventory.json.
+    pub fn key(&self) -> String {
+        match self.target {
+            Target::Kubernetes => format!(
+                "{}/{}/{}/{}",
+                self.group,
+                self.kind,
+                self.namespace.as_deref().unwrap_or(""),
+                self.name
+            ),
+            Target::Runtime => format!("{}/{}", self.kind, self.name),
+        }
+    }
+
+    /// Order of a plan: Kubernetes objects in apply order, then runtime objects.
+    fn order(&self) -> (Target, usize, &str, Option<&str>, &str) {
+        (
+            self.target,
+            match self.target {
+                Target::Kubernetes => kind_rank(&self.kind),
+                Target::Runtime => 0,
+            },
+            &self.kind,
+            self.namespace.as_deref(),
+            &self.name,
+        )
+    }
+}
+
+impl fmt::Display for ObjectId {
+    /// `Kind/name` (namespaces are shown once, in the plan's header).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// One object of a desired or live state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanObject {
+    /// Its identity.
+    pub id: ObjectId,
+    /// `apiVersion` of Kubernetes objects.
+    pub api_version: Option<String>,
+    /// The spec it was rendered from (`Agent/triage`), when known.
+    pub spec: Option<String>,
+    /// The object.
+    pub body: Value,
+}
+
+/// The runtime sections of runtime.json and the kind of their entries.
+pub const RUNTIME_SECTIONS: [(&str, &str); 5] = [
+    ("agents", "Agent"),
+    ("topics", "Topic"),
+    ("workflows", "Workflow"),
+    ("accessPolicies", "AccessPolicy"),
+    ("alertRules", "AlertRule"),
+];
+
+/// Every object of a bundle: the Kubernetes objects, then the runtime
+/// objects (one per entry of runtime.json's sections).
+pub fn objects_of(bundle: &Bundle) -> Vec<PlanObject> {
+    let mut objects: Vec<PlanObject> = bundle
+        .objects
+        .iter()
+        .map(|o| PlanObject {
+            id: ObjectId {
+                target: Target::Kubernetes,
+                group: o.group().to_string(),
+                kind: o.kind.clone(),
+                namespace: o.namespace.clone(),
+                name: o.name.clone(),
+            },
+            api_version: Some(o.api_version.clone()),
+            spec: o.spec.clone(),
+            body: o.body.clone(),
+        })
+        .collect();
+    for (section, kind) in RUNTIME_SECTIONS {
+        if let Some(entries) = bundle.runtime.get(section).and_then(Value::as_object) {
+            for (name, body) in entries {
+                objects.push(PlanObject {
+                    id: ObjectId {
+                        target: Target::Runtime,
+                        group: String::new(),
+                        kind: kind.to_string(),
+                        namespace: None,
+                        name: name.clone(),
+                    },
+                    api_version: None,
+                    spec: Some(format!("{kind}/{name}")),
+                    body: body.clone(),
+                });
+            }
+        }
+    }
+    objects
+}
+
+/// One side of a plan.
+#[derive(Clone, Copy, Debug)]
+pub struct Side<'a> {
+    /// Its objects.
+    pub objects: &'a [PlanObject],
+    /// The resolved specs they were rendered from, when the side was
+    /// compiled (not when it was read from a target): the source of
+    /// provenance.
+    pub resolved: Option<&'a Resolved>,
+}
+
+/// What happens to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Only on the new side.
+    Create,
+    /// On both sides, different.
+    Update,
+    /// Only on the old side.
+    Delete,
+    /// On both sides, equal.
+    Unchanged,
+}
+
+impl Action {
+    /// `+`, `~`, `-` or ` `.
+    pub fn sign(self) -> char {
+        match self {
+            Action::Create => '+',
+            Action::Update => '~',
+            Action::Delete => '-',
+            Action::Unchanged => ' ',
+        }
+    }
+
+    /// The word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The change of one object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    /// Which object.
+    #[serde(flatten)]
+    pub id: ObjectId,
+    /// `group/kind/namespace/name` or `kind/name`.
+    pub identity: String,
+    /// `apiVersion` (Kubernetes objects).
+    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// What happens to it.
+    pub action: Action,
+    /// The spec it is rendered from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    /// Where that spec is declared (new side; old side for deletes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRef>,
+    /// Field-level changes (updates only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// Unified diff of the object as YAML (empty when unchanged).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub diff: String,
+}
+
+/// Counts of a plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Objects to create.
+    pub create: usize,
+    /// Objects to update.
+    pub update: usize,
+    /// Objects to delete.
+    pub delete: usize,
+    /// Objects left as they are.
+    pub unchanged: usize,
+}
+
+impl Summary {
+    /// Adds one change.
+    pub fn count(&mut self, action: Action) {
+        match action {
+            Action::Create => self.create += 1,
+            Action::Update => self.update += 1,
+            Action::Delete => self.delete += 1,
+            Action::Unchanged => self.unchanged += 1,
+        }
+    }
+
+    /// Whether anything changes.
+    pub fn has_changes(&self) -> bool {
+        self.create + self.update + self.delete > 0
+    }
+}
+
+/// One side's description in a plan's header.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Revision {
+    /// As the user named it (`origin/main`, `work tree`).
+    pub name: String,
+    /// The commit, when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.commit {
+            Some(c) => write!(f, "{} ({})", self.name, &c[..c.len().min(7)]),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// A plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The old side.
+    pub from: Revision,
+    /// The new side.
+    pub to: Revision,
+    /// Project name.
+    pub project: String,
+    /// Environment, when one was selected.
+    pub environment: Option<String>,
+    /// Namespace of the new side.
+    pub namespace: String,
+    /// Counts.
+    pub summary: Summary,
+    /// Every object, in apply order (Kubernetes first, then runtime objects).
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    /// The changes that change something.
+    pub fn changed(&self) -> impl Iterator<Item = &Change> {
+        self.changes
+            .iter()
+            .filter(|c| c.action != Action::Unchanged)
+    }
+
+    /// Counts per kind (in plan order), for summary tables.
+    pub fn counts_by_kind(&self) -> Vec<(Target, String, Summary)> {
+        let mut counts: Vec<(Target, String, Summary)> = Vec::new();
+        for change in &self.changes {
+            match counts
+                .iter_mut()
+                .find(|(t, k, _)| *t == change.id.target && *k == change.id.kind)
+            {
+                Some((_, _, s)) => s.count(change.action),
+                None => {
+                    let mut s = Summary::default();
+                    s.count(change.action);
+                    counts.push((change.id.target, change.id.kind.clone(), s));
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// How to build a plan.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// Masks secret values.
+    pub masker: Masker,
+    /// Lines of context around each change in unified diffs.
+    pub context_lines: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            masker: Masker::random(),
+            context_lines: 3,
+        }
+    }
+}
+
+/// Compares two sides object by object.
+pub fn diff(
+    from: Side<'_>,
+    to: Side<'_>,
+    header: (Revision, Revision),
+    project: (&str, Option<&str>, &str),
+    options: &PlanOptions,
+) -> Plan {
+    let mut old: BTreeMap<&ObjectId, &PlanObject> =
+        from.objects.iter().map(|o| (&o.id, o)).collect();
+    let mut pairs: Vec<(Option<&PlanObject>, Option<&PlanObject>)> = Vec::new();
+    for object in to.objects {
+        pairs.push((old.remove(&object.id), Some(object)));
+    }
+    pairs.extend(old.into_values().map(|o| (Some(o), None)));
+    fn id_of<'p>(pair: &(Option<&'p PlanObject>, Option<&'p PlanObject>)) -> Option<&'p ObjectId> {
+        pair.1.or(pair.0).map(|o| &o.id)
+    }
+    pairs.sort_by(|a, b| {
+        id_of(a)
+            .map(ObjectId::order)
+            .cmp(&id_of(b).map(ObjectId::order))
+    });
+
+    let spec_changes = SpecChanges::new(from.resolved, to.resolved);
+    let declared = (
+        Declarations::new(from.resolved),
+        Declarations::new(to.resolved),
+    );
+    let mut summary = Summary::default();
+    let changes: Vec<Change> = pairs
+        .into_iter()
+        .filter_map(|pair| {
+            let change = match pair {
+                (Some(old), Some(new)) => update(old, new, &declared.1, &spec_changes, options),
+                (None, Some(new)) => one_sided(new, Action::Create, &declared.1, options),
+                (Some(old), None) => one_sided(old, Action::Delete, &declared.0, options),
+                (None, None) => return None,
+            };
+            summary.count(change.action);
+            Some(change)
+        })
+        .collect();
+    Plan {
+        format_version: FORMAT_VERSION,
+        from: header.0,
+        to: header.1,
+        project: project.0.to_string(),
+        environment: project.1.map(str::to_string),
+        namespace: project.2.to_string(),
+        summary,
+        changes,
+    }
+}
+
+fn change_of(object: &PlanObject, action: Action) -> Change {
+    Change {
+        identity: object.id.key(),
+        id: object.id.clone(),
+        api_version: object.api_version.clone(),
+        action,
+        spec: object.spec.clone(),
+        source: None,
+        fields: Vec::new(),
+        diff: String::new(),
+    }
+}
+
+fn update(
+    old: &PlanObject,
+    new: &PlanObject,
+    declared: &Declarations,
+    spec_changes: &SpecChanges,
+    options: &PlanOptions,
+) -> Change {
+    let mut change = change_of(new, Action::Unchanged);
+    if old.body == new.body {
+        return change;
+    }
+    change.source = new.spec.as_deref().and_then(|s| declared.of(s));
+    let old_body = options.masker.mask(old);
+    let new_body = options.masker.mask(new);
+    change.action = Action::Update;
+    change.fields = fields::diff(&old_body, &new_body);
+    spec_changes.attribute(new, &mut change.fields);
+    change.diff = fields::unified(&old_body, &new_body, &new.id, options.context_lines);
+    change
+}
+
+fn one_sided(
+    object: &PlanObject,
+    action: Action,
+    declared: &Declarations,
+    options: &PlanOptions,
+) -> Change {
+    let mut change = change_of(object, action);
+    change.source = object.spec.as_deref().and_then(|s| declared.of(s));
+    let body = options.masker.mask(object);
+    change.diff = match action {
+        Action::Create => fields::unified(&Value::Null, &body, &object.id, options.context_lines),
+        _ => fields::unified(&body, &Value::Null, &object.id, options.context_lines),
+    };
+    change
+}
