@@ -3,120 +3,14 @@
 //! sub-directory, uncommitted changes, symbolic links, and equivalence with
 //! the work tree.
 
-use std::path::Path;
-
 use cortex_compiler::render::render;
 use cortex_compiler::source::SourceError;
 use cortex_compiler::{Options, Source, WorkTree, compile};
 use cortex_reconciler::{GitError, GitTree};
-use git2::{IndexAddOption, Oid, Repository, RepositoryInitOptions, Signature};
 
-struct Repo {
-    dir: tempfile::TempDir,
-    repo: Repository,
-}
+mod common;
 
-impl Repo {
-    fn new() -> Repo {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let repo = Repository::init_opts(
-            dir.path(),
-            RepositoryInitOptions::new().initial_head("main"),
-        )
-        .expect("init");
-        Repo { dir, repo }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, path: &str, content: &str) {
-        let file = self.path().join(path);
-        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-        std::fs::write(file, content).expect("write");
-    }
-
-    fn copy_dir(&self, from: &Path, to: &str) {
-        for entry in std::fs::read_dir(from).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
-            let target = if to.is_empty() {
-                name.to_string()
-            } else {
-                format!("{to}/{name}")
-            };
-            if path.is_dir() {
-                self.copy_dir(&path, &target);
-            } else {
-                self.write(&target, &std::fs::read_to_string(&path).expect("read"));
-            }
-        }
-    }
-
-    fn commit(&self, message: &str) -> Oid {
-        let mut index = self.repo.index().expect("index");
-        index
-            .add_all(["*"], IndexAddOption::DEFAULT, None)
-            .expect("add");
-        index.update_all(["*"], None).expect("update");
-        index.write().expect("write index");
-        let tree = self
-            .repo
-            .find_tree(index.write_tree().expect("tree"))
-            .expect("find tree");
-        let sig = Signature::now("cortex tests", "tests@cortex.invalid").expect("signature");
-        let parents: Vec<git2::Commit<'_>> = self
-            .repo
-            .head()
-            .ok()
-            .and_then(|h| h.peel_to_commit().ok())
-            .into_iter()
-            .collect();
-        let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
-        self.repo
-            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parent_refs)
-            .expect("commit")
-    }
-
-    fn branch_and_switch(&self, name: &str) {
-        let head = self
-            .repo
-            .head()
-            .expect("head")
-            .peel_to_commit()
-            .expect("commit");
-        self.repo.branch(name, &head, false).expect("branch");
-        self.repo
-            .set_head(&format!("refs/heads/{name}"))
-            .expect("set head");
-    }
-
-    fn switch(&self, name: &str) {
-        self.repo
-            .set_head(&format!("refs/heads/{name}"))
-            .expect("set head");
-        self.repo
-            .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
-            .expect("checkout");
-    }
-
-    fn tag(&self, name: &str) {
-        let head = self
-            .repo
-            .head()
-            .expect("head")
-            .peel(git2::ObjectType::Commit)
-            .expect("commit");
-        self.repo.tag_lightweight(name, &head, false).expect("tag");
-    }
-}
-
-fn example(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-}
+use common::{Repo, example};
 
 /// `spec.replicas` of the greeter agent as compiled from `source`.
 fn greeter_replicas(source: &dyn Source) -> Option<i64> {

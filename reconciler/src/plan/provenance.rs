@@ -156,6 +156,19 @@ impl SpecChanges {
                 by_spec.insert(id, changes);
             }
         }
+        // A spec on one side only explains, as a whole, what it adds to or
+        // removes from other objects (a topic's subscribers).
+        let new_ids: std::collections::HashSet<String> = new.specs.iter().map(|s| s.id()).collect();
+        for spec in &new.specs {
+            if !old_specs.contains_key(&spec.id()) {
+                by_spec.insert(spec.id(), vec![whole_spec(spec, false)]);
+            }
+        }
+        for spec in &old.specs {
+            if !new_ids.contains(&spec.id()) {
+                by_spec.insert(spec.id(), vec![whole_spec(spec, true)]);
+            }
+        }
         SpecChanges { by_spec }
     }
 
@@ -188,10 +201,21 @@ impl SpecChanges {
         for i in unexplained {
             let owner = owner_of(object, &fields[i]);
             let own = owner.as_deref().map_or(&[][..], |o| self.of(o));
-            let unused: Vec<&SpecChange> = own
+            let mut unused: Vec<&SpecChange> = own
                 .iter()
                 .filter(|c| !used.contains(&(*c as *const SpecChange)))
                 .collect();
+            // A derived field names what it derives from
+            // (`checksum/config`): prefer the changes under that name.
+            let last = fields[i].path.rsplit(['.', '[']).next().unwrap_or("");
+            let hinted: Vec<&SpecChange> = unused
+                .iter()
+                .copied()
+                .filter(|c| words(&c.path).iter().any(|w| words(last).contains(w)))
+                .collect();
+            if !hinted.is_empty() {
+                unused = hinted;
+            }
             let chosen: Vec<&SpecChange> = if unused.is_empty() {
                 own.iter().take(MAX_DERIVED_SOURCES).collect()
             } else {
@@ -215,6 +239,32 @@ impl SpecChanges {
         let confident = all.first().is_some_and(|c| target.score(c) >= 3) || all.len() <= 2;
         if confident { all } else { Vec::new() }
     }
+}
+
+fn whole_spec(spec: &ResolvedSpec, removed: bool) -> SpecChange {
+    let value = Some(spec.node.to_json());
+    let (old, new) = if removed {
+        (value, None)
+    } else {
+        (None, value)
+    };
+    SpecChange {
+        path: String::new(),
+        old,
+        new,
+        sources: vec![SourceRef::from_span(
+            &spec.name_span,
+            spec.name.clone(),
+            String::new(),
+        )],
+    }
+}
+
+/// Words of a path (`checksum/config` → `checksum`, `config`).
+fn words(path: &str) -> Vec<&str> {
+    path.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() > 2)
+        .collect()
 }
 
 fn sources_of(changes: &[&SpecChange]) -> Vec<SourceRef> {

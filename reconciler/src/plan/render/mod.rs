@@ -20,6 +20,10 @@ pub fn inline_value(value: Option<&Value>) -> String {
         Some(Value::String(s)) if s.contains('\n') => {
             return format!("({} lines)", s.lines().count());
         }
+        Some(Value::String(s)) if s.len() >= 32 && s.chars().all(|c| c.is_ascii_hexdigit()) => {
+            // A content hash: its first characters tell two apart.
+            return format!("{}…", &s[..12]);
+        }
         Some(Value::String(s)) => {
             let plain = !s.is_empty()
                 && s.trim() == s
@@ -78,6 +82,7 @@ mod tests {
         assert_eq!(inline_value(Some(&json!(""))), "\"\"");
         assert_eq!(inline_value(Some(&json!(3))), "3");
         assert_eq!(inline_value(None), "(none)");
+        assert_eq!(inline_value(Some(&json!("ab".repeat(32)))), "abababababab…");
         assert_eq!(inline_value(Some(&json!(["a", 1, " b"]))), "[a, 1, \" b\"]");
         assert_eq!(inline_value(Some(&json!("a\nb\n"))), "(2 lines)");
         let long = inline_value(Some(&json!("x".repeat(100))));

@@ -1,0 +1,118 @@
+//! Real git repositories in temporary directories, for tests.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use git2::{IndexAddOption, Oid, Repository, RepositoryInitOptions, Signature};
+
+/// A repository with `main` as its first branch.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+    pub repo: Repository,
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_opts(
+            dir.path(),
+            RepositoryInitOptions::new().initial_head("main"),
+        )
+        .expect("init");
+        Repo { dir, repo }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, path: &str, content: &str) {
+        let file = self.path().join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(file, content).expect("write");
+    }
+
+    pub fn copy_dir(&self, from: &Path, to: &str) {
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+            let target = if to.is_empty() {
+                name.to_string()
+            } else {
+                format!("{to}/{name}")
+            };
+            if path.is_dir() {
+                self.copy_dir(&path, &target);
+            } else {
+                self.write(&target, &std::fs::read_to_string(&path).expect("read"));
+            }
+        }
+    }
+
+    pub fn commit(&self, message: &str) -> Oid {
+        let mut index = self.repo.index().expect("index");
+        index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)
+            .expect("add");
+        index.update_all(["*"], None).expect("update");
+        index.write().expect("write index");
+        let tree = self
+            .repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("find tree");
+        let sig = Signature::now("cortex tests", "tests@cortex.invalid").expect("signature");
+        let parents: Vec<git2::Commit<'_>> = self
+            .repo
+            .head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .into_iter()
+            .collect();
+        let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        self.repo
+            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parent_refs)
+            .expect("commit")
+    }
+
+    pub fn branch_and_switch(&self, name: &str) {
+        let head = self
+            .repo
+            .head()
+            .expect("head")
+            .peel_to_commit()
+            .expect("commit");
+        self.repo.branch(name, &head, false).expect("branch");
+        self.repo
+            .set_head(&format!("refs/heads/{name}"))
+            .expect("set head");
+    }
+
+    pub fn switch(&self, name: &str) {
+        self.repo
+            .set_head(&format!("refs/heads/{name}"))
+            .expect("set head");
+        self.repo
+            .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .expect("checkout");
+    }
+
+    pub fn tag(&self, name: &str) {
+        let head = self
+            .repo
+            .head()
+            .expect("head")
+            .peel(git2::ObjectType::Commit)
+            .expect("commit");
+        self.repo.tag_lightweight(name, &head, false).expect("tag");
+    }
+}
+
+pub fn example(name: &str) -> std::path::PathBuf {
+    // Used by the tests of two packages: find the workspace's examples/.
+    let mut dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("examples").is_dir() {
+        dir = dir.parent().expect("the workspace holds examples/");
+    }
+    dir.join("examples").join(name)
+}

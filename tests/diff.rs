@@ -1,0 +1,153 @@
+//! End-to-end tests of `cortex diff` on real git repositories: exit codes
+//! (0, 2 with --detailed-exitcode, 1), every format, colour on a pipe, and a
+//! revision that does not compile.
+
+#[path = "../reconciler/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Repo, example};
+
+fn cortex(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cortex"));
+    cmd.args(args).current_dir(dir);
+    for var in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "CORTEX_ENV"] {
+        cmd.env_remove(var);
+    }
+    cmd.output().expect("run cortex")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn edit(repo: &Repo, file: &str, from: &str, to: &str) {
+    let path = repo.path().join(file);
+    let content = std::fs::read_to_string(&path).expect("read");
+    assert!(content.contains(from), "{from} not in {file}");
+    std::fs::write(&path, content.replacen(from, to, 1)).expect("write");
+}
+
+/// A repository with the support-desk example in `desk/`, committed on main.
+fn desk_repo() -> Repo {
+    let repo = Repo::new();
+    repo.copy_dir(&example("support-desk"), "desk");
+    repo.commit("support desk");
+    repo
+}
+
+#[test]
+fn exit_codes_follow_terraform() {
+    let repo = desk_repo();
+    let same = cortex(
+        repo.path(),
+        &["diff", "desk", "--from", "main", "--detailed-exitcode"],
+    );
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
+    assert!(text(&same.stdout).contains("No changes."));
+
+    edit(&repo, "desk/topics.yaml", "retention: 3d", "retention: 4d");
+    let changed = cortex(
+        repo.path(),
+        &["diff", "desk", "--from", "main", "--detailed-exitcode"],
+    );
+    assert_eq!(changed.status.code(), Some(2), "{}", text(&changed.stderr));
+    let out = text(&changed.stdout);
+    assert!(out.contains("cortex diff main ("), "{out}");
+    assert!(out.contains("→ work tree"), "{out}");
+    assert!(
+        out.contains("retentionMs: 259200000 → 345600000   topics.yaml:32"),
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "colour on a pipe: {out}");
+
+    let plain = cortex(repo.path(), &["diff", "desk", "--from", "main"]);
+    assert_eq!(plain.status.code(), Some(0));
+}
+
+#[test]
+fn markdown_and_json_formats() {
+    let repo = desk_repo();
+    repo.branch_and_switch("feature");
+    edit(&repo, "desk/topics.yaml", "retention: 3d", "retention: 4d");
+    repo.commit("longer retention");
+    let args = |format| {
+        [
+            "diff", "desk", "--from", "main", "--to", "feature", "--format", format,
+        ]
+    };
+
+    let md = cortex(repo.path(), &args("markdown"));
+    assert_eq!(md.status.code(), Some(0), "{}", text(&md.stderr));
+    let md = text(&md.stdout);
+    assert!(md.starts_with("### cortex diff: `main ("), "{md}");
+    assert!(md.contains("| runtime | Topic | 0 | 1 | 0 | 4 |"), "{md}");
+    assert!(
+        md.contains("<details><summary><code>~ Topic/replies.drafted</code>"),
+        "{md}"
+    );
+    assert!(md.contains("```diff\n"), "{md}");
+
+    let json = cortex(repo.path(), &args("json"));
+    let plan: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(plan["format_version"], 1);
+    assert_eq!(plan["to"]["name"], "feature");
+    assert_eq!(plan["to"]["commit"].as_str().map(str::len), Some(40));
+    assert_eq!(plan["summary"]["update"], 2);
+    let topic = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["identity"] == "Topic/replies.drafted")
+        .expect("topic change");
+    assert_eq!(topic["action"], "update");
+    assert_eq!(topic["fields"][0]["path"], "retentionMs");
+    assert_eq!(topic["fields"][0]["new"], 345_600_000);
+    assert_eq!(topic["fields"][0]["sources"][0]["file"], "topics.yaml");
+    assert_eq!(topic["fields"][0]["sources"][0]["line"], 32);
+}
+
+#[test]
+fn a_revision_that_does_not_compile_is_named_with_its_diagnostics() {
+    let repo = desk_repo();
+    repo.branch_and_switch("broken");
+    edit(
+        &repo,
+        "desk/agents/triage.yaml",
+        "replicas: 2",
+        "replicas: two",
+    );
+    repo.commit("oops");
+    for (format, stream_is_stdout) in [("text", false), ("markdown", true), ("json", true)] {
+        let out = cortex(
+            repo.path(),
+            &[
+                "diff", "desk", "--from", "main", "--to", "broken", "--format", format,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        let shown = text(if stream_is_stdout {
+            &out.stdout
+        } else {
+            &out.stderr
+        });
+        assert!(shown.contains("broken ("), "{format}: {shown}");
+        assert!(shown.contains("does not compile"), "{format}: {shown}");
+        assert!(
+            shown.contains("broken:desk/agents/triage.yaml"),
+            "{format}: {shown}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_revision_is_an_error() {
+    let repo = desk_repo();
+    let out = cortex(repo.path(), &["diff", "desk", "--from", "mian"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("mian"), "{err}");
+    assert!(err.contains("main"), "did you mean: {err}");
+}
