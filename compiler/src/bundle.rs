@@ -34,11 +34,41 @@ pub struct Object {
     pub spec: Option<String>,
     /// The object (keys sorted: JSON maps are ordered in this build).
     pub body: Value,
-    /// The object as YAML, emitted once for manifests.yaml and the chart.
-    pub yaml: String,
+    /// The object as YAML, emitted on first use (manifests.yaml and the
+    /// chart share it; a plan never needs it).
+    yaml: std::sync::OnceLock<String>,
 }
 
 impl Object {
+    /// An object rendered by `template` for `spec`.
+    pub fn new(
+        api_version: String,
+        kind: String,
+        name: String,
+        template: String,
+        spec: Option<String>,
+        body: Value,
+    ) -> Object {
+        Object {
+            namespace: body
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            api_version,
+            kind,
+            name,
+            template,
+            spec,
+            body,
+            yaml: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The object as YAML.
+    pub fn yaml(&self) -> &str {
+        self.yaml.get_or_init(|| to_yaml(&self.body))
+    }
+
     /// The API group (`""` for the core group).
     pub fn group(&self) -> &str {
         self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
@@ -129,7 +159,7 @@ impl Bundle {
         let mut out = String::new();
         for object in &self.objects {
             out.push_str("---\n");
-            out.push_str(&object.yaml);
+            out.push_str(object.yaml());
         }
         out
     }
@@ -205,7 +235,7 @@ impl Bundle {
         let mut chunk = String::new();
         let mut by_file: BTreeMap<String, String> = BTreeMap::new();
         for object in &self.objects {
-            let text = escape_for_helm(&object.yaml);
+            let text = escape_for_helm(object.yaml());
             if !chunk.is_empty() && chunk.len() + text.len() > CHART_FILE_BYTES {
                 by_file.insert(
                     format!("templates/objects-{:03}.yaml", by_file.len()),
@@ -227,6 +257,14 @@ impl Bundle {
 
     /// Every output file of `cortex build -o OUT`, by relative path.
     pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        // Emit every object's YAML over all cores first; the chart and
+        // manifests.yaml then share it.
+        {
+            use rayon::prelude::*;
+            self.objects.par_iter().with_min_len(64).for_each(|o| {
+                o.yaml();
+            });
+        }
         // The three outputs are independent: build them concurrently.
         let (chart, (manifests, inventory)) = rayon::join(
             || self.chart_files(),

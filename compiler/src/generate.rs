@@ -121,6 +121,29 @@ pub fn project(shape: Shape) -> BTreeMap<String, String> {
     files
 }
 
+/// The project with `count` agents changed (spread evenly over the
+/// project): each gets another model and another prompt. For benchmarks of
+/// diffs between two revisions.
+pub fn with_changed_agents(shape: Shape, count: usize) -> BTreeMap<String, String> {
+    let mut files = project(shape);
+    let step = (shape.agents / count.max(1)).max(1);
+    for a in (0..shape.agents).step_by(step).take(count) {
+        let path = format!("agents/agents-{:03}.yaml", a / AGENTS_PER_FILE);
+        let Some(text) = files.get_mut(&path) else {
+            continue;
+        };
+        let Some(start) = text.find(&format!("name: agent-{a},")) else {
+            continue;
+        };
+        let end = text[start..].find("---").map_or(text.len(), |e| start + e);
+        let agent = text[start..end]
+            .replacen("value: m", "value: large-m", 1)
+            .replacen(": answer as", ": reply as", 1);
+        text.replace_range(start..end, &agent);
+    }
+    files
+}
+
 /// The project as an in-memory source.
 pub fn memory_source(shape: Shape) -> crate::MemorySource {
     let mut source = crate::MemorySource::new();
@@ -132,7 +155,12 @@ pub fn memory_source(shape: Shape) -> crate::MemorySource {
 
 /// Writes the project under `dir`.
 pub fn write_to(shape: Shape, dir: &std::path::Path) -> std::io::Result<()> {
-    for (path, content) in project(shape) {
+    write_files(&project(shape), dir)
+}
+
+/// Writes project files (path → content) under `dir`.
+pub fn write_files(files: &BTreeMap<String, String>, dir: &std::path::Path) -> std::io::Result<()> {
+    for (path, content) in files {
         let file = dir.join(path);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent)?;

@@ -266,6 +266,22 @@ impl Node {
         Node::new(value, prov.clone())
     }
 
+    /// Whether two nodes hold the same value, wherever they came from
+    /// (provenance and key order ignored).
+    pub fn same_value(&self, other: &Node) -> bool {
+        match (&self.value, &other.value) {
+            (Value::Map(a), Value::Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|e| b.get(&e.key).is_some_and(|other| e.value.same_value(other)))
+            }
+            (Value::Seq(a), Value::Seq(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_value(y))
+            }
+            (a, b) => a == b,
+        }
+    }
+
     /// Visits every node depth first, with its JSON pointer.
     pub fn walk(&self, pointer: &mut String, visit: &mut dyn FnMut(&str, &Node)) {
         visit(pointer, self);

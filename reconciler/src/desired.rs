@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use cortex_compiler::bundle::Bundle;
-use cortex_compiler::render::render;
+use cortex_compiler::render::{Project, RenderCache, render_with};
 use cortex_compiler::{Diagnostics, Options, Resolved, Source, SourceMap, WorkTree, compile};
 
 use crate::plan::{self, PlanObject, PlanOptions, Revision, Side};
@@ -26,9 +25,9 @@ pub struct Desired {
     pub revision: Revision,
     /// The resolved specs (the source of provenance).
     pub resolved: Resolved,
-    /// What the renderer produced.
-    pub bundle: Bundle,
-    /// The bundle's objects, keyed for plans.
+    /// Project facts (name, namespace, environment, chart).
+    pub project: Project,
+    /// The rendered objects (Kubernetes and runtime), keyed for plans.
     pub objects: Vec<PlanObject>,
 }
 
@@ -65,7 +64,19 @@ fn summary(diagnostics: &Diagnostics) -> String {
 
 /// Compiles and renders the project in `dir` as it is at `at`.
 pub fn desired_at(dir: &Path, at: &At, options: &Options) -> Result<Desired, DesiredError> {
-    match at {
+    compile_at(dir, at, options)?.render(None)
+}
+
+/// A project read and compiled without errors, not rendered yet.
+struct Compiled {
+    source: Box<dyn Source + Send>,
+    revision: Revision,
+    resolved: Resolved,
+    files: SourceMap,
+}
+
+fn compile_at(dir: &Path, at: &At, options: &Options) -> Result<Compiled, DesiredError> {
+    let (source, revision): (Box<dyn Source + Send>, Revision) = match at {
         At::WorkTree => {
             let source = WorkTree::open(dir).map_err(|e| DesiredError::Unreadable {
                 path: dir.display().to_string(),
@@ -75,7 +86,7 @@ pub fn desired_at(dir: &Path, at: &At, options: &Options) -> Result<Desired, Des
                 name: "work tree".to_string(),
                 commit: None,
             };
-            desired_from(&source, revision, options)
+            (Box::new(source), revision)
         }
         At::Revision(rev) => {
             let source = GitTree::open(dir, rev)?;
@@ -83,7 +94,47 @@ pub fn desired_at(dir: &Path, at: &At, options: &Options) -> Result<Desired, Des
                 name: rev.clone(),
                 commit: Some(source.commit_id()),
             };
-            desired_from(&source, revision, options)
+            (Box::new(source), revision)
+        }
+    };
+    let compilation = compile(source.as_ref(), options);
+    match compilation.validated().is_some() {
+        true => Ok(Compiled {
+            resolved: compilation
+                .resolved
+                .ok_or_else(|| DesiredError::Unreadable {
+                    path: dir.display().to_string(),
+                    message: "the compiler returned no project".to_string(),
+                })?,
+            files: compilation.files,
+            source,
+            revision,
+        }),
+        false => Err(DesiredError::Compile {
+            revision,
+            diagnostics: compilation.diagnostics,
+            files: compilation.files,
+        }),
+    }
+}
+
+impl Compiled {
+    fn render(self, cache: Option<&RenderCache>) -> Result<Desired, DesiredError> {
+        match render_with(&self.resolved, self.source.as_ref(), cache) {
+            Ok(bundle) => {
+                let (project, objects) = plan::into_objects(bundle);
+                Ok(Desired {
+                    revision: self.revision,
+                    resolved: self.resolved,
+                    project,
+                    objects,
+                })
+            }
+            Err(diagnostics) => Err(DesiredError::Compile {
+                revision: self.revision,
+                diagnostics,
+                files: self.files,
+            }),
         }
     }
 }
@@ -95,45 +146,55 @@ pub fn desired_from(
     options: &Options,
 ) -> Result<Desired, DesiredError> {
     let compilation = compile(source, options);
-    let failed =
-        |diagnostics: Diagnostics, files: SourceMap, revision: Revision| DesiredError::Compile {
+    let (Some(resolved), false) = (compilation.resolved, compilation.diagnostics.has_errors())
+    else {
+        return Err(DesiredError::Compile {
+            revision,
+            diagnostics: compilation.diagnostics,
+            files: compilation.files,
+        });
+    };
+    match render_with(&resolved, source, None) {
+        Ok(bundle) => {
+            let (project, objects) = plan::into_objects(bundle);
+            Ok(Desired {
+                revision,
+                resolved,
+                project,
+                objects,
+            })
+        }
+        Err(diagnostics) => Err(DesiredError::Compile {
             revision,
             diagnostics,
-            files,
-        };
-    if compilation.validated().is_none() {
-        return Err(failed(compilation.diagnostics, compilation.files, revision));
-    }
-    let Some(resolved) = compilation.resolved else {
-        return Err(failed(compilation.diagnostics, compilation.files, revision));
-    };
-    match render(&resolved, source) {
-        Ok(bundle) => Ok(Desired {
-            objects: plan::objects_of(&bundle),
-            revision,
-            resolved,
-            bundle,
+            files: compilation.files,
         }),
-        Err(diagnostics) => Err(failed(diagnostics, compilation.files, revision)),
     }
 }
 
-/// Compiles both sides at once (each on its own thread).
+/// Compiles and renders both sides of a diff. The two compiles run at
+/// once; the old side is then rendered (over every core), and the new
+/// side after it with the old side's render cache, so each agent whose
+/// inputs did not change between the revisions is rendered once.
 pub fn desired_pair(
     dir: &Path,
     from: &At,
     to: &At,
     options: &Options,
 ) -> (Result<Desired, DesiredError>, Result<Desired, DesiredError>) {
+    let cache = RenderCache::default();
     std::thread::scope(|scope| {
-        let old = scope.spawn(|| desired_at(dir, from, options));
-        let new = desired_at(dir, to, options);
-        let old = old.join().unwrap_or_else(|_| {
-            Err(DesiredError::Unreadable {
-                path: dir.display().to_string(),
-                message: "compiling the old side failed unexpectedly".to_string(),
+        let new = scope.spawn(|| compile_at(dir, to, options));
+        let old = compile_at(dir, from, options).and_then(|c| c.render(Some(&cache)));
+        let new = new
+            .join()
+            .unwrap_or_else(|_| {
+                Err(DesiredError::Unreadable {
+                    path: dir.display().to_string(),
+                    message: "compiling the new side failed unexpectedly".to_string(),
+                })
             })
-        });
+            .and_then(|c| c.render(Some(&cache)));
         (old, new)
     })
 }
@@ -154,9 +215,9 @@ pub fn plan_between(from: &Desired, to: &Desired, options: &PlanOptions) -> plan
         },
         (from.revision.clone(), to.revision.clone()),
         (
-            &to.bundle.project.name,
-            to.bundle.project.environment.as_deref(),
-            &to.bundle.project.namespace,
+            &to.project.name,
+            to.project.environment.as_deref(),
+            &to.project.namespace,
         ),
         &options,
     )

@@ -1,5 +1,6 @@
 //! `cortex bench`: times `validate` (load from disk, resolve, template,
-//! validate) of a generated project. Figures go in the README.
+//! validate), `build` and `diff` of a generated project. Figures go in the
+//! README.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cortex_compiler::generate::{Shape, write_to};
 use cortex_compiler::{Options, WorkTree, compile};
+use cortex_reconciler::plan::render::{markdown, text::render_text};
+use cortex_reconciler::{At, PlanOptions, desired_pair, plan_between};
 
 pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<ExitCode> {
     let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -85,6 +88,7 @@ pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<Exi
         ms(timings[timings.len() - 1])
     )?;
     build_and_helm(&source, runs.max(1), &mut out)?;
+    diff_revisions(shape, &dir, runs.max(1), &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -152,6 +156,82 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
         ms(helm_median),
         helm_median.as_secs_f64() / build_median.as_secs_f64()
     )?;
+    Ok(())
+}
+
+/// Agents changed between the two revisions of the diff benchmark.
+const CHANGED_AGENTS: usize = 20;
+
+/// Times `cortex diff` between two commits of the generated project that
+/// differ in [`CHANGED_AGENTS`] agents: both revisions read from git,
+/// compiled and rendered, the plan made and rendered as text and markdown.
+/// Leaves `dir` a git repository with both commits.
+fn diff_revisions(
+    shape: Shape,
+    dir: &Path,
+    runs: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let repo = git2::Repository::init(dir).context("cannot create a git repository")?;
+    commit_all(&repo, "generated project")?;
+    cortex_compiler::generate::write_files(
+        &cortex_compiler::generate::with_changed_agents(shape, CHANGED_AGENTS),
+        dir,
+    )?;
+    commit_all(&repo, "change agents")?;
+    let (from, to) = (At::Revision("HEAD~1".into()), At::Revision("HEAD".into()));
+    let mut timings = Vec::new();
+    let mut stages = Vec::new();
+    let mut summary = None;
+    for _ in 0..runs {
+        let started = Instant::now();
+        let (old, new) = desired_pair(dir, &from, &to, &Options::default());
+        let (old, new) = (old?, new?);
+        let compiled = started.elapsed();
+        let plan = plan_between(&old, &new, &PlanOptions::default());
+        let planned = started.elapsed();
+        let text = render_text(&plan, false);
+        let md = markdown::render_markdown(&plan, markdown::GITHUB_COMMENT_LIMIT);
+        timings.push(started.elapsed());
+        stages.push((compiled, planned - compiled, started.elapsed() - planned));
+        summary = Some((plan.summary, text.len(), md.chars().count()));
+        std::mem::forget((old, new, plan));
+    }
+    if let Some((compiled, planned, rendered)) = stages.last() {
+        writeln!(
+            out,
+            "diff stages (last run): compile and render both revisions {:.0} ms, plan {:.0} ms, text and markdown {:.0} ms",
+            ms(*compiled),
+            ms(*planned),
+            ms(*rendered)
+        )?;
+    }
+    timings.sort();
+    let (counts, text_len, md_len) = summary.context("no run")?;
+    writeln!(
+        out,
+        "diff of two revisions ({CHANGED_AGENTS} agents changed: {} updates of {} objects; text {} bytes, markdown {} chars), {} runs: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        counts.update,
+        counts.update + counts.unchanged + counts.create + counts.delete,
+        text_len,
+        md_len,
+        timings.len(),
+        ms(timings[0]),
+        ms(timings[timings.len() / 2]),
+        ms(timings[timings.len() - 1])
+    )?;
+    Ok(())
+}
+
+fn commit_all(repo: &git2::Repository, message: &str) -> anyhow::Result<()> {
+    let mut index = repo.index()?;
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None)?;
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    let sig = git2::Signature::now("cortex bench", "bench@cortex.invalid")?;
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)?;
     Ok(())
 }
 

@@ -113,12 +113,71 @@ impl Project {
     }
 }
 
+/// Rendered objects keyed by everything that determines them: the text of
+/// every template and the whole template context. Rendering two revisions
+/// of a project with one cache (the two sides of a diff) renders each agent
+/// whose inputs did not change once.
+#[derive(Debug, Default)]
+pub struct RenderCache {
+    rendered: std::sync::Mutex<std::collections::HashMap<String, Vec<Object>>>,
+}
+
+impl RenderCache {
+    fn get(&self, key: &str) -> Option<Vec<Object>> {
+        self.rendered.lock().ok()?.get(key).cloned()
+    }
+
+    fn insert(&self, key: String, objects: &[Object]) {
+        if let Ok(mut map) = self.rendered.lock() {
+            map.insert(key, objects.to_vec());
+        }
+    }
+}
+
+/// What the runtime ConfigMap's template first sees as `runtime_json`.
+const RUNTIME_JSON_PLACEHOLDER: &str = "@@cortex:runtime.json@@";
+
+/// Replaces the one string equal to `placeholder` in `value` with `text`;
+/// false (and `value` unchanged) unless there is exactly one.
+fn put_in_place(value: &mut Value, placeholder: &str, text: &str) -> bool {
+    fn count(value: &Value, placeholder: &str) -> usize {
+        match value {
+            Value::String(s) => usize::from(s == placeholder),
+            Value::Array(items) => items.iter().map(|v| count(v, placeholder)).sum(),
+            Value::Object(map) => map.values().map(|v| count(v, placeholder)).sum(),
+            _ => 0,
+        }
+    }
+    fn replace(value: &mut Value, placeholder: &str, text: &str) {
+        match value {
+            Value::String(s) if s == placeholder => *s = text.to_string(),
+            Value::Array(items) => items.iter_mut().for_each(|v| replace(v, placeholder, text)),
+            Value::Object(map) => map.values_mut().for_each(|v| replace(v, placeholder, text)),
+            _ => {}
+        }
+    }
+    if count(value, placeholder) != 1 {
+        return false;
+    }
+    replace(value, placeholder, text);
+    true
+}
+
 /// Renders a validated project. `source` provides the project's own
 /// template overrides (`templates/<name>`).
 pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagnostics> {
+    render_with(resolved, source, None)
+}
+
+/// [`render`], reusing (and filling) a cache of checked objects.
+pub fn render_with(
+    resolved: &Resolved,
+    source: &dyn Source,
+    cache: Option<&RenderCache>,
+) -> Result<Bundle, Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = Project::from_resolved(resolved);
-    let mut env = match template_environment(source) {
+    let (mut env, templates_hash) = match template_environment(source) {
         Ok(env) => env,
         Err(d) => return Err(Diagnostics::from(*d)),
     };
@@ -144,16 +203,24 @@ pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagno
                 let (mut objects, mut diags) = (Vec::new(), Diagnostics::new());
                 let ctx = agent::context(spec, &project, &pools_by_name);
                 let prepared = Prepared::new(&ctx);
+                let key = cache.map(|_| format!("{templates_hash}\n{}", prepared.json));
+                if let Some(hit) = cache.zip(key.as_deref()).and_then(|(c, k)| c.get(k)) {
+                    return (hit, diags);
+                }
                 for template in agent_templates(&ctx) {
                     render_one(
                         env,
                         template,
                         &prepared,
-                        Some(&spec.id()),
-                        &spec.file,
+                        (Some(&spec.id()), &spec.file),
                         &mut objects,
                         &mut diags,
                     );
+                }
+                if let (Some(cache), Some(key)) = (cache, key)
+                    && diags.is_empty()
+                {
+                    cache.insert(key, &objects);
                 }
                 (objects, diags)
             },
@@ -175,21 +242,44 @@ pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagno
         let mut labels = agent::project_labels(&project);
         labels["cortex.codevald.io/runtime-shard"] =
             json!(format!("{}-of-{shard_count}", index + 1));
-        let runtime_ctx = json!({
-            "project": project.to_json(),
-            "name": name,
-            "labels": labels,
-            "runtime_json": serde_json::to_string(shard).unwrap_or_default(),
-        });
+        let shard_json = serde_json::to_string(shard).unwrap_or_default();
+        // The template sees a short placeholder for the shard's JSON, which
+        // is put in place after parsing: a 768 KiB string is not escaped by
+        // the template and scanned by the YAML parser. A template that does
+        // not place `runtime_json` as a whole value is rendered with it.
+        let ctx = |runtime_json: &str| {
+            json!({
+                "project": project.to_json(),
+                "name": name,
+                "labels": labels,
+                "runtime_json": runtime_json,
+            })
+        };
+        let mut rendered = Vec::new();
         render_one(
             &mut env,
             "runtime-configmap.yaml.j2",
-            &Prepared::new(&runtime_ctx),
-            None,
-            &resolved.project.file,
-            &mut objects,
+            &Prepared::new(&ctx(RUNTIME_JSON_PLACEHOLDER)),
+            (None, &resolved.project.file),
+            &mut rendered,
             &mut diags,
         );
+        let placed = rendered.len() == 1
+            && rendered
+                .iter_mut()
+                .all(|o| put_in_place(&mut o.body, RUNTIME_JSON_PLACEHOLDER, &shard_json));
+        if placed {
+            objects.extend(rendered);
+        } else if !diags.has_errors() {
+            render_one(
+                &mut env,
+                "runtime-configmap.yaml.j2",
+                &Prepared::new(&ctx(&shard_json)),
+                (None, &resolved.project.file),
+                &mut objects,
+                &mut diags,
+            );
+        }
     }
     if diags.has_errors() {
         diags.finish();
@@ -203,8 +293,12 @@ pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagno
     ))
 }
 
-fn template_environment(source: &dyn Source) -> Result<Environment<'static>, Box<Diagnostic>> {
+/// The template environment, and a hash of every template's text.
+fn template_environment(
+    source: &dyn Source,
+) -> Result<(Environment<'static>, String), Box<Diagnostic>> {
     let mut env = Environment::new();
+    let mut hasher = Sha256::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     for (name, default) in DEFAULT_TEMPLATES {
         let path = format!("templates/{name}");
@@ -216,6 +310,10 @@ fn template_environment(source: &dyn Source) -> Result<Environment<'static>, Box
             Err(SourceError::NotFound(_)) => default.to_string(),
             Err(e) => return Err(fail(codes::FILE_UNREADABLE, e.to_string())),
         };
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
         env.add_template_owned(name.to_string(), text)
             .map_err(|e| {
                 let mut d = fail(
@@ -226,7 +324,12 @@ fn template_environment(source: &dyn Source) -> Result<Environment<'static>, Box
                 d
             })?;
     }
-    Ok(env)
+    let hash: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((env, hash))
 }
 
 /// The templates rendered for one agent, given its context.
@@ -252,22 +355,37 @@ fn agent_templates(ctx: &Value) -> Vec<&'static str> {
 }
 
 /// A template context converted once for all the templates that use it.
-struct Prepared {
-    value: minijinja::Value,
+struct Prepared<'c> {
+    ctx: &'c Value,
+    /// The context as templates see it, made on first use (a cached agent
+    /// never needs it).
+    value: std::sync::OnceLock<minijinja::Value>,
     fuel: u64,
+    /// The context as JSON (keys sorted): with the templates' hash, the
+    /// render cache's key.
+    json: String,
 }
 
-impl Prepared {
-    fn new(ctx: &Value) -> Prepared {
+impl<'c> Prepared<'c> {
+    fn new(ctx: &'c Value) -> Prepared<'c> {
         // Fuel is also charged per byte handled (`tojson` costs a quarter of
         // a unit per byte), so the budget grows with the data the template
         // is given: one unit per byte of context lets a template serialize
         // all of it four times over, plus a million steps of its own.
-        let data_bytes = serde_json::to_string(ctx).map_or(0, |t| t.len() as u64);
+        let json = serde_json::to_string(ctx).unwrap_or_default();
         Prepared {
-            value: minijinja::Value::from(minijinja::value::Serde(ctx)),
-            fuel: TEMPLATE_FUEL + data_bytes,
+            ctx,
+            value: std::sync::OnceLock::new(),
+            fuel: TEMPLATE_FUEL + json.len() as u64,
+            json,
         }
+    }
+}
+
+impl Prepared<'_> {
+    fn value(&self) -> &minijinja::Value {
+        self.value
+            .get_or_init(|| minijinja::Value::from(minijinja::value::Serde(self.ctx)))
     }
 }
 
@@ -279,8 +397,7 @@ fn render_one(
     env: &mut Environment<'_>,
     template: &str,
     ctx: &Prepared,
-    spec: Option<&str>,
-    file: &std::sync::Arc<str>,
+    (spec, file): (Option<&str>, &std::sync::Arc<str>),
     objects: &mut Vec<Object>,
     diags: &mut Diagnostics,
 ) {
@@ -289,7 +406,7 @@ fn render_one(
     env.set_fuel(Some(ctx.fuel));
     let text = match env
         .get_template(template)
-        .and_then(|t| t.render(&ctx.value))
+        .and_then(|t| t.render(ctx.value()))
     {
         Ok(text) => text,
         Err(e) => {
@@ -379,19 +496,30 @@ fn render_one(
             return;
         }
     }
-    objects.push(Object {
-        api_version: api_version.to_string(),
-        kind: kind.to_string(),
-        namespace: body
-            .pointer("/metadata/namespace")
+    push_object(template, spec, body, objects);
+}
+
+/// Adds a checked object (one that has apiVersion, kind and metadata.name).
+fn push_object(template: &str, spec: Option<&str>, body: Value, objects: &mut Vec<Object>) {
+    let field = |pointer: &str| {
+        body.pointer(pointer)
             .and_then(Value::as_str)
-            .map(str::to_string),
-        name: name.to_string(),
-        template: template.to_string(),
-        spec: spec.map(str::to_string),
-        yaml: crate::yaml_out::to_yaml(&body),
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (api_version, kind, name) = (
+        field("/apiVersion"),
+        field("/kind"),
+        field("/metadata/name"),
+    );
+    objects.push(Object::new(
+        api_version,
+        kind,
+        name,
+        template.to_string(),
+        spec.map(str::to_string),
         body,
-    });
+    ));
 }
 
 /// Compact JSON with sorted keys: the canonical form content hashes use.

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::document::Kind;
@@ -75,50 +76,31 @@ fn backoff(value: Option<&Value>) -> Value {
 /// Builds the runtime configuration of a validated project.
 pub fn runtime_config(resolved: &Resolved) -> Value {
     let of = |kind: Kind| resolved.specs.iter().filter(move |s| s.kind == kind);
-    let mut agents = Map::new();
+    let agent_specs: Vec<&ResolvedSpec> = of(Kind::Agent).collect();
     let mut subscriptions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for spec in of(Kind::Agent) {
-        let b = body(spec);
-        for topic in b
-            .get("subscribe")
-            .and_then(Value::as_array)
+    for spec in &agent_specs {
+        for topic in spec
+            .spec()
+            .and_then(|s| s.get("subscribe"))
+            .and_then(Node::as_seq)
             .into_iter()
             .flatten()
-            .filter_map(Value::as_str)
+            .filter_map(Node::as_str)
         {
             subscriptions
                 .entry(topic.to_string())
                 .or_default()
                 .insert(spec.name.clone());
         }
-        let health = b.get("health").map(|h| {
-            json!({
-                "check": h.get("check").cloned().unwrap_or(Value::Null),
-                "intervalMs": ms(h.get("interval"), defaults::HEALTH_INTERVAL_MS),
-                "timeoutMs": ms(h.get("timeout"), defaults::HEALTH_TIMEOUT_MS),
-                "failureThreshold": h.get("failureThreshold").cloned().unwrap_or(json!(defaults::HEALTH_FAILURE_THRESHOLD)),
-            })
-        });
-        agents.insert(
-            spec.name.clone(),
-            json!({
-                "labels": spec.node.path(&["metadata", "labels"]).map(Node::to_json).unwrap_or(json!({})),
-                "subscribe": b.get("subscribe").cloned().unwrap_or(json!([])),
-                "publish": b.get("publish").cloned().unwrap_or(json!([])),
-                "replicas": b.get("replicas").cloned().unwrap_or(json!(1)),
-                "maxReplicas": spec.spec().map_or(1, max_replicas),
-                "local": b.get("local").cloned().unwrap_or(Value::Null),
-                "health": health.unwrap_or(Value::Null),
-                "recovery": { "backoff": backoff(b.pointer("/recovery/backoff")) },
-                "inbox": { "capacity": b.pointer("/messaging/inbox/capacity").cloned().unwrap_or(json!(defaults::INBOX_CAPACITY)) },
-                "delivery": {
-                    "maxAttempts": b.pointer("/messaging/delivery/maxAttempts").cloned().unwrap_or(json!(defaults::MAX_ATTEMPTS)),
-                    "ackTimeoutMs": ms(b.pointer("/messaging/delivery/ackTimeout"), defaults::ACK_TIMEOUT_MS),
-                },
-                "config": b.get("config").cloned().unwrap_or(json!({})),
-            }),
-        );
     }
+    // Entries are independent: build them over every core.
+    let agents: Map<String, Value> = agent_specs
+        .par_iter()
+        .with_min_len(64)
+        .map(|spec| (spec.name.clone(), agent(spec)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
     let topics: Map<String, Value> = of(Kind::Topic)
         .map(|spec| {
             let b = body(spec);
@@ -138,8 +120,13 @@ pub fn runtime_config(resolved: &Resolved) -> Value {
             )
         })
         .collect();
-    let workflows: Map<String, Value> = of(Kind::Workflow)
+    let workflow_specs: Vec<&ResolvedSpec> = of(Kind::Workflow).collect();
+    let workflows: Map<String, Value> = workflow_specs
+        .par_iter()
+        .with_min_len(16)
         .map(|spec| (spec.name.clone(), workflow(spec)))
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect();
     let policies: Map<String, Value> = of(Kind::AccessPolicy)
         .map(|s| (s.name.clone(), body(s)))
@@ -163,6 +150,35 @@ pub fn runtime_config(resolved: &Resolved) -> Value {
         "workflows": workflows,
         "accessPolicies": policies,
         "alertRules": alerts,
+    })
+}
+
+/// The runtime entry of one agent.
+fn agent(spec: &ResolvedSpec) -> Value {
+    let b = body(spec);
+    let health = b.get("health").map(|h| {
+        json!({
+            "check": h.get("check").cloned().unwrap_or(Value::Null),
+            "intervalMs": ms(h.get("interval"), defaults::HEALTH_INTERVAL_MS),
+            "timeoutMs": ms(h.get("timeout"), defaults::HEALTH_TIMEOUT_MS),
+            "failureThreshold": h.get("failureThreshold").cloned().unwrap_or(json!(defaults::HEALTH_FAILURE_THRESHOLD)),
+        })
+    });
+    json!({
+        "labels": spec.node.path(&["metadata", "labels"]).map(Node::to_json).unwrap_or(json!({})),
+        "subscribe": b.get("subscribe").cloned().unwrap_or(json!([])),
+        "publish": b.get("publish").cloned().unwrap_or(json!([])),
+        "replicas": b.get("replicas").cloned().unwrap_or(json!(1)),
+        "maxReplicas": spec.spec().map_or(1, max_replicas),
+        "local": b.get("local").cloned().unwrap_or(Value::Null),
+        "health": health.unwrap_or(Value::Null),
+        "recovery": { "backoff": backoff(b.pointer("/recovery/backoff")) },
+        "inbox": { "capacity": b.pointer("/messaging/inbox/capacity").cloned().unwrap_or(json!(defaults::INBOX_CAPACITY)) },
+        "delivery": {
+            "maxAttempts": b.pointer("/messaging/delivery/maxAttempts").cloned().unwrap_or(json!(defaults::MAX_ATTEMPTS)),
+            "ackTimeoutMs": ms(b.pointer("/messaging/delivery/ackTimeout"), defaults::ACK_TIMEOUT_MS),
+        },
+        "config": b.get("config").cloned().unwrap_or(json!({})),
     })
 }
 

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use cortex_compiler::bundle::{Bundle, kind_rank};
+use cortex_compiler::render::Project;
 use cortex_compiler::resolve::Resolved;
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -113,29 +115,34 @@ pub const RUNTIME_SECTIONS: [(&str, &str); 5] = [
     ("alertRules", "AlertRule"),
 ];
 
-/// Every object of a bundle: the Kubernetes objects, then the runtime
-/// objects (one per entry of runtime.json's sections).
-pub fn objects_of(bundle: &Bundle) -> Vec<PlanObject> {
-    let mut objects: Vec<PlanObject> = bundle
-        .objects
-        .iter()
+/// Every object of a bundle, moved out of it: the Kubernetes objects, then
+/// the runtime objects (one per entry of runtime.json's sections).
+pub fn into_objects(bundle: Bundle) -> (Project, Vec<PlanObject>) {
+    let Bundle {
+        project,
+        objects,
+        mut runtime,
+        ..
+    } = bundle;
+    let mut out: Vec<PlanObject> = objects
+        .into_iter()
         .map(|o| PlanObject {
             id: ObjectId {
                 target: Target::Kubernetes,
                 group: o.group().to_string(),
-                kind: o.kind.clone(),
-                namespace: o.namespace.clone(),
-                name: o.name.clone(),
+                kind: o.kind,
+                namespace: o.namespace,
+                name: o.name,
             },
-            api_version: Some(o.api_version.clone()),
-            spec: o.spec.clone(),
-            body: o.body.clone(),
+            api_version: Some(o.api_version),
+            spec: o.spec,
+            body: o.body,
         })
         .collect();
     for (section, kind) in RUNTIME_SECTIONS {
-        if let Some(entries) = bundle.runtime.get(section).and_then(Value::as_object) {
+        if let Some(Value::Object(entries)) = runtime.get_mut(section).map(Value::take) {
             for (name, body) in entries {
-                objects.push(PlanObject {
+                out.push(PlanObject {
                     id: ObjectId {
                         target: Target::Runtime,
                         group: String::new(),
@@ -145,12 +152,12 @@ pub fn objects_of(bundle: &Bundle) -> Vec<PlanObject> {
                     },
                     api_version: None,
                     spec: Some(format!("{kind}/{name}")),
-                    body: body.clone(),
+                    body,
                 });
             }
         }
     }
-    objects
+    (project, out)
 }
 
 /// One side of a plan.
@@ -372,20 +379,21 @@ pub fn diff(
         Declarations::new(from.resolved),
         Declarations::new(to.resolved),
     );
-    let mut summary = Summary::default();
+    // Objects are compared independently: spread them over the cores.
     let changes: Vec<Change> = pairs
-        .into_iter()
-        .filter_map(|pair| {
-            let change = match pair {
-                (Some(old), Some(new)) => update(old, new, &declared.1, &spec_changes, options),
-                (None, Some(new)) => one_sided(new, Action::Create, &declared.1, options),
-                (Some(old), None) => one_sided(old, Action::Delete, &declared.0, options),
-                (None, None) => return None,
-            };
-            summary.count(change.action);
-            Some(change)
+        .into_par_iter()
+        .with_min_len(256)
+        .filter_map(|pair| match pair {
+            (Some(old), Some(new)) => Some(update(old, new, &declared.1, &spec_changes, options)),
+            (None, Some(new)) => Some(one_sided(new, Action::Create, &declared.1, options)),
+            (Some(old), None) => Some(one_sided(old, Action::Delete, &declared.0, options)),
+            (None, None) => None,
         })
         .collect();
+    let mut summary = Summary::default();
+    for change in &changes {
+        summary.count(change.action);
+    }
     Plan {
         format_version: FORMAT_VERSION,
         from: header.0,

@@ -140,7 +140,7 @@ impl SpecChanges {
             &new.project.node,
         ));
         for (id, old_node, new_node) in pairs {
-            if old_node.to_json() == new_node.to_json() {
+            if old_node.same_value(new_node) {
                 continue;
             }
             let mut changes = Vec::new();
