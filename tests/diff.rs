@@ -151,3 +151,57 @@ fn an_unknown_revision_is_an_error() {
     assert!(err.contains("mian"), "{err}");
     assert!(err.contains("main"), "did you mean: {err}");
 }
+
+/// The pull-request workflow of `examples/ci`: its diff step, run as GitHub
+/// would run it (bash, the step's script, the job's environment), posts a
+/// markdown plan and passes on a change.
+#[test]
+fn the_example_pull_request_workflow_runs_its_diff_step() {
+    let workflow = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/pull-request.yml"),
+    )
+    .expect("read the workflow");
+    let docs = cortex_compiler::yaml_out::parse_documents(&workflow).expect("valid YAML");
+    let steps = docs[0]["jobs"]["diff"]["steps"].as_array().expect("steps");
+    let run_of = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["run"].as_str())
+            .unwrap_or_else(|| panic!("no step {name}"))
+            .to_string()
+    };
+    assert!(run_of("Validate").contains("--format github"));
+    let script = run_of("Diff against the base branch").replace("${{ github.base_ref }}", "main");
+
+    let repo = desk_repo();
+    // As actions/checkout leaves it: the base branch as a remote-tracking ref.
+    let head = repo.repo.head().expect("head").target().expect("commit");
+    repo.repo
+        .reference("refs/remotes/origin/main", head, true, "fetched")
+        .expect("origin/main");
+    edit(&repo, "desk/topics.yaml", "retention: 3d", "retention: 4d");
+    let output = repo.path().join("github-output");
+    let bin = Path::new(env!("CARGO_BIN_EXE_cortex")).parent().expect("bin dir");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let status = Command::new("bash")
+        .args(["-e", "-c", &script])
+        .current_dir(repo.path())
+        .env("PATH", path)
+        .env("PROJECT", "desk")
+        .env("ENVIRONMENT", "prod")
+        .env("GITHUB_OUTPUT", &output)
+        .output()
+        .expect("bash");
+    assert!(
+        status.status.success(),
+        "{}{}{}",
+        text(&status.stdout),
+        text(&status.stderr),
+        std::fs::read_to_string(repo.path().join("plan.md")).unwrap_or_default()
+    );
+    assert_eq!(std::fs::read_to_string(&output).expect("output"), "status=2\n");
+    let plan = std::fs::read_to_string(repo.path().join("plan.md")).expect("plan.md");
+    assert!(plan.starts_with("### cortex diff: `origin/main ("), "{plan}");
+    assert!(plan.contains("environment **prod**"), "{plan}");
+}
