@@ -182,8 +182,14 @@ fn the_example_pull_request_workflow_runs_its_diff_step() {
         .expect("origin/main");
     edit(&repo, "desk/topics.yaml", "retention: 3d", "retention: 4d");
     let output = repo.path().join("github-output");
-    let bin = Path::new(env!("CARGO_BIN_EXE_cortex")).parent().expect("bin dir");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let bin = Path::new(env!("CARGO_BIN_EXE_cortex"))
+        .parent()
+        .expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let status = Command::new("bash")
         .args(["-e", "-c", &script])
         .current_dir(repo.path())
@@ -200,8 +206,14 @@ fn the_example_pull_request_workflow_runs_its_diff_step() {
         text(&status.stderr),
         std::fs::read_to_string(repo.path().join("plan.md")).unwrap_or_default()
     );
-    assert_eq!(std::fs::read_to_string(&output).expect("output"), "status=2\n");
+    assert_eq!(
+        std::fs::read_to_string(&output).expect("output"),
+        "status=2\n"
+    );
     let plan = std::fs::read_to_string(repo.path().join("plan.md")).expect("plan.md");
-    assert!(plan.starts_with("### cortex diff: `origin/main ("), "{plan}");
+    assert!(
+        plan.starts_with("### cortex diff: `origin/main ("),
+        "{plan}"
+    );
     assert!(plan.contains("environment **prod**"), "{plan}");
 }
