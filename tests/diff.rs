@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Repo, example};
+use common::{Repo, edit, example};
 
 fn cortex(dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cortex"));
@@ -21,13 +21,6 @@ fn cortex(dir: &Path, args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn edit(repo: &Repo, file: &str, from: &str, to: &str) {
-    let path = repo.path().join(file);
-    let content = std::fs::read_to_string(&path).expect("read");
-    assert!(content.contains(from), "{from} not in {file}");
-    std::fs::write(&path, content.replacen(from, to, 1)).expect("write");
 }
 
 /// A repository with the support-desk example in `desk/`, committed on main.

@@ -41,7 +41,7 @@ pub fn explain(spec: &ResolvedSpec, path_prefix: &str) -> String {
 }
 
 fn display(prefix: &str, file: &str) -> String {
-    crate::diagnostic::render::display_path_pub(prefix, file)
+    crate::diagnostic::render::display_path(prefix, file)
 }
 
 fn origin(node: &Node, prefix: &str) -> String {

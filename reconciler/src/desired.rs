@@ -38,7 +38,7 @@ pub enum DesiredError {
     #[error(transparent)]
     Git(#[from] GitError),
     /// The project directory could not be read.
-    #[error("cannot read {path}: {message}")]
+    #[error("{message}")]
     Unreadable {
         /// The directory.
         path: String,
@@ -104,7 +104,7 @@ fn compile_at(dir: &Path, at: &At, options: &Options) -> Result<Compiled, Desire
                 .resolved
                 .ok_or_else(|| DesiredError::Unreadable {
                     path: dir.display().to_string(),
-                    message: "the compiler returned no project".to_string(),
+                    message: format!("{}: the compiler returned no project", dir.display()),
                 })?,
             files: compilation.files,
             source,
@@ -139,39 +139,6 @@ impl Compiled {
     }
 }
 
-/// Compiles and renders a project read from `source`.
-pub fn desired_from(
-    source: &dyn Source,
-    revision: Revision,
-    options: &Options,
-) -> Result<Desired, DesiredError> {
-    let compilation = compile(source, options);
-    let (Some(resolved), false) = (compilation.resolved, compilation.diagnostics.has_errors())
-    else {
-        return Err(DesiredError::Compile {
-            revision,
-            diagnostics: compilation.diagnostics,
-            files: compilation.files,
-        });
-    };
-    match render_with(&resolved, source, None) {
-        Ok(bundle) => {
-            let (project, objects) = plan::into_objects(bundle);
-            Ok(Desired {
-                revision,
-                resolved,
-                project,
-                objects,
-            })
-        }
-        Err(diagnostics) => Err(DesiredError::Compile {
-            revision,
-            diagnostics,
-            files: compilation.files,
-        }),
-    }
-}
-
 /// Compiles and renders both sides of a diff. The two compiles run at
 /// once; the old side is then rendered (over every core), and the new
 /// side after it with the old side's render cache, so each agent whose
@@ -191,7 +158,10 @@ pub fn desired_pair(
             .unwrap_or_else(|_| {
                 Err(DesiredError::Unreadable {
                     path: dir.display().to_string(),
-                    message: "compiling the new side failed unexpectedly".to_string(),
+                    message: format!(
+                        "{}: compiling the new side failed unexpectedly",
+                        dir.display()
+                    ),
                 })
             })
             .and_then(|c| c.render(Some(&cache)));

@@ -16,7 +16,7 @@ use cortex_reconciler::plan::{self, Change, ObjectId, PlanObject, Revision, Side
 use cortex_reconciler::{Action, At, DesiredError, Plan, PlanOptions, desired_at, plan_between};
 use serde_json::json;
 
-use common::{Repo, example};
+use common::{Repo, edit, example};
 
 fn options() -> PlanOptions {
     PlanOptions {
@@ -65,13 +65,6 @@ fn line_of(repo: &Repo, file: &str, needle: &str) -> u32 {
         .position(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("{needle} not in {file}"));
     u32::try_from(index + 1).expect("line")
-}
-
-fn edit(repo: &Repo, file: &str, from: &str, to: &str) {
-    let path = repo.path().join(file);
-    let text = std::fs::read_to_string(&path).expect("read");
-    assert!(text.contains(from), "{from} not in {file}");
-    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
 }
 
 fn support_desk_repo() -> Repo {

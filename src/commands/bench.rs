@@ -77,16 +77,7 @@ pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<Exi
         ms(template),
         ms(validate)
     )?;
-    timings.sort();
-    let median = timings[timings.len() / 2];
-    writeln!(
-        out,
-        "validate, {} runs: min {:.0} ms, median {:.0} ms, max {:.0} ms",
-        timings.len(),
-        ms(timings[0]),
-        ms(median),
-        ms(timings[timings.len() - 1])
-    )?;
+    writeln!(out, "validate, {}", Spread::of(&mut timings))?;
     build_and_helm(&source, runs.max(1), &mut out)?;
     diff_revisions(shape, &dir, runs.max(1), &mut out)?;
     Ok(ExitCode::SUCCESS)
@@ -115,16 +106,9 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
         timings.push(started.elapsed());
         objects = bundle.objects.len();
     }
-    timings.sort();
-    let build_median = timings[timings.len() / 2];
-    writeln!(
-        out,
-        "build ({objects} objects, output written), {} runs: min {:.0} ms, median {:.0} ms, max {:.0} ms",
-        timings.len(),
-        ms(timings[0]),
-        ms(build_median),
-        ms(timings[timings.len() - 1])
-    )?;
+    let build = Spread::of(&mut timings);
+    let build_median = build.median;
+    writeln!(out, "build ({objects} objects, output written), {build}")?;
     let Some(helm) = find_helm() else {
         writeln!(
             out,
@@ -147,8 +131,7 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
         );
         helm_timings.push(started.elapsed());
     }
-    helm_timings.sort();
-    let helm_median = helm_timings[helm_timings.len() / 2];
+    let helm_median = Spread::of(&mut helm_timings).median;
     writeln!(
         out,
         "helm template of the same chart, {} runs: median {:.0} ms; cortex build is {:.1}x faster",
@@ -207,19 +190,15 @@ fn diff_revisions(
             ms(*rendered)
         )?;
     }
-    timings.sort();
     let (counts, text_len, md_len) = summary.context("no run")?;
     writeln!(
         out,
-        "diff of two revisions ({CHANGED_AGENTS} agents changed: {} updates of {} objects; text {} bytes, markdown {} chars), {} runs: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        "diff of two revisions ({CHANGED_AGENTS} agents changed: {} updates of {} objects; text {} bytes, markdown {} chars), {}",
         counts.update,
         counts.update + counts.unchanged + counts.create + counts.delete,
         text_len,
         md_len,
-        timings.len(),
-        ms(timings[0]),
-        ms(timings[timings.len() / 2]),
-        ms(timings[timings.len() - 1])
+        Spread::of(&mut timings)
     )?;
     Ok(())
 }
@@ -246,6 +225,41 @@ fn find_helm() -> Option<std::path::PathBuf> {
             .map(|p| p.join("helm"))
             .find(|p| p.is_file())
     })
+}
+
+/// Minimum, median and maximum of some runs.
+struct Spread {
+    runs: usize,
+    min: Duration,
+    median: Duration,
+    max: Duration,
+}
+
+impl Spread {
+    /// Sorts `timings` (at least one) and takes their spread.
+    fn of(timings: &mut [Duration]) -> Spread {
+        timings.sort();
+        Spread {
+            runs: timings.len(),
+            min: timings.first().copied().unwrap_or_default(),
+            median: timings.get(timings.len() / 2).copied().unwrap_or_default(),
+            max: timings.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    /// `5 runs: min 1 ms, median 2 ms, max 3 ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} runs: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+            self.runs,
+            ms(self.min),
+            ms(self.median),
+            ms(self.max)
+        )
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -100,11 +100,8 @@ pub fn graph(
     env: Option<String>,
     format: GraphFormat,
 ) -> anyhow::Result<ExitCode> {
-    let (dir, reference) = match args {
-        [reference] => (Path::new("."), reference.as_str()),
-        [dir, reference] => (Path::new(dir.as_str()), reference.as_str()),
-        _ => anyhow::bail!("usage: cortex graph [DIR] workflow/NAME"),
-    };
+    let (dir, reference) = super::dir_and_reference(args, "cortex graph [DIR] workflow/NAME")?;
+    let dir = dir.as_path();
     let source = super::open_project(dir)?;
     let result = compile(&source, &Options { env });
     output::diagnostics(

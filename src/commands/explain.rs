@@ -1,7 +1,6 @@
 //! `cortex explain [DIR] KIND/NAME`.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cortex_compiler::{Options, compile, explain::explain, find_spec};
@@ -10,11 +9,7 @@ use crate::cli::DiagnosticFormat;
 use crate::output;
 
 pub fn run(args: &[String], env: Option<String>) -> anyhow::Result<ExitCode> {
-    let (dir, reference) = match args {
-        [reference] => (PathBuf::from("."), reference.as_str()),
-        [dir, reference] => (PathBuf::from(dir), reference.as_str()),
-        _ => anyhow::bail!("usage: cortex explain [DIR] KIND/NAME"),
-    };
+    let (dir, reference) = super::dir_and_reference(args, "cortex explain [DIR] KIND/NAME")?;
     let source = super::open_project(&dir)?;
     let result = compile(&source, &Options { env });
     let prefix = output::prefix_of(&dir);

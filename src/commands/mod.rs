@@ -86,3 +86,15 @@ pub fn open_project(dir: &std::path::Path) -> anyhow::Result<cortex_compiler::Wo
     cortex_compiler::WorkTree::open(dir)
         .with_context(|| format!("cannot open project {}", dir.display()))
 }
+
+/// `[DIR] KIND/NAME` as `explain` and `graph` take it (DIR defaults to `.`).
+pub fn dir_and_reference<'a>(
+    args: &'a [String],
+    usage: &str,
+) -> anyhow::Result<(std::path::PathBuf, &'a str)> {
+    match args {
+        [reference] => Ok((std::path::PathBuf::from("."), reference.as_str())),
+        [dir, reference] => Ok((std::path::PathBuf::from(dir), reference.as_str())),
+        _ => anyhow::bail!("usage: {usage}"),
+    }
+}

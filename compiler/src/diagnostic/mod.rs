@@ -192,16 +192,14 @@ impl Diagnostics {
     /// Sorts by file, position and code, and drops exact duplicates (an
     /// inherited mistake is reported once, at the line that holds it).
     pub fn finish(&mut self) {
-        self.items.sort_by(|a, b| {
-            let key = |d: &Diagnostic| {
-                (
-                    d.span.as_ref().map(|s| (s.file.clone(), s.line, s.col)),
-                    d.code,
-                    d.message.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+        fn key(d: &Diagnostic) -> (Option<(&str, u32, u32)>, codes::Code, &str) {
+            (
+                d.span.as_ref().map(|s| (&*s.file, s.line, s.col)),
+                d.code,
+                d.message.as_str(),
+            )
+        }
+        self.items.sort_by(|a, b| key(a).cmp(&key(b)));
         self.items
             .dedup_by(|a, b| a.code == b.code && a.span == b.span && a.message == b.message);
     }

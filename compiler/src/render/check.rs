@@ -16,31 +16,6 @@ pub enum Problem {
     Invalid(String),
 }
 
-/// Whether cortex knows the type of `apiVersion`/`kind` (unknown kinds,
-/// e.g. custom resources, are not checked).
-pub fn is_known(api_version: &str, kind: &str) -> bool {
-    KNOWN.iter().any(|(a, k)| *a == api_version && *k == kind)
-}
-
-const KNOWN: &[(&str, &str)] = &[
-    ("apps/v1", "Deployment"),
-    ("apps/v1", "StatefulSet"),
-    ("v1", "ServiceAccount"),
-    ("v1", "ConfigMap"),
-    ("v1", "Secret"),
-    ("v1", "Service"),
-    ("v1", "Namespace"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("networking.k8s.io/v1", "Ingress"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
-];
-
 /// Checks `object` when its kind is known; `Ok` for unknown kinds.
 pub fn check(object: &Value) -> Result<(), Problem> {
     let api_version = object
@@ -132,7 +107,5 @@ mod tests {
             ),
             Ok(())
         );
-        assert!(is_known("apps/v1", "Deployment"));
-        assert!(!is_known("example.com/v1", "Widget"));
     }
 }

@@ -155,10 +155,16 @@ fn all_scalars(items: &[Value]) -> bool {
 
 /// The names of a list whose items are all maps with a unique string `name`.
 fn names(items: &[Value]) -> Option<Vec<&str>> {
-    let names: Vec<&str> = items
-        .iter()
-        .map(|i| i.get("name").and_then(Value::as_str))
-        .collect::<Option<_>>()?;
+    unique_names(items.iter().map(|i| i.get("name").and_then(Value::as_str)))
+}
+
+/// The names, when every item has one and no two are alike: such a list
+/// is compared by name (rendered objects here, resolved specs in
+/// `provenance`).
+pub(crate) fn unique_names<'a>(
+    names: impl Iterator<Item = Option<&'a str>>,
+) -> Option<Vec<&'a str>> {
+    let names: Vec<&str> = names.collect::<Option<_>>()?;
     let mut sorted = names.clone();
     sorted.sort_unstable();
     sorted.dedup();

@@ -8,8 +8,6 @@
 //! plan hash alike (so a reviewer sees *that* a value changed), while the
 //! hash of a guessable value cannot be looked up or compared across plans.
 
-use std::collections::HashSet;
-
 use cortex_compiler::node::{Node, Value as NodeValue};
 use cortex_compiler::render::canonical_json;
 use cortex_compiler::resolve::Resolved;
@@ -26,8 +24,8 @@ const SECRET_REFERENCE_KEYS: [&str; 2] = ["secretKeyRef", "secretRef"];
 #[derive(Clone, Debug)]
 pub struct Masker {
     key: [u8; 16],
-    /// Canonical JSON of every value a spec schema marks secret.
-    marked: HashSet<String>,
+    /// Every value a spec schema marks secret (each once).
+    marked: Vec<Value>,
 }
 
 impl Masker {
@@ -48,7 +46,7 @@ impl Masker {
     pub fn with_key(key: [u8; 16]) -> Masker {
         Masker {
             key,
-            marked: HashSet::new(),
+            marked: Vec::new(),
         }
     }
 
@@ -91,7 +89,9 @@ impl Masker {
     }
 
     fn mask_tree(&self, value: &mut Value, key: Option<&str>) {
-        if !self.marked.is_empty() && self.marked.contains(&canonical_json(value)) {
+        // Compared by value: serializing every node to look it up would make
+        // masking quadratic in the depth of an object.
+        if self.marked.contains(value) {
             *value = Value::String(self.token(value));
             return;
         }
@@ -118,9 +118,12 @@ impl Masker {
     }
 }
 
-fn collect_marked(node: &Node, cursor: Cursor<'_>, out: &mut HashSet<String>) {
+fn collect_marked(node: &Node, cursor: Cursor<'_>, out: &mut Vec<Value>) {
     if cursor.is_secret() {
-        out.insert(canonical_json(&node.to_json()));
+        let value = node.to_json();
+        if !out.contains(&value) {
+            out.push(value);
+        }
         return;
     }
     match &node.value {

@@ -177,17 +177,12 @@ impl SpecChanges {
         self.by_spec.get(id).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether no spec changed.
-    pub fn is_empty(&self) -> bool {
-        self.by_spec.is_empty()
-    }
-
     /// Sets the `sources` of every changed field of `object` (new side):
     /// first the spec changes whose values explain each field; then a field
     /// no value explains (a config checksum) gets the changes of its spec
     /// that explained no other field of the object.
     pub fn attribute(&self, object: &PlanObject, fields: &mut [FieldChange]) {
-        let mut used: Vec<*const SpecChange> = Vec::new();
+        let mut used: Vec<&SpecChange> = Vec::new();
         let mut unexplained = Vec::new();
         for (i, field) in fields.iter_mut().enumerate() {
             let chosen = self.explaining(object, field);
@@ -195,7 +190,7 @@ impl SpecChanges {
                 unexplained.push(i);
                 continue;
             }
-            used.extend(chosen.iter().map(|c| *c as *const SpecChange));
+            used.extend(chosen.iter().copied());
             field.sources = sources_of(&chosen);
         }
         for i in unexplained {
@@ -203,7 +198,7 @@ impl SpecChanges {
             let own = owner.as_deref().map_or(&[][..], |o| self.of(o));
             let mut unused: Vec<&SpecChange> = own
                 .iter()
-                .filter(|c| !used.contains(&(*c as *const SpecChange)))
+                .filter(|c| !used.iter().any(|u| std::ptr::eq(*u, *c)))
                 .collect();
             // A derived field names what it derives from
             // (`checksum/config`): prefer the changes under that name.
@@ -590,12 +585,5 @@ fn all_scalars(items: &[Node]) -> bool {
 }
 
 fn names(items: &[Node]) -> Option<Vec<&str>> {
-    let names: Vec<&str> = items
-        .iter()
-        .map(|i| i.get("name").and_then(Node::as_str))
-        .collect::<Option<_>>()?;
-    let mut sorted = names.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    (sorted.len() == names.len()).then_some(names)
+    crate::plan::fields::unique_names(items.iter().map(|i| i.get("name").and_then(Node::as_str)))
 }

@@ -116,3 +116,11 @@ pub fn example(name: &str) -> std::path::PathBuf {
     }
     dir.join("examples").join(name)
 }
+
+/// Replaces the first `from` in `file` (which must contain it) with `to`.
+pub fn edit(repo: &Repo, file: &str, from: &str, to: &str) {
+    let path = repo.path().join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{from} not in {file}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+}

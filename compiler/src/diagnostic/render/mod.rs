@@ -23,8 +23,3 @@ pub(crate) fn display_path(prefix: &str, file: &str) -> String {
         format!("{prefix}/{file}")
     }
 }
-
-/// [`display_path`] for other modules of the crate.
-pub fn display_path_pub(prefix: &str, file: &str) -> String {
-    display_path(prefix, file)
-}
