@@ -104,6 +104,71 @@ pub enum Command {
         #[arg(long)]
         unified: bool,
     },
+    /// Plan the project against a target (a Kubernetes cluster): what
+    /// applying would create, update and (with --prune) delete, with the
+    /// API server's own dry-run so its defaults never show. Exit 0 (no
+    /// changes; 2 with --detailed-exitcode when there are changes) or 1.
+    Plan {
+        /// Project directory (holds cortex.yaml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Environment overlay to apply.
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        planning: PlanningArgs,
+        /// Save the plan here, for `cortex apply PLAN.json`.
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Exit 2 when there are changes (as `terraform plan -detailed-exitcode`).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Text format: print each object's unified YAML diff too.
+        #[arg(long)]
+        unified: bool,
+    },
+    /// Apply the project (or a saved plan) to a target with server-side
+    /// apply, in dependency order, holding the project's lock.
+    Apply {
+        /// Project directory, or a plan saved by `cortex plan -o`.
+        #[arg(default_value = ".", value_name = "DIR|PLAN.json")]
+        input: PathBuf,
+        /// Environment overlay to apply (not with a saved plan).
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        planning: PlanningArgs,
+        /// Apply without asking (required when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Wait until Deployments have rolled out and HPAs/PDBs exist.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 90s, 5m).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// How long to wait for another apply's lock (default: fail at once).
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        lock_timeout: std::time::Duration,
+    },
+    /// Break the project's apply lock (a Lease) left by an apply that died.
+    Unlock {
+        /// Project directory (holds cortex.yaml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Environment overlay (it may set the namespace).
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Draw a workflow's DAG (Mermaid renders in GitHub comments).
     Graph {
         /// Project directory, then workflow/NAME; the directory defaults to `.`.
@@ -164,4 +229,50 @@ pub enum Command {
         #[arg(long)]
         keep: Option<std::path::PathBuf>,
     },
+}
+
+/// Which cluster.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Target (default: kubernetes).
+    #[arg(long, value_enum, default_value_t = TargetArg::Kubernetes)]
+    pub target: TargetArg,
+    /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the
+    /// in-cluster service account).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context (default: the project's targets.kubernetes.context,
+    /// else the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// What a plan may do.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct PlanningArgs {
+    /// Delete objects cortex owns that left the project.
+    #[arg(long)]
+    pub prune: bool,
+    /// Prune even more than half of what cortex owns in the namespace.
+    #[arg(long)]
+    pub force: bool,
+    /// Take over fields another field manager owns.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// Fail instead of creating a missing namespace.
+    #[arg(long)]
+    pub no_create_namespace: bool,
+}
+
+/// Targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// A Kubernetes cluster.
+    Kubernetes,
+}
+
+/// `90s`, `5m`, `1h`, `250ms`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    cortex_compiler::validate::formats::parse_duration_ms(text)
+        .map(std::time::Duration::from_millis)
 }

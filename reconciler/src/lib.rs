@@ -2,6 +2,7 @@
 //! plans and their renderings; (in later work) targets and the runtime.
 
 pub mod desired;
+pub mod kubernetes;
 pub mod plan;
 pub mod source;
 

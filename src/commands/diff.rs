@@ -56,7 +56,7 @@ pub fn run(dir: &Path, request: Request) -> anyhow::Result<ExitCode> {
 }
 
 /// Says which side failed and why, in the requested format.
-fn report_failures(
+pub(crate) fn report_failures(
     dir: &Path,
     failures: &[DesiredError],
     format: PlanFormat,

@@ -5,6 +5,7 @@ mod build;
 mod diff;
 mod explain;
 mod init;
+mod kube;
 mod schema;
 mod validate;
 
@@ -43,6 +44,49 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 unified,
             },
         ),
+        Command::Plan {
+            dir,
+            env,
+            cluster,
+            planning,
+            out,
+            format,
+            detailed_exitcode,
+            unified,
+        } => kube::plan(
+            &dir,
+            kube::PlanRequest {
+                env,
+                cluster,
+                planning,
+                out,
+                format,
+                detailed_exitcode,
+                unified,
+            },
+        ),
+        Command::Apply {
+            input,
+            env,
+            cluster,
+            planning,
+            yes,
+            wait,
+            timeout,
+            lock_timeout,
+        } => kube::apply(
+            &input,
+            kube::ApplyRequest {
+                env,
+                cluster,
+                planning,
+                yes,
+                wait,
+                timeout,
+                lock_timeout,
+            },
+        ),
+        Command::Unlock { dir, env, cluster } => kube::unlock(&dir, env, &cluster),
         Command::Graph { args, env, format } => {
             let format = match format {
                 GraphFormatArg::Mermaid => cortex_compiler::graph::GraphFormat::Mermaid,

@@ -20,7 +20,7 @@ use cortex_compiler::bundle::{Bundle, kind_rank};
 use cortex_compiler::render::Project;
 use cortex_compiler::resolve::Resolved;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::plan::fields::FieldChange;
@@ -31,7 +31,7 @@ use crate::plan::provenance::{Declarations, SourceRef, SpecChanges};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Where an object lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     /// A Kubernetes object.
@@ -41,7 +41,7 @@ pub enum Target {
 }
 
 /// The identity of an object: what plans key on.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectId {
     /// Kubernetes or runtime.
     pub target: Target,
@@ -72,7 +72,7 @@ impl ObjectId {
     }
 
     /// Order of a plan: Kubernetes objects in apply order, then runtime objects.
-    fn order(&self) -> (Target, usize, &str, Option<&str>, &str) {
+    pub(crate) fn order(&self) -> (Target, usize, &str, Option<&str>, &str) {
         (
             self.target,
             match self.target {
@@ -172,7 +172,7 @@ pub struct Side<'a> {
 }
 
 /// What happens to one object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Only on the new side.
@@ -235,7 +235,7 @@ pub struct Change {
 }
 
 /// Counts of a plan.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Objects to create.
     pub create: usize,
@@ -265,7 +265,7 @@ impl Summary {
 }
 
 /// One side's description in a plan's header.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Revision {
     /// As the user named it (`origin/main`, `work tree`).
     pub name: String,
