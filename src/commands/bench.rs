@@ -1,5 +1,6 @@
 //! `cortex bench`: times `validate` (load from disk, resolve, template,
-//! validate), `build` and `diff` of a generated project. Figures go in the
+//! validate), `build` and `diff` of a generated project, and a Kubernetes
+//! plan against the in-process API server. Figures go in the
 //! README.
 
 use std::io::Write;
@@ -80,6 +81,7 @@ pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<Exi
     writeln!(out, "validate, {}", Spread::of(&mut timings))?;
     build_and_helm(&source, runs.max(1), &mut out)?;
     diff_revisions(shape, &dir, runs.max(1), &mut out)?;
+    crate::commands::bench_kubernetes::kubernetes_plan(runs.max(1), &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -228,7 +230,7 @@ fn find_helm() -> Option<std::path::PathBuf> {
 }
 
 /// Minimum, median and maximum of some runs.
-struct Spread {
+pub(crate) struct Spread {
     runs: usize,
     min: Duration,
     median: Duration,
@@ -237,7 +239,7 @@ struct Spread {
 
 impl Spread {
     /// Sorts `timings` (at least one) and takes their spread.
-    fn of(timings: &mut [Duration]) -> Spread {
+    pub(crate) fn of(timings: &mut [Duration]) -> Spread {
         timings.sort();
         Spread {
             runs: timings.len(),
@@ -262,6 +264,6 @@ impl std::fmt::Display for Spread {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

@@ -258,8 +258,11 @@ fn apply_saved(path: &Path, request: ApplyRequest) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    if request.env.is_some() {
-        output::error_line("--env cannot change a saved plan; plan again with --env")?;
+    let p = &request.planning;
+    if request.env.is_some() || p.prune || p.force || p.no_create_namespace {
+        output::error_line(
+            "--env, --prune, --force and --no-create-namespace are decided when planning; a saved plan is applied exactly as it was made (plan again with them)",
+        )?;
         return Ok(ExitCode::from(1));
     }
     let runtime = runtime()?;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod bench;
+mod bench_kubernetes;
 mod build;
 mod diff;
 mod explain;

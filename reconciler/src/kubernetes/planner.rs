@@ -353,7 +353,7 @@ pub async fn plan(
 
     let mut options = settings.options.clone();
     options.masker.learn(&desired.resolved);
-    let display = plan::diff(
+    let mut display = plan::diff(
         Side {
             objects: &old_side,
             resolved: None,
@@ -379,6 +379,7 @@ pub async fn plan(
         ),
         &options,
     );
+    display.title = "cortex plan";
     let saved = SavedPlan {
         format_version: SAVED_PLAN_VERSION,
         kind: SAVED_PLAN_KIND.to_string(),

@@ -286,6 +286,9 @@ impl fmt::Display for Revision {
 /// A plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
+    /// The command that made it (`cortex diff`, `cortex plan`), for headings.
+    #[serde(skip)]
+    pub title: &'static str,
     /// [`FORMAT_VERSION`].
     pub format_version: u32,
     /// The old side.
@@ -395,6 +398,7 @@ pub fn diff(
         summary.count(change.action);
     }
     Plan {
+        title: "cortex diff",
         format_version: FORMAT_VERSION,
         from: header.0,
         to: header.1,

@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
+
+pub use axum::http::Method;
 
 use self::fields::{FieldPath, applied_fields};
 
@@ -887,6 +889,25 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(map) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let object = target.as_object_mut().expect("made an object above");
+    for (k, v) in map {
+        if v.is_null() {
+            object.remove(k);
+        } else {
+            merge_patch(object.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
 /// A parsed request path.
 struct Target {
     group: String,
@@ -1019,13 +1040,24 @@ async fn handle(
             return status_response(ApiError::new(401, "Unauthorized", "Unauthorized".into()));
         }
     }
-    match serve(&mut s, &method, &uri, &body) {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    match serve(&mut s, &method, &uri, &content_type, &body) {
         Ok(value) => axum::Json(value).into_response(),
         Err(e) => status_response(e),
     }
 }
 
-fn serve(s: &mut State, method: &Method, uri: &Uri, body: &[u8]) -> Result<Value, ApiError> {
+fn serve(
+    s: &mut State,
+    method: &Method,
+    uri: &Uri,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let path = uri.path();
     if path == "/version" {
         s.requests.discovery += 1;
@@ -1139,6 +1171,31 @@ fn serve(s: &mut State, method: &Method, uri: &Uri, body: &[u8]) -> Result<Value
                     format!("{}.{} \"{name}\" not found", ty.plural, ty.group).replace(". ", " "),
                 )
             })
+        }
+        (Method::PATCH, Some(name)) if content_type.starts_with("application/merge-patch+json") => {
+            s.requests.update += 1;
+            let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::new(400, "BadRequest", format!("invalid merge patch: {e}"))
+            })?;
+            let key = (
+                ty.group.clone(),
+                ty.plural.clone(),
+                ns_of(&ty, ns),
+                name.clone(),
+            );
+            let mut current = s.objects.get(&key).map(|o| o.body.clone()).ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", ty.plural),
+                )
+            })?;
+            merge_patch(&mut current, &patch);
+            let manager = query
+                .get("fieldManager")
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            s.apply(&ty, ns, current, &manager, ApplyMode::Update)
         }
         (Method::PATCH, Some(name)) => {
             let dry_run = query.get("dryRun").is_some_and(|v| v == "All");

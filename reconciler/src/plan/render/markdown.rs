@@ -109,7 +109,8 @@ fn render(plan: &Plan, changed: &[&Change], budget: Budget, full: Budget) -> Str
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### cortex diff: {} → {}\n",
+        "### {}: {} → {}\n",
+        plan.title,
         code(&plan.from.to_string()),
         code(&plan.to.to_string())
     );
@@ -179,8 +180,9 @@ fn render(plan: &Plan, changed: &[&Change], budget: Budget, full: Budget) -> Str
         let _ = writeln!(
             out,
             "> [!NOTE]\n> Shortened to fit GitHub's {GITHUB_COMMENT_LIMIT}-character comment limit: {}. \
-             Run `cortex diff` locally (or `--format json`) for the whole plan.",
-            cuts.join("; ")
+             Run `{}` locally (or `--format json`) for the whole plan.",
+            cuts.join("; "),
+            plan.title
         );
     }
     out

@@ -25,7 +25,11 @@ fn colour(action: Action) -> &'static str {
 /// by its unified YAML diff.
 pub fn render_text(plan: &Plan, unified: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{BOLD}cortex diff{RESET} {} → {}", plan.from, plan.to);
+    let _ = writeln!(
+        out,
+        "{BOLD}{}{RESET} {} → {}",
+        plan.title, plan.from, plan.to
+    );
     let _ = writeln!(
         out,
         "{DIM}project {} · {} · namespace {}{RESET}",

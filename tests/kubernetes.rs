@@ -1,0 +1,350 @@
+//! `cortex plan`, `cortex apply` and `cortex unlock` as a user runs them,
+//! against the in-process API server through a kubeconfig.
+
+#[path = "../reconciler/tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use cortex_reconciler::kubernetes::fake::FakeApiServer;
+
+use common::{Repo, edit, example};
+
+struct Setup {
+    server: FakeApiServer,
+    kubeconfig: PathBuf,
+    project: Repo,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let server = FakeApiServer::start().expect("start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = server.write_kubeconfig(dir.path()).expect("kubeconfig");
+    let project = Repo::new();
+    project.copy_dir(&example("support-desk"), "");
+    project.commit("support desk");
+    Setup {
+        server,
+        kubeconfig,
+        project,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn cortex(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .args(args)
+            .current_dir(self.project.path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("NO_COLOR", "1")
+            .env_remove("CORTEX_ENV")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cortex")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exit code")
+}
+
+#[test]
+fn plan_save_apply_and_plan_again() {
+    let s = setup();
+    let planned = s.cortex(&["plan", "-o", "plan.json", "--detailed-exitcode"]);
+    let stdout = text(&planned.stdout);
+    assert_eq!(code(&planned), 2, "{stdout}{}", text(&planned.stderr));
+    assert!(stdout.contains("Namespace/support"), "{stdout}");
+    assert!(stdout.contains("Deployment/triage"), "{stdout}");
+    assert!(text(&planned.stderr).contains("cortex apply plan.json"));
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.project.path().join("plan.json")).expect("plan.json"),
+    )
+    .expect("json");
+    assert_eq!(saved["kind"], "cortex-kubernetes-plan");
+    assert_eq!(
+        saved["revision"]["commit"].as_str().map(str::len),
+        Some(40),
+        "the commit is recorded"
+    );
+    assert!(saved["read"].as_object().is_some_and(|r| !r.is_empty()));
+
+    let applied = s.cortex(&["apply", "plan.json"]);
+    let stdout = text(&applied.stdout);
+    assert_eq!(code(&applied), 0, "{stdout}{}", text(&applied.stderr));
+    assert!(
+        stdout.starts_with("Apply complete: namespace support created, "),
+        "{stdout}"
+    );
+    assert!(
+        s.server
+            .object("Deployment", Some("support"), "triage")
+            .is_some()
+    );
+
+    let again = s.cortex(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&again), 0, "{}", text(&again.stdout));
+    // The same saved plan cannot be applied twice: what it read has changed.
+    let twice = s.cortex(&["apply", "plan.json"]);
+    assert_eq!(code(&twice), 1);
+    assert!(
+        text(&twice.stderr).contains("stale plan: "),
+        "{}",
+        text(&twice.stderr)
+    );
+}
+
+#[test]
+fn apply_needs_yes_without_a_terminal() {
+    let s = setup();
+    let refused = s.cortex(&["apply"]);
+    assert_eq!(code(&refused), 1);
+    assert!(
+        text(&refused.stderr).contains("pass --yes"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(
+        s.server.requests().total(),
+        0,
+        "refused before contacting the cluster"
+    );
+    let applied = s.cortex(&["apply", "--yes", "--wait", "--timeout", "30s"]);
+    assert_eq!(code(&applied), 0, "{}", text(&applied.stderr));
+    let nothing = s.cortex(&["apply", "--yes"]);
+    assert!(
+        text(&nothing.stdout).contains("Nothing to apply."),
+        "{}",
+        text(&nothing.stdout)
+    );
+}
+
+#[test]
+fn a_project_that_does_not_compile_is_never_applied_or_pruned() {
+    let s = setup();
+    assert_eq!(code(&s.cortex(&["apply", "--yes"])), 0);
+    let deployments = s.server.names("Deployment", Some("support"));
+    edit(
+        &s.project,
+        "agents/triage.yaml",
+        "extends: llm-agent",
+        "extends: no-such-template",
+    );
+    s.server.reset_requests();
+    let broken = s.cortex(&["apply", "--yes", "--prune", "--force"]);
+    assert_eq!(code(&broken), 1);
+    let stderr = text(&broken.stderr);
+    assert!(stderr.contains("agents/triage.yaml:7:"), "{stderr}");
+    assert_eq!(
+        s.server.requests().total(),
+        0,
+        "the cluster was not even read"
+    );
+    assert_eq!(s.server.names("Deployment", Some("support")), deployments);
+}
+
+#[test]
+fn a_conflict_names_the_manager_and_force_conflicts_takes_over() {
+    let s = setup();
+    assert_eq!(code(&s.cortex(&["apply", "--yes"])), 0);
+    s.server.edit(
+        "Deployment",
+        Some("support"),
+        "triage",
+        "kubectl-edit",
+        |d| {
+            d["spec"]["template"]["spec"]["serviceAccountName"] = serde_json::json!("someone-else");
+        },
+    );
+    let planned = s.cortex(&["plan"]);
+    let stdout = text(&planned.stdout);
+    assert!(stdout.contains("conflict: Deployment/triage .spec.template.spec.serviceAccountName is managed by \"kubectl-edit\""), "{stdout}");
+    let refused = s.cortex(&["apply", "--yes"]);
+    assert_eq!(code(&refused), 1);
+    assert!(
+        text(&refused.stderr).contains("--force-conflicts"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let forced = s.cortex(&["apply", "--yes", "--force-conflicts"]);
+    assert_eq!(code(&forced), 0, "{}", text(&forced.stderr));
+    let live = s
+        .server
+        .object("Deployment", Some("support"), "triage")
+        .expect("live");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["serviceAccountName"],
+        "triage"
+    );
+}
+
+#[test]
+fn unlock_breaks_a_stale_lock() {
+    let s = setup();
+    assert_eq!(code(&s.cortex(&["apply", "--yes"])), 0);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let cluster = cortex_reconciler::kubernetes::Cluster::connect(
+            &cortex_reconciler::kubernetes::ConnectOptions {
+                kubeconfig: Some(s.kubeconfig.clone()),
+                context: None,
+            },
+        )
+        .await
+        .expect("connect");
+        let lock = cortex_reconciler::kubernetes::lock::Lock::acquire(
+            &cluster,
+            "support",
+            "support-desk",
+            "alice@laptop",
+            std::time::Duration::ZERO,
+        )
+        .await
+        .expect("lock");
+        std::mem::forget(lock); // the holder "crashed"
+    });
+    edit(
+        &s.project,
+        "cortex.yaml",
+        "logLevel: info",
+        "logLevel: debug",
+    );
+    let locked = s.cortex(&["apply", "--yes"]);
+    assert_eq!(code(&locked), 1);
+    assert!(
+        text(&locked.stderr).contains("support is locked by alice@laptop"),
+        "{}",
+        text(&locked.stderr)
+    );
+    let unlocked = s.cortex(&["unlock"]);
+    assert_eq!(
+        text(&unlocked.stdout),
+        "Broke the lock of support-desk in support (held by alice@laptop).\n"
+    );
+    assert_eq!(code(&s.cortex(&["apply", "--yes"])), 0);
+}
+
+#[test]
+fn a_saved_plan_is_for_the_cluster_it_was_made_against() {
+    let s = setup();
+    assert_eq!(code(&s.cortex(&["plan", "-o", "plan.json"])), 0);
+    let other = FakeApiServer::start().expect("start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other_config = other.write_kubeconfig(dir.path()).expect("kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["apply", "plan.json", "--kubeconfig"])
+        .arg(&other_config)
+        .current_dir(s.project.path())
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out.stderr).contains("this plan was made against"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(other.requests().writes(), 0);
+}
+
+#[test]
+fn an_unreachable_cluster_is_named() {
+    let s = setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gone = FakeApiServer::start().expect("start");
+    let config = gone.write_kubeconfig(dir.path()).expect("kubeconfig");
+    drop(gone);
+    let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["plan", "--kubeconfig"])
+        .arg(&config)
+        .current_dir(s.project.path())
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 1);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the Kubernetes API server at http://127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+/// The apply-on-merge workflow of `examples/ci`: its plan and apply steps,
+/// run by bash as GitHub would, against the in-process API server.
+#[test]
+fn the_example_apply_workflow_plans_and_applies() {
+    let workflow = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/apply-on-merge.yml"),
+    )
+    .expect("read the workflow");
+    let docs = cortex_compiler::yaml_out::parse_documents(&workflow).expect("valid YAML");
+    let steps = docs[0]["jobs"]["apply"]["steps"].as_array().expect("steps");
+    let run_of = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["run"].as_str())
+            .unwrap_or_else(|| panic!("no step {name}"))
+            .to_string()
+    };
+    let script = format!("{}\n{}", run_of("Plan"), run_of("Apply the saved plan"));
+    let s = setup();
+    // The workflow's project lives in deploy/.
+    let deploy = Repo::new();
+    deploy.copy_dir(&example("support-desk"), "deploy");
+    deploy.commit("deploy");
+    s.server.create_namespace("support-prod");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cortex"))
+        .parent()
+        .expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = Command::new("bash")
+        .args(["-e", "-c", &script])
+        .current_dir(deploy.path())
+        .env("PATH", path)
+        .env("PROJECT", "deploy")
+        .env("ENVIRONMENT", "prod")
+        .env("KUBECONFIG", &s.kubeconfig)
+        .output()
+        .expect("bash");
+    assert!(
+        run.status.success(),
+        "{}{}",
+        text(&run.stdout),
+        text(&run.stderr)
+    );
+    assert!(
+        text(&run.stdout).contains("Apply complete: "),
+        "{}",
+        text(&run.stdout)
+    );
+    assert!(
+        s.server
+            .object("Deployment", Some("support-prod"), "triage")
+            .is_some()
+    );
+    assert!(deploy.path().join("plan.json").is_file());
+}
+
+#[test]
+fn planning_flags_are_refused_with_a_saved_plan() {
+    let s = setup();
+    assert_eq!(code(&s.cortex(&["plan", "-o", "plan.json"])), 0);
+    let out = s.cortex(&["apply", "plan.json", "--prune"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out.stderr).contains("decided when planning"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(s.server.requests().writes(), 0);
+}
