@@ -150,20 +150,7 @@ fn an_unknown_revision_is_an_error() {
 /// markdown plan and passes on a change.
 #[test]
 fn the_example_pull_request_workflow_runs_its_diff_step() {
-    let workflow = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/pull-request.yml"),
-    )
-    .expect("read the workflow");
-    let docs = cortex_compiler::yaml_out::parse_documents(&workflow).expect("valid YAML");
-    let steps = docs[0]["jobs"]["diff"]["steps"].as_array().expect("steps");
-    let run_of = |name: &str| {
-        steps
-            .iter()
-            .find(|s| s["name"] == name)
-            .and_then(|s| s["run"].as_str())
-            .unwrap_or_else(|| panic!("no step {name}"))
-            .to_string()
-    };
+    let run_of = |step: &str| common::workflow_step("pull-request.yml", "diff", step);
     assert!(run_of("Validate").contains("--format github"));
     let script = run_of("Diff against the base branch").replace("${{ github.base_ref }}", "main");
 

@@ -278,20 +278,7 @@ fn an_unreachable_cluster_is_named() {
 /// run by bash as GitHub would, against the in-process API server.
 #[test]
 fn the_example_apply_workflow_plans_and_applies() {
-    let workflow = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/apply-on-merge.yml"),
-    )
-    .expect("read the workflow");
-    let docs = cortex_compiler::yaml_out::parse_documents(&workflow).expect("valid YAML");
-    let steps = docs[0]["jobs"]["apply"]["steps"].as_array().expect("steps");
-    let run_of = |name: &str| {
-        steps
-            .iter()
-            .find(|s| s["name"] == name)
-            .and_then(|s| s["run"].as_str())
-            .unwrap_or_else(|| panic!("no step {name}"))
-            .to_string()
-    };
+    let run_of = |step: &str| common::workflow_step("apply-on-merge.yml", "apply", step);
     let script = format!("{}\n{}", run_of("Plan"), run_of("Apply the saved plan"));
     let s = setup();
     // The workflow's project lives in deploy/.

@@ -229,23 +229,8 @@ async fn apply_locked(
             }
             let defined: BTreeSet<String> = crds
                 .iter()
-                .flat_map(|crd| {
-                    let group = crd
-                        .body
-                        .pointer("/spec/group")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    crd.body
-                        .pointer("/spec/versions")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|v| v["name"].as_str())
-                        .map(|v| format!("{group}/{v}"))
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                })
+                .flat_map(|crd| live::crd_kinds(&crd.body))
+                .map(|(api_version, _)| api_version)
                 .collect();
             discovery.extend(cluster.discover(&defined).await?);
         }

@@ -96,6 +96,23 @@ pub async fn read_live(
     Ok(out)
 }
 
+/// `(apiVersion, kind)` of every version a CustomResourceDefinition serves.
+pub fn crd_kinds(crd: &Value) -> Vec<KindRef> {
+    let text = |pointer: &str| {
+        crd.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (group, kind) = (text("/spec/group"), text("/spec/names/kind"));
+    crd.pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .map(|v| (format!("{group}/{v}"), kind.to_string()))
+        .collect()
+}
+
 /// The identity of an object body.
 pub fn id_of(body: &Value, group: &str) -> Option<ObjectId> {
     Some(ObjectId {

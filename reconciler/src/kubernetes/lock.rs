@@ -59,6 +59,14 @@ pub struct Lock {
     cluster: Cluster,
 }
 
+/// Writes of the Lease, as field manager `cortex`.
+fn write_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    }
+}
+
 fn now() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }
@@ -102,10 +110,7 @@ impl Lock {
         let id = format!("{:016x}", getrandom::u64().unwrap_or_default());
         let deadline = tokio::time::Instant::now() + wait;
         let what = format!("lock {namespace}/{name}");
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         loop {
             let current = retry(cluster.retry, false, || api.get_opt(&name))
                 .await
@@ -183,10 +188,7 @@ impl Lock {
                 .get_or_insert_default()
                 .insert(KINDS.into(), text);
         }
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         self.api
             .replace(&self.name, &params, &lease)
             .await
@@ -263,7 +265,7 @@ async fn renew(api: Api<Lease>, name: String, id: String) {
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(now());
         }
-        let _ = api.replace(&name, &PostParams::default(), &lease).await;
+        let _ = api.replace(&name, &write_params(), &lease).await;
     }
 }
 
@@ -287,10 +289,7 @@ pub async fn unlock(
         return Ok(None);
     };
     clear(&mut lease);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
+    let params = write_params();
     api.replace(&name, &params, &lease)
         .await
         .map_err(|e| cluster.error(&what, e))?;

@@ -451,28 +451,7 @@ pub fn pending_custom_kinds(objects: &[&PlanObject]) -> BTreeSet<KindRef> {
     objects
         .iter()
         .filter(|o| o.id.kind == "CustomResourceDefinition")
-        .flat_map(|crd| {
-            let group = crd
-                .body
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let kind = crd
-                .body
-                .pointer("/spec/names/kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            crd.body
-                .pointer("/spec/versions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v["name"].as_str())
-                .map(|v| (format!("{group}/{v}"), kind.clone()))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|crd| live::crd_kinds(&crd.body))
         .collect()
 }
 

@@ -124,3 +124,19 @@ pub fn edit(repo: &Repo, file: &str, from: &str, to: &str) {
     assert!(text.contains(from), "{from} not in {file}");
     std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
 }
+
+/// The `run:` script of step `step` of job `job` in a GitHub Actions
+/// workflow of `examples/ci`.
+pub fn workflow_step(workflow: &str, job: &str, step: &str) -> String {
+    let path = example("ci").join(workflow);
+    let text = std::fs::read_to_string(&path).expect("read the workflow");
+    let docs = cortex_compiler::yaml_out::parse_documents(&text).expect("valid YAML");
+    docs[0]["jobs"][job]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == step)
+        .and_then(|s| s["run"].as_str())
+        .unwrap_or_else(|| panic!("no step {step} in {workflow}"))
+        .to_string()
+}

@@ -375,12 +375,7 @@ impl FakeApiServer {
     pub fn object(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let mut state = self.lock();
         let ty = state.types.iter().find(|t| t.kind == kind)?.clone();
-        let key = (
-            ty.group.clone(),
-            ty.plural.clone(),
-            ns_of(&ty, namespace),
-            name.to_string(),
-        );
+        let key = key_of(&ty, namespace, name);
         state.read(&ty, &key)
     }
 
@@ -413,12 +408,7 @@ impl FakeApiServer {
         let Some(ty) = state.types.iter().find(|t| t.kind == kind).cloned() else {
             return false;
         };
-        let key = (
-            ty.group.clone(),
-            ty.plural.clone(),
-            ns_of(&ty, namespace),
-            name.to_string(),
-        );
+        let key = key_of(&ty, namespace, name);
         let Some(mut body) = state.objects.get(&key).map(|s| s.body.clone()) else {
             return false;
         };
@@ -434,12 +424,7 @@ impl FakeApiServer {
         let Some(ty) = state.types.iter().find(|t| t.kind == kind).cloned() else {
             return false;
         };
-        let key = (
-            ty.group.clone(),
-            ty.plural.clone(),
-            ns_of(&ty, namespace),
-            name.to_string(),
-        );
+        let key = key_of(&ty, namespace, name);
         state.objects.remove(&key).is_some()
     }
 }
@@ -468,6 +453,24 @@ fn ty(group: &str, kind: &str) -> ResourceType {
             ready_at: None,
         })
         .expect("a built-in kind")
+}
+
+fn key_of(ty: &ResourceType, namespace: Option<&str>, name: &str) -> Key {
+    (
+        ty.group.clone(),
+        ty.plural.clone(),
+        ns_of(ty, namespace),
+        name.to_string(),
+    )
+}
+
+/// `deployments.apps "x" not found`, as the real server words it.
+fn not_found_error(ty: &ResourceType, name: &str) -> ApiError {
+    let resource = match ty.group.as_str() {
+        "" => ty.plural.clone(),
+        group => format!("{}.{group}", ty.plural),
+    };
+    ApiError::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
 }
 
 fn ns_of(ty: &ResourceType, namespace: Option<&str>) -> String {
@@ -635,12 +638,7 @@ impl State {
                 format!("namespaces \"{ns}\" not found"),
             ));
         }
-        let key = (
-            ty.group.clone(),
-            ty.plural.clone(),
-            ns.clone(),
-            name.clone(),
-        );
+        let key = key_of(ty, Some(&ns), &name);
         let existing = self.objects.get(&key).cloned();
         let live = existing.as_ref().map(|s| s.body.clone());
         let mut managers = existing
@@ -1158,38 +1156,20 @@ fn serve(
         }
         (Method::GET, Some(name)) => {
             s.requests.get += 1;
-            let key = (
-                ty.group.clone(),
-                ty.plural.clone(),
-                ns_of(&ty, ns),
-                name.clone(),
-            );
-            s.read(&ty, &key).ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("{}.{} \"{name}\" not found", ty.plural, ty.group).replace(". ", " "),
-                )
-            })
+            let key = key_of(&ty, ns, name);
+            s.read(&ty, &key).ok_or_else(|| not_found_error(&ty, name))
         }
         (Method::PATCH, Some(name)) if content_type.starts_with("application/merge-patch+json") => {
             s.requests.update += 1;
             let patch: Value = serde_json::from_slice(body).map_err(|e| {
                 ApiError::new(400, "BadRequest", format!("invalid merge patch: {e}"))
             })?;
-            let key = (
-                ty.group.clone(),
-                ty.plural.clone(),
-                ns_of(&ty, ns),
-                name.clone(),
-            );
-            let mut current = s.objects.get(&key).map(|o| o.body.clone()).ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("{} \"{name}\" not found", ty.plural),
-                )
-            })?;
+            let key = key_of(&ty, ns, name);
+            let mut current = s
+                .objects
+                .get(&key)
+                .map(|o| o.body.clone())
+                .ok_or_else(|| not_found_error(&ty, name))?;
             merge_patch(&mut current, &patch);
             let manager = query
                 .get("fieldManager")
@@ -1232,12 +1212,7 @@ fn serve(
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let key = (
-                ty.group.clone(),
-                ty.plural.clone(),
-                ns_of(&ty, ns),
-                name.clone(),
-            );
+            let key = key_of(&ty, ns, &name);
             if s.objects.contains_key(&key) {
                 return Err(ApiError::new(
                     409,
@@ -1255,19 +1230,11 @@ fn serve(
             s.requests.update += 1;
             let body: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid body: {e}")))?;
-            let key = (
-                ty.group.clone(),
-                ty.plural.clone(),
-                ns_of(&ty, ns),
-                name.clone(),
-            );
-            let current = s.objects.get(&key).ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("{} \"{name}\" not found", ty.plural),
-                )
-            })?;
+            let key = key_of(&ty, ns, name);
+            let current = s
+                .objects
+                .get(&key)
+                .ok_or_else(|| not_found_error(&ty, name))?;
             let sent = body["metadata"]["resourceVersion"].as_str();
             if sent
                 .is_some_and(|rv| Some(rv) != current.body["metadata"]["resourceVersion"].as_str())
@@ -1289,19 +1256,11 @@ fn serve(
         }
         (Method::DELETE, Some(name)) => {
             s.requests.delete += 1;
-            let key = (
-                ty.group.clone(),
-                ty.plural.clone(),
-                ns_of(&ty, ns),
-                name.clone(),
-            );
-            let current = s.objects.get(&key).ok_or_else(|| {
-                ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("{} \"{name}\" not found", ty.plural),
-                )
-            })?;
+            let key = key_of(&ty, ns, name);
+            let current = s
+                .objects
+                .get(&key)
+                .ok_or_else(|| not_found_error(&ty, name))?;
             let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             if let Some(rv) = options
                 .pointer("/preconditions/resourceVersion")
