@@ -335,3 +335,43 @@ fn planning_flags_are_refused_with_a_saved_plan() {
     );
     assert_eq!(s.server.requests().writes(), 0);
 }
+
+/// A CRD and its custom resource shipped through `spec.manifests` are
+/// applied in one go: the CRD first, waited on until Established.
+#[test]
+fn a_crd_and_its_custom_resource_ship_through_manifests() {
+    let s = setup();
+    edit(&s.project, "cortex.yaml", "  namespace: support\n", "  namespace: support\n  manifests: [\"k8s/*.yaml\"]\n");
+    s.project.write(
+        "k8s/widgets.yaml",
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: { name: widgets.example.com }
+spec:
+  group: example.com
+  scope: Namespaced
+  names: { kind: Widget, plural: widgets, singular: widget }
+  versions:
+    - { name: v1, served: true, storage: true, schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } } }
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: { name: blue }
+spec: { size: 3 }
+",
+    );
+    s.server.set_crd_delay(std::time::Duration::from_millis(300));
+    let applied = s.cortex(&["apply", "--yes"]);
+    assert_eq!(code(&applied), 0, "{}{}", text(&applied.stdout), text(&applied.stderr));
+    let widget = s.server.object("Widget", Some("support"), "blue").expect("the custom resource");
+    assert_eq!(widget["spec"]["size"], 3);
+    let again = s.cortex(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&again), 0, "{}", text(&again.stdout));
+    // Dropping the manifests and pruning deletes the resource before its CRD.
+    std::fs::remove_file(s.project.path().join("k8s/widgets.yaml")).expect("remove");
+    let pruned = s.cortex(&["plan", "--prune"]);
+    let stdout = text(&pruned.stdout);
+    let widget_at = stdout.find("- Widget/blue").expect("the Widget is deleted");
+    assert!(stdout.contains("- CustomResourceDefinition/widgets.example.com"), "{stdout}");
+    assert!(widget_at > 0);
+}

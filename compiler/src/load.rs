@@ -414,7 +414,7 @@ impl Loader<'_> {
 
 /// The directory part of a glob before its first wildcard (`agents/**/*.yaml`
 /// → `agents`), so only that directory is listed.
-fn literal_prefix(pattern: &str) -> String {
+pub(crate) fn literal_prefix(pattern: &str) -> String {
     let mut parts = Vec::new();
     let components: Vec<&str> = pattern.split('/').collect();
     for (i, part) in components.iter().enumerate() {

@@ -4,6 +4,7 @@
 //! checked against its Kubernetes type.
 
 pub mod agent;
+pub mod manifests;
 pub mod check;
 pub mod runtime;
 
@@ -231,6 +232,8 @@ pub fn render_with(
         objects.extend(rendered_objects);
         diags.extend(rendered_diags);
     }
+    let shipped = manifests::manifests(resolved, source, &project, &objects, &mut diags);
+    objects.extend(shipped);
     let runtime = runtime::runtime_config(resolved);
     let shards = runtime::shards(&runtime, runtime::SHARD_BYTES);
     let shard_count = shards.len();
@@ -453,7 +456,7 @@ fn render_one(
             return;
         }
     };
-    let (Some(api_version), Some(kind), Some(name)) = (
+    let (Some(_), Some(kind), Some(name)) = (
         body.get("apiVersion").and_then(Value::as_str),
         body.get("kind").and_then(Value::as_str),
         body.pointer("/metadata/name").and_then(Value::as_str),
@@ -464,42 +467,54 @@ fn render_one(
         );
         return;
     };
-    match check::check(&body) {
-        Ok(()) => {}
-        Err(check::Problem::UnknownFields(paths)) => {
-            diags.push(
-                Diagnostic::error(
-                    codes::RENDER_UNKNOWN_FIELD,
-                    format!(
-                        "{kind} `{name}` rendered by `{template}` for {who} has unknown fields: {}",
-                        paths.join(", ")
-                    ),
-                )
-                .at(&at)
-                .help(format!(
-                    "{kind} ({api_version}) has no such field; check the spelling in the template"
-                )),
-            );
-            return;
-        }
-        Err(check::Problem::Invalid(why)) => {
-            diags.push(
-                Diagnostic::error(
-                    codes::RENDER_INVALID_OBJECT,
-                    format!(
-                        "{kind} `{name}` rendered by `{template}` for {who} is not a valid {kind}"
-                    ),
-                )
-                .at(&at)
-                .label(why),
-            );
-            return;
-        }
+    let what = format!("{kind} `{name}` rendered by `{template}` for {who}");
+    if !check_object(&body, &what, "template", &at, diags) {
+        return;
     }
     push_object(template, spec, body, objects);
 }
 
 /// Adds a checked object (one that has apiVersion, kind and metadata.name).
+/// Checks an object against its Kubernetes type (known kinds only);
+/// `what` names it in the messages, `written_in` says where to fix it.
+pub(crate) fn check_object(
+    body: &Value,
+    what: &str,
+    written_in: &str,
+    at: &crate::span::Span,
+    diags: &mut Diagnostics,
+) -> bool {
+    let field = |pointer: &str| body.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let (api_version, kind) = (field("/apiVersion"), field("/kind"));
+    match check::check(body) {
+        Ok(()) => true,
+        Err(check::Problem::UnknownFields(paths)) => {
+            diags.push(
+                Diagnostic::error(
+                    codes::RENDER_UNKNOWN_FIELD,
+                    format!("{what} has unknown fields: {}", paths.join(", ")),
+                )
+                .at(at)
+                .help(format!(
+                    "{kind} ({api_version}) has no such field; check the spelling in the {written_in}"
+                )),
+            );
+            false
+        }
+        Err(check::Problem::Invalid(why)) => {
+            diags.push(
+                Diagnostic::error(
+                    codes::RENDER_INVALID_OBJECT,
+                    format!("{what} is not a valid {kind}"),
+                )
+                .at(at)
+                .label(why),
+            );
+            false
+        }
+    }
+}
+
 fn push_object(template: &str, spec: Option<&str>, body: Value, objects: &mut Vec<Object>) {
     let field = |pointer: &str| {
         body.pointer(pointer)
