@@ -299,7 +299,7 @@ fn build_writes_every_output_and_replaces_a_previous_build() {
     let inventory: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("inventory.json")).expect("read"))
             .expect("json");
-    assert_eq!(inventory["objects"].as_array().map(Vec::len), Some(21));
+    assert_eq!(inventory["objects"].as_array().map(Vec::len), Some(22));
     assert!(
         inventory["objects"][0]["hash"]
             .as_str()

@@ -341,7 +341,6 @@ fn planning_flags_are_refused_with_a_saved_plan() {
 #[test]
 fn a_crd_and_its_custom_resource_ship_through_manifests() {
     let s = setup();
-    edit(&s.project, "cortex.yaml", "  namespace: support\n", "  namespace: support\n  manifests: [\"k8s/*.yaml\"]\n");
     s.project.write(
         "k8s/widgets.yaml",
         "apiVersion: apiextensions.k8s.io/v1
@@ -360,10 +359,20 @@ metadata: { name: blue }
 spec: { size: 3 }
 ",
     );
-    s.server.set_crd_delay(std::time::Duration::from_millis(300));
+    s.server
+        .set_crd_delay(std::time::Duration::from_millis(300));
     let applied = s.cortex(&["apply", "--yes"]);
-    assert_eq!(code(&applied), 0, "{}{}", text(&applied.stdout), text(&applied.stderr));
-    let widget = s.server.object("Widget", Some("support"), "blue").expect("the custom resource");
+    assert_eq!(
+        code(&applied),
+        0,
+        "{}{}",
+        text(&applied.stdout),
+        text(&applied.stderr)
+    );
+    let widget = s
+        .server
+        .object("Widget", Some("support"), "blue")
+        .expect("the custom resource");
     assert_eq!(widget["spec"]["size"], 3);
     let again = s.cortex(&["plan", "--detailed-exitcode"]);
     assert_eq!(code(&again), 0, "{}", text(&again.stdout));
@@ -372,6 +381,9 @@ spec: { size: 3 }
     let pruned = s.cortex(&["plan", "--prune"]);
     let stdout = text(&pruned.stdout);
     let widget_at = stdout.find("- Widget/blue").expect("the Widget is deleted");
-    assert!(stdout.contains("- CustomResourceDefinition/widgets.example.com"), "{stdout}");
+    assert!(
+        stdout.contains("- CustomResourceDefinition/widgets.example.com"),
+        "{stdout}"
+    );
     assert!(widget_at > 0);
 }

@@ -470,7 +470,10 @@ fn hello_shipping(files: &[(&str, &str)]) -> (MemorySource, Result<Bundle, Strin
     let project = String::from_utf8(source.files()["cortex.yaml"].clone()).expect("utf-8");
     source.insert(
         "cortex.yaml",
-        project.replace("  namespace: hello\n", "  namespace: hello\n  manifests: [\"k8s/*.yaml\"]\n"),
+        project.replace(
+            "  namespace: hello\n",
+            "  namespace: hello\n  manifests: [\"k8s/*.yaml\"]\n",
+        ),
     );
     for (path, text) in files {
         source.insert(*path, *text);
@@ -510,14 +513,29 @@ spec: { podSelector: {}, policyTypes: [Ingress] }
     let (_, bundle) = hello_shipping(&[("k8s/crd.yaml", CRD), ("k8s/policy.yaml", policy)]);
     let bundle = bundle.unwrap_or_else(|e| panic!("{e}"));
     let widget = object(&bundle, "Widget", "blue");
-    assert_eq!(widget["spec"]["image"], "ghcr.io/acme/widget", "templated with the values");
-    assert_eq!(widget["metadata"]["namespace"], "hello", "the project's namespace");
-    assert_eq!(widget["metadata"]["labels"]["color"], "blue", "its own labels kept");
-    assert_eq!(widget["metadata"]["labels"]["cortex.codevald.io/project"], "hello");
+    assert_eq!(
+        widget["spec"]["image"], "ghcr.io/acme/widget",
+        "templated with the values"
+    );
+    assert_eq!(
+        widget["metadata"]["namespace"], "hello",
+        "the project's namespace"
+    );
+    assert_eq!(
+        widget["metadata"]["labels"]["color"], "blue",
+        "its own labels kept"
+    );
+    assert_eq!(
+        widget["metadata"]["labels"]["cortex.codevald.io/project"],
+        "hello"
+    );
     let crd = object(&bundle, "CustomResourceDefinition", "widgets.example.com");
     assert!(crd["metadata"].get("namespace").is_none(), "cluster-scoped");
     let policy = object(&bundle, "NetworkPolicy", "deny-all");
-    assert_eq!(policy["metadata"]["namespace"], "elsewhere", "a namespace it names is kept");
+    assert_eq!(
+        policy["metadata"]["namespace"], "elsewhere",
+        "a namespace it names is kept"
+    );
     let kinds: Vec<&str> = bundle.objects.iter().map(|o| o.kind.as_str()).collect();
     let at = |k: &str| kinds.iter().position(|x| *x == k).expect(k);
     assert!(at("CustomResourceDefinition") < at("ServiceAccount"));
@@ -528,18 +546,32 @@ spec: { podSelector: {}, policyTypes: [Ingress] }
 #[test]
 fn bad_manifests_are_diagnosed_at_their_file() {
     let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: extra }\ndatta: { a: b }\n";
-    let err = hello_shipping(&[("k8s/typo.yaml", typo)]).1.expect_err("unknown field");
-    assert!(err.contains("CX0603") && err.contains("k8s/typo.yaml") && err.contains("datta"), "{err}");
+    let err = hello_shipping(&[("k8s/typo.yaml", typo)])
+        .1
+        .expect_err("unknown field");
+    assert!(
+        err.contains("CX0603") && err.contains("k8s/typo.yaml") && err.contains("datta"),
+        "{err}"
+    );
 
     let missing = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: \"{{ values.nope }}\" }\n";
-    let err = hello_shipping(&[("k8s/missing.yaml", missing)]).1.expect_err("undefined value");
-    assert!(err.contains("CX0601") && err.contains("k8s/missing.yaml"), "{err}");
+    let err = hello_shipping(&[("k8s/missing.yaml", missing)])
+        .1
+        .expect_err("undefined value");
+    assert!(
+        err.contains("CX0601") && err.contains("k8s/missing.yaml"),
+        "{err}"
+    );
 
     let twice = "apiVersion: v1\nkind: ServiceAccount\nmetadata: { name: greeter }\n";
-    let err = hello_shipping(&[("k8s/twice.yaml", twice)]).1.expect_err("duplicate");
+    let err = hello_shipping(&[("k8s/twice.yaml", twice)])
+        .1
+        .expect_err("duplicate");
     assert!(err.contains("defined twice"), "{err}");
 
     let not_object = "apiVersion: v1\nkind: ConfigMap\n";
-    let err = hello_shipping(&[("k8s/bare.yaml", not_object)]).1.expect_err("no name");
+    let err = hello_shipping(&[("k8s/bare.yaml", not_object)])
+        .1
+        .expect_err("no name");
     assert!(err.contains("not a Kubernetes object"), "{err}");
 }

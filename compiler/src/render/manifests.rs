@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::bundle::Object;
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use crate::render::Project;
-use crate::render::agent::PROJECT_LABEL;
+use crate::render::agent::{PROJECT_LABEL, label_value};
 use crate::resolve::Resolved;
 use crate::source::{Source, check_relative};
 use crate::span::Span;
@@ -69,12 +69,22 @@ pub fn manifests(
             Ok(Ok(text)) => text,
             Ok(Err(_)) => {
                 diags.push(
-                    Diagnostic::error(codes::RENDER_NOT_AN_OBJECT, format!("manifest {file} is not UTF-8")).at(&at),
+                    Diagnostic::error(
+                        codes::RENDER_NOT_AN_OBJECT,
+                        format!("manifest {file} is not UTF-8"),
+                    )
+                    .at(&at),
                 );
                 continue;
             }
             Err(e) => {
-                diags.push(Diagnostic::error(codes::RENDER_NOT_AN_OBJECT, format!("cannot read manifest {file}: {e}")).at(&at));
+                diags.push(
+                    Diagnostic::error(
+                        codes::RENDER_NOT_AN_OBJECT,
+                        format!("cannot read manifest {file}: {e}"),
+                    )
+                    .at(&at),
+                );
                 continue;
             }
         };
@@ -91,27 +101,43 @@ pub fn manifests(
             }
         };
         match crate::yaml::parse_json(&file, &templated) {
-            Ok(docs) => bodies.extend(docs.into_iter().filter(|d| !d.is_null()).map(|d| (file.clone(), d))),
+            Ok(docs) => bodies.extend(
+                docs.into_iter()
+                    .filter(|d| !d.is_null())
+                    .map(|d| (file.clone(), d)),
+            ),
             Err(d) => diags.push(*d),
         }
     }
     let cluster_kinds: BTreeSet<String> = bodies
         .iter()
-        .filter(|(_, b)| b["kind"] == "CustomResourceDefinition" && b.pointer("/spec/scope") == Some(&json!("Cluster")))
-        .filter_map(|(_, b)| b.pointer("/spec/names/kind").and_then(Value::as_str).map(str::to_string))
+        .filter(|(_, b)| {
+            b["kind"] == "CustomResourceDefinition"
+                && b.pointer("/spec/scope") == Some(&json!("Cluster"))
+        })
+        .filter_map(|(_, b)| {
+            b.pointer("/spec/names/kind")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .collect();
     let mut seen: BTreeSet<String> = rendered.iter().map(Object::identity).collect();
     let mut out = Vec::new();
     for (file, mut body) in bodies {
         let at = Span::file_only(file.clone());
         let field = |b: &Value, p: &str| b.pointer(p).and_then(Value::as_str).map(str::to_string);
-        let (Some(api_version), Some(kind), Some(name)) =
-            (field(&body, "/apiVersion"), field(&body, "/kind"), field(&body, "/metadata/name"))
-        else {
+        let (Some(api_version), Some(kind), Some(name)) = (
+            field(&body, "/apiVersion"),
+            field(&body, "/kind"),
+            field(&body, "/metadata/name"),
+        ) else {
             diags.push(
-                Diagnostic::error(codes::RENDER_NOT_AN_OBJECT, format!("a document of manifest {file} is not a Kubernetes object"))
-                    .at(&at)
-                    .help("every document needs apiVersion, kind and metadata.name"),
+                Diagnostic::error(
+                    codes::RENDER_NOT_AN_OBJECT,
+                    format!("a document of manifest {file} is not a Kubernetes object"),
+                )
+                .at(&at)
+                .help("every document needs apiVersion, kind and metadata.name"),
             );
             continue;
         };
@@ -128,6 +154,11 @@ pub fn manifests(
         let labels = &mut metadata["labels"];
         labels["app.kubernetes.io/managed-by"] = json!("cortex");
         labels["app.kubernetes.io/part-of"] = json!(project.name);
+        labels["app.kubernetes.io/instance"] = json!(project.name);
+        labels["helm.sh/chart"] = json!(label_value(&format!(
+            "{}-{}",
+            project.chart_name, project.chart_version
+        )));
         labels[PROJECT_LABEL] = json!(project.name);
         let what = format!("{kind} `{name}` of manifest {file}");
         if !crate::render::check_object(&body, &what, "manifest", &at, diags) {
@@ -136,9 +167,14 @@ pub fn manifests(
         let object = Object::new(api_version, kind, name, file.to_string(), None, body);
         if !seen.insert(object.identity()) {
             diags.push(
-                Diagnostic::error(codes::RENDER_NOT_AN_OBJECT, format!("{what} is defined twice (by another manifest or by cortex's own rendering)"))
-                    .at(&at)
-                    .help("give it another name, or leave it to the specs that render it"),
+                Diagnostic::error(
+                    codes::RENDER_NOT_AN_OBJECT,
+                    format!(
+                        "{what} is defined twice (by another manifest or by cortex's own rendering)"
+                    ),
+                )
+                .at(&at)
+                .help("give it another name, or leave it to the specs that render it"),
             );
             continue;
         }
@@ -148,8 +184,17 @@ pub fn manifests(
 }
 
 /// The files `spec.manifests` matches, sorted, each once.
-fn matched_files(resolved: &Resolved, source: &dyn Source, diags: &mut Diagnostics) -> Vec<Arc<str>> {
-    let Some(patterns) = resolved.project.node.path(&["spec", "manifests"]).and_then(|n| n.as_seq()) else {
+fn matched_files(
+    resolved: &Resolved,
+    source: &dyn Source,
+    diags: &mut Diagnostics,
+) -> Vec<Arc<str>> {
+    let Some(patterns) = resolved
+        .project
+        .node
+        .path(&["spec", "manifests"])
+        .and_then(|n| n.as_seq())
+    else {
         return Vec::new();
     };
     let mut files = BTreeSet::new();
@@ -160,9 +205,12 @@ fn matched_files(resolved: &Resolved, source: &dyn Source, diags: &mut Diagnosti
         let span = node.span().clone();
         if check_relative(pattern).is_err() {
             diags.push(
-                Diagnostic::error(codes::OUTSIDE_ROOT, format!("manifest pattern `{pattern}` leads outside the project root"))
-                    .at(&span)
-                    .label("absolute paths and `..` are not allowed"),
+                Diagnostic::error(
+                    codes::OUTSIDE_ROOT,
+                    format!("manifest pattern `{pattern}` leads outside the project root"),
+                )
+                .at(&span)
+                .label("absolute paths and `..` are not allowed"),
             );
             continue;
         }
@@ -170,19 +218,28 @@ fn matched_files(resolved: &Resolved, source: &dyn Source, diags: &mut Diagnosti
             Ok(glob) => glob.compile_matcher(),
             Err(e) => {
                 diags.push(
-                    Diagnostic::error(codes::BAD_GLOB, format!("invalid manifest pattern `{pattern}`"))
-                        .at(&span)
-                        .label(e.kind().to_string()),
+                    Diagnostic::error(
+                        codes::BAD_GLOB,
+                        format!("invalid manifest pattern `{pattern}`"),
+                    )
+                    .at(&span)
+                    .label(e.kind().to_string()),
                 );
                 continue;
             }
         };
-        let listed = source.list(&crate::load::literal_prefix(pattern)).unwrap_or_default();
+        let listed = source
+            .list(&crate::load::literal_prefix(pattern))
+            .unwrap_or_default();
         let before = files.len();
         files.extend(listed.into_iter().filter(|p| glob.is_match(p)));
         if files.len() == before {
             diags.push(
-                Diagnostic::warning(codes::EMPTY_INCLUDE, format!("manifest pattern `{pattern}` matches no file")).at(&span),
+                Diagnostic::warning(
+                    codes::EMPTY_INCLUDE,
+                    format!("manifest pattern `{pattern}` matches no file"),
+                )
+                .at(&span),
             );
         }
     }

@@ -4,8 +4,8 @@
 //! checked against its Kubernetes type.
 
 pub mod agent;
-pub mod manifests;
 pub mod check;
+pub mod manifests;
 pub mod runtime;
 
 use std::collections::BTreeMap;
@@ -484,7 +484,11 @@ pub(crate) fn check_object(
     at: &crate::span::Span,
     diags: &mut Diagnostics,
 ) -> bool {
-    let field = |pointer: &str| body.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let field = |pointer: &str| {
+        body.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
     let (api_version, kind) = (field("/apiVersion"), field("/kind"));
     match check::check(body) {
         Ok(()) => true,
