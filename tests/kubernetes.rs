@@ -387,3 +387,53 @@ spec: { size: 3 }
     );
     assert!(widget_at > 0);
 }
+
+/// Ctrl-C (SIGINT) in the middle of an apply: no further writes, the lock
+/// released, exit 1 with how far it got.
+#[test]
+fn ctrl_c_stops_an_apply_and_releases_the_lock() {
+    use cortex_reconciler::kubernetes::fake::{Fault, FaultKind, Method};
+    let s = setup();
+    s.server.inject(Fault::new(
+        Method::PATCH,
+        "deployments",
+        FaultKind::Delay(std::time::Duration::from_secs(5)),
+        8,
+    ));
+    let child = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["apply", "--yes"])
+        .current_dir(s.project.path())
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the apply is writing (the signal handler is set by then).
+    let started = std::time::Instant::now();
+    while s.server.requests().apply == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the apply never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("interrupted after") && stderr.contains("the lock was released"),
+        "{stderr}"
+    );
+    let lease = s
+        .server
+        .object("Lease", Some("support"), "cortex-lock-support-desk")
+        .expect("lease");
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+}

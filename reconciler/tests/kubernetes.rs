@@ -721,3 +721,52 @@ async fn an_unreachable_cluster_is_a_clear_error() {
     );
     assert!(text.contains("kubeconfig context"), "{text}");
 }
+
+#[tokio::test]
+async fn an_interrupted_apply_stops_writing_and_releases_the_lock() {
+    let env = Env::new().await;
+    // Deployments answer slowly: the interrupt arrives while they are sent.
+    env.server.inject(Fault::new(
+        Method::PATCH,
+        "deployments",
+        FaultKind::Delay(Duration::from_secs(3)),
+        8,
+    ));
+    let planned = env.plan(&PlanSettings::default()).await.expect("plan");
+    let interrupt = std::sync::Arc::new(tokio::sync::Notify::new());
+    let settings = ApplySettings {
+        interrupt: Some(interrupt.clone()),
+        ..quick()
+    };
+    let started = std::time::Instant::now();
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        interrupt.notify_one();
+    });
+    let err = apply(&env.cluster, &planned.saved, &settings)
+        .await
+        .expect_err("interrupted");
+    stopper.await.expect("join");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped without waiting for the slow writes"
+    );
+    match &err {
+        KubeError::Interrupted { created, .. } => {
+            assert!(*created > 0, "ServiceAccounts and ConfigMaps went first")
+        }
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("the lock was released"), "{err}");
+    let lease = env
+        .server
+        .object("Lease", Some("support"), "cortex-lock-support-desk")
+        .expect("lease");
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+    assert!(
+        env.server
+            .names("HorizontalPodAutoscaler", Some("support"))
+            .is_empty(),
+        "nothing after the interrupt"
+    );
+}

@@ -283,7 +283,23 @@ fn run_apply(
     plan: &SavedPlan,
     request: &ApplyRequest,
 ) -> anyhow::Result<ExitCode> {
-    match runtime.block_on(kubernetes::apply(cluster, plan, &apply_settings(request))) {
+    // Ctrl-C stops sending writes and releases the lock before exiting.
+    let interrupt = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listener = {
+        let interrupt = interrupt.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupt.notify_one();
+            }
+        })
+    };
+    let settings = ApplySettings {
+        interrupt: Some(interrupt),
+        ..apply_settings(request)
+    };
+    let result = runtime.block_on(kubernetes::apply(cluster, plan, &settings));
+    listener.abort();
+    match result {
         Ok(report) => {
             let mut parts = Vec::new();
             if report.namespace_created {

@@ -39,6 +39,9 @@ pub struct ApplySettings {
     pub progress: bool,
     /// Who applies (recorded on the lock).
     pub holder: String,
+    /// Notified to stop (Ctrl-C): no further writes are sent, the lock is
+    /// released, and the apply ends with [`KubeError::Interrupted`].
+    pub interrupt: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Default for ApplySettings {
@@ -51,6 +54,7 @@ impl Default for ApplySettings {
             crd_timeout: Duration::from_secs(60),
             progress: false,
             holder: crate::kubernetes::lock::holder_identity(),
+            interrupt: None,
         }
     }
 }
@@ -121,7 +125,8 @@ pub async fn apply(
         settings.lock_timeout,
     )
     .await?;
-    let result = apply_locked(cluster, plan, settings, &mut report).await;
+    let result =
+        until_interrupted(settings, apply_locked(cluster, plan, settings, &mut report)).await;
     let applied_kinds: Vec<KindRef> = {
         let mut kinds: BTreeSet<KindRef> = plan.kinds.iter().cloned().collect();
         kinds.extend(
@@ -131,9 +136,15 @@ pub async fn apply(
         );
         kinds.into_iter().collect()
     };
-    let released = lock
-        .release(if result.is_ok() { &applied_kinds } else { &[] })
-        .await;
+    // Kinds are recorded even after a failure: some objects may exist now.
+    let released = lock.release(&applied_kinds).await;
+    if let Err(KubeError::Interrupted { .. }) = result {
+        return Err(KubeError::Interrupted {
+            created: report.created,
+            updated: report.updated,
+            deleted: report.deleted,
+        });
+    }
     let discovery = result?;
     released?;
     if let Some(timeout) = settings.wait {
@@ -148,17 +159,42 @@ pub async fn apply(
             })
             .map(|w| (w.id.clone(), w.api_version.clone()))
             .collect();
-        wait::wait_for(
-            cluster,
-            &discovery,
-            &awaited,
-            timeout,
-            settings.poll,
-            settings.progress,
+        until_interrupted(
+            settings,
+            wait::wait_for(
+                cluster,
+                &discovery,
+                &awaited,
+                timeout,
+                settings.poll,
+                settings.progress,
+            ),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            KubeError::Interrupted { .. } => KubeError::Interrupted {
+                created: report.created,
+                updated: report.updated,
+                deleted: report.deleted,
+            },
+            other => other,
+        })?;
     }
     Ok(report)
+}
+
+/// Runs `work` until it ends or the interrupt is notified.
+async fn until_interrupted<T>(
+    settings: &ApplySettings,
+    work: impl std::future::Future<Output = Result<T, KubeError>>,
+) -> Result<T, KubeError> {
+    match &settings.interrupt {
+        None => work.await,
+        Some(interrupt) => tokio::select! {
+            result = work => result,
+            () = interrupt.notified() => Err(KubeError::Interrupted { created: 0, updated: 0, deleted: 0 }),
+        },
+    }
 }
 
 fn conflicts_error(conflicts: &[ObjectConflicts]) -> KubeError {

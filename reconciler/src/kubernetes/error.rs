@@ -98,6 +98,18 @@ pub enum KubeError {
         /// Each object still pending, with why.
         pending: Vec<String>,
     },
+    /// Stopped by the user (Ctrl-C).
+    #[error(
+        "interrupted after {created} created, {updated} updated, {deleted} deleted; the lock was released — run `cortex plan` to see what is left"
+    )]
+    Interrupted {
+        /// Objects created before the interrupt.
+        created: usize,
+        /// Objects updated before it.
+        updated: usize,
+        /// Objects deleted before it.
+        deleted: usize,
+    },
     /// A saved plan that cannot be used.
     #[error("{0}")]
     Plan(String),
