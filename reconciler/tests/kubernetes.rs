@@ -770,3 +770,31 @@ async fn an_interrupted_apply_stops_writing_and_releases_the_lock() {
         "nothing after the interrupt"
     );
 }
+
+#[tokio::test]
+async fn quantities_the_server_rewrites_are_not_drift() {
+    let env = Env::new().await;
+    edit(
+        &env.project,
+        "agents/lookup.yaml",
+        "limits: { cpu: 500m",
+        "limits: { cpu: \"0.5\"",
+    );
+    env.converge(&PlanSettings::default()).await;
+    let live = env
+        .server
+        .object("Deployment", Some("support"), "crm-lookup")
+        .expect("live");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"], "500m",
+        "stored canonically"
+    );
+    env.server.reset_requests();
+    let again = env.plan(&PlanSettings::default()).await.expect("plan");
+    assert_eq!(changed(&again), Vec::<String>::new());
+    assert_eq!(
+        env.server.requests().dry_run,
+        0,
+        "no dry-run for a canonicalised value"
+    );
+}

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::kubernetes::cluster::{Cluster, Discovery};
 use crate::kubernetes::error::KubeError;
+use crate::kubernetes::quantity;
 use crate::kubernetes::retry::retry;
 use crate::plan::{ObjectId, Target};
 
@@ -138,14 +139,30 @@ pub fn with_hash(body: &Value) -> Value {
 
 /// Whether every field of `desired` is in `live` with the same value
 /// (lists element by element): what cortex manages is as it applied it.
+/// Resource quantities (under `resources`, `limits`, `requests`…) compare
+/// by value, as the API server stores them in canonical form.
 pub fn contains(live: &Value, desired: &Value) -> bool {
+    contains_at(live, desired, false)
+}
+
+/// Keys whose values are maps of resource quantities.
+const QUANTITY_MAPS: [&str; 5] = ["limits", "requests", "hard", "capacity", "overhead"];
+
+fn contains_at(live: &Value, desired: &Value, quantities: bool) -> bool {
     match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv))),
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| {
+            l.get(k).is_some_and(|lv| {
+                contains_at(lv, dv, quantities || QUANTITY_MAPS.contains(&k.as_str()))
+            })
+        }),
         (Value::Array(l), Value::Array(d)) => {
-            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains_at(lv, dv, false))
         }
+        (Value::String(l), Value::String(d)) if quantities => l == d || quantity::same(l, d),
+        (l, Value::Number(d)) if quantities => l
+            .as_str()
+            .zip(d.as_f64())
+            .is_some_and(|(l, d)| quantity::value(l) == Some(d)),
         (l, d) => l == d,
     }
 }
@@ -194,6 +211,21 @@ mod tests {
         let mut drifted = live.clone();
         drifted["spec"]["template"]["spec"]["containers"][0]["image"] = json!("y");
         assert!(!contains(&drifted, &desired));
+    }
+
+    #[test]
+    fn quantities_compare_by_value_where_they_are_quantities() {
+        let desired = json!({"resources": {"limits": {"cpu": "0.5", "memory": "1.5Gi"}, "requests": {"cpu": 1}}, "labels": {"v": "0.5"}});
+        let live = json!({"resources": {"limits": {"cpu": "500m", "memory": "1536Mi"}, "requests": {"cpu": "1"}}, "labels": {"v": "0.5"}});
+        assert!(contains(&live, &desired));
+        let label_drift = json!({"resources": live["resources"], "labels": {"v": "500m"}});
+        assert!(
+            !contains(&label_drift, &desired),
+            "labels are not quantities"
+        );
+        let mut changed = live.clone();
+        changed["resources"]["limits"]["cpu"] = json!("600m");
+        assert!(!contains(&changed, &desired));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod live;
 pub mod lock;
 pub mod planner;
+pub mod quantity;
 pub mod wait;
 
 pub use apply::{ApplyReport, ApplySettings, apply};

@@ -61,6 +61,7 @@ fn deployment(object: &mut Value) {
             &["imagePullPolicy"],
             json!(if latest { "Always" } else { "IfNotPresent" }),
         );
+        canonical_cpu(container);
         for port in container
             .get_mut("ports")
             .and_then(Value::as_array_mut)
@@ -69,6 +70,33 @@ fn deployment(object: &mut Value) {
         {
             default(port, &["protocol"], json!("TCP"));
         }
+    }
+}
+
+/// Stores CPU quantities in canonical form, as the API server does
+/// (`0.5` → `500m`, `1000m` → `1`).
+fn canonical_cpu(container: &mut Value) {
+    for section in ["limits", "requests"] {
+        let Some(cpu) = container.pointer_mut(&format!("/resources/{section}/cpu")) else {
+            continue;
+        };
+        let text = match &*cpu {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        let Some(cores) = crate::kubernetes::quantity::value(&text) else {
+            continue;
+        };
+        let millis = (cores * 1000.0).round();
+        if (cores * 1000.0 - millis).abs() > 1e-9 {
+            continue;
+        }
+        *cpu = if millis % 1000.0 == 0.0 {
+            json!(format!("{}", millis / 1000.0))
+        } else {
+            json!(format!("{millis}m"))
+        };
     }
 }
 
