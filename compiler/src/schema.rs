@@ -313,16 +313,20 @@ impl<'a> Cursor<'a> {
 
     /// Follows a JSON pointer of the instance (`/spec/env/0`).
     pub fn at_pointer(&self, pointer: &str) -> Cursor<'a> {
-        let mut cursor = *self;
-        for token in pointer.split('/').skip(1) {
-            let has_items = cursor.here().is_some_and(|n| n.items.is_some());
-            cursor = if has_items && token.parse::<usize>().is_ok() {
-                cursor.items()
-            } else {
-                cursor.property(&token.replace("~1", "/").replace("~0", "~"))
-            };
+        pointer
+            .split('/')
+            .skip(1)
+            .fold(*self, |cursor, token| cursor.step(token))
+    }
+
+    /// One step of a JSON pointer: an array index or a property.
+    pub fn step(&self, token: &str) -> Cursor<'a> {
+        let has_items = self.here().is_some_and(|n| n.items.is_some());
+        if has_items && token.parse::<usize>().is_ok() {
+            self.items()
+        } else {
+            self.property(&token.replace("~1", "/").replace("~0", "~"))
         }
-        cursor
     }
 
     /// The key a keyed list merges on (`x-cortex-merge-key`).
@@ -390,10 +394,5 @@ impl<'a> Cursor<'a> {
     /// Whether anything is known about this position.
     pub fn is_known(&self) -> bool {
         self.node.is_some()
-    }
-
-    /// A cursor that knows nothing (free-form values).
-    pub fn unknown(self) -> Cursor<'a> {
-        self.to(None)
     }
 }

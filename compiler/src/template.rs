@@ -57,7 +57,7 @@ pub fn render_templates(resolved: &mut Resolved, diags: &mut Diagnostics) {
                 continue;
             }
             if let Some(node) = node_at_mut(&mut spec.node, &pointer) {
-                engine.walk(node, cursor.at_pointer(&pointer), &mut failed);
+                engine.evaluate_node(node, cursor.at_pointer(&pointer), &mut failed);
             }
         }
     }
@@ -108,38 +108,28 @@ impl Engine {
         }
     }
 
-    fn walk(&mut self, node: &mut Node, schema: Cursor<'_>, diags: &mut Diagnostics) {
+    /// Evaluates the template string at `node` (render_templates finds
+    /// them) in place, typed when its schema does not accept a string.
+    fn evaluate_node(&mut self, node: &mut Node, schema: Cursor<'_>, diags: &mut Diagnostics) {
         if schema.is_verbatim() {
             return;
         }
-        match &mut node.value {
-            Value::Str(s) if is_template(s) => {
-                let typed = !accepts_string(schema);
-                let outcome = self.evaluate(s, typed);
-                match outcome {
-                    Outcome::Text(text) => *s = text,
-                    Outcome::Typed(value) => *node = Node::from_json(&value, &node.prov),
-                    Outcome::Failed(f) => diags.push(
-                        Diagnostic::error(f.code, f.message)
-                            .at(node.span())
-                            .label(f.label)
-                            .maybe_help(f.help),
-                    ),
-                }
-            }
-            Value::Seq(items) => {
-                let item_schema = schema.items();
-                for item in items {
-                    self.walk(item, item_schema, diags);
-                }
-            }
-            Value::Map(map) => {
-                for entry in map.iter_mut() {
-                    let child_schema = schema.property(&entry.key);
-                    self.walk(&mut entry.value, child_schema, diags);
-                }
-            }
-            _ => {}
+        let Value::Str(s) = &mut node.value else {
+            return;
+        };
+        if !is_template(s) {
+            return;
+        }
+        let typed = !accepts_string(schema);
+        match self.evaluate(s, typed) {
+            Outcome::Text(text) => *s = text,
+            Outcome::Typed(value) => *node = Node::from_json(&value, &node.prov),
+            Outcome::Failed(f) => diags.push(
+                Diagnostic::error(f.code, f.message)
+                    .at(node.span())
+                    .label(f.label)
+                    .maybe_help(f.help),
+            ),
         }
     }
 
@@ -279,15 +269,12 @@ fn accepts_string(schema: Cursor<'_>) -> bool {
 
 /// Whether any schema position on the way to `pointer` is verbatim.
 fn is_verbatim_path(root: Cursor<'_>, pointer: &str) -> bool {
-    let mut at = String::new();
     let mut cursor = root;
     for token in pointer.split('/').skip(1) {
         if cursor.is_verbatim() {
             return true;
         }
-        at.push('/');
-        at.push_str(token);
-        cursor = root.at_pointer(&at);
+        cursor = cursor.step(token);
     }
     cursor.is_verbatim()
 }
