@@ -437,3 +437,18 @@ fn ctrl_c_stops_an_apply_and_releases_the_lock() {
         .expect("lease");
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
 }
+
+#[test]
+fn contexts_are_chosen_by_name_and_an_unknown_one_is_named() {
+    let s = setup();
+    let by_name = s.cortex(&["plan", "--context", "fake"]);
+    assert_eq!(code(&by_name), 0, "{}", text(&by_name.stderr));
+    let unknown = s.cortex(&["plan", "--context", "staging-eu"]);
+    assert_eq!(code(&unknown), 1);
+    let stderr = text(&unknown.stderr);
+    assert!(
+        stderr.contains("cannot load the Kubernetes configuration")
+            && stderr.contains("staging-eu"),
+        "{stderr}"
+    );
+}
