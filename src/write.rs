@@ -1,7 +1,8 @@
-//! Writes a build's output directory atomically: everything goes to a new
-//! sibling directory first, which then replaces OUT by rename. A failed
-//! build leaves OUT as it was; a directory cortex did not write is never
-//! replaced.
+//! Writes outputs atomically. A build's output directory: everything goes
+//! to a new sibling directory first, which then replaces OUT by rename; a
+//! failed build leaves OUT as it was; a directory cortex did not write is
+//! never replaced. A single file (a saved plan): a sibling temporary file,
+//! synced, renamed over it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -70,5 +71,20 @@ fn write_all(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()
             .with_context(|| format!("cannot write {}", path.display()))?;
         file.write_all(content)?;
     }
+    Ok(())
+}
+
+/// Writes a file whole or not at all (a sibling temporary file renamed).
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -162,23 +162,16 @@ fn the_example_pull_request_workflow_runs_its_diff_step() {
         .expect("origin/main");
     edit(&repo, "desk/topics.yaml", "retention: 3d", "retention: 4d");
     let output = repo.path().join("github-output");
-    let bin = Path::new(env!("CARGO_BIN_EXE_cortex"))
-        .parent()
-        .expect("bin dir");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let status = common::run_step(
+        &script,
+        repo.path(),
+        Path::new(env!("CARGO_BIN_EXE_cortex")),
+        &[
+            ("PROJECT", "desk".as_ref()),
+            ("ENVIRONMENT", "prod".as_ref()),
+            ("GITHUB_OUTPUT", output.as_os_str()),
+        ],
     );
-    let status = Command::new("bash")
-        .args(["-e", "-c", &script])
-        .current_dir(repo.path())
-        .env("PATH", path)
-        .env("PROJECT", "desk")
-        .env("ENVIRONMENT", "prod")
-        .env("GITHUB_OUTPUT", &output)
-        .output()
-        .expect("bash");
     assert!(
         status.status.success(),
         "{}{}{}",

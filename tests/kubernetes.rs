@@ -191,14 +191,7 @@ fn unlock_breaks_a_stale_lock() {
     assert_eq!(code(&s.cortex(&["apply", "--yes"])), 0);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let cluster = cortex_reconciler::kubernetes::Cluster::connect(
-            &cortex_reconciler::kubernetes::ConnectOptions {
-                kubeconfig: Some(s.kubeconfig.clone()),
-                context: None,
-            },
-        )
-        .await
-        .expect("connect");
+        let cluster = s.server.connect(s._dir.path()).await.expect("connect");
         let lock = cortex_reconciler::kubernetes::lock::Lock::acquire(
             &cluster,
             "support",
@@ -286,23 +279,16 @@ fn the_example_apply_workflow_plans_and_applies() {
     deploy.copy_dir(&example("support-desk"), "deploy");
     deploy.commit("deploy");
     s.server.create_namespace("support-prod");
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cortex"))
-        .parent()
-        .expect("bin dir");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let run = common::run_step(
+        &script,
+        deploy.path(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_cortex")),
+        &[
+            ("PROJECT", "deploy".as_ref()),
+            ("ENVIRONMENT", "prod".as_ref()),
+            ("KUBECONFIG", s.kubeconfig.as_os_str()),
+        ],
     );
-    let run = Command::new("bash")
-        .args(["-e", "-c", &script])
-        .current_dir(deploy.path())
-        .env("PATH", path)
-        .env("PROJECT", "deploy")
-        .env("ENVIRONMENT", "prod")
-        .env("KUBECONFIG", &s.kubeconfig)
-        .output()
-        .expect("bash");
     assert!(
         run.status.success(),
         "{}{}",
@@ -343,21 +329,7 @@ fn a_crd_and_its_custom_resource_ship_through_manifests() {
     let s = setup();
     s.project.write(
         "k8s/widgets.yaml",
-        "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: { name: widgets.example.com }
-spec:
-  group: example.com
-  scope: Namespaced
-  names: { kind: Widget, plural: widgets, singular: widget }
-  versions:
-    - { name: v1, served: true, storage: true, schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } } }
----
-apiVersion: example.com/v1
-kind: Widget
-metadata: { name: blue }
-spec: { size: 3 }
-",
+        &common::fixture("manifests/widgets.yaml"),
     );
     s.server
         .set_crd_delay(std::time::Duration::from_millis(300));

@@ -484,24 +484,13 @@ fn hello_shipping(files: &[(&str, &str)]) -> (MemorySource, Result<Bundle, Strin
     (source, bundle)
 }
 
-const CRD: &str = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: { name: widgets.example.com }
-spec:
-  group: example.com
-  scope: Namespaced
-  names: { kind: Widget, plural: widgets, singular: widget }
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } }
----
-apiVersion: example.com/v1
-kind: Widget
-metadata: { name: blue, labels: { color: blue } }
-spec: { size: 3, image: \"{{ values.registry }}/widget\" }
-";
+/// A CRD and a custom resource of it (`fixtures/manifests/widgets.yaml`).
+fn widgets() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/manifests/widgets.yaml"),
+    )
+    .expect("read the fixture")
+}
 
 #[test]
 fn manifests_are_templated_labelled_namespaced_and_ordered() {
@@ -510,7 +499,7 @@ kind: NetworkPolicy
 metadata: { name: deny-all, namespace: elsewhere }
 spec: { podSelector: {}, policyTypes: [Ingress] }
 ";
-    let (_, bundle) = hello_shipping(&[("k8s/crd.yaml", CRD), ("k8s/policy.yaml", policy)]);
+    let (_, bundle) = hello_shipping(&[("k8s/crd.yaml", &widgets()), ("k8s/policy.yaml", policy)]);
     let bundle = bundle.unwrap_or_else(|e| panic!("{e}"));
     let widget = object(&bundle, "Widget", "blue");
     assert_eq!(

@@ -10,7 +10,7 @@ use cortex_compiler::Options;
 use cortex_reconciler::kubernetes::fake::{FakeApiServer, Fault, FaultKind, Rollout};
 use cortex_reconciler::kubernetes::lock::{self, Lock};
 use cortex_reconciler::kubernetes::{
-    ApplySettings, Cluster, ConnectOptions, KubeError, PlanSettings, RetryPolicy, apply, plan,
+    ApplySettings, Cluster, KubeError, PlanSettings, RetryPolicy, apply, plan,
 };
 use cortex_reconciler::{Action, At, Desired, desired_at};
 use serde_json::{Value, json};
@@ -29,13 +29,7 @@ impl Env {
     async fn new() -> Env {
         let server = FakeApiServer::start().expect("start the fake API server");
         let dir = tempfile::tempdir().expect("tempdir");
-        let kubeconfig = server.write_kubeconfig(dir.path()).expect("kubeconfig");
-        let mut cluster = Cluster::connect(&ConnectOptions {
-            kubeconfig: Some(kubeconfig),
-            context: None,
-        })
-        .await
-        .expect("connect");
+        let mut cluster = server.connect(dir.path()).await.expect("connect");
         cluster.retry = RetryPolicy {
             attempts: 6,
             base: Duration::from_millis(5),
@@ -424,35 +418,16 @@ async fn prune_guard_refuses_more_than_half_unless_forced() {
     assert!(!env.server.names("ConfigMap", Some("support")).is_empty());
 }
 
-fn crd_and_resource(desired: &mut Desired) {
-    use cortex_reconciler::plan::{ObjectId, PlanObject, Target};
-    let label = json!({"cortex.codevald.io/project": "support-desk"});
-    desired.objects.push(PlanObject {
-        id: ObjectId { target: Target::Kubernetes, group: "apiextensions.k8s.io".into(), kind: "CustomResourceDefinition".into(), namespace: None, name: "widgets.example.com".into() },
-        api_version: Some("apiextensions.k8s.io/v1".into()),
-        spec: None,
-        body: json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "widgets.example.com", "labels": label},
-            "spec": {"group": "example.com", "scope": "Namespaced",
-                     "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
-                     "versions": [{"name": "v1", "served": true, "storage": true,
-                                   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}),
-    });
-    desired.objects.push(PlanObject {
-        id: ObjectId { target: Target::Kubernetes, group: "example.com".into(), kind: "Widget".into(), namespace: Some("support".into()), name: "blue".into() },
-        api_version: Some("example.com/v1".into()),
-        spec: None,
-        body: json!({"apiVersion": "example.com/v1", "kind": "Widget",
-            "metadata": {"name": "blue", "namespace": "support", "labels": label}, "spec": {"size": 3}}),
-    });
-}
-
 #[tokio::test]
 async fn a_crd_is_established_before_its_custom_resource_is_applied() {
     let env = Env::new().await;
     env.server.set_crd_delay(Duration::from_millis(300));
-    let mut desired = env.desired();
-    crd_and_resource(&mut desired);
+    // support-desk ships `k8s/*.yaml` through spec.manifests.
+    env.project.write(
+        "k8s/widgets.yaml",
+        &common::fixture("manifests/widgets.yaml"),
+    );
+    let desired = env.desired();
     let planned = plan(&env.cluster, &desired, &PlanSettings::default())
         .await
         .expect("plan");
@@ -696,14 +671,8 @@ async fn wait_follows_the_rollout_and_names_what_is_stuck() {
 async fn an_unreachable_cluster_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = FakeApiServer::start().expect("start");
-    let kubeconfig = server.write_kubeconfig(dir.path()).expect("kubeconfig");
+    let mut cluster = server.connect(dir.path()).await.expect("config loads");
     drop(server); // nobody listens there any more
-    let mut cluster = Cluster::connect(&ConnectOptions {
-        kubeconfig: Some(kubeconfig),
-        context: None,
-    })
-    .await
-    .expect("config loads");
     cluster.retry = RetryPolicy {
         attempts: 2,
         base: Duration::from_millis(5),

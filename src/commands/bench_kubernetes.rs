@@ -9,9 +9,7 @@ use anyhow::Context;
 use cortex_compiler::Options;
 use cortex_compiler::generate::{Shape, write_to};
 use cortex_reconciler::kubernetes::fake::FakeApiServer;
-use cortex_reconciler::kubernetes::{
-    ApplySettings, Cluster, ConnectOptions, PlanSettings, apply, plan,
-};
+use cortex_reconciler::kubernetes::{ApplySettings, PlanSettings, apply, plan};
 use cortex_reconciler::{At, desired_at};
 use serde_json::json;
 
@@ -41,15 +39,8 @@ pub fn kubernetes_plan(runs: usize, out: &mut impl Write) -> anyhow::Result<()> 
         .count();
 
     let server = FakeApiServer::start().context("cannot start the in-process API server")?;
-    let kubeconfig = server.write_kubeconfig(temp.path())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let cluster = runtime.block_on(Cluster::connect(&ConnectOptions {
-        kubeconfig: Some(kubeconfig),
-        context: None,
-    }))?;
+    let runtime = crate::commands::kube::runtime()?;
+    let cluster = runtime.block_on(server.connect(temp.path()))?;
     // Apply everything once (not timed), then change ten Deployments.
     let first = runtime.block_on(plan(&cluster, &desired, &PlanSettings::default()))?;
     runtime.block_on(apply(&cluster, &first.saved, &ApplySettings::default()))?;

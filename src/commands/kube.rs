@@ -41,7 +41,8 @@ pub struct ApplyRequest {
     pub lock_timeout: Duration,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The async runtime of the cluster commands (two workers: this machine's cores).
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -136,21 +137,6 @@ fn print_plan(planned: &ClusterPlan, format: PlanFormat, unified: bool) -> anyho
     Ok(())
 }
 
-/// Writes a file whole or not at all (a sibling temporary file renamed).
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
 pub fn plan(dir: &Path, request: PlanRequest) -> anyhow::Result<ExitCode> {
     let Some(desired) = compile(dir, request.env.clone(), request.format)? else {
         return Ok(ExitCode::from(1));
@@ -170,7 +156,7 @@ pub fn plan(dir: &Path, request: PlanRequest) -> anyhow::Result<ExitCode> {
     print_plan(&planned, request.format, request.unified)?;
     if let Some(out) = &request.out {
         let json = serde_json::to_vec_pretty(&planned.saved)?;
-        write_atomically(out, &json)?;
+        crate::write::write_file(out, &json)?;
         eprintln!(
             "Saved the plan to {}; apply exactly it with: cortex apply {}",
             out.display(),

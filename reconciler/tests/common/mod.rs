@@ -108,13 +108,23 @@ impl Repo {
     }
 }
 
-pub fn example(name: &str) -> std::path::PathBuf {
-    // Used by the tests of two packages: find the workspace's examples/.
+/// The workspace's root (the tests of two packages use this module).
+fn workspace() -> &'static Path {
     let mut dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     while !dir.join("examples").is_dir() {
         dir = dir.parent().expect("the workspace holds examples/");
     }
-    dir.join("examples").join(name)
+    dir
+}
+
+/// `examples/<name>`.
+pub fn example(name: &str) -> std::path::PathBuf {
+    workspace().join("examples").join(name)
+}
+
+/// The text of `fixtures/<path>`.
+pub fn fixture(path: &str) -> String {
+    std::fs::read_to_string(workspace().join("fixtures").join(path)).expect("read the fixture")
 }
 
 /// Replaces the first `from` in `file` (which must contain it) with `to`.
@@ -139,4 +149,27 @@ pub fn workflow_step(workflow: &str, job: &str, step: &str) -> String {
         .and_then(|s| s["run"].as_str())
         .unwrap_or_else(|| panic!("no step {step} in {workflow}"))
         .to_string()
+}
+
+/// A CI step's script run as GitHub runs it (`bash -e -c`) in `dir`, with
+/// the directory of the `cortex` binary `bin` first on PATH and `envs` set.
+pub fn run_step(
+    script: &str,
+    dir: &Path,
+    bin: &Path,
+    envs: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Output {
+    let bin_dir = bin.parent().expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new("bash")
+        .args(["-e", "-c", script])
+        .current_dir(dir)
+        .env("PATH", path)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("bash")
 }

@@ -333,6 +333,22 @@ impl FakeApiServer {
         Ok(path)
     }
 
+    /// Writes a kubeconfig for this server into `dir` and connects through
+    /// it, as cortex connects to any cluster.
+    pub async fn connect(
+        &self,
+        dir: &Path,
+    ) -> Result<crate::kubernetes::Cluster, crate::kubernetes::KubeError> {
+        let kubeconfig = self
+            .write_kubeconfig(dir)
+            .map_err(|e| crate::kubernetes::KubeError::Config(e.to_string()))?;
+        crate::kubernetes::Cluster::connect(&crate::kubernetes::ConnectOptions {
+            kubeconfig: Some(kubeconfig),
+            context: None,
+        })
+        .await
+    }
+
     /// Requests served so far.
     pub fn requests(&self) -> Requests {
         self.lock().requests
@@ -887,6 +903,12 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// A request body as JSON, or a 400.
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid request body: {e}")))
+}
+
 /// RFC 7386 JSON merge patch.
 fn merge_patch(target: &mut Value, patch: &Value) {
     let Some(map) = patch.as_object() else {
@@ -1124,6 +1146,11 @@ fn serve(
         .ok_or_else(not_found)?;
     let query = query_map(uri);
     let ns = target.namespace.as_deref();
+    // Updates (POST, PUT, merge patch) name their manager or are "unknown".
+    let update_manager = query
+        .get("fieldManager")
+        .cloned()
+        .unwrap_or_else(|| "unknown".into());
     match (method.clone(), &target.name) {
         (Method::GET, None) => {
             s.requests.list += 1;
@@ -1161,9 +1188,7 @@ fn serve(
         }
         (Method::PATCH, Some(name)) if content_type.starts_with("application/merge-patch+json") => {
             s.requests.update += 1;
-            let patch: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::new(400, "BadRequest", format!("invalid merge patch: {e}"))
-            })?;
+            let patch = json_body(body)?;
             let key = key_of(&ty, ns, name);
             let mut current = s
                 .objects
@@ -1171,11 +1196,7 @@ fn serve(
                 .map(|o| o.body.clone())
                 .ok_or_else(|| not_found_error(&ty, name))?;
             merge_patch(&mut current, &patch);
-            let manager = query
-                .get("fieldManager")
-                .cloned()
-                .unwrap_or_else(|| "unknown".into());
-            s.apply(&ty, ns, current, &manager, ApplyMode::Update)
+            s.apply(&ty, ns, current, &update_manager, ApplyMode::Update)
         }
         (Method::PATCH, Some(name)) => {
             let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
@@ -1190,9 +1211,7 @@ fn serve(
                     "PATCH with apply requires fieldManager".into(),
                 )
             })?;
-            let body: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::new(400, "BadRequest", format!("invalid apply body: {e}"))
-            })?;
+            let body = json_body(body)?;
             if body["metadata"]["name"].as_str() != Some(name) {
                 return Err(ApiError::new(
                     400,
@@ -1206,8 +1225,7 @@ fn serve(
         }
         (Method::POST, None) => {
             s.requests.create += 1;
-            let body: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid body: {e}")))?;
+            let body = json_body(body)?;
             let name = body["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
@@ -1220,16 +1238,11 @@ fn serve(
                     format!("{} \"{name}\" already exists", ty.plural),
                 ));
             }
-            let manager = query
-                .get("fieldManager")
-                .cloned()
-                .unwrap_or_else(|| "unknown".into());
-            s.apply(&ty, ns, body, &manager, ApplyMode::Update)
+            s.apply(&ty, ns, body, &update_manager, ApplyMode::Update)
         }
         (Method::PUT, Some(name)) => {
             s.requests.update += 1;
-            let body: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid body: {e}")))?;
+            let body = json_body(body)?;
             let key = key_of(&ty, ns, name);
             let current = s
                 .objects
@@ -1248,11 +1261,7 @@ fn serve(
                     ),
                 ));
             }
-            let manager = query
-                .get("fieldManager")
-                .cloned()
-                .unwrap_or_else(|| "unknown".into());
-            s.apply(&ty, ns, body, &manager, ApplyMode::Update)
+            s.apply(&ty, ns, body, &update_manager, ApplyMode::Update)
         }
         (Method::DELETE, Some(name)) => {
             s.requests.delete += 1;
