@@ -80,6 +80,12 @@ fn work_tree_revision(dir: &Path) -> Revision {
     }
 }
 
+/// Prints an error of the cluster commands; exit code 1.
+fn failed(e: &dyn std::fmt::Display) -> anyhow::Result<ExitCode> {
+    output::error_line(&e.to_string())?;
+    Ok(ExitCode::from(1))
+}
+
 fn connect_options(args: &ClusterArgs, desired: Option<&Desired>) -> ConnectOptions {
     let project_context = desired.and_then(|d| {
         d.resolved
@@ -148,10 +154,7 @@ pub fn plan(dir: &Path, request: PlanRequest) -> anyhow::Result<ExitCode> {
     });
     let planned = match planned {
         Ok(p) => p,
-        Err(e) => {
-            output::error_line(&e.to_string())?;
-            return Ok(ExitCode::from(1));
-        }
+        Err(e) => return failed(&e),
     };
     print_plan(&planned, request.format, request.unified)?;
     if let Some(out) = &request.out {
@@ -204,10 +207,7 @@ pub fn apply(input: &Path, request: ApplyRequest) -> anyhow::Result<ExitCode> {
     });
     let (cluster, planned) = match outcome {
         Ok(o) => o,
-        Err(e) => {
-            output::error_line(&e.to_string())?;
-            return Ok(ExitCode::from(1));
-        }
+        Err(e) => return failed(&e),
     };
     print_plan(&planned, PlanFormat::Text, false)?;
     if !planned.saved.summary.has_changes() {
@@ -255,10 +255,7 @@ fn apply_saved(path: &Path, request: ApplyRequest) -> anyhow::Result<ExitCode> {
     let cluster = match runtime.block_on(Cluster::connect(&connect_options(&request.cluster, None)))
     {
         Ok(c) => c,
-        Err(e) => {
-            output::error_line(&e.to_string())?;
-            return Ok(ExitCode::from(1));
-        }
+        Err(e) => return failed(&e),
     };
     run_apply(&runtime, &cluster, &plan, &request)
 }
@@ -297,10 +294,7 @@ fn run_apply(
             println!("Apply complete: {}.", parts.join(", "));
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            output::error_line(&e.to_string())?;
-            Ok(ExitCode::from(1))
-        }
+        Err(e) => failed(&e),
     }
 }
 
@@ -328,9 +322,6 @@ pub fn unlock(dir: &Path, env: Option<String>, args: &ClusterArgs) -> anyhow::Re
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            output::error_line(&e.to_string())?;
-            Ok(ExitCode::from(1))
-        }
+        Err(e) => failed(&e),
     }
 }
