@@ -170,37 +170,14 @@ pub async fn plan(
     if !namespace_exists && !settings.create_namespace {
         return Err(KubeError::NamespaceMissing(namespace));
     }
-    let recorded = match namespace_exists {
-        true => lock::recorded_kinds(cluster, &namespace, &desired.project.name).await?,
-        false => Vec::new(),
-    };
-    let mut kinds: BTreeSet<KindRef> = RENDERED_KINDS
-        .iter()
-        .map(|(a, k)| (a.to_string(), k.to_string()))
-        .collect();
-    kinds.extend(recorded);
-    for o in &objects {
-        kinds.insert((o.api_version.clone().unwrap_or_default(), o.id.kind.clone()));
-    }
-    let api_versions: BTreeSet<String> = kinds.iter().map(|(a, _)| a.clone()).collect();
-    let discovery = cluster.discover(&api_versions).await?;
-    let pending = pending_custom_kinds(&objects);
-    for o in &objects {
-        let av = o.api_version.as_deref().unwrap_or_default();
-        if discovery.get(av, &o.id.kind).is_none()
-            && !pending.contains(&(av.to_string(), o.id.kind.clone()))
-        {
-            return Err(KubeError::UnknownKind {
-                api_version: av.to_string(),
-                kind: o.id.kind.clone(),
-                object: o.id.to_string(),
-            });
-        }
-    }
-    let kinds: Vec<KindRef> = kinds
-        .into_iter()
-        .filter(|(a, k)| discovery.get(a, k).is_some())
-        .collect();
+    let (discovery, kinds) = kinds_to_read(
+        cluster,
+        &objects,
+        &desired.project.name,
+        &namespace,
+        namespace_exists,
+    )
+    .await?;
     let live = live::read_live(
         cluster,
         &discovery,
@@ -402,6 +379,51 @@ pub async fn plan(
         plan: serde_json::to_value(&display).unwrap_or(Value::Null),
     };
     Ok(ClusterPlan { saved, display })
+}
+
+/// The kinds a plan lists — cortex's rendered kinds, the desired ones and
+/// those the last apply recorded — as the cluster serves them. A desired
+/// kind the cluster does not serve is an error, unless a desired CRD
+/// defines it.
+async fn kinds_to_read(
+    cluster: &Cluster,
+    objects: &[&PlanObject],
+    project: &str,
+    namespace: &str,
+    namespace_exists: bool,
+) -> Result<(Discovery, Vec<KindRef>), KubeError> {
+    let recorded = match namespace_exists {
+        true => lock::recorded_kinds(cluster, namespace, project).await?,
+        false => Vec::new(),
+    };
+    let mut kinds: BTreeSet<KindRef> = RENDERED_KINDS
+        .iter()
+        .map(|(a, k)| (a.to_string(), k.to_string()))
+        .collect();
+    kinds.extend(recorded);
+    for o in objects {
+        kinds.insert((o.api_version.clone().unwrap_or_default(), o.id.kind.clone()));
+    }
+    let api_versions: BTreeSet<String> = kinds.iter().map(|(a, _)| a.clone()).collect();
+    let discovery = cluster.discover(&api_versions).await?;
+    let pending = pending_custom_kinds(objects);
+    for o in objects {
+        let av = o.api_version.as_deref().unwrap_or_default();
+        if discovery.get(av, &o.id.kind).is_none()
+            && !pending.contains(&(av.to_string(), o.id.kind.clone()))
+        {
+            return Err(KubeError::UnknownKind {
+                api_version: av.to_string(),
+                kind: o.id.kind.clone(),
+                object: o.id.to_string(),
+            });
+        }
+    }
+    let kinds: Vec<KindRef> = kinds
+        .into_iter()
+        .filter(|(a, k)| discovery.get(a, k).is_some())
+        .collect();
+    Ok((discovery, kinds))
 }
 
 impl ObjectId {
