@@ -220,10 +220,31 @@ pub fn set_owner(node: &mut Node, owner: &Arc<str>) {
 /// but without spans: for reading back rendered objects, where speed
 /// matters and positions do not.
 pub fn parse_json(file: &Arc<str>, text: &str) -> Result<Vec<serde_json::Value>, Box<Diagnostic>> {
+    Ok(parse_json_located(file, text)?
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect())
+}
+
+/// [`parse_json`], each document with the position where it starts
+/// (a span of no width: for naming the document in diagnostics).
+pub fn parse_json_located(
+    file: &Arc<str>,
+    text: &str,
+) -> Result<Vec<(Span, serde_json::Value)>, Box<Diagnostic>> {
     load_documents(file, text)?
         .iter()
         .map(|doc| {
+            let start = doc.span.start;
+            let at = Span {
+                file: file.clone(),
+                line: start.line() as u32,
+                col: start.col() as u32 + 1,
+                start: start.index() as u32,
+                end: start.index() as u32,
+            };
             json_of(doc, 0)
+                .map(|value| (at, value))
                 .map_err(|what| Box::new(Diagnostic::error(codes::UNSUPPORTED_YAML, what)))
         })
         .collect()

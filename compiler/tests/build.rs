@@ -534,13 +534,13 @@ spec: { podSelector: {}, policyTypes: [Ingress] }
 
 #[test]
 fn bad_manifests_are_diagnosed_at_their_file() {
-    let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: extra }\ndatta: { a: b }\n";
+    let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: fine }\n---\n# the second\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: extra }\ndatta: { a: b }\n";
     let err = hello_shipping(&[("k8s/typo.yaml", typo)])
         .1
         .expect_err("unknown field");
     assert!(
-        err.contains("CX0603") && err.contains("k8s/typo.yaml") && err.contains("datta"),
-        "{err}"
+        err.contains("CX0603") && err.contains("k8s/typo.yaml:6:1") && err.contains("datta"),
+        "the second document, at its line: {err}"
     );
 
     let missing = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: \"{{ values.nope }}\" }\n";
@@ -548,7 +548,7 @@ fn bad_manifests_are_diagnosed_at_their_file() {
         .1
         .expect_err("undefined value");
     assert!(
-        err.contains("CX0601") && err.contains("k8s/missing.yaml"),
+        err.contains("CX0601") && err.contains("k8s/missing.yaml:3:"),
         "{err}"
     );
 

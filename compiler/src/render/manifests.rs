@@ -62,7 +62,7 @@ pub fn manifests(
         env.set_syntax(syntax);
     }
     let ctx = minijinja::Value::from(minijinja::value::Serde(&crate::template::context(resolved)));
-    let mut bodies: Vec<(Arc<str>, Value)> = Vec::new();
+    let mut bodies: Vec<(Span, Value)> = Vec::new();
     for file in files {
         let at = Span::file_only(file.clone());
         let text = match source.read(&file).map(String::from_utf8) {
@@ -91,21 +91,21 @@ pub fn manifests(
         let templated = match env.render_str(&text, &ctx) {
             Ok(t) => t,
             Err(e) => {
+                let at = Span {
+                    line: e.line().map_or(1, |l| l as u32),
+                    ..at
+                };
                 diags.push(
                     Diagnostic::error(codes::RENDER_TEMPLATE, format!("manifest {file} failed to template"))
                         .at(&at)
-                        .label(format!("line {}: {}", e.line().unwrap_or(0), e.detail().unwrap_or(&e.kind().to_string())))
+                        .label(e.detail().map_or_else(|| e.kind().to_string(), str::to_string))
                         .help("manifests see `values`, `env` and `project`, as specs do; write literal braces as `{{ '{{' }}`"),
                 );
                 continue;
             }
         };
-        match crate::yaml::parse_json(&file, &templated) {
-            Ok(docs) => bodies.extend(
-                docs.into_iter()
-                    .filter(|d| !d.is_null())
-                    .map(|d| (file.clone(), d)),
-            ),
+        match crate::yaml::parse_json_located(&file, &templated) {
+            Ok(docs) => bodies.extend(docs.into_iter().filter(|(_, d)| !d.is_null())),
             Err(d) => diags.push(*d),
         }
     }
@@ -123,8 +123,8 @@ pub fn manifests(
         .collect();
     let mut seen: BTreeSet<String> = rendered.iter().map(Object::identity).collect();
     let mut out = Vec::new();
-    for (file, mut body) in bodies {
-        let at = Span::file_only(file.clone());
+    for (at, mut body) in bodies {
+        let file = at.file.clone();
         let field = |b: &Value, p: &str| b.pointer(p).and_then(Value::as_str).map(str::to_string);
         let (Some(api_version), Some(kind), Some(name)) = (
             field(&body, "/apiVersion"),
