@@ -139,6 +139,14 @@ pub fn into_objects(bundle: Bundle) -> (Project, Vec<PlanObject>) {
             body: o.body,
         })
         .collect();
+    out.extend(runtime_objects(std::mem::take(&mut runtime)));
+    (project, out)
+}
+
+/// The runtime objects of a runtime config (runtime.json): one per entry
+/// of its sections.
+pub fn runtime_objects(mut runtime: Value) -> Vec<PlanObject> {
+    let mut out = Vec::new();
     for (section, kind) in RUNTIME_SECTIONS {
         if let Some(Value::Object(entries)) = runtime.get_mut(section).map(Value::take) {
             for (name, body) in entries {
@@ -157,7 +165,7 @@ pub fn into_objects(bundle: Bundle) -> (Project, Vec<PlanObject>) {
             }
         }
     }
-    (project, out)
+    out
 }
 
 /// One side of a plan.

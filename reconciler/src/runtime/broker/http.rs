@@ -1,0 +1,317 @@
+//! The broker's HTTP API (JSON; bearer tokens):
+//!
+//! | method and path | what |
+//! | --- | --- |
+//! | `POST /v1/topics/{topic}/messages` `{key?, payload}` | publish (202 `{ids, deliveredTo}`) |
+//! | `POST /v1/agents/{agent}/messages` `{key?, payload}` | direct message (202) |
+//! | `POST /v1/agents/{agent}/requests?timeoutMs=` `{payload}` | request; 200 with the reply |
+//! | `GET /v1/inbox?max=&waitMs=` | long-poll the caller's inbox |
+//! | `GET /v1/inbox/stream` | the caller's deliveries as server-sent events |
+//! | `POST /v1/messages/{id}/ack` · `/nack` `{delayMs}` · `/reply` `{payload}` | settle a delivery |
+//!
+//! Errors are `{"error": {"code", "message", "inbox"?, "pointer"?}}` with
+//! 400 (schema, bad payload), 401 (token), 403 (undeclared topic), 404,
+//! 429 (inbox full), 503 (store), 504 (request timeout).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cortex_client::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{Broker, BrokerError, Principal, Taken};
+
+/// Longest a long-poll may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Most deliveries one receive returns.
+pub const MAX_BATCH: usize = 1000;
+
+impl BrokerError {
+    /// The HTTP status and body of this error.
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            BrokerError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            BrokerError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            BrokerError::UnknownTopic(_) | BrokerError::UnknownAgent(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            BrokerError::NotInFlight { .. } => (StatusCode::NOT_FOUND, "not_in_flight"),
+            BrokerError::InboxFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "inbox_full"),
+            BrokerError::Schema { .. } => (StatusCode::BAD_REQUEST, "schema"),
+            BrokerError::BadPayload(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            BrokerError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            BrokerError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: ApiError,
+}
+
+impl IntoResponse for BrokerError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        let (inbox, pointer) = match &self {
+            BrokerError::InboxFull { inbox, .. } => (Some(inbox.clone()), None),
+            BrokerError::Schema { pointer, .. } => (None, Some(pointer.clone())),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            error: ApiError {
+                code: code.to_string(),
+                message: self.to_string(),
+                inbox,
+                pointer,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+pub fn principal(broker: &Broker, headers: &HeaderMap) -> Result<Principal, BrokerError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| broker.authenticate(token.trim()))
+        .ok_or(BrokerError::Unauthorized)
+}
+
+fn agent_of(principal: Principal) -> Result<String, BrokerError> {
+    match principal {
+        Principal::Agent(a) => Ok(a),
+        Principal::Operator => Err(BrokerError::Forbidden {
+            who: "the operator".into(),
+            action: "receive from",
+            topic: "an inbox".into(),
+            field: "an agent's token",
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+struct Outgoing<'a> {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(borrow)]
+    payload: &'a RawValue,
+}
+
+fn outgoing(body: &Bytes) -> Result<Outgoing<'_>, BrokerError> {
+    serde_json::from_slice(body)
+        .map_err(|e| BrokerError::BadPayload(format!("expected {{\"key\"?, \"payload\"}}: {e}")))
+}
+
+/// A delivery on the wire (the payload passed through as it was published).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDelivery<'a> {
+    id: u64,
+    topic: Option<&'a str>,
+    key: Option<&'a str>,
+    sender: &'a str,
+    payload: &'a RawValue,
+    attempt: u32,
+    request: bool,
+    in_reply_to: Option<u64>,
+}
+
+fn wire(taken: &[Taken]) -> String {
+    let mut out = String::from("[");
+    for (i, t) in taken.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&wire_one(t));
+    }
+    out.push(']');
+    out
+}
+
+fn wire_one(t: &Taken) -> String {
+    let fallback;
+    let payload: &RawValue = match serde_json::from_str::<&RawValue>(&t.payload) {
+        Ok(raw) => raw,
+        Err(_) => {
+            fallback = RawValue::from_string("null".into()).unwrap_or_default();
+            &fallback
+        }
+    };
+    serde_json::to_string(&WireDelivery {
+        id: t.id,
+        topic: t.topic.as_ref().map(|c| &*c.name),
+        key: t.key.as_deref(),
+        sender: &t.sender,
+        payload,
+        attempt: t.attempts,
+        request: t.request,
+        in_reply_to: t.in_reply_to,
+    })
+    .unwrap_or_default()
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn publish(
+    State(broker): State<Arc<Broker>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BrokerError> {
+    let who = principal(&broker, &headers)?;
+    let message = outgoing(&body)?;
+    let published = broker
+        .publish(&who, &topic, message.key.as_deref(), message.payload.get())
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(published)).into_response())
+}
+
+async fn send(
+    State(broker): State<Arc<Broker>>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BrokerError> {
+    let who = principal(&broker, &headers)?;
+    let message = outgoing(&body)?;
+    let published = broker
+        .send(&who, &agent, message.key.as_deref(), message.payload.get())
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(published)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestQuery {
+    timeout_ms: Option<u64>,
+}
+
+async fn request(
+    State(broker): State<Arc<Broker>>,
+    Path(agent): Path<String>,
+    Query(query): Query<RequestQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BrokerError> {
+    let who = principal(&broker, &headers)?;
+    let message = outgoing(&body)?;
+    let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000)).min(MAX_WAIT);
+    let reply = broker
+        .request(&who, &agent, message.payload.get(), timeout)
+        .await?;
+    Ok(json(StatusCode::OK, reply.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiveQuery {
+    max: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+async fn receive(
+    State(broker): State<Arc<Broker>>,
+    Query(query): Query<ReceiveQuery>,
+    headers: HeaderMap,
+) -> Result<Response, BrokerError> {
+    let agent = agent_of(principal(&broker, &headers)?)?;
+    let max = query.max.unwrap_or(1).clamp(1, MAX_BATCH);
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let taken = broker.receive(&agent, max, wait).await?;
+    Ok(json(StatusCode::OK, wire(&taken)))
+}
+
+async fn stream(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+) -> Result<Response, BrokerError> {
+    let agent = agent_of(principal(&broker, &headers)?)?;
+    let events = futures::stream::unfold((broker, agent), |(broker, agent)| async move {
+        let taken = broker
+            .receive(&agent, 64, Duration::from_secs(15))
+            .await
+            .ok()?;
+        let events: Vec<Result<Event, Infallible>> = taken
+            .iter()
+            .map(|t| Ok(Event::default().event("delivery").data(wire_one(t))))
+            .collect();
+        Some((futures::stream::iter(events), (broker, agent)))
+    });
+    use futures::StreamExt;
+    Ok(Sse::new(events.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct NackBody {
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+async fn settle(
+    State(broker): State<Arc<Broker>>,
+    Path((id, verb)): Path<(u64, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BrokerError> {
+    let agent = agent_of(principal(&broker, &headers)?)?;
+    match verb.as_str() {
+        "ack" => broker.ack(&agent, id).await?,
+        "nack" => {
+            let nack: NackBody = if body.is_empty() {
+                NackBody::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| {
+                    BrokerError::BadPayload(format!("expected {{\"delayMs\"}}: {e}"))
+                })?
+            };
+            broker
+                .nack(&agent, id, Duration::from_millis(nack.delay_ms))
+                .await?
+        }
+        "reply" => {
+            let message = outgoing(&body)?;
+            broker.reply(&agent, id, message.payload.get()).await?
+        }
+        other => {
+            return Err(BrokerError::BadPayload(format!(
+                "unknown action {other}: use ack, nack or reply"
+            )));
+        }
+    }
+    Ok(json(StatusCode::OK, "{}".into()))
+}
+
+/// The broker's routes (state: the broker).
+pub fn routes(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/v1/topics/{topic}/messages", post(publish))
+        .route("/v1/agents/{agent}/messages", post(send))
+        .route("/v1/agents/{agent}/requests", post(request))
+        .route("/v1/inbox", get(receive))
+        .route("/v1/inbox/stream", get(stream))
+        .route("/v1/messages/{id}/{verb}", post(settle))
+        .with_state(broker)
+}

@@ -1,0 +1,857 @@
+//! The message broker: direct messages and topic pub/sub between agents,
+//! at-least-once with ack timeouts, redelivery and dead letters, ordering
+//! per topic, bounded inboxes, schema-checked payloads, per-agent rights.
+//! [`http`] serves it to agents; this module is the in-process core.
+
+pub mod config;
+pub mod http;
+pub mod inbox;
+pub mod journal;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+pub use config::{BrokerConfig, Ordering, Principal};
+use config::{Delivery, TopicConfig};
+use inbox::{DeadLetter, Entry, Inbox};
+pub use journal::Journal;
+
+use super::metrics::BrokerCounters;
+use crate::store::{Op, StoreError, StoredMessage, now_ms};
+
+/// Why the broker refused a call. Each maps to one HTTP status in [`http`].
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No token, or a token nobody has (401).
+    #[error(
+        "missing or invalid token: send `Authorization: Bearer <token>` with the token cortex gave the agent"
+    )]
+    Unauthorized,
+    /// The caller may not do this (403).
+    #[error("{who} may not {action} {topic}: its spec does not declare it (add it to `{field}`)")]
+    Forbidden {
+        /// The caller.
+        who: String,
+        /// `publish to` or `receive from`.
+        action: &'static str,
+        /// The topic.
+        topic: String,
+        /// The spec field that would allow it.
+        field: &'static str,
+    },
+    /// No such topic (404).
+    #[error("no topic named {0}")]
+    UnknownTopic(String),
+    /// No such agent (404).
+    #[error("no agent named {0}")]
+    UnknownAgent(String),
+    /// An inbox is full (429); nothing was enqueued anywhere.
+    #[error(
+        "inbox {inbox} is full ({capacity} messages): retry later, or raise messaging.inbox.capacity"
+    )]
+    InboxFull {
+        /// The full inbox (agent name).
+        inbox: String,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// The payload fails the topic's schema (400).
+    #[error("payload does not match the schema of {topic} at {pointer}: {message}")]
+    Schema {
+        /// The topic.
+        topic: String,
+        /// JSON pointer into the payload.
+        pointer: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The payload is not JSON (400).
+    #[error("payload is not JSON: {0}")]
+    BadPayload(String),
+    /// Ack/nack/reply of a message that is not in flight for this agent (404).
+    #[error(
+        "message {id} is not in flight in {inbox}'s inbox (already acked, or redelivered after its ack timeout)"
+    )]
+    NotInFlight {
+        /// The message.
+        id: u64,
+        /// The inbox.
+        inbox: String,
+    },
+    /// A request got no reply in time (504).
+    #[error("{agent} did not reply within {ms} ms")]
+    Timeout {
+        /// The agent asked.
+        agent: String,
+        /// How long the caller waited.
+        ms: u64,
+    },
+    /// The store could not make the change durable (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a publish or send produced.
+pub use cortex_client::Published;
+
+/// A message handed out by [`Broker::receive`].
+pub type Taken = Entry;
+
+/// Queue figures of one inbox.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxStats {
+    /// The agent.
+    pub inbox: String,
+    /// Ready messages.
+    pub depth: usize,
+    /// Delivered, not acked.
+    pub in_flight: usize,
+    /// Dead letters kept.
+    pub dead_letters: usize,
+    /// Capacity.
+    pub capacity: usize,
+}
+
+/// A message to enqueue.
+#[derive(Debug, Default)]
+struct Message<'a> {
+    topic: Option<Arc<TopicConfig>>,
+    key: Option<&'a str>,
+    sender: &'a str,
+    payload: &'a str,
+    in_reply_to: Option<u64>,
+    /// Set for requests: where the reply goes.
+    waiter: Option<oneshot::Sender<Arc<str>>>,
+}
+
+/// The broker.
+#[derive(Debug)]
+pub struct Broker {
+    me: std::sync::Weak<Broker>,
+    config: RwLock<Arc<BrokerConfig>>,
+    inboxes: RwLock<BTreeMap<String, Arc<Inbox>>>,
+    journal: Journal,
+    next_id: AtomicU64,
+    replies: Mutex<HashMap<u64, oneshot::Sender<Arc<str>>>>,
+    /// Counters for `/metrics`.
+    pub counters: BrokerCounters,
+}
+
+fn operator_delivery() -> Delivery {
+    use cortex_compiler::render::runtime::defaults;
+    Delivery {
+        max_attempts: defaults::MAX_ATTEMPTS as u32,
+        ack_timeout: Duration::from_millis(defaults::ACK_TIMEOUT_MS),
+    }
+}
+
+impl Broker {
+    /// A broker routing by `config`, keeping state through `journal`, with
+    /// ids continuing after `last_id`.
+    pub fn new(config: BrokerConfig, journal: Journal, last_id: u64) -> Arc<Broker> {
+        let broker = Arc::new_cyclic(|me| Broker {
+            me: me.clone(),
+            config: RwLock::new(Arc::new(BrokerConfig::default())),
+            inboxes: RwLock::new(BTreeMap::new()),
+            journal,
+            next_id: AtomicU64::new(last_id),
+            replies: Mutex::new(HashMap::new()),
+            counters: BrokerCounters::default(),
+        });
+        broker.configure(config);
+        broker
+    }
+
+    /// Routes by a new config: new agents get inboxes, capacities and
+    /// delivery settings change; inboxes of removed agents are kept with
+    /// their messages (nothing is dropped by an apply).
+    pub fn configure(&self, config: BrokerConfig) {
+        {
+            let mut inboxes = self.inboxes.write().unwrap_or_else(|p| p.into_inner());
+            for (name, agent) in &config.agents {
+                match inboxes.get(name) {
+                    Some(inbox) => {
+                        let mut state = inbox.lock();
+                        state.capacity = agent.inbox_capacity;
+                        state.direct = agent.delivery;
+                    }
+                    None => {
+                        inboxes.insert(
+                            name.clone(),
+                            Arc::new(Inbox::new(name, agent.inbox_capacity, agent.delivery)),
+                        );
+                    }
+                }
+            }
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<BrokerConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts stored messages back (after a restart): deliverable ones ready
+    /// in id order, dead ones among the dead letters.
+    pub fn restore(&self, messages: Vec<StoredMessage>) {
+        let config = self.config();
+        let now = Instant::now();
+        for m in messages {
+            let inbox = self.inbox_or_create(&m.inbox);
+            let topic = m.topic.as_ref().and_then(|t| config.topics.get(t).cloned());
+            let entry = Entry {
+                id: m.id,
+                topic: topic.or_else(|| m.topic.as_ref().map(|t| Arc::new(orphan_topic(t)))),
+                key: m.key.as_deref().map(Arc::from),
+                sender: Arc::from(m.sender.as_str()),
+                payload: Arc::from(m.payload.as_str()),
+                attempts: m.attempts,
+                published_ms: m.published_ms,
+                published_at: now,
+                request: m.request,
+                in_reply_to: m.in_reply_to,
+                not_before: None,
+            };
+            let mut state = inbox.lock();
+            match m.dead {
+                Some(reason) => state.dead.push_back(DeadLetter { entry, reason }),
+                None => state.requeue(entry),
+            }
+        }
+    }
+
+    fn inbox(&self, name: &str) -> Option<Arc<Inbox>> {
+        self.inboxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn inbox_or_create(&self, name: &str) -> Arc<Inbox> {
+        if let Some(inbox) = self.inbox(name) {
+            return inbox;
+        }
+        let mut inboxes = self.inboxes.write().unwrap_or_else(|p| p.into_inner());
+        inboxes
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Inbox::new(
+                    name,
+                    cortex_compiler::render::runtime::defaults::INBOX_CAPACITY as usize,
+                    operator_delivery(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Who a bearer token belongs to.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.config().tokens.get(token).cloned()
+    }
+
+    /// Publishes `payload` (JSON text) to `topic`: one copy per subscriber,
+    /// all or none (a full inbox refuses the whole publish). Returns once
+    /// the copies are durable.
+    pub async fn publish(
+        &self,
+        who: &Principal,
+        topic: &str,
+        key: Option<&str>,
+        payload: &str,
+    ) -> Result<Published, BrokerError> {
+        let config = self.config();
+        let topic_config = config
+            .topics
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
+        if let Principal::Agent(agent) = who {
+            let allowed = config
+                .agents
+                .get(agent)
+                .is_some_and(|a| a.publish.iter().any(|t| t == topic));
+            if !allowed {
+                return Err(BrokerError::Forbidden {
+                    who: agent.clone(),
+                    action: "publish to",
+                    topic: topic.to_string(),
+                    field: "publish",
+                });
+            }
+        }
+        self.check_schema(&topic_config, payload)?;
+        let inboxes: Vec<Arc<Inbox>> = topic_config
+            .subscribers
+            .iter()
+            .map(|s| self.inbox_or_create(s))
+            .collect();
+        self.enqueue(
+            &inboxes,
+            Message {
+                topic: Some(topic_config),
+                key,
+                sender: who.name(),
+                payload,
+                ..Message::default()
+            },
+        )
+        .await
+    }
+
+    fn check_schema(&self, topic: &TopicConfig, payload: &str) -> Result<(), BrokerError> {
+        let Some(schema) = &topic.schema else {
+            return Ok(());
+        };
+        let value: Value =
+            serde_json::from_str(payload).map_err(|e| BrokerError::BadPayload(e.to_string()))?;
+        if let Some(error) = schema.iter_errors(&value).next() {
+            self.counters
+                .rejected_schema
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            return Err(BrokerError::Schema {
+                topic: topic.name.to_string(),
+                pointer: {
+                    let p = error.instance_path().to_string();
+                    if p.is_empty() { "/".to_string() } else { p }
+                },
+                message: error.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends `payload` straight to `agent`'s inbox.
+    pub async fn send(
+        &self,
+        who: &Principal,
+        agent: &str,
+        key: Option<&str>,
+        payload: &str,
+    ) -> Result<Published, BrokerError> {
+        let inbox = self.known_inbox(agent)?;
+        self.enqueue(
+            &[inbox],
+            Message {
+                key,
+                sender: who.name(),
+                payload,
+                ..Message::default()
+            },
+        )
+        .await
+    }
+
+    fn known_inbox(&self, agent: &str) -> Result<Arc<Inbox>, BrokerError> {
+        if !self.config().agents.contains_key(agent) {
+            return Err(BrokerError::UnknownAgent(agent.to_string()));
+        }
+        Ok(self.inbox_or_create(agent))
+    }
+
+    /// Sends a request to `agent` and waits up to `timeout` for its reply.
+    /// A reply that comes later goes to the sender's inbox (when the sender
+    /// is an agent).
+    pub async fn request(
+        &self,
+        who: &Principal,
+        agent: &str,
+        payload: &str,
+        timeout: Duration,
+    ) -> Result<Arc<str>, BrokerError> {
+        let inbox = self.known_inbox(agent)?;
+        let (tx, rx) = oneshot::channel();
+        let published = self
+            .enqueue(
+                &[inbox],
+                Message {
+                    sender: who.name(),
+                    payload,
+                    waiter: Some(tx),
+                    ..Message::default()
+                },
+            )
+            .await?;
+        let actual = published.ids.first().copied().unwrap_or_default();
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            _ => {
+                self.lock_replies().remove(&actual);
+                Err(BrokerError::Timeout {
+                    agent: agent.to_string(),
+                    ms: timeout.as_millis() as u64,
+                })
+            }
+        }
+    }
+
+    fn lock_replies(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Arc<str>>>> {
+        self.replies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn enqueue(
+        &self,
+        inboxes: &[Arc<Inbox>],
+        message: Message<'_>,
+    ) -> Result<Published, BrokerError> {
+        let Message {
+            topic,
+            key,
+            sender,
+            payload,
+            in_reply_to,
+            mut waiter,
+        } = message;
+        let request = waiter.is_some();
+        let payload: Arc<str> = Arc::from(payload);
+        let sender: Arc<str> = Arc::from(sender);
+        let key: Option<Arc<str>> = key.map(Arc::from);
+        let published_ms = now_ms();
+        let published_at = Instant::now();
+        let durable = {
+            // Inboxes are sorted by name: locking in that order cannot deadlock.
+            let mut guards: Vec<_> = inboxes.iter().map(|i| i.lock()).collect();
+            for (inbox, state) in inboxes.iter().zip(&guards) {
+                if state.held() >= state.capacity {
+                    self.counters
+                        .rejected_full
+                        .fetch_add(1, AtomicOrdering::Relaxed);
+                    return Err(BrokerError::InboxFull {
+                        inbox: inbox.name.to_string(),
+                        capacity: state.capacity,
+                    });
+                }
+            }
+            let mut ops = Vec::new();
+            let mut ids = Vec::with_capacity(inboxes.len());
+            for (inbox, state) in inboxes.iter().zip(guards.iter_mut()) {
+                let id = self.next_id.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+                let entry = Entry {
+                    id,
+                    topic: topic.clone(),
+                    key: key.clone(),
+                    sender: sender.clone(),
+                    payload: payload.clone(),
+                    attempts: 0,
+                    published_ms,
+                    published_at,
+                    request,
+                    in_reply_to,
+                    not_before: None,
+                };
+                if self.journal.is_durable() {
+                    ops.push(Op::Enqueue(entry.stored(&inbox.name, None)));
+                }
+                if let Some(tx) = waiter.take() {
+                    // Registered before the request can be delivered and answered.
+                    self.lock_replies().insert(id, tx);
+                }
+                state.ready.push_back(entry);
+                ids.push(id);
+            }
+            // Queued under the locks: an ack of these messages is journaled after them.
+            (self.journal.submit(ops), ids)
+        };
+        for inbox in inboxes {
+            inbox.notify.notify_waiters();
+        }
+        self.counters
+            .published
+            .fetch_add(inboxes.len() as u64, AtomicOrdering::Relaxed);
+        durable.0.wait().await?;
+        Ok(Published {
+            ids: durable.1,
+            delivered_to: inboxes.iter().map(|i| i.name.to_string()).collect(),
+        })
+    }
+
+    /// Up to `max` deliveries for `agent`, waiting up to `wait` for the first.
+    pub async fn receive(
+        &self,
+        agent: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Taken>, BrokerError> {
+        let inbox = self.known_inbox(agent)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = inbox.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let (taken, later) = inbox.lock().take(max.max(1), now);
+            if !taken.is_empty() {
+                self.count_deliveries(&taken);
+                return Ok(taken);
+            }
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let until = later.map_or(deadline, |l| l.min(deadline));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// Takes what is deliverable now without waiting (the in-process bench).
+    pub fn try_receive(&self, agent: &str, max: usize) -> Result<Vec<Taken>, BrokerError> {
+        let inbox = self.known_inbox(agent)?;
+        let (taken, _) = inbox.lock().take(max.max(1), Instant::now());
+        self.count_deliveries(&taken);
+        Ok(taken)
+    }
+
+    fn count_deliveries(&self, taken: &[Taken]) {
+        let again = taken.iter().filter(|t| t.attempts > 1).count() as u64;
+        self.counters
+            .delivered
+            .fetch_add(taken.len() as u64, AtomicOrdering::Relaxed);
+        if again > 0 {
+            self.counters
+                .redelivered
+                .fetch_add(again, AtomicOrdering::Relaxed);
+        }
+    }
+
+    fn settle(&self, agent: &str, id: u64) -> Result<(Arc<Inbox>, Entry), BrokerError> {
+        let inbox = self.inbox(agent).ok_or(BrokerError::NotInFlight {
+            id,
+            inbox: agent.to_string(),
+        })?;
+        let entry = inbox.lock().settle(id).ok_or(BrokerError::NotInFlight {
+            id,
+            inbox: agent.to_string(),
+        })?;
+        Ok((inbox, entry))
+    }
+
+    /// Acks a delivery; returns once the ack is durable.
+    pub async fn ack(&self, agent: &str, id: u64) -> Result<(), BrokerError> {
+        let inbox = self.inbox(agent).ok_or(BrokerError::NotInFlight {
+            id,
+            inbox: agent.to_string(),
+        })?;
+        let durable = {
+            let mut state = inbox.lock();
+            let entry = state.settle(id).ok_or(BrokerError::NotInFlight {
+                id,
+                inbox: agent.to_string(),
+            })?;
+            self.counters.latency.observe(entry.published_at.elapsed());
+            self.journal.submit(vec![Op::Remove(id)])
+        };
+        self.counters.acked.fetch_add(1, AtomicOrdering::Relaxed);
+        inbox.notify.notify_waiters();
+        durable.wait().await?;
+        Ok(())
+    }
+
+    /// Acks many deliveries at once (one journal entry; the in-process bench
+    /// and batching clients).
+    pub async fn ack_many(&self, agent: &str, ids: &[u64]) -> Result<(), BrokerError> {
+        let inbox = self.known_inbox(agent)?;
+        let durable = {
+            let mut state = inbox.lock();
+            let mut ops = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let entry = state.settle(id).ok_or(BrokerError::NotInFlight {
+                    id,
+                    inbox: agent.to_string(),
+                })?;
+                self.counters.latency.observe(entry.published_at.elapsed());
+                if self.journal.is_durable() {
+                    ops.push(Op::Remove(id));
+                }
+            }
+            self.journal.submit(ops)
+        };
+        self.counters
+            .acked
+            .fetch_add(ids.len() as u64, AtomicOrdering::Relaxed);
+        inbox.notify.notify_waiters();
+        durable.wait().await?;
+        Ok(())
+    }
+
+    /// Gives a delivery back, deliverable again after `delay` (or dead if
+    /// it has had its attempts).
+    pub async fn nack(&self, agent: &str, id: u64, delay: Duration) -> Result<(), BrokerError> {
+        let (inbox, entry) = self.settle(agent, id)?;
+        self.retry_or_bury(&inbox, entry, Some(delay), "nacked");
+        inbox.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Answers a request: the reply goes to the waiting requester, or to the
+    /// sender's inbox when it no longer waits; the request is acked.
+    pub async fn reply(&self, agent: &str, id: u64, payload: &str) -> Result<(), BrokerError> {
+        serde_json::from_str::<serde::de::IgnoredAny>(payload)
+            .map_err(|e| BrokerError::BadPayload(e.to_string()))?;
+        let (inbox, entry) = self.settle(agent, id)?;
+        let waiter = self.lock_replies().remove(&id);
+        let handed = match waiter {
+            Some(tx) => tx.send(Arc::from(payload)).is_ok(),
+            None => false,
+        };
+        if !handed && self.config().agents.contains_key(&*entry.sender) {
+            let to = self.inbox_or_create(&entry.sender);
+            if let Err(e) = self
+                .enqueue(
+                    &[to],
+                    Message {
+                        sender: agent,
+                        payload,
+                        in_reply_to: Some(id),
+                        ..Message::default()
+                    },
+                )
+                .await
+            {
+                // Keep the request in flight's place: it is delivered again.
+                self.retry_or_bury(&inbox, entry, None, "reply could not be delivered");
+                return Err(e);
+            }
+        }
+        self.counters.latency.observe(entry.published_at.elapsed());
+        self.counters.acked.fetch_add(1, AtomicOrdering::Relaxed);
+        let durable = self.journal.submit(vec![Op::Remove(id)]);
+        inbox.notify.notify_waiters();
+        durable.wait().await?;
+        Ok(())
+    }
+
+    /// Puts a settled delivery back for another attempt, or dead-letters it
+    /// when it has had `maxAttempts`.
+    fn retry_or_bury(&self, inbox: &Arc<Inbox>, entry: Entry, delay: Option<Duration>, why: &str) {
+        let mut state = inbox.lock();
+        let delivery = state.delivery_of(&entry);
+        if entry.attempts >= delivery.max_attempts {
+            let reason = format!("{why} after {} attempts", entry.attempts);
+            self.bury(&inbox.name, &mut state, entry, reason);
+        } else {
+            self.journal.record(vec![Op::Attempted {
+                id: entry.id,
+                attempts: entry.attempts,
+            }]);
+            let mut entry = entry;
+            entry.not_before = delay.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
+            state.requeue(entry);
+        }
+    }
+
+    fn bury(&self, inbox: &str, state: &mut inbox::InboxState, entry: Entry, reason: String) {
+        tracing::warn!(message_id = entry.id, agent = inbox, reason = %reason, "dead letter");
+        self.counters
+            .dead_lettered
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        self.journal.record(vec![
+            Op::Dead {
+                id: entry.id,
+                reason: reason.clone(),
+                attempts: entry.attempts,
+            },
+            Op::Audit(crate::store::AuditEntry {
+                at_ms: now_ms(),
+                actor: "runtime".into(),
+                action: "dead-letter".into(),
+                detail: format!("message {} in {inbox}: {reason}", entry.id),
+            }),
+        ]);
+        if let Some(dead_topic) = entry.topic.as_ref().and_then(|t| t.dead_letter.clone()) {
+            let envelope = serde_json::json!({
+                "reason": reason,
+                "attempts": entry.attempts,
+                "id": entry.id,
+                "inbox": inbox,
+                "topic": entry.topic.as_ref().map(|t| t.name.to_string()),
+                "key": entry.key.as_deref(),
+                "sender": &*entry.sender,
+                "payload": serde_json::from_str::<Value>(&entry.payload).unwrap_or(Value::Null),
+            });
+            self.forward_dead_letter(dead_topic, entry.key.clone(), envelope.to_string());
+        }
+        state.dead.push_back(DeadLetter { entry, reason });
+    }
+
+    fn forward_dead_letter(&self, topic: String, key: Option<Arc<str>>, envelope: String) {
+        let config = self.config();
+        let Some(topic_config) = config.topics.get(&topic).cloned() else {
+            return;
+        };
+        // Forwarded outside the caller's inbox lock: the dead-letter topic's
+        // subscribers may include this inbox.
+        let inboxes: Vec<Arc<Inbox>> = topic_config
+            .subscribers
+            .iter()
+            .map(|s| self.inbox_or_create(s))
+            .collect();
+        if let Some(this) = self.me.upgrade() {
+            tokio::spawn(async move {
+                if let Err(e) = this
+                    .enqueue(
+                        &inboxes,
+                        Message {
+                            topic: Some(topic_config),
+                            key: key.as_deref(),
+                            sender: "cortex",
+                            payload: &envelope,
+                            ..Message::default()
+                        },
+                    )
+                    .await
+                {
+                    tracing::warn!(topic = %topic, error = %e, "dead letter kept in its inbox; forwarding to the dead-letter topic failed");
+                }
+            });
+        }
+    }
+
+    /// Redelivers what passed its ack timeout (or dead-letters it) and drops
+    /// what passed its topic's retention; returns the next ack deadline.
+    pub fn sweep(&self, now: Instant, wall_ms: u64, retention: bool) -> Option<Instant> {
+        let inboxes: Vec<Arc<Inbox>> = self
+            .inboxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut next: Option<Instant> = None;
+        for inbox in inboxes {
+            let expired = inbox.lock().expired(now);
+            let any = !expired.is_empty();
+            for entry in expired {
+                self.retry_or_bury(&inbox, entry, None, "ack timeout");
+            }
+            if retention {
+                self.drop_expired(&inbox, wall_ms);
+            }
+            let state = inbox.lock();
+            if let Some(d) = state.next_deadline() {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+            drop(state);
+            if any {
+                inbox.notify.notify_waiters();
+            }
+        }
+        next
+    }
+
+    fn drop_expired(&self, inbox: &Inbox, wall_ms: u64) {
+        let mut state = inbox.lock();
+        let old = |e: &Entry| {
+            e.topic
+                .as_ref()
+                .is_some_and(|t| e.published_ms + t.retention.as_millis() as u64 <= wall_ms)
+        };
+        let mut removed = Vec::new();
+        state.ready.retain(|e| {
+            let keep = !old(e);
+            if !keep {
+                removed.push(e.id);
+            }
+            keep
+        });
+        state.dead.retain(|d| {
+            let keep = !old(&d.entry);
+            if !keep {
+                removed.push(d.entry.id);
+            }
+            keep
+        });
+        if !removed.is_empty() {
+            self.counters
+                .expired
+                .fetch_add(removed.len() as u64, AtomicOrdering::Relaxed);
+            self.journal
+                .record(removed.into_iter().map(Op::Remove).collect());
+        }
+    }
+
+    /// Queue figures of every inbox.
+    pub fn stats(&self) -> Vec<InboxStats> {
+        self.inboxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|inbox| {
+                let state = inbox.lock();
+                InboxStats {
+                    inbox: inbox.name.to_string(),
+                    depth: state.ready.len(),
+                    in_flight: state.inflight.len(),
+                    dead_letters: state.dead.len(),
+                    capacity: state.capacity,
+                }
+            })
+            .collect()
+    }
+
+    /// The dead letters of `agent`'s inbox: (message id, reason, attempts).
+    pub fn dead_letters(&self, agent: &str) -> Vec<(u64, String, u32)> {
+        self.inbox(agent)
+            .map(|inbox| {
+                inbox
+                    .lock()
+                    .dead
+                    .iter()
+                    .map(|d| (d.entry.id, d.reason.clone(), d.entry.attempts))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs the redelivery/retention loop until `shutdown` turns true.
+    pub async fn run_sweeper(self: Arc<Broker>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut last_retention = Instant::now();
+        loop {
+            let now = Instant::now();
+            let retention = now.duration_since(last_retention) >= RETENTION_PERIOD;
+            if retention {
+                last_retention = now;
+            }
+            let next = self.sweep(now, now_ms(), retention);
+            let until = next.map_or(now + SWEEP_PERIOD, |n| {
+                n.clamp(now + SWEEP_MIN, now + SWEEP_PERIOD)
+            });
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Longest the sweeper sleeps (new deliveries' deadlines are at least this far).
+const SWEEP_PERIOD: Duration = Duration::from_millis(250);
+/// Shortest the sweeper sleeps.
+const SWEEP_MIN: Duration = Duration::from_millis(5);
+/// How often retention is enforced.
+const RETENTION_PERIOD: Duration = Duration::from_secs(5);
+
+fn orphan_topic(name: &str) -> TopicConfig {
+    use cortex_compiler::render::runtime::defaults;
+    TopicConfig {
+        name: Arc::from(name),
+        ordering: Ordering::None,
+        delivery: operator_delivery(),
+        dead_letter: None,
+        retention: Duration::from_millis(defaults::RETENTION_MS),
+        schema: None,
+        subscribers: Vec::new(),
+    }
+}

@@ -1,0 +1,310 @@
+//! The behaviour every [`Store`] must have, as one suite that tests run
+//! against each implementation (the embedded store always; ArangoDB when
+//! `CORTEX_TEST_ARANGO_URL` points at a server).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{Applied, AuditEntry, HealthRecord, Op, Store, StoreError, StoredMessage};
+
+/// Opens the store under test; called more than once, each call must reach
+/// the same (initially empty) state.
+pub type Opener<'a> = &'a (dyn Fn() -> Result<Arc<dyn Store>, StoreError> + Sync);
+
+fn check(ok: bool, what: &str, failures: &mut Vec<String>) {
+    if !ok {
+        failures.push(what.to_string());
+    }
+}
+
+/// A message for the suite.
+pub fn message(id: u64, inbox: &str) -> StoredMessage {
+    StoredMessage {
+        id,
+        inbox: inbox.to_string(),
+        topic: Some("orders".into()),
+        key: Some(format!("k{}", id % 3)),
+        sender: "tester".into(),
+        payload: json!({ "n": id }).to_string(),
+        attempts: 0,
+        published_ms: 1_700_000_000_000 + id,
+        request: false,
+        in_reply_to: None,
+        dead: None,
+    }
+}
+
+fn applied(marker: &str) -> Applied {
+    Applied {
+        revision: 0,
+        commit: Some(marker.to_string()),
+        config: json!({ "agents": { marker: {} } }),
+        tokens: BTreeMap::from([(marker.to_string(), format!("token-{marker}"))]),
+        applied_at_ms: 42,
+    }
+}
+
+/// Runs the suite; `Err` lists every expectation that failed.
+pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    let f = &mut failures;
+    let fail = |e: StoreError| vec![format!("unexpected store error: {e}")];
+    let store = open().map_err(fail)?;
+
+    // An empty store.
+    check(
+        store.applied().await.map_err(fail)?.is_none(),
+        "a new store has no applied config",
+        f,
+    );
+    check(
+        store.revision().await.map_err(fail)? == 0,
+        "a new store is at revision 0",
+        f,
+    );
+    check(
+        store.messages().await.map_err(fail)?.is_empty(),
+        "a new store has no messages",
+        f,
+    );
+    check(
+        store.last_message_id().await.map_err(fail)? == 0,
+        "a new store's last message id is 0",
+        f,
+    );
+
+    // Applies: compare-and-swap on the revision.
+    let first = store.apply(0, applied("one")).await.map_err(fail)?;
+    check(first == 1, "the first apply gets revision 1", f);
+    let stored = store.applied().await.map_err(fail)?;
+    check(
+        stored.as_ref().is_some_and(|a| {
+            a.revision == 1
+                && a.commit.as_deref() == Some("one")
+                && a.tokens.get("one").map(String::as_str) == Some("token-one")
+        }),
+        "the applied config reads back with its revision, commit and tokens",
+        f,
+    );
+    match store.apply(0, applied("two")).await {
+        Err(StoreError::Stale {
+            expected: 0,
+            found: 1,
+        }) => {}
+        other => f.push(format!(
+            "an apply based on revision 0 after revision 1 must be stale, got {other:?}"
+        )),
+    }
+    check(
+        store.apply(1, applied("two")).await.map_err(fail)? == 2,
+        "an apply on the current revision gets the next",
+        f,
+    );
+    check(
+        store.revision().await.map_err(fail)? == 2,
+        "revision() follows applies",
+        f,
+    );
+
+    // Messages: enqueue, update, remove, in id order.
+    store
+        .write(
+            (1..=5)
+                .rev()
+                .map(|id| Op::Enqueue(message(id, "triage")))
+                .collect(),
+        )
+        .await
+        .map_err(fail)?;
+    store
+        .write(vec![
+            Op::Remove(2),
+            Op::Attempted { id: 3, attempts: 2 },
+            Op::Dead {
+                id: 4,
+                reason: "ack timeout after 5 attempts".into(),
+                attempts: 5,
+            },
+        ])
+        .await
+        .map_err(fail)?;
+    let messages = store.messages().await.map_err(fail)?;
+    let ids: Vec<u64> = messages.iter().map(|m| m.id).collect();
+    check(
+        ids == [1, 3, 4, 5],
+        &format!("messages come back in id order without removed ones (got {ids:?})"),
+        f,
+    );
+    check(
+        messages.iter().any(|m| m.id == 3 && m.attempts == 2),
+        "attempts are updated",
+        f,
+    );
+    check(
+        messages.iter().any(|m| {
+            m.id == 4
+                && m.dead.as_deref() == Some("ack timeout after 5 attempts")
+                && m.attempts == 5
+        }),
+        "dead letters keep their reason and attempts",
+        f,
+    );
+    check(
+        messages.first() == Some(&message(1, "triage")),
+        "a message reads back field for field",
+        f,
+    );
+    store
+        .write(vec![
+            Op::Remove(1),
+            Op::Remove(3),
+            Op::Remove(4),
+            Op::Remove(5),
+        ])
+        .await
+        .map_err(fail)?;
+    check(
+        store.messages().await.map_err(fail)?.is_empty(),
+        "removed messages are gone",
+        f,
+    );
+    check(
+        store.last_message_id().await.map_err(fail)? == 5,
+        "the last message id survives removing every message",
+        f,
+    );
+
+    // Concurrent writers all land (group commit must not lose a batch).
+    let mut tasks = Vec::new();
+    for t in 0..50u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let ops = (0..20)
+                .map(|i| Op::Enqueue(message(100 + t * 20 + i, "writer")))
+                .collect();
+            store.write(ops).await
+        }));
+    }
+    for task in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            other => f.push(format!("a concurrent write failed: {other:?}")),
+        }
+    }
+    let count = store.messages().await.map_err(fail)?.len();
+    check(
+        count == 1000,
+        &format!("1,000 messages written by 50 concurrent writers are all stored (got {count})"),
+        f,
+    );
+
+    // Health history and audit log: newest first, limited.
+    let health = |at_ms: u64, state: &str| {
+        Op::Health(HealthRecord {
+            agent: "triage".into(),
+            replica: 0,
+            at_ms,
+            state: state.into(),
+            detail: String::new(),
+        })
+    };
+    store
+        .write(vec![
+            health(1, "starting"),
+            health(2, "healthy"),
+            health(3, "degraded"),
+        ])
+        .await
+        .map_err(fail)?;
+    let history = store.health_history("triage", 2).await.map_err(fail)?;
+    let states: Vec<&str> = history.iter().map(|h| h.state.as_str()).collect();
+    check(
+        states == ["degraded", "healthy"],
+        &format!("health history is newest first and limited (got {states:?})"),
+        f,
+    );
+    check(
+        store
+            .health_history("nobody", 5)
+            .await
+            .map_err(fail)?
+            .is_empty(),
+        "health history is per agent",
+        f,
+    );
+    let audit = |at_ms: u64, action: &str| {
+        Op::Audit(AuditEntry {
+            at_ms,
+            actor: "tester".into(),
+            action: action.into(),
+            detail: String::new(),
+        })
+    };
+    store
+        .write(vec![audit(1, "apply"), audit(2, "restart")])
+        .await
+        .map_err(fail)?;
+    let log = store.audit_log(10).await.map_err(fail)?;
+    check(
+        log.first().map(|a| a.action.as_str()) == Some("restart") && log.len() == 2,
+        "the audit log is newest first",
+        f,
+    );
+
+    // Named values.
+    store
+        .write(vec![Op::Meta {
+            key: "runtime.url".into(),
+            value: Some("http://127.0.0.1:1".into()),
+        }])
+        .await
+        .map_err(fail)?;
+    check(
+        store.meta("runtime.url").await.map_err(fail)?.as_deref() == Some("http://127.0.0.1:1"),
+        "a named value reads back",
+        f,
+    );
+    store
+        .write(vec![Op::Meta {
+            key: "runtime.url".into(),
+            value: None,
+        }])
+        .await
+        .map_err(fail)?;
+    check(
+        store.meta("runtime.url").await.map_err(fail)?.is_none(),
+        "a named value can be removed",
+        f,
+    );
+
+    // Everything survives closing and opening again.
+    drop(store);
+    let again = open().map_err(fail)?;
+    check(
+        again.revision().await.map_err(fail)? == 2,
+        "the revision survives reopening",
+        f,
+    );
+    check(
+        again.messages().await.map_err(fail)?.len() == 1000,
+        "messages survive reopening",
+        f,
+    );
+    check(
+        again
+            .health_history("triage", 10)
+            .await
+            .map_err(fail)?
+            .len()
+            == 3,
+        "health history survives reopening",
+        f,
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}

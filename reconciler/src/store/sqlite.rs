@@ -1,0 +1,501 @@
+//! The embedded store: one SQLite file (WAL journal, `synchronous=FULL`, so
+//! a commit survives a power cut), written by one thread that commits every
+//! batch waiting for it in one transaction (group commit: one fsync for many
+//! writers), read through a second connection. Other processes (the CLI's
+//! `plan` and `apply`) open the same file safely.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{
+    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult, StoredMessage,
+};
+
+/// Most jobs one group commit takes.
+const MAX_BATCH: usize = 8192;
+/// How long a connection waits for another process's lock.
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+/// Health records kept per agent (older ones are dropped on write).
+pub const HEALTH_HISTORY_PER_AGENT: usize = 1000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS applied (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    revision INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    inbox TEXT NOT NULL,
+    topic TEXT,
+    key TEXT,
+    sender TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    published_ms INTEGER NOT NULL,
+    request INTEGER NOT NULL,
+    in_reply_to INTEGER,
+    dead TEXT
+);
+CREATE TABLE IF NOT EXISTS health (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent TEXT NOT NULL,
+    replica INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS health_by_agent ON health (agent, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// Version of the file's layout, kept in `PRAGMA user_version`.
+const LAYOUT_VERSION: i64 = 1;
+
+enum Job {
+    Write(Vec<Op>, oneshot::Sender<StoreResult<()>>),
+    Apply(u64, Box<Applied>, oneshot::Sender<StoreResult<u64>>),
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn connect(path: &Path) -> StoreResult<Connection> {
+    let open = |e: &dyn std::fmt::Display| StoreError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let conn = Connection::open(path).map_err(|e| open(&e))?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(|e| open(&e))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| open(&e))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| open(&e))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory when missing) the store at `path`.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let writer = connect(path)?;
+        let version: i64 = writer
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| open_err(e.to_string()))?;
+        if version > LAYOUT_VERSION {
+            return Err(open_err(format!(
+                "written by a newer cortex (layout {version}, this one reads {LAYOUT_VERSION})"
+            )));
+        }
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(|e| open_err(e.to_string()))?;
+        writer
+            .pragma_update(None, "user_version", LAYOUT_VERSION)
+            .map_err(|e| open_err(e.to_string()))?;
+        restrict_permissions(path);
+        let reader = connect(path)?;
+        let (tx, rx) = mpsc::channel();
+        let handle = thread::Builder::new()
+            .name("cortex-store-writer".into())
+            .spawn(move || run_writer(writer, rx))
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the writer after the jobs already sent, and waits for it. Later
+    /// calls fail with [`StoreError::Closed`]. Dropping the store does the same.
+    pub fn close(&self) {
+        drop(self.jobs.lock().map(|mut j| j.take()));
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
+    }
+
+    fn send(&self, job: Job) -> StoreResult<()> {
+        let guard = self.jobs.lock().map_err(|_| StoreError::Closed)?;
+        guard
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(job)
+            .map_err(|_| StoreError::Closed)
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'_, StoreResult<T>> {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().map_err(|_| StoreError::Closed)?;
+                f(&conn).map_err(backend)
+            })
+            .await
+            .map_err(backend)?
+        })
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // The file holds agent tokens: owner only.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) {}
+
+fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::new();
+        for job in batch {
+            match job {
+                Job::Write(ops, done) => writes.push((ops, done)),
+                Job::Apply(expected, next, done) => {
+                    // Keep order: what was written before the apply commits first.
+                    commit_writes(&mut conn, std::mem::take(&mut writes));
+                    let _ = done.send(apply(&mut conn, expected, &next));
+                }
+            }
+        }
+        commit_writes(&mut conn, writes);
+    }
+}
+
+type Pending = Vec<(Vec<Op>, oneshot::Sender<StoreResult<()>>)>;
+
+fn commit_writes(conn: &mut Connection, writes: Pending) {
+    if writes.is_empty() {
+        return;
+    }
+    let result = (|| -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        let mut max_id = 0u64;
+        let mut agents_with_health = std::collections::BTreeSet::new();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO messages (id, inbox, topic, key, sender, payload, attempts, published_ms, request, in_reply_to, dead) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let mut remove = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+            let mut attempted =
+                tx.prepare_cached("UPDATE messages SET attempts = ?2 WHERE id = ?1")?;
+            let mut dead =
+                tx.prepare_cached("UPDATE messages SET dead = ?2, attempts = ?3 WHERE id = ?1")?;
+            let mut health = tx.prepare_cached(
+                "INSERT INTO health (agent, replica, at_ms, state, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut audit = tx.prepare_cached(
+                "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut set_meta =
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+            let mut unset_meta = tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?;
+            for op in writes.iter().flat_map(|(ops, _)| ops) {
+                match op {
+                    Op::Enqueue(m) => {
+                        max_id = max_id.max(m.id);
+                        insert.execute(params![
+                            m.id as i64,
+                            m.inbox,
+                            m.topic,
+                            m.key,
+                            m.sender,
+                            m.payload,
+                            m.attempts,
+                            m.published_ms as i64,
+                            m.request,
+                            m.in_reply_to.map(|i| i as i64),
+                            m.dead,
+                        ])?;
+                    }
+                    Op::Remove(id) => {
+                        remove.execute(params![*id as i64])?;
+                    }
+                    Op::Attempted { id, attempts } => {
+                        attempted.execute(params![*id as i64, attempts])?;
+                    }
+                    Op::Dead {
+                        id,
+                        reason,
+                        attempts,
+                    } => {
+                        dead.execute(params![*id as i64, reason, attempts])?;
+                    }
+                    Op::Health(h) => {
+                        agents_with_health.insert(h.agent.clone());
+                        health.execute(params![
+                            h.agent,
+                            h.replica,
+                            h.at_ms as i64,
+                            h.state,
+                            h.detail
+                        ])?;
+                    }
+                    Op::Audit(a) => {
+                        audit.execute(params![a.at_ms as i64, a.actor, a.action, a.detail])?;
+                    }
+                    Op::Meta { key, value } => match value {
+                        Some(v) => {
+                            set_meta.execute(params![key, v])?;
+                        }
+                        None => {
+                            unset_meta.execute(params![key])?;
+                        }
+                    },
+                }
+            }
+        }
+        if max_id > 0 {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_message_id', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                params![max_id.to_string()],
+            )?;
+        }
+        for agent in agents_with_health {
+            tx.execute(
+                "DELETE FROM health WHERE agent = ?1 AND seq <= (SELECT seq FROM health WHERE agent = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                params![agent, HEALTH_HISTORY_PER_AGENT as i64],
+            )?;
+        }
+        tx.commit()
+    })();
+    let message = result.err().map(|e| e.to_string());
+    for (_, done) in writes {
+        let _ = done.send(match &message {
+            None => Ok(()),
+            Some(m) => Err(StoreError::Backend(m.clone())),
+        });
+    }
+}
+
+fn current_revision(conn: &Connection) -> rusqlite::Result<u64> {
+    Ok(conn
+        .query_row("SELECT revision FROM applied WHERE id = 1", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .unwrap_or(0) as u64)
+}
+
+fn apply(conn: &mut Connection, expected: u64, next: &Applied) -> StoreResult<u64> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    let found = current_revision(&tx).map_err(backend)?;
+    if found != expected {
+        return Err(StoreError::Stale { expected, found });
+    }
+    let revision = expected + 1;
+    let mut stored = next.clone();
+    stored.revision = revision;
+    let body = serde_json::to_string(&stored).map_err(backend)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO applied (id, revision, body) VALUES (1, ?1, ?2)",
+        params![revision as i64, body],
+    )
+    .map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    Ok(revision)
+}
+
+fn message_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: row.get::<_, i64>(0)? as u64,
+        inbox: row.get(1)?,
+        topic: row.get(2)?,
+        key: row.get(3)?,
+        sender: row.get(4)?,
+        payload: row.get(5)?,
+        attempts: row.get(6)?,
+        published_ms: row.get::<_, i64>(7)? as u64,
+        request: row.get(8)?,
+        in_reply_to: row.get::<_, Option<i64>>(9)?.map(|i| i as u64),
+        dead: row.get(10)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn applied(&self) -> BoxFuture<'_, StoreResult<Option<Applied>>> {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            let body = tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().map_err(|_| StoreError::Closed)?;
+                conn.query_row("SELECT body FROM applied WHERE id = 1", [], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+                .map_err(backend)
+            })
+            .await
+            .map_err(backend)??;
+            body.map(|b| serde_json::from_str(&b).map_err(backend))
+                .transpose()
+        })
+    }
+
+    fn revision(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        self.read(current_revision)
+    }
+
+    fn apply(&self, expected: u64, next: Applied) -> BoxFuture<'_, StoreResult<u64>> {
+        let (done, wait) = oneshot::channel();
+        let sent = self.send(Job::Apply(expected, Box::new(next), done));
+        Box::pin(async move {
+            sent?;
+            wait.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn write(&self, ops: Vec<Op>) -> BoxFuture<'_, StoreResult<()>> {
+        let (done, wait) = oneshot::channel();
+        let sent = self.send(Job::Write(ops, done));
+        Box::pin(async move {
+            sent?;
+            wait.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn messages(&self) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, inbox, topic, key, sender, payload, attempts, published_ms, request, in_reply_to, dead FROM messages ORDER BY id",
+            )?;
+            stmt.query_map([], message_of)?.collect()
+        })
+    }
+
+    fn last_message_id(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        self.read(|conn| {
+            let recorded: Option<String> = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'last_message_id'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let stored: i64 =
+                conn.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| {
+                    r.get(0)
+                })?;
+            Ok(recorded
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                .max(stored as u64))
+        })
+    }
+
+    fn health_history(
+        &self,
+        agent: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<HealthRecord>>> {
+        let agent = agent.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT agent, replica, at_ms, state, detail FROM health WHERE agent = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            stmt.query_map(params![agent, limit as i64], |r| {
+                Ok(HealthRecord {
+                    agent: r.get(0)?,
+                    replica: r.get(1)?,
+                    at_ms: r.get::<_, i64>(2)? as u64,
+                    state: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditEntry>>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT at_ms, actor, action, detail FROM audit ORDER BY seq DESC LIMIT ?1",
+            )?;
+            stmt.query_map(params![limit as i64], |r| {
+                Ok(AuditEntry {
+                    at_ms: r.get::<_, i64>(0)? as u64,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn meta(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+}
