@@ -158,6 +158,39 @@ pub enum Command {
         #[arg(long, default_value = "0s", value_parser = parse_duration)]
         lock_timeout: std::time::Duration,
     },
+    /// Run the project on this machine: validate, build, apply to the
+    /// embedded state store, then run the broker, the agents with
+    /// `local.command` and the health loop in the foreground until Ctrl-C.
+    Up {
+        /// Project directory (holds cortex.yaml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Environment overlay to apply.
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        /// Address of the broker (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:7400", env = "CORTEX_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Log format (logs go to stderr; filter with CORTEX_LOG, e.g. `debug`).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Do not start the agents (the broker only; agents connect on their own).
+        #[arg(long)]
+        no_agents: bool,
+    },
+    /// Show the agents, their health and the queues of the project's
+    /// runtime (or of its state store when no runtime is running).
+    Status {
+        /// Project directory (holds cortex.yaml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Environment overlay (it may set the state store).
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
     /// Break the project's apply lock (a Lease) left by an apply that died.
     Unlock {
         /// Project directory (holds cortex.yaml).
@@ -210,6 +243,28 @@ pub enum Command {
         /// A code such as CX0201; without it, every code is listed.
         code: Option<String>,
     },
+    /// Measure the runtime: broker throughput (in-process and durable),
+    /// HTTP latency with many agents, health loop cost (figures in the README).
+    BenchRuntime {
+        /// Connected agents for the HTTP benchmark (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        http_agents: usize,
+        /// Aggregate publish rate of the HTTP benchmark (msg/s).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Seconds each timed phase runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Supervised replicas for the health loop benchmark (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        health_agents: usize,
+        /// Internal: run as the HTTP benchmark's load generator against this URL.
+        #[arg(long, hide = true)]
+        client_of: Option<String>,
+        /// Internal: the operator token for --client-of.
+        #[arg(long, hide = true, default_value = "")]
+        operator_token: String,
+    },
     /// Measure the compiler on a generated project (figures in the README).
     Bench {
         /// Number of agents.
@@ -234,8 +289,9 @@ pub enum Command {
 /// Which cluster.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ClusterArgs {
-    /// Target (default: kubernetes).
-    #[arg(long, value_enum, default_value_t = TargetArg::Kubernetes)]
+    /// Target: `embedded` (the local state store run by `cortex up`) or
+    /// `kubernetes`.
+    #[arg(long, value_enum, env = "CORTEX_TARGET", default_value_t = TargetArg::Embedded)]
     pub target: TargetArg,
     /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the
     /// in-cluster service account).
@@ -267,8 +323,29 @@ pub struct PlanningArgs {
 /// Targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum TargetArg {
+    /// The embedded state store (`targets.embedded.state`, default
+    /// `.cortex/state.db`), run by `cortex up`.
+    Embedded,
     /// A Kubernetes cluster.
     Kubernetes,
+}
+
+/// Log formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Status formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// Tables.
+    Text,
+    /// The runtime's status JSON.
+    Json,
 }
 
 /// `90s`, `5m`, `1h`, `250ms`.

@@ -36,6 +36,7 @@ fn setup() -> Setup {
 impl Setup {
     fn cortex(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .env("CORTEX_TARGET", "kubernetes")
             .args(args)
             .current_dir(self.project.path())
             .env("KUBECONFIG", &self.kubeconfig)
@@ -232,6 +233,7 @@ fn a_saved_plan_is_for_the_cluster_it_was_made_against() {
     let dir = tempfile::tempdir().expect("tempdir");
     let other_config = other.write_kubeconfig(dir.path()).expect("kubeconfig");
     let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .env("CORTEX_TARGET", "kubernetes")
         .args(["apply", "plan.json", "--kubeconfig"])
         .arg(&other_config)
         .current_dir(s.project.path())
@@ -254,6 +256,7 @@ fn an_unreachable_cluster_is_named() {
     let config = gone.write_kubeconfig(dir.path()).expect("kubeconfig");
     drop(gone);
     let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .env("CORTEX_TARGET", "kubernetes")
         .args(["plan", "--kubeconfig"])
         .arg(&config)
         .current_dir(s.project.path())
@@ -373,6 +376,7 @@ fn ctrl_c_stops_an_apply_and_releases_the_lock() {
         8,
     ));
     let child = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .env("CORTEX_TARGET", "kubernetes")
         .args(["apply", "--yes"])
         .current_dir(s.project.path())
         .env("KUBECONFIG", &s.kubeconfig)

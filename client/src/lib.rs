@@ -32,6 +32,10 @@ pub const ENV_AGENT_NAME: &str = "CORTEX_AGENT_NAME";
 pub const ENV_AGENT_TOKEN: &str = "CORTEX_AGENT_TOKEN";
 /// Environment variable holding the path of the agent's `config` (JSON).
 pub const ENV_AGENT_CONFIG: &str = "CORTEX_AGENT_CONFIG";
+/// Environment variable holding the topics the agent may publish to (comma-separated).
+pub const ENV_AGENT_PUBLISH: &str = "CORTEX_AGENT_PUBLISH";
+/// Environment variable holding the topics the agent subscribes to (comma-separated).
+pub const ENV_AGENT_SUBSCRIBE: &str = "CORTEX_AGENT_SUBSCRIBE";
 /// Environment variable holding the replica's index (0-based).
 pub const ENV_REPLICA: &str = "CORTEX_REPLICA";
 
@@ -128,6 +132,17 @@ impl ClientError {
     }
 }
 
+/// An HTTP client for talking to cortex (and webhooks). reqwest is built
+/// without a default TLS provider: this installs ring, as kube uses, once
+/// per process, so every client must be made here.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 /// A connection to the broker on behalf of one agent.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -154,10 +169,7 @@ impl Client {
     /// (`http://127.0.0.1:7400`).
     pub fn new(base: &str, agent: &str, token: &str) -> Client {
         Client {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
-                .build()
-                .unwrap_or_default(),
+            http: http_client(),
             base: base.trim_end_matches('/').to_string(),
             agent: agent.to_string(),
             token: token.to_string(),
@@ -200,6 +212,16 @@ impl Client {
             path,
             message: e.to_string(),
         })
+    }
+
+    /// The topics this agent may publish to (from `CORTEX_AGENT_PUBLISH`).
+    pub fn publish_topics() -> Vec<String> {
+        std::env::var(ENV_AGENT_PUBLISH)
+            .unwrap_or_default()
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// Publishes `payload` to `topic` (one copy per subscribing agent).

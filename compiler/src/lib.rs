@@ -34,6 +34,9 @@ pub use document::{Document, Kind};
 pub use resolve::{Resolved, ResolvedSpec};
 pub use source::{MemorySource, Source, SourceError, WorkTree};
 pub use span::{SourceMap, Span};
+/// YAML text to JSON values (with the compiler's YAML 1.2 rules), for
+/// other YAML files cortex reads (the embedded target's secrets file).
+pub use yaml::parse_json as parse_yaml_json;
 
 /// What to compile.
 #[derive(Clone, Debug, Default)]

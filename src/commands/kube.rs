@@ -52,7 +52,11 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Compiles the work tree; on failure prints the diagnostics (nothing is
 /// planned or applied, so nothing is ever pruned after a failed compile).
-fn compile(dir: &Path, env: Option<String>, format: PlanFormat) -> anyhow::Result<Option<Desired>> {
+pub(crate) fn compile(
+    dir: &Path,
+    env: Option<String>,
+    format: PlanFormat,
+) -> anyhow::Result<Option<Desired>> {
     match desired_at(dir, &At::WorkTree, &Options { env }) {
         Ok(mut desired) => {
             desired.revision = work_tree_revision(dir);
@@ -81,7 +85,7 @@ fn work_tree_revision(dir: &Path) -> Revision {
 }
 
 /// Prints an error of the cluster commands; exit code 1.
-fn failed(e: &dyn std::fmt::Display) -> anyhow::Result<ExitCode> {
+pub(crate) fn failed(e: &dyn std::fmt::Display) -> anyhow::Result<ExitCode> {
     output::error_line(&e.to_string())?;
     Ok(ExitCode::from(1))
 }
@@ -112,14 +116,21 @@ fn settings(planning: &PlanningArgs) -> PlanSettings {
 
 /// Prints a plan, with what it left out (orphans) and what will fail
 /// (conflicts), in the requested format.
+/// A plan in the requested format (shared by both targets).
+pub(crate) fn render_plan(
+    plan: &cortex_reconciler::Plan,
+    format: PlanFormat,
+    unified: bool,
+) -> String {
+    match format {
+        PlanFormat::Text => render_text(plan, unified),
+        PlanFormat::Markdown => markdown::render_markdown(plan, markdown::GITHUB_COMMENT_LIMIT),
+        PlanFormat::Json => render_json(plan),
+    }
+}
+
 fn print_plan(planned: &ClusterPlan, format: PlanFormat, unified: bool) -> anyhow::Result<()> {
-    let mut text = match format {
-        PlanFormat::Text => render_text(&planned.display, unified),
-        PlanFormat::Markdown => {
-            markdown::render_markdown(&planned.display, markdown::GITHUB_COMMENT_LIMIT)
-        }
-        PlanFormat::Json => render_json(&planned.display),
-    };
+    let mut text = render_plan(&planned.display, format, unified);
     if format != PlanFormat::Json {
         let saved = &planned.saved;
         if !saved.orphans.is_empty() {

@@ -1,20 +1,24 @@
 //! One module per subcommand.
 
 mod bench;
+mod bench_http;
 mod bench_kubernetes;
+mod bench_runtime;
 mod build;
 mod diff;
+mod embedded;
 mod explain;
 mod init;
 mod kube;
 mod schema;
+mod up;
 mod validate;
 
 use std::process::ExitCode;
 
 use cortex_compiler::generate::Shape;
 
-use crate::cli::{Cli, Command, GraphFormatArg};
+use crate::cli::{Cli, Command, GraphFormatArg, TargetArg};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -54,9 +58,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             detailed_exitcode,
             unified,
-        } => kube::plan(
-            &dir,
-            kube::PlanRequest {
+        } => {
+            let target = cluster.target;
+            let request = kube::PlanRequest {
                 env,
                 cluster,
                 planning,
@@ -64,8 +68,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 format,
                 detailed_exitcode,
                 unified,
-            },
-        ),
+            };
+            match target {
+                TargetArg::Embedded => embedded::plan(&dir, request),
+                TargetArg::Kubernetes => kube::plan(&dir, request),
+            }
+        }
         Command::Apply {
             input,
             env,
@@ -75,9 +83,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             timeout,
             lock_timeout,
-        } => kube::apply(
-            &input,
-            kube::ApplyRequest {
+        } => {
+            let target = cluster.target;
+            let request = kube::ApplyRequest {
                 env,
                 cluster,
                 planning,
@@ -85,9 +93,66 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 wait,
                 timeout,
                 lock_timeout,
+            };
+            if input.is_file() {
+                embedded::apply_plan_file(&input, request)
+            } else {
+                match target {
+                    TargetArg::Embedded => embedded::apply(&input, request),
+                    TargetArg::Kubernetes => kube::apply(&input, request),
+                }
+            }
+        }
+        Command::Unlock { dir, env, cluster } => match cluster.target {
+            TargetArg::Embedded => {
+                println!(
+                    "The embedded target's lock is an OS file lock, released when the apply holding it exits: there is nothing to unlock. (cortex unlock --target kubernetes breaks a cluster's Lease.)"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            TargetArg::Kubernetes => kube::unlock(&dir, env, &cluster),
+        },
+        Command::Up {
+            dir,
+            env,
+            listen,
+            log_format,
+            no_agents,
+        } => up::up(
+            &dir,
+            up::UpRequest {
+                env,
+                listen,
+                log_format,
+                agents: !no_agents,
             },
         ),
-        Command::Unlock { dir, env, cluster } => kube::unlock(&dir, env, &cluster),
+        Command::Status { dir, env, format } => up::status(&dir, env, format),
+        Command::BenchRuntime {
+            http_agents,
+            rate,
+            seconds,
+            health_agents,
+            client_of,
+            operator_token,
+        } => match client_of {
+            Some(url) => {
+                kube::runtime()?.block_on(bench_http::client(
+                    &url,
+                    &operator_token,
+                    http_agents,
+                    rate,
+                    seconds,
+                ))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            None => bench_runtime::run(bench_runtime::Request {
+                http_agents,
+                rate,
+                seconds,
+                health_agents,
+            }),
+        },
         Command::Graph { args, env, format } => {
             let format = match format {
                 GraphFormatArg::Mermaid => cortex_compiler::graph::GraphFormat::Mermaid,

@@ -100,9 +100,42 @@ pub fn state_path(dir: &Path, desired: &Desired) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
-/// The runtime config (runtime.json) of a desired state, put back together
-/// from its runtime objects.
-pub fn runtime_config(desired: &Desired) -> Value {
+/// The runtime objects of a desired state as the embedded target keeps
+/// them: runtime.json's entries, with each agent's `env` and `ports` added
+/// (a local process needs them; in a cluster they live in the Deployment,
+/// so runtime.json leaves them out).
+pub fn embedded_objects(desired: &Desired) -> Vec<PlanObject> {
+    desired
+        .objects
+        .iter()
+        .filter(|o| o.id.target == Target::Runtime)
+        .map(|o| {
+            let mut o = o.clone();
+            if o.id.kind == "Agent" {
+                let spec = desired
+                    .resolved
+                    .specs
+                    .iter()
+                    .find(|s| s.kind == cortex_compiler::Kind::Agent && s.name == o.id.name)
+                    .and_then(|s| s.spec());
+                for field in ["env", "ports"] {
+                    let value = spec
+                        .and_then(|s| s.get(field))
+                        .map(|n| n.to_json())
+                        .unwrap_or_else(|| Value::Array(Vec::new()));
+                    if let Value::Object(body) = &mut o.body {
+                        body.insert(field.to_string(), value);
+                    }
+                }
+            }
+            o
+        })
+        .collect()
+}
+
+/// The runtime config the embedded target stores: runtime.json put back
+/// together from [`embedded_objects`].
+pub fn runtime_config(desired: &Desired, objects: &[PlanObject]) -> Value {
     let mut out = Map::new();
     out.insert(
         "format_version".into(),
@@ -115,10 +148,9 @@ pub fn runtime_config(desired: &Desired) -> Value {
         desired.project.environment.clone().into(),
     );
     for (section, kind) in plan::RUNTIME_SECTIONS {
-        let entries: Map<String, Value> = desired
-            .objects
+        let entries: Map<String, Value> = objects
             .iter()
-            .filter(|o| o.id.target == Target::Runtime && o.id.kind == kind)
+            .filter(|o| o.id.kind == kind)
             .map(|o| (o.id.name.clone(), o.body.clone()))
             .collect();
         out.insert(section.into(), Value::Object(entries));
@@ -126,28 +158,33 @@ pub fn runtime_config(desired: &Desired) -> Value {
     Value::Object(out)
 }
 
-/// Plans `desired` against what `store` holds.
-pub async fn plan_against(
-    store: &dyn Store,
+/// What the store at `state` holds, read without creating it (`None` when
+/// there is no store file yet or nothing was applied).
+pub async fn read_applied(state: &Path) -> Result<Option<Applied>, StoreError> {
+    if !state.exists() {
+        return Ok(None);
+    }
+    let store = crate::store::SqliteStore::open(state)?;
+    let applied = store.applied().await;
+    store.close();
+    applied
+}
+
+/// Plans `desired` against `applied`, the config the store at `state` holds.
+pub fn plan_against(
+    applied: Option<&Applied>,
     state: &Path,
     desired: &Desired,
     options: &PlanOptions,
-) -> Result<EmbeddedPlan, EmbeddedError> {
-    let applied = store.applied().await?;
+) -> EmbeddedPlan {
     let live: Vec<PlanObject> = applied
-        .as_ref()
         .map(|a| plan::runtime_objects(a.config.clone()))
         .unwrap_or_default();
-    let wanted: Vec<PlanObject> = desired
-        .objects
-        .iter()
-        .filter(|o| o.id.target == Target::Runtime)
-        .cloned()
-        .collect();
-    let base_revision = applied.as_ref().map_or(0, |a| a.revision);
+    let wanted = embedded_objects(desired);
+    let base_revision = applied.map_or(0, |a| a.revision);
     let from = Revision {
         name: format!("state revision {base_revision}"),
-        commit: applied.as_ref().and_then(|a| a.commit.clone()),
+        commit: applied.and_then(|a| a.commit.clone()),
     };
     let mut display = plan::diff(
         Side {
@@ -167,7 +204,7 @@ pub async fn plan_against(
         options,
     );
     display.title = "cortex plan";
-    Ok(EmbeddedPlan {
+    EmbeddedPlan {
         saved: SavedEmbeddedPlan {
             format_version: 1,
             kind: PLAN_KIND.to_string(),
@@ -176,11 +213,11 @@ pub async fn plan_against(
             state: state.to_path_buf(),
             base_revision,
             commit: desired.revision.commit.clone(),
-            config: runtime_config(desired),
-            summary: display.summary.clone(),
+            config: runtime_config(desired, &wanted),
+            summary: display.summary,
         },
         display,
-    })
+    }
 }
 
 /// A new random token (256 bits, hex).

@@ -1,5 +1,17 @@
 //! The runtime of the embedded target: the message broker, the local agent
 //! supervisor, the health loop and alerts, served over HTTP on one address.
 
+pub mod agents;
+pub mod alerts;
+pub mod backoff;
 pub mod broker;
+pub mod engine;
+pub mod health;
 pub mod metrics;
+pub mod process;
+pub mod secrets;
+pub mod server;
+pub mod status;
+pub mod supervisor;
+
+pub use engine::{Runtime, RuntimeError, RuntimeOptions, start};

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod runtime;
+
 use std::path::Path;
 
 use git2::{IndexAddOption, Oid, Repository, RepositoryInitOptions, Signature};
@@ -120,6 +122,11 @@ fn workspace() -> &'static Path {
 /// `examples/<name>`.
 pub fn example(name: &str) -> std::path::PathBuf {
     workspace().join("examples").join(name)
+}
+
+/// `fixtures/<path>`.
+pub fn fixture_path(path: &str) -> std::path::PathBuf {
+    workspace().join("fixtures").join(path)
 }
 
 /// The text of `fixtures/<path>`.

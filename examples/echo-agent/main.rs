@@ -1,0 +1,140 @@
+//! cortex-echo-agent: the example agent, built on the `cortex-client`
+//! library. It answers requests with their payload and passes every other
+//! message on to the topics it may publish to, adding its name to the
+//! payload's `handledBy` list (so a message's path through a pipeline of
+//! echo agents is visible at the end). It serves `GET /healthz` on `$PORT`
+//! for the health loop and exits on SIGTERM, or when the broker has been
+//! unreachable for 30 s (cortex is gone).
+//!
+//! cortex starts it with everything in its environment; by hand:
+//! `CORTEX_BROKER_URL=http://127.0.0.1:7400 CORTEX_AGENT_NAME=triage
+//! CORTEX_AGENT_TOKEN=… cortex-echo-agent`.
+
+use std::time::{Duration, Instant};
+
+use cortex_client::{Client, ClientError, Delivery};
+use serde_json::{Value, json};
+
+/// How long the broker may stay unreachable before the agent gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+
+fn transformed(agent: &str, payload: &Value) -> Value {
+    let mut out = match payload {
+        Value::Object(map) => Value::Object(map.clone()),
+        other => json!({ "payload": other }),
+    };
+    let mut handled = out
+        .get("handledBy")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    handled.push(json!(agent));
+    out["handledBy"] = Value::Array(handled);
+    out
+}
+
+async fn handle(
+    client: &Client,
+    topics: &[String],
+    delivery: &Delivery,
+) -> Result<(), ClientError> {
+    let out = transformed(client.agent(), &delivery.payload);
+    if delivery.request {
+        return client.reply(delivery.id, &out).await;
+    }
+    for topic in topics {
+        if let Err(e) = client.publish(topic, delivery.key.as_deref(), &out).await {
+            eprintln!(
+                "publish to {topic} failed: {e}; giving message {} back",
+                delivery.id
+            );
+            return client.nack(delivery.id, Duration::from_secs(1)).await;
+        }
+    }
+    client.ack(delivery.id).await
+}
+
+async fn serve_health() {
+    let Some(port) = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
+        return;
+    };
+    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => {
+            let _ = axum::serve(listener, app).await;
+        }
+        Err(e) => eprintln!("cannot serve /healthz on port {port}: {e}"),
+    }
+}
+
+async fn work(client: Client) -> Result<(), ClientError> {
+    let topics = Client::publish_topics();
+    let config = Client::config()?;
+    eprintln!(
+        "{} up: publishing to [{}], config keys [{}]",
+        client.agent(),
+        topics.join(", "),
+        config
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    );
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        match client.receive(32, Duration::from_secs(20)).await {
+            Ok(deliveries) => {
+                unreachable_since = None;
+                for delivery in &deliveries {
+                    if let Err(e) = handle(&client, &topics, delivery).await {
+                        eprintln!("message {}: {e}", delivery.id);
+                    }
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > GIVE_UP_AFTER {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let client = match Client::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cortex-echo-agent: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    tokio::spawn(serve_health());
+    #[cfg(unix)]
+    let terminated = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<()>();
+    tokio::select! {
+        result = work(client) => match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cortex-echo-agent: {e}");
+                std::process::ExitCode::from(1)
+            }
+        },
+        _ = terminated => std::process::ExitCode::SUCCESS,
+        _ = tokio::signal::ctrl_c() => std::process::ExitCode::SUCCESS,
+    }
+}

@@ -1,0 +1,550 @@
+//! The broker end to end: a runtime on a fixture project, agents acting
+//! through `cortex-client` over real HTTP with their own tokens.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::runtime::{TestRuntime, start_project};
+use cortex_client::{Client, ClientError};
+use cortex_reconciler::store::Store;
+use serde_json::{Value, json};
+
+async fn broker() -> TestRuntime {
+    start_project(&common::fixture_path("runtime/broker"), false).await
+}
+
+fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> (u16, cortex_client::ApiError) {
+    match result {
+        Err(ClientError::Api { status, error }) => (status, error),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+const NONE: Duration = Duration::ZERO;
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_flow_by_topic_and_direct_and_acks_settle_them() {
+    let t = broker().await;
+    let producer = t.client("producer");
+    let worker = t.client("worker");
+    let published = producer
+        .publish("orders", Some("o-1"), &json!({"id": "o-1", "qty": 2}))
+        .await
+        .expect("publish");
+    assert_eq!(published.delivered_to, ["worker"]);
+    let sent = producer
+        .send("worker", None, &json!({"hello": 1}))
+        .await
+        .expect("send");
+    assert_eq!(sent.delivered_to, ["worker"]);
+
+    let got = worker.receive(10, WAIT).await.expect("receive");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].topic.as_deref(), Some("orders"));
+    assert_eq!(got[0].key.as_deref(), Some("o-1"));
+    assert_eq!(got[0].sender, "producer");
+    assert_eq!(got[0].payload, json!({"id": "o-1", "qty": 2}));
+    assert_eq!(got[0].attempt, 1);
+    assert_eq!(got[1].topic, None, "a direct message has no topic");
+    for d in &got {
+        worker.ack(d.id).await.expect("ack");
+    }
+    let (status, error) = api_error(worker.ack(got[0].id).await);
+    assert_eq!(
+        (status, error.code.as_str()),
+        (404, "not_in_flight"),
+        "{}",
+        error.message
+    );
+    assert!(
+        worker
+            .receive(10, Duration::from_millis(200))
+            .await
+            .expect("receive")
+            .is_empty()
+    );
+    let stats = t.runtime.shared.broker.stats();
+    let w = stats
+        .iter()
+        .find(|s| s.inbox == "worker")
+        .expect("worker inbox");
+    assert_eq!((w.depth, w.in_flight), (0, 0));
+    // Acks are durable: nothing is left in the store.
+    assert!(t.store.messages().await.expect("messages").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
+    let t = broker().await;
+    let worker = t.client("worker");
+    let waiting = tokio::spawn(async move { worker.receive(1, Duration::from_secs(20)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    t.client("producer")
+        .publish("orders", None, &json!({"id": "late"}))
+        .await
+        .expect("publish");
+    let got = waiting.await.expect("join").expect("receive");
+    assert_eq!(got.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by the publish, not the 20 s wait"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_are_redelivered_then_dead_lettered_with_the_reason() {
+    let t = broker().await;
+    t.client("producer")
+        .publish("slow", Some("k"), &json!({"n": 1}))
+        .await
+        .expect("publish");
+    let worker = t.client("worker");
+    let first = worker.receive(1, WAIT).await.expect("receive");
+    assert_eq!(first[0].attempt, 1);
+    // No ack: after ackTimeout (300 ms) it comes again.
+    let second = worker.receive(1, WAIT).await.expect("receive");
+    assert_eq!(second[0].id, first[0].id);
+    assert_eq!(second[0].attempt, 2);
+    // maxAttempts is 2: the next timeout dead-letters it.
+    let dead = t
+        .client("undertaker")
+        .receive(1, WAIT)
+        .await
+        .expect("dead letter");
+    assert_eq!(dead.len(), 1);
+    let envelope = &dead[0].payload;
+    assert_eq!(envelope["reason"], json!("ack timeout after 2 attempts"));
+    assert_eq!(envelope["attempts"], json!(2));
+    assert_eq!(envelope["topic"], json!("slow"));
+    assert_eq!(envelope["payload"], json!({"n": 1}));
+    assert_eq!(dead[0].topic.as_deref(), Some("slow.dead"));
+    assert!(
+        worker
+            .receive(1, Duration::from_millis(600))
+            .await
+            .expect("receive")
+            .is_empty()
+    );
+    let letters = t.runtime.shared.broker.dead_letters("worker");
+    assert_eq!(
+        letters,
+        [(first[0].id, "ack timeout after 2 attempts".to_string(), 2)]
+    );
+    let stored = t.store.messages().await.expect("messages");
+    let kept = stored
+        .iter()
+        .find(|m| m.id == first[0].id)
+        .expect("the dead letter is kept in the store");
+    assert_eq!(kept.dead.as_deref(), Some("ack timeout after 2 attempts"));
+    assert_eq!(
+        t.runtime
+            .shared
+            .broker
+            .counters
+            .redelivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_with_delay_redelivers_after_the_delay() {
+    let t = broker().await;
+    t.client("producer")
+        .publish("orders", None, &json!({"id": "n"}))
+        .await
+        .expect("publish");
+    let worker = t.client("worker");
+    let got = worker.receive(1, WAIT).await.expect("receive");
+    worker
+        .nack(got[0].id, Duration::from_millis(400))
+        .await
+        .expect("nack");
+    assert!(
+        worker
+            .receive(1, Duration::from_millis(150))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "not before the delay"
+    );
+    let again = worker.receive(1, WAIT).await.expect("receive");
+    assert_eq!((again[0].id, again[0].attempt), (got[0].id, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_ordering_holds_with_concurrent_publishers_and_consumers() {
+    let t = broker().await;
+    const KEYS: usize = 4;
+    const PER_KEY: usize = 40;
+    // Four publishers, one per key, publishing in order concurrently.
+    let mut publishers = Vec::new();
+    for k in 0..KEYS {
+        let producer = t.client("producer");
+        publishers.push(tokio::spawn(async move {
+            for n in 0..PER_KEY {
+                producer
+                    .publish(
+                        "keyed",
+                        Some(&format!("key-{k}")),
+                        &json!({"key": k, "n": n}),
+                    )
+                    .await
+                    .expect("publish");
+            }
+        }));
+    }
+    // Three consumers (replicas of one agent) with random processing times.
+    let seen: Arc<Mutex<BTreeMap<u64, Vec<u64>>>> = Arc::default();
+    let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let mut consumers = Vec::new();
+    for _ in 0..3 {
+        let worker = t.client("worker");
+        let seen = seen.clone();
+        let in_flight = in_flight.clone();
+        consumers.push(tokio::spawn(async move {
+            loop {
+                let got = worker
+                    .receive(4, Duration::from_millis(800))
+                    .await
+                    .expect("receive");
+                if got.is_empty() {
+                    return;
+                }
+                for d in got {
+                    let key = d.payload["key"].as_u64().expect("key");
+                    assert!(
+                        in_flight.lock().unwrap().insert(key),
+                        "two messages of key {key} in flight at once"
+                    );
+                    seen.lock()
+                        .unwrap()
+                        .entry(key)
+                        .or_default()
+                        .push(d.payload["n"].as_u64().expect("n"));
+                    tokio::time::sleep(Duration::from_millis(getrandom::u64().unwrap() % 5)).await;
+                    in_flight.lock().unwrap().remove(&key);
+                    worker.ack(d.id).await.expect("ack");
+                }
+            }
+        }));
+    }
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+    for c in consumers {
+        c.await.expect("consumer");
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), KEYS);
+    for (key, ns) in seen.iter() {
+        let expected: Vec<u64> = (0..PER_KEY as u64).collect();
+        assert_eq!(
+            ns, &expected,
+            "key {key} delivered out of order or incompletely"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_total_order_topic_has_one_message_in_flight() {
+    let t = broker().await;
+    let producer = t.client("producer");
+    for n in 0..3 {
+        producer
+            .publish("serial", Some(&format!("k{n}")), &json!({"n": n}))
+            .await
+            .expect("publish");
+    }
+    let worker = t.client("worker");
+    let first = worker.receive(10, WAIT).await.expect("receive");
+    assert_eq!(
+        first.len(),
+        1,
+        "total order: one at a time, whatever the keys"
+    );
+    assert!(
+        worker
+            .receive(10, Duration::from_millis(200))
+            .await
+            .expect("receive")
+            .is_empty()
+    );
+    worker.ack(first[0].id).await.expect("ack");
+    let second = worker.receive(10, WAIT).await.expect("receive");
+    assert_eq!(second[0].payload["n"], json!(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_inbox_refuses_the_sender_by_name_and_loses_nothing() {
+    let t = broker().await;
+    let producer = t.client("producer");
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for n in 0..10 {
+        match producer.publish("bursts", None, &json!({"n": n})).await {
+            Ok(_) => accepted.push(n),
+            Err(e) => {
+                let (status, error) = api_error(Err::<(), _>(e));
+                assert_eq!(status, 429);
+                assert_eq!(error.code, "inbox_full");
+                assert_eq!(error.inbox.as_deref(), Some("tiny"));
+                assert!(
+                    error.message.contains("inbox tiny is full (3 messages)"),
+                    "{}",
+                    error.message
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((accepted.len(), refused), (3, 7));
+    let tiny = t.client("tiny");
+    let got = tiny.receive(10, WAIT).await.expect("receive");
+    let ns: Vec<u64> = got
+        .iter()
+        .map(|d| d.payload["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, [0, 1, 2], "every accepted message is delivered");
+    // Acked messages free the inbox: the sender can publish again.
+    tiny.ack(got[0].id).await.expect("ack");
+    producer
+        .publish("bursts", None, &json!({"n": 10}))
+        .await
+        .expect("room again");
+    assert_eq!(
+        t.runtime
+            .shared
+            .broker
+            .counters
+            .rejected_full
+            .load(std::sync::atomic::Ordering::Relaxed),
+        7
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_are_checked_against_the_topic_schema() {
+    let t = broker().await;
+    let producer = t.client("producer");
+    let (status, error) = api_error(
+        producer
+            .publish("orders", None, &json!({"id": "x", "qty": 0}))
+            .await,
+    );
+    assert_eq!((status, error.code.as_str()), (400, "schema"));
+    assert_eq!(error.pointer.as_deref(), Some("/qty"));
+    assert!(error.message.contains("orders"), "{}", error.message);
+    let (status, error) = api_error(producer.publish("orders", None, &json!({"qty": 1})).await);
+    assert_eq!(status, 400);
+    assert!(
+        error.message.contains("\"id\" is a required property"),
+        "{}",
+        error.message
+    );
+    assert!(
+        t.client("worker")
+            .receive(1, Duration::from_millis(200))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "nothing was enqueued"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_may_only_publish_to_declared_topics() {
+    let t = broker().await;
+    let (status, error) = api_error(
+        t.client("tiny")
+            .publish("orders", None, &json!({"id": "x"}))
+            .await,
+    );
+    assert_eq!((status, error.code.as_str()), (403, "forbidden"));
+    assert!(
+        error.message.contains("tiny may not publish to orders"),
+        "{}",
+        error.message
+    );
+    let (status, _) = api_error(
+        t.client("producer")
+            .publish("nowhere", None, &json!({}))
+            .await,
+    );
+    assert_eq!(status, 404);
+    // The operator may publish anywhere.
+    t.operator()
+        .publish("orders", None, &json!({"id": "op"}))
+        .await
+        .expect("operator publishes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_invalid_tokens_are_refused() {
+    let t = broker().await;
+    let stranger = Client::new(&t.runtime.url, "worker", "not-a-token");
+    let (status, error) = api_error(stranger.receive(1, NONE).await);
+    assert_eq!((status, error.code.as_str()), (401, "unauthorized"));
+    let raw = cortex_client::http_client()
+        .post(format!("{}/v1/topics/orders/messages", t.runtime.url))
+        .json(&json!({"payload": {"id": "x"}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(raw.status().as_u16(), 401);
+    let body: Value = raw.json().await.expect("json");
+    assert_eq!(body["error"]["code"], json!("unauthorized"));
+    // An agent's token only acts for that agent: the worker cannot ack the producer's messages.
+    t.client("producer")
+        .send("worker", None, &json!(1))
+        .await
+        .expect("send");
+    let got = t.client("worker").receive(1, WAIT).await.expect("receive");
+    let (status, _) = api_error(t.client("tiny").ack(got[0].id).await);
+    assert_eq!(status, 404, "another agent's delivery is not in its inbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_completes_the_request() {
+    let t = broker().await;
+    let worker = t.client("worker");
+    let responder = tokio::spawn(async move {
+        let got = worker.receive(1, WAIT).await.expect("receive");
+        assert!(got[0].request);
+        let answer = json!({"echo": got[0].payload.clone()});
+        worker.reply(got[0].id, &answer).await.expect("reply");
+    });
+    let reply = t
+        .client("producer")
+        .request("worker", &json!({"q": 42}), Duration::from_secs(5))
+        .await
+        .expect("request");
+    assert_eq!(reply, json!({"echo": {"q": 42}}));
+    responder.await.expect("responder");
+    // Nobody answers: the caller gets a timeout.
+    let (status, error) = api_error(
+        t.client("producer")
+            .request("tiny", &json!(1), Duration::from_millis(200))
+            .await,
+    );
+    assert_eq!((status, error.code.as_str()), (504, "timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_stream_as_server_sent_events() {
+    use futures::StreamExt;
+    let t = broker().await;
+    let worker = t.client("worker");
+    let stream = worker.stream().await.expect("stream");
+    tokio::pin!(stream);
+    for n in 0..3 {
+        t.client("producer")
+            .publish("orders", None, &json!({"id": format!("s{n}")}))
+            .await
+            .expect("publish");
+    }
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("delivery");
+        ids.push(d.payload["id"].as_str().unwrap().to_string());
+        worker.ack(d.id).await.expect("ack");
+    }
+    assert_eq!(ids, ["s0", "s1", "s2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text() {
+    let t = broker().await;
+    t.client("producer")
+        .publish("orders", None, &json!({"id": "m"}))
+        .await
+        .expect("publish");
+    let text = cortex_client::http_client()
+        .get(format!("{}/metrics", t.runtime.url))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("# TYPE cortex_messages_published_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cortex_messages_published_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cortex_queue_depth{inbox=\"worker\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cortex_delivery_latency_seconds_bucket{le=\"+Inf\"} 0\n"),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "not a sample: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_flushes_and_a_restart_resumes_unacked_messages() {
+    let t = broker().await;
+    let producer = t.client("producer");
+    for n in 0..5 {
+        producer
+            .publish("orders", None, &json!({"id": format!("r{n}")}))
+            .await
+            .expect("publish");
+    }
+    let worker = t.client("worker");
+    let got = worker.receive(2, WAIT).await.expect("receive");
+    worker.ack(got[0].id).await.expect("ack");
+    let TestRuntime {
+        runtime,
+        store,
+        state,
+        ..
+    } = t;
+    runtime.stop().await.expect("stop");
+    let restarted = cortex_reconciler::runtime::start(
+        store.clone(),
+        cortex_reconciler::runtime::RuntimeOptions {
+            paths: cortex_reconciler::runtime::agents::Paths {
+                project: common::fixture_path("runtime/broker"),
+                state: state.path().to_path_buf(),
+            },
+            listen: "127.0.0.1:0".parse().unwrap(),
+            supervise: false,
+            poll: Duration::from_millis(100),
+            alert_period: Duration::from_millis(100),
+        },
+        "test",
+    )
+    .await
+    .expect("restart");
+    let tokens = store.applied().await.unwrap().unwrap().tokens;
+    let worker = Client::new(&restarted.url, "worker", &tokens["worker"]);
+    let again = worker.receive(10, WAIT).await.expect("receive");
+    let ids: Vec<&str> = again
+        .iter()
+        .map(|d| d.payload["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["r1", "r2", "r3", "r4"],
+        "the acked one is gone, the in-flight one comes back"
+    );
+    restarted.stop().await.expect("stop");
+}

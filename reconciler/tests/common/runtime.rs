@@ -1,0 +1,87 @@
+//! A runtime started in-process on a fixture project, with its agents'
+//! tokens, for tests that act as agents over real HTTP.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_client::Client;
+use cortex_compiler::Options;
+use cortex_reconciler::embedded;
+use cortex_reconciler::runtime::agents::Paths;
+use cortex_reconciler::runtime::{Runtime, RuntimeOptions, start};
+use cortex_reconciler::store::{SqliteStore, Store};
+use cortex_reconciler::{At, PlanOptions, desired_at};
+
+/// A running runtime and what tests need around it.
+pub struct TestRuntime {
+    pub runtime: Runtime,
+    pub store: Arc<SqliteStore>,
+    pub tokens: BTreeMap<String, String>,
+    pub state: tempfile::TempDir,
+}
+
+/// Compiles `project`, applies it to a fresh store and starts the runtime
+/// on a free port (agents started only with `supervise`).
+pub async fn start_project(project: &Path, supervise: bool) -> TestRuntime {
+    let state = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(&state.path().join("state.db")).expect("open store"));
+    apply_project(project, &store).await;
+    let runtime = start(
+        store.clone() as Arc<dyn Store>,
+        RuntimeOptions {
+            paths: Paths {
+                project: project.to_path_buf(),
+                state: state.path().to_path_buf(),
+            },
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            supervise,
+            poll: Duration::from_millis(100),
+            alert_period: Duration::from_millis(100),
+        },
+        "test store",
+    )
+    .await
+    .expect("start the runtime");
+    let tokens = store
+        .applied()
+        .await
+        .expect("read")
+        .expect("applied")
+        .tokens;
+    TestRuntime {
+        runtime,
+        store,
+        tokens,
+        state,
+    }
+}
+
+/// Compiles `project` and applies it to `store` (a new revision when it changed).
+pub async fn apply_project(project: &Path, store: &SqliteStore) -> u64 {
+    let desired = desired_at(project, &At::WorkTree, &Options::default()).expect("compiles");
+    let applied = store.applied().await.expect("read");
+    let planned = embedded::plan_against(
+        applied.as_ref(),
+        store.path(),
+        &desired,
+        &PlanOptions::default(),
+    );
+    embedded::apply(store, &planned.saved, "test", Duration::ZERO)
+        .await
+        .expect("apply")
+        .revision
+}
+
+impl TestRuntime {
+    /// The client of `agent`, with its own token.
+    pub fn client(&self, agent: &str) -> Client {
+        Client::new(&self.runtime.url, agent, &self.tokens[agent])
+    }
+
+    /// A client with the operator's token.
+    pub fn operator(&self) -> Client {
+        Client::new(&self.runtime.url, "cortex", &self.runtime.operator_token)
+    }
+}

@@ -1,0 +1,327 @@
+//! The supervisor and health loop: state transitions, restart backoff and
+//! its reset on tokio's paused clock (no sleeping), and a real process that
+//! dies being restarted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cortex_reconciler::runtime::backoff::{Backoff, STABLE_PERIOD};
+use cortex_reconciler::runtime::health::{Check, HealthSettings, HealthState, Probe};
+use cortex_reconciler::runtime::process::{Launcher, LocalLauncher, Running};
+use cortex_reconciler::runtime::supervisor::{ReplicaSpec, Report, Reporter, run_replica};
+use cortex_reconciler::store::BoxFuture;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Processes that live for scripted durations (forever when the script is out).
+struct ScriptedLauncher {
+    lifetimes: Mutex<VecDeque<Duration>>,
+    launches: Mutex<Vec<Instant>>,
+}
+
+struct ScriptedProcess {
+    lifetime: Option<Duration>,
+}
+
+impl Launcher for ScriptedLauncher {
+    fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, String>> {
+        Box::pin(async move {
+            self.launches.lock().unwrap().push(Instant::now());
+            let lifetime = self.lifetimes.lock().unwrap().pop_front();
+            Ok(Box::new(ScriptedProcess { lifetime }) as Box<dyn Running>)
+        })
+    }
+}
+
+impl Running for ScriptedProcess {
+    fn wait(&mut self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            match self.lifetime {
+                Some(d) => {
+                    tokio::time::sleep(d).await;
+                    "exit status: 1".to_string()
+                }
+                None => std::future::pending().await,
+            }
+        })
+    }
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn pid(&self) -> Option<u32> {
+        Some(4242)
+    }
+}
+
+/// A check whose answer the test flips.
+struct Switch(AtomicBool);
+
+impl Probe for Switch {
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        let ok = self.0.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if ok {
+                Ok(())
+            } else {
+                Err("connection refused".to_string())
+            }
+        })
+    }
+}
+
+fn spec(threshold: u32, backoff: Backoff) -> ReplicaSpec {
+    ReplicaSpec {
+        agent: "triage".into(),
+        replica: 0,
+        health: HealthSettings {
+            check: Some(Check::Tcp { port: 1 }),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            failure_threshold: threshold,
+        },
+        backoff,
+    }
+}
+
+fn recorder() -> (Reporter, Arc<Mutex<Vec<(Instant, Report)>>>) {
+    let reports: Arc<Mutex<Vec<(Instant, Report)>>> = Arc::default();
+    let sink = reports.clone();
+    (
+        Arc::new(move |r| sink.lock().unwrap().push((Instant::now(), r))),
+        reports,
+    )
+}
+
+fn states(reports: &Mutex<Vec<(Instant, Report)>>) -> Vec<HealthState> {
+    reports
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, r)| r.state)
+        .collect()
+}
+
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    multiplier: 2.0,
+    max: Duration::from_secs(8),
+};
+
+#[tokio::test(start_paused = true)]
+async fn checks_move_a_replica_through_healthy_degraded_unhealthy_and_a_restart() {
+    let launcher = Arc::new(ScriptedLauncher {
+        lifetimes: Mutex::default(),
+        launches: Mutex::default(),
+    });
+    let probe = Arc::new(Switch(AtomicBool::new(true)));
+    let (report, reports) = recorder();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_replica(
+        spec(3, BACKOFF),
+        launcher.clone(),
+        Some(probe.clone()),
+        report,
+        stop_rx,
+    ));
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        states(&reports),
+        [HealthState::Starting, HealthState::Healthy]
+    );
+    probe.0.store(false, Ordering::SeqCst);
+    // Checks every 10 s ± 10 %: the first failure degrades, the third makes it unhealthy.
+    // Checks at ~1 s, then every 9–11 s: failures land in 9.9–12.1 s,
+    // 18.9–23.1 s and 27.9–34.1 s; look between them.
+    tokio::time::sleep(Duration::from_secs(11)).await; // t = 16 s
+    assert_eq!(states(&reports).last(), Some(&HealthState::Degraded));
+    tokio::time::sleep(Duration::from_millis(9_500)).await; // t = 25.5 s
+    assert_eq!(
+        states(&reports).last(),
+        Some(&HealthState::Degraded),
+        "two failures are still degraded"
+    );
+    tokio::time::sleep(Duration::from_millis(14_500)).await; // t = 40 s
+    let all = states(&reports);
+    assert_eq!(
+        &all[2..],
+        [
+            HealthState::Degraded,
+            HealthState::Unhealthy,
+            HealthState::Restarting,
+            HealthState::Starting
+        ],
+        "unhealthy restarts the process after the first backoff delay (1 s)"
+    );
+    let restarting = reports.lock().unwrap()[4].1.clone();
+    assert!(
+        restarting
+            .detail
+            .contains("unhealthy after 3 failed checks (connection refused)"),
+        "{}",
+        restarting.detail
+    );
+    assert!(
+        restarting.detail.contains("restarting in 1000 ms"),
+        "{}",
+        restarting.detail
+    );
+    assert_eq!(restarting.restarts, 1);
+    probe.0.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        states(&reports).last(),
+        Some(&HealthState::Healthy),
+        "a passing check heals it"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(states(&reports).last(), Some(&HealthState::Stopped));
+    assert_eq!(launcher.launches.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_back_off_exponentially_up_to_the_cap_and_start_over_after_a_stable_run() {
+    // Six quick crashes, then a run longer than the stable period, then a crash.
+    let mut lifetimes: VecDeque<Duration> =
+        std::iter::repeat_n(Duration::from_millis(10), 6).collect();
+    lifetimes.push_back(STABLE_PERIOD + Duration::from_secs(1));
+    lifetimes.push_back(Duration::from_millis(10));
+    let launcher = Arc::new(ScriptedLauncher {
+        lifetimes: Mutex::new(lifetimes),
+        launches: Mutex::default(),
+    });
+    let (report, reports) = recorder();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_replica(
+        spec(3, BACKOFF),
+        launcher.clone(),
+        None,
+        report,
+        stop_rx,
+    ));
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let launches = launcher.launches.lock().unwrap().clone();
+    let gaps: Vec<u64> = launches
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as u64)
+        .collect();
+    // Each gap is the process's lifetime plus the backoff delay.
+    assert_eq!(
+        &gaps[..8],
+        [
+            1_010,
+            2_010,
+            4_010,
+            8_010,
+            8_010,
+            8_010,
+            61_000 + 1_000,
+            2_010
+        ],
+        "1 s, 2 s, 4 s, then capped at 8 s; after a run of 61 s the sequence starts over (1 s, then 2 s)"
+    );
+    let details: Vec<String> = reports
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r.state == HealthState::Restarting)
+        .map(|(_, r)| r.detail.clone())
+        .take(2)
+        .collect();
+    assert_eq!(details[0], "exited (exit status: 1); restarting in 1000 ms");
+    assert_eq!(details[1], "exited (exit status: 1); restarting in 2000 ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_failure_is_retried_with_backoff() {
+    struct Broken(Mutex<u32>);
+    impl Launcher for Broken {
+        fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, String>> {
+            *self.0.lock().unwrap() += 1;
+            Box::pin(async { Err("cannot start agent: No such file or directory".to_string()) })
+        }
+    }
+    let launcher = Arc::new(Broken(Mutex::new(0)));
+    let (report, reports) = recorder();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_replica(
+        spec(3, BACKOFF),
+        launcher.clone(),
+        None,
+        report,
+        stop_rx,
+    ));
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(*launcher.0.lock().unwrap(), 4, "at 0, 1, 3 and 7 s");
+    let first = reports.lock().unwrap()[0].1.clone();
+    assert_eq!(first.state, HealthState::Restarting);
+    assert!(
+        first.detail.starts_with("cannot start agent"),
+        "{}",
+        first.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_process_that_dies_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = Arc::new(LocalLauncher {
+        program: "/bin/sh".into(),
+        args: vec![
+            "-c".into(),
+            "echo started $CORTEX_AGENT_NAME; sleep 0.2; exit 3".into(),
+        ],
+        env: vec![("CORTEX_AGENT_NAME".into(), "triage".into())],
+        log: dir.path().join("logs/triage-0.log"),
+        cwd: dir.path().to_path_buf(),
+    });
+    let (report, reports) = recorder();
+    let (stop, stop_rx) = watch::channel(false);
+    let quick = Backoff {
+        initial: Duration::from_millis(100),
+        multiplier: 2.0,
+        max: Duration::from_secs(1),
+    };
+    let task = tokio::spawn(run_replica(spec(3, quick), launcher, None, report, stop_rx));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while states(&reports)
+        .iter()
+        .filter(|s| **s == HealthState::Starting)
+        .count()
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not restarted: {:?}",
+            states(&reports)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let reports = reports.lock().unwrap();
+    let pids: std::collections::BTreeSet<u32> = reports.iter().filter_map(|(_, r)| r.pid).collect();
+    assert!(pids.len() >= 3, "each restart is a new process: {pids:?}");
+    let died = reports
+        .iter()
+        .find(|(_, r)| r.state == HealthState::Restarting)
+        .expect("a restart");
+    assert!(
+        died.1.detail.starts_with("exited (exit status: 3)"),
+        "{}",
+        died.1.detail
+    );
+    let log = std::fs::read_to_string(dir.path().join("logs/triage-0.log")).unwrap();
+    assert!(
+        log.matches("started triage").count() >= 3,
+        "stdout goes to the replica's log: {log}"
+    );
+}
