@@ -25,7 +25,19 @@ pub struct TestRuntime {
 /// Compiles `project`, applies it to a fresh store and starts the runtime
 /// on a free port (agents started only with `supervise`).
 pub async fn start_project(project: &Path, supervise: bool) -> TestRuntime {
+    start_project_with_secrets(project, supervise, None).await
+}
+
+/// [`start_project`] with `secrets` (YAML) in the state directory's secrets file.
+pub async fn start_project_with_secrets(
+    project: &Path,
+    supervise: bool,
+    secrets: Option<&str>,
+) -> TestRuntime {
     let state = tempfile::tempdir().expect("tempdir");
+    if let Some(secrets) = secrets {
+        std::fs::write(state.path().join("secrets.yaml"), secrets).expect("write secrets");
+    }
     let store = Arc::new(SqliteStore::open(&state.path().join("state.db")).expect("open store"));
     apply_project(project, &store).await;
     let runtime = start(
