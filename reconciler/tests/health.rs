@@ -85,8 +85,11 @@ fn spec(threshold: u32, backoff: Backoff) -> ReplicaSpec {
     }
 }
 
-fn recorder() -> (Reporter, Arc<Mutex<Vec<(Instant, Report)>>>) {
-    let reports: Arc<Mutex<Vec<(Instant, Report)>>> = Arc::default();
+/// Every report a replica loop sent, with the (paused-clock) instant it came.
+type Reports = Arc<Mutex<Vec<(Instant, Report)>>>;
+
+fn recorder() -> (Reporter, Reports) {
+    let reports: Reports = Arc::default();
     let sink = reports.clone();
     (
         Arc::new(move |r| sink.lock().unwrap().push((Instant::now(), r))),

@@ -118,8 +118,9 @@ pub async fn client(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await; // long-polls established
-    // Publishers: 64 lanes, each pacing its share of the rate.
-    let lanes = 64u64;
+    // Publishers: one lane per 40 msg/s of the rate (a publish waits for
+    // durability, a few ms), each pacing its share.
+    let lanes = (rate / 40).clamp(64, 2048);
     let sent = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
