@@ -2,13 +2,22 @@
 
 use std::sync::Arc;
 
-use cortex_reconciler::store::{SqliteStore, Store, conformance};
+mod common;
+
+use cortex_reconciler::store::{
+    ArangoConfig, ArangoStore, BoxFuture, HealthRecord, Op, SqliteStore, Store, conformance,
+};
+
+use common::fake_arango::FakeArango;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let open = move || SqliteStore::open(&path).map(|s| Arc::new(s) as Arc<dyn Store>);
+    let open = move || -> BoxFuture<'static, _> {
+        let opened = SqliteStore::open(&path).map(|s| Arc::new(s) as Arc<dyn Store>);
+        Box::pin(async move { opened })
+    };
     if let Err(failures) = conformance::run(&open).await {
         panic!(
             "the embedded store fails the suite:\n- {}",
@@ -35,4 +44,151 @@ async fn the_embedded_store_refuses_a_file_that_is_not_a_store() {
         std::fs::read_to_string(&path).unwrap(),
         "this is not a database, and it must not be overwritten"
     );
+}
+
+/// The ArangoDB under test: a real server when `CORTEX_TEST_ARANGO_URL`
+/// points at one (`http://user:password@host:8529`; a throwaway database
+/// `cortex_test_<random>` is made and dropped), else the in-process stand-in.
+struct Arango {
+    config: ArangoConfig,
+    fake: Option<FakeArango>,
+}
+
+impl Arango {
+    async fn start() -> Arango {
+        let database = format!("cortex_test_{:08x}", rand_u32());
+        match std::env::var("CORTEX_TEST_ARANGO_URL") {
+            Ok(url) => {
+                let mut config = ArangoConfig::parse(&url).expect("CORTEX_TEST_ARANGO_URL");
+                config.database = database;
+                Arango { config, fake: None }
+            }
+            Err(_) => {
+                let fake = FakeArango::start().await;
+                let config = ArangoConfig::parse(&fake.url(&database)).unwrap();
+                Arango {
+                    config,
+                    fake: Some(fake),
+                }
+            }
+        }
+    }
+
+    async fn finish(self) {
+        if self.fake.is_none() {
+            ArangoStore::drop_database(&self.config)
+                .await
+                .expect("drop the test database");
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arango_store_conforms() {
+    let arango = Arango::start().await;
+    let config = arango.config.clone();
+    let open = move || -> BoxFuture<'static, _> {
+        let config = config.clone();
+        Box::pin(async move {
+            ArangoStore::connect(config)
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+        })
+    };
+    let result = conformance::run(&open).await;
+    arango.finish().await;
+    if let Err(failures) = result {
+        panic!(
+            "the ArangoDB store fails the suite:\n- {}",
+            failures.join("\n- ")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_halfway_leaves_nothing_in_arango() {
+    let fake = FakeArango::start().await;
+    let config = ArangoConfig::parse(&fake.url("cortex")).unwrap();
+    let store = ArangoStore::connect(config).await.unwrap();
+    let health = Op::Health(HealthRecord {
+        agent: "triage".into(),
+        replica: 0,
+        at_ms: 1,
+        state: "healthy".into(),
+        detail: String::new(),
+    });
+    // The batch is three requests in one transaction (messages, health,
+    // the last message id); the second fails.
+    fake.fail_document_writes_after(1);
+    let err = store
+        .write(vec![
+            Op::Enqueue(conformance::message(1, "triage")),
+            health.clone(),
+        ])
+        .await
+        .expect_err("the injected failure reaches the caller");
+    assert!(err.to_string().contains("503"), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(fake.transactions(), (0, 1), "the transaction was aborted");
+    assert!(store.messages().await.unwrap().is_empty());
+    assert!(store.health_history("triage", 5).await.unwrap().is_empty());
+    assert_eq!(store.last_message_id().await.unwrap(), 0);
+
+    // The same batch again goes through whole.
+    store
+        .write(vec![Op::Enqueue(conformance::message(1, "triage")), health])
+        .await
+        .unwrap();
+    assert_eq!(store.messages().await.unwrap().len(), 1);
+    assert_eq!(store.health_history("triage", 5).await.unwrap().len(), 1);
+    assert_eq!(store.last_message_id().await.unwrap(), 1);
+    assert_eq!(fake.documents("cortex", "messages").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_clear_open_error() {
+    let fake = FakeArango::start().await;
+    let url = fake
+        .url("cortex")
+        .replace(common::fake_arango::PASSWORD, "wrong");
+    let err = ArangoStore::connect(ArangoConfig::parse(&url).unwrap())
+        .await
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("cannot open the state store"), "{text}");
+    assert!(text.contains("401"), "{text}");
+    assert!(
+        !text.contains("wrong"),
+        "the password is not printed: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_history_is_trimmed_per_agent_in_arango() {
+    let fake = FakeArango::start().await;
+    let store = ArangoStore::connect(ArangoConfig::parse(&fake.url("cortex")).unwrap())
+        .await
+        .unwrap();
+    let record = |agent: &str, n: u64| {
+        Op::Health(HealthRecord {
+            agent: agent.into(),
+            replica: 0,
+            at_ms: n,
+            state: "healthy".into(),
+            detail: n.to_string(),
+        })
+    };
+    let keep = cortex_reconciler::store::sqlite::HEALTH_HISTORY_PER_AGENT;
+    let ops: Vec<Op> = (0..keep as u64 + 25).map(|n| record("triage", n)).collect();
+    store.write(ops).await.unwrap();
+    store.write(vec![record("billing", 0)]).await.unwrap();
+    let history = store.health_history("triage", keep * 2).await.unwrap();
+    assert_eq!(history.len(), keep);
+    assert_eq!(history[0].detail, (keep + 24).to_string(), "newest kept");
+    assert_eq!(store.health_history("billing", 10).await.unwrap().len(), 1);
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Applied, AuditEntry, HealthRecord, Op, Store, StoreError, StoredMessage};
+use super::{Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoredMessage};
 
 /// Opens the store under test; called more than once, each call must reach
-/// the same (initially empty) state.
-pub type Opener<'a> = &'a (dyn Fn() -> Result<Arc<dyn Store>, StoreError> + Sync);
+/// the same (initially empty) state, as two replicas sharing it would.
+pub type Opener<'a> =
+    &'a (dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Store>, StoreError>> + Sync);
 
 fn check(ok: bool, what: &str, failures: &mut Vec<String>) {
     if !ok {
@@ -51,7 +52,7 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
     let mut failures = Vec::new();
     let f = &mut failures;
     let fail = |e: StoreError| vec![format!("unexpected store error: {e}")];
-    let store = open().map_err(fail)?;
+    let store = open().await.map_err(fail)?;
 
     // An empty store.
     check(
@@ -107,6 +108,34 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
         "revision() follows applies",
         f,
     );
+
+    // Two replicas apply on the same revision at once: exactly one wins.
+    let other = open().await.map_err(fail)?;
+    let (a, b) = tokio::join!(
+        store.apply(2, applied("three")),
+        other.apply(2, applied("four"))
+    );
+    let wins = [&a, &b].iter().filter(|r| matches!(r, Ok(3))).count();
+    let stale = [&a, &b]
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(StoreError::Stale {
+                    expected: 2,
+                    found: 3
+                })
+            )
+        })
+        .count();
+    check(
+        wins == 1 && stale == 1,
+        &format!(
+            "of two applies racing on revision 2 one wins and one is stale (got {a:?} and {b:?})"
+        ),
+        f,
+    );
+    drop(other);
 
     // Messages: enqueue, update, remove, in id order.
     store
@@ -281,9 +310,9 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
 
     // Everything survives closing and opening again.
     drop(store);
-    let again = open().map_err(fail)?;
+    let again = open().await.map_err(fail)?;
     check(
-        again.revision().await.map_err(fail)? == 2,
+        again.revision().await.map_err(fail)? == 3,
         "the revision survives reopening",
         f,
     );

@@ -2,8 +2,8 @@
 //! revision, messages waiting for delivery, health history, the audit log
 //! and small named values. One trait ([`Store`]), two implementations: the
 //! embedded SQLite file ([`sqlite::SqliteStore`], the default) and ArangoDB
-//! for several replicas sharing state ([`arango`], a thin client of its
-//! HTTP API). [`conformance`] is the suite both must pass.
+//! for several replicas sharing state ([`arango::ArangoStore`], a thin
+//! client of its HTTP API). [`conformance`] is the suite both must pass.
 //!
 //! Every call that returns `Ok` has made its change durable: the runtime
 //! acknowledges nothing before the store has.
@@ -15,9 +15,11 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod arango;
 pub mod conformance;
 pub mod sqlite;
 
+pub use arango::{ArangoConfig, ArangoStore};
 pub use sqlite::SqliteStore;
 
 /// A boxed future, so that [`Store`] can be used as `dyn Store`.

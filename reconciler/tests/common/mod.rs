@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_arango;
 pub mod runtime;
 
 use std::path::Path;
