@@ -208,6 +208,10 @@ impl Up {
         );
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn interrupt(mut self) -> (i32, Vec<String>) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
@@ -274,6 +278,16 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
         })
         .collect();
     assert_eq!(pids.len(), 8);
+
+    // A second `cortex up` on the same store is refused, naming the first.
+    let second = cortex(dir, &["up", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code(&second), 1, "{}", text(&second.stderr));
+    let said = text(&second.stderr);
+    assert!(
+        said.contains("another cortex up runs on the state store")
+            && said.contains(&format!("pid {}", up.pid())),
+        "{said}"
+    );
 
     // A ticket goes in; the echo agents pass it along triage → writer and
     // crm-lookup → reviewer, each acking what it handled.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cortex_reconciler::PlanOptions;
 use cortex_reconciler::embedded;
+use cortex_reconciler::embedded::ApplyLock;
 use cortex_reconciler::kubernetes::lock::holder_identity;
 use cortex_reconciler::runtime::agents::Paths;
 use cortex_reconciler::runtime::engine::{OPERATOR_TOKEN, RUNTIME_URL};
@@ -119,6 +120,11 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let state = embedded::state_path(dir, &desired);
+    // One runtime per store: a second would deliver the same messages.
+    let _runtime_lock = match ApplyLock::acquire_runtime(&state, &holder_identity()) {
+        Ok(lock) => lock,
+        Err(e) => return failed(&e),
+    };
     let store = match SqliteStore::open(&state) {
         Ok(s) => Arc::new(s),
         Err(e) => return failed(&e),
@@ -165,7 +171,6 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
         let store_dyn: Arc<dyn Store> = store.clone();
         let running = start(store_dyn, options, &state.display().to_string()).await?;
         let status = running.status();
-        let processes: usize = status.agents.values().map(|a| a.replicas.len()).sum();
         eprintln!(
             "cortex up: {} revision {} — broker {} — {} agents — logs in {} — Ctrl-C to stop",
             status.project,
@@ -174,7 +179,6 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
             status.agents.len(),
             state_dir.join("logs").display()
         );
-        let _ = processes;
         for (name, agent) in &status.agents {
             for p in &agent.problems {
                 eprintln!("  {name}: {p}");

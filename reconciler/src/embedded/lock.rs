@@ -20,6 +20,16 @@ pub enum LockError {
         /// Who (as written by the holder).
         holder: String,
     },
+    /// Another `cortex up` runs on the store.
+    #[error(
+        "another cortex up runs on the state store {state} ({holder}); stop it first (cortex status shows it)"
+    )]
+    RuntimeHeld {
+        /// The state store.
+        state: String,
+        /// Who (as written by the holder).
+        holder: String,
+    },
     /// The lock file could not be opened.
     #[error("cannot open the lock file {path}: {message}")]
     Io {
@@ -30,7 +40,7 @@ pub enum LockError {
     },
 }
 
-/// A held apply lock; released when dropped.
+/// A held lock (the apply lock, or the runtime's); released when dropped.
 #[derive(Debug)]
 pub struct ApplyLock {
     file: File,
@@ -44,11 +54,45 @@ pub fn lock_path(state: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The file the running runtime locks for as long as it runs.
+pub fn runtime_lock_path(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".runtime.lock");
+    PathBuf::from(name)
+}
+
 impl ApplyLock {
-    /// Takes the lock of the store at `state` for `holder`, retrying for up
-    /// to `wait`.
+    /// Takes the apply lock of the store at `state` for `holder`, retrying
+    /// for up to `wait`.
     pub fn acquire(state: &Path, holder: &str, wait: Duration) -> Result<ApplyLock, LockError> {
         let path = lock_path(state);
+        Self::acquire_file(path, holder, wait, |path, holder| LockError::Held {
+            path,
+            holder,
+        })
+    }
+
+    /// Takes the runtime lock of the store at `state` (one `cortex up` per
+    /// store), without waiting.
+    pub fn acquire_runtime(state: &Path, holder: &str) -> Result<ApplyLock, LockError> {
+        let state_name = state.display().to_string();
+        Self::acquire_file(
+            runtime_lock_path(state),
+            holder,
+            Duration::ZERO,
+            move |_, holder| LockError::RuntimeHeld {
+                state: state_name,
+                holder,
+            },
+        )
+    }
+
+    fn acquire_file(
+        path: PathBuf,
+        holder: &str,
+        wait: Duration,
+        held: impl FnOnce(String, String) -> LockError,
+    ) -> Result<ApplyLock, LockError> {
         let io = |e: std::io::Error| LockError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -72,14 +116,14 @@ impl ApplyLock {
                         let mut holder = String::new();
                         let _ = file.rewind();
                         let _ = file.read_to_string(&mut holder);
-                        return Err(LockError::Held {
-                            path: path.display().to_string(),
-                            holder: if holder.trim().is_empty() {
+                        return Err(held(
+                            path.display().to_string(),
+                            if holder.trim().is_empty() {
                                 "holder unknown".into()
                             } else {
                                 holder.trim().to_string()
                             },
-                        });
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
