@@ -277,20 +277,11 @@ impl Client {
     async fn prepare(&self) -> Result<(), Failure> {
         match self.create_collections().await {
             Err(f) if f.number == ERROR_DATABASE_NOT_FOUND => {
+                let body = json!({ "name": self.config.database });
                 let created = self
-                    .call_in(
-                        "_system",
-                        Method::POST,
-                        "/_api/database",
-                        Some(&json!({ "name": self.config.database })),
-                        &[],
-                    )
+                    .call_in("_system", Method::POST, "/_api/database", Some(&body), &[])
                     .await;
-                match created {
-                    Ok(_) => {}
-                    Err(f) if f.number == ERROR_DUPLICATE_NAME => {}
-                    Err(f) => return Err(f),
-                }
+                existing_is_fine(created)?;
                 self.create_collections().await
             }
             other => other,
@@ -299,19 +290,11 @@ impl Client {
 
     async fn create_collections(&self) -> Result<(), Failure> {
         for name in COLLECTIONS {
+            let body = json!({ "name": name, "waitForSync": true });
             let created = self
-                .call(
-                    Method::POST,
-                    "/_api/collection",
-                    Some(&json!({ "name": name, "waitForSync": true })),
-                    &[],
-                )
+                .call(Method::POST, "/_api/collection", Some(&body), &[])
                 .await;
-            match created {
-                Ok(_) => {}
-                Err(f) if f.number == ERROR_DUPLICATE_NAME => {}
-                Err(f) => return Err(f),
-            }
+            existing_is_fine(created)?;
         }
         for (collection, fields) in [
             ("messages", vec!["id"]),
@@ -377,6 +360,14 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// A create call's result, where "it exists already" is success.
+fn existing_is_fine(created: Result<Value, Failure>) -> Result<(), Failure> {
+    match created {
+        Err(f) if f.number != ERROR_DUPLICATE_NAME => Err(f),
+        _ => Ok(()),
     }
 }
 
@@ -559,8 +550,8 @@ impl Writer {
         }
     }
 
-    /// Sends every op, consecutive ops of one kind as one request; returns
-    /// the new `last_message_id` when it grew.
+    /// Sends every op, consecutive ops sent the same way as one request;
+    /// returns the new `last_message_id` when it grew.
     async fn write_all(&mut self, trx: &str, ops: &[&Op]) -> Result<Option<u64>, Failure> {
         let client = self.client.clone();
         if self.last_id.is_none() {
@@ -572,136 +563,18 @@ impl Writer {
             );
         }
         let known = self.last_id.unwrap_or(0);
-        let mut max_id = known;
-        let mut start = 0;
-        while start < ops.len() {
-            let kind = std::mem::discriminant(ops[start]);
-            let end = ops[start..]
-                .iter()
-                .position(|op| std::mem::discriminant(*op) != kind)
-                .map_or(ops.len(), |n| start + n);
-            let group = &ops[start..end];
-            start = end;
-            let (method, path, body, missing_ok) = match group[0] {
-                Op::Enqueue(_) => {
-                    let docs: Vec<Value> = group
-                        .iter()
-                        .filter_map(|op| match op {
-                            Op::Enqueue(m) => {
-                                max_id = max_id.max(m.id);
-                                Some(message_document(m))
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    (
-                        Method::POST,
-                        "/_api/document/messages?overwriteMode=replace",
-                        Value::Array(docs),
-                        false,
-                    )
-                }
-                Op::Remove(_) => {
-                    let keys: Vec<Value> = group
-                        .iter()
-                        .filter_map(|op| match op {
-                            Op::Remove(id) => Some(Value::String(id.to_string())),
-                            _ => None,
-                        })
-                        .collect();
-                    (
-                        Method::DELETE,
-                        "/_api/document/messages",
-                        Value::Array(keys),
-                        true,
-                    )
-                }
-                Op::Attempted { .. } | Op::Dead { .. } => {
-                    let patches: Vec<Value> = group
-                        .iter()
-                        .filter_map(|op| match op {
-                            Op::Attempted { id, attempts } => {
-                                Some(json!({ "_key": id.to_string(), "attempts": attempts }))
-                            }
-                            Op::Dead {
-                                id,
-                                reason,
-                                attempts,
-                            } => Some(
-                                json!({ "_key": id.to_string(), "dead": reason, "attempts": attempts }),
-                            ),
-                            _ => None,
-                        })
-                        .collect();
-                    (
-                        Method::PATCH,
-                        "/_api/document/messages",
-                        Value::Array(patches),
-                        true,
-                    )
-                }
-                Op::Health(_) => {
-                    let docs: Vec<Value> = group
-                        .iter()
-                        .filter_map(|op| match op {
-                            Op::Health(h) => {
-                                let mut doc = json!(h);
-                                doc["seq"] = self.next_seq().into();
-                                Some(doc)
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    (
-                        Method::POST,
-                        "/_api/document/health",
-                        Value::Array(docs),
-                        false,
-                    )
-                }
-                Op::Audit(_) => {
-                    let docs: Vec<Value> = group
-                        .iter()
-                        .filter_map(|op| match op {
-                            Op::Audit(a) => {
-                                let mut doc = json!(a);
-                                doc["seq"] = self.next_seq().into();
-                                Some(doc)
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    (
-                        Method::POST,
-                        "/_api/document/audit",
-                        Value::Array(docs),
-                        false,
-                    )
-                }
-                Op::Meta { .. } => {
-                    // Sets and removals keep their order: one request each.
-                    for op in group {
-                        if let Op::Meta { key, value } = op {
-                            let (method, path, body) = match value {
-                                Some(v) => (
-                                    Method::POST,
-                                    "/_api/document/meta?overwriteMode=replace",
-                                    json!([{ "_key": meta_key(key), "key": key, "value": v }]),
-                                ),
-                                None => (
-                                    Method::DELETE,
-                                    "/_api/document/meta",
-                                    json!([meta_key(key)]),
-                                ),
-                            };
-                            client.documents(trx, method, path, body, true).await?;
-                        }
-                    }
-                    continue;
-                }
-            };
+        let max_id = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Enqueue(m) => Some(m.id),
+                _ => None,
+            })
+            .fold(known, u64::max);
+        for group in ops.chunk_by(|a, b| route(a) == route(b)) {
+            let (method, path, missing_ok) = route(group[0]);
+            let body = group.iter().map(|op| self.document_of(op)).collect();
             client
-                .documents(trx, method, path, body, missing_ok)
+                .documents(trx, method, path, Value::Array(body), missing_ok)
                 .await?;
         }
         if max_id > known {
@@ -717,6 +590,37 @@ impl Writer {
             return Ok(Some(max_id));
         }
         Ok(None)
+    }
+
+    /// What `op` sends: a document, a patch, or a key to remove.
+    fn document_of(&self, op: &Op) -> Value {
+        match op {
+            Op::Enqueue(m) => message_document(m),
+            Op::Remove(id) => Value::String(id.to_string()),
+            Op::Attempted { id, attempts } => {
+                json!({ "_key": id.to_string(), "attempts": attempts })
+            }
+            Op::Dead {
+                id,
+                reason,
+                attempts,
+            } => json!({ "_key": id.to_string(), "dead": reason, "attempts": attempts }),
+            Op::Health(h) => {
+                let mut doc = json!(h);
+                doc["seq"] = self.next_seq().into();
+                doc
+            }
+            Op::Audit(a) => {
+                let mut doc = json!(a);
+                doc["seq"] = self.next_seq().into();
+                doc
+            }
+            Op::Meta {
+                key,
+                value: Some(v),
+            } => json!({ "_key": meta_key(key), "key": key, "value": v }),
+            Op::Meta { key, value: None } => Value::String(meta_key(key)),
+        }
     }
 
     /// Keeps the newest records per agent; a failure here loses nothing
@@ -755,6 +659,29 @@ impl Writer {
                 tracing::warn!(agent, error = %f.describe(), "trimming health history in ArangoDB");
             }
         }
+    }
+}
+
+/// How an op is sent: method and path of its multi-document request, and
+/// whether "document not found" is fine (removing or updating a message
+/// that is already gone, as SQL's DELETE and UPDATE allow).
+fn route(op: &Op) -> (Method, &'static str, bool) {
+    match op {
+        Op::Enqueue(_) => (
+            Method::POST,
+            "/_api/document/messages?overwriteMode=replace",
+            false,
+        ),
+        Op::Remove(_) => (Method::DELETE, "/_api/document/messages", true),
+        Op::Attempted { .. } | Op::Dead { .. } => (Method::PATCH, "/_api/document/messages", true),
+        Op::Health(_) => (Method::POST, "/_api/document/health", false),
+        Op::Audit(_) => (Method::POST, "/_api/document/audit", false),
+        Op::Meta { value: Some(_), .. } => (
+            Method::POST,
+            "/_api/document/meta?overwriteMode=replace",
+            false,
+        ),
+        Op::Meta { value: None, .. } => (Method::DELETE, "/_api/document/meta", true),
     }
 }
 
