@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Repo, edit, example};
+use common::{Repo, edit, example, text};
 
 fn cortex(dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cortex"));
@@ -17,10 +17,6 @@ fn cortex(dir: &Path, args: &[&str]) -> Output {
         cmd.env_remove(var);
     }
     cmd.output().expect("run cortex")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A repository with the support-desk example in `desk/`, committed on main.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Repo, example};
+use common::{Repo, code, example, text};
 use serde_json::{Value, json};
 
 fn cortex(dir: &Path, args: &[&str]) -> Output {
@@ -23,14 +23,6 @@ fn cortex(dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run cortex")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().expect("exit code")
 }
 
 fn support_desk() -> Repo {

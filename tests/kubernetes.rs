@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use cortex_reconciler::kubernetes::fake::FakeApiServer;
 
-use common::{Repo, edit, example};
+use common::{Repo, code, edit, example, text};
 
 struct Setup {
     server: FakeApiServer,
@@ -46,14 +46,6 @@ impl Setup {
             .output()
             .expect("run cortex")
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().expect("exit code")
 }
 
 #[test]

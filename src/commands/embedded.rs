@@ -58,20 +58,10 @@ pub fn plan(dir: &Path, request: PlanRequest) -> anyhow::Result<ExitCode> {
         embedded::plan_against(applied.as_ref(), &state, &desired, &PlanOptions::default());
     anstream::stdout()
         .write_all(render_plan(&planned.display, request.format, request.unified).as_bytes())?;
-    if let Some(out) = &request.out {
-        crate::write::write_file(out, &serde_json::to_vec_pretty(&planned.saved)?)?;
-        eprintln!(
-            "Saved the plan to {}; apply exactly it with: cortex apply {}",
-            out.display(),
-            out.display()
-        );
-    }
-    Ok(
-        if request.detailed_exitcode && planned.saved.summary.has_changes() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        },
+    super::kube::save_and_exit(
+        request.out.as_deref(),
+        || serde_json::to_vec_pretty(&planned.saved),
+        request.detailed_exitcode && planned.saved.summary.has_changes(),
     )
 }
 

@@ -168,22 +168,34 @@ pub fn plan(dir: &Path, request: PlanRequest) -> anyhow::Result<ExitCode> {
         Err(e) => return failed(&e),
     };
     print_plan(&planned, request.format, request.unified)?;
-    if let Some(out) = &request.out {
-        let json = serde_json::to_vec_pretty(&planned.saved)?;
-        crate::write::write_file(out, &json)?;
+    save_and_exit(
+        request.out.as_deref(),
+        || serde_json::to_vec_pretty(&planned.saved),
+        request.detailed_exitcode && planned.saved.summary.has_changes(),
+    )
+}
+
+/// The end of `cortex plan` on any target: saves the plan (its JSON) when `-o` asked
+/// for it (atomically), then exits 2 when `changes` (with
+/// `--detailed-exitcode`), else 0.
+pub(crate) fn save_and_exit(
+    out: Option<&Path>,
+    saved: impl FnOnce() -> serde_json::Result<Vec<u8>>,
+    changes: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(out) = out {
+        crate::write::write_file(out, &saved()?)?;
         eprintln!(
             "Saved the plan to {}; apply exactly it with: cortex apply {}",
             out.display(),
             out.display()
         );
     }
-    Ok(
-        if request.detailed_exitcode && planned.saved.summary.has_changes() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        },
-    )
+    Ok(if changes {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn apply_settings(request: &ApplyRequest) -> ApplySettings {

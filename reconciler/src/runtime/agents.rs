@@ -12,6 +12,8 @@ use cortex_client::{
 };
 use serde_json::Value;
 
+use crate::runtime::fields::strings;
+
 use super::backoff::Backoff;
 use super::health::{HealthSettings, LocalProbe, Probe};
 use super::process::{LocalLauncher, resolve_program};
@@ -79,27 +81,12 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn topics(entry: &Value, field: &str) -> String {
-    entry
-        .get(field)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+    strings(entry.get(field)).join(",")
 }
 
 /// Whether the agent entry says how to run it locally.
 pub fn local_command(entry: &Value) -> Option<Vec<String>> {
-    let command: Vec<String> = entry
-        .pointer("/local/command")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect();
+    let command = strings(entry.pointer("/local/command"));
     (!command.is_empty()).then_some(command)
 }
 

@@ -101,9 +101,7 @@ impl AlertRule {
                 Some(AlertRule {
                     name: name.clone(),
                     health,
-                    hold: Duration::from_millis(
-                        when.get("forMs").and_then(Value::as_u64).unwrap_or(0),
-                    ),
+                    hold: crate::runtime::fields::millis(when.get("forMs"), 0),
                     agent: when
                         .get("agent")
                         .and_then(Value::as_str)

@@ -26,12 +26,7 @@ impl Backoff {
     pub fn from_runtime(value: Option<&Value>) -> Backoff {
         use cortex_compiler::render::runtime::defaults;
         let ms = |key: &str, default: u64| {
-            Duration::from_millis(
-                value
-                    .and_then(|v| v.get(key))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(default),
-            )
+            crate::runtime::fields::millis(value.and_then(|v| v.get(key)), default)
         };
         Backoff {
             initial: ms("initialMs", defaults::BACKOFF_INITIAL_MS),

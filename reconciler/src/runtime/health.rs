@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::runtime::fields::{millis, strings};
 use crate::store::BoxFuture;
 
 /// The state of one agent replica.
@@ -102,14 +103,7 @@ impl HealthSettings {
         port: impl Fn(&Value) -> Option<u16>,
     ) -> HealthSettings {
         use cortex_compiler::render::runtime::defaults;
-        let ms = |key: &str, default: u64| {
-            Duration::from_millis(
-                value
-                    .and_then(|v| v.get(key))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(default),
-            )
-        };
+        let ms = |key: &str, default: u64| millis(value.and_then(|v| v.get(key)), default);
         let check = value.and_then(|v| v.get("check")).and_then(|c| {
             if let Some(http) = c.get("http") {
                 Some(Check::Http {
@@ -126,16 +120,7 @@ impl HealthSettings {
                 })
             } else {
                 c.get("exec").map(|exec| Check::Exec {
-                    command: exec
-                        .get("command")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    command: strings(exec.get("command")),
                 })
             }
         });

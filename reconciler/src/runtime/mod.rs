@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod backoff;
 pub mod broker;
 pub mod engine;
+mod fields;
 pub mod health;
 pub mod metrics;
 pub mod process;

@@ -181,3 +181,13 @@ pub fn run_step(
         .output()
         .expect("bash")
 }
+
+/// A process's output as text (lossy).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A finished process's exit code.
+pub fn code(output: &std::process::Output) -> i32 {
+    output.status.code().expect("exit code")
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::runtime::fields::{millis as ms, strings};
 use crate::store::Applied;
 
 /// How a topic orders deliveries within one inbox.
@@ -114,22 +115,6 @@ pub struct ConfigError {
     pub topic: String,
     /// Why.
     pub message: String,
-}
-
-fn ms(value: Option<&Value>, default: u64) -> Duration {
-    Duration::from_millis(value.and_then(Value::as_u64).unwrap_or(default))
-}
-
-fn strings(value: Option<&Value>) -> Vec<String> {
-    value
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn delivery(value: Option<&Value>) -> Delivery {
