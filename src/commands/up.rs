@@ -91,25 +91,34 @@ fn summary_line(status: &RuntimeStatus) -> String {
     )
 }
 
-async fn terminated() {
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when
+/// this is called, not when first polled, so a signal that arrives while the
+/// runtime starts is not lost (or fatal: SIGINT's default kills at once).
+fn terminated() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, term) {
+                (Ok(mut interrupt), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -168,6 +177,7 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
             poll: Duration::from_secs(1),
             alert_period: Duration::from_secs(1),
         };
+        let stop = terminated();
         let store_dyn: Arc<dyn Store> = store.clone();
         let running = start(store_dyn, options, &state.display().to_string()).await?;
         let status = running.status();
@@ -187,7 +197,6 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
         let live = std::io::stderr().is_terminal();
         let mut last = String::new();
         let mut ticker = tokio::time::interval(Duration::from_secs(2));
-        let stop = terminated();
         tokio::pin!(stop);
         loop {
             tokio::select! {
