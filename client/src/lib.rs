@@ -2,9 +2,9 @@
 //!
 //! An agent started by cortex finds everything it needs in its environment
 //! ([`Client::from_env`]): the broker's URL, its name and its token. It then
-//! receives deliveries from its inbox (long-poll with [`Client::receive`] or
-//! a server-sent-event stream with [`Client::stream`]), acks, nacks or
-//! replies to each, and publishes to the topics its spec declares.
+//! receives deliveries from its inbox (long-poll with [`Client::receive`], a
+//! server-sent-event stream with [`Client::stream`], or the agent socket,
+//! [`Client::session`], the cheapest), acks, nacks or replies to each, and publishes to the topics its spec declares.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), cortex_client::ClientError> {
@@ -18,7 +18,11 @@
 //! # }
 //! ```
 
+mod session;
+
 use std::time::Duration;
+
+pub use session::Session;
 
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -110,6 +114,14 @@ pub enum ClientError {
         /// The transport error.
         source: reqwest::Error,
     },
+    /// The agent socket could not be opened or broke (retryable).
+    #[error("agent socket {url}: {message}")]
+    Socket {
+        /// The socket's URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The broker refused the call.
     #[error("{status} {}: {}", .error.code, .error.message)]
     Api {
@@ -125,7 +137,7 @@ impl ClientError {
     /// full, broker shutting down).
     pub fn is_retryable(&self) -> bool {
         match self {
-            ClientError::Unreachable { .. } => true,
+            ClientError::Unreachable { .. } | ClientError::Socket { .. } => true,
             ClientError::Api { status, .. } => *status == 429 || *status == 503,
             _ => false,
         }
@@ -338,6 +350,13 @@ impl Client {
             }))
     }
 
+    /// Opens the agent's socket: deliveries pushed over one WebSocket, at
+    /// most `prefetch` unsettled at a time, settled over the same socket
+    /// (no HTTP request per message). Needs an `http://` broker URL.
+    pub async fn session(&self, prefetch: usize) -> Result<Session, ClientError> {
+        Session::open(&self.base, &self.token, prefetch).await
+    }
+
     /// Acknowledges a delivery: it is done and will not come again.
     pub async fn ack(&self, id: u64) -> Result<(), ClientError> {
         let url = format!("{}/v1/messages/{id}/ack", self.base);
@@ -414,18 +433,26 @@ impl Client {
     async fn api_error(response: reqwest::Response) -> ClientError {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        let error = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.error)
-            .unwrap_or(ApiError {
-                code: "http".into(),
-                message: if text.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    text
-                },
-                inbox: None,
-                pointer: None,
-            });
-        ClientError::Api { status, error }
+        ClientError::Api {
+            status,
+            error: error_of(status, &text),
+        }
     }
+}
+
+/// The broker's error from a response body (`{"error": …}`), or the body
+/// itself when it is not one.
+fn error_of(status: u16, text: &str) -> ApiError {
+    serde_json::from_str::<ErrorBody>(text)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| ApiError {
+            code: "http".into(),
+            message: if text.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                text.to_string()
+            },
+            inbox: None,
+            pointer: None,
+        })
 }

@@ -461,6 +461,96 @@ async fn deliveries_stream_as_server_sent_events() {
     assert_eq!(ids, ["s0", "s1", "s2"]);
 }
 
+/// The next delivery on an agent socket, within [`WAIT`].
+async fn next_on(session: &mut cortex_client::Session) -> cortex_client::Delivery {
+    tokio::time::timeout(WAIT, session.next())
+        .await
+        .expect("in time")
+        .expect("socket open")
+        .expect("delivery")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_socket_delivers_within_its_window_and_takes_settlements() {
+    let t = broker().await;
+    let producer = t.client("producer");
+    for n in 0..3 {
+        producer
+            .send("worker", None, &json!({"n": n}))
+            .await
+            .expect("send");
+    }
+    let mut session = t.client("worker").session(2).await.expect("session");
+    let first = next_on(&mut session).await;
+    let second = next_on(&mut session).await;
+    assert_eq!(
+        (first.payload["n"].clone(), second.payload["n"].clone()),
+        (json!(0), json!(1))
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), session.next())
+            .await
+            .is_err(),
+        "a window of 2 holds the third back until one is settled"
+    );
+    session.ack(first.id).await.expect("ack");
+    let third = next_on(&mut session).await;
+    assert_eq!(third.payload["n"], 2);
+    session.nack(second.id, Duration::ZERO).await.expect("nack");
+    let again = next_on(&mut session).await;
+    assert_eq!(
+        (again.id, again.attempt),
+        (second.id, 2),
+        "a nack delivers it again"
+    );
+    session.ack_many(&[again.id, third.id]).await.expect("ack");
+    // Settling what is not in flight comes back as the HTTP API's error.
+    session.ack(first.id).await.expect("send");
+    match tokio::time::timeout(WAIT, session.next())
+        .await
+        .expect("in time")
+    {
+        Some(Err(ClientError::Api { status, error })) => {
+            assert_eq!((status, error.code.as_str()), (404, "not_in_flight"))
+        }
+        other => panic!("expected the broker's refusal, got {other:?}"),
+    }
+    // A request answered over the socket completes the requester's call.
+    let requester = tokio::spawn(async move {
+        producer
+            .request("worker", &json!({"q": 7}), WAIT)
+            .await
+            .expect("request")
+    });
+    let asked = next_on(&mut session).await;
+    assert!(asked.request);
+    session
+        .reply(asked.id, &json!({"a": 7}))
+        .await
+        .expect("reply");
+    assert_eq!(requester.await.expect("requester"), json!({"a": 7}));
+    session.close().await.expect("close");
+    // Every settlement was durable: nothing is left in the store.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !t.store.messages().await.expect("messages").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "settlements not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_socket_checks_the_token_before_opening() {
+    let t = broker().await;
+    let stranger = Client::new(&t.runtime.url, "worker", "not-a-token");
+    let (status, error) = api_error(stranger.session(8).await);
+    assert_eq!((status, error.code.as_str()), (401, "unauthorized"));
+    let (status, _) = api_error(t.operator().session(8).await);
+    assert_eq!(status, 403, "the operator has no inbox");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text() {
     let t = broker().await;

@@ -1,6 +1,6 @@
 //! The HTTP end-to-end benchmark: the runtime (durable store) in this
-//! process; in a child process, `agents` agents each long-polling its inbox
-//! over its own keep-alive connection and acking what it gets, and
+//! process; in a child process, `agents` agents each on its own agent
+//! socket (a WebSocket: deliveries in, acks out), and
 //! publishers sending direct messages at `rate` msg/s in total. Latency is
 //! publish start → the agent holding the delivery. Two processes because
 //! each side needs a socket per agent and one process may hold 20,000 files
@@ -87,29 +87,47 @@ pub async fn client(
     let mut tasks = Vec::new();
     // Agents connect first (each on its own connection: separate clients).
     let connected = Arc::new(AtomicU64::new(0));
+    let unconnected = Arc::new(AtomicU64::new(0));
     for i in 0..agents {
         let client = Client::new(url, &format!("a{i}"), &format!("token-{i}"));
-        let (stop, received, latencies, connected) = (
+        let (stop, received, latencies, connected, unconnected) = (
             stop.clone(),
             received.clone(),
             latencies.clone(),
             connected.clone(),
+            unconnected.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            // Each agent on its own socket (deliveries in, acks out).
+            let mut session = match client.session(64).await {
+                Ok(session) => session,
+                Err(e) => {
+                    eprintln!("agent a{i} cannot open its socket: {e}");
+                    unconnected.fetch_add(1, Ordering::Relaxed);
+                    connected.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
             connected.fetch_add(1, Ordering::Relaxed);
             let mut mine = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let Ok(batch) = client.receive(16, Duration::from_secs(2)).await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
+                let delivery =
+                    match tokio::time::timeout(Duration::from_millis(500), session.next()).await {
+                        Ok(Some(Ok(delivery))) => delivery,
+                        Ok(Some(Err(e))) => {
+                            eprintln!("agent a{i}: {e}");
+                            continue;
+                        }
+                        Ok(None) => break,
+                        Err(_) => continue, // look at `stop` again
+                    };
                 let now = epoch.elapsed().as_micros() as u64;
-                for d in &batch {
-                    let sent = d.payload["t"].as_u64().unwrap_or(now);
-                    mine.push(now.saturating_sub(sent));
-                    let _ = client.ack(d.id).await;
+                let sent = delivery.payload["t"].as_u64().unwrap_or(now);
+                mine.push(now.saturating_sub(sent));
+                received.fetch_add(1, Ordering::Relaxed);
+                if session.ack(delivery.id).await.is_err() {
+                    break;
                 }
-                received.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             latencies.lock().unwrap().extend(mine);
         }));
@@ -117,7 +135,13 @@ pub async fn client(
     while connected.load(Ordering::Relaxed) < agents as u64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await; // long-polls established
+    anyhow::ensure!(
+        unconnected.load(Ordering::Relaxed) == 0,
+        "{} of {agents} agents could not open their socket (is `ulimit -n` at least {}?)",
+        unconnected.load(Ordering::Relaxed),
+        agents * 2
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await; // sockets settled
     // Publishers: one lane per 40 msg/s of the rate (a publish waits for
     // durability, a few ms), each pacing its share.
     let lanes = (rate / 40).clamp(64, 2048);

@@ -7,6 +7,7 @@
 //! | `POST /v1/agents/{agent}/requests?timeoutMs=` `{payload}` | request; 200 with the reply |
 //! | `GET /v1/inbox?max=&waitMs=` | long-poll the caller's inbox |
 //! | `GET /v1/inbox/stream` | the caller's deliveries as server-sent events |
+//! | `GET /v1/inbox/socket?prefetch=` | a WebSocket: deliveries out, settlements in ([`super::socket`]) |
 //! | `POST /v1/messages/{id}/ack` · `/nack` `{delayMs}` · `/reply` `{payload}` | settle a delivery |
 //!
 //! Errors are `{"error": {"code", "message", "inbox"?, "pointer"?}}` with
@@ -59,21 +60,28 @@ struct ErrorBody {
     error: ApiError,
 }
 
-impl IntoResponse for BrokerError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status();
-        let (inbox, pointer) = match &self {
+impl BrokerError {
+    /// This error as the API describes it to clients.
+    pub fn api_error(&self) -> ApiError {
+        let (inbox, pointer) = match self {
             BrokerError::InboxFull { inbox, .. } => (Some(inbox.clone()), None),
             BrokerError::Schema { pointer, .. } => (None, Some(pointer.clone())),
             _ => (None, None),
         };
+        ApiError {
+            code: self.status().1.to_string(),
+            message: self.to_string(),
+            inbox,
+            pointer,
+        }
+    }
+}
+
+impl IntoResponse for BrokerError {
+    fn into_response(self) -> Response {
+        let status = self.status().0;
         let body = ErrorBody {
-            error: ApiError {
-                code: code.to_string(),
-                message: self.to_string(),
-                inbox,
-                pointer,
-            },
+            error: self.api_error(),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -95,7 +103,7 @@ pub fn principal(broker: &Broker, headers: &HeaderMap) -> Result<Principal, Brok
         .ok_or(BrokerError::Unauthorized)
 }
 
-fn agent_of(principal: Principal) -> Result<String, BrokerError> {
+pub(super) fn agent_of(principal: Principal) -> Result<String, BrokerError> {
     match principal {
         Principal::Agent(a) => Ok(a),
         Principal::Operator => Err(BrokerError::Forbidden {
@@ -134,7 +142,7 @@ struct WireDelivery<'a> {
     in_reply_to: Option<u64>,
 }
 
-fn wire(taken: &[Taken]) -> String {
+pub(super) fn wire(taken: &[Taken]) -> String {
     let mut out = String::from("[");
     for (i, t) in taken.iter().enumerate() {
         if i > 0 {
@@ -312,6 +320,7 @@ pub fn routes(broker: Arc<Broker>) -> Router {
         .route("/v1/agents/{agent}/requests", post(request))
         .route("/v1/inbox", get(receive))
         .route("/v1/inbox/stream", get(stream))
+        .route("/v1/inbox/socket", get(super::socket::upgrade))
         .route("/v1/messages/{id}/{verb}", post(settle))
         .with_state(broker)
 }

@@ -1,12 +1,14 @@
 //! The message broker: direct messages and topic pub/sub between agents,
 //! at-least-once with ack timeouts, redelivery and dead letters, ordering
 //! per topic, bounded inboxes, schema-checked payloads, per-agent rights.
-//! [`http`] serves it to agents; this module is the in-process core.
+//! [`http`] serves it to agents (and [`socket`], their WebSocket); this
+//! module is the in-process core.
 
 pub mod config;
 pub mod http;
 pub mod inbox;
 pub mod journal;
+pub mod socket;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -560,17 +562,21 @@ impl Broker {
     }
 
     /// Acks many deliveries at once (one journal entry; the in-process bench
-    /// and batching clients).
+    /// and the agent socket). Every id still in flight is acked; the first
+    /// that is not is reported after the others are durable.
     pub async fn ack_many(&self, agent: &str, ids: &[u64]) -> Result<(), BrokerError> {
         let inbox = self.known_inbox(agent)?;
+        let mut missing = None;
+        let mut acked = 0u64;
         let durable = {
             let mut state = inbox.lock();
             let mut ops = Vec::with_capacity(ids.len());
             for &id in ids {
-                let entry = state.settle(id).ok_or(BrokerError::NotInFlight {
-                    id,
-                    inbox: agent.to_string(),
-                })?;
+                let Some(entry) = state.settle(id) else {
+                    missing.get_or_insert(id);
+                    continue;
+                };
+                acked += 1;
                 self.counters.latency.observe(entry.published_at.elapsed());
                 if self.journal.is_durable() {
                     ops.push(Op::Remove(id));
@@ -580,10 +586,16 @@ impl Broker {
         };
         self.counters
             .acked
-            .fetch_add(ids.len() as u64, AtomicOrdering::Relaxed);
+            .fetch_add(acked, AtomicOrdering::Relaxed);
         inbox.notify.notify_waiters();
         durable.wait().await?;
-        Ok(())
+        match missing {
+            Some(id) => Err(BrokerError::NotInFlight {
+                id,
+                inbox: agent.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Gives a delivery back, deliverable again after `delay` (or dead if

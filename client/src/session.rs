@@ -1,0 +1,159 @@
+//! The agent socket: one WebSocket carrying the agent's deliveries in and
+//! its acks, nacks and replies out, without an HTTP request per message.
+//! The cheapest way to receive; see [`Client::session`](crate::Client::session).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{ApiError, ClientError, Delivery};
+
+/// An open agent socket. Read deliveries with [`Session::next`]; settle
+/// each with [`Session::ack`], [`Session::nack`] or [`Session::reply`].
+/// Settlements are not answered unless they fail: a failure arrives as an
+/// `Err` from a later [`Session::next`].
+#[derive(Debug)]
+pub struct Session {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ready: VecDeque<Delivery>,
+    url: String,
+}
+
+/// A frame from the broker.
+#[derive(Deserialize)]
+struct Incoming {
+    #[serde(default)]
+    deliveries: Vec<Delivery>,
+    #[serde(default)]
+    error: Option<ApiError>,
+    #[serde(default)]
+    status: u16,
+}
+
+impl Session {
+    /// Opens the socket of the agent `token` belongs to, on the broker at
+    /// `base` (`http://…`), with at most `prefetch` unsettled deliveries.
+    pub(crate) async fn open(
+        base: &str,
+        token: &str,
+        prefetch: usize,
+    ) -> Result<Self, ClientError> {
+        let Some(rest) = base.strip_prefix("http://") else {
+            return Err(ClientError::Socket {
+                url: base.to_string(),
+                message: "the agent socket needs an http:// broker URL (no TLS on the socket yet): use Client::stream or Client::receive".into(),
+            });
+        };
+        let url = format!("ws://{rest}/v1/inbox/socket?prefetch={prefetch}");
+        let socket_error = |message: String| ClientError::Socket {
+            url: url.clone(),
+            message,
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| socket_error(e.to_string()))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| socket_error(e.to_string()))?;
+        request.headers_mut().insert("authorization", bearer);
+        let (socket, _) =
+            match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+                Ok(open) => open,
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    let status = response.status().as_u16();
+                    let body = response.body().as_deref().unwrap_or_default();
+                    return Err(ClientError::Api {
+                        status,
+                        error: crate::error_of(status, &String::from_utf8_lossy(body)),
+                    });
+                }
+                Err(e) => return Err(socket_error(e.to_string())),
+            };
+        Ok(Session {
+            socket,
+            ready: VecDeque::new(),
+            url,
+        })
+    }
+
+    /// The next delivery; `None` once the broker has closed the socket.
+    /// A settlement the broker refused comes back here as an `Err`.
+    /// Cancel-safe: dropping the future (a timeout) loses no delivery.
+    pub async fn next(&mut self) -> Option<Result<Delivery, ClientError>> {
+        loop {
+            if let Some(delivery) = self.ready.pop_front() {
+                return Some(Ok(delivery));
+            }
+            let text = match self.socket.next().await? {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(e) => return Some(Err(self.error(e))),
+            };
+            match serde_json::from_str::<Incoming>(text.as_str()) {
+                Ok(Incoming {
+                    error: Some(error),
+                    status,
+                    ..
+                }) => return Some(Err(ClientError::Api { status, error })),
+                Ok(incoming) => self.ready.extend(incoming.deliveries),
+                Err(e) => {
+                    return Some(Err(ClientError::Socket {
+                        url: self.url.clone(),
+                        message: format!("unexpected frame from the broker: {e}"),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a delivery.
+    pub async fn ack(&mut self, id: u64) -> Result<(), ClientError> {
+        self.ack_many(&[id]).await
+    }
+
+    /// Acknowledges several deliveries in one frame.
+    pub async fn ack_many(&mut self, ids: &[u64]) -> Result<(), ClientError> {
+        self.send(json!({ "ack": ids })).await
+    }
+
+    /// Gives a delivery back, to come again after `delay`.
+    pub async fn nack(&mut self, id: u64, delay: Duration) -> Result<(), ClientError> {
+        self.send(json!({ "nack": [id], "delayMs": delay.as_millis() as u64 }))
+            .await
+    }
+
+    /// Answers a request (and so settles it).
+    pub async fn reply(&mut self, id: u64, payload: &Value) -> Result<(), ClientError> {
+        self.send(json!({ "reply": id, "payload": payload })).await
+    }
+
+    /// Closes the socket; unsettled deliveries come again after their
+    /// `ackTimeout`.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.socket.close(None).await.map_err(|e| self.error(e))
+    }
+
+    async fn send(&mut self, frame: Value) -> Result<(), ClientError> {
+        let text = frame.to_string();
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: tokio_tungstenite::tungstenite::Error) -> ClientError {
+        ClientError::Socket {
+            url: self.url.clone(),
+            message: e.to_string(),
+        }
+    }
+}
