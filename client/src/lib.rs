@@ -144,15 +144,22 @@ impl ClientError {
     }
 }
 
-/// An HTTP client for talking to cortex (and webhooks). reqwest is built
-/// without a default TLS provider: this installs ring, as kube uses, once
-/// per process, so every client must be made here.
+/// The process's HTTP client for talking to cortex (and webhooks), shared:
+/// one connection pool, and the system's root certificates read once (a
+/// new client reads and parses all of them). reqwest is built without a
+/// default TLS provider: this installs ring, as kube uses, once per
+/// process, so every client must come from here.
 pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+    static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
+        .clone()
 }
 
 /// A connection to the broker on behalf of one agent.

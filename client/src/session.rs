@@ -12,18 +12,27 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::{ApiError, ClientError, Delivery};
+use crate::{ApiError, ClientError, Delivery, Published};
+
+/// The socket's read buffer. tungstenite zeroes its whole read buffer on
+/// every read (128 KiB by default, most of the cost of a small frame);
+/// frames are small, and a larger one still arrives whole.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// An open agent socket. Read deliveries with [`Session::next`]; settle
-/// each with [`Session::ack`], [`Session::nack`] or [`Session::reply`].
+/// each with [`Session::ack`], [`Session::nack`] or [`Session::reply`];
+/// send and publish with [`Session::send`] and [`Session::publish`].
 /// Settlements are not answered unless they fail: a failure arrives as an
 /// `Err` from a later [`Session::next`].
 #[derive(Debug)]
 pub struct Session {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     ready: VecDeque<Delivery>,
+    failures: VecDeque<ClientError>,
+    last_ref: u64,
     url: String,
 }
 
@@ -36,6 +45,10 @@ struct Incoming {
     error: Option<ApiError>,
     #[serde(default)]
     status: u16,
+    #[serde(default, rename = "ref")]
+    reference: Option<u64>,
+    #[serde(default)]
+    published: Option<Published>,
 }
 
 impl Session {
@@ -64,8 +77,10 @@ impl Session {
         let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|e| socket_error(e.to_string()))?;
         request.headers_mut().insert("authorization", bearer);
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        // `true`: no Nagle, small frames go out at once.
         let (socket, _) =
-            match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+            match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
                 Ok(open) => open,
                 Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                     let status = response.status().as_u16();
@@ -80,6 +95,8 @@ impl Session {
         Ok(Session {
             socket,
             ready: VecDeque::new(),
+            failures: VecDeque::new(),
+            last_ref: 0,
             url,
         })
     }
@@ -89,29 +106,109 @@ impl Session {
     /// Cancel-safe: dropping the future (a timeout) loses no delivery.
     pub async fn next(&mut self) -> Option<Result<Delivery, ClientError>> {
         loop {
+            if let Some(failure) = self.failures.pop_front() {
+                return Some(Err(failure));
+            }
             if let Some(delivery) = self.ready.pop_front() {
                 return Some(Ok(delivery));
             }
+            match self.read().await? {
+                Ok(incoming) => self.take(incoming),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// Sends `payload` straight to `agent`'s inbox over the socket; returns
+    /// once it is durable. Deliveries arriving meanwhile wait for
+    /// [`Session::next`].
+    pub async fn send(
+        &mut self,
+        agent: &str,
+        key: Option<&str>,
+        payload: &Value,
+    ) -> Result<Published, ClientError> {
+        self.last_ref += 1;
+        let reference = self.last_ref;
+        self.frame(json!({ "send": agent, "key": key, "payload": payload, "ref": reference }))
+            .await?;
+        self.answer(reference).await
+    }
+
+    /// Publishes `payload` to `topic` over the socket (one copy per
+    /// subscriber); returns once the copies are durable.
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &Value,
+    ) -> Result<Published, ClientError> {
+        self.last_ref += 1;
+        let reference = self.last_ref;
+        self.frame(json!({ "publish": topic, "key": key, "payload": payload, "ref": reference }))
+            .await?;
+        self.answer(reference).await
+    }
+
+    /// Reads frames until the answer to `reference` comes, keeping
+    /// deliveries and failures for [`Session::next`].
+    async fn answer(&mut self, reference: u64) -> Result<Published, ClientError> {
+        loop {
+            let incoming = match self.read().await {
+                Some(result) => result?,
+                None => {
+                    return Err(ClientError::Socket {
+                        url: self.url.clone(),
+                        message: "the broker closed the socket before answering".into(),
+                    });
+                }
+            };
+            if incoming.reference != Some(reference) {
+                self.take(incoming);
+                continue;
+            }
+            return match (incoming.error, incoming.published) {
+                (Some(error), _) => Err(ClientError::Api {
+                    status: incoming.status,
+                    error,
+                }),
+                (None, Some(published)) => Ok(published),
+                (None, None) => Err(ClientError::Socket {
+                    url: self.url.clone(),
+                    message: "an answer with neither `published` nor `error`".into(),
+                }),
+            };
+        }
+    }
+
+    /// Keeps what a frame that is not an awaited answer carries: its
+    /// deliveries, or its failure (an answer to an abandoned call is
+    /// dropped: nobody waits for it).
+    fn take(&mut self, incoming: Incoming) {
+        self.ready.extend(incoming.deliveries);
+        if let (None, Some(error)) = (incoming.reference, incoming.error) {
+            self.failures.push_back(ClientError::Api {
+                status: incoming.status,
+                error,
+            });
+        }
+    }
+
+    /// The next frame from the broker; `None` once it has closed.
+    async fn read(&mut self) -> Option<Result<Incoming, ClientError>> {
+        loop {
             let text = match self.socket.next().await? {
                 Ok(Message::Text(text)) => text,
                 Ok(Message::Close(_)) => return None,
                 Ok(_) => continue,
                 Err(e) => return Some(Err(self.error(e))),
             };
-            match serde_json::from_str::<Incoming>(text.as_str()) {
-                Ok(Incoming {
-                    error: Some(error),
-                    status,
-                    ..
-                }) => return Some(Err(ClientError::Api { status, error })),
-                Ok(incoming) => self.ready.extend(incoming.deliveries),
-                Err(e) => {
-                    return Some(Err(ClientError::Socket {
-                        url: self.url.clone(),
-                        message: format!("unexpected frame from the broker: {e}"),
-                    }));
-                }
-            }
+            return Some(
+                serde_json::from_str::<Incoming>(text.as_str()).map_err(|e| ClientError::Socket {
+                    url: self.url.clone(),
+                    message: format!("unexpected frame from the broker: {e}"),
+                }),
+            );
         }
     }
 
@@ -122,18 +219,18 @@ impl Session {
 
     /// Acknowledges several deliveries in one frame.
     pub async fn ack_many(&mut self, ids: &[u64]) -> Result<(), ClientError> {
-        self.send(json!({ "ack": ids })).await
+        self.frame(json!({ "ack": ids })).await
     }
 
     /// Gives a delivery back, to come again after `delay`.
     pub async fn nack(&mut self, id: u64, delay: Duration) -> Result<(), ClientError> {
-        self.send(json!({ "nack": [id], "delayMs": delay.as_millis() as u64 }))
+        self.frame(json!({ "nack": [id], "delayMs": delay.as_millis() as u64 }))
             .await
     }
 
     /// Answers a request (and so settles it).
     pub async fn reply(&mut self, id: u64, payload: &Value) -> Result<(), ClientError> {
-        self.send(json!({ "reply": id, "payload": payload })).await
+        self.frame(json!({ "reply": id, "payload": payload })).await
     }
 
     /// Closes the socket; unsettled deliveries come again after their
@@ -142,7 +239,7 @@ impl Session {
         self.socket.close(None).await.map_err(|e| self.error(e))
     }
 
-    async fn send(&mut self, frame: Value) -> Result<(), ClientError> {
+    async fn frame(&mut self, frame: Value) -> Result<(), ClientError> {
         let text = frame.to_string();
         self.socket
             .send(Message::Text(text.into()))

@@ -542,6 +542,66 @@ async fn the_agent_socket_delivers_within_its_window_and_takes_settlements() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_send_and_publish_over_their_socket_with_the_http_checks() {
+    let t = broker().await;
+    let mut producer = t.client("producer").session(8).await.expect("session");
+    let mut worker = t.client("worker").session(8).await.expect("session");
+    // A message for the producer arrives while it waits for an answer: it
+    // is kept for `next`, not lost.
+    worker
+        .send("producer", None, &json!({"note": 1}))
+        .await
+        .expect("send to producer");
+    let published = producer
+        .publish("orders", Some("o-\"1\""), &json!({"id": "o-1"}))
+        .await
+        .expect("publish");
+    assert_eq!(published.delivered_to, ["worker"]);
+    let sent = producer
+        .send("worker", None, &json!({"direct": true}))
+        .await
+        .expect("send");
+    assert_eq!(
+        (sent.delivered_to.as_slice(), sent.ids.len()),
+        (["worker".to_string()].as_slice(), 1)
+    );
+    let note = next_on(&mut producer).await;
+    assert_eq!(
+        (note.sender.as_str(), note.payload.clone()),
+        ("worker", json!({"note": 1}))
+    );
+
+    let first = next_on(&mut worker).await;
+    let second = next_on(&mut worker).await;
+    assert_eq!(
+        (
+            first.topic.as_deref(),
+            first.key.as_deref(),
+            first.sender.as_str()
+        ),
+        (Some("orders"), Some("o-\"1\""), "producer")
+    );
+    assert_eq!((first.id, second.id), (published.ids[0], sent.ids[0]));
+    assert_eq!(second.payload, json!({"direct": true}));
+
+    // The HTTP API's refusals, answered on the socket.
+    let (status, error) = api_error(producer.publish("orders", None, &json!({"qty": 0})).await);
+    assert_eq!((status, error.code.as_str()), (400, "schema"));
+    let (status, _) = api_error(worker.publish("bursts", None, &json!(1)).await);
+    assert_eq!(status, 403, "worker does not declare bursts");
+    let (status, _) = api_error(producer.send("nobody", None, &json!(1)).await);
+    assert_eq!(status, 404);
+    // The socket still works after a refusal.
+    worker.ack_many(&[first.id, second.id]).await.expect("ack");
+    producer.ack(note.id).await.expect("ack");
+    let again = producer
+        .publish("orders", None, &json!({"id": "o-2"}))
+        .await
+        .expect("publish after refusals");
+    assert_eq!(next_on(&mut worker).await.id, again.ids[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_socket_checks_the_token_before_opening() {
     let t = broker().await;
     let stranger = Client::new(&t.runtime.url, "worker", "not-a-token");

@@ -102,6 +102,23 @@ pub enum BrokerError {
 /// What a publish or send produced.
 pub use cortex_client::Published;
 
+/// A message the broker has taken in (queued, deliverable) whose store
+/// write may still be pending: [`Accepted::durable`] waits for it. Lets a
+/// caller take several messages in order and wait for them together.
+#[derive(Debug)]
+pub struct Accepted {
+    published: Published,
+    durable: journal::Durable,
+}
+
+impl Accepted {
+    /// Waits until the message is durable; then it may be acknowledged.
+    pub async fn durable(self) -> Result<Published, BrokerError> {
+        self.durable.wait().await?;
+        Ok(self.published)
+    }
+}
+
 /// A message handed out by [`Broker::receive`].
 pub type Taken = Entry;
 
@@ -273,6 +290,18 @@ impl Broker {
         key: Option<&str>,
         payload: &str,
     ) -> Result<Published, BrokerError> {
+        self.publish_now(who, topic, key, payload)?.durable().await
+    }
+
+    /// [`Broker::publish`] without the wait: the copies are queued, in call
+    /// order, when this returns.
+    pub fn publish_now(
+        &self,
+        who: &Principal,
+        topic: &str,
+        key: Option<&str>,
+        payload: &str,
+    ) -> Result<Accepted, BrokerError> {
         let config = self.config();
         let topic_config = config
             .topics
@@ -299,7 +328,7 @@ impl Broker {
             .iter()
             .map(|s| self.inbox_or_create(s))
             .collect();
-        self.enqueue(
+        self.enqueue_now(
             &inboxes,
             Message {
                 topic: Some(topic_config),
@@ -309,7 +338,6 @@ impl Broker {
                 ..Message::default()
             },
         )
-        .await
     }
 
     fn check_schema(&self, topic: &TopicConfig, payload: &str) -> Result<(), BrokerError> {
@@ -342,8 +370,20 @@ impl Broker {
         key: Option<&str>,
         payload: &str,
     ) -> Result<Published, BrokerError> {
+        self.send_now(who, agent, key, payload)?.durable().await
+    }
+
+    /// [`Broker::send`] without the wait: the message is queued, in call
+    /// order, when this returns.
+    pub fn send_now(
+        &self,
+        who: &Principal,
+        agent: &str,
+        key: Option<&str>,
+        payload: &str,
+    ) -> Result<Accepted, BrokerError> {
         let inbox = self.known_inbox(agent)?;
-        self.enqueue(
+        self.enqueue_now(
             &[inbox],
             Message {
                 key,
@@ -352,7 +392,6 @@ impl Broker {
                 ..Message::default()
             },
         )
-        .await
     }
 
     fn known_inbox(&self, agent: &str) -> Result<Arc<Inbox>, BrokerError> {
@@ -407,6 +446,16 @@ impl Broker {
         inboxes: &[Arc<Inbox>],
         message: Message<'_>,
     ) -> Result<Published, BrokerError> {
+        self.enqueue_now(inboxes, message)?.durable().await
+    }
+
+    /// Queues `message` in every inbox, all or none; its store write is
+    /// submitted but not waited for.
+    fn enqueue_now(
+        &self,
+        inboxes: &[Arc<Inbox>],
+        message: Message<'_>,
+    ) -> Result<Accepted, BrokerError> {
         let Message {
             topic,
             key,
@@ -471,10 +520,12 @@ impl Broker {
         self.counters
             .published
             .fetch_add(inboxes.len() as u64, AtomicOrdering::Relaxed);
-        durable.0.wait().await?;
-        Ok(Published {
-            ids: durable.1,
-            delivered_to: inboxes.iter().map(|i| i.name.to_string()).collect(),
+        Ok(Accepted {
+            published: Published {
+                ids: durable.1,
+                delivered_to: inboxes.iter().map(|i| i.name.to_string()).collect(),
+            },
+            durable: durable.0,
         })
     }
 

@@ -1,17 +1,26 @@
 //! The agent socket: `GET /v1/inbox/socket?prefetch=N` (bearer token)
-//! upgrades to a WebSocket that carries an agent's deliveries out and its
-//! settlements back, with no HTTP request per message.
+//! upgrades to a WebSocket that carries an agent's deliveries out, and its
+//! settlements and messages in, with no HTTP request per message.
 //!
-//! Frames are JSON text. The broker sends `{"deliveries": [...]}` (the
-//! long-poll's delivery objects) and, when a settlement fails,
-//! `{"status": 404, "error": {...}}` (the HTTP API's error body and status).
-//! The agent sends `{"ack": [ids]}`, `{"nack": [ids], "delayMs": n}` or
-//! `{"reply": id, "payload": ...}`; a settlement is not answered unless it
-//! fails. At most `prefetch` deliveries (default 64) are unsettled on the
-//! socket at once: the broker sends more as the agent settles them.
+//! Frames are JSON text. The agent sends:
+//! - `{"ack": [ids]}`, `{"nack": [ids], "delayMs": n}`,
+//!   `{"reply": id, "payload": ...}`: settlements, not answered unless they
+//!   fail;
+//! - `{"send": agent, "key"?, "payload", "ref": n}` and
+//!   `{"publish": topic, "key"?, "payload", "ref": n}`: a direct message and
+//!   a publish, with the same checks as over HTTP, answered once durable
+//!   with `{"ref": n, "published": {"ids", "deliveredTo"}}`. Messages are
+//!   queued in the order their frames arrive.
+//!
+//! The broker sends `{"deliveries": [...]}` (the long-poll's delivery
+//! objects), the answers above, and `{"status": 404, "error": {...}}` (the
+//! HTTP API's status and error body; with `"ref"` when it answers a send
+//! or publish). At most `prefetch` deliveries (default 64) are unsettled on
+//! the socket at once: the broker sends more as the agent settles them.
 //! Deliveries unsettled when the socket closes come again after their
 //! topic's `ackTimeout`, as over the other receive paths.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,10 +36,14 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
 use super::http::{MAX_BATCH, agent_of, principal, wire};
-use super::{Broker, BrokerError};
+use super::{Broker, BrokerError, Principal, Published};
 
 /// Unsettled deliveries a socket holds when the agent does not say.
 pub const DEFAULT_PREFETCH: usize = 64;
+
+/// The socket's read buffer: tungstenite zeroes all of it on every read
+/// (128 KiB by default); settlement frames are small.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// How long one wait for deliveries lasts before it is renewed.
 const IDLE: Duration = Duration::from_secs(15);
@@ -56,14 +69,15 @@ pub(super) async fn upgrade(
         .unwrap_or(DEFAULT_PREFETCH)
         .clamp(1, MAX_BATCH);
     Ok(ws
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| serve(broker, agent, prefetch, socket))
         .into_response())
 }
 
-/// A settlement frame from the agent.
+/// A frame from the agent: a settlement, or a message to send or publish.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Settlement<'a> {
+struct Incoming<'a> {
     #[serde(default)]
     ack: Vec<u64>,
     #[serde(default)]
@@ -73,12 +87,25 @@ struct Settlement<'a> {
     #[serde(default)]
     reply: Option<u64>,
     #[serde(default, borrow)]
+    send: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    publish: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    key: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     payload: Option<&'a RawValue>,
+    #[serde(default, rename = "ref")]
+    reference: u64,
 }
 
-impl Settlement<'_> {
-    fn count(&self) -> usize {
+impl Incoming<'_> {
+    /// How many deliveries this frame settles.
+    fn settles(&self) -> usize {
         self.ack.len() + self.nack.len() + usize::from(self.reply.is_some())
+    }
+
+    fn payload(&self) -> &str {
+        self.payload.map_or("null", |p| p.get())
     }
 }
 
@@ -108,26 +135,39 @@ fn error_frame(error: &BrokerError) -> String {
     .to_string()
 }
 
+/// The answer to a send or publish frame.
+fn answer_frame(reference: u64, result: Result<Published, BrokerError>) -> String {
+    match result {
+        Ok(published) => serde_json::json!({ "ref": reference, "published": published }),
+        Err(error) => serde_json::json!({
+            "ref": reference,
+            "status": error.status().0.as_u16(),
+            "error": error.api_error(),
+        }),
+    }
+    .to_string()
+}
+
 /// Sends deliveries while the window has room; a reader task applies the
 /// agent's settlements. Ends when either side closes.
 async fn serve(broker: Arc<Broker>, agent: String, prefetch: usize, socket: WebSocket) {
     let (mut sink, frames) = socket.split();
     let window = Arc::new(Window::default());
-    let (errors, mut failed) = mpsc::unbounded_channel::<String>();
+    let (out, mut outgoing) = mpsc::unbounded_channel::<String>();
     let reader = tokio::spawn(read(
         broker.clone(),
         agent.clone(),
         frames,
         window.clone(),
-        errors,
+        out,
     ));
     tracing::debug!(agent = %agent, prefetch, "agent socket open");
     loop {
         let room = prefetch.saturating_sub(window.unsettled.load(Ordering::Acquire));
         let frame = tokio::select! {
-            error = failed.recv() => match error {
+            frame = outgoing.recv() => match frame {
                 Some(frame) => frame,
-                None => break, // the agent closed its side
+                None => break, // the agent closed its side, answers sent
             },
             _ = window.settled.notified(), if room == 0 => continue,
             taken = broker.receive(&agent, room, IDLE), if room > 0 => match taken {
@@ -147,42 +187,70 @@ async fn serve(broker: Arc<Broker>, agent: String, prefetch: usize, socket: WebS
     tracing::debug!(agent = %agent, "agent socket closed");
 }
 
-/// Applies settlement frames in order; a failure goes back as an error
-/// frame. Ends when the agent closes the socket.
+/// Applies the agent's frames in order: settlements, and messages, which
+/// are queued here in order and answered (through `out`) once durable. A
+/// failed settlement goes back as an error frame. Ends when the agent
+/// closes the socket.
 async fn read(
     broker: Arc<Broker>,
     agent: String,
     mut frames: SplitStream<WebSocket>,
     window: Arc<Window>,
-    errors: mpsc::UnboundedSender<String>,
+    out: mpsc::UnboundedSender<String>,
 ) {
+    let who = Principal::Agent(agent.clone());
     while let Some(Ok(frame)) = frames.next().await {
         let text = match frame {
             Message::Text(text) => text,
             Message::Close(_) => break,
             _ => continue, // pings are answered by the socket itself
         };
-        let result = match serde_json::from_str::<Settlement>(text.as_str()) {
-            Ok(settlement) => {
-                let result = apply(&broker, &agent, &settlement).await;
-                window.settle(settlement.count());
-                result
+        let frame = match serde_json::from_str::<Incoming>(text.as_str()) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let error = BrokerError::BadPayload(format!(
+                    "expected {{\"ack\": [ids]}}, {{\"nack\": [ids], \"delayMs\"}}, {{\"reply\": id, \"payload\"}}, {{\"send\": agent, \"payload\", \"ref\"}} or {{\"publish\": topic, \"payload\", \"ref\"}}: {e}"
+                ));
+                if out.send(error_frame(&error)).is_err() {
+                    break;
+                }
+                continue;
             }
-            Err(e) => Err(BrokerError::BadPayload(format!(
-                "expected {{\"ack\": [ids]}}, {{\"nack\": [ids], \"delayMs\"}} or {{\"reply\": id, \"payload\"}}: {e}"
-            ))),
         };
-        if let Err(e) = result
-            && errors.send(error_frame(&e)).is_err()
-        {
-            break;
+        let key = frame.key.as_deref();
+        let accepted = match (&frame.send, &frame.publish) {
+            (Some(to), _) => Some(broker.send_now(&who, to, key, frame.payload())),
+            (None, Some(topic)) => Some(broker.publish_now(&who, topic, key, frame.payload())),
+            (None, None) => None,
+        };
+        if let Some(accepted) = accepted {
+            let (reference, out) = (frame.reference, out.clone());
+            match accepted {
+                Ok(accepted) => {
+                    tokio::spawn(async move {
+                        let _ = out.send(answer_frame(reference, accepted.durable().await));
+                    });
+                }
+                Err(e) => {
+                    let _ = out.send(answer_frame(reference, Err(e)));
+                }
+            }
+        }
+        if frame.settles() > 0 {
+            let result = settle(&broker, &agent, &frame).await;
+            window.settle(frame.settles());
+            if let Err(e) = result
+                && out.send(error_frame(&e)).is_err()
+            {
+                break;
+            }
         }
     }
 }
 
-/// Applies one settlement; the first failure is returned after the rest
-/// of the frame has been applied.
-async fn apply(broker: &Broker, agent: &str, s: &Settlement<'_>) -> Result<(), BrokerError> {
+/// Applies one frame's settlements; the first failure is returned after
+/// the rest have been applied.
+async fn settle(broker: &Broker, agent: &str, s: &Incoming<'_>) -> Result<(), BrokerError> {
     let mut first_error = None;
     if !s.ack.is_empty()
         && let Err(e) = broker.ack_many(agent, &s.ack).await
@@ -197,11 +265,10 @@ async fn apply(broker: &Broker, agent: &str, s: &Settlement<'_>) -> Result<(), B
             first_error.get_or_insert(e);
         }
     }
-    if let Some(id) = s.reply {
-        let payload = s.payload.map_or("null", |p| p.get());
-        if let Err(e) = broker.reply(agent, id, payload).await {
-            first_error.get_or_insert(e);
-        }
+    if let Some(id) = s.reply
+        && let Err(e) = broker.reply(agent, id, s.payload()).await
+    {
+        first_error.get_or_insert(e);
     }
     first_error.map_or(Ok(()), Err)
 }
