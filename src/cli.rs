@@ -264,6 +264,9 @@ pub enum Command {
         /// Internal: the operator token for --client-of.
         #[arg(long, hide = true, default_value = "")]
         operator_token: String,
+        /// Internal: who sends for --client-of (`agents` or `http`).
+        #[arg(long, hide = true, default_value = "agents")]
+        senders: String,
     },
     /// Measure the compiler on a generated project (figures in the README).
     Bench {

@@ -20,7 +20,7 @@ use crate::{ApiError, ClientError, Delivery, Published};
 /// The socket's read buffer. tungstenite zeroes its whole read buffer on
 /// every read (128 KiB by default, most of the cost of a small frame);
 /// frames are small, and a larger one still arrives whole.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 
 /// An open agent socket. Read deliveries with [`Session::next`]; settle
 /// each with [`Session::ack`], [`Session::nack`] or [`Session::reply`];

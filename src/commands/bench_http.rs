@@ -1,23 +1,29 @@
 //! The HTTP end-to-end benchmark: the runtime (durable store) in this
 //! process; in a child process, `agents` agents each on its own agent
-//! socket (a WebSocket: deliveries in, acks out), and
-//! publishers sending direct messages at `rate` msg/s in total. Latency is
-//! publish start → the agent holding the delivery. Two processes because
+//! socket (a WebSocket: deliveries in, acks out) and senders of direct
+//! messages at `rate` msg/s in total: the agents themselves over their
+//! sockets, or the operator over HTTP ([`Senders`]). Latency is send start
+//! → the receiving agent holding the delivery. Two processes because
 //! each side needs a socket per agent and one process may hold 20,000 files
 //! here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cortex_client::Client;
+use cortex_client::{Client, ClientError};
 use cortex_reconciler::runtime::agents::Paths;
 use cortex_reconciler::runtime::{RuntimeOptions, start};
 use cortex_reconciler::store::{SqliteStore, Store};
 use serde_json::json;
 
 /// The runtime side: starts it, runs the child, returns its report.
-pub async fn run(agents: usize, rate: u64, seconds: u64) -> anyhow::Result<String> {
+pub async fn run(
+    agents: usize,
+    rate: u64,
+    seconds: u64,
+    senders: Senders,
+) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
     let mut applied = super::bench_runtime::config_of(agents);
@@ -51,6 +57,8 @@ pub async fn run(agents: usize, rate: u64, seconds: u64) -> anyhow::Result<Strin
             &rate.to_string(),
             "--seconds",
             &seconds.to_string(),
+            "--senders",
+            senders.as_arg(),
         ])
         .kill_on_drop(true)
         .output()
@@ -72,126 +80,203 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// The load generator (child process).
+/// Who sends the benchmark's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Senders {
+    /// The agents themselves, each over its socket, to random agents.
+    Agents,
+    /// The operator over HTTP (one request per message, many connections).
+    Http,
+}
+
+impl Senders {
+    /// The command-line spelling (`--senders`).
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Senders::Agents => "agents",
+            Senders::Http => "http",
+        }
+    }
+
+    /// From the command-line spelling.
+    pub fn from_arg(arg: &str) -> anyhow::Result<Senders> {
+        match arg {
+            "agents" => Ok(Senders::Agents),
+            "http" => Ok(Senders::Http),
+            other => anyhow::bail!("--senders is `agents` or `http`, not {other}"),
+        }
+    }
+}
+
+/// What the load generator counts.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    refused: AtomicU64,
+    received: AtomicU64,
+    latencies: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Tally {
+    fn outcome<T>(&self, result: Result<T, ClientError>) {
+        match result {
+            Ok(_) => self.sent.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.refused.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// The recipient of a sender's `n`th message: spread over all agents.
+fn recipient(sender: u64, n: u64, agents: usize) -> String {
+    format!("a{}", (sender * 7919 + n * 104_729) % agents as u64)
+}
+
+/// The load generator (child process): opens every agent's socket, then
+/// sends at `rate` msg/s in total for `seconds`, then waits for the last
+/// deliveries.
 pub async fn client(
     url: &str,
     operator_token: &str,
     agents: usize,
     rate: u64,
     seconds: u64,
+    senders: Senders,
 ) -> anyhow::Result<()> {
     let epoch = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let latencies: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
-    let mut tasks = Vec::new();
-    // Agents connect first (each on its own connection: separate clients).
-    let connected = Arc::new(AtomicU64::new(0));
-    let unconnected = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::default());
+    let mut opening = tokio::task::JoinSet::new();
     for i in 0..agents {
         let client = Client::new(url, &format!("a{i}"), &format!("token-{i}"));
-        let (stop, received, latencies, connected, unconnected) = (
-            stop.clone(),
-            received.clone(),
-            latencies.clone(),
-            connected.clone(),
-            unconnected.clone(),
-        );
+        opening.spawn(async move { (i, client.session(64).await) });
+    }
+    let mut sessions = Vec::with_capacity(agents);
+    while let Some(opened) = opening.join_next().await {
+        let (i, session) = opened?;
+        sessions.push((
+            i,
+            session.map_err(|e| {
+                anyhow::anyhow!(
+                    "agent a{i} cannot open its socket (is `ulimit -n` above {}?): {e}",
+                    agents * 2
+                )
+            })?,
+        ));
+    }
+    // Sending starts a moment after every socket is open; no send starts
+    // after `end`; receiving stops 3 s later.
+    let start = Instant::now() + Duration::from_millis(500);
+    let end = start + Duration::from_secs(seconds);
+    let stop = end + Duration::from_secs(3);
+    let period = Duration::from_secs_f64(agents as f64 / rate as f64);
+    let mut tasks = Vec::with_capacity(agents);
+    for (i, mut session) in sessions {
+        let tally = tally.clone();
+        let sends = senders == Senders::Agents;
         tasks.push(tokio::spawn(async move {
-            // Each agent on its own socket (deliveries in, acks out).
-            let mut session = match client.session(64).await {
-                Ok(session) => session,
-                Err(e) => {
-                    eprintln!("agent a{i} cannot open its socket: {e}");
-                    unconnected.fetch_add(1, Ordering::Relaxed);
-                    connected.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            };
-            connected.fetch_add(1, Ordering::Relaxed);
             let mut mine = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let delivery =
-                    match tokio::time::timeout(Duration::from_millis(500), session.next()).await {
-                        Ok(Some(Ok(delivery))) => delivery,
-                        Ok(Some(Err(e))) => {
-                            eprintln!("agent a{i}: {e}");
-                            continue;
-                        }
-                        Ok(None) => break,
-                        Err(_) => continue, // look at `stop` again
-                    };
+            // Agent i's first send falls at its share of the first period.
+            let mut next_send = start + period.mul_f64(i as f64 / agents as f64);
+            let mut n = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= stop {
+                    break;
+                }
+                if sends && now >= next_send && now < end {
+                    let to = recipient(i as u64, n, agents);
+                    let t = epoch.elapsed().as_micros() as u64;
+                    tally.outcome(session.send(&to, None, &json!({ "t": t })).await);
+                    n += 1;
+                    next_send += period;
+                    continue;
+                }
+                // Wake to send next, or to stop.
+                let until = if sends && next_send < end {
+                    next_send
+                } else {
+                    stop
+                };
+                let delivery = match tokio::time::timeout_at(until.into(), session.next()).await {
+                    Ok(Some(Ok(delivery))) => delivery,
+                    Ok(Some(Err(e))) => {
+                        eprintln!("agent a{i}: {e}");
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(_) => continue, // time to send, or to stop
+                };
                 let now = epoch.elapsed().as_micros() as u64;
                 let sent = delivery.payload["t"].as_u64().unwrap_or(now);
                 mine.push(now.saturating_sub(sent));
-                received.fetch_add(1, Ordering::Relaxed);
+                tally.received.fetch_add(1, Ordering::Relaxed);
                 if session.ack(delivery.id).await.is_err() {
                     break;
                 }
             }
-            latencies.lock().unwrap().extend(mine);
+            tally.latencies.lock().unwrap().extend(mine);
         }));
     }
-    while connected.load(Ordering::Relaxed) < agents as u64 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if senders == Senders::Http {
+        http_senders(url, operator_token, agents, rate, start, end, epoch, &tally).await;
     }
-    anyhow::ensure!(
-        unconnected.load(Ordering::Relaxed) == 0,
-        "{} of {agents} agents could not open their socket (is `ulimit -n` at least {}?)",
-        unconnected.load(Ordering::Relaxed),
-        agents * 2
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut all = std::mem::take(&mut *tally.latencies.lock().unwrap());
+    all.sort_unstable();
+    let sent = tally.sent.load(Ordering::Relaxed);
+    println!(
+        "HTTP end to end, {agents} agents on their sockets, {}, target {rate} msg/s: sent {:.0} msg/s ({} refused), delivered {} of {sent}, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        match senders {
+            Senders::Agents => "agents sending to each other over their sockets",
+            Senders::Http => "the operator sending over HTTP",
+        },
+        sent as f64 / seconds as f64,
+        tally.refused.load(Ordering::Relaxed),
+        tally.received.load(Ordering::Relaxed),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        percentile(&all, 1.0),
     );
-    tokio::time::sleep(Duration::from_secs(1)).await; // sockets settled
-    // Publishers: one lane per 40 msg/s of the rate (a publish waits for
-    // durability, a few ms), each pacing its share.
+    Ok(())
+}
+
+/// The operator's senders over HTTP: one lane per 40 msg/s of the rate (a
+/// send waits for durability, a few ms), each pacing its share.
+#[allow(clippy::too_many_arguments)]
+async fn http_senders(
+    url: &str,
+    operator_token: &str,
+    agents: usize,
+    rate: u64,
+    start: Instant,
+    end: Instant,
+    epoch: Instant,
+    tally: &Arc<Tally>,
+) {
     let lanes = (rate / 40).clamp(64, 2048);
-    let sent = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let period = Duration::from_secs_f64(lanes as f64 / rate as f64);
     let mut publishers = Vec::new();
     for lane in 0..lanes {
         let operator = Client::new(url, "cortex", operator_token);
-        let (sent, refused) = (sent.clone(), refused.clone());
-        let per_lane = (rate as f64 / lanes as f64).max(1.0);
+        let tally = tally.clone();
         publishers.push(tokio::spawn(async move {
+            let mut next = start + period.mul_f64(lane as f64 / lanes as f64);
             let mut n = 0u64;
-            let mut next = Instant::now();
-            while started.elapsed() < Duration::from_secs(seconds) {
-                let agent = format!("a{}", (lane * 7919 + n * 104_729) % agents as u64);
-                let t = epoch.elapsed().as_micros() as u64;
-                match operator.send(&agent, None, &json!({ "t": t })).await {
-                    Ok(_) => sent.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => refused.fetch_add(1, Ordering::Relaxed),
-                };
-                n += 1;
-                next += Duration::from_secs_f64(1.0 / per_lane);
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    tokio::time::sleep(wait).await;
+            while next < end {
+                tokio::time::sleep_until(next.into()).await;
+                if Instant::now() >= end {
+                    break; // behind: what was not sent by `end` is not counted
                 }
+                let t = epoch.elapsed().as_micros() as u64;
+                let to = recipient(lane, n, agents);
+                tally.outcome(operator.send(&to, None, &json!({ "t": t })).await);
+                n += 1;
+                next += period;
             }
         }));
     }
     for p in publishers {
         let _ = p.await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    // Let the last deliveries arrive, then stop the agents.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let mut all = latencies.lock().unwrap().clone();
-    all.sort_unstable();
-    println!(
-        "HTTP end to end, {agents} connected agents, target {rate} msg/s: sent {:.0} msg/s ({} refused), delivered {} of {}, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        sent.load(Ordering::Relaxed) as f64 / elapsed,
-        refused.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed),
-        sent.load(Ordering::Relaxed),
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        percentile(&all, 1.0),
-    );
-    Ok(())
 }

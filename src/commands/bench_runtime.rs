@@ -13,6 +13,7 @@ use cortex_reconciler::runtime::broker::{Broker, BrokerConfig, Journal, Principa
 use cortex_reconciler::store::{Applied, SqliteStore, Store};
 use serde_json::{Map, json};
 
+use super::bench_http::Senders;
 use crate::commands::kube::runtime;
 
 /// What to measure.
@@ -293,12 +294,15 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         )?;
     }
     if request.http_agents > 0 {
-        let report = rt.block_on(super::bench_http::run(
-            request.http_agents,
-            request.rate,
-            request.seconds,
-        ))?;
-        writeln!(out, "{report}")?;
+        for senders in [Senders::Agents, Senders::Http] {
+            let report = rt.block_on(super::bench_http::run(
+                request.http_agents,
+                request.rate,
+                request.seconds,
+                senders,
+            ))?;
+            writeln!(out, "{report}")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -135,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             health_agents,
             client_of,
             operator_token,
+            senders,
         } => match client_of {
             Some(url) => {
                 kube::runtime()?.block_on(bench_http::client(
@@ -143,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     http_agents,
                     rate,
                     seconds,
+                    bench_http::Senders::from_arg(&senders)?,
                 ))?;
                 Ok(ExitCode::SUCCESS)
             }

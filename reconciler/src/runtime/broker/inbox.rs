@@ -3,6 +3,7 @@
 //! the ordering locks (keys and topics with a message in flight).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -109,12 +110,16 @@ pub struct Inbox {
     state: Mutex<InboxState>,
     /// Woken when something may have become deliverable.
     pub notify: Notify,
+    /// Whether the config in force declares this agent (an inbox of a
+    /// removed agent is kept with its messages but takes no new ones).
+    pub declared: AtomicBool,
 }
 
 impl Inbox {
     /// An empty inbox.
     pub fn new(name: &str, capacity: usize, direct: Delivery) -> Inbox {
         Inbox {
+            declared: AtomicBool::new(false),
             name: Arc::from(name),
             state: Mutex::new(InboxState {
                 capacity,

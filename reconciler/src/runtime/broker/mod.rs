@@ -10,7 +10,7 @@ pub mod inbox;
 pub mod journal;
 pub mod socket;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -155,7 +155,7 @@ struct Message<'a> {
 pub struct Broker {
     me: std::sync::Weak<Broker>,
     config: RwLock<Arc<BrokerConfig>>,
-    inboxes: RwLock<BTreeMap<String, Arc<Inbox>>>,
+    inboxes: RwLock<HashMap<String, Arc<Inbox>>>,
     journal: Journal,
     next_id: AtomicU64,
     replies: Mutex<HashMap<u64, oneshot::Sender<Arc<str>>>>,
@@ -178,7 +178,7 @@ impl Broker {
         let broker = Arc::new_cyclic(|me| Broker {
             me: me.clone(),
             config: RwLock::new(Arc::new(BrokerConfig::default())),
-            inboxes: RwLock::new(BTreeMap::new()),
+            inboxes: RwLock::new(HashMap::new()),
             journal,
             next_id: AtomicU64::new(last_id),
             replies: Mutex::new(HashMap::new()),
@@ -194,6 +194,10 @@ impl Broker {
     pub fn configure(&self, config: BrokerConfig) {
         {
             let mut inboxes = self.inboxes.write().unwrap_or_else(|p| p.into_inner());
+            for inbox in inboxes.values() {
+                let declared = config.agents.contains_key(&*inbox.name);
+                inbox.declared.store(declared, AtomicOrdering::Release);
+            }
             for (name, agent) in &config.agents {
                 match inboxes.get(name) {
                     Some(inbox) => {
@@ -202,10 +206,9 @@ impl Broker {
                         state.direct = agent.delivery;
                     }
                     None => {
-                        inboxes.insert(
-                            name.clone(),
-                            Arc::new(Inbox::new(name, agent.inbox_capacity, agent.delivery)),
-                        );
+                        let inbox = Inbox::new(name, agent.inbox_capacity, agent.delivery);
+                        inbox.declared.store(true, AtomicOrdering::Release);
+                        inboxes.insert(name.clone(), Arc::new(inbox));
                     }
                 }
             }
@@ -394,11 +397,12 @@ impl Broker {
         )
     }
 
+    /// The inbox of an agent the config in force declares.
     fn known_inbox(&self, agent: &str) -> Result<Arc<Inbox>, BrokerError> {
-        if !self.config().agents.contains_key(agent) {
-            return Err(BrokerError::UnknownAgent(agent.to_string()));
+        match self.inbox(agent) {
+            Some(inbox) if inbox.declared.load(AtomicOrdering::Acquire) => Ok(inbox),
+            _ => Err(BrokerError::UnknownAgent(agent.to_string())),
         }
-        Ok(self.inbox_or_create(agent))
     }
 
     /// Sends a request to `agent` and waits up to `timeout` for its reply.
@@ -847,7 +851,8 @@ impl Broker {
 
     /// Queue figures of every inbox.
     pub fn stats(&self) -> Vec<InboxStats> {
-        self.inboxes
+        let mut stats: Vec<InboxStats> = self
+            .inboxes
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
@@ -861,7 +866,9 @@ impl Broker {
                     capacity: state.capacity,
                 }
             })
-            .collect()
+            .collect();
+        stats.sort_by(|a, b| a.inbox.cmp(&b.inbox));
+        stats
     }
 
     /// The dead letters of `agent`'s inbox: (message id, reason, attempts).

@@ -29,9 +29,10 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use cortex_client::ApiError;
 use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
@@ -43,7 +44,7 @@ pub const DEFAULT_PREFETCH: usize = 64;
 
 /// The socket's read buffer: tungstenite zeroes all of it on every read
 /// (128 KiB by default); settlement frames are small.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 
 /// How long one wait for deliveries lasts before it is renewed.
 const IDLE: Duration = Duration::from_secs(15);
@@ -137,15 +138,32 @@ fn error_frame(error: &BrokerError) -> String {
 
 /// The answer to a send or publish frame.
 fn answer_frame(reference: u64, result: Result<Published, BrokerError>) -> String {
-    match result {
-        Ok(published) => serde_json::json!({ "ref": reference, "published": published }),
-        Err(error) => serde_json::json!({
-            "ref": reference,
-            "status": error.status().0.as_u16(),
-            "error": error.api_error(),
-        }),
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        #[serde(rename = "ref")]
+        reference: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        published: Option<&'a Published>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ApiError>,
     }
-    .to_string()
+    let answer = match &result {
+        Ok(published) => Answer {
+            reference,
+            published: Some(published),
+            status: None,
+            error: None,
+        },
+        Err(error) => Answer {
+            reference,
+            published: None,
+            status: Some(error.status().0.as_u16()),
+            error: Some(error.api_error()),
+        },
+    };
+    serde_json::to_string(&answer).unwrap_or_default()
 }
 
 /// Sends deliveries while the window has room; a reader task applies the
