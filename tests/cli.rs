@@ -445,3 +445,27 @@ fn build_fails_cleanly_on_every_invalid_fixture() {
         }
     }
 }
+
+#[test]
+fn the_http_benchmark_refuses_to_start_below_the_open_file_limit_it_needs() {
+    // A soft limit may always be lowered; `exec` keeps it for cortex.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 1024 && exec \"$0\" bench-runtime --http-agents 10000 --health-agents 0",
+            env!("CARGO_BIN_EXE_cortex"),
+        ])
+        .output()
+        .expect("run cortex under sh");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`ulimit -n` is 1024") && stderr.contains("ulimit -n 10"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing was measured: {}",
+        text(&out.stdout)
+    );
+}

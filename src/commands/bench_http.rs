@@ -241,6 +241,18 @@ pub async fn client(
     Ok(())
 }
 
+/// The operator's HTTP connections for `rate`: one lane per 40 msg/s (a
+/// send waits for durability, a few ms).
+fn lanes_for(rate: u64) -> u64 {
+    (rate / 40).clamp(64, 2048)
+}
+
+/// Files each process of the benchmark opens: a socket per agent, the
+/// operator's connections, and some to spare (the store, logs, listeners).
+pub fn files_needed(agents: usize, rate: u64) -> u64 {
+    agents as u64 + lanes_for(rate) + 256
+}
+
 /// The operator's senders over HTTP: one lane per 40 msg/s of the rate (a
 /// send waits for durability, a few ms), each pacing its share.
 #[allow(clippy::too_many_arguments)]
@@ -254,7 +266,7 @@ async fn http_senders(
     epoch: Instant,
     tally: &Arc<Tally>,
 ) {
-    let lanes = (rate / 40).clamp(64, 2048);
+    let lanes = lanes_for(rate);
     let period = Duration::from_secs_f64(lanes as f64 / rate as f64);
     let mut publishers = Vec::new();
     for lane in 0..lanes {

@@ -239,6 +239,12 @@ async fn health_loop(agents: usize, seconds: u64) -> anyhow::Result<(f64, u64)> 
 
 /// Runs the runtime benchmarks and prints their figures.
 pub fn run(request: Request) -> anyhow::Result<ExitCode> {
+    if request.http_agents > 0 {
+        check_open_files(super::bench_http::files_needed(
+            request.http_agents,
+            request.rate,
+        ))?;
+    }
     let rt = runtime()?;
     let mut out = std::io::stdout();
     writeln!(
@@ -305,4 +311,16 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to start the HTTP part when this process (and so its child)
+/// may not open `needed` files: it would fail after minutes of set-up.
+fn check_open_files(needed: u64) -> anyhow::Result<()> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    match limit.current {
+        Some(current) if current < needed => anyhow::bail!(
+            "the HTTP benchmark needs about {needed} open files per process and `ulimit -n` is {current}: raise it (`ulimit -n {needed}`) or pass a smaller --http-agents"
+        ),
+        _ => Ok(()),
+    }
 }

@@ -29,7 +29,7 @@ use cortex_client::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{Broker, BrokerError, Principal, Taken};
+use super::{Broker, BrokerError, Principal, Recipient, Taken};
 
 /// Longest a long-poll may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -186,12 +186,7 @@ async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, BrokerError> {
-    let who = principal(&broker, &headers)?;
-    let message = outgoing(&body)?;
-    let published = broker
-        .publish(&who, &topic, message.key.as_deref(), message.payload.get())
-        .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(published)).into_response())
+    accept(&broker, &headers, &body, Recipient::Topic(&topic)).await
 }
 
 async fn send(
@@ -200,10 +195,21 @@ async fn send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, BrokerError> {
-    let who = principal(&broker, &headers)?;
-    let message = outgoing(&body)?;
+    accept(&broker, &headers, &body, Recipient::Agent(&agent)).await
+}
+
+/// A publish or send: 202 with the ids once durable.
+async fn accept(
+    broker: &Broker,
+    headers: &HeaderMap,
+    body: &Bytes,
+    to: Recipient<'_>,
+) -> Result<Response, BrokerError> {
+    let who = principal(broker, headers)?;
+    let message = outgoing(body)?;
     let published = broker
-        .send(&who, &agent, message.key.as_deref(), message.payload.get())
+        .accept(&who, to, message.key.as_deref(), message.payload.get())?
+        .durable()
         .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(published)).into_response())
 }

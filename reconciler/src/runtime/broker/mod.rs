@@ -119,6 +119,15 @@ impl Accepted {
     }
 }
 
+/// Where a message goes: every subscriber of a topic, or one agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient<'a> {
+    /// Published to a topic.
+    Topic(&'a str),
+    /// Sent straight to an agent's inbox.
+    Agent(&'a str),
+}
+
 /// A message handed out by [`Broker::receive`].
 pub type Taken = Entry;
 
@@ -294,6 +303,21 @@ impl Broker {
         payload: &str,
     ) -> Result<Published, BrokerError> {
         self.publish_now(who, topic, key, payload)?.durable().await
+    }
+
+    /// Publishes or sends without waiting for durability: queued, in call
+    /// order, when this returns ([`Broker::publish_now`], [`Broker::send_now`]).
+    pub fn accept(
+        &self,
+        who: &Principal,
+        to: Recipient<'_>,
+        key: Option<&str>,
+        payload: &str,
+    ) -> Result<Accepted, BrokerError> {
+        match to {
+            Recipient::Topic(topic) => self.publish_now(who, topic, key, payload),
+            Recipient::Agent(agent) => self.send_now(who, agent, key, payload),
+        }
     }
 
     /// [`Broker::publish`] without the wait: the copies are queued, in call

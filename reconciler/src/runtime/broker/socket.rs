@@ -37,7 +37,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
 use super::http::{MAX_BATCH, agent_of, principal, wire};
-use super::{Broker, BrokerError, Principal, Published};
+use super::{Broker, BrokerError, Principal, Published, Recipient};
 
 /// Unsettled deliveries a socket holds when the agent does not say.
 pub const DEFAULT_PREFETCH: usize = 64;
@@ -236,11 +236,12 @@ async fn read(
             }
         };
         let key = frame.key.as_deref();
-        let accepted = match (&frame.send, &frame.publish) {
-            (Some(to), _) => Some(broker.send_now(&who, to, key, frame.payload())),
-            (None, Some(topic)) => Some(broker.publish_now(&who, topic, key, frame.payload())),
+        let recipient = match (&frame.send, &frame.publish) {
+            (Some(agent), _) => Some(Recipient::Agent(agent)),
+            (None, Some(topic)) => Some(Recipient::Topic(topic)),
             (None, None) => None,
         };
+        let accepted = recipient.map(|to| broker.accept(&who, to, key, frame.payload()));
         if let Some(accepted) = accepted {
             let (reference, out) = (frame.reference, out.clone());
             match accepted {
