@@ -602,6 +602,33 @@ async fn agents_send_and_publish_over_their_socket_with_the_http_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_ack_with_an_unknown_id_still_acks_the_rest() {
+    let t = broker().await;
+    t.client("producer")
+        .send("worker", None, &json!({"n": 1}))
+        .await
+        .expect("send");
+    let mut session = t.client("worker").session(8).await.expect("session");
+    let got = next_on(&mut session).await;
+    session.ack_many(&[got.id, 999_999]).await.expect("ack");
+    match tokio::time::timeout(WAIT, session.next())
+        .await
+        .expect("in time")
+    {
+        Some(Err(ClientError::Api { status, error })) => {
+            assert_eq!((status, error.code.as_str()), (404, "not_in_flight"));
+            assert!(error.message.contains("999999"), "{}", error.message);
+        }
+        other => panic!("expected the refusal of the unknown id, got {other:?}"),
+    }
+    // The known id was acked, durably.
+    assert!(t.store.messages().await.expect("messages").is_empty());
+    let stats = t.runtime.shared.broker.stats();
+    let w = stats.iter().find(|s| s.inbox == "worker").expect("worker");
+    assert_eq!((w.depth, w.in_flight), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_socket_checks_the_token_before_opening() {
     let t = broker().await;
     let stranger = Client::new(&t.runtime.url, "worker", "not-a-token");
