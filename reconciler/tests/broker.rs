@@ -629,6 +629,39 @@ async fn a_batch_ack_with_an_unknown_id_still_acks_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_agent_closes_its_socket_with_the_reason() {
+    let t = broker().await;
+    let mut session = t.client("tiny").session(8).await.expect("session");
+    let broker = &t.runtime.shared.broker;
+    let mut without = (*broker.config()).clone();
+    without.agents.remove("tiny");
+    broker.configure(without);
+    // The socket's wait is woken: the agent is gone.
+    let deadline = Duration::from_secs(2);
+    match tokio::time::timeout(deadline, session.next())
+        .await
+        .expect("in time")
+    {
+        Some(Err(ClientError::Api { status, error })) => {
+            assert_eq!(
+                (status, error.code.as_str()),
+                (404, "not_found"),
+                "{}",
+                error.message
+            )
+        }
+        other => panic!("expected the reason, got {other:?}"),
+    }
+    let closed = tokio::time::timeout(deadline, session.next())
+        .await
+        .expect("in time");
+    assert!(
+        closed.is_none() || matches!(closed, Some(Err(ClientError::Socket { .. }))),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_socket_checks_the_token_before_opening() {
     let t = broker().await;
     let stranger = Client::new(&t.runtime.url, "worker", "not-a-token");

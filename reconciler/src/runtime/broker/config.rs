@@ -94,7 +94,7 @@ impl Principal {
 }
 
 /// Everything the broker routes by.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct BrokerConfig {
     /// The applied revision this config came from.
     pub revision: u64,

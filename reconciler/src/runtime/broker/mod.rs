@@ -205,7 +205,10 @@ impl Broker {
             let mut inboxes = self.inboxes.write().unwrap_or_else(|p| p.into_inner());
             for inbox in inboxes.values() {
                 let declared = config.agents.contains_key(&*inbox.name);
-                inbox.declared.store(declared, AtomicOrdering::Release);
+                if !declared && inbox.declared.swap(false, AtomicOrdering::AcqRel) {
+                    // Its waiting receivers learn now that the agent is gone.
+                    inbox.notify.notify_waiters();
+                }
             }
             for (name, agent) in &config.agents {
                 match inboxes.get(name) {
@@ -570,6 +573,10 @@ impl Broker {
             let notified = inbox.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // Checked after `enable`: a removal from now on wakes this wait.
+            if !inbox.declared.load(AtomicOrdering::Acquire) {
+                return Err(BrokerError::UnknownAgent(agent.to_string()));
+            }
             let now = Instant::now();
             let (taken, later) = inbox.lock().take(max.max(1), now);
             if !taken.is_empty() {

@@ -128,20 +128,13 @@ impl Window {
     }
 }
 
-fn error_frame(error: &BrokerError) -> String {
-    serde_json::json!({
-        "status": error.status().0.as_u16(),
-        "error": error.api_error(),
-    })
-    .to_string()
-}
-
-/// The answer to a send or publish frame.
-fn answer_frame(reference: u64, result: Result<Published, BrokerError>) -> String {
+/// A frame answering a send or publish (`reference`), or reporting a
+/// failed settlement (no reference).
+fn answer_frame(reference: Option<u64>, result: Result<&Published, &BrokerError>) -> String {
     #[derive(Serialize)]
     struct Answer<'a> {
-        #[serde(rename = "ref")]
-        reference: u64,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         published: Option<&'a Published>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,7 +142,7 @@ fn answer_frame(reference: u64, result: Result<Published, BrokerError>) -> Strin
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<ApiError>,
     }
-    let answer = match &result {
+    let answer = match result {
         Ok(published) => Answer {
             reference,
             published: Some(published),
@@ -164,6 +157,10 @@ fn answer_frame(reference: u64, result: Result<Published, BrokerError>) -> Strin
         },
     };
     serde_json::to_string(&answer).unwrap_or_default()
+}
+
+fn error_frame(error: &BrokerError) -> String {
+    answer_frame(None, Err(error))
 }
 
 /// Sends deliveries while the window has room; a reader task applies the
@@ -194,7 +191,11 @@ async fn serve(broker: Arc<Broker>, agent: String, prefetch: usize, socket: WebS
                     window.unsettled.fetch_add(taken.len(), Ordering::AcqRel);
                     format!("{{\"deliveries\":{}}}", wire(&taken))
                 }
-                Err(e) => error_frame(&e),
+                Err(e) => {
+                    // The inbox is gone (the agent was removed): say why, close.
+                    let _ = sink.send(Message::Text(error_frame(&e).into())).await;
+                    break;
+                }
             },
         };
         if sink.send(Message::Text(frame.into())).await.is_err() {
@@ -247,11 +248,12 @@ async fn read(
             match accepted {
                 Ok(accepted) => {
                     tokio::spawn(async move {
-                        let _ = out.send(answer_frame(reference, accepted.durable().await));
+                        let result = accepted.durable().await;
+                        let _ = out.send(answer_frame(Some(reference), result.as_ref()));
                     });
                 }
                 Err(e) => {
-                    let _ = out.send(answer_frame(reference, Err(e)));
+                    let _ = out.send(answer_frame(Some(reference), Err(&e)));
                 }
             }
         }
