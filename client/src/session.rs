@@ -128,11 +128,7 @@ impl Session {
         key: Option<&str>,
         payload: &Value,
     ) -> Result<Published, ClientError> {
-        self.last_ref += 1;
-        let reference = self.last_ref;
-        self.frame(json!({ "send": agent, "key": key, "payload": payload, "ref": reference }))
-            .await?;
-        self.answer(reference).await
+        self.message("send", agent, key, payload).await
     }
 
     /// Publishes `payload` to `topic` over the socket (one copy per
@@ -143,9 +139,20 @@ impl Session {
         key: Option<&str>,
         payload: &Value,
     ) -> Result<Published, ClientError> {
+        self.message("publish", topic, key, payload).await
+    }
+
+    /// A `send` or `publish` frame to `to`, and its answer.
+    async fn message(
+        &mut self,
+        verb: &'static str,
+        to: &str,
+        key: Option<&str>,
+        payload: &Value,
+    ) -> Result<Published, ClientError> {
         self.last_ref += 1;
         let reference = self.last_ref;
-        self.frame(json!({ "publish": topic, "key": key, "payload": payload, "ref": reference }))
+        self.frame(json!({ verb: to, "key": key, "payload": payload, "ref": reference }))
             .await?;
         self.answer(reference).await
     }
