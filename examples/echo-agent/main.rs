@@ -1,5 +1,5 @@
 //! cortex-echo-agent: the example agent, built on the `cortex-client`
-//! library. It answers requests with their payload and passes every other
+//! library and talking over its agent socket. It answers requests with their payload and passes every other
 //! message on to the topics it may publish to, adding its name to the
 //! payload's `handledBy` list (so a message's path through a pipeline of
 //! echo agents is visible at the end). It serves `GET /healthz` on `$PORT`
@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use cortex_client::{Client, ClientError, Delivery};
+use cortex_client::{Client, ClientError, Delivery, Session};
 use serde_json::{Value, json};
 
 /// How long the broker may stay unreachable before the agent gives up.
@@ -34,24 +34,25 @@ fn transformed(agent: &str, payload: &Value) -> Value {
 }
 
 async fn handle(
-    client: &Client,
+    session: &mut Session,
+    agent: &str,
     topics: &[String],
     delivery: &Delivery,
 ) -> Result<(), ClientError> {
-    let out = transformed(client.agent(), &delivery.payload);
+    let out = transformed(agent, &delivery.payload);
     if delivery.request {
-        return client.reply(delivery.id, &out).await;
+        return session.reply(delivery.id, &out).await;
     }
     for topic in topics {
-        if let Err(e) = client.publish(topic, delivery.key.as_deref(), &out).await {
+        if let Err(e) = session.publish(topic, delivery.key.as_deref(), &out).await {
             eprintln!(
                 "publish to {topic} failed: {e}; giving message {} back",
                 delivery.id
             );
-            return client.nack(delivery.id, Duration::from_secs(1)).await;
+            return session.nack(delivery.id, Duration::from_secs(1)).await;
         }
     }
-    client.ack(delivery.id).await
+    session.ack(delivery.id).await
 }
 
 async fn serve_health() {
@@ -84,23 +85,34 @@ async fn work(client: Client) -> Result<(), ClientError> {
     );
     let mut unreachable_since: Option<Instant> = None;
     loop {
-        match client.receive(32, Duration::from_secs(20)).await {
-            Ok(deliveries) => {
-                unreachable_since = None;
-                for delivery in &deliveries {
-                    if let Err(e) = handle(&client, &topics, delivery).await {
-                        eprintln!("message {}: {e}", delivery.id);
-                    }
-                }
-            }
+        // The agent socket: deliveries in, settlements and publishes out.
+        let mut session = match client.session(32).await {
+            Ok(session) => session,
             Err(e) if e.is_retryable() => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > GIVE_UP_AFTER {
                     return Err(e);
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
             }
             Err(e) => return Err(e),
+        };
+        unreachable_since = None;
+        // Until the socket closes (cortex stopped or restarted): then open it again.
+        while let Some(next) = session.next().await {
+            let result = match next {
+                Ok(delivery) => handle(&mut session, client.agent(), &topics, &delivery).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {}
+                Err(e @ ClientError::Socket { .. }) => {
+                    eprintln!("the agent socket broke: {e}");
+                    break;
+                }
+                Err(e) => eprintln!("{e}"),
+            }
         }
     }
 }
