@@ -27,11 +27,6 @@ pub struct Journal {
 pub struct Durable(Option<oneshot::Receiver<StoreResult<()>>>);
 
 impl Durable {
-    /// Nothing to wait for.
-    pub fn done() -> Durable {
-        Durable(None)
-    }
-
     /// Waits until durable.
     pub async fn wait(self) -> StoreResult<()> {
         match self.0 {

@@ -128,27 +128,6 @@ pub enum Recipient<'a> {
     Agent(&'a str),
 }
 
-/// Deliveries [`Broker::ack_now`] has settled, their removal from the
-/// store possibly still pending.
-#[derive(Debug)]
-pub struct Acked {
-    durable: journal::Durable,
-    /// The first id that was not in flight, and the inbox.
-    missing: Option<(u64, String)>,
-}
-
-impl Acked {
-    /// Waits until the acks are durable; then reports the first id that
-    /// was not in flight, if any.
-    pub async fn durable(self) -> Result<(), BrokerError> {
-        self.durable.wait().await?;
-        match self.missing {
-            Some((id, inbox)) => Err(BrokerError::NotInFlight { id, inbox }),
-            None => Ok(()),
-        }
-    }
-}
-
 /// A message handed out by [`Broker::receive`].
 pub type Taken = Entry;
 
@@ -672,18 +651,7 @@ impl Broker {
     /// and the agent socket). Every id still in flight is acked; the first
     /// that is not is reported after the others are durable.
     pub async fn ack_many(&self, agent: &str, ids: &[u64]) -> Result<(), BrokerError> {
-        self.ack_now(agent, ids).durable().await
-    }
-
-    /// [`Broker::ack_many`] without the wait: settled, and their removal
-    /// queued to the store, when this returns.
-    pub fn ack_now(&self, agent: &str, ids: &[u64]) -> Acked {
-        let Some(inbox) = self.inbox(agent) else {
-            return Acked {
-                durable: journal::Durable::done(),
-                missing: ids.first().map(|&id| (id, agent.to_string())),
-            };
-        };
+        let inbox = self.known_inbox(agent)?;
         let mut missing = None;
         let mut acked = 0u64;
         let durable = {
@@ -691,7 +659,7 @@ impl Broker {
             let mut ops = Vec::with_capacity(ids.len());
             for &id in ids {
                 let Some(entry) = state.settle(id) else {
-                    missing.get_or_insert((id, agent.to_string()));
+                    missing.get_or_insert(id);
                     continue;
                 };
                 acked += 1;
@@ -706,7 +674,14 @@ impl Broker {
             .acked
             .fetch_add(acked, AtomicOrdering::Relaxed);
         inbox.notify.notify_waiters();
-        Acked { durable, missing }
+        durable.wait().await?;
+        match missing {
+            Some(id) => Err(BrokerError::NotInFlight {
+                id,
+                inbox: agent.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Gives a delivery back, deliverable again after `delay` (or dead if

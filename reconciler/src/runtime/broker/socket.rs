@@ -258,7 +258,7 @@ async fn read(
             }
         }
         if frame.settles() > 0 {
-            let result = settle(&broker, &agent, &frame, &out).await;
+            let result = settle(&broker, &agent, &frame).await;
             window.settle(frame.settles());
             if let Err(e) = result
                 && out.send(error_frame(&e)).is_err()
@@ -270,24 +270,13 @@ async fn read(
 }
 
 /// Applies one frame's settlements; the first failure is returned after
-/// the rest have been applied. Acks are not waited for here (the next
-/// frames need not wait for the store): a failure, or an id not in flight,
-/// is reported through `out` once they are durable.
-async fn settle(
-    broker: &Broker,
-    agent: &str,
-    s: &Incoming<'_>,
-    out: &mpsc::UnboundedSender<String>,
-) -> Result<(), BrokerError> {
+/// the rest have been applied.
+async fn settle(broker: &Broker, agent: &str, s: &Incoming<'_>) -> Result<(), BrokerError> {
     let mut first_error = None;
-    if !s.ack.is_empty() {
-        let acked = broker.ack_now(agent, &s.ack);
-        let out = out.clone();
-        tokio::spawn(async move {
-            if let Err(e) = acked.durable().await {
-                let _ = out.send(error_frame(&e));
-            }
-        });
+    if !s.ack.is_empty()
+        && let Err(e) = broker.ack_many(agent, &s.ack).await
+    {
+        first_error.get_or_insert(e);
     }
     for &id in &s.nack {
         if let Err(e) = broker
