@@ -23,6 +23,16 @@ fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> (u16, cortex_
     }
 }
 
+/// One of the broker's counters (as `/metrics` reports it).
+fn counter(
+    t: &TestRuntime,
+    which: impl Fn(
+        &cortex_reconciler::runtime::metrics::BrokerCounters,
+    ) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    which(&t.runtime.shared.broker.counters).load(std::sync::atomic::Ordering::Relaxed)
+}
+
 const NONE: Duration = Duration::ZERO;
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -141,15 +151,7 @@ async fn unacked_messages_are_redelivered_then_dead_lettered_with_the_reason() {
         .find(|m| m.id == first[0].id)
         .expect("the dead letter is kept in the store");
     assert_eq!(kept.dead.as_deref(), Some("ack timeout after 2 attempts"));
-    assert_eq!(
-        t.runtime
-            .shared
-            .broker
-            .counters
-            .redelivered
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(counter(&t, |c| &c.redelivered), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,15 +319,7 @@ async fn a_full_inbox_refuses_the_sender_by_name_and_loses_nothing() {
         .publish("bursts", None, &json!({"n": 10}))
         .await
         .expect("room again");
-    assert_eq!(
-        t.runtime
-            .shared
-            .broker
-            .counters
-            .rejected_full
-            .load(std::sync::atomic::Ordering::Relaxed),
-        7
-    );
+    assert_eq!(counter(&t, |c| &c.rejected_full), 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

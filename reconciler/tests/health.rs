@@ -97,6 +97,24 @@ fn recorder() -> (Reporter, Reports) {
     )
 }
 
+/// Runs one replica (threshold 3, [`BACKOFF`], no check) with `launcher`
+/// for `time` on the paused clock, then stops it; what it reported.
+async fn run_for(launcher: Arc<dyn Launcher>, time: Duration) -> Reports {
+    let (report, reports) = recorder();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_replica(
+        spec(3, BACKOFF),
+        launcher,
+        None,
+        report,
+        stop_rx,
+    ));
+    tokio::time::sleep(time).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    reports
+}
+
 fn states(reports: &Mutex<Vec<(Instant, Report)>>) -> Vec<HealthState> {
     reports
         .lock()
@@ -196,18 +214,7 @@ async fn restarts_back_off_exponentially_up_to_the_cap_and_start_over_after_a_st
         lifetimes: Mutex::new(lifetimes),
         launches: Mutex::default(),
     });
-    let (report, reports) = recorder();
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_replica(
-        spec(3, BACKOFF),
-        launcher.clone(),
-        None,
-        report,
-        stop_rx,
-    ));
-    tokio::time::sleep(Duration::from_secs(200)).await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    let reports = run_for(launcher.clone(), Duration::from_secs(200)).await;
 
     let launches = launcher.launches.lock().unwrap().clone();
     let gaps: Vec<u64> = launches
@@ -251,18 +258,7 @@ async fn a_launch_failure_is_retried_with_backoff() {
         }
     }
     let launcher = Arc::new(Broken(Mutex::new(0)));
-    let (report, reports) = recorder();
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_replica(
-        spec(3, BACKOFF),
-        launcher.clone(),
-        None,
-        report,
-        stop_rx,
-    ));
-    tokio::time::sleep(Duration::from_millis(7_500)).await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    let reports = run_for(launcher.clone(), Duration::from_millis(7_500)).await;
     assert_eq!(*launcher.0.lock().unwrap(), 4, "at 0, 1, 3 and 7 s");
     let first = reports.lock().unwrap()[0].1.clone();
     assert_eq!(first.state, HealthState::Restarting);

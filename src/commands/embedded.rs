@@ -1,7 +1,7 @@
 //! `cortex plan`, `cortex apply` and `cortex unlock` with the embedded
 //! target: the runtime config kept in the local state store.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -76,10 +76,7 @@ pub fn apply(input: &Path, request: ApplyRequest) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::from(1));
     }
-    if !request.yes && !std::io::stdin().is_terminal() {
-        output::error_line(
-            "cortex apply asks for confirmation, but stdin is not a terminal: pass --yes, or apply a saved plan (cortex plan -o plan.json; cortex apply plan.json)",
-        )?;
+    if super::kube::cannot_confirm(request.yes)? {
         return Ok(ExitCode::from(1));
     }
     let Some(desired) = compile(input, request.env.clone(), PlanFormat::Text)? else {

@@ -212,11 +212,7 @@ pub fn apply(input: &Path, request: ApplyRequest) -> anyhow::Result<ExitCode> {
     if input.is_file() {
         return apply_saved(input, request);
     }
-    let stdin_is_terminal = std::io::stdin().is_terminal();
-    if !request.yes && !stdin_is_terminal {
-        output::error_line(
-            "cortex apply asks for confirmation, but stdin is not a terminal: pass --yes, or apply a saved plan (cortex plan -o plan.json; cortex apply plan.json)",
-        )?;
+    if cannot_confirm(request.yes)? {
         return Ok(ExitCode::from(1));
     }
     let Some(desired) = compile(input, request.env.clone(), PlanFormat::Text)? else {
@@ -242,6 +238,18 @@ pub fn apply(input: &Path, request: ApplyRequest) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     run_apply(&runtime, &cluster, &planned.saved, &request)
+}
+
+/// Whether `cortex apply` must stop because it would ask for confirmation
+/// and cannot (no `--yes`, stdin not a terminal); says so when it must.
+pub(crate) fn cannot_confirm(yes: bool) -> anyhow::Result<bool> {
+    if yes || std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    output::error_line(
+        "cortex apply asks for confirmation, but stdin is not a terminal: pass --yes, or apply a saved plan (cortex plan -o plan.json; cortex apply plan.json)",
+    )?;
+    Ok(true)
 }
 
 fn confirm(cluster: &Cluster, plan: &SavedPlan) -> anyhow::Result<bool> {
