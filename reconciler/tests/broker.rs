@@ -627,7 +627,8 @@ async fn removing_the_agent_closes_its_socket_with_the_reason() {
     let t = broker().await;
     let mut session = t.client("tiny").session(8).await.expect("session");
     let broker = &t.runtime.shared.broker;
-    let mut without = (*broker.config()).clone();
+    let with = (*broker.config()).clone();
+    let mut without = with.clone();
     without.agents.remove("tiny");
     broker.configure(without);
     // The socket's wait is woken: the agent is gone.
@@ -653,6 +654,14 @@ async fn removing_the_agent_closes_its_socket_with_the_reason() {
         closed.is_none() || matches!(closed, Some(Err(ClientError::Socket { .. }))),
         "{closed:?}"
     );
+    // Declared again, it takes messages again.
+    broker.configure(with);
+    t.client("producer")
+        .send("tiny", None, &json!({"back": true}))
+        .await
+        .expect("send to the agent declared again");
+    let mut again = t.client("tiny").session(8).await.expect("session");
+    assert_eq!(next_on(&mut again).await.payload, json!({"back": true}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -213,6 +213,7 @@ impl Broker {
             for (name, agent) in &config.agents {
                 match inboxes.get(name) {
                     Some(inbox) => {
+                        inbox.declared.store(true, AtomicOrdering::Release);
                         let mut state = inbox.lock();
                         state.capacity = agent.inbox_capacity;
                         state.direct = agent.delivery;
