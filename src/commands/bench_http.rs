@@ -182,7 +182,10 @@ pub async fn client(
                 if now >= stop {
                     break;
                 }
-                if sends && now >= next_send && now < end {
+                // No send starts at or after `end`, even one that fell due
+                // before it (this lane is behind: it is not counted).
+                let sending = sends && now < end && next_send < end;
+                if sending && now >= next_send {
                     let to = recipient(i as u64, n, agents);
                     let t = epoch.elapsed().as_micros() as u64;
                     tally.outcome(session.send(&to, None, &json!({ "t": t })).await);
@@ -191,11 +194,7 @@ pub async fn client(
                     continue;
                 }
                 // Wake to send next, or to stop.
-                let until = if sends && next_send < end {
-                    next_send
-                } else {
-                    stop
-                };
+                let until = if sending { next_send } else { stop };
                 let delivery = match tokio::time::timeout_at(until.into(), session.next()).await {
                     Ok(Some(Ok(delivery))) => delivery,
                     Ok(Some(Err(e))) => {
