@@ -260,16 +260,15 @@ async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, BrokerError> {
     let agent = agent_of(principal(&broker, &headers)?)?;
-    let events = futures::stream::unfold((broker, agent), |(broker, agent)| async move {
-        let taken = broker
-            .receive(&agent, 64, Duration::from_secs(15))
-            .await
-            .ok()?;
+    let inbox = broker.receiver_inbox(&agent)?;
+    // Ends when the agent is removed (its inbox then refuses to deliver).
+    let events = futures::stream::unfold((broker, inbox), |(broker, inbox)| async move {
+        let taken = broker.take_when_ready(&inbox, 64, None).await.ok()?;
         let events: Vec<Result<Event, Infallible>> = taken
             .iter()
             .map(|t| Ok(Event::default().event("delivery").data(wire_one(t))))
             .collect();
-        Some((futures::stream::iter(events), (broker, agent)))
+        Some((futures::stream::iter(events), (broker, inbox)))
     });
     use futures::StreamExt;
     Ok(Sse::new(events.flatten())

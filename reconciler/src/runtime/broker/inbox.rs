@@ -2,7 +2,9 @@
 //! flight (delivered, not yet acked) with their deadlines, dead letters, and
 //! the ordering locks (keys and topics with a message in flight).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -143,6 +145,12 @@ impl Inbox {
 }
 
 impl InboxState {
+    /// Whether messages wait here: only then can a settlement (which frees
+    /// an ordering lock) make one deliverable, and receivers need waking.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Messages held (ready + in flight).
     pub fn held(&self) -> usize {
         self.ready.len() + self.inflight.len()

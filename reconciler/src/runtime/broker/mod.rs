@@ -10,11 +10,11 @@ pub mod inbox;
 pub mod journal;
 pub mod socket;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -116,6 +116,23 @@ impl Accepted {
     pub async fn durable(self) -> Result<Published, BrokerError> {
         self.durable.wait().await?;
         Ok(self.published)
+    }
+}
+
+/// Acks the broker has applied whose store write may still be pending
+/// ([`Broker::ack_now`]).
+#[derive(Debug)]
+pub struct Settled {
+    durable: journal::Durable,
+    missing: Option<BrokerError>,
+}
+
+impl Settled {
+    /// Waits until the acks are durable; then reports the first id that
+    /// was not in flight, if any.
+    pub async fn durable(self) -> Result<(), BrokerError> {
+        self.durable.wait().await?;
+        self.missing.map_or(Ok(()), Err)
     }
 }
 
@@ -569,14 +586,33 @@ impl Broker {
         wait: Duration,
     ) -> Result<Vec<Taken>, BrokerError> {
         let inbox = self.known_inbox(agent)?;
-        let deadline = Instant::now() + wait;
+        self.take_when_ready(&inbox, max, Some(Instant::now() + wait))
+            .await
+    }
+
+    /// The inbox of a declared agent, for a receiver that holds on to it
+    /// ([`Broker::take_when_ready`]).
+    pub(crate) fn receiver_inbox(&self, agent: &str) -> Result<Arc<Inbox>, BrokerError> {
+        self.known_inbox(agent)
+    }
+
+    /// Up to `max` deliveries from `inbox`, waiting for the first until
+    /// `deadline` (empty after it), or for as long as it takes without one.
+    /// Fails once the agent is no longer declared. No timer is set while
+    /// nothing in the inbox waits for a time and there is no deadline.
+    pub(crate) async fn take_when_ready(
+        &self,
+        inbox: &Inbox,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Taken>, BrokerError> {
         loop {
             let notified = inbox.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             // Checked after `enable`: a removal from now on wakes this wait.
             if !inbox.declared.load(AtomicOrdering::Acquire) {
-                return Err(BrokerError::UnknownAgent(agent.to_string()));
+                return Err(BrokerError::UnknownAgent(inbox.name.to_string()));
             }
             let now = Instant::now();
             let (taken, later) = inbox.lock().take(max.max(1), now);
@@ -584,13 +620,19 @@ impl Broker {
                 self.count_deliveries(&taken);
                 return Ok(taken);
             }
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Ok(Vec::new());
             }
-            let until = later.map_or(deadline, |l| l.min(deadline));
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(until) => {}
+            let until = match (later, deadline) {
+                (Some(l), Some(d)) => Some(l.min(d)),
+                (later, deadline) => later.or(deadline),
+            };
+            match until {
+                Some(until) => tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                },
+                None => notified.await,
             }
         }
     }
@@ -633,17 +675,19 @@ impl Broker {
             id,
             inbox: agent.to_string(),
         })?;
-        let durable = {
+        let (durable, unblocks) = {
             let mut state = inbox.lock();
             let entry = state.settle(id).ok_or(BrokerError::NotInFlight {
                 id,
                 inbox: agent.to_string(),
             })?;
             self.counters.latency.observe(entry.published_at.elapsed());
-            self.journal.submit(vec![Op::Remove(id)])
+            (self.journal.submit(vec![Op::Remove(id)]), state.has_ready())
         };
         self.counters.acked.fetch_add(1, AtomicOrdering::Relaxed);
-        inbox.notify.notify_waiters();
+        if unblocks {
+            inbox.notify.notify_waiters();
+        }
         durable.wait().await?;
         Ok(())
     }
@@ -652,10 +696,16 @@ impl Broker {
     /// and the agent socket). Every id still in flight is acked; the first
     /// that is not is reported after the others are durable.
     pub async fn ack_many(&self, agent: &str, ids: &[u64]) -> Result<(), BrokerError> {
+        self.ack_now(agent, ids)?.durable().await
+    }
+
+    /// [`Broker::ack_many`] without waiting: the acks are applied and their
+    /// journal entry submitted; [`Settled::durable`] waits for it.
+    pub fn ack_now(&self, agent: &str, ids: &[u64]) -> Result<Settled, BrokerError> {
         let inbox = self.known_inbox(agent)?;
         let mut missing = None;
         let mut acked = 0u64;
-        let durable = {
+        let (durable, unblocks) = {
             let mut state = inbox.lock();
             let mut ops = Vec::with_capacity(ids.len());
             for &id in ids {
@@ -669,20 +719,21 @@ impl Broker {
                     ops.push(Op::Remove(id));
                 }
             }
-            self.journal.submit(ops)
+            (self.journal.submit(ops), state.has_ready())
         };
         self.counters
             .acked
             .fetch_add(acked, AtomicOrdering::Relaxed);
-        inbox.notify.notify_waiters();
-        durable.wait().await?;
-        match missing {
-            Some(id) => Err(BrokerError::NotInFlight {
+        if unblocks {
+            inbox.notify.notify_waiters();
+        }
+        Ok(Settled {
+            durable,
+            missing: missing.map(|id| BrokerError::NotInFlight {
                 id,
                 inbox: agent.to_string(),
             }),
-            None => Ok(()),
-        }
+        })
     }
 
     /// Gives a delivery back, deliverable again after `delay` (or dead if

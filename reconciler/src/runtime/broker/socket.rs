@@ -12,6 +12,11 @@
 //!   with `{"ref": n, "published": {"ids", "deliveredTo"}}`. Messages are
 //!   queued in the order their frames arrive.
 //!
+//! One frame may carry both: `{"send": …, "ack": [ids]}` settles those
+//! deliveries with no frame of its own (the message is queued first). Acks
+//! are applied when their frame is read and made durable while the next
+//! frames are read; the journal keeps them in order.
+//!
 //! The broker sends `{"deliveries": [...]}` (the long-poll's delivery
 //! objects), the answers above, and `{"status": 404, "error": {...}}` (the
 //! HTTP API's status and error body; with `"ref"` when it answers a send
@@ -30,14 +35,15 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use cortex_client::ApiError;
-use futures::stream::SplitStream;
+use futures::future::Either;
+use futures::stream::{FuturesOrdered, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
 use super::http::{MAX_BATCH, agent_of, principal, wire};
-use super::{Broker, BrokerError, Principal, Published, Recipient};
+use super::{Accepted, Broker, BrokerError, Principal, Published, Recipient, Settled};
 
 /// Unsettled deliveries a socket holds when the agent does not say.
 pub const DEFAULT_PREFETCH: usize = 64;
@@ -45,9 +51,6 @@ pub const DEFAULT_PREFETCH: usize = 64;
 /// The socket's read buffer: tungstenite zeroes all of it on every read
 /// (128 KiB by default); settlement frames are small.
 const READ_BUFFER: usize = 4 * 1024;
-
-/// How long one wait for deliveries lasts before it is renewed.
-const IDLE: Duration = Duration::from_secs(15);
 
 /// The socket's query: `prefetch`, the most unsettled deliveries at once.
 #[derive(Deserialize)]
@@ -163,12 +166,29 @@ fn error_frame(error: &BrokerError) -> String {
     answer_frame(None, Err(error))
 }
 
-/// Sends deliveries while the window has room; a reader task applies the
-/// agent's settlements. Ends when either side closes.
-async fn serve(broker: Arc<Broker>, agent: String, prefetch: usize, socket: WebSocket) {
+/// What the reader hands the writer: a frame to send as it is, or the
+/// answer to a send or publish, to send once the message is durable.
+enum Outgoing {
+    Frame(String),
+    Answer(u64, Accepted),
+    /// Acks: an error frame if one was not in flight or the store failed.
+    Settled(Settled),
+}
+
+/// Sends deliveries while the window has room, and the answers and errors
+/// the reader task hands over; the reader applies the agent's frames. Ends
+/// when either side closes (answers still owed are sent first).
+async fn serve(broker: Arc<Broker>, agent: String, prefetch: usize, mut socket: WebSocket) {
+    let inbox = match broker.receiver_inbox(&agent) {
+        Ok(inbox) => inbox,
+        Err(e) => {
+            let _ = socket.send(Message::Text(error_frame(&e).into())).await;
+            return;
+        }
+    };
     let (mut sink, frames) = socket.split();
     let window = Arc::new(Window::default());
-    let (out, mut outgoing) = mpsc::unbounded_channel::<String>();
+    let (out, mut outgoing) = mpsc::unbounded_channel::<Outgoing>();
     let reader = tokio::spawn(read(
         broker.clone(),
         agent.clone(),
@@ -176,23 +196,48 @@ async fn serve(broker: Arc<Broker>, agent: String, prefetch: usize, socket: WebS
         window.clone(),
         out,
     ));
+    // What is owed once durable (answers, failed acks), in the order it was
+    // queued, which is the order the journal makes it durable.
+    let mut answers = FuturesOrdered::new();
+    let mut reader_done = false;
     tracing::debug!(agent = %agent, prefetch, "agent socket open");
     loop {
+        if reader_done && answers.is_empty() {
+            break; // the agent closed its side, answers sent
+        }
         let room = prefetch.saturating_sub(window.unsettled.load(Ordering::Acquire));
         let frame = tokio::select! {
-            frame = outgoing.recv() => match frame {
-                Some(frame) => frame,
-                None => break, // the agent closed its side, answers sent
+            next = outgoing.recv(), if !reader_done => match next {
+                Some(Outgoing::Frame(frame)) => frame,
+                Some(Outgoing::Answer(reference, accepted)) => {
+                    answers.push_back(Either::Left(async move {
+                        Some(answer_frame(Some(reference), accepted.durable().await.as_ref()))
+                    }));
+                    continue;
+                }
+                Some(Outgoing::Settled(settled)) => {
+                    answers.push_back(Either::Right(async move {
+                        settled.durable().await.err().map(|e| error_frame(&e))
+                    }));
+                    continue;
+                }
+                None => {
+                    reader_done = true;
+                    continue;
+                }
             },
-            _ = window.settled.notified(), if room == 0 => continue,
-            taken = broker.receive(&agent, room, IDLE), if room > 0 => match taken {
-                Ok(taken) if taken.is_empty() => continue,
+            Some(owed) = answers.next(), if !answers.is_empty() => match owed {
+                Some(frame) => frame,
+                None => continue, // acks made durable: nothing to say
+            },
+            _ = window.settled.notified(), if room == 0 && !reader_done => continue,
+            taken = broker.take_when_ready(&inbox, room, None), if room > 0 && !reader_done => match taken {
                 Ok(taken) => {
                     window.unsettled.fetch_add(taken.len(), Ordering::AcqRel);
                     format!("{{\"deliveries\":{}}}", wire(&taken))
                 }
                 Err(e) => {
-                    // The inbox is gone (the agent was removed): say why, close.
+                    // The agent was removed: say why, close.
                     let _ = sink.send(Message::Text(error_frame(&e).into())).await;
                     break;
                 }
@@ -206,16 +251,17 @@ async fn serve(broker: Arc<Broker>, agent: String, prefetch: usize, socket: WebS
     tracing::debug!(agent = %agent, "agent socket closed");
 }
 
-/// Applies the agent's frames in order: settlements, and messages, which
-/// are queued here in order and answered (through `out`) once durable. A
-/// failed settlement goes back as an error frame. Ends when the agent
-/// closes the socket.
+/// Applies the agent's frames in order: messages, queued here in order and
+/// answered by the writer once durable; acks, applied here and handed to
+/// the writer to report a failure once durable; nacks and replies. A failed
+/// settlement goes back as an error frame. Ends when the agent closes the
+/// socket.
 async fn read(
     broker: Arc<Broker>,
     agent: String,
     mut frames: SplitStream<WebSocket>,
     window: Arc<Window>,
-    out: mpsc::UnboundedSender<String>,
+    out: mpsc::UnboundedSender<Outgoing>,
 ) {
     let who = Principal::Agent(agent.clone());
     while let Some(Ok(frame)) = frames.next().await {
@@ -230,7 +276,7 @@ async fn read(
                 let error = BrokerError::BadPayload(format!(
                     "expected {{\"ack\": [ids]}}, {{\"nack\": [ids], \"delayMs\"}}, {{\"reply\": id, \"payload\"}}, {{\"send\": agent, \"payload\", \"ref\"}} or {{\"publish\": topic, \"payload\", \"ref\"}}: {e}"
                 ));
-                if out.send(error_frame(&error)).is_err() {
+                if out.send(Outgoing::Frame(error_frame(&error))).is_err() {
                     break;
                 }
                 continue;
@@ -242,26 +288,26 @@ async fn read(
             (None, Some(topic)) => Some(Recipient::Topic(topic)),
             (None, None) => None,
         };
-        let accepted = recipient.map(|to| broker.accept(&who, to, key, frame.payload()));
-        if let Some(accepted) = accepted {
-            let (reference, out) = (frame.reference, out.clone());
-            match accepted {
-                Ok(accepted) => {
-                    tokio::spawn(async move {
-                        let result = accepted.durable().await;
-                        let _ = out.send(answer_frame(Some(reference), result.as_ref()));
-                    });
-                }
-                Err(e) => {
-                    let _ = out.send(answer_frame(Some(reference), Err(&e)));
-                }
-            }
+        if let Some(to) = recipient {
+            let reference = frame.reference;
+            let _ = out.send(match broker.accept(&who, to, key, frame.payload()) {
+                Ok(accepted) => Outgoing::Answer(reference, accepted),
+                Err(e) => Outgoing::Frame(answer_frame(Some(reference), Err(&e))),
+            });
+        }
+        if !frame.ack.is_empty() {
+            // Applied now; the writer waits for durability and reports a
+            // failure, so this task reads on while the store commits.
+            let _ = out.send(match broker.ack_now(&agent, &frame.ack) {
+                Ok(settled) => Outgoing::Settled(settled),
+                Err(e) => Outgoing::Frame(error_frame(&e)),
+            });
         }
         if frame.settles() > 0 {
-            let result = settle(&broker, &agent, &frame).await;
+            let result = settle_others(&broker, &agent, &frame).await;
             window.settle(frame.settles());
             if let Err(e) = result
-                && out.send(error_frame(&e)).is_err()
+                && out.send(Outgoing::Frame(error_frame(&e))).is_err()
             {
                 break;
             }
@@ -269,15 +315,10 @@ async fn read(
     }
 }
 
-/// Applies one frame's settlements; the first failure is returned after
-/// the rest have been applied.
-async fn settle(broker: &Broker, agent: &str, s: &Incoming<'_>) -> Result<(), BrokerError> {
+/// Applies one frame's nacks and reply (its acks go through the writer);
+/// the first failure is returned after the rest have been applied.
+async fn settle_others(broker: &Broker, agent: &str, s: &Incoming<'_>) -> Result<(), BrokerError> {
     let mut first_error = None;
-    if !s.ack.is_empty()
-        && let Err(e) = broker.ack_many(agent, &s.ack).await
-    {
-        first_error.get_or_insert(e);
-    }
     for &id in &s.nack {
         if let Err(e) = broker
             .nack(agent, id, Duration::from_millis(s.delay_ms))
