@@ -3,11 +3,11 @@
 //! The cheapest way to receive; see [`Client::session`](crate::Client::session).
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -30,10 +30,38 @@ const READ_BUFFER: usize = 4 * 1024;
 #[derive(Debug)]
 pub struct Session {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    ready: VecDeque<Delivery>,
+    /// Deliveries read off the socket and not yet taken, with when.
+    ready: VecDeque<(Instant, Delivery)>,
     failures: VecDeque<ClientError>,
+    /// Acks waiting to ride on the next frame ([`Session::defer_ack`]).
+    deferred: Vec<u64>,
     last_ref: u64,
     url: String,
+}
+
+/// A frame to the broker: a settlement, a message, or both (the fields
+/// its socket reads; unset ones are left out).
+#[derive(Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Outgoing<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a Value>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ack: Vec<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    nack: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<u64>,
 }
 
 /// A frame from the broker.
@@ -96,6 +124,7 @@ impl Session {
             socket,
             ready: VecDeque::new(),
             failures: VecDeque::new(),
+            deferred: Vec::new(),
             last_ref: 0,
             url,
         })
@@ -105,12 +134,20 @@ impl Session {
     /// A settlement the broker refused comes back here as an `Err`.
     /// Cancel-safe: dropping the future (a timeout) loses no delivery.
     pub async fn next(&mut self) -> Option<Result<Delivery, ClientError>> {
+        Some(self.next_timed().await?.map(|(delivery, _)| delivery))
+    }
+
+    /// [`Session::next`], with when the delivery was read off the socket:
+    /// deliveries arriving while a [`Session::send`] waits for its answer
+    /// are read then, and kept. For measuring how long a delivery took to
+    /// arrive apart from how long the agent took to look at it.
+    pub async fn next_timed(&mut self) -> Option<Result<(Delivery, Instant), ClientError>> {
         loop {
             if let Some(failure) = self.failures.pop_front() {
                 return Some(Err(failure));
             }
-            if let Some(delivery) = self.ready.pop_front() {
-                return Some(Ok(delivery));
+            if let Some((arrived, delivery)) = self.ready.pop_front() {
+                return Some(Ok((delivery, arrived)));
             }
             match self.read().await? {
                 Ok(incoming) => self.take(incoming),
@@ -128,7 +165,13 @@ impl Session {
         key: Option<&str>,
         payload: &Value,
     ) -> Result<Published, ClientError> {
-        self.message("send", agent, key, payload).await
+        self.message(Outgoing {
+            send: Some(agent),
+            key,
+            payload: Some(payload),
+            ..Outgoing::default()
+        })
+        .await
     }
 
     /// Publishes `payload` to `topic` over the socket (one copy per
@@ -139,21 +182,21 @@ impl Session {
         key: Option<&str>,
         payload: &Value,
     ) -> Result<Published, ClientError> {
-        self.message("publish", topic, key, payload).await
+        self.message(Outgoing {
+            publish: Some(topic),
+            key,
+            payload: Some(payload),
+            ..Outgoing::default()
+        })
+        .await
     }
 
-    /// A `send` or `publish` frame to `to`, and its answer.
-    async fn message(
-        &mut self,
-        verb: &'static str,
-        to: &str,
-        key: Option<&str>,
-        payload: &Value,
-    ) -> Result<Published, ClientError> {
+    /// A `send` or `publish` frame, and its answer.
+    async fn message(&mut self, mut frame: Outgoing<'_>) -> Result<Published, ClientError> {
         self.last_ref += 1;
         let reference = self.last_ref;
-        self.frame(json!({ verb: to, "key": key, "payload": payload, "ref": reference }))
-            .await?;
+        frame.reference = Some(reference);
+        self.frame(frame).await?;
         self.answer(reference).await
     }
 
@@ -192,7 +235,9 @@ impl Session {
     /// deliveries, or its failure (an answer to an abandoned call is
     /// dropped: nobody waits for it).
     fn take(&mut self, incoming: Incoming) {
-        self.ready.extend(incoming.deliveries);
+        let arrived = Instant::now();
+        self.ready
+            .extend(incoming.deliveries.into_iter().map(|d| (arrived, d)));
         if let (None, Some(error)) = (incoming.reference, incoming.error) {
             self.failures.push_back(ClientError::Api {
                 status: incoming.status,
@@ -226,28 +271,70 @@ impl Session {
 
     /// Acknowledges several deliveries in one frame.
     pub async fn ack_many(&mut self, ids: &[u64]) -> Result<(), ClientError> {
-        self.frame(json!({ "ack": ids })).await
+        self.frame(Outgoing {
+            ack: ids.to_vec(),
+            ..Outgoing::default()
+        })
+        .await
+    }
+
+    /// Acknowledges a delivery with the next frame this session sends (a
+    /// send, publish, ack, nack or reply, or [`Session::flush`]) instead of
+    /// a frame of its own: an agent that answers each delivery with a
+    /// message of its own settles it at no cost. Until then the delivery
+    /// counts against the prefetch window, and if the session ends first it
+    /// comes again after its `ackTimeout`.
+    pub fn defer_ack(&mut self, id: u64) {
+        self.deferred.push(id);
+    }
+
+    /// How many acks wait for the next frame.
+    pub fn deferred_acks(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Sends the deferred acks now, if there are any.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        self.ack_many(&[]).await
     }
 
     /// Gives a delivery back, to come again after `delay`.
     pub async fn nack(&mut self, id: u64, delay: Duration) -> Result<(), ClientError> {
-        self.frame(json!({ "nack": [id], "delayMs": delay.as_millis() as u64 }))
-            .await
+        self.frame(Outgoing {
+            nack: vec![id],
+            delay_ms: Some(delay.as_millis() as u64),
+            ..Outgoing::default()
+        })
+        .await
     }
 
     /// Answers a request (and so settles it).
     pub async fn reply(&mut self, id: u64, payload: &Value) -> Result<(), ClientError> {
-        self.frame(json!({ "reply": id, "payload": payload })).await
+        self.frame(Outgoing {
+            reply: Some(id),
+            payload: Some(payload),
+            ..Outgoing::default()
+        })
+        .await
     }
 
-    /// Closes the socket; unsettled deliveries come again after their
-    /// `ackTimeout`.
+    /// Sends the deferred acks and closes the socket; unsettled deliveries
+    /// come again after their `ackTimeout`.
     pub async fn close(mut self) -> Result<(), ClientError> {
+        self.flush().await?;
         self.socket.close(None).await.map_err(|e| self.error(e))
     }
 
-    async fn frame(&mut self, frame: Value) -> Result<(), ClientError> {
-        let text = frame.to_string();
+    /// Sends `frame`, with the deferred acks added to its `ack`.
+    async fn frame(&mut self, mut frame: Outgoing<'_>) -> Result<(), ClientError> {
+        frame.ack.append(&mut self.deferred);
+        let text = serde_json::to_string(&frame).map_err(|e| ClientError::Socket {
+            url: self.url.clone(),
+            message: format!("cannot write a frame: {e}"),
+        })?;
         self.socket
             .send(Message::Text(text.into()))
             .await

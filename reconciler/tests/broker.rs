@@ -595,6 +595,84 @@ async fn agents_send_and_publish_over_their_socket_with_the_http_checks() {
     assert_eq!(next_on(&mut worker).await.id, again.ids[0]);
 }
 
+/// Deliveries of `agent`'s inbox handed out and not yet settled.
+fn in_flight(t: &TestRuntime, agent: &str) -> usize {
+    let stats = t.runtime.shared.broker.stats();
+    stats
+        .iter()
+        .find(|s| s.inbox == agent)
+        .map_or(0, |s| s.in_flight)
+}
+
+/// Waits (up to [`WAIT`]) until `agent` has `n` deliveries in flight.
+async fn until_in_flight(t: &TestRuntime, agent: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while in_flight(t, agent) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{agent} has {} in flight, not {n}",
+            in_flight(t, agent)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_acks_ride_on_the_next_frame() {
+    let t = broker().await;
+    let producer = t.client("producer");
+    for n in 0..4 {
+        producer
+            .send("worker", None, &json!({"n": n}))
+            .await
+            .expect("send");
+    }
+    let mut worker = t.client("worker").session(8).await.expect("session");
+    let (first, arrived) = tokio::time::timeout(WAIT, worker.next_timed())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("delivery");
+    assert!(arrived <= std::time::Instant::now());
+    let second = next_on(&mut worker).await;
+    worker.defer_ack(first.id);
+    worker.defer_ack(second.id);
+    assert_eq!(worker.deferred_acks(), 2);
+    until_in_flight(&t, "worker", 4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(in_flight(&t, "worker"), 4, "a deferred ack sends nothing");
+
+    // They ride on the next send: settled before its answer comes back.
+    worker
+        .send("producer", None, &json!({"done": [0, 1]}))
+        .await
+        .expect("send");
+    assert_eq!((worker.deferred_acks(), in_flight(&t, "worker")), (0, 2));
+
+    // Or go out alone with a flush, or when the session closes.
+    let third = next_on(&mut worker).await;
+    worker.defer_ack(third.id);
+    worker.flush().await.expect("flush");
+    until_in_flight(&t, "worker", 1).await;
+    let fourth = next_on(&mut worker).await;
+    worker.defer_ack(fourth.id);
+    worker.close().await.expect("close");
+    until_in_flight(&t, "worker", 0).await;
+    // Every ack was stored (a flush is not answered: poll the store).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = t.store.messages().await.expect("messages");
+        if left.iter().all(|m| m.inbox != "worker") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acks not stored: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_ack_with_an_unknown_id_still_acks_the_rest() {
     let t = broker().await;
@@ -662,6 +740,61 @@ async fn removing_the_agent_closes_its_socket_with_the_reason() {
         .expect("send to the agent declared again");
     let mut again = t.client("tiny").session(8).await.expect("session");
     assert_eq!(next_on(&mut again).await.payload, json!({"back": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_socket_frame_is_refused_and_the_socket_stays_open() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let t = broker().await;
+    let url = t.runtime.url.replacen("http://", "ws://", 1) + "/v1/inbox/socket";
+    let mut request = url.into_client_request().expect("request");
+    let bearer = format!("Bearer {}", t.tokens["worker"]);
+    request
+        .headers_mut()
+        .insert("authorization", bearer.parse().expect("header"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("open");
+    /// The next text frame, as JSON.
+    async fn next_frame<S>(socket: &mut S) -> Value
+    where
+        S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    {
+        loop {
+            let frame = tokio::time::timeout(WAIT, socket.next())
+                .await
+                .expect("in time")
+                .expect("open")
+                .expect("frame");
+            if let Message::Text(text) = frame {
+                return serde_json::from_str(text.as_str()).expect("JSON frame");
+            }
+        }
+    }
+    for bad in [r#"{"ack": "7"}"#, r#"{"ackk": [7]}"#, "not json"] {
+        socket.send(Message::Text(bad.into())).await.expect("send");
+        let answer = next_frame(&mut socket).await;
+        assert_eq!(answer["status"], 400, "{bad}: {answer}");
+        assert_eq!(answer["error"]["code"], "bad_request", "{bad}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("{\"ack\": [ids]}"),
+            "names the shapes: {message}"
+        );
+    }
+    // Still open: a well-formed frame is applied (and refused on its merits).
+    socket
+        .send(Message::Text(r#"{"ack": [424242]}"#.into()))
+        .await
+        .expect("send");
+    let answer = next_frame(&mut socket).await;
+    assert_eq!(
+        (answer["status"].clone(), answer["error"]["code"].clone()),
+        (json!(404), json!("not_in_flight"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
