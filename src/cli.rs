@@ -264,9 +264,16 @@ pub enum Command {
         /// Internal: the operator token for --client-of.
         #[arg(long, hide = true, default_value = "")]
         operator_token: String,
-        /// Internal: who sends for --client-of (`agents` or `http`).
-        #[arg(long, hide = true, default_value = "agents")]
-        senders: String,
+        /// Modes of the HTTP benchmark, comma-separated: `agents` (agents
+        /// send to each other over their sockets, acks riding on their next
+        /// send), `agents-acking-each` (an ack frame per delivery), `http`
+        /// (the operator sends over HTTP).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "agents,agents-acking-each,http"
+        )]
+        senders: Vec<String>,
     },
     /// Measure the compiler on a generated project (figures in the README).
     Bench {

@@ -2,8 +2,11 @@
 //! process; in a child process, `agents` agents each on its own agent
 //! socket (a WebSocket: deliveries in, acks out) and senders of direct
 //! messages at `rate` msg/s in total: the agents themselves over their
-//! sockets, or the operator over HTTP ([`Senders`]). Latency is send start
-//! → the receiving agent holding the delivery. Two processes because
+//! sockets (acking each delivery with their next send, or at once), or the
+//! operator over HTTP ([`Senders`]). Latency is send start → the delivery
+//! read off the receiving agent's socket (an agent waiting for its own
+//! send's answer reads deliveries meanwhile and keeps them; when it looks at
+//! them is not the broker's latency). Two processes because
 //! each side needs a socket per agent and one process may hold 20,000 files
 //! here.
 
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cortex_client::{Client, ClientError};
+use cortex_client::{Client, ClientError, Session};
 use cortex_reconciler::runtime::agents::Paths;
 use cortex_reconciler::runtime::{RuntimeOptions, start};
 use cortex_reconciler::store::{SqliteStore, Store};
@@ -80,30 +83,53 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// Who sends the benchmark's messages.
+/// Who sends the benchmark's messages, and how deliveries are acked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Senders {
-    /// The agents themselves, each over its socket, to random agents.
+    /// The agents themselves, each over its socket, to random agents; each
+    /// delivery's ack rides on the agent's next send
+    /// ([`Session::defer_ack`]).
     Agents,
-    /// The operator over HTTP (one request per message, many connections).
+    /// The same, but each delivery acked at once by a frame of its own.
+    AgentsAckingEach,
+    /// The operator over HTTP (one request per message, many
+    /// connections); each delivery acked at once.
     Http,
 }
 
 impl Senders {
+    /// Every mode, in the order the benchmark runs them.
+    pub const ALL: [Senders; 3] = [Senders::Agents, Senders::AgentsAckingEach, Senders::Http];
+
     /// The command-line spelling (`--senders`).
     pub fn as_arg(self) -> &'static str {
         match self {
             Senders::Agents => "agents",
+            Senders::AgentsAckingEach => "agents-acking-each",
             Senders::Http => "http",
         }
     }
 
     /// From the command-line spelling.
     pub fn from_arg(arg: &str) -> anyhow::Result<Senders> {
-        match arg {
-            "agents" => Ok(Senders::Agents),
-            "http" => Ok(Senders::Http),
-            other => anyhow::bail!("--senders is `agents` or `http`, not {other}"),
+        Senders::ALL
+            .into_iter()
+            .find(|s| s.as_arg() == arg)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--senders is `agents`, `agents-acking-each` or `http`, not {arg}")
+            })
+    }
+
+    /// What the report says of this mode.
+    fn describe(self) -> &'static str {
+        match self {
+            Senders::Agents => {
+                "agents sending to each other over their sockets, each ack riding on the agent's next send"
+            }
+            Senders::AgentsAckingEach => {
+                "agents sending to each other over their sockets, each delivery acked at once by a frame of its own"
+            }
+            Senders::Http => "the operator sending over HTTP, each delivery acked at once",
         }
     }
 }
@@ -144,24 +170,7 @@ pub async fn client(
 ) -> anyhow::Result<()> {
     let epoch = Instant::now();
     let tally = Arc::new(Tally::default());
-    let mut opening = tokio::task::JoinSet::new();
-    for i in 0..agents {
-        let client = Client::new(url, &format!("a{i}"), &format!("token-{i}"));
-        opening.spawn(async move { (i, client.session(64).await) });
-    }
-    let mut sessions = Vec::with_capacity(agents);
-    while let Some(opened) = opening.join_next().await {
-        let (i, session) = opened?;
-        sessions.push((
-            i,
-            session.map_err(|e| {
-                anyhow::anyhow!(
-                    "agent a{i} cannot open its socket (is `ulimit -n` above {}?): {e}",
-                    agents * 2
-                )
-            })?,
-        ));
-    }
+    let sessions = open_sessions(url, agents).await?;
     // Sending starts a moment after every socket is open; no send starts
     // after `end`; receiving stops 3 s later.
     let start = Instant::now() + Duration::from_millis(500);
@@ -171,7 +180,8 @@ pub async fn client(
     let mut tasks = Vec::with_capacity(agents);
     for (i, mut session) in sessions {
         let tally = tally.clone();
-        let sends = senders == Senders::Agents;
+        let sends = senders != Senders::Http;
+        let defer_acks = senders == Senders::Agents;
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             // Agent i's first send falls at its share of the first period.
@@ -193,22 +203,28 @@ pub async fn client(
                     next_send += period;
                     continue;
                 }
+                if !sending && session.deferred_acks() > 0 && session.flush().await.is_err() {
+                    break; // done sending: what would have ridden on a send goes now
+                }
                 // Wake to send next, or to stop.
                 let until = if sending { next_send } else { stop };
-                let delivery = match tokio::time::timeout_at(until.into(), session.next()).await {
-                    Ok(Some(Ok(delivery))) => delivery,
-                    Ok(Some(Err(e))) => {
-                        eprintln!("agent a{i}: {e}");
-                        continue;
-                    }
-                    Ok(None) => break,
-                    Err(_) => continue, // time to send, or to stop
-                };
-                let now = epoch.elapsed().as_micros() as u64;
+                let (delivery, arrived) =
+                    match tokio::time::timeout_at(until.into(), session.next_timed()).await {
+                        Ok(Some(Ok(timed))) => timed,
+                        Ok(Some(Err(e))) => {
+                            eprintln!("agent a{i}: {e}");
+                            continue;
+                        }
+                        Ok(None) => break,
+                        Err(_) => continue, // time to send, or to stop
+                    };
+                let now = arrived.duration_since(epoch).as_micros() as u64;
                 let sent = delivery.payload["t"].as_u64().unwrap_or(now);
                 mine.push(now.saturating_sub(sent));
                 tally.received.fetch_add(1, Ordering::Relaxed);
-                if session.ack(delivery.id).await.is_err() {
+                if defer_acks {
+                    session.defer_ack(delivery.id);
+                } else if session.ack(delivery.id).await.is_err() {
                     break;
                 }
             }
@@ -226,10 +242,7 @@ pub async fn client(
     let sent = tally.sent.load(Ordering::Relaxed);
     println!(
         "HTTP end to end, {agents} agents on their sockets, {}, target {rate} msg/s: sent {:.0} msg/s ({} refused), delivered {} of {sent}, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        match senders {
-            Senders::Agents => "agents sending to each other over their sockets",
-            Senders::Http => "the operator sending over HTTP",
-        },
+        senders.describe(),
         sent as f64 / seconds as f64,
         tally.refused.load(Ordering::Relaxed),
         tally.received.load(Ordering::Relaxed),
@@ -238,6 +251,37 @@ pub async fn client(
         percentile(&all, 1.0),
     );
     Ok(())
+}
+
+/// Sockets opened at once: more would overflow the listener's accept
+/// queue (`net.core.somaxconn`), and the kernel resets what does not fit.
+const OPENING_AT_ONCE: usize = 256;
+
+/// Opens every agent's socket, [`OPENING_AT_ONCE`] at a time.
+async fn open_sessions(url: &str, agents: usize) -> anyhow::Result<Vec<(usize, Session)>> {
+    let mut opening = tokio::task::JoinSet::new();
+    let mut sessions = Vec::with_capacity(agents);
+    let mut next = 0;
+    while sessions.len() < agents {
+        while next < agents && opening.len() < OPENING_AT_ONCE {
+            let i = next;
+            let client = Client::new(url, &format!("a{i}"), &format!("token-{i}"));
+            opening.spawn(async move { (i, client.session(64).await) });
+            next += 1;
+        }
+        let Some(opened) = opening.join_next().await else {
+            break;
+        };
+        let (i, session) = opened?;
+        let session = session.map_err(|e| {
+            anyhow::anyhow!(
+                "agent a{i} cannot open its socket (is `ulimit -n` above {}?): {e}",
+                agents * 2
+            )
+        })?;
+        sessions.push((i, session));
+    }
+    Ok(sessions)
 }
 
 /// The operator's HTTP connections for `rate`: one lane per 40 msg/s (a

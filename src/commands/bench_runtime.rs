@@ -22,6 +22,8 @@ pub struct Request {
     pub rate: u64,
     pub seconds: u64,
     pub health_agents: usize,
+    /// Modes of the HTTP benchmark, in order.
+    pub senders: Vec<Senders>,
 }
 
 /// A runtime config with `agents` agents `a0…`, each subscribed to nothing,
@@ -300,7 +302,7 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         )?;
     }
     if request.http_agents > 0 {
-        for senders in [Senders::Agents, Senders::Http] {
+        for &senders in &request.senders {
             let report = rt.block_on(super::bench_http::run(
                 request.http_agents,
                 request.rate,

@@ -138,13 +138,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             senders,
         } => match client_of {
             Some(url) => {
+                let [senders] = senders.as_slice() else {
+                    anyhow::bail!("--client-of takes one --senders mode");
+                };
                 kube::runtime()?.block_on(bench_http::client(
                     &url,
                     &operator_token,
                     http_agents,
                     rate,
                     seconds,
-                    bench_http::Senders::from_arg(&senders)?,
+                    bench_http::Senders::from_arg(senders)?,
                 ))?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -153,6 +156,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rate,
                 seconds,
                 health_agents,
+                senders: senders
+                    .iter()
+                    .map(|s| bench_http::Senders::from_arg(s))
+                    .collect::<anyhow::Result<_>>()?,
             }),
         },
         Command::Graph { args, env, format } => {
