@@ -141,7 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let [senders] = senders.as_slice() else {
                     anyhow::bail!("--client-of takes one --senders mode");
                 };
-                kube::runtime()?.block_on(bench_http::client(
+                bench_http::load_generator_runtime()?.block_on(bench_http::client(
                     &url,
                     &operator_token,
                     http_agents,
