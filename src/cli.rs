@@ -258,12 +258,19 @@ pub enum Command {
         /// Supervised replicas for the health loop benchmark (0 skips it).
         #[arg(long, default_value_t = 10_000)]
         health_agents: usize,
-        /// Internal: run as the HTTP benchmark's load generator against this URL.
-        #[arg(long, hide = true)]
+        /// Run only the HTTP benchmark's load generator, against the
+        /// runtime at this URL (one started with --serve-for-load, e.g. on
+        /// another machine); prints one mode's figures.
+        #[arg(long)]
         client_of: Option<String>,
-        /// Internal: the operator token for --client-of.
-        #[arg(long, hide = true, default_value = "")]
+        /// The operator token --serve-for-load printed (for --client-of).
+        #[arg(long, default_value = "")]
         operator_token: String,
+        /// Run only the HTTP benchmark's runtime, listening on this address
+        /// (e.g. 0.0.0.0:7070), for a load generator on another machine; it
+        /// prints the command to run there and serves until Ctrl-C.
+        #[arg(long, conflicts_with = "client_of")]
+        serve_for_load: Option<std::net::SocketAddr>,
         /// Modes of the HTTP benchmark, comma-separated: `agents` (agents
         /// send to each other over their sockets, acks riding on their next
         /// send), `agents-acking-each` (an ack frame per delivery), `http`

@@ -10,15 +10,58 @@
 //! each side needs a socket per agent and one process may hold 20,000 files
 //! here.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cortex_client::{Client, ClientError, Session};
 use cortex_reconciler::runtime::agents::Paths;
-use cortex_reconciler::runtime::{RuntimeOptions, start};
+use cortex_reconciler::runtime::{Runtime, RuntimeOptions, start};
 use cortex_reconciler::store::{SqliteStore, Store};
 use serde_json::json;
+
+/// The runtime under test: a fresh store in `dir` holding `agents` agents
+/// `a0…` (tokens `token-0…`), the broker listening on `listen`.
+async fn start_runtime(dir: &Path, agents: usize, listen: SocketAddr) -> anyhow::Result<Runtime> {
+    let store = Arc::new(SqliteStore::open(&dir.join("bench.db"))?);
+    let mut applied = super::bench_runtime::config_of(agents);
+    applied.revision = 0;
+    store.apply(0, applied).await?;
+    Ok(start(
+        store as Arc<dyn Store>,
+        RuntimeOptions {
+            paths: Paths {
+                project: dir.to_path_buf(),
+                state: dir.to_path_buf(),
+            },
+            listen,
+            supervise: false,
+            poll: Duration::from_secs(1),
+            alert_period: Duration::from_secs(1),
+        },
+        "bench",
+    )
+    .await?)
+}
+
+/// `--serve-for-load ADDR`: only the runtime half of the HTTP benchmark,
+/// for a load generator on another machine (so that it does not share this
+/// one's cores); serves until Ctrl-C.
+pub async fn serve_for_load(listen: SocketAddr, agents: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let runtime = start_runtime(dir.path(), agents, listen).await?;
+    println!(
+        "the HTTP benchmark's runtime, {agents} agents, at {url} (Ctrl-C stops it). On the load generator's machine (`ulimit -n` above {files}), with this machine's address in the URL:\n  cortex bench-runtime --client-of {url} --operator-token {token} --http-agents {agents} --rate 20000 --senders agents",
+        url = runtime.url,
+        token = runtime.operator_token,
+        files = files_needed(agents, 20_000),
+    );
+    tokio::signal::ctrl_c().await?;
+    runtime.stop().await?;
+    Ok(())
+}
 
 /// The runtime side: starts it, runs the child, returns its report.
 pub async fn run(
@@ -28,25 +71,7 @@ pub async fn run(
     senders: Senders,
 ) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
-    let mut applied = super::bench_runtime::config_of(agents);
-    applied.revision = 0;
-    store.apply(0, applied).await?;
-    let runtime = start(
-        store.clone() as Arc<dyn Store>,
-        RuntimeOptions {
-            paths: Paths {
-                project: dir.path().to_path_buf(),
-                state: dir.path().to_path_buf(),
-            },
-            listen: "127.0.0.1:0".parse()?,
-            supervise: false,
-            poll: Duration::from_secs(1),
-            alert_period: Duration::from_secs(1),
-        },
-        "bench",
-    )
-    .await?;
+    let runtime = start_runtime(dir.path(), agents, "127.0.0.1:0".parse()?).await?;
     let child = tokio::process::Command::new(std::env::current_exe()?)
         .args([
             "bench-runtime",

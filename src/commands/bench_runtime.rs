@@ -317,7 +317,7 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
 
 /// Refuses to start the HTTP part when this process (and so its child)
 /// may not open `needed` files: it would fail after minutes of set-up.
-fn check_open_files(needed: u64) -> anyhow::Result<()> {
+pub(crate) fn check_open_files(needed: u64) -> anyhow::Result<()> {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     match limit.current {
         Some(current) if current < needed => anyhow::bail!(

@@ -136,8 +136,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client_of,
             operator_token,
             senders,
-        } => match client_of {
-            Some(url) => {
+            serve_for_load,
+        } => match (client_of, serve_for_load) {
+            (None, Some(listen)) => {
+                bench_runtime::check_open_files(bench_http::files_needed(http_agents, rate))?;
+                kube::runtime()?.block_on(bench_http::serve_for_load(listen, http_agents))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            (Some(url), _) => {
+                bench_runtime::check_open_files(bench_http::files_needed(http_agents, rate))?;
                 let [senders] = senders.as_slice() else {
                     anyhow::bail!("--client-of takes one --senders mode");
                 };
@@ -151,7 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ))?;
                 Ok(ExitCode::SUCCESS)
             }
-            None => bench_runtime::run(bench_runtime::Request {
+            (None, None) => bench_runtime::run(bench_runtime::Request {
                 http_agents,
                 rate,
                 seconds,
