@@ -467,13 +467,8 @@ async fn next_on(session: &mut cortex_client::Session) -> cortex_client::Deliver
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_socket_delivers_within_its_window_and_takes_settlements() {
     let t = broker().await;
+    fill_worker(&t, 3).await;
     let producer = t.client("producer");
-    for n in 0..3 {
-        producer
-            .send("worker", None, &json!({"n": n}))
-            .await
-            .expect("send");
-    }
     let mut session = t.client("worker").session(2).await.expect("session");
     let first = next_on(&mut session).await;
     let second = next_on(&mut session).await;
@@ -525,14 +520,10 @@ async fn the_agent_socket_delivers_within_its_window_and_takes_settlements() {
     assert_eq!(requester.await.expect("requester"), json!({"a": 7}));
     session.close().await.expect("close");
     // Every settlement was durable: nothing is left in the store.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !t.store.messages().await.expect("messages").is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "settlements not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("settlements stored", async || {
+        t.store.messages().await.expect("messages").is_empty()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,29 +595,38 @@ fn in_flight(t: &TestRuntime, agent: &str) -> usize {
         .map_or(0, |s| s.in_flight)
 }
 
+/// Waits (up to [`WAIT`]) until `ready` holds; fails naming `what`.
+async fn until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits (up to [`WAIT`]) until `agent` has `n` deliveries in flight.
 async fn until_in_flight(t: &TestRuntime, agent: &str, n: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while in_flight(t, agent) != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{agent} has {} in flight, not {n}",
-            in_flight(t, agent)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    until(&format!("{agent} with {n} in flight"), async || {
+        in_flight(t, agent) == n
+    })
+    .await;
+}
+
+/// Sends `count` messages `{"n": 0…}` from the producer to the worker.
+async fn fill_worker(t: &TestRuntime, count: u64) {
+    let producer = t.client("producer");
+    for n in 0..count {
+        producer
+            .send("worker", None, &json!({"n": n}))
+            .await
+            .expect("send");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_acks_ride_on_the_next_frame() {
     let t = broker().await;
-    let producer = t.client("producer");
-    for n in 0..4 {
-        producer
-            .send("worker", None, &json!({"n": n}))
-            .await
-            .expect("send");
-    }
+    fill_worker(&t, 4).await;
     let mut worker = t.client("worker").session(8).await.expect("session");
     let (first, arrived) = tokio::time::timeout(WAIT, worker.next_timed())
         .await
@@ -659,18 +659,11 @@ async fn deferred_acks_ride_on_the_next_frame() {
     worker.close().await.expect("close");
     until_in_flight(&t, "worker", 0).await;
     // Every ack was stored (a flush is not answered: poll the store).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    until("the worker's acks stored", async || {
         let left = t.store.messages().await.expect("messages");
-        if left.iter().all(|m| m.inbox != "worker") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "acks not stored: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        left.iter().all(|m| m.inbox != "worker")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -671,25 +671,7 @@ impl Broker {
 
     /// Acks a delivery; returns once the ack is durable.
     pub async fn ack(&self, agent: &str, id: u64) -> Result<(), BrokerError> {
-        let inbox = self.inbox(agent).ok_or(BrokerError::NotInFlight {
-            id,
-            inbox: agent.to_string(),
-        })?;
-        let (durable, unblocks) = {
-            let mut state = inbox.lock();
-            let entry = state.settle(id).ok_or(BrokerError::NotInFlight {
-                id,
-                inbox: agent.to_string(),
-            })?;
-            self.counters.latency.observe(entry.published_at.elapsed());
-            (self.journal.submit(vec![Op::Remove(id)]), state.has_ready())
-        };
-        self.counters.acked.fetch_add(1, AtomicOrdering::Relaxed);
-        if unblocks {
-            inbox.notify.notify_waiters();
-        }
-        durable.wait().await?;
-        Ok(())
+        self.ack_many(agent, &[id]).await
     }
 
     /// Acks many deliveries at once (one journal entry; the in-process bench
