@@ -310,11 +310,12 @@ fn commit_writes(conn: &mut Connection, writes: Pending) {
             }
         }
         if max_id > 0 {
-            tx.execute(
+            // Cached like the statements above: most commits run it.
+            tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES ('last_message_id', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                params![max_id.to_string()],
-            )?;
+            )?
+            .execute(params![max_id.to_string()])?;
         }
         for agent in agents_with_health {
             tx.execute(
