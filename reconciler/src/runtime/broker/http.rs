@@ -260,7 +260,7 @@ async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, BrokerError> {
     let agent = agent_of(principal(&broker, &headers)?)?;
-    let inbox = broker.receiver_inbox(&agent)?;
+    let inbox = broker.known_inbox(&agent)?;
     // Ends when the agent is removed (its inbox then refuses to deliver).
     let events = futures::stream::unfold((broker, inbox), |(broker, inbox)| async move {
         let taken = broker.take_when_ready(&inbox, 64, None).await.ok()?;

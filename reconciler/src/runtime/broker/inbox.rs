@@ -3,11 +3,10 @@
 //! the ordering locks (keys and topics with a message in flight).
 
 use std::collections::{BTreeSet, VecDeque};
-
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 

@@ -442,7 +442,8 @@ impl Broker {
         )
     }
 
-    /// The inbox of an agent the config in force declares.
+    /// The inbox of an agent the config in force declares (a receiver may
+    /// hold on to it: [`Broker::take_when_ready`]).
     fn known_inbox(&self, agent: &str) -> Result<Arc<Inbox>, BrokerError> {
         match self.inbox(agent) {
             Some(inbox) if inbox.declared.load(AtomicOrdering::Acquire) => Ok(inbox),
@@ -588,12 +589,6 @@ impl Broker {
         let inbox = self.known_inbox(agent)?;
         self.take_when_ready(&inbox, max, Some(Instant::now() + wait))
             .await
-    }
-
-    /// The inbox of a declared agent, for a receiver that holds on to it
-    /// ([`Broker::take_when_ready`]).
-    pub(crate) fn receiver_inbox(&self, agent: &str) -> Result<Arc<Inbox>, BrokerError> {
-        self.known_inbox(agent)
     }
 
     /// Up to `max` deliveries from `inbox`, waiting for the first until

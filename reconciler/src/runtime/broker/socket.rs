@@ -43,6 +43,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
 use super::http::{MAX_BATCH, agent_of, principal, wire};
+use super::inbox::Inbox;
 use super::{Accepted, Broker, BrokerError, Principal, Published, Recipient, Settled};
 
 /// Unsettled deliveries a socket holds when the agent does not say.
@@ -67,14 +68,14 @@ pub(super) async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, BrokerError> {
     let agent = agent_of(principal(&broker, &headers)?)?;
-    broker.known_inbox(&agent)?;
+    let inbox = broker.known_inbox(&agent)?;
     let prefetch = query
         .prefetch
         .unwrap_or(DEFAULT_PREFETCH)
         .clamp(1, MAX_BATCH);
     Ok(ws
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve(broker, agent, prefetch, socket))
+        .on_upgrade(move |socket| serve(broker, agent, inbox, prefetch, socket))
         .into_response())
 }
 
@@ -177,15 +178,15 @@ enum Outgoing {
 
 /// Sends deliveries while the window has room, and the answers and errors
 /// the reader task hands over; the reader applies the agent's frames. Ends
-/// when either side closes (answers still owed are sent first).
-async fn serve(broker: Arc<Broker>, agent: String, prefetch: usize, mut socket: WebSocket) {
-    let inbox = match broker.receiver_inbox(&agent) {
-        Ok(inbox) => inbox,
-        Err(e) => {
-            let _ = socket.send(Message::Text(error_frame(&e).into())).await;
-            return;
-        }
-    };
+/// when either side closes (answers still owed are sent first), or when
+/// the agent is removed (`inbox` then refuses to deliver).
+async fn serve(
+    broker: Arc<Broker>,
+    agent: String,
+    inbox: Arc<Inbox>,
+    prefetch: usize,
+    socket: WebSocket,
+) {
     let (mut sink, frames) = socket.split();
     let window = Arc::new(Window::default());
     let (out, mut outgoing) = mpsc::unbounded_channel::<Outgoing>();
