@@ -1,10 +1,11 @@
 //! cortex-echo-agent: the example agent, built on the `cortex-client`
-//! library and talking over its agent socket. It answers requests with their payload and passes every other
-//! message on to the topics it may publish to, adding its name to the
-//! payload's `handledBy` list (so a message's path through a pipeline of
-//! echo agents is visible at the end). It serves `GET /healthz` on `$PORT`
-//! for the health loop and exits on SIGTERM, or when the broker has been
-//! unreachable for 30 s (cortex is gone).
+//! library and talking over its agent socket. It answers requests with
+//! their payload and passes every other message on to the topics it may
+//! publish to, adding its name to the payload's `handledBy` list (so a
+//! message's path through a pipeline of echo agents is visible at the
+//! end). It serves `GET /healthz` on `$PORT` for the health loop and exits
+//! on SIGTERM, or when the broker has been unreachable for 30 s (cortex is
+//! gone).
 //!
 //! cortex starts it with everything in its environment; by hand:
 //! `CORTEX_BROKER_URL=http://127.0.0.1:7400 CORTEX_AGENT_NAME=triage

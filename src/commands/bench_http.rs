@@ -252,10 +252,11 @@ fn recipient(sender: u64, n: u64, agents: usize) -> String {
     format!("a{}", (sender * 7919 + n * 104_729) % agents as u64)
 }
 
-/// The load generator's async runtime: one worker thread. Its 10,000
-/// agents' tasks then never move between threads; measured at 20,000 msg/s
-/// it takes about 47 % of a core this way and 53–70 % on two workers, CPU
-/// the runtime under test needs on a 2-core machine.
+/// The load generator's async runtime: one worker thread, so its 10,000
+/// agents' tasks never move between threads and it takes at most one core
+/// from the runtime under test. At 20,000 msg/s it took 0.43–0.48 of a
+/// core in runs that met the target (the one such run on two workers took
+/// 0.50: within this machine's noise).
 pub fn load_generator_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -279,65 +280,18 @@ pub async fn client(
     let tally = Arc::new(Tally::default());
     let sessions = open_sessions(url, agents).await?;
     let schedule = Schedule::new(epoch, seconds);
-    let Schedule { end, stop, .. } = schedule;
     let period = Duration::from_secs_f64(agents as f64 / rate as f64);
     let mut tasks = Vec::with_capacity(agents);
-    for (i, mut session) in sessions {
-        let tally = tally.clone();
-        let sends = senders != Senders::Http;
-        let defer_acks = senders == Senders::Agents;
-        tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            // Agent i's sends fall at its share of each period.
-            let phase = i as f64 / agents as f64;
-            let mut n = 0u64;
-            let mut next_send = schedule.send_time(n, phase, period);
-            loop {
-                let now = Instant::now();
-                if now >= stop {
-                    break;
-                }
-                // No send starts at or after `end`, even one that fell due
-                // before it (this lane is behind: it is not counted).
-                let sending = sends && now < end && next_send < end;
-                if sending && now >= next_send {
-                    let to = recipient(i as u64, n, agents);
-                    let t = epoch.elapsed().as_micros() as u64;
-                    let result = session.send(&to, None, &json!({ "t": t })).await;
-                    tally.outcome(&schedule, t, result);
-                    n += 1;
-                    next_send = schedule.send_time(n, phase, period);
-                    continue;
-                }
-                if !sending && session.deferred_acks() > 0 && session.flush().await.is_err() {
-                    break; // done sending: what would have ridden on a send goes now
-                }
-                // Wake to send next, or to stop.
-                let until = if sending { next_send } else { stop };
-                let (delivery, arrived) =
-                    match tokio::time::timeout_at(until.into(), session.next_timed()).await {
-                        Ok(Some(Ok(timed))) => timed,
-                        Ok(Some(Err(e))) => {
-                            eprintln!("agent a{i}: {e}");
-                            continue;
-                        }
-                        Ok(None) => break,
-                        Err(_) => continue, // time to send, or to stop
-                    };
-                let now = schedule.micros(arrived);
-                let sent = delivery.payload["t"].as_u64().unwrap_or(now);
-                if schedule.counts(sent) {
-                    mine.push(now.saturating_sub(sent));
-                    tally.received.fetch_add(1, Ordering::Relaxed);
-                }
-                if defer_acks {
-                    session.defer_ack(delivery.id);
-                } else if session.ack(delivery.id).await.is_err() {
-                    break;
-                }
-            }
-            tally.latencies.lock().unwrap().extend(mine);
-        }));
+    for (i, session) in sessions {
+        let lane = Lane {
+            agent: i,
+            agents,
+            period,
+            senders,
+            schedule,
+            tally: tally.clone(),
+        };
+        tasks.push(tokio::spawn(lane.run(session)));
     }
     if senders == Senders::Http {
         http_senders(url, operator_token, agents, rate, schedule, &tally).await;
@@ -359,6 +313,88 @@ pub async fn client(
         percentile(&all, 1.0),
     );
     Ok(())
+}
+
+/// One agent of the load generator: what it needs to send its share and
+/// count its deliveries.
+struct Lane {
+    agent: usize,
+    agents: usize,
+    /// Its gap between sends at the full rate.
+    period: Duration,
+    senders: Senders,
+    schedule: Schedule,
+    tally: Arc<Tally>,
+}
+
+impl Lane {
+    /// Sends its share on schedule (unless the operator sends), takes its
+    /// deliveries and settles them, until the schedule's stop.
+    async fn run(self, mut session: Session) {
+        let Lane {
+            agent: i,
+            agents,
+            period,
+            senders,
+            schedule,
+            tally,
+        } = self;
+        let Schedule {
+            epoch, end, stop, ..
+        } = schedule;
+        let sends = senders != Senders::Http;
+        let defer_acks = senders == Senders::Agents;
+        let mut mine = Vec::new();
+        // Agent i's sends fall at its share of each period.
+        let phase = i as f64 / agents as f64;
+        let mut n = 0u64;
+        let mut next_send = schedule.send_time(n, phase, period);
+        loop {
+            let now = Instant::now();
+            if now >= stop {
+                break;
+            }
+            // No send starts at or after `end`, even one that fell due
+            // before it (this lane is behind: it is not counted).
+            let sending = sends && now < end && next_send < end;
+            if sending && now >= next_send {
+                let to = recipient(i as u64, n, agents);
+                let t = epoch.elapsed().as_micros() as u64;
+                let result = session.send(&to, None, &json!({ "t": t })).await;
+                tally.outcome(&schedule, t, result);
+                n += 1;
+                next_send = schedule.send_time(n, phase, period);
+                continue;
+            }
+            if !sending && session.deferred_acks() > 0 && session.flush().await.is_err() {
+                break; // done sending: what would have ridden on a send goes now
+            }
+            // Wake to send next, or to stop.
+            let until = if sending { next_send } else { stop };
+            let (delivery, arrived) =
+                match tokio::time::timeout_at(until.into(), session.next_timed()).await {
+                    Ok(Some(Ok(timed))) => timed,
+                    Ok(Some(Err(e))) => {
+                        eprintln!("agent a{i}: {e}");
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(_) => continue, // time to send, or to stop
+                };
+            let now = schedule.micros(arrived);
+            let sent = delivery.payload["t"].as_u64().unwrap_or(now);
+            if schedule.counts(sent) {
+                mine.push(now.saturating_sub(sent));
+                tally.received.fetch_add(1, Ordering::Relaxed);
+            }
+            if defer_acks {
+                session.defer_ack(delivery.id);
+            } else if session.ack(delivery.id).await.is_err() {
+                break;
+            }
+        }
+        tally.latencies.lock().unwrap().extend(mine);
+    }
 }
 
 /// Sockets opened at once: more would overflow the listener's accept
