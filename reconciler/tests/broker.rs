@@ -778,6 +778,24 @@ async fn a_malformed_socket_frame_is_refused_and_the_socket_stays_open() {
             "names the shapes: {message}"
         );
     }
+    // A frame naming both a send and a publish is refused whole.
+    socket
+        .send(Message::Text(
+            r#"{"send": "producer", "publish": "orders", "payload": {"id": "o-9"}, "ref": 3}"#
+                .into(),
+        ))
+        .await
+        .expect("send");
+    let answer = next_frame(&mut socket).await;
+    assert_eq!(
+        (answer["ref"].clone(), answer["status"].clone()),
+        (json!(3), json!(400)),
+        "{answer}"
+    );
+    assert!(
+        t.store.messages().await.expect("messages").is_empty(),
+        "nothing of the refused frame was queued"
+    );
     // Still open: a well-formed frame is applied (and refused on its merits).
     socket
         .send(Message::Text(r#"{"ack": [424242]}"#.into()))

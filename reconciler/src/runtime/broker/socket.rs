@@ -285,7 +285,18 @@ async fn read(
         };
         let key = frame.key.as_deref();
         let recipient = match (&frame.send, &frame.publish) {
-            (Some(agent), _) => Some(Recipient::Agent(agent)),
+            (Some(_), Some(_)) => {
+                // Refused whole, settlements too: nothing is half-applied.
+                let error = BrokerError::BadPayload(
+                    "a frame has `send` or `publish`, not both".to_string(),
+                );
+                let refusal = answer_frame(Some(frame.reference), Err(&error));
+                if out.send(Outgoing::Frame(refusal)).is_err() {
+                    break;
+                }
+                continue;
+            }
+            (Some(agent), None) => Some(Recipient::Agent(agent)),
             (None, Some(topic)) => Some(Recipient::Topic(topic)),
             (None, None) => None,
         };
