@@ -123,6 +123,16 @@ pub enum ClientError {
         /// What went wrong.
         message: String,
     },
+    /// A delivery the agent socket could not read (its payload is not JSON
+    /// this library can parse); it was nacked with the reason, so it comes
+    /// again and, past `maxAttempts`, goes to the dead letters with it.
+    #[error("delivery {id} could not be read and was nacked: {message}")]
+    Undecodable {
+        /// The delivery's id.
+        id: u64,
+        /// Why it could not be read.
+        message: String,
+    },
     /// The broker refused the call.
     #[error("{status} {}: {}", .error.code, .error.message)]
     Api {

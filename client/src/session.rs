@@ -35,6 +35,8 @@ pub struct Session {
     failures: VecDeque<ClientError>,
     /// Acks waiting to ride on the next frame ([`Session::defer_ack`]).
     deferred: Vec<u64>,
+    /// Deliveries that could not be read, to nack with the reason.
+    unreadable: Vec<(u64, String)>,
     last_ref: u64,
     url: String,
 }
@@ -62,13 +64,49 @@ struct Outgoing<'a> {
     delay_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+/// A delivery as it arrives: its payload still JSON text, so that one this
+/// library cannot parse (nested too deep, say) is nacked, not fatal to the
+/// socket.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDelivery {
+    id: u64,
+    topic: Option<String>,
+    key: Option<String>,
+    sender: String,
+    payload: Box<serde_json::value::RawValue>,
+    attempt: u32,
+    request: bool,
+    in_reply_to: Option<u64>,
+}
+
+impl WireDelivery {
+    /// The delivery, or its id and why its payload cannot be read.
+    fn decode(self) -> Result<Delivery, (u64, String)> {
+        let payload = serde_json::from_str(self.payload.get())
+            .map_err(|e| (self.id, format!("payload is not readable JSON: {e}")))?;
+        Ok(Delivery {
+            id: self.id,
+            topic: self.topic,
+            key: self.key,
+            sender: self.sender,
+            payload,
+            attempt: self.attempt,
+            request: self.request,
+            in_reply_to: self.in_reply_to,
+        })
+    }
 }
 
 /// A frame from the broker.
 #[derive(Deserialize)]
 struct Incoming {
     #[serde(default)]
-    deliveries: Vec<Delivery>,
+    deliveries: Vec<WireDelivery>,
     #[serde(default)]
     error: Option<ApiError>,
     #[serde(default)]
@@ -125,6 +163,7 @@ impl Session {
             ready: VecDeque::new(),
             failures: VecDeque::new(),
             deferred: Vec::new(),
+            unreadable: Vec::new(),
             last_ref: 0,
             url,
         })
@@ -143,6 +182,19 @@ impl Session {
     /// arrive apart from how long the agent took to look at it.
     pub async fn next_timed(&mut self) -> Option<Result<(Delivery, Instant), ClientError>> {
         loop {
+            if let Some((id, message)) = self.unreadable.pop() {
+                let nacked = self
+                    .frame(Outgoing {
+                        nack: vec![id],
+                        reason: Some(&message),
+                        ..Outgoing::default()
+                    })
+                    .await;
+                return Some(Err(match nacked {
+                    Ok(()) => ClientError::Undecodable { id, message },
+                    Err(e) => e,
+                }));
+            }
             if let Some(failure) = self.failures.pop_front() {
                 return Some(Err(failure));
             }
@@ -236,8 +288,12 @@ impl Session {
     /// dropped: nobody waits for it).
     fn take(&mut self, incoming: Incoming) {
         let arrived = Instant::now();
-        self.ready
-            .extend(incoming.deliveries.into_iter().map(|d| (arrived, d)));
+        for wire in incoming.deliveries {
+            match wire.decode() {
+                Ok(delivery) => self.ready.push_back((arrived, delivery)),
+                Err(unreadable) => self.unreadable.push(unreadable),
+            }
+        }
         if let (None, Some(error)) = (incoming.reference, incoming.error) {
             self.failures.push_back(ClientError::Api {
                 status: incoming.status,

@@ -172,3 +172,33 @@ fn the_example_builds_byte_identically_from_git_and_from_disk() {
     };
     assert_eq!(build(&git), build(&disk));
 }
+
+/// Regression: after `cortex up examples/support-desk`, the example holds an
+/// ignored, binary `.cortex/state.db`; the repository helper read it as UTF-8
+/// and five diff tests failed. It copies only what git tracks.
+#[test]
+fn the_test_repositories_copy_only_tracked_files() {
+    let workspace = Repo::new();
+    workspace.write(".gitignore", ".cortex/\n");
+    workspace.write("project/cortex.yaml", "tracked\n");
+    workspace.commit("tracked");
+    let state = workspace.path().join("project/.cortex");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    std::fs::write(state.join("state.db"), [0xffu8, 0x00, 0xfe]).expect("write");
+    std::fs::write(workspace.path().join("project/untracked.yaml"), "x").expect("write");
+
+    let copy = Repo::new();
+    copy.copy_dir(&workspace.path().join("project"), "p");
+    assert_eq!(
+        std::fs::read_to_string(copy.path().join("p/cortex.yaml")).expect("copied"),
+        "tracked\n"
+    );
+    assert!(
+        !copy.path().join("p/.cortex").exists(),
+        "ignored state copied"
+    );
+    assert!(
+        !copy.path().join("p/untracked.yaml").exists(),
+        "untracked file copied"
+    );
+}

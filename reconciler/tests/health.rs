@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cortex_reconciler::runtime::backoff::{Backoff, STABLE_PERIOD};
 use cortex_reconciler::runtime::health::{Check, HealthSettings, HealthState, Probe};
-use cortex_reconciler::runtime::process::{Launcher, LocalLauncher, Running};
+use cortex_reconciler::runtime::process::{LaunchError, Launcher, LocalLauncher, Running};
 use cortex_reconciler::runtime::supervisor::{ReplicaSpec, Report, Reporter, run_replica};
 use cortex_reconciler::store::BoxFuture;
 use tokio::sync::watch;
@@ -26,7 +26,7 @@ struct ScriptedProcess {
 }
 
 impl Launcher for ScriptedLauncher {
-    fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, String>> {
+    fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, LaunchError>> {
         Box::pin(async move {
             self.launches.lock().unwrap().push(Instant::now());
             let lifetime = self.lifetimes.lock().unwrap().pop_front();
@@ -252,9 +252,13 @@ async fn restarts_back_off_exponentially_up_to_the_cap_and_start_over_after_a_st
 async fn a_launch_failure_is_retried_with_backoff() {
     struct Broken(Mutex<u32>);
     impl Launcher for Broken {
-        fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, String>> {
+        fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, LaunchError>> {
             *self.0.lock().unwrap() += 1;
-            Box::pin(async { Err("cannot start agent: No such file or directory".to_string()) })
+            Box::pin(async {
+                Err(LaunchError::retryable(
+                    "cannot start agent: No such file or directory",
+                ))
+            })
         }
     }
     let launcher = Arc::new(Broken(Mutex::new(0)));

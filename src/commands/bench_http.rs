@@ -40,6 +40,7 @@ async fn start_runtime(dir: &Path, agents: usize, listen: SocketAddr) -> anyhow:
             supervise: false,
             poll: Duration::from_secs(1),
             alert_period: Duration::from_secs(1),
+            connections: Default::default(),
         },
         "bench",
     )

@@ -48,7 +48,10 @@ pub(crate) fn config_of(agents: usize) -> Applied {
 }
 
 fn broker(agents: usize, journal: Journal) -> anyhow::Result<Arc<Broker>> {
-    let config = BrokerConfig::from_applied(&config_of(agents), "operator")?;
+    let config = BrokerConfig::from_applied(
+        &config_of(agents),
+        cortex_reconciler::runtime::tokens::TokenHash::of("operator"),
+    )?;
     Ok(Broker::new(config, journal, 0))
 }
 
@@ -155,14 +158,14 @@ static CHECKS: AtomicU64 = AtomicU64::new(0);
 async fn health_loop(agents: usize, seconds: u64) -> anyhow::Result<(f64, u64)> {
     use cortex_reconciler::runtime::backoff::Backoff;
     use cortex_reconciler::runtime::health::{Check, HealthSettings, LocalProbe, Probe};
-    use cortex_reconciler::runtime::process::{Launcher, Running};
+    use cortex_reconciler::runtime::process::{LaunchError, Launcher, Running};
     use cortex_reconciler::runtime::supervisor::{ReplicaSpec, run_replica};
     use cortex_reconciler::store::BoxFuture;
 
     struct Forever;
     struct Up;
     impl Launcher for Forever {
-        fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, String>> {
+        fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, LaunchError>> {
             Box::pin(async { Ok(Box::new(Up) as Box<dyn Running>) })
         }
     }

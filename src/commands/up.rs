@@ -12,13 +12,14 @@ use cortex_reconciler::PlanOptions;
 use cortex_reconciler::embedded;
 use cortex_reconciler::embedded::ApplyLock;
 use cortex_reconciler::kubernetes::lock::holder_identity;
+use cortex_reconciler::runtime::RuntimeOptions;
 use cortex_reconciler::runtime::agents::Paths;
-use cortex_reconciler::runtime::engine::{OPERATOR_TOKEN, RUNTIME_URL};
+use cortex_reconciler::runtime::engine::{self, RUNTIME_URL};
 use cortex_reconciler::runtime::health::HealthState;
 use cortex_reconciler::runtime::status::{
     AgentStatus, InboxStatsView, ReplicaStatus, RuntimeStatus, render_table,
 };
-use cortex_reconciler::runtime::{RuntimeOptions, start};
+use cortex_reconciler::runtime::tokens;
 use cortex_reconciler::store::{SqliteStore, Store};
 
 use crate::cli::{LogFormat, PlanFormat, StatusFormat};
@@ -145,6 +146,8 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| project_dir.clone());
     let outcome: anyhow::Result<ExitCode> = rt.block_on(async {
+        // The address first: a busy port is refused before the store changes.
+        let listener = engine::bind(request.listen).await?;
         let applied = store.applied().await?;
         let planned =
             embedded::plan_against(applied.as_ref(), &state, &desired, &PlanOptions::default());
@@ -176,10 +179,12 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
             supervise: request.agents,
             poll: Duration::from_secs(1),
             alert_period: Duration::from_secs(1),
+            connections: Default::default(),
         };
         let stop = terminated();
         let store_dyn: Arc<dyn Store> = store.clone();
-        let running = start(store_dyn, options, &state.display().to_string()).await?;
+        let running =
+            engine::start_on(store_dyn, options, listener, &state.display().to_string()).await?;
         let status = running.status();
         eprintln!(
             "cortex up: {} revision {} — broker {} — {} agents — logs in {} — Ctrl-C to stop",
@@ -226,8 +231,35 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The status of the runtime at `url`, asked with the operator token.
+/// Whether the process at `url` is the runtime that wrote this store: it
+/// must answer a fresh nonce with the proof only the holder of the operator
+/// token can make ([`tokens::identity_proof`]). Nothing secret is sent.
+async fn proves_identity(url: &str, token: &str) -> Result<(), String> {
+    let nonce = tokens::new_token();
+    let response = cortex_client::http_client()
+        .get(format!("{url}/v1/identity"))
+        .query(&[("nonce", &nonce)])
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("it does not answer ({e})"))?;
+    let proof = response
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v.get("proof").and_then(|p| p.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    if tokens::verify_identity(token, &nonce, &proof) {
+        Ok(())
+    } else {
+        Err("what answers there is not the runtime that wrote this state store (it cannot prove it holds the operator token); the token was not sent".into())
+    }
+}
+
+/// The status of the runtime at `url`, asked with the operator token once
+/// the runtime has proved who it is.
 async fn live_status(url: &str, token: &str) -> Result<RuntimeStatus, String> {
+    proves_identity(url, token).await?;
     let response = cortex_client::http_client()
         .get(format!("{url}/v1/status"))
         .bearer_auth(token)
@@ -324,15 +356,16 @@ pub fn status(dir: &Path, env: Option<String>, format: StatusFormat) -> anyhow::
         Ok(s) => s,
         Err(e) => return failed(&e),
     };
+    let state_dir = state.parent().unwrap_or(Path::new("."));
     let rt = runtime()?;
     let result: anyhow::Result<Option<(RuntimeStatus, bool)>> = rt.block_on(async {
         let url = store.meta(RUNTIME_URL).await?;
-        let token = store.meta(OPERATOR_TOKEN).await?;
+        let token = tokens::read_operator_token(state_dir, &store).await?;
         if let (Some(url), Some(token)) = (url, token) {
             match live_status(&url, &token).await {
                 Ok(s) => return Ok(Some((s, true))),
                 Err(e) => eprintln!(
-                    "The runtime recorded at {url} does not answer ({e}); showing the state store."
+                    "The runtime recorded at {url} is not reachable: {e}; showing the state store."
                 ),
             }
         }

@@ -152,6 +152,8 @@ codes! {
         "A topic's `deadLetter` must be another topic, or failed messages would loop forever.";
     UNKNOWN_PORT = "CX0518", "unknown port name",
         "A health check names a port by name that the agent does not declare under `ports`.";
+    NUL_IN_PROCESS_TEXT = "CX0519", "NUL character in a command or environment value",
+        "Environment values, commands and arguments reach a process through the operating system, which ends each of them at a NUL character (`\\0`): no process, local or in a container, can be started with one. Remove it (a YAML double-quoted `\"\\0\"` is a NUL).";
     RENDER_TEMPLATE = "CX0601", "object template failed",
         "A template of `templates/` (cortex's own, or the project's override of the same name) failed to render for this spec. The message names the template, the line in it and the agent.";
     RENDER_NOT_AN_OBJECT = "CX0602", "template did not render one object",

@@ -1,5 +1,6 @@
 //! Values with a cortex format (`x-cortex-format`): durations, Kubernetes
-//! quantities, cron expressions, DNS-1123 names; and union mappings
+//! quantities, cron expressions, DNS-1123 names, text handed to a process
+//! (no NUL character); and union mappings
 //! (`x-cortex-union`) with more than one variant set.
 
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
@@ -56,6 +57,18 @@ fn walk(node: &Node, schema: Cursor<'_>, pointer: &mut String, diags: &mut Diagn
 
 fn check_format(format: &str, node: &Node) -> Option<Diagnostic> {
     match (format, &node.value) {
+        ("process-text", Value::Str(s)) => s.find('\0').map(|at| {
+            Diagnostic::error(
+                codes::NUL_IN_PROCESS_TEXT,
+                "a NUL character cannot be passed to a process",
+            )
+            .at(node.span())
+            .label(format!(
+                "NUL at character {} of this value",
+                s[..at].chars().count() + 1
+            ))
+            .help("remove the `\\0`: environment values, commands and arguments end at a NUL")
+        }),
         ("duration", Value::Str(s)) => parse_duration_ms(s).err().map(|why| {
             Diagnostic::error(codes::BAD_DURATION, format!("invalid duration `{s}`"))
                 .at(node.span())

@@ -2,7 +2,7 @@
 //! `<state>.lock` (released by the OS if the process dies), with the
 //! holder's identity written inside so a refused apply can say who holds it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -98,9 +98,9 @@ impl ApplyLock {
             message: e.to_string(),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            crate::private_files::create_dir(dir).map_err(io)?;
         }
-        let mut file = OpenOptions::new()
+        let mut file = crate::private_files::options()
             .read(true)
             .write(true)
             .create(true)

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::Desired;
 use crate::plan::{self, Plan, PlanObject, PlanOptions, Revision, Side, Target};
+use crate::runtime::tokens::new_token;
 use crate::store::{Applied, AuditEntry, Op, Store, StoreError, now_ms};
 pub use lock::{ApplyLock, LockError};
 
@@ -218,18 +219,6 @@ pub fn plan_against(
         },
         display,
     }
-}
-
-/// A new random token (256 bits, hex).
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: fall back to time and address entropy mixed by SHA-256.
-        use sha2::Digest;
-        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes()));
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Tokens for the agents of `config`: kept for agents that had one,

@@ -120,11 +120,11 @@ pub fn prepare(
     let config_path = paths.config(agent);
     let written = config_path
         .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
+        .map_or(Ok(()), crate::private_files::create_dir)
         .and_then(|()| {
-            std::fs::write(
+            crate::private_files::write(
                 &config_path,
-                serde_json::to_vec_pretty(entry.get("config").unwrap_or(&Value::Null))?,
+                &serde_json::to_vec_pretty(entry.get("config").unwrap_or(&Value::Null))?,
             )
         });
     if let Err(e) = written {

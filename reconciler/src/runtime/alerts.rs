@@ -75,7 +75,7 @@ pub struct Notification {
 fn satisfies(state: HealthState, wanted: HealthState) -> bool {
     let rank = |s: HealthState| match s {
         HealthState::Degraded => 1,
-        HealthState::Unhealthy | HealthState::Restarting => 2,
+        HealthState::Unhealthy | HealthState::Restarting | HealthState::Failed => 2,
         _ => 0,
     };
     state == wanted || (rank(wanted) > 0 && rank(state) >= rank(wanted))

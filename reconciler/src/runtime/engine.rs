@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,18 +17,18 @@ use super::agents::{self, Paths};
 use super::alerts::{self, AgentHealth, AlertEngine, AlertRule};
 use super::broker::config::ConfigError;
 use super::broker::{Broker, BrokerConfig, Journal};
+use super::connections::{self, ConnectionLimits};
 use super::health::HealthState;
+use super::leftovers;
 use super::secrets::Secrets;
 use super::server::{Shared, router};
 use super::status::{AgentStatus, Board, RuntimeStatus};
 use super::supervisor::{Report, Reporter, run_replica};
-use crate::embedded::new_token;
+use super::tokens::{self, TokenHash};
 use crate::store::{Applied, AuditEntry, HealthRecord, Op, Store, StoreError, now_ms};
 
 /// Where the runtime listens when not told: the broker's well-known local port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
-/// Meta key of the operator's token.
-pub const OPERATOR_TOKEN: &str = "operator.token";
 /// Meta key of the running runtime's URL.
 pub const RUNTIME_URL: &str = "runtime.url";
 
@@ -46,6 +45,8 @@ pub struct RuntimeOptions {
     pub poll: Duration,
     /// How often alert rules are evaluated.
     pub alert_period: Duration,
+    /// Timeouts of the HTTP connections.
+    pub connections: ConnectionLimits,
 }
 
 /// Why the runtime could not start.
@@ -101,7 +102,7 @@ struct Control {
     store: Arc<dyn Store>,
     options: RuntimeOptions,
     shared: Shared,
-    operator_token: String,
+    operator: TokenHash,
     secrets: Secrets,
     http: reqwest::Client,
     reporter: Reporter,
@@ -111,39 +112,45 @@ struct Control {
     revision: u64,
 }
 
-/// Starts the runtime on what `store` holds.
+/// Takes the runtime's address: done before anything is applied, so a busy
+/// port is refused before the store changes.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RuntimeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| RuntimeError::Listen {
+            addr,
+            message: e.to_string(),
+        })
+}
+
+/// Starts the runtime on what `store` holds, listening on `options.listen`.
 pub async fn start(
     store: Arc<dyn Store>,
     options: RuntimeOptions,
+    store_name: &str,
+) -> Result<Runtime, RuntimeError> {
+    let listener = bind(options.listen).await?;
+    start_on(store, options, listener, store_name).await
+}
+
+/// Starts the runtime on what `store` holds, serving on `listener` (taken
+/// with [`bind`]).
+pub async fn start_on(
+    store: Arc<dyn Store>,
+    options: RuntimeOptions,
+    listener: tokio::net::TcpListener,
     store_name: &str,
 ) -> Result<Runtime, RuntimeError> {
     let applied = store
         .applied()
         .await?
         .ok_or_else(|| RuntimeError::NotApplied(store_name.to_string()))?;
-    let operator_token = match store.meta(OPERATOR_TOKEN).await? {
-        Some(t) => t,
-        None => {
-            let t = new_token();
-            store
-                .write(vec![Op::Meta {
-                    key: OPERATOR_TOKEN.into(),
-                    value: Some(t.clone()),
-                }])
-                .await?;
-            t
-        }
-    };
-    let config = BrokerConfig::from_applied(&applied, &operator_token)?;
+    let operator_token = tokens::operator_token(&options.paths.state, &*store).await?;
+    let operator = TokenHash::of(&operator_token);
+    let config = BrokerConfig::from_applied(&applied, operator)?;
     let journal = Journal::to(store.clone());
     let broker = Broker::new(config, journal.clone(), store.last_message_id().await?);
     broker.restore(store.messages().await?);
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| RuntimeError::Listen {
-            addr: options.listen,
-            message: e.to_string(),
-        })?;
     let addr = listener.local_addr().map_err(|e| RuntimeError::Listen {
         addr: options.listen,
         message: e.to_string(),
@@ -158,24 +165,12 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut background = Vec::new();
     let app = router(shared.clone());
-    let mut server_stop = shutdown_rx.clone();
-    background.push(tokio::spawn(async move {
-        let stopped = async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        };
-        // Small writes (stream events, socket frames) go out at once.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "the runtime's HTTP server stopped");
-        }
-    }));
+    background.push(tokio::spawn(connections::serve(
+        listener,
+        app,
+        options.connections,
+        shutdown_rx.clone(),
+    )));
     background.push(tokio::spawn(
         broker.clone().run_sweeper(shutdown_rx.clone()),
     ));
@@ -184,7 +179,7 @@ pub async fn start(
         store: store.clone(),
         options,
         shared: shared.clone(),
-        operator_token: operator_token.clone(),
+        operator,
         secrets,
         http: cortex_client::http_client(),
         reporter,
@@ -196,6 +191,15 @@ pub async fn start(
     {
         let mut header = shared.header.lock().unwrap_or_else(|p| p.into_inner());
         header.url = url.clone();
+    }
+    // Before any agent starts: what a previous run left must not go on
+    // consuming beside the new processes.
+    let leftover = leftovers::stop(&*store).await?;
+    if !leftover.is_empty() {
+        tracing::warn!(
+            processes = %leftover.join(", "),
+            "stopped agent processes a previous run left running"
+        );
     }
     control.load(&applied, &url);
     store
@@ -241,13 +245,23 @@ fn reporter(board: Arc<Mutex<Board>>, journal: Journal) -> Reporter {
         } else {
             tracing::info!(agent = %report.agent, replica = report.replica, state = %report.state, pid = report.pid, detail = %report.detail, "agent health");
         }
-        journal.record(vec![Op::Health(HealthRecord {
+        let mut ops = vec![Op::Health(HealthRecord {
             agent: report.agent.clone(),
             replica: report.replica,
             at_ms,
             state: report.state.as_str().into(),
             detail: report.detail.clone(),
-        })]);
+        })];
+        match report.state {
+            HealthState::Starting if report.pid.is_some() => {
+                ops.push(leftovers::record(&report.agent, report.replica, report.pid));
+            }
+            HealthState::Restarting | HealthState::Stopped | HealthState::Failed => {
+                ops.push(leftovers::record(&report.agent, report.replica, None));
+            }
+            _ => {}
+        }
+        journal.record(ops);
     })
 }
 
@@ -372,7 +386,7 @@ impl Control {
                 return;
             }
         };
-        match BrokerConfig::from_applied(&applied, &self.operator_token) {
+        match BrokerConfig::from_applied(&applied, self.operator) {
             Ok(config) => self.shared.broker.configure(config),
             Err(e) => {
                 tracing::error!(error = %e, revision = applied.revision, "the new revision is not usable; keeping the running one");

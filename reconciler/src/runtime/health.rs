@@ -28,6 +28,10 @@ pub enum HealthState {
     Restarting,
     /// Stopped by cortex.
     Stopped,
+    /// Cannot be started as specified (a spawn error no retry can mend,
+    /// such as a NUL character in its environment); not retried until a
+    /// new revision changes the agent.
+    Failed,
 }
 
 impl HealthState {
@@ -40,17 +44,19 @@ impl HealthState {
             HealthState::Unhealthy => "unhealthy",
             HealthState::Restarting => "restarting",
             HealthState::Stopped => "stopped",
+            HealthState::Failed => "failed",
         }
     }
 
     /// Every state, for metrics.
-    pub const ALL: [HealthState; 6] = [
+    pub const ALL: [HealthState; 7] = [
         HealthState::Starting,
         HealthState::Healthy,
         HealthState::Degraded,
         HealthState::Unhealthy,
         HealthState::Restarting,
         HealthState::Stopped,
+        HealthState::Failed,
     ];
 }
 

@@ -15,10 +15,44 @@ use crate::store::BoxFuture;
 /// agents are expected to be quicker).
 pub const GRACE: Duration = Duration::from_secs(5);
 
+/// Why a process could not be started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether starting again cannot help (the spec must change): the
+    /// supervisor then reports it once instead of retrying.
+    pub permanent: bool,
+}
+
+impl LaunchError {
+    /// A failure that may pass (a log directory not writable yet…).
+    pub fn retryable(message: impl Into<String>) -> LaunchError {
+        LaunchError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure no retry can mend.
+    pub fn permanent(message: impl Into<String>) -> LaunchError {
+        LaunchError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Starts processes.
 pub trait Launcher: Send + Sync {
     /// Starts one process.
-    fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, String>>;
+    fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, LaunchError>>;
 }
 
 /// A started process.
@@ -86,19 +120,21 @@ struct LocalProcess {
 }
 
 impl Launcher for LocalLauncher {
-    fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, String>> {
+    fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, LaunchError>> {
         Box::pin(async move {
+            let io = |path: &Path, e: std::io::Error| {
+                LaunchError::retryable(format!("{}: {e}", path.display()))
+            };
             if let Some(dir) = self.log.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                crate::private_files::create_dir(dir).map_err(|e| io(dir, e))?;
             }
-            let log = std::fs::OpenOptions::new()
+            let log = crate::private_files::options()
                 .create(true)
                 .append(true)
                 .open(&self.log)
-                .map_err(|e| format!("{}: {e}", self.log.display()))?;
-            let err = log
-                .try_clone()
-                .map_err(|e| format!("{}: {e}", self.log.display()))?;
+                .map_err(|e| io(&self.log, e))?;
+            crate::private_files::restrict(&self.log);
+            let err = log.try_clone().map_err(|e| io(&self.log, e))?;
             let mut command = tokio::process::Command::new(&self.program);
             command
                 .args(&self.args)
@@ -110,11 +146,49 @@ impl Launcher for LocalLauncher {
                 .kill_on_drop(true);
             #[cfg(unix)]
             command.process_group(0);
-            let child = command
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+            #[cfg(target_os = "linux")]
+            die_with_parent(&mut command);
+            let child = command.spawn().map_err(|e| {
+                let message = format!("cannot start {}: {e}", self.program.display());
+                // A NUL in an argument or the environment: the same every time.
+                if e.kind() == std::io::ErrorKind::InvalidInput {
+                    LaunchError::permanent(message)
+                } else {
+                    LaunchError::retryable(message)
+                }
+            })?;
             Ok(Box::new(LocalProcess { child }) as Box<dyn Running>)
         })
+    }
+}
+
+/// Has the kernel kill the child (SIGKILL) when the thread that started it
+/// dies: a `kill -9` of cortex then takes its agents with it instead of
+/// leaving them running, reparented to init. The supervisors spawn from
+/// the runtime's worker threads, which live as long as the runtime.
+///
+/// The one `unsafe` of cortex: the death signal can only be set in the
+/// child, between `fork` and `exec`, which std offers only through
+/// `pre_exec`.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut tokio::process::Command) {
+    use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
+    let parent = getpid();
+    // SAFETY: the closure runs in the forked child before `exec`. It makes
+    // two system calls (prctl, getppid) and allocates nothing: an error
+    // from rustix becomes an io::Error from its raw OS error number.
+    unsafe {
+        command.pre_exec(move || {
+            set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The parent may have died before the signal was set.
+            if getppid() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(
+                    rustix::io::Errno::SRCH.raw_os_error(),
+                ));
+            }
+            Ok(())
+        });
     }
 }
 

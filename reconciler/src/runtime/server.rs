@@ -1,5 +1,6 @@
 //! The runtime's HTTP server: the broker API, `/v1/status` (operator
-//! token), `/metrics` (Prometheus text) and `/healthz`.
+//! token), `/v1/identity` (the runtime proves it holds the operator token
+//! before a client sends it), `/metrics` (Prometheus text) and `/healthz`.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,11 +10,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::broker::http::principal;
+use super::broker::http::{ApiQuery, principal};
 use super::broker::{Broker, BrokerError, Principal};
 use super::health::HealthState;
 use super::metrics::{family, label};
 use super::status::{Board, RuntimeStatus};
+use super::tokens;
 
 /// What the status and metrics handlers read.
 #[derive(Clone)]
@@ -164,12 +166,46 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The challenge of `GET /v1/identity`.
+#[derive(serde::Deserialize)]
+struct IdentityQuery {
+    nonce: String,
+}
+
+/// Longest nonce the identity challenge takes.
+const MAX_NONCE: usize = 256;
+
+/// `GET /v1/identity?nonce=N` → `{"proof"}`: the HMAC of the nonce under the
+/// operator token's hash ([`tokens::identity_proof`]). No token is needed:
+/// the answer proves the runtime's identity without revealing anything.
+async fn identity(
+    State(shared): State<Shared>,
+    ApiQuery(query): ApiQuery<IdentityQuery>,
+) -> Result<Response, BrokerError> {
+    if query.nonce.is_empty() || query.nonce.len() > MAX_NONCE {
+        return Err(BrokerError::BadRequest(format!(
+            "nonce must be 1 to {MAX_NONCE} characters"
+        )));
+    }
+    let Some(operator) = shared.broker.config().operator else {
+        return Err(BrokerError::UnknownAgent("the operator".into()));
+    };
+    Ok(axum::Json(serde_json::json!({
+        "proof": tokens::identity_proof(&operator, &query.nonce)
+    }))
+    .into_response())
+}
+
 /// Every route of the runtime.
 pub fn router(shared: Shared) -> Router {
     let runtime = Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/identity", get(identity))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(shared.clone());
-    super::broker::http::routes(shared.broker).merge(runtime)
+    super::broker::http::routes(shared.broker)
+        .merge(runtime)
+        .fallback(super::broker::http::no_route)
+        .method_not_allowed_fallback(super::broker::http::no_method)
 }

@@ -51,6 +51,7 @@ impl AgentStatus {
             HealthState::Degraded => 3,
             HealthState::Restarting => 4,
             HealthState::Unhealthy => 5,
+            HealthState::Failed => 6,
         };
         self.replicas
             .iter()

@@ -1,6 +1,8 @@
 //! One loop per agent replica: start the process, check its health at its
 //! interval (with jitter), and restart it with backoff when it exits or
-//! turns unhealthy; stop it on shutdown. Every state change is reported.
+//! turns unhealthy; stop it on shutdown. A start that can never succeed as
+//! specified is reported once, as `failed`, not retried. Every state change
+//! is reported.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +86,24 @@ pub async fn run_replica(
         }
         let started = Instant::now();
         let why = match launcher.launch().await {
-            Err(e) => e,
+            Err(e) if e.permanent => {
+                // Reported once; a new revision that changes the agent starts it again.
+                send(
+                    HealthState::Failed,
+                    format!("{e}; not retried: fix the agent's spec and apply again"),
+                    restarts,
+                    None,
+                );
+                let _ = shutdown.wait_for(|s| *s).await;
+                send(
+                    HealthState::Stopped,
+                    "stopped by cortex".into(),
+                    restarts,
+                    None,
+                );
+                return;
+            }
+            Err(e) => e.message,
             Ok(mut process) => {
                 let pid = process.pid();
                 send(HealthState::Starting, "started".into(), restarts, pid);

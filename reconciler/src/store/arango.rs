@@ -48,6 +48,9 @@ pub mod queries {
     pub const HEALTH_BEYOND: &str = "FOR h IN health FILTER h.agent == @agent SORT h.seq DESC LIMIT @keep, @count RETURN h._key";
     /// The newest `@limit` audit entries.
     pub const AUDIT: &str = "FOR a IN audit SORT a.seq DESC LIMIT @limit RETURN a";
+    /// The named values whose name starts with `@prefix`, by name.
+    pub const META_PREFIX: &str =
+        "FOR m IN meta FILTER STARTS_WITH(m.key, @prefix) SORT m.key RETURN [m.key, m.value]";
 }
 
 /// The collections the store uses.
@@ -874,6 +877,18 @@ impl Store for ArangoStore {
                 .await
                 .map_err(|f| f.into_store_error("reading a named value"))?;
             Ok(doc.and_then(|d| d.get("value").and_then(Value::as_str).map(str::to_string)))
+        })
+    }
+
+    fn meta_prefix(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        let prefix = prefix.to_string();
+        Box::pin(async move {
+            let rows = self
+                .client
+                .query(queries::META_PREFIX, json!({ "prefix": prefix }))
+                .await
+                .map_err(|f| f.into_store_error("reading named values"))?;
+            decode(rows, "named value")
         })
     }
 }

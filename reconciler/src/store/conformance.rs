@@ -307,6 +307,28 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
         "a named value can be removed",
         f,
     );
+    let named = |key: &str, value: &str| Op::Meta {
+        key: key.into(),
+        value: Some(value.into()),
+    };
+    store
+        .write(vec![
+            named("process/b/0", "2"),
+            named("process/a/1", "1"),
+            named("processes", "not this"),
+            named("proc", "nor this"),
+        ])
+        .await
+        .map_err(fail)?;
+    check(
+        store.meta_prefix("process/").await.map_err(fail)?
+            == vec![
+                ("process/a/1".to_string(), "1".to_string()),
+                ("process/b/0".to_string(), "2".to_string()),
+            ],
+        "named values are listed by prefix, in name order",
+        f,
+    );
 
     // Everything survives closing and opening again.
     drop(store);
@@ -335,5 +357,81 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(failures)
+    }
+}
+
+/// A store that refuses writes on demand, over a real one: for showing
+/// that what the store refused leaves no trace (the broker undoes it).
+pub struct FailingStore {
+    inner: Arc<dyn Store>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl FailingStore {
+    /// `inner`, writing normally until [`FailingStore::fail_writes`].
+    pub fn new(inner: Arc<dyn Store>) -> Arc<FailingStore> {
+        Arc::new(FailingStore {
+            inner,
+            failing: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// From now on, writes and applies fail (`true`) or pass to the real
+    /// store again (`false`).
+    pub fn fail_writes(&self, fail: bool) {
+        self.failing
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn refused(&self) -> Option<StoreError> {
+        self.failing
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| StoreError::Backend("injected failure: the store refuses writes".into()))
+    }
+}
+
+impl Store for FailingStore {
+    fn applied(&self) -> BoxFuture<'_, Result<Option<Applied>, StoreError>> {
+        self.inner.applied()
+    }
+    fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.revision()
+    }
+    fn apply(&self, expected: u64, next: Applied) -> BoxFuture<'_, Result<u64, StoreError>> {
+        match self.refused() {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.inner.apply(expected, next),
+        }
+    }
+    fn write(&self, ops: Vec<Op>) -> BoxFuture<'_, Result<(), StoreError>> {
+        match self.refused() {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.inner.write(ops),
+        }
+    }
+    fn messages(&self) -> BoxFuture<'_, Result<Vec<StoredMessage>, StoreError>> {
+        self.inner.messages()
+    }
+    fn last_message_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.last_message_id()
+    }
+    fn health_history(
+        &self,
+        agent: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<HealthRecord>, StoreError>> {
+        self.inner.health_history(agent, limit)
+    }
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        self.inner.audit_log(limit)
+    }
+    fn meta(&self, key: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        self.inner.meta(key)
+    }
+    fn meta_prefix(
+        &self,
+        prefix: &str,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        self.inner.meta_prefix(prefix)
     }
 }

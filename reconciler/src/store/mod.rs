@@ -200,6 +200,8 @@ pub trait Store: Send + Sync + 'static {
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditEntry>>>;
     /// A named value set by [`Op::Meta`].
     fn meta(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<String>>>;
+    /// Every named value whose name starts with `prefix`, by name.
+    fn meta_prefix(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>>;
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -109,14 +109,22 @@ fn connect(path: &Path) -> StoreResult<Connection> {
 
 impl SqliteStore {
     /// Opens (creating it and its directory when missing) the store at `path`.
+    /// A file that is there but is not a cortex store (an empty file
+    /// included) is refused, never taken over. A missing directory is made
+    /// owner-only (0700), and every file of the store (the database, its WAL
+    /// and shared-memory files) is 0600 from its creation: they hold tokens.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let open_err = |message: String| StoreError::Open {
             path: path.display().to_string(),
             message,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+            crate::private_files::create_dir(dir).map_err(|e| open_err(e.to_string()))?;
         }
+        if !check_existing(path).map_err(&open_err)? {
+            create_store(path).map_err(&open_err)?;
+        }
+        crate::private_files::restrict(path);
         let writer = connect(path)?;
         let version: i64 = writer
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -126,13 +134,19 @@ impl SqliteStore {
                 "written by a newer cortex (layout {version}, this one reads {LAYOUT_VERSION})"
             )));
         }
+        if version == 0 {
+            // An SQLite file, but not one cortex made.
+            return Err(open_err(NOT_A_STORE.to_string()));
+        }
         writer
             .execute_batch(SCHEMA)
             .map_err(|e| open_err(e.to_string()))?;
         writer
             .pragma_update(None, "user_version", LAYOUT_VERSION)
             .map_err(|e| open_err(e.to_string()))?;
-        restrict_permissions(path);
+        for companion in ["-wal", "-shm"] {
+            crate::private_files::restrict(&with_suffix(path, companion));
+        }
         let reader = connect(path)?;
         let (tx, rx) = mpsc::channel();
         let handle = thread::Builder::new()
@@ -192,15 +206,68 @@ impl Drop for SqliteStore {
     }
 }
 
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // The file holds agent tokens: owner only.
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+/// What an existing file that is not a cortex store is told.
+const NOT_A_STORE: &str = "this file is not a cortex state store (move it away, or point targets.embedded.state elsewhere)";
+
+/// The first bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Whether a store file is already at `path`; an error when something is
+/// there that cannot be one (an empty file, another kind of file).
+fn check_existing(path: &Path) -> Result<bool, String> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut magic = [0u8; 16];
+    match file.read_exact(&mut magic) {
+        Ok(()) if &magic == SQLITE_MAGIC => Ok(true),
+        Ok(()) => Err(NOT_A_STORE.to_string()),
+        Err(_) => Err(format!("the file is empty or truncated: {NOT_A_STORE}")),
+    }
 }
 
-#[cfg(not(unix))]
-fn restrict_permissions(_: &Path) {}
+/// `path` with `suffix` appended to its file name (`state.db-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Creates a new store at `path` atomically: the schema is written to a
+/// temporary file (owner-only from its creation) that is then linked into
+/// place, so a crash never leaves an empty or half-made file where the store
+/// belongs. When another process made the store first, theirs is kept.
+fn create_store(path: &Path) -> Result<(), String> {
+    let fresh = with_suffix(path, &format!(".new-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
+    let made = (|| -> Result<(), String> {
+        crate::private_files::options()
+            .write(true)
+            .create_new(true)
+            .open(&fresh)
+            .map_err(|e| e.to_string())?;
+        let conn = Connection::open(&fresh).map_err(|e| e.to_string())?;
+        conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+        conn.pragma_update(None, "user_version", LAYOUT_VERSION)
+            .map_err(|e| e.to_string())?;
+        conn.close().map_err(|(_, e)| e.to_string())?;
+        std::fs::File::open(&fresh)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| e.to_string())?;
+        match std::fs::hard_link(&fresh, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                check_existing(path).map(|_| ())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })();
+    let _ = std::fs::remove_file(&fresh);
+    made
+}
 
 fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
@@ -497,6 +564,17 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .optional()
+        })
+    }
+
+    fn meta_prefix(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
+        let prefix = prefix.to_string();
+        self.read(move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )?;
+            let rows = select.query_map(params![prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
     }
 }

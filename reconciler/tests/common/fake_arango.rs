@@ -609,6 +609,21 @@ impl Server {
                 .take(number("count"))
                 .map(|h| h["_key"].clone())
                 .collect()
+        } else if query == queries::META_PREFIX {
+            let prefix = bind
+                .get("prefix")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut named: Vec<Value> = self
+                .sorted(database, "meta", "key", false)
+                .into_iter()
+                .filter(|m| m["key"].as_str().is_some_and(|k| k.starts_with(prefix)))
+                .collect();
+            named.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+            named
+                .into_iter()
+                .map(|m| json!([m["key"], m["value"]]))
+                .collect()
         } else if query == queries::AUDIT {
             self.sorted(database, "audit", "seq", true)
                 .into_iter()

@@ -36,21 +36,32 @@ impl Repo {
         std::fs::write(file, content).expect("write");
     }
 
+    /// Copies what git tracks under `from` (a directory of this workspace)
+    /// to `to` in this repository: never what a run left beside it, such as
+    /// an example's ignored `.cortex/state.db` after `cortex up`.
     pub fn copy_dir(&self, from: &Path, to: &str) {
-        for entry in std::fs::read_dir(from).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
-            let target = if to.is_empty() {
-                name.to_string()
-            } else {
-                format!("{to}/{name}")
+        let from = from.canonicalize().expect("canonical source");
+        let workspace = Repository::discover(&from).expect("the workspace is a git repository");
+        let root = workspace
+            .workdir()
+            .expect("a work tree")
+            .canonicalize()
+            .expect("canonical work tree");
+        let prefix = from.strip_prefix(&root).expect("inside the work tree");
+        let index = workspace.index().expect("the workspace's index");
+        let mut copied = 0;
+        for entry in index.iter() {
+            let tracked = Path::new(std::str::from_utf8(&entry.path).expect("a UTF-8 path"));
+            let Ok(relative) = tracked.strip_prefix(prefix) else {
+                continue;
             };
-            if path.is_dir() {
-                self.copy_dir(&path, &target);
-            } else {
-                self.write(&target, &std::fs::read_to_string(&path).expect("read"));
-            }
+            let target = Path::new(to).join(relative);
+            let file = self.path().join(&target);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(root.join(tracked), &file).expect("copy a tracked file");
+            copied += 1;
         }
+        assert!(copied > 0, "git tracks nothing under {}", from.display());
     }
 
     pub fn commit(&self, message: &str) -> Oid {

@@ -42,16 +42,7 @@ pub async fn start_project_with_secrets(
     apply_project(project, &store).await;
     let runtime = start(
         store.clone() as Arc<dyn Store>,
-        RuntimeOptions {
-            paths: Paths {
-                project: project.to_path_buf(),
-                state: state.path().to_path_buf(),
-            },
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            supervise,
-            poll: Duration::from_millis(100),
-            alert_period: Duration::from_millis(100),
-        },
+        options(project, state.path(), supervise),
         "test store",
     )
     .await
@@ -67,6 +58,22 @@ pub async fn start_project_with_secrets(
         store,
         tokens,
         state,
+    }
+}
+
+/// How tests run the runtime: `project`, state in `state`, a free port,
+/// fast polling.
+pub fn options(project: &Path, state: &Path, supervise: bool) -> RuntimeOptions {
+    RuntimeOptions {
+        paths: Paths {
+            project: project.to_path_buf(),
+            state: state.to_path_buf(),
+        },
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        supervise,
+        poll: Duration::from_millis(100),
+        alert_period: Duration::from_millis(100),
+        connections: Default::default(),
     }
 }
 

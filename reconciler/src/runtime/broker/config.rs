@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::runtime::fields::{millis as ms, strings};
+use crate::runtime::tokens::TokenHash;
 use crate::store::Applied;
 
 /// How a topic orders deliveries within one inbox.
@@ -102,8 +103,11 @@ pub struct BrokerConfig {
     pub topics: HashMap<String, Arc<TopicConfig>>,
     /// Agents by name.
     pub agents: BTreeMap<String, AgentConfig>,
-    /// Token → principal.
-    pub tokens: HashMap<String, Principal>,
+    /// The SHA-256 of each token → its principal (the broker keeps no
+    /// token in clear).
+    pub tokens: HashMap<TokenHash, Principal>,
+    /// The operator token's hash (the runtime's identity proof is keyed by it).
+    pub operator: Option<TokenHash>,
 }
 
 /// A topic schema that does not compile (the compiler checks schemas, so
@@ -133,11 +137,11 @@ fn delivery(value: Option<&Value>) -> Delivery {
 }
 
 impl BrokerConfig {
-    /// The broker's view of an applied config; `operator_token` is the
-    /// operator's (kept in the store, not in the applied config).
+    /// The broker's view of an applied config; `operator` is the hash of
+    /// the operator's token (kept beside the store, not in the applied config).
     pub fn from_applied(
         applied: &Applied,
-        operator_token: &str,
+        operator: TokenHash,
     ) -> Result<BrokerConfig, ConfigError> {
         use cortex_compiler::render::runtime::defaults;
         let config = &applied.config;
@@ -197,17 +201,18 @@ impl BrokerConfig {
                 )
             })
             .collect();
-        let mut tokens: HashMap<String, Principal> = applied
+        let mut tokens: HashMap<TokenHash, Principal> = applied
             .tokens
             .iter()
-            .map(|(agent, token)| (token.clone(), Principal::Agent(agent.clone())))
+            .map(|(agent, token)| (TokenHash::of(token), Principal::Agent(agent.clone())))
             .collect();
-        tokens.insert(operator_token.to_string(), Principal::Operator);
+        tokens.insert(operator, Principal::Operator);
         Ok(BrokerConfig {
             revision: applied.revision,
             topics,
             agents,
             tokens,
+            operator: Some(operator),
         })
     }
 }

@@ -11,16 +11,23 @@
 //! | `POST /v1/messages/{id}/ack` · `/nack` `{delayMs}` · `/reply` `{payload}` | settle a delivery |
 //!
 //! Errors are `{"error": {"code", "message", "inbox"?, "pointer"?}}` with
-//! 400 (schema, bad payload), 401 (token), 403 (undeclared topic), 404,
-//! 429 (inbox full), 503 (store), 504 (request timeout).
+//! 400 (schema, bad payload, payload nested too deep, malformed query or
+//! path), 401 (token), 403 (undeclared topic), 404 (also an unknown route),
+//! 405, 413 (body too long), 429 (inbox full), 503 (store), 504 (request
+//! timeout): every error of the API, none in plain text.
+//!
+//! The token is checked before a body is read, and bodies are capped per
+//! route: [`MAX_MESSAGE_BODY`] for messages (publish, send, request,
+//! reply), [`MAX_SETTLE_BODY`] for ack and nack.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +37,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Broker, BrokerError, Principal, Recipient, Taken};
+
+/// Longest body of a publish, send, request or reply (the envelope and its
+/// payload): 1 MiB, the common default of message brokers (NATS's
+/// `max_payload`, Kafka's `message.max.bytes` are about 1 MB). A topic's
+/// schema can bound payloads further (`maxLength`, `maxItems`…).
+pub const MAX_MESSAGE_BODY: usize = 1024 * 1024;
+/// Longest body of an ack or nack (`{"delayMs": n}`).
+pub const MAX_SETTLE_BODY: usize = 4 * 1024;
+/// Deepest nesting of arrays and objects a payload may have, so that every
+/// agent can read what it is given: serde_json stops at 128 levels (most
+/// JSON parsers stop between 100 and 1,000), a delivery frame wraps the
+/// payload 3 levels deep and a dead-letter envelope one more.
+pub const MAX_PAYLOAD_DEPTH: usize = 100;
 
 /// Longest a long-poll may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -48,7 +68,15 @@ impl BrokerError {
             BrokerError::NotInFlight { .. } => (StatusCode::NOT_FOUND, "not_in_flight"),
             BrokerError::InboxFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "inbox_full"),
             BrokerError::Schema { .. } => (StatusCode::BAD_REQUEST, "schema"),
-            BrokerError::BadPayload(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            BrokerError::BadPayload(_) | BrokerError::BadRequest(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            BrokerError::TooDeep { .. } => (StatusCode::BAD_REQUEST, "too_deep"),
+            BrokerError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            BrokerError::NoRoute { status: 405, .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            BrokerError::NoRoute { .. } => (StatusCode::NOT_FOUND, "not_found"),
             BrokerError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             BrokerError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
@@ -101,6 +129,107 @@ pub fn principal(broker: &Broker, headers: &HeaderMap) -> Result<Principal, Brok
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|token| broker.authenticate(token.trim()))
         .ok_or(BrokerError::Unauthorized)
+}
+
+/// A query string, its rejection in the API's JSON error format.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = BrokerError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, BrokerError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| BrokerError::BadRequest(e.body_text()))
+    }
+}
+
+/// Path parameters, their rejection in the API's JSON error format.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = BrokerError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, BrokerError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| ApiPath(p))
+            .map_err(|e| BrokerError::BadRequest(e.body_text()))
+    }
+}
+
+/// Reads a request body of at most `limit` bytes (413 past it). Handlers
+/// call it after the token is checked, so an unauthenticated body is never
+/// read.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BrokerError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            BrokerError::TooLarge { limit }
+        } else {
+            BrokerError::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+/// Refuses a payload nested deeper than [`MAX_PAYLOAD_DEPTH`]. `payload`
+/// is JSON text already parsed once (strings may hold brackets: they are
+/// skipped).
+pub fn check_depth(payload: &str) -> Result<(), BrokerError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in payload.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_PAYLOAD_DEPTH {
+                    return Err(BrokerError::TooDeep {
+                        limit: MAX_PAYLOAD_DEPTH,
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a route that does not exist.
+pub async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> BrokerError {
+    BrokerError::NoRoute {
+        status: 404,
+        message: format!("no route {method} {}", uri.path()),
+    }
+}
+
+/// The answer to a method a route does not take.
+pub async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> BrokerError {
+    BrokerError::NoRoute {
+        status: 405,
+        message: format!("{} does not take {method}", uri.path()),
+    }
 }
 
 pub(super) fn agent_of(principal: Principal) -> Result<String, BrokerError> {
@@ -182,31 +311,32 @@ fn json(status: StatusCode, body: String) -> Response {
 
 async fn publish(
     State(broker): State<Arc<Broker>>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, BrokerError> {
-    accept(&broker, &headers, &body, Recipient::Topic(&topic)).await
+    accept(&broker, &headers, body, Recipient::Topic(&topic)).await
 }
 
 async fn send(
     State(broker): State<Arc<Broker>>,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, BrokerError> {
-    accept(&broker, &headers, &body, Recipient::Agent(&agent)).await
+    accept(&broker, &headers, body, Recipient::Agent(&agent)).await
 }
 
 /// A publish or send: 202 with the ids once durable.
 async fn accept(
     broker: &Broker,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: Body,
     to: Recipient<'_>,
 ) -> Result<Response, BrokerError> {
     let who = principal(broker, headers)?;
-    let message = outgoing(body)?;
+    let body = read_body(body, MAX_MESSAGE_BODY).await?;
+    let message = outgoing(&body)?;
     let published = broker
         .accept(&who, to, message.key.as_deref(), message.payload.get())?
         .durable()
@@ -222,12 +352,13 @@ struct RequestQuery {
 
 async fn request(
     State(broker): State<Arc<Broker>>,
-    Path(agent): Path<String>,
-    Query(query): Query<RequestQuery>,
+    ApiPath(agent): ApiPath<String>,
+    ApiQuery(query): ApiQuery<RequestQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, BrokerError> {
     let who = principal(&broker, &headers)?;
+    let body = read_body(body, MAX_MESSAGE_BODY).await?;
     let message = outgoing(&body)?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000)).min(MAX_WAIT);
     let reply = broker
@@ -245,7 +376,7 @@ struct ReceiveQuery {
 
 async fn receive(
     State(broker): State<Arc<Broker>>,
-    Query(query): Query<ReceiveQuery>,
+    ApiQuery(query): ApiQuery<ReceiveQuery>,
     headers: HeaderMap,
 ) -> Result<Response, BrokerError> {
     let agent = agent_of(principal(&broker, &headers)?)?;
@@ -281,15 +412,23 @@ async fn stream(
 struct NackBody {
     #[serde(default)]
     delay_ms: u64,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 async fn settle(
     State(broker): State<Arc<Broker>>,
-    Path((id, verb)): Path<(u64, String)>,
+    ApiPath((id, verb)): ApiPath<(u64, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, BrokerError> {
     let agent = agent_of(principal(&broker, &headers)?)?;
+    let limit = if verb == "reply" {
+        MAX_MESSAGE_BODY
+    } else {
+        MAX_SETTLE_BODY
+    };
+    let body = read_body(body, limit).await?;
     match verb.as_str() {
         "ack" => broker.ack(&agent, id).await?,
         "nack" => {
@@ -301,7 +440,12 @@ async fn settle(
                 })?
             };
             broker
-                .nack(&agent, id, Duration::from_millis(nack.delay_ms))
+                .nack(
+                    &agent,
+                    id,
+                    Duration::from_millis(nack.delay_ms),
+                    nack.reason.as_deref(),
+                )
                 .await?
         }
         "reply" => {

@@ -1,6 +1,13 @@
 //! One agent's inbox: messages ready for delivery (in id order), messages in
 //! flight (delivered, not yet acked) with their deadlines, dead letters, and
 //! the ordering locks (keys and topics with a message in flight).
+//!
+//! A change becomes visible only once the store has it: a new message is
+//! held *pending* (counted against the capacity, never delivered) until its
+//! store write is durable, then made deliverable, or taken out again if the
+//! store refused it; a delivery being settled stays in flight, *settling*
+//! (not redelivered, not settled twice), until the settlement is durable,
+//! then leaves, or goes back in flight as it was if the store refused it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::AtomicBool;
@@ -43,6 +50,8 @@ pub struct Entry {
     pub in_reply_to: Option<u64>,
     /// Not deliverable before this (nack with delay).
     pub not_before: Option<Instant>,
+    /// Its store write is not durable yet: held, not deliverable.
+    pub pending: bool,
 }
 
 impl Entry {
@@ -85,6 +94,17 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+/// A delivery in flight.
+#[derive(Debug)]
+pub struct InFlight {
+    /// The message.
+    pub entry: Entry,
+    /// When it is delivered again unless settled.
+    pub deadline: Instant,
+    /// A settlement of it is being made durable.
+    pub settling: bool,
+}
+
 /// The lock-protected part of an inbox.
 #[derive(Debug)]
 pub struct InboxState {
@@ -94,8 +114,8 @@ pub struct InboxState {
     pub direct: Delivery,
     /// Ready messages, in id order.
     pub ready: VecDeque<Entry>,
-    /// In flight: id → (message, ack deadline).
-    pub inflight: HashMap<u64, (Entry, Instant)>,
+    /// In flight: id → the delivery.
+    pub inflight: HashMap<u64, InFlight>,
     deadlines: BTreeSet<(Instant, u64)>,
     /// Dead letters, oldest first.
     pub dead: VecDeque<DeadLetter>,
@@ -194,7 +214,7 @@ impl InboxState {
                     .as_ref()
                     .is_some_and(|t| self.busy_topics.contains(t) || held_topics.contains(t));
             let waiting = entry.not_before.is_some_and(|t| t > now);
-            if locked || waiting {
+            if locked || waiting || entry.pending {
                 if waiting {
                     later = Some(later.map_or(entry.not_before.unwrap_or(now), |l| {
                         l.min(entry.not_before.unwrap_or(now))
@@ -221,7 +241,14 @@ impl InboxState {
                 let deadline = now + self.delivery_of(&entry).ack_timeout;
                 self.lock_order(&entry);
                 self.deadlines.insert((deadline, entry.id));
-                self.inflight.insert(entry.id, (entry.clone(), deadline));
+                self.inflight.insert(
+                    entry.id,
+                    InFlight {
+                        entry: entry.clone(),
+                        deadline,
+                        settling: false,
+                    },
+                );
                 taken.push(entry);
             }
         }
@@ -257,12 +284,59 @@ impl InboxState {
         }
     }
 
-    /// Removes a message from flight (ack, nack, reply, timeout).
+    /// Removes a message from flight (a settlement made durable, a timeout).
     pub fn settle(&mut self, id: u64) -> Option<Entry> {
-        let (entry, deadline) = self.inflight.remove(&id)?;
+        let InFlight {
+            entry, deadline, ..
+        } = self.inflight.remove(&id)?;
         self.deadlines.remove(&(deadline, id));
         self.unlock_order(&entry);
         Some(entry)
+    }
+
+    /// Starts settling a delivery: it stays in flight (holding its ordering
+    /// lock and its place in the capacity) but is not redelivered at its
+    /// deadline nor settled again. `None` when it is not in flight, or
+    /// already settling.
+    pub fn begin_settle(&mut self, id: u64) -> Option<&Entry> {
+        let flight = self.inflight.get_mut(&id).filter(|f| !f.settling)?;
+        flight.settling = true;
+        self.deadlines.remove(&(flight.deadline, id));
+        Some(&flight.entry)
+    }
+
+    /// Puts a delivery whose settlement the store refused back in flight as
+    /// it was (redelivered at its deadline, or at the next sweep when that
+    /// has passed).
+    pub fn abort_settle(&mut self, id: u64) {
+        if let Some(flight) = self.inflight.get_mut(&id).filter(|f| f.settling) {
+            flight.settling = false;
+            self.deadlines.insert((flight.deadline, id));
+        }
+    }
+
+    /// Makes pending messages deliverable (their store write is durable).
+    pub fn commit(&mut self, ids: &[u64]) {
+        for &id in ids {
+            if let Some(entry) = self.position(id).and_then(|at| self.ready.get_mut(at)) {
+                entry.pending = false;
+            }
+        }
+    }
+
+    /// Takes out pending messages whose store write was refused.
+    pub fn discard(&mut self, ids: &[u64]) {
+        for &id in ids {
+            if let Some(at) = self.position(id).filter(|&at| self.ready[at].pending) {
+                self.ready.remove(at);
+            }
+        }
+    }
+
+    /// Where message `id` is among the ready ones (they are in id order).
+    fn position(&self, id: u64) -> Option<usize> {
+        let at = self.ready.partition_point(|e| e.id < id);
+        (self.ready.get(at)?.id == id).then_some(at)
     }
 
     /// Messages in flight past their deadline, removed from flight.

@@ -76,6 +76,32 @@ pub enum BrokerError {
     /// The payload is not JSON (400).
     #[error("payload is not JSON: {0}")]
     BadPayload(String),
+    /// The payload nests deeper than the broker delivers (400).
+    #[error(
+        "payload nests deeper than {limit} levels of arrays and objects: agents' JSON parsers could not read it"
+    )]
+    TooDeep {
+        /// The deepest nesting accepted.
+        limit: usize,
+    },
+    /// A malformed request: query, path, headers or body shape (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request body is longer than the route takes (413); nothing of it
+    /// was read past the limit.
+    #[error("the request body is longer than {limit} bytes, the most this route takes")]
+    TooLarge {
+        /// The route's limit in bytes.
+        limit: usize,
+    },
+    /// No such route (404) or method (405).
+    #[error("{message}")]
+    NoRoute {
+        /// 404 or 405.
+        status: u16,
+        /// What was asked.
+        message: String,
+    },
     /// Ack/nack/reply of a message that is not in flight for this agent (404).
     #[error(
         "message {id} is not in flight in {inbox}'s inbox (already acked, or redelivered after its ack timeout)"
@@ -274,6 +300,7 @@ impl Broker {
                 request: m.request,
                 in_reply_to: m.in_reply_to,
                 not_before: None,
+                pending: false,
             };
             let mut state = inbox.lock();
             match m.dead {
@@ -310,7 +337,10 @@ impl Broker {
 
     /// Who a bearer token belongs to.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
-        self.config().tokens.get(token).cloned()
+        self.config()
+            .tokens
+            .get(&crate::runtime::tokens::TokenHash::of(token))
+            .cloned()
     }
 
     /// Publishes `payload` (JSON text) to `topic`: one copy per subscriber,
@@ -370,6 +400,7 @@ impl Broker {
                 });
             }
         }
+        http::check_depth(payload)?;
         self.check_schema(&topic_config, payload)?;
         let inboxes: Vec<Arc<Inbox>> = topic_config
             .subscribers
@@ -431,6 +462,7 @@ impl Broker {
         payload: &str,
     ) -> Result<Accepted, BrokerError> {
         let inbox = self.known_inbox(agent)?;
+        http::check_depth(payload)?;
         self.enqueue_now(
             &[inbox],
             Message {
@@ -462,6 +494,7 @@ impl Broker {
         timeout: Duration,
     ) -> Result<Arc<str>, BrokerError> {
         let inbox = self.known_inbox(agent)?;
+        http::check_depth(payload)?;
         let (tx, rx) = oneshot::channel();
         let published = self
             .enqueue(
@@ -520,6 +553,7 @@ impl Broker {
         let key: Option<Arc<str>> = key.map(Arc::from);
         let published_ms = now_ms();
         let published_at = Instant::now();
+        let pending = self.journal.is_durable();
         let durable = {
             // Inboxes are sorted by name: locking in that order cannot deadlock.
             let mut guards: Vec<_> = inboxes.iter().map(|i| i.lock()).collect();
@@ -550,8 +584,9 @@ impl Broker {
                     request,
                     in_reply_to,
                     not_before: None,
+                    pending,
                 };
-                if self.journal.is_durable() {
+                if pending {
                     ops.push(Op::Enqueue(entry.stored(&inbox.name, None)));
                 }
                 if let Some(tx) = waiter.take() {
@@ -561,11 +596,42 @@ impl Broker {
                 state.ready.push_back(entry);
                 ids.push(id);
             }
-            // Queued under the locks: an ack of these messages is journaled after them.
-            (self.journal.submit(ops), ids)
+            // Queued under the locks: journaled in id order per inbox. The
+            // messages are delivered once durable, or taken out if refused.
+            let held: Vec<Arc<Inbox>> = inboxes.to_vec();
+            let pending_ids = ids.clone();
+            let me = self.me.clone();
+            let outcome = move |durable: bool| {
+                for (inbox, id) in held.iter().zip(&pending_ids) {
+                    let mut state = inbox.lock();
+                    if durable {
+                        state.commit(&[*id]);
+                    } else {
+                        state.discard(&[*id]);
+                    }
+                }
+                if durable {
+                    for inbox in &held {
+                        inbox.notify.notify_waiters();
+                    }
+                } else if let Some(broker) = me.upgrade() {
+                    let mut replies = broker.lock_replies();
+                    for id in &pending_ids {
+                        replies.remove(id);
+                    }
+                }
+            };
+            if pending {
+                (self.journal.submit_then(ops, outcome), ids)
+            } else {
+                (journal::Durable::done(), ids)
+            }
         };
-        for inbox in inboxes {
-            inbox.notify.notify_waiters();
+        if !pending {
+            // Nothing is kept (the in-process benchmark): deliverable at once.
+            for inbox in inboxes {
+                inbox.notify.notify_waiters();
+            }
         }
         self.counters
             .published
@@ -652,15 +718,19 @@ impl Broker {
         }
     }
 
-    fn settle(&self, agent: &str, id: u64) -> Result<(Arc<Inbox>, Entry), BrokerError> {
-        let inbox = self.inbox(agent).ok_or(BrokerError::NotInFlight {
+    /// Starts settling delivery `id` of `agent`'s inbox ([`inbox::InboxState::begin_settle`]):
+    /// the inbox and a copy of the delivery.
+    fn begin_settle(&self, agent: &str, id: u64) -> Result<(Arc<Inbox>, Entry), BrokerError> {
+        let not_in_flight = || BrokerError::NotInFlight {
             id,
             inbox: agent.to_string(),
-        })?;
-        let entry = inbox.lock().settle(id).ok_or(BrokerError::NotInFlight {
-            id,
-            inbox: agent.to_string(),
-        })?;
+        };
+        let inbox = self.inbox(agent).ok_or_else(not_in_flight)?;
+        let entry = inbox
+            .lock()
+            .begin_settle(id)
+            .cloned()
+            .ok_or_else(not_in_flight)?;
         Ok((inbox, entry))
     }
 
@@ -676,34 +746,37 @@ impl Broker {
         self.ack_now(agent, ids)?.durable().await
     }
 
-    /// [`Broker::ack_many`] without waiting: the acks are applied and their
-    /// journal entry submitted; [`Settled::durable`] waits for it.
+    /// [`Broker::ack_many`] without waiting: the deliveries are settling
+    /// (kept in flight, not redelivered) and their journal entry submitted;
+    /// they leave flight once it is durable, and go back in flight as they
+    /// were if the store refuses it. [`Settled::durable`] waits for that.
     pub fn ack_now(&self, agent: &str, ids: &[u64]) -> Result<Settled, BrokerError> {
         let inbox = self.known_inbox(agent)?;
         let mut missing = None;
-        let mut acked = 0u64;
-        let (durable, unblocks) = {
+        let mut settling = Vec::with_capacity(ids.len());
+        {
             let mut state = inbox.lock();
-            let mut ops = Vec::with_capacity(ids.len());
             for &id in ids {
-                let Some(entry) = state.settle(id) else {
-                    missing.get_or_insert(id);
-                    continue;
-                };
-                acked += 1;
-                self.counters.latency.observe(entry.published_at.elapsed());
-                if self.journal.is_durable() {
-                    ops.push(Op::Remove(id));
+                match state.begin_settle(id) {
+                    Some(_) => settling.push(id),
+                    None => {
+                        missing.get_or_insert(id);
+                    }
                 }
             }
-            (self.journal.submit(ops), state.has_ready())
-        };
-        self.counters
-            .acked
-            .fetch_add(acked, AtomicOrdering::Relaxed);
-        if unblocks {
-            inbox.notify.notify_waiters();
         }
+        let ops = if self.journal.is_durable() {
+            settling.iter().map(|&id| Op::Remove(id)).collect()
+        } else {
+            Vec::new()
+        };
+        let me = self.me.clone();
+        let held = inbox.clone();
+        let durable = self.journal.submit_then(ops, move |durable| {
+            if let Some(broker) = me.upgrade() {
+                broker.end_settles(&held, &settling, durable);
+            }
+        });
         Ok(Settled {
             durable,
             missing: missing.map(|id| BrokerError::NotInFlight {
@@ -713,104 +786,173 @@ impl Broker {
         })
     }
 
-    /// Gives a delivery back, deliverable again after `delay` (or dead if
-    /// it has had its attempts).
-    pub async fn nack(&self, agent: &str, id: u64, delay: Duration) -> Result<(), BrokerError> {
-        let (inbox, entry) = self.settle(agent, id)?;
-        self.retry_or_bury(&inbox, entry, Some(delay), "nacked");
-        inbox.notify.notify_waiters();
-        Ok(())
+    /// Ends settlements whose fate is known: durable ones leave flight
+    /// (acked), refused ones go back in flight as they were.
+    fn end_settles(&self, inbox: &Inbox, ids: &[u64], durable: bool) {
+        let mut acked = 0u64;
+        let unblocks = {
+            let mut state = inbox.lock();
+            for &id in ids {
+                if !durable {
+                    state.abort_settle(id);
+                } else if let Some(entry) = state.settle(id) {
+                    acked += 1;
+                    self.counters.latency.observe(entry.published_at.elapsed());
+                }
+            }
+            durable && state.has_ready()
+        };
+        self.counters
+            .acked
+            .fetch_add(acked, AtomicOrdering::Relaxed);
+        if unblocks {
+            inbox.notify.notify_waiters();
+        }
     }
 
-    /// Answers a request: the reply goes to the waiting requester, or to the
-    /// sender's inbox when it no longer waits; the request is acked.
-    pub async fn reply(&self, agent: &str, id: u64, payload: &str) -> Result<(), BrokerError> {
-        serde_json::from_str::<serde::de::IgnoredAny>(payload)
-            .map_err(|e| BrokerError::BadPayload(e.to_string()))?;
-        let (inbox, entry) = self.settle(agent, id)?;
-        let waiter = self.lock_replies().remove(&id);
-        let handed = match waiter {
-            Some(tx) => tx.send(Arc::from(payload)).is_ok(),
-            None => false,
+    /// Gives a delivery back, deliverable again after `delay` (or dead if
+    /// it has had its attempts, with the agent's `reason` in the dead
+    /// letter's); takes effect once the store has it.
+    pub async fn nack(
+        &self,
+        agent: &str,
+        id: u64,
+        delay: Duration,
+        reason: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let why = match reason.map(str::trim).filter(|r| !r.is_empty()) {
+            Some(reason) => format!(
+                "nacked ({})",
+                reason.chars().take(MAX_NACK_REASON).collect::<String>()
+            ),
+            None => "nacked".to_string(),
         };
-        if !handed && self.config().agents.contains_key(&*entry.sender) {
-            let to = self.inbox_or_create(&entry.sender);
-            if let Err(e) = self
-                .enqueue(
-                    &[to],
-                    Message {
-                        sender: agent,
-                        payload,
-                        in_reply_to: Some(id),
-                        ..Message::default()
-                    },
-                )
-                .await
-            {
-                // Keep the request in flight's place: it is delivered again.
-                self.retry_or_bury(&inbox, entry, None, "reply could not be delivered");
-                return Err(e);
+        let (inbox, entry) = self.begin_settle(agent, id)?;
+        let fate = Fate::of(&inbox.lock(), &entry, &why);
+        let ops = if self.journal.is_durable() {
+            fate.ops(&inbox.name, &entry)
+        } else {
+            Vec::new()
+        };
+        let me = self.me.clone();
+        let held = inbox.clone();
+        let durable = self.journal.submit_then(ops, move |durable| {
+            let Some(broker) = me.upgrade() else {
+                return;
+            };
+            if !durable {
+                held.lock().abort_settle(id);
+                return;
             }
-        }
-        self.counters.latency.observe(entry.published_at.elapsed());
-        self.counters.acked.fetch_add(1, AtomicOrdering::Relaxed);
-        let durable = self.journal.submit(vec![Op::Remove(id)]);
-        inbox.notify.notify_waiters();
+            let settled = held.lock().settle(id);
+            if let Some(entry) = settled {
+                broker.place(&held, entry, fate, Some(delay));
+            }
+        });
         durable.wait().await?;
         Ok(())
     }
 
-    /// Puts a settled delivery back for another attempt, or dead-letters it
-    /// when it has had `maxAttempts`.
-    fn retry_or_bury(&self, inbox: &Arc<Inbox>, entry: Entry, delay: Option<Duration>, why: &str) {
-        let mut state = inbox.lock();
-        let delivery = state.delivery_of(&entry);
-        if entry.attempts >= delivery.max_attempts {
-            let reason = format!("{why} after {} attempts", entry.attempts);
-            self.bury(&inbox.name, &mut state, entry, reason);
-        } else {
-            self.journal.record(vec![Op::Attempted {
-                id: entry.id,
-                attempts: entry.attempts,
-            }]);
-            let mut entry = entry;
-            entry.not_before = delay.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
-            state.requeue(entry);
+    /// Answers a request: the reply goes to the waiting requester, or to the
+    /// sender's inbox when it no longer waits; the request is acked. The
+    /// request stays in flight until the ack is durable, and is in flight
+    /// again as before when the store refuses it.
+    pub async fn reply(&self, agent: &str, id: u64, payload: &str) -> Result<(), BrokerError> {
+        serde_json::from_str::<serde::de::IgnoredAny>(payload)
+            .map_err(|e| BrokerError::BadPayload(e.to_string()))?;
+        http::check_depth(payload)?;
+        let (inbox, entry) = self.begin_settle(agent, id)?;
+        let waiter = self.lock_replies().remove(&id).filter(|tx| !tx.is_closed());
+        let sender_is_agent = self.config().agents.contains_key(&*entry.sender);
+        if waiter.is_none() && sender_is_agent {
+            if let Err(e) = self.enqueue_reply(&entry, agent, id, payload).await {
+                inbox.lock().abort_settle(id);
+                return Err(e);
+            }
         }
+        let me = self.me.clone();
+        let held = inbox.clone();
+        let durable = self
+            .journal
+            .submit_then(vec![Op::Remove(id)], move |durable| {
+                if let Some(broker) = me.upgrade() {
+                    broker.end_settles(&held, &[id], durable);
+                }
+            });
+        if let Err(e) = durable.wait().await {
+            if let Some(tx) = waiter {
+                // A later reply to the same request may still reach the requester.
+                self.lock_replies().insert(id, tx);
+            }
+            return Err(e.into());
+        }
+        if let Some(tx) = waiter {
+            if tx.send(Arc::from(payload)).is_err() && sender_is_agent {
+                // The requester stopped waiting meanwhile: the reply goes to its inbox.
+                self.enqueue_reply(&entry, agent, id, payload).await?;
+            }
+        }
+        Ok(())
     }
 
-    fn bury(&self, inbox: &str, state: &mut inbox::InboxState, entry: Entry, reason: String) {
-        tracing::warn!(message_id = entry.id, agent = inbox, reason = %reason, "dead letter");
-        self.counters
-            .dead_lettered
-            .fetch_add(1, AtomicOrdering::Relaxed);
-        self.journal.record(vec![
-            Op::Dead {
-                id: entry.id,
-                reason: reason.clone(),
-                attempts: entry.attempts,
+    /// Puts a reply to request `id` of `entry.sender` in its inbox, durably.
+    async fn enqueue_reply(
+        &self,
+        entry: &Entry,
+        agent: &str,
+        id: u64,
+        payload: &str,
+    ) -> Result<Published, BrokerError> {
+        let to = self.inbox_or_create(&entry.sender);
+        self.enqueue(
+            &[to],
+            Message {
+                sender: agent,
+                payload,
+                in_reply_to: Some(id),
+                ..Message::default()
             },
-            Op::Audit(crate::store::AuditEntry {
-                at_ms: now_ms(),
-                actor: "runtime".into(),
-                action: "dead-letter".into(),
-                detail: format!("message {} in {inbox}: {reason}", entry.id),
-            }),
-        ]);
-        if let Some(dead_topic) = entry.topic.as_ref().and_then(|t| t.dead_letter.clone()) {
-            let envelope = serde_json::json!({
-                "reason": reason,
-                "attempts": entry.attempts,
-                "id": entry.id,
-                "inbox": inbox,
-                "topic": entry.topic.as_ref().map(|t| t.name.to_string()),
-                "key": entry.key.as_deref(),
-                "sender": &*entry.sender,
-                "payload": serde_json::from_str::<Value>(&entry.payload).unwrap_or(Value::Null),
-            });
-            self.forward_dead_letter(dead_topic, entry.key.clone(), envelope.to_string());
+        )
+        .await
+    }
+
+    /// Puts a delivery taken out of flight by its ack timeout back for
+    /// another attempt, or dead-letters it when it has had `maxAttempts`.
+    /// The broker's own bookkeeping: written behind ([`Journal::record`]).
+    fn retry_or_bury(&self, inbox: &Arc<Inbox>, entry: Entry, why: &str) {
+        let fate = Fate::of(&inbox.lock(), &entry, why);
+        self.journal.record(fate.ops(&inbox.name, &entry));
+        self.place(inbox, entry, fate, None);
+    }
+
+    /// Carries out a delivery's [`Fate`] in memory: ready again (after
+    /// `delay`), or among the dead letters (forwarded to the dead-letter
+    /// topic); wakes the inbox's receivers.
+    fn place(&self, inbox: &Arc<Inbox>, entry: Entry, fate: Fate, delay: Option<Duration>) {
+        let forward = {
+            let mut state = inbox.lock();
+            match fate {
+                Fate::Retry => {
+                    let mut entry = entry;
+                    entry.not_before = delay.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
+                    state.requeue(entry);
+                    None
+                }
+                Fate::Bury(reason) => {
+                    tracing::warn!(message_id = entry.id, agent = %inbox.name, reason = %reason, "dead letter");
+                    self.counters
+                        .dead_lettered
+                        .fetch_add(1, AtomicOrdering::Relaxed);
+                    let forward = dead_letter_envelope(&inbox.name, &entry, &reason);
+                    state.dead.push_back(DeadLetter { entry, reason });
+                    forward
+                }
+            }
+        };
+        if let Some((topic, key, envelope)) = forward {
+            self.forward_dead_letter(topic, key, envelope);
         }
-        state.dead.push_back(DeadLetter { entry, reason });
+        inbox.notify.notify_waiters();
     }
 
     fn forward_dead_letter(&self, topic: String, key: Option<Arc<str>>, envelope: String) {
@@ -861,7 +1003,7 @@ impl Broker {
             let expired = inbox.lock().expired(now);
             let any = !expired.is_empty();
             for entry in expired {
-                self.retry_or_bury(&inbox, entry, None, "ack timeout");
+                self.retry_or_bury(&inbox, entry, "ack timeout");
             }
             if retention {
                 self.drop_expired(&inbox, wall_ms);
@@ -965,6 +1107,75 @@ impl Broker {
         }
     }
 }
+
+/// What becomes of a delivery given back (nacked, or past its ack timeout).
+#[derive(Debug)]
+enum Fate {
+    /// Deliverable again.
+    Retry,
+    /// Dead-lettered, for this reason.
+    Bury(String),
+}
+
+impl Fate {
+    /// The fate of `entry` in the inbox `state`: dead once it has had its
+    /// topic's (or the agent's) `maxAttempts`.
+    fn of(state: &inbox::InboxState, entry: &Entry, why: &str) -> Fate {
+        if entry.attempts >= state.delivery_of(entry).max_attempts {
+            Fate::Bury(format!("{why} after {} attempts", entry.attempts))
+        } else {
+            Fate::Retry
+        }
+    }
+
+    /// What the store keeps of it.
+    fn ops(&self, inbox: &str, entry: &Entry) -> Vec<Op> {
+        match self {
+            Fate::Retry => vec![Op::Attempted {
+                id: entry.id,
+                attempts: entry.attempts,
+            }],
+            Fate::Bury(reason) => vec![
+                Op::Dead {
+                    id: entry.id,
+                    reason: reason.clone(),
+                    attempts: entry.attempts,
+                },
+                Op::Audit(crate::store::AuditEntry {
+                    at_ms: now_ms(),
+                    actor: "runtime".into(),
+                    action: "dead-letter".into(),
+                    detail: format!("message {} in {inbox}: {reason}", entry.id),
+                }),
+            ],
+        }
+    }
+}
+
+/// The dead-letter topic, key and envelope of a dead letter whose topic
+/// names one.
+fn dead_letter_envelope(
+    inbox: &str,
+    entry: &Entry,
+    reason: &str,
+) -> Option<(String, Option<Arc<str>>, String)> {
+    let topic = entry.topic.as_ref()?;
+    let dead_topic = topic.dead_letter.clone()?;
+    let envelope = serde_json::json!({
+        "reason": reason,
+        "attempts": entry.attempts,
+        "id": entry.id,
+        "inbox": inbox,
+        "topic": &*topic.name,
+        "key": entry.key.as_deref(),
+        "sender": &*entry.sender,
+        "payload": serde_json::from_str::<Value>(&entry.payload).unwrap_or(Value::Null),
+    });
+    Some((dead_topic, entry.key.clone(), envelope.to_string()))
+}
+
+/// Characters of a nack's reason kept in a dead letter's reason.
+const MAX_NACK_REASON: usize = 500;
 
 /// Longest the sweeper sleeps (new deliveries' deadlines are at least this far).
 const SWEEP_PERIOD: Duration = Duration::from_millis(250);

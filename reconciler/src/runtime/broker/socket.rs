@@ -3,7 +3,7 @@
 //! settlements and messages in, with no HTTP request per message.
 //!
 //! Frames are JSON text. The agent sends:
-//! - `{"ack": [ids]}`, `{"nack": [ids], "delayMs": n}`,
+//! - `{"ack": [ids]}`, `{"nack": [ids], "delayMs": n, "reason"?: text}`,
 //!   `{"reply": id, "payload": ...}`: settlements, not answered unless they
 //!   fail;
 //! - `{"send": agent, "key"?, "payload", "ref": n}` and
@@ -30,8 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use cortex_client::ApiError;
@@ -42,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
-use super::http::{MAX_BATCH, agent_of, principal, wire};
+use super::http::{ApiQuery, MAX_BATCH, MAX_MESSAGE_BODY, agent_of, principal, wire};
 use super::inbox::Inbox;
 use super::{Accepted, Broker, BrokerError, Principal, Published, Recipient, Settled};
 
@@ -59,15 +60,20 @@ pub(super) struct SocketQuery {
     prefetch: Option<usize>,
 }
 
+/// Longest frame an agent may send: a message body's limit over HTTP
+/// ([`MAX_MESSAGE_BODY`]) plus room for the acks that ride along.
+const MAX_FRAME: usize = MAX_MESSAGE_BODY + 64 * 1024;
+
 /// The upgrade handler: authenticates before the upgrade, so a bad token
 /// is a plain `401`.
 pub(super) async fn upgrade(
     State(broker): State<Arc<Broker>>,
-    Query(query): Query<SocketQuery>,
+    ApiQuery(query): ApiQuery<SocketQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, BrokerError> {
     let agent = agent_of(principal(&broker, &headers)?)?;
+    let ws = ws.map_err(|e| BrokerError::BadRequest(e.body_text()))?;
     let inbox = broker.known_inbox(&agent)?;
     let prefetch = query
         .prefetch
@@ -75,6 +81,8 @@ pub(super) async fn upgrade(
         .clamp(1, MAX_BATCH);
     Ok(ws
         .read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| serve(broker, agent, inbox, prefetch, socket))
         .into_response())
 }
@@ -101,6 +109,8 @@ struct Incoming<'a> {
     payload: Option<&'a RawValue>,
     #[serde(default, rename = "ref")]
     reference: u64,
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
 }
 
 impl Incoming<'_> {
@@ -333,7 +343,12 @@ async fn settle_others(broker: &Broker, agent: &str, s: &Incoming<'_>) -> Result
     let mut first_error = None;
     for &id in &s.nack {
         if let Err(e) = broker
-            .nack(agent, id, Duration::from_millis(s.delay_ms))
+            .nack(
+                agent,
+                id,
+                Duration::from_millis(s.delay_ms),
+                s.reason.as_deref(),
+            )
             .await
         {
             first_error.get_or_insert(e);
