@@ -317,7 +317,7 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // A replica killed with SIGKILL is restarted.
+    // A replica killed with SIGKILL is restarted, and healthy again.
     let victim = pids[0];
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(victim as i32).unwrap(),
@@ -325,6 +325,37 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
     )
     .unwrap();
     up.wait_for("signal: 9", Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let replaced = loop {
+        let status = status_json(dir);
+        let replicas: Vec<&Value> = status["agents"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|a| a["replicas"].as_array().unwrap())
+            .collect();
+        let restarted = replicas
+            .iter()
+            .find(|r| r["restarts"].as_u64() >= Some(1))
+            .and_then(|r| r["pid"].as_u64());
+        let all_healthy =
+            replicas.len() == 8 && replicas.iter().all(|r| r["state"] == json!("healthy"));
+        if let (Some(pid), true) = (restarted, all_healthy) {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed replica never came back healthy: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_ne!(replaced, victim, "a new process");
+    assert!(pid_alive(replaced));
+    let pids: Vec<u64> = pids
+        .into_iter()
+        .filter(|p| *p != victim)
+        .chain([replaced])
+        .collect();
 
     let (exit, lines) = up.interrupt();
     assert_eq!(exit, 0, "{}", lines.join("\n"));
@@ -357,18 +388,232 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
     assert_eq!(exit, 0);
 }
 
+/// The operator token `cortex up` keeps beside its store.
 fn operator_token(dir: &Path) -> String {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        use cortex_reconciler::store::Store;
+    std::fs::read_to_string(dir.join(".cortex/operator.token")).expect("operator token")
+}
+
+/// The pids of every agent replica `cortex status` lists.
+fn agent_pids(status: &Value) -> Vec<u64> {
+    status["agents"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|a| {
+            a["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r["pid"].as_u64())
+        })
+        .collect()
+}
+
+/// Waits until none of `pids` runs; the ones still running after `limit`.
+fn outliving(pids: &[u64], limit: Duration) -> Vec<u64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let alive: Vec<u64> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
+        if alive.is_empty() || Instant::now() >= deadline {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Regressions: `kill -9` of `cortex up` left its agents running
+/// (reparented to init, still consuming, unseen by status and by the next
+/// run); and the first `cortex up` made the store's WAL and shared-memory
+/// files, which hold tokens, readable by every user.
+#[test]
+fn kill_9_of_cortex_up_takes_its_agents_with_it_and_its_files_are_owner_only() {
+    let repo = support_desk();
+    let dir = repo.path();
+    let mut up = Up::start(dir, &[]);
+    up.wait_for("agents: 8/8 processes healthy", Duration::from_secs(90));
+    let status = status_json(dir);
+    let pids = agent_pids(&status);
+    assert_eq!(pids.len(), 8, "{status}");
+
+    #[cfg(unix)]
+    {
+        let state = dir.join(".cortex");
+        assert_eq!(mode(&state), 0o700, "the state directory");
+        let mut files = vec![
+            state.join("state.db"),
+            state.join("state.db-wal"),
+            state.join("state.db-shm"),
+            state.join("operator.token"),
+            state.join("state.db.runtime.lock"),
+            state.join("state.db.lock"),
+            state.join("agents/triage/config.json"),
+        ];
+        for log in std::fs::read_dir(state.join("logs")).expect("logs") {
+            files.push(log.unwrap().path());
+        }
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+    }
+
+    let mut child = up.child;
+    child.kill().expect("kill -9 cortex up");
+    child.wait().expect("reaped");
+    let alive = outliving(&pids, Duration::from_secs(10));
+    assert!(
+        alive.is_empty(),
+        "agents outlived a kill -9 of cortex up: {alive:?}"
+    );
+
+    // The next run starts one set of agents, and stops cleanly.
+    let mut again = Up::start(dir, &[]);
+    again.wait_for("agents: 8/8 processes healthy", Duration::from_secs(90));
+    let new_pids = agent_pids(&status_json(dir));
+    assert_eq!(new_pids.len(), 8);
+    let (exit, lines) = again.interrupt();
+    assert_eq!(exit, 0, "{}", lines.join("\n"));
+    assert!(outliving(&new_pids, Duration::from_secs(10)).is_empty());
+}
+
+/// Regression: `cortex up` on a busy port refused only after it had
+/// applied a new revision to the store. It binds first.
+#[test]
+fn up_on_a_busy_port_applies_nothing() {
+    let repo = support_desk();
+    let dir = repo.path();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = cortex(dir, &["up", "--listen", &addr]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot listen on {addr}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let plan = cortex(dir, &["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        code(&plan),
+        2,
+        "nothing was applied: {}",
+        text(&plan.stdout)
+    );
+    assert!(
+        text(&plan.stdout).contains("+ Agent/triage"),
+        "{}",
+        text(&plan.stdout)
+    );
+}
+
+/// Regression: a 0-byte `state.db` silently became a new store. It is
+/// refused, named, and left as it was.
+#[test]
+fn a_state_file_that_is_not_a_store_is_refused_and_kept() {
+    let repo = support_desk();
+    let dir = repo.path();
+    std::fs::create_dir_all(dir.join(".cortex")).unwrap();
+    let state = dir.join(".cortex/state.db");
+    std::fs::write(&state, b"").unwrap();
+    let out = cortex(dir, &["up", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code(&out), 1);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&state.display().to_string()) && err.contains("not a cortex state store"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().len(),
+        0,
+        "left as it was"
+    );
+}
+
+/// Regression: after a crash, `cortex status` sent the operator token to
+/// whatever listened on the recorded address. It asks for proof first and
+/// sends nothing to a process that cannot give it.
+#[test]
+fn status_never_sends_the_operator_token_to_an_impostor() {
+    use std::io::{Read, Write};
+    let repo = support_desk();
+    let dir = repo.path();
+    let mut up = Up::start(dir, &["--no-agents"]);
+    up.wait_for(
+        "cortex up: support-desk revision 1",
+        Duration::from_secs(60),
+    );
+    let (exit, _) = up.interrupt();
+    assert_eq!(exit, 0);
+
+    // An impostor on another port answers everything, and records it.
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", impostor.local_addr().unwrap());
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = heard.clone();
+    std::thread::spawn(move || {
+        for stream in impostor.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 8192];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let body =
+                r#"{"proof":"00","project":"x","revision":9,"url":"x","agents":{},"queues":[]}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use cortex_reconciler::store::{Op, Store};
         let store =
             cortex_reconciler::store::SqliteStore::open(&dir.join(".cortex/state.db")).unwrap();
         store
-            .meta("operator.token")
+            .write(vec![Op::Meta {
+                key: "runtime.url".into(),
+                value: Some(url.clone()),
+            }])
             .await
-            .unwrap()
-            .expect("operator token")
-    })
+            .unwrap();
+        store.close();
+    });
+    let out = cortex(dir, &["status"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not the runtime that wrote this state store"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("broker not running"),
+        "{}",
+        text(&out.stdout)
+    );
+    let heard = heard.lock().unwrap();
+    assert!(
+        !heard.is_empty(),
+        "status asked the impostor to prove itself"
+    );
+    let token = operator_token(dir);
+    for request in heard.iter() {
+        assert!(
+            !request.to_ascii_lowercase().contains("authorization"),
+            "{request}"
+        );
+        assert!(!request.contains(&token), "{request}");
+    }
 }
 
 #[test]

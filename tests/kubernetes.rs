@@ -345,14 +345,41 @@ fn a_crd_and_its_custom_resource_ship_through_manifests() {
     assert_eq!(code(&again), 0, "{}", text(&again.stdout));
     // Dropping the manifests and pruning deletes the resource before its CRD.
     std::fs::remove_file(s.project.path().join("k8s/widgets.yaml")).expect("remove");
-    let pruned = s.cortex(&["plan", "--prune"]);
+    let pruned = s.cortex(&["plan", "--prune", "-o", "prune.json"]);
     let stdout = text(&pruned.stdout);
-    let widget_at = stdout.find("- Widget/blue").expect("the Widget is deleted");
+    assert!(stdout.contains("- Widget/blue"), "{stdout}");
     assert!(
         stdout.contains("- CustomResourceDefinition/widgets.example.com"),
         "{stdout}"
     );
-    assert!(widget_at > 0);
+    // The saved plan holds the deletions in the order apply makes them.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.project.path().join("prune.json")).unwrap())
+            .unwrap();
+    let deletes: Vec<String> = saved["deletes"]
+        .as_array()
+        .expect("deletes")
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let position = |needle: &str| {
+        deletes
+            .iter()
+            .position(|d| d.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not deleted: {deletes:?}"))
+    };
+    assert!(
+        position("\"Widget\"") < position("\"CustomResourceDefinition\""),
+        "the resource before its CRD: {deletes:?}"
+    );
+    let applied = s.cortex(&["apply", "prune.json"]);
+    assert_eq!(code(&applied), 0, "{}", text(&applied.stderr));
+    assert!(s.server.object("Widget", Some("support"), "blue").is_none());
+    assert!(
+        s.server
+            .object("CustomResourceDefinition", None, "widgets.example.com")
+            .is_none()
+    );
 }
 
 /// Ctrl-C (SIGINT) in the middle of an apply: no further writes, the lock

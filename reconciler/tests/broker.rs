@@ -317,6 +317,21 @@ async fn a_full_inbox_refuses_the_sender_by_name_and_loses_nothing() {
         }
     }
     assert_eq!((accepted.len(), refused), (3, 7));
+    // The refusal tells a client when to try again.
+    let raw = reqwest::Client::new()
+        .post(format!("{}/v1/topics/bursts/messages", t.runtime.url))
+        .bearer_auth(&t.tokens["producer"])
+        .json(&json!({"payload": {"n": "again"}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(raw.status().as_u16(), 429);
+    assert_eq!(
+        raw.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     // All or none: the roomy subscriber of the same topic got only the
     // three the tiny one could take.
     let roomy = t.client("roomy");
@@ -345,7 +360,7 @@ async fn a_full_inbox_refuses_the_sender_by_name_and_loses_nothing() {
         .publish("bursts", None, &json!({"n": 10}))
         .await
         .expect("room again");
-    assert_eq!(counter(&t, |c| &c.rejected_full), 7);
+    assert_eq!(counter(&t, |c| &c.rejected_full), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -328,3 +328,164 @@ async fn a_real_process_that_dies_is_restarted() {
         "stdout goes to the replica's log: {log}"
     );
 }
+
+/// Regression: a spawn error no retry can mend (a NUL in the environment)
+/// restart-looped. It is reported once, as `failed`, and not retried.
+#[tokio::test(start_paused = true)]
+async fn a_launch_that_can_never_work_is_reported_once_and_not_retried() {
+    struct Impossible(Mutex<u32>);
+    impl Launcher for Impossible {
+        fn launch(&self) -> BoxFuture<'_, Result<Box<dyn Running>, LaunchError>> {
+            *self.0.lock().unwrap() += 1;
+            Box::pin(async {
+                Err(LaunchError::permanent(
+                    "cannot start agent: nul byte found in provided data",
+                ))
+            })
+        }
+    }
+    let launcher = Arc::new(Impossible(Mutex::new(0)));
+    let reports = run_for(launcher.clone(), Duration::from_secs(600)).await;
+    assert_eq!(*launcher.0.lock().unwrap(), 1, "started once, never again");
+    assert_eq!(
+        states(&reports),
+        [HealthState::Failed, HealthState::Stopped]
+    );
+    let failed = reports.lock().unwrap()[0].1.detail.clone();
+    assert!(
+        failed.contains("nul byte") && failed.contains("not retried"),
+        "{failed}"
+    );
+}
+
+/// The same with a real process: the environment holds a NUL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_the_environment_fails_the_launch_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = LocalLauncher {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), "exit 0".into()],
+        env: vec![("FLAG".into(), "on\0off".into())],
+        log: dir.path().join("logs/triage-0.log"),
+        cwd: dir.path().to_path_buf(),
+    };
+    let error = match launcher.launch().await {
+        Err(e) => e,
+        Ok(_) => panic!("a NUL in the environment cannot be passed"),
+    };
+    assert!(error.permanent, "{error}");
+    assert!(error.message.contains("nul byte"), "{error}");
+}
+
+/// An agent that ignores SIGTERM is killed once the grace period is over
+/// (paused clock: no waiting), and one that honours it ends by it.
+#[tokio::test(start_paused = true)]
+async fn stopping_escalates_from_sigterm_to_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let launch = |script: &str| LocalLauncher {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.to_string()],
+        env: vec![("READY".into(), ready.display().to_string())],
+        log: dir.path().join("logs/agent-0.log"),
+        cwd: dir.path().to_path_buf(),
+    };
+    for (script, ended_by) in [
+        (
+            "trap '' TERM; touch \"$READY\"; while :; do sleep 0.05; done",
+            "signal: 9",
+        ),
+        (
+            "touch \"$READY\"; while :; do sleep 0.05; done",
+            "signal: 15",
+        ),
+    ] {
+        let _ = std::fs::remove_file(&ready);
+        let mut process = launch(script).launch().await.expect("launch");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the script never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        process.stop().await;
+        let how = process.wait().await;
+        assert!(
+            how.contains(ended_by),
+            "{script}: ended by {how}, not {ended_by}"
+        );
+    }
+}
+
+/// Processes a previous run left (recorded in the store with their start
+/// time) are stopped with their whole process group before new agents
+/// start; a record whose process is gone, or whose pid now belongs to
+/// another process, is only forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_a_previous_run_left_are_stopped_with_their_group() {
+    use cortex_reconciler::runtime::leftovers;
+    use cortex_reconciler::store::{Op, SqliteStore, Store};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let grandchild_file = dir.path().join("grandchild");
+    let mut leader = std::process::Command::new("/bin/sh")
+        .args(["-c", "sleep 300 & echo $! > \"$OUT\"; wait"])
+        .env("OUT", &grandchild_file)
+        .process_group(0)
+        .spawn()
+        .expect("spawn a leftover");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let grandchild: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&grandchild_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no grandchild");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+    let me = std::process::id();
+    store
+        .write(vec![
+            leftovers::record("ghost", 0, Some(leader.id())),
+            // This test's own pid with another start time: a reused pid.
+            Op::Meta {
+                key: leftovers::key("reused", 0),
+                value: Some(format!("{me} 1")),
+            },
+            Op::Meta {
+                key: leftovers::key("gone", 0),
+                value: Some("999999999 1".into()),
+            },
+        ])
+        .await
+        .expect("record");
+    let stopped = leftovers::stop(&store).await.expect("stop leftovers");
+    assert_eq!(stopped, [format!("ghost/0 (pid {})", leader.id())]);
+    let status = leader.wait().expect("reaped");
+    assert!(!status.success(), "stopped by a signal: {status:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while leftovers::start_time(grandchild).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group's other process survived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        leftovers::start_time(me).is_some(),
+        "a reused pid is left alone"
+    );
+    assert!(
+        store
+            .meta_prefix(leftovers::PREFIX)
+            .await
+            .expect("records")
+            .is_empty(),
+        "every record is forgotten"
+    );
+}

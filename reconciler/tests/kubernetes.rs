@@ -327,6 +327,25 @@ async fn prune_deletes_what_left_only_with_prune() {
             .contains(&"crm-lookup".to_string())
     );
     std::fs::remove_file(env.project.path().join("agents/lookup.yaml")).expect("remove");
+    // Objects someone made by hand beside cortex's, without its ownership
+    // label: a Deployment and a ConfigMap in the project's namespace.
+    for (kind, api) in [("Deployment", "apps/v1"), ("ConfigMap", "v1")] {
+        let mut body = json!({
+            "apiVersion": api,
+            "kind": kind,
+            "metadata": {"name": "hand-made", "namespace": "support", "labels": {"team": "support"}},
+        });
+        if kind == "Deployment" {
+            body["spec"] = json!({
+                "selector": {"matchLabels": {"app": "hand-made"}},
+                "template": {
+                    "metadata": {"labels": {"app": "hand-made"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+                }
+            });
+        }
+        assert!(env.server.create(body, "kubectl"), "{kind} created");
+    }
 
     // Without --prune: kept, and reported as orphans.
     let planned = env.plan(&PlanSettings::default()).await.expect("plan");
@@ -376,6 +395,18 @@ async fn prune_deletes_what_left_only_with_prune() {
             .contains(&"triage".to_string())
     );
     // An object without the ownership label is never touched.
+    assert!(
+        !deletes.iter().any(|d| d.contains("hand-made")),
+        "{deletes:?}"
+    );
+    for kind in ["Deployment", "ConfigMap"] {
+        assert!(
+            env.server
+                .names(kind, Some("support"))
+                .contains(&"hand-made".to_string()),
+            "the hand-made {kind} survives a prune"
+        );
+    }
     assert_eq!(
         env.plan(&prune).await.expect("plan").saved.summary.delete,
         0

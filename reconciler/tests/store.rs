@@ -26,6 +26,66 @@ async fn the_embedded_store_conforms() {
     }
 }
 
+/// Regression: a 0-byte `state.db` silently became a new store; an SQLite
+/// file of another program would have been taken over. Both are refused,
+/// naming the file, and left as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_refuses_an_empty_file_and_another_programs_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let err = SqliteStore::open(&empty).expect_err("an empty file is not a store");
+    let said = err.to_string();
+    assert!(
+        said.contains(&empty.display().to_string()) && said.contains("empty or truncated"),
+        "{said}"
+    );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+
+    let other = dir.path().join("other.db");
+    let conn = rusqlite::Connection::open(&other).unwrap();
+    conn.execute_batch("CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('mine');")
+        .unwrap();
+    drop(conn);
+    let before = std::fs::read(&other).unwrap();
+    let err = SqliteStore::open(&other).expect_err("another program's database");
+    assert!(
+        err.to_string().contains("not a cortex state store"),
+        "{err}"
+    );
+    assert!(std::fs::read(&other).unwrap() == before, "left as it was");
+
+    // An absent file is a new store, and opens again as one.
+    let fresh = dir.path().join("fresh.db");
+    drop(SqliteStore::open(&fresh).expect("a new store"));
+    drop(SqliteStore::open(&fresh).expect("opens again"));
+}
+
+/// Regression: the first `cortex up` made `state.db-wal` and `-shm` (which
+/// hold tokens) 0644. A new state directory is 0700 and every file of the
+/// store is 0600, from its creation.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(".cortex");
+    let path = state.join("state.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store
+        .write(vec![Op::Meta {
+            key: "k".into(),
+            value: Some("v".into()),
+        }])
+        .await
+        .expect("write");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "the state directory");
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        assert_eq!(mode(&state.join(file)), 0o600, "{file}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_refuses_a_file_that_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,29 +226,4 @@ async fn a_wrong_password_is_a_clear_open_error() {
         !text.contains("wrong"),
         "the password is not printed: {text}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_history_is_trimmed_per_agent_in_arango() {
-    let fake = FakeArango::start().await;
-    let store = ArangoStore::connect(ArangoConfig::parse(&fake.url("cortex")).unwrap())
-        .await
-        .unwrap();
-    let record = |agent: &str, n: u64| {
-        Op::Health(HealthRecord {
-            agent: agent.into(),
-            replica: 0,
-            at_ms: n,
-            state: "healthy".into(),
-            detail: n.to_string(),
-        })
-    };
-    let keep = cortex_reconciler::store::sqlite::HEALTH_HISTORY_PER_AGENT;
-    let ops: Vec<Op> = (0..keep as u64 + 25).map(|n| record("triage", n)).collect();
-    store.write(ops).await.unwrap();
-    store.write(vec![record("billing", 0)]).await.unwrap();
-    let history = store.health_history("triage", keep * 2).await.unwrap();
-    assert_eq!(history.len(), keep);
-    assert_eq!(history[0].detail, (keep + 24).to_string(), "newest kept");
-    assert_eq!(store.health_history("billing", 10).await.unwrap().len(), 1);
 }

@@ -306,6 +306,20 @@ pub async fn send(
 mod tests {
     use super::*;
 
+    /// RFC 4231, test case 2: an answer computed outside cortex, so the
+    /// signature is checked against HMAC-SHA256 itself, not against
+    /// cortex's own `verify`.
+    #[test]
+    fn webhook_signatures_are_hmac_sha256_known_answer() {
+        let expected = "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            expected
+        );
+        assert!(verify(b"Jefe", b"what do ya want for nothing?", expected));
+        assert!(!verify(b"Jefe", b"what do ya want for nothing!", expected));
+    }
+
     fn rule(hold: u64) -> AlertRule {
         AlertRule {
             name: "agent-down".into(),

@@ -37,13 +37,17 @@ pub fn record(agent: &str, replica: u32, pid: Option<u32>) -> Op {
 }
 
 /// When process `pid` started, in clock ticks since boot (the 22nd field of
-/// `/proc/<pid>/stat`); `None` when it is not running (or not on Linux).
+/// `/proc/<pid>/stat`); `None` when it is not running — gone, or a zombie
+/// waiting for its parent — or not on Linux.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    // Fields 3 onwards; the start time is field 22.
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // Field 3 is the state; the start time is field 22.
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether the recorded process is still the one that was recorded.

@@ -263,6 +263,44 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
         "health history is per agent",
         f,
     );
+    // Trimming: an agent keeps its newest HEALTH_HISTORY_PER_AGENT records;
+    // another agent's are not touched.
+    let keep = super::sqlite::HEALTH_HISTORY_PER_AGENT;
+    let record = |agent: &str, n: u64| {
+        Op::Health(HealthRecord {
+            agent: agent.into(),
+            replica: 0,
+            at_ms: n,
+            state: "healthy".into(),
+            detail: n.to_string(),
+        })
+    };
+    store.write(vec![record("trim-b", 0)]).await.map_err(fail)?;
+    store
+        .write((0..keep as u64 + 25).map(|n| record("trim-a", n)).collect())
+        .await
+        .map_err(fail)?;
+    let trimmed = store
+        .health_history("trim-a", keep * 2)
+        .await
+        .map_err(fail)?;
+    check(
+        trimmed.len() == keep
+            && trimmed.first().map(|h| h.detail.as_str()) == Some(&(keep + 24).to_string())
+            && trimmed.last().map(|h| h.detail.as_str()) == Some("25"),
+        "health history is trimmed to the newest records per agent",
+        f,
+    );
+    check(
+        store
+            .health_history("trim-b", 10)
+            .await
+            .map_err(fail)?
+            .len()
+            == 1,
+        "trimming one agent's history keeps the others'",
+        f,
+    );
     let audit = |at_ms: u64, action: &str| {
         Op::Audit(AuditEntry {
             at_ms,

@@ -121,7 +121,9 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::private_files::create_dir(dir).map_err(|e| open_err(e.to_string()))?;
         }
-        if !check_existing(path).map_err(&open_err)? {
+        if check_existing(path).map_err(&open_err)? {
+            check_layout(path).map_err(&open_err)?;
+        } else {
             create_store(path).map_err(&open_err)?;
         }
         crate::private_files::restrict(path);
@@ -133,10 +135,6 @@ impl SqliteStore {
             return Err(open_err(format!(
                 "written by a newer cortex (layout {version}, this one reads {LAYOUT_VERSION})"
             )));
-        }
-        if version == 0 {
-            // An SQLite file, but not one cortex made.
-            return Err(open_err(NOT_A_STORE.to_string()));
         }
         writer
             .execute_batch(SCHEMA)
@@ -227,6 +225,28 @@ fn check_existing(path: &Path) -> Result<bool, String> {
         Ok(()) => Err(NOT_A_STORE.to_string()),
         Err(_) => Err(format!("the file is empty or truncated: {NOT_A_STORE}")),
     }
+}
+
+/// Whether the SQLite file at `path` is a cortex store (it carries a layout
+/// version); read without changing anything in it, so another program's
+/// database is refused untouched.
+fn check_layout(path: &Path) -> Result<(), String> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(|e| e.to_string())?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if version == 0 {
+        // An SQLite file, but not one cortex made.
+        return Err(NOT_A_STORE.to_string());
+    }
+    Ok(())
 }
 
 /// `path` with `suffix` appended to its file name (`state.db-wal`).

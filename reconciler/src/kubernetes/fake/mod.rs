@@ -387,6 +387,20 @@ impl FakeApiServer {
         );
     }
 
+    /// Creates an object as another client would (a `kubectl create` by
+    /// `manager`); `false` when its kind is unknown or it is refused.
+    pub fn create(&self, body: Value, manager: &str) -> bool {
+        let mut state = self.lock();
+        let kind = body["kind"].as_str().unwrap_or_default().to_string();
+        let namespace = body["metadata"]["namespace"].as_str().map(str::to_string);
+        let Some(ty) = state.types.iter().find(|t| t.kind == kind).cloned() else {
+            return false;
+        };
+        state
+            .apply(&ty, namespace.as_deref(), body, manager, ApplyMode::Update)
+            .is_ok()
+    }
+
     /// One stored object (`kind` as in `Deployment`), as a GET returns it.
     pub fn object(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let mut state = self.lock();

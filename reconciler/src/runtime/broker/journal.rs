@@ -24,9 +24,12 @@ const MAX_BATCH_OPS: usize = 32_768;
 /// durable, `false` when the store refused it.
 pub type Outcome = Box<dyn FnOnce(bool) + Send>;
 
+/// Who waits for a job's write to be durable.
+type Waiter = oneshot::Sender<StoreResult<()>>;
+
 struct Job {
     ops: Vec<Op>,
-    waiter: Option<oneshot::Sender<StoreResult<()>>>,
+    waiter: Option<Waiter>,
     outcome: Option<Outcome>,
 }
 
@@ -154,8 +157,7 @@ fn run_later(outcome: Outcome, durable: bool) {
 async fn run(store: Arc<dyn Store>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = jobs.recv().await {
         let mut ops = first.ops;
-        let mut after: Vec<(Option<oneshot::Sender<StoreResult<()>>>, Option<Outcome>)> =
-            vec![(first.waiter, first.outcome)];
+        let mut after: Vec<(Option<Waiter>, Option<Outcome>)> = vec![(first.waiter, first.outcome)];
         while ops.len() < MAX_BATCH_OPS {
             match jobs.try_recv() {
                 Ok(job) => {

@@ -864,11 +864,12 @@ impl Broker {
         let (inbox, entry) = self.begin_settle(agent, id)?;
         let waiter = self.lock_replies().remove(&id).filter(|tx| !tx.is_closed());
         let sender_is_agent = self.config().agents.contains_key(&*entry.sender);
-        if waiter.is_none() && sender_is_agent {
-            if let Err(e) = self.enqueue_reply(&entry, agent, id, payload).await {
-                inbox.lock().abort_settle(id);
-                return Err(e);
-            }
+        if waiter.is_none()
+            && sender_is_agent
+            && let Err(e) = self.enqueue_reply(&entry, agent, id, payload).await
+        {
+            inbox.lock().abort_settle(id);
+            return Err(e);
         }
         let me = self.me.clone();
         let held = inbox.clone();
@@ -886,11 +887,12 @@ impl Broker {
             }
             return Err(e.into());
         }
-        if let Some(tx) = waiter {
-            if tx.send(Arc::from(payload)).is_err() && sender_is_agent {
-                // The requester stopped waiting meanwhile: the reply goes to its inbox.
-                self.enqueue_reply(&entry, agent, id, payload).await?;
-            }
+        if let Some(tx) = waiter
+            && tx.send(Arc::from(payload)).is_err()
+            && sender_is_agent
+        {
+            // The requester stopped waiting meanwhile: the reply goes to its inbox.
+            self.enqueue_reply(&entry, agent, id, payload).await?;
         }
         Ok(())
     }
