@@ -186,3 +186,65 @@ fn the_example_pull_request_workflow_runs_its_diff_step() {
     );
     assert!(plan.contains("environment **prod**"), "{plan}");
 }
+
+/// Regression: a 5,000-deep block sequence made `cortex diff` abort with a
+/// stack overflow. At the nesting limit a deep agent config is diffed (the
+/// provenance and field walks included) and built; one level past it, and
+/// at 5,000 levels, the revision is named with CX0113.
+#[test]
+fn diff_and_build_hold_at_the_nesting_limit_and_refuse_past_it() {
+    let limit = cortex_compiler::MAX_YAML_DEPTH;
+    // The document, `spec` and `config` around `deep`.
+    let agent = |levels: usize| {
+        format!(
+            "apiVersion: cortex.codevald.io/v1\nkind: Agent\nmetadata: {{ name: deep }}\nspec:\n  extends: base-agent\n  config:\n    deep:\n    {}1\n",
+            "- ".repeat(levels)
+        )
+    };
+    let repo = desk_repo();
+    repo.write("desk/agents/deep.yaml", &agent(limit - 3));
+    repo.commit("deep at the limit");
+    repo.write("desk/agents/deep.yaml", &agent(limit - 4));
+    let at_limit = cortex(
+        repo.path(),
+        &["diff", "desk", "--from", "main", "--detailed-exitcode"],
+    );
+    assert_eq!(
+        at_limit.status.code(),
+        Some(2),
+        "{}",
+        text(&at_limit.stderr)
+    );
+    assert!(
+        text(&at_limit.stdout).contains("Agent/deep"),
+        "{}",
+        text(&at_limit.stdout)
+    );
+    let out = tempfile::tempdir().unwrap();
+    let built = cortex(
+        repo.path(),
+        &[
+            "build",
+            "desk",
+            "-o",
+            out.path().join("o").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(built.status.code(), Some(0), "{}", text(&built.stderr));
+
+    for levels in [limit - 2, 5_000] {
+        repo.write("desk/agents/deep.yaml", &agent(levels));
+        let past = cortex(repo.path(), &["diff", "desk", "--from", "main"]);
+        assert_eq!(
+            past.status.code(),
+            Some(1),
+            "{levels}: {}",
+            text(&past.stderr)
+        );
+        let said = text(&past.stderr);
+        assert!(
+            said.contains("CX0113") && said.contains(&format!("deeper than {limit} levels")),
+            "{levels}: {said}"
+        );
+    }
+}

@@ -34,6 +34,8 @@ pub use document::{Document, Kind};
 pub use resolve::{Resolved, ResolvedSpec};
 pub use source::{MemorySource, Source, SourceError, WorkTree};
 pub use span::{SourceMap, Span};
+/// Deepest nesting of collections a spec file may have.
+pub use yaml::MAX_DEPTH as MAX_YAML_DEPTH;
 /// YAML text to JSON values (with the compiler's YAML 1.2 rules), for
 /// other YAML files cortex reads (the embedded target's secrets file).
 pub use yaml::parse_json as parse_yaml_json;

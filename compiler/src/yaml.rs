@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use saphyr::{MarkedYaml, Scalar, ScanError, YamlData, YamlLoader};
-use saphyr_parser::Parser;
+use saphyr_parser::{Event, Parser, SpannedEventReceiver};
 
 use crate::diagnostic::{Diagnostic, codes};
 use crate::node::{Entry, Map, Node, Value};
@@ -31,24 +31,64 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> 
         .collect()
 }
 
-/// Scans `text` into its non-empty documents: duplicate keys and alias
-/// expansion past [`MAX_ALIAS_NODES`] are errors; a byte-order mark is
-/// ignored.
+/// Scans `text` into its non-empty documents: duplicate keys, alias
+/// expansion past [`MAX_ALIAS_NODES`] and nesting past [`MAX_DEPTH`] are
+/// errors; a byte-order mark is ignored.
+///
+/// The parser's events are fed to the loader here, one by one, rather than
+/// through `Parser::load`, which recurses once per nesting level (a
+/// 5,000-deep `- - - … 1` overflowed the stack): the depth is counted as
+/// the events come, and nothing deeper than [`MAX_DEPTH`] is ever built.
 fn load_documents<'t>(
     file: &Arc<str>,
     text: &'t str,
 ) -> Result<Vec<MarkedYaml<'t>>, Box<Diagnostic>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut parser = Parser::new_from_str(text);
+    let parser = Parser::new_from_str(text);
     let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
     loader.alias_limit(MAX_ALIAS_NODES);
-    let scanned = parser.load(&mut loader, true);
-    if let Some(err) = scanned.err().or_else(|| loader.error().cloned()) {
-        return Err(Box::new(scan_error(file, &err)));
+    let mut open = 0usize;
+    for event in parser {
+        let (event, span) = event.map_err(|e| Box::new(scan_error(file, &e)))?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                open += 1;
+                // A collection at depth MAX_DEPTH would hold nodes past it.
+                if open > MAX_DEPTH {
+                    return Err(Box::new(too_deep(file, span)));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => open = open.saturating_sub(1),
+            _ => {}
+        }
+        loader.on_event(event, span);
+        if let Some(err) = loader.error() {
+            return Err(Box::new(scan_error(file, err)));
+        }
     }
     let mut docs = loader.into_documents();
     docs.retain(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)));
     Ok(docs)
+}
+
+/// A collection opened past [`MAX_DEPTH`] levels, at `span`.
+fn too_deep(file: &Arc<str>, span: saphyr_parser::Span) -> Diagnostic {
+    let at = Span {
+        file: file.clone(),
+        line: span.start.line() as u32,
+        col: span.start.col() as u32 + 1,
+        start: span.start.index() as u32,
+        end: span.end.index().max(span.start.index()) as u32,
+    };
+    Diagnostic::error(
+        codes::UNSUPPORTED_YAML,
+        format!("nesting deeper than {MAX_DEPTH} levels is not supported"),
+    )
+    .at(&at)
+    .label("this level is one too many")
+    .help(format!(
+        "the deepest real spec nests under 15 levels; flatten the data, or pass it as a JSON string (the limit is {MAX_DEPTH})"
+    ))
 }
 
 fn scan_error(file: &Arc<str>, err: &ScanError) -> Diagnostic {
@@ -76,7 +116,7 @@ fn scan_error(file: &Arc<str>, err: &ScanError) -> Diagnostic {
     } else if info.contains("recursion limit") {
         (
             codes::UNSUPPORTED_YAML,
-            "YAML nesting is too deep".to_string(),
+            format!("nesting deeper than {MAX_DEPTH} levels is not supported"),
             None,
         )
     } else {

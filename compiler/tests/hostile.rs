@@ -122,3 +122,103 @@ proptest! {
         let _ = compile_with(spec);
     }
 }
+
+/// A value nested `levels` collections deep, in one of the four
+/// constructs, indented to sit under a key at `indent` spaces.
+fn nested(construct: &str, levels: usize, indent: usize) -> String {
+    match construct {
+        "block sequence" => format!("\n{}{}1", " ".repeat(indent), "- ".repeat(levels)),
+        "block mapping" => {
+            let mut text = String::new();
+            for level in 0..levels {
+                let value = if level + 1 == levels { " 1" } else { "" };
+                text.push_str(&format!(
+                    "\n{}k:{value}",
+                    " ".repeat(indent + 2 + 2 * level)
+                ));
+            }
+            text
+        }
+        "flow sequence" => format!(" {}1{}", "[".repeat(levels), "]".repeat(levels)),
+        "flow mapping" => format!(" {}1{}", "{a: ".repeat(levels), "}".repeat(levels)),
+        other => unreachable!("{other}"),
+    }
+}
+
+const CONSTRUCTS: [&str; 4] = [
+    "block sequence",
+    "block mapping",
+    "flow sequence",
+    "flow mapping",
+];
+
+/// Regression: a block sequence nested 5,000 levels deep (`- - - … 1`,
+/// 10 KB) overflowed the stack (exit 134, no diagnostic). The limit holds
+/// for every construct, in an agent's free-form `config`, in a topic's
+/// schema and as a whole document, before anything recursive runs: at the
+/// limit it compiles, one past it is CX0113 naming the limit, and 5,000
+/// levels is the same diagnostic.
+#[test]
+fn nesting_is_bounded_for_every_construct_at_the_limit_and_past_it() {
+    use cortex_compiler::MAX_YAML_DEPTH as MAX_DEPTH;
+    // Open collections around the value: the document, `spec`, and the
+    // mapping that holds `v`.
+    let places: [(&str, usize, Box<dyn Fn(&str) -> String>); 3] = [
+        (
+            "an agent's config",
+            3,
+            Box::new(|value: &str| {
+                format!(
+                    "apiVersion: cortex.codevald.io/v1\nkind: Agent\nmetadata: {{ name: deep }}\nspec:\n  image: x\n  config:\n    v:{value}\n"
+                )
+            }),
+        ),
+        (
+            "a topic's schema",
+            3,
+            Box::new(|value: &str| {
+                format!(
+                    "apiVersion: cortex.codevald.io/v1\nkind: Topic\nmetadata: {{ name: deep }}\nspec:\n  schema:\n    v:{value}\n"
+                )
+            }),
+        ),
+        (
+            "a whole document",
+            0,
+            Box::new(|value: &str| value.trim_start().to_string()),
+        ),
+    ];
+    for (place, around, document) in &places {
+        for construct in CONSTRUCTS {
+            let indent = if *around == 0 { 0 } else { 4 };
+            // Indented block mappings reach the 4 MiB file limit near 2,000 levels.
+            let far = if construct == "block mapping" {
+                1_500
+            } else {
+                5_000
+            };
+            for (levels, allowed) in [
+                (MAX_DEPTH - around, true),
+                (MAX_DEPTH - around + 1, false),
+                (far, false),
+            ] {
+                let result = compile_with(document(&nested(construct, levels, indent)));
+                let too_deep = codes_of(&result).contains(&codes::UNSUPPORTED_YAML.0);
+                assert_eq!(
+                    too_deep,
+                    !allowed,
+                    "{construct} {levels} levels deep in {place}: {:?}",
+                    result
+                        .diagnostics
+                        .iter()
+                        .map(|d| d.message.clone())
+                        .collect::<Vec<_>>()
+                );
+                if !allowed {
+                    let message = &result.diagnostics.iter().next().unwrap().message;
+                    assert!(message.contains(&MAX_DEPTH.to_string()), "{message}");
+                }
+            }
+        }
+    }
+}
