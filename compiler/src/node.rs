@@ -45,11 +45,25 @@ pub struct Entry {
     pub value: Node,
 }
 
-/// A mapping that keeps document order; specs have few keys per level, so a
-/// vector with linear look-up is faster than hashing.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A mapping that keeps document order. Specs have few keys per level, so
+/// a small map looks keys up in its vector; from [`INDEX_FROM`] keys on it
+/// also keeps a hash index, so a mapping with many keys (a file of 100,000
+/// annotations) is built and read in linear time, not quadratic.
+#[derive(Clone, Debug, Default)]
 pub struct Map {
     entries: Vec<Entry>,
+    /// Key → position in `entries`, once there are [`INDEX_FROM`] entries.
+    index: Option<std::collections::HashMap<String, usize>>,
+}
+
+/// Entries from which a [`Map`] keeps a hash index: below it a linear
+/// scan of short keys is as fast as hashing.
+pub const INDEX_FROM: usize = 16;
+
+impl PartialEq for Map {
+    fn eq(&self, other: &Map) -> bool {
+        self.entries == other.entries
+    }
 }
 
 impl Map {
@@ -58,9 +72,28 @@ impl Map {
         Map::default()
     }
 
+    fn position(&self, key: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.entries.iter().position(|e| e.key == key),
+        }
+    }
+
+    /// Builds the index again from the entries (after a removal), or drops
+    /// it when the map is small again.
+    fn reindex(&mut self) {
+        self.index = (self.entries.len() >= INDEX_FROM).then(|| {
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(at, e)| (e.key.clone(), at))
+                .collect()
+        });
+    }
+
     /// The entry for `key`.
     pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.key == key)
+        self.position(key).map(|at| &self.entries[at])
     }
 
     /// The value for `key`.
@@ -70,24 +103,34 @@ impl Map {
 
     /// The value for `key`, mutably.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
-        self.entries
-            .iter_mut()
-            .find(|e| e.key == key)
-            .map(|e| &mut e.value)
+        let at = self.position(key)?;
+        Some(&mut self.entries[at].value)
     }
 
     /// Sets `key`, keeping its position when it exists, appending otherwise.
     pub fn insert(&mut self, entry: Entry) {
-        match self.entries.iter_mut().find(|e| e.key == entry.key) {
-            Some(existing) => *existing = entry,
-            None => self.entries.push(entry),
+        match self.position(&entry.key) {
+            Some(at) => self.entries[at] = entry,
+            None => {
+                if let Some(index) = &mut self.index {
+                    index.insert(entry.key.clone(), self.entries.len());
+                }
+                self.entries.push(entry);
+                if self.index.is_none() && self.entries.len() >= INDEX_FROM {
+                    self.reindex();
+                }
+            }
         }
     }
 
     /// Removes `key` and returns its entry.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
-        let at = self.entries.iter().position(|e| e.key == key)?;
-        Some(self.entries.remove(at))
+        let at = self.position(key)?;
+        let removed = self.entries.remove(at);
+        if self.index.is_some() {
+            self.reindex();
+        }
+        Some(removed)
     }
 
     /// Entries in order.
@@ -95,9 +138,9 @@ impl Map {
         self.entries.iter()
     }
 
-    /// Entries in order, mutably.
-    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Entry> {
-        self.entries.iter_mut()
+    /// The values in order, mutably (keys cannot change in place).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        self.entries.iter_mut().map(|e| &mut e.value)
     }
 
     /// Number of entries.
@@ -112,7 +155,11 @@ impl Map {
 
     /// Keeps only the entries for which `keep` returns true.
     pub fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
+        let before = self.entries.len();
         self.entries.retain(keep);
+        if self.entries.len() != before && self.index.is_some() {
+            self.reindex();
+        }
     }
 }
 

@@ -250,7 +250,7 @@ pub fn set_owner(node: &mut Node, owner: &Arc<str>) {
     node.prov.spec = owner.clone();
     match &mut node.value {
         Value::Seq(items) => items.iter_mut().for_each(|n| set_owner(n, owner)),
-        Value::Map(map) => map.iter_mut().for_each(|e| set_owner(&mut e.value, owner)),
+        Value::Map(map) => map.values_mut().for_each(|n| set_owner(n, owner)),
         _ => {}
     }
 }

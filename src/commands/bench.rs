@@ -79,10 +79,76 @@ pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<Exi
         ms(validate)
     )?;
     writeln!(out, "validate, {}", Spread::of(&mut timings))?;
+    scale_inputs(runs.max(1), &mut out)?;
     build_and_helm(&source, runs.max(1), &mut out)?;
     diff_revisions(shape, &dir, runs.max(1), &mut out)?;
     crate::commands::bench_kubernetes::kubernetes_plan(runs.max(1), &mut out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Times `validate` on the inputs that were quadratic or crashed: one agent
+/// with a 1 MiB `metadata.annotations` mapping (about 33,000 keys), and one
+/// whose `config` nests as deep as the loader allows, in each construct.
+fn scale_inputs(runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
+    const PROJECT: &str = "apiVersion: cortex.codevald.io/v1\nkind: Project\nmetadata: { name: scale }\nspec:\n  include: [\"*.yaml\"]\n";
+    let mut wide = String::from(
+        "apiVersion: cortex.codevald.io/v1\nkind: Agent\nmetadata:\n  name: wide\n  annotations:\n",
+    );
+    let mut keys = 0;
+    while wide.len() < 1024 * 1024 {
+        wide.push_str(&format!("    example.com/key-{keys:06}: value-{keys:06}\n"));
+        keys += 1;
+    }
+    wide.push_str("spec:\n  image: x\n");
+    // The document, `spec` and `config` hold the four values.
+    let levels = cortex_compiler::MAX_YAML_DEPTH - 3;
+    let mut deep = String::from(
+        "apiVersion: cortex.codevald.io/v1\nkind: Agent\nmetadata: { name: deep }\nspec:\n  image: x\n  config:\n",
+    );
+    deep.push_str(&format!(
+        "    flow-sequence: {}1{}\n",
+        "[".repeat(levels),
+        "]".repeat(levels)
+    ));
+    deep.push_str(&format!(
+        "    flow-mapping: {}1{}\n",
+        "{a: ".repeat(levels),
+        "}".repeat(levels)
+    ));
+    deep.push_str(&format!(
+        "    block-sequence:\n    {}1\n",
+        "- ".repeat(levels)
+    ));
+    deep.push_str("    block-mapping:");
+    for level in 0..levels {
+        let value = if level + 1 == levels { " 1" } else { "" };
+        deep.push_str(&format!("\n{}k:{value}", " ".repeat(6 + 2 * level)));
+    }
+    deep.push('\n');
+    for (what, file) in [
+        (format!("one 1 MiB mapping ({keys} annotations)"), wide),
+        (
+            format!("the deepest nesting allowed ({levels} levels under config, 4 constructs)"),
+            deep,
+        ),
+    ] {
+        let source = cortex_compiler::MemorySource::new()
+            .with("cortex.yaml", PROJECT)
+            .with("agent.yaml", file);
+        let mut timings = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            let result = compile(&source, &Options::default());
+            timings.push(started.elapsed());
+            anyhow::ensure!(
+                !result.diagnostics.has_errors(),
+                "{what} did not validate: {:?}",
+                result.diagnostics.iter().next().map(|d| &d.message)
+            );
+        }
+        writeln!(out, "validate {what}, {}", Spread::of(&mut timings))?;
+    }
+    Ok(())
 }
 
 /// Times `build` (compile, render, write the output directory) and, when
