@@ -84,6 +84,10 @@ pub fn compile(source: &dyn Source, options: &Options) -> Compilation {
     template::render_templates(&mut resolved, &mut diags);
     let mut checks = Diagnostics::new();
     validate::validate(&resolved, &mut checks);
+    // The paths `spec.manifests` names are checked here as `build` checks
+    // them (outside the root, glob syntax, no match), so `validate` refuses
+    // what `build` would.
+    render::manifests::matched_files(&resolved, source, &mut checks);
     for d in checks.into_vec() {
         if !d
             .span

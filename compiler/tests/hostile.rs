@@ -222,3 +222,22 @@ fn nesting_is_bounded_for_every_construct_at_the_limit_and_past_it() {
         }
     }
 }
+
+/// Regression: `spec.manifests` leading outside the project passed
+/// `validate` (only `build` refused it). Every path check `build` makes,
+/// `validate` makes.
+#[test]
+fn manifest_patterns_outside_the_project_fail_validation() {
+    for pattern in ["../../../../etc/*.conf", "/etc/passwd", "k8s/../../x.yaml"] {
+        let source = MemorySource::new().with(
+            "cortex.yaml",
+            format!("{PROJECT}  manifests: [\"{pattern}\"]\n"),
+        );
+        let result = compile(&source, &Options::default());
+        assert!(
+            codes_of(&result).contains(&codes::OUTSIDE_ROOT.0),
+            "{pattern}: {:?}",
+            codes_of(&result)
+        );
+    }
+}

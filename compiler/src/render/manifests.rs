@@ -48,7 +48,8 @@ pub fn manifests(
     rendered: &[Object],
     diags: &mut Diagnostics,
 ) -> Vec<Object> {
-    let files = matched_files(resolved, source, diags);
+    // Their path diagnostics were made when the project was validated.
+    let files = matched_files(resolved, source, &mut Diagnostics::new());
     if files.is_empty() {
         return Vec::new();
     }
@@ -183,8 +184,10 @@ pub fn manifests(
     out
 }
 
-/// The files `spec.manifests` matches, sorted, each once.
-fn matched_files(
+/// The files `spec.manifests` matches, sorted, each once; a pattern that
+/// leads outside the project, does not parse or matches nothing is a
+/// diagnostic.
+pub fn matched_files(
     resolved: &Resolved,
     source: &dyn Source,
     diags: &mut Diagnostics,
