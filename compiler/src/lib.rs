@@ -27,6 +27,7 @@ pub mod span;
 pub mod template;
 pub mod validate;
 mod yaml;
+mod yaml_cause;
 pub mod yaml_out;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};

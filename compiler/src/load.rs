@@ -279,15 +279,25 @@ impl Loader<'_> {
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => {
-                let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-                let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+                let offset = e.utf8_error().valid_up_to();
+                let valid = String::from_utf8_lossy(&e.as_bytes()[..offset]);
+                let line = valid.matches('\n').count() + 1;
+                let col = valid.chars().rev().take_while(|&c| c != '\n').count() + 1;
+                let start = valid.chars().count() as u32;
+                // The snippet shows the line, the bad byte as U+FFFD.
+                let shown: Arc<str> = Arc::from(String::from_utf8_lossy(e.as_bytes()).as_ref());
+                self.files.insert(file.clone(), shown);
+                let at = Span {
+                    file: file.clone(),
+                    line: line as u32,
+                    col: col as u32,
+                    start,
+                    end: start + 1,
+                };
                 self.diags.push(
                     Diagnostic::error(codes::NOT_UTF8, format!("{file} is not UTF-8 text"))
-                        .at(&Span::file_only(file.clone()))
-                        .note(format!(
-                            "the first invalid byte is at offset {} (line {line})",
-                            e.utf8_error().valid_up_to()
-                        ))
+                        .at(&at)
+                        .label(format!("the first invalid byte (offset {offset})"))
                         .help("save the file as UTF-8"),
                 );
                 self.failed = true;

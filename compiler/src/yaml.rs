@@ -49,7 +49,7 @@ fn load_documents<'t>(
     loader.alias_limit(MAX_ALIAS_NODES);
     let mut open = 0usize;
     for event in parser {
-        let (event, span) = event.map_err(|e| Box::new(scan_error(file, &e)))?;
+        let (event, span) = event.map_err(|e| Box::new(scan_error(file, text, &e)))?;
         match event {
             Event::SequenceStart(..) | Event::MappingStart(..) => {
                 open += 1;
@@ -63,12 +63,26 @@ fn load_documents<'t>(
         }
         loader.on_event(event, span);
         if let Some(err) = loader.error() {
-            return Err(Box::new(scan_error(file, err)));
+            return Err(Box::new(scan_error(file, text, err)));
         }
     }
     let mut docs = loader.into_documents();
     docs.retain(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)));
     Ok(docs)
+}
+
+/// The one-character span at character `index` of `text`.
+fn char_span(file: &Arc<str>, text: &str, index: usize) -> Span {
+    let before: String = text.chars().take(index).collect();
+    let line = before.matches('\n').count() + 1;
+    let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    Span {
+        file: file.clone(),
+        line: line as u32,
+        col: col as u32,
+        start: index as u32,
+        end: index as u32 + 1,
+    }
 }
 
 /// A collection opened past [`MAX_DEPTH`] levels, at `span`.
@@ -91,7 +105,7 @@ fn too_deep(file: &Arc<str>, span: saphyr_parser::Span) -> Diagnostic {
     ))
 }
 
-fn scan_error(file: &Arc<str>, err: &ScanError) -> Diagnostic {
+fn scan_error(file: &Arc<str>, text: &str, err: &ScanError) -> Diagnostic {
     let mark = err.marker();
     let span = Span {
         file: file.clone(),
@@ -101,6 +115,16 @@ fn scan_error(file: &Arc<str>, err: &ScanError) -> Diagnostic {
         end: mark.index() as u32,
     };
     let info = err.info();
+    if !info.contains("duplicated key")
+        && !info.contains("alias expansion")
+        && !info.contains("recursion limit")
+        && let Some(cause) = crate::yaml_cause::locate(text, mark.index(), info)
+    {
+        return Diagnostic::error(codes::YAML_SYNTAX, format!("invalid YAML: {}", cause.label))
+            .at(&char_span(file, text, cause.index))
+            .label(cause.label)
+            .help(cause.help);
+    }
     let (code, message, help) = if info.contains("duplicated key") {
         (
             codes::DUPLICATE_KEY,
@@ -118,6 +142,14 @@ fn scan_error(file: &Arc<str>, err: &ScanError) -> Diagnostic {
             codes::UNSUPPORTED_YAML,
             format!("nesting deeper than {MAX_DEPTH} levels is not supported"),
             None,
+        )
+    } else if info.contains("quoted scalar") {
+        (
+            codes::YAML_SYNTAX,
+            format!("invalid YAML: {info}"),
+            Some(
+                "this quote is never closed: close it on the same line, or indent every line of the value past its key",
+            ),
         )
     } else {
         (codes::YAML_SYNTAX, format!("invalid YAML: {info}"), None)

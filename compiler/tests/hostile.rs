@@ -241,3 +241,44 @@ fn manifest_patterns_outside_the_project_fail_validation() {
         );
     }
 }
+
+/// Regression: YAML scanner errors pointed where the scanner stopped. A
+/// tab used as indentation is reported at the tab, with the hint that YAML
+/// indents with spaces; an unclosed quote or bracket at its opening
+/// character.
+#[test]
+fn yaml_syntax_errors_point_at_the_character_at_fault() {
+    let head = "apiVersion: cortex.codevald.io/v1\nkind: Topic\nmetadata:\n  name: t\n";
+    for (body, line, col, hint) in [
+        ("spec:\n  retention: 3d\n\tordering: none\n", 7, 1, "spaces"),
+        (
+            "spec:\n  schema:\n    type: object\n \t  required: [a]\n",
+            8,
+            2,
+            "spaces",
+        ),
+        ("spec:\n  retention: \"3d\n", 6, 14, "quote"),
+        (
+            "spec:\n  deadLetter: [a, b\n  retention: 3d\n",
+            6,
+            15,
+            "`]`",
+        ),
+        ("spec: { retention: 3d\nordering: none\n", 5, 7, "`}`"),
+    ] {
+        let result = compile_with(format!("{head}{body}"));
+        let d = result.diagnostics.iter().next().expect("a diagnostic");
+        let span = d.span.as_ref().expect("a position");
+        assert_eq!(
+            (d.code.0, span.line, span.col),
+            (codes::YAML_SYNTAX.0, line, col),
+            "{body:?}: {}",
+            d.message
+        );
+        assert!(
+            d.help.iter().any(|h| h.contains(hint)),
+            "{body:?}: {:?}",
+            d.help
+        );
+    }
+}

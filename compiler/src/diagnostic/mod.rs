@@ -248,3 +248,12 @@ pub fn did_you_mean<'a>(
 ) -> Option<String> {
     closest(word, candidates).map(|c| format!("did you mean `{c}`?"))
 }
+
+/// The indefinite article of `word` (`an Agent`, `a Topic`), by its first
+/// letter: the kinds and type names cortex writes all start as they sound.
+pub fn article(word: &str) -> &'static str {
+    match word.chars().next().map(|c| c.to_ascii_lowercase()) {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
+        _ => "a",
+    }
+}

@@ -446,9 +446,13 @@ impl Resolver<'_> {
                     ),
                 )
                 .at(parent_node.span())
-                .label(format!("this is a {k}"))
+                .label(format!(
+                    "this is {} {k}",
+                    crate::diagnostic::article(k.as_str())
+                ))
                 .help(format!(
-                    "a {} extends one of: {}",
+                    "{} {} extends one of: {}",
+                    crate::diagnostic::article(doc.kind.as_str()),
                     doc.kind,
                     doc.kind
                         .parents()

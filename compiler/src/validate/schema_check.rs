@@ -70,9 +70,12 @@ pub fn check(kind: Kind, node: &Node, complete: bool, diags: &mut Diagnostics) {
             // message of the format check ("write `2s`").
             ValidationErrorKind::Type { .. } if cursor.format() == Some("duration") => continue,
             ValidationErrorKind::Type { kind: expected } => {
-                let expected = format!("{expected:?}")
-                    .to_lowercase()
-                    .replace(['[', ']'], "");
+                let expected: Vec<String> = match expected {
+                    jsonschema::error::TypeKind::Single(t) => vec![t.to_string()],
+                    jsonschema::error::TypeKind::Multiple(set) => {
+                        set.iter().map(|t| t.to_string()).collect()
+                    }
+                };
                 Diagnostic::error(codes::SCHEMA_WRONG_TYPE, format!("wrong type for {where_}"))
                     .at(at.span())
                     .pointer(pointer.clone())
@@ -185,10 +188,11 @@ pub fn location(pointer: &str) -> String {
     out
 }
 
-fn type_words(types: &str) -> String {
+/// `a string or an integer`: JSON Schema type names as a person says them.
+fn type_words(types: &[String]) -> String {
     types
-        .split(", ")
-        .map(|t| match t.trim() {
+        .iter()
+        .map(|t| match t.as_str() {
             "string" => "a string",
             "integer" => "an integer",
             "number" => "a number",
