@@ -244,3 +244,138 @@ fn kubernetes_validate_accepts_every_example_strictly() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Strings a YAML 1.1 reader takes for something else when written plain.
+const YAML_1_1_TRAPS: [&str; 27] = [
+    "y",
+    "Y",
+    "n",
+    "N",
+    "yes",
+    "No",
+    "on",
+    "OFF",
+    "~",
+    "null",
+    "=",
+    "<<",
+    "0x1F",
+    "0o17",
+    "0b101",
+    "017",
+    "1_000",
+    "1:20",
+    "190:20:30.15",
+    ".inf",
+    "-.Inf",
+    ".NaN",
+    "1e3",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "+12",
+    "1.4.2",
+];
+
+/// Regression: an env value `"y"` was written `value: y`, which the YAML
+/// 1.1 reader of Helm and kubectl takes as `true` (a real API server
+/// refused such manifests). The manifests of a project whose env values,
+/// labels and config are every such trap are read back with PyYAML (YAML
+/// 1.1, with `y`/`n` booleans added as go-yaml v2 has them): every value
+/// is the string it was.
+#[test]
+fn a_yaml_1_1_reader_reads_every_string_back_as_a_string() {
+    let Some(python) = require("yaml11-python") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env: String = YAML_1_1_TRAPS
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("    - {{ name: V{i}, value: {} }}\n", serde_json::json!(v)))
+        .collect();
+    let config: String = YAML_1_1_TRAPS
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("    c{i}: {}\n", serde_json::json!(v)))
+        .collect();
+    std::fs::write(
+        dir.path().join("cortex.yaml"),
+        "apiVersion: cortex.codevald.io/v1\nkind: Project\nmetadata: { name: traps }\nspec:\n  include: [\"agent.yaml\"]\n  namespace: traps\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent.yaml"),
+        format!(
+            "apiVersion: cortex.codevald.io/v1\nkind: Agent\nmetadata:\n  name: traps\n  labels: {{ flag: \"y\", other: \"on\" }}\nspec:\n  image: example/agent:1\n  env:\n{env}  config:\n{config}"
+        ),
+    )
+    .unwrap();
+    let bundle = build(dir.path(), None);
+    let manifests = bundle.manifests_yaml();
+    let script = r#"
+import json, re, sys, yaml
+class Loader(yaml.SafeLoader):
+    pass
+# go-yaml v2 (Helm, kubectl) also reads y, Y, n, N as booleans; PyYAML does not.
+Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+def boolean(loader, node):
+    return loader.construct_scalar(node).lower() in ("y", "yes", "true", "on")
+Loader.add_constructor("tag:yaml.org,2002:bool", boolean)
+wrong = []
+def walk(value, path):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                wrong.append(f"{path}: key {k!r} is a {type(k).__name__}")
+            walk(v, f"{path}/{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            walk(v, f"{path}/{i}")
+    elif not isinstance(value, (str, int, bool)) or (isinstance(value, bool) and "/value" in path):
+        wrong.append(f"{path}: {value!r} is a {type(value).__name__}")
+seen = {}
+for doc in yaml.load_all(sys.stdin, Loader=Loader):
+    if not doc:
+        continue
+    walk(doc, doc["kind"])
+    if doc["kind"] == "Deployment":
+        for e in doc["spec"]["template"]["spec"]["containers"][0].get("env", []):
+            seen[e["name"]] = e.get("value")
+        seen["label"] = doc["metadata"]["labels"]["flag"]
+    if doc["kind"] == "ConfigMap":
+        seen["config"] = json.loads(doc["data"]["config.json"]) if "config.json" in doc["data"] else doc["data"]
+print(json.dumps({"wrong": wrong, "seen": seen}, default=str))
+"#;
+    let output = {
+        use std::io::Write;
+        let mut child = Command::new(&python)
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifests.as_bytes())
+            .expect("write manifests");
+        child.wait_with_output().expect("python")
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(report["wrong"], serde_json::json!([]), "{manifests}");
+    for (i, trap) in YAML_1_1_TRAPS.iter().enumerate() {
+        assert_eq!(
+            report["seen"][format!("V{i}")],
+            serde_json::json!(trap),
+            "env V{i}"
+        );
+    }
+    assert_eq!(report["seen"]["label"], serde_json::json!("y"));
+}

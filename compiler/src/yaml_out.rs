@@ -121,18 +121,24 @@ pub fn scalar(value: &Value) -> String {
     }
 }
 
-/// Whether `s` reads back as the same string when written without quotes.
+/// Whether `s` reads back as the same string when written without quotes,
+/// by a YAML 1.2 reader (cortex's own) and by a YAML 1.1 one (go-yaml v2,
+/// which Helm and kubectl use; PyYAML): not a boolean, null, number in any
+/// base or form, timestamp, `=` or `<<` in either.
 pub fn is_plain_safe(s: &str) -> bool {
     if s.is_empty() || s.trim() != s {
         return false;
     }
-    const RESERVED: [&str; 22] = [
+    /// Booleans and nulls of YAML 1.2 and 1.1 (`y` and `n` are 1.1
+    /// booleans), YAML 1.1's value key `=` and merge key `<<`.
+    const RESERVED: [&str; 28] = [
         "null", "Null", "NULL", "~", "true", "True", "TRUE", "false", "False", "FALSE", "yes",
-        "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF",
+        "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF", "y", "Y", "n", "N",
+        "=", "<<",
     ];
     let first_byte = s.as_bytes()[0];
     let may_be_number = first_byte.is_ascii_digit() || matches!(first_byte, b'+' | b'-' | b'.');
-    if may_be_number && (s.parse::<f64>().is_ok() || looks_numeric(s)) {
+    if may_be_number && (s.parse::<f64>().is_ok() || looks_numeric(s) || looks_like_a_date(s)) {
         return false;
     }
     if s.len() <= 5 && RESERVED.contains(&s) {
@@ -148,6 +154,19 @@ pub fn is_plain_safe(s: &str) -> bool {
     !(s.contains(": ") || s.contains(" #") || s.ends_with(':'))
         && s.chars().all(|c| !c.is_control())
         && !s.contains(['{', '}', '[', ']', ',', '\t'])
+}
+
+/// YAML 1.1 timestamps begin with a date: `2001-12-14`, `2001-1-2t…`.
+fn looks_like_a_date(s: &str) -> bool {
+    let mut parts = s.splitn(3, '-');
+    let (Some(year), Some(month), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let day: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let digits = |p: &str, range: std::ops::RangeInclusive<usize>| {
+        range.contains(&p.len()) && p.chars().all(|c| c.is_ascii_digit())
+    };
+    digits(year, 4..=4) && digits(month, 1..=2) && digits(&day, 1..=2)
 }
 
 /// YAML 1.1 readers (many tools) also take these as numbers or times.
@@ -202,6 +221,49 @@ mod tests {
         round_trip(&json!({"list": [[1, 2], [], {}], "quote": "it's \"q\"", "tab": "a\tb"}));
         round_trip(&json!({"blank": "a\n\nb\n", "two": "x\n\n"}));
         round_trip(&json!({"args": ["--serve", "-v", "-", "- x", "-1", "-.inf"]}));
+    }
+
+    /// Regression: `y` was written plain, which Helm's and kubectl's YAML
+    /// 1.1 reader takes as `true` (an API server then refused the env value).
+    #[test]
+    fn what_a_yaml_1_1_reader_takes_for_another_type_is_quoted() {
+        for s in [
+            "y",
+            "Y",
+            "n",
+            "N",
+            "yes",
+            "Off",
+            "~",
+            "null",
+            "=",
+            "<<",
+            "0x1F",
+            "0o17",
+            "0b101",
+            "017",
+            "1_000",
+            "+12",
+            "-3",
+            "1:20",
+            "190:20:30.15",
+            ".inf",
+            "-.Inf",
+            ".NaN",
+            "1e3",
+            "6.8523015e+5",
+            "2001-12-14",
+            "2001-12-14t21:59:43.10-05:00",
+            "2002-1-2",
+        ] {
+            assert!(!is_plain_safe(s), "{s} must be quoted");
+            round_trip(&json!({ "v": s }));
+        }
+        for s in [
+            "yay", "nope", "1.4.2", "v1", "250m", "3d", "--serve", "a=b", "2001-12", "y2k",
+        ] {
+            assert!(is_plain_safe(s), "{s} needs no quotes");
+        }
     }
 
     #[test]
