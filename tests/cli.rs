@@ -199,6 +199,15 @@ fn schema_prints_valid_json_schemas() {
     let all = cortex(&["schema"]);
     let combined: serde_json::Value = serde_json::from_slice(&all.stdout).expect("json");
     assert_eq!(combined["allOf"].as_array().map(Vec::len), Some(10));
+    // Regression: it referred to `#/$defs/…` without holding `$defs`.
+    let printed = String::from_utf8_lossy(&all.stdout);
+    for reference in printed.split("\"#/$defs/").skip(1) {
+        let name = reference.split('"').next().unwrap_or_default();
+        assert!(
+            combined["$defs"][name].is_object(),
+            "#/$defs/{name} is missing"
+        );
+    }
     let bad = cortex(&["schema", "agnet"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad.stderr).contains("did you mean `Agent`?"));
@@ -213,6 +222,21 @@ fn init_scaffolds_a_valid_project_and_never_overwrites() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let project = std::fs::read_to_string(dir.join("cortex.yaml")).expect("cortex.yaml");
     assert!(project.contains("name: my-desk"), "{project}");
+    // Editors find the schema from every file.
+    assert!(
+        project.starts_with("# yaml-language-server: $schema=.vscode/cortex.schema.json\n"),
+        "{project}"
+    );
+    let greeter = std::fs::read_to_string(dir.join("agents/greeter.yaml")).expect("greeter");
+    assert!(
+        greeter.starts_with("# yaml-language-server: $schema=../.vscode/cortex.schema.json\n"),
+        "{greeter}"
+    );
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join(".vscode/cortex.schema.json")).expect("the schema file"),
+    )
+    .expect("JSON");
+    assert!(schema["$defs"]["duration"].is_object(), "self-contained");
     for env in [None, Some("prod")] {
         let mut args = vec!["validate", dir_text];
         if let Some(e) = env {

@@ -379,3 +379,127 @@ print(json.dumps({"wrong": wrong, "seen": seen}, default=str))
     }
     assert_eq!(report["seen"]["label"], serde_json::json!("y"));
 }
+
+/// Every spec document of `dir` (its YAML files outside `.cortex/`,
+/// `k8s/` and `templates/`), as JSON files in `out`; how many.
+fn spec_documents_as_json(dir: &Path, out: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.is_dir() {
+                if ![".cortex", "k8s", "templates", "scripts"].contains(&name) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if !name.ends_with(".yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            for doc in parse_documents(&text).expect("parses") {
+                if doc.get("kind").is_none() {
+                    continue;
+                }
+                count += 1;
+                std::fs::write(
+                    out.join(format!("{count:03}-{name}.json")),
+                    serde_json::to_vec(&doc).unwrap(),
+                )
+                .unwrap();
+            }
+        }
+    }
+    count
+}
+
+/// Regression: the combined schema `cortex schema` prints referred to
+/// `#/$defs/…` without holding `$defs` (a standard validator failed to
+/// load it), and the Agent schema marked `image` missing in an agent that
+/// inherits it. A standard JSON Schema 2020-12 validator
+/// (`check-jsonschema`) loads every exported schema, finds no error in any
+/// document of the examples and valid fixtures, and catches the
+/// misspelled field of an invalid one.
+#[test]
+fn a_standard_validator_takes_the_exported_schemas() {
+    let Some(checker) = require("check-jsonschema") else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let cortex = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .args(args)
+            .output()
+            .expect("cortex schema");
+        assert!(out.status.success());
+        out.stdout
+    };
+    let combined = work.path().join("all.json");
+    std::fs::write(&combined, cortex(&["schema"])).unwrap();
+    let agent = work.path().join("agent.json");
+    std::fs::write(&agent, cortex(&["schema", "agent"])).unwrap();
+    let check = |schema: &Path, files: &[PathBuf]| {
+        Command::new(&checker)
+            .arg("--schemafile")
+            .arg(schema)
+            .args(files)
+            .output()
+            .expect("check-jsonschema")
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = work.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let mut total = 0;
+    for (dir, _) in projects() {
+        total += spec_documents_as_json(&dir, &docs);
+    }
+    let files: Vec<PathBuf> = std::fs::read_dir(&docs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(total > 50, "only {total} documents");
+    let out = check(&combined, &files);
+    assert!(
+        out.status.success(),
+        "false errors on valid files:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The agent of the issue, alone against the Agent schema: it inherits its image.
+    let triage = work.path().join("triage");
+    std::fs::create_dir_all(&triage).unwrap();
+    spec_documents_as_json(&root.join("examples/support-desk/agents"), &triage);
+    let triage_docs: Vec<PathBuf> = std::fs::read_dir(&triage)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with("-triage.yaml.json"))
+        })
+        .collect();
+    assert!(!triage_docs.is_empty());
+    let out = check(&agent, &triage_docs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A misspelled field is caught.
+    let invalid = work.path().join("invalid");
+    std::fs::create_dir_all(&invalid).unwrap();
+    spec_documents_as_json(
+        &root.join("fixtures/invalid/cx0201-unknown-field"),
+        &invalid,
+    );
+    let files: Vec<PathBuf> = std::fs::read_dir(&invalid)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let out = check(&combined, &files);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && said.contains("replcas"), "{said}");
+}

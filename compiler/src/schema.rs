@@ -116,21 +116,139 @@ fn bundle(source: &str, shared: &Map<String, Value>) -> Value {
     schema
 }
 
+/// Suffix of the `$defs` copies that [`editor_schema`] relaxes.
+const INHERITED: &str = "~inherited";
+
+/// The schema of `kind` for editors and other tools: self-contained (every
+/// `$ref` points into its own `$defs`), and, for kinds that inherit, with
+/// the fields inheritance can supply optional when `spec.extends` is set —
+/// an editor then marks nothing red in a file that is valid once resolved
+/// (the compiler still checks the resolved spec against the strict schema).
+/// Unknown fields stay errors either way.
+pub fn editor_schema(kind: Kind) -> Value {
+    let mut schema = templated(&Schemas::get().kind(kind).bundled);
+    if kind.parents().is_empty() {
+        return schema;
+    }
+    let Some(object) = schema.as_object_mut() else {
+        return schema;
+    };
+    if let Some(Value::Object(defs)) = object.get_mut("$defs") {
+        let relaxed: Vec<(String, Value)> = defs
+            .iter()
+            .map(|(name, def)| (format!("{name}{INHERITED}"), relaxed(def)))
+            .collect();
+        defs.extend(relaxed);
+    }
+    if let Some(spec) = object.get_mut("properties").and_then(|p| p.get_mut("spec")) {
+        let strict = spec.take();
+        *spec = serde_json::json!({
+            "if": { "type": "object", "required": ["extends"] },
+            "then": relaxed(&strict),
+            "else": strict,
+        });
+    }
+    schema
+}
+
+/// `schema` as a child may write it: no `required`, no `minProperties` (a
+/// union's variant may come from the parent), every property may be `null`
+/// (which removes an inherited key), a mapping may say `$patch` (merge
+/// directives), every `$ref` to its relaxed copy.
+fn relaxed(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out: Map<String, Value> = map
+                .iter()
+                .filter(|(k, _)| *k != "required" && *k != "minProperties")
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) if r.starts_with("#/$defs/") => {
+                            Value::String(format!("{r}{INHERITED}"))
+                        }
+                        ("properties", Value::Object(properties)) => Value::Object(
+                            properties
+                                .iter()
+                                .map(|(name, p)| {
+                                    let p = relaxed(p);
+                                    let nullable =
+                                        serde_json::json!({ "anyOf": [{ "type": "null" }, p] });
+                                    (name.clone(), nullable)
+                                })
+                                .collect(),
+                        ),
+                        _ => relaxed(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            if out.get("additionalProperties") == Some(&Value::Bool(false))
+                && let Some(Value::Object(properties)) = out.get_mut("properties")
+            {
+                properties
+                    .entry("$patch")
+                    .or_insert_with(|| serde_json::json!({ "enum": ["replace", "delete"] }));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(relaxed).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A compile-time template in place of a value (`"{{ values.replicas }}"`
+/// where an integer belongs): the compiler evaluates it before it checks
+/// types, so an editor must take it too.
+const TEMPLATE_STRING: &str = r"\{\{.*\}\}";
+
+/// `schema` with every integer, number or boolean also taking a string that
+/// holds a compile-time template.
+fn templated(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let inner = Value::Object(map.iter().map(|(k, v)| (k.clone(), templated(v))).collect());
+            let scalar_type =
+                |t: &Value| matches!(t.as_str(), Some("integer" | "number" | "boolean"));
+            let typed = match map.get("type") {
+                Some(Value::Array(types)) => {
+                    types.iter().any(scalar_type) && !types.iter().any(|t| t == "string")
+                }
+                Some(t) => scalar_type(t),
+                None => false,
+            };
+            if typed {
+                serde_json::json!({
+                    "anyOf": [inner, { "type": "string", "pattern": TEMPLATE_STRING }]
+                })
+            } else {
+                inner
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(templated).collect()),
+        other => other.clone(),
+    }
+}
+
 /// A schema that accepts any cortex document, dispatching on `kind`, for
-/// editors that map one schema to every file.
+/// editors that map one schema to every file: each kind's
+/// [`editor_schema`], its `$defs` gathered once at the top, so every
+/// `#/$defs/…` resolves in the document itself.
 pub fn combined_schema() -> Value {
-    let schemas = Schemas::get();
+    let mut defs = Map::new();
     let branches: Vec<Value> = Kind::ALL
         .into_iter()
         .map(|kind| {
-            let mut bundled = schemas.kind(kind).bundled.clone();
-            if let Some(obj) = bundled.as_object_mut() {
+            let mut schema = editor_schema(kind);
+            if let Some(obj) = schema.as_object_mut() {
                 obj.remove("$schema");
                 obj.remove("$id");
+                if let Some(Value::Object(own)) = obj.remove("$defs") {
+                    defs.extend(own);
+                }
             }
             serde_json::json!({
                 "if": { "properties": { "kind": { "const": kind.as_str() } }, "required": ["kind"] },
-                "then": bundled,
+                "then": schema,
             })
         })
         .collect();
@@ -142,6 +260,7 @@ pub fn combined_schema() -> Value {
         "required": ["apiVersion", "kind"],
         "properties": { "kind": { "enum": Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>() } },
         "allOf": branches,
+        "$defs": defs,
     })
 }
 

@@ -1,4 +1,8 @@
-//! `cortex init [DIR]`: writes the `examples/hello` project, renamed.
+//! `cortex init [DIR]`: writes the `examples/hello` project, renamed, with
+//! the JSON Schema of every kind in `.vscode/cortex.schema.json` and a
+//! `# yaml-language-server: $schema=…` line atop each YAML file, so editors
+//! that speak the YAML language server (VS Code's YAML extension, Neovim,
+//! Helix, IntelliJ) complete and check the specs.
 
 use std::io::Write;
 use std::path::Path;
@@ -34,6 +38,16 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Where `cortex init` puts the combined schema, relative to the project.
+pub const SCHEMA_FILE: &str = ".vscode/cortex.schema.json";
+
+/// The modeline that points the YAML language server at the schema from a
+/// file at `path` (relative to the project).
+fn modeline(path: &str) -> String {
+    let up = "../".repeat(path.matches('/').count());
+    format!("# yaml-language-server: $schema={up}{SCHEMA_FILE}\n")
+}
+
 pub fn run(dir: &Path, name: Option<String>) -> anyhow::Result<ExitCode> {
     let name = match name {
         Some(name) => name,
@@ -54,7 +68,7 @@ pub fn run(dir: &Path, name: Option<String>) -> anyhow::Result<ExitCode> {
     }
     // Refuse before writing anything, so a partial scaffold never mixes
     // with existing files.
-    for (path, _) in FILES {
+    for path in FILES.iter().map(|(path, _)| *path).chain([SCHEMA_FILE]) {
         let target = dir.join(path);
         if target.exists() {
             anyhow::bail!(
@@ -78,11 +92,24 @@ pub fn run(dir: &Path, name: Option<String>) -> anyhow::Result<ExitCode> {
         } else {
             content.to_string()
         };
+        let content = modeline(path) + &content;
         std::fs::write(&target, content)
             .with_context(|| format!("cannot write {}", target.display()))?;
     }
+    let schema = dir.join(SCHEMA_FILE);
+    if let Some(parent) = schema.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&cortex_compiler::schema::combined_schema())?;
+    std::fs::write(&schema, text + "\n")
+        .with_context(|| format!("cannot write {}", schema.display()))?;
     let mut out = std::io::stdout();
     writeln!(out, "created project `{name}` in {}", dir.display())?;
+    writeln!(
+        out,
+        "editors: each file names the schema in {SCHEMA_FILE} (refresh it with `cortex schema > {SCHEMA_FILE}` after upgrading cortex)"
+    )?;
     writeln!(out, "next: cortex validate {}", dir.display())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use cortex_compiler::diagnostic::codes;
-use cortex_compiler::schema::{Schemas, combined_schema};
+use cortex_compiler::schema::{combined_schema, editor_schema};
 use cortex_compiler::{Kind, diagnostic::did_you_mean};
 
 pub fn run(kind: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -20,7 +20,7 @@ pub fn run(kind: Option<&str>) -> anyhow::Result<ExitCode> {
                     names.join(", ")
                 )
             })?;
-            Schemas::get().kind(kind).bundled.clone()
+            editor_schema(kind)
         }
     };
     writeln!(
