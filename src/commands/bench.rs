@@ -207,7 +207,53 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
         ms(helm_median),
         helm_median.as_secs_f64() / build_median.as_secs_f64()
     )?;
+    // Peak memory, each as a process of its own.
+    let cortex = std::env::current_exe().context("cannot find the cortex binary")?;
+    let mut build = std::process::Command::new(cortex);
+    build
+        .arg("build")
+        .arg(source.root())
+        .arg("-o")
+        .arg(target.path().join("again"));
+    let mut template = std::process::Command::new(&helm);
+    template
+        .args(["template", "release"])
+        .arg(out_dir.join("chart"));
+    let (build_peak, helm_peak) = (peak_memory(&mut build)?, peak_memory(&mut template)?);
+    writeln!(
+        out,
+        "peak memory (VmHWM, sampled every 2 ms): cortex build {:.0} MiB, helm template {:.0} MiB",
+        build_peak as f64 / 1024.0,
+        helm_peak as f64 / 1024.0
+    )?;
     Ok(())
+}
+
+/// Runs `command` (output discarded) and returns its peak resident memory
+/// in KiB: the kernel's high-water mark (`VmHWM`), read every 2 ms while it
+/// runs, the last reading before it exits.
+fn peak_memory(command: &mut std::process::Command) -> anyhow::Result<u64> {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the measured command")?;
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        if child.try_wait()?.is_some() {
+            return Ok(peak);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Agents changed between the two revisions of the diff benchmark.
