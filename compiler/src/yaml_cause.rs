@@ -205,13 +205,10 @@ fn step(
         }
         ']' | '}' => {
             let wanted = if c == ']' { '[' } else { '{' };
-            match open.iter().rposition(|&(o, _)| o == wanted) {
-                Some(at) => {
-                    // Openers inside it that were never closed stay unclosed.
-                    never_closed.extend(open.drain(at + 1..));
-                    open.pop();
-                }
-                None => {}
+            if let Some(at) = open.iter().rposition(|&(o, _)| o == wanted) {
+                // Openers inside it that were never closed stay unclosed.
+                never_closed.extend(open.drain(at + 1..));
+                open.pop();
             }
             true
         }

@@ -163,7 +163,8 @@ fn nesting_is_bounded_for_every_construct_at_the_limit_and_past_it() {
     use cortex_compiler::MAX_YAML_DEPTH as MAX_DEPTH;
     // Open collections around the value: the document, `spec`, and the
     // mapping that holds `v`.
-    let places: [(&str, usize, Box<dyn Fn(&str) -> String>); 3] = [
+    type Document = Box<dyn Fn(&str) -> String>;
+    let places: [(&str, usize, Document); 3] = [
         (
             "an agent's config",
             3,
