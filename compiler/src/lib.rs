@@ -28,6 +28,7 @@ pub mod template;
 pub mod validate;
 mod yaml;
 mod yaml_cause;
+mod yaml_fast;
 pub mod yaml_out;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};

@@ -158,25 +158,46 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
     let out_dir = target.path().join("out");
     let mut timings = Vec::new();
     let mut objects = 0;
+    let mut stages = [Duration::ZERO; 4];
     for _ in 0..runs {
         let started = Instant::now();
         let result = compile(source, &Options::default());
         let resolved = result
             .validated()
             .context("the generated project did not validate")?;
+        let compiled = started.elapsed();
         let bundle = cortex_compiler::render::render(resolved, source).map_err(|d| {
             anyhow::anyhow!(
                 "the generated project did not render: {} errors",
                 d.error_count()
             )
         })?;
-        crate::write::replace_dir(&out_dir, &bundle.files())?;
+        let rendered = started.elapsed();
+        let files = bundle.files();
+        let emitted = started.elapsed();
+        crate::write::replace_dir(&out_dir, &files)?;
         timings.push(started.elapsed());
+        stages = [
+            compiled,
+            rendered - compiled,
+            emitted - rendered,
+            started.elapsed() - emitted,
+        ];
         objects = bundle.objects.len();
+        // Freed outside the timed span, as the CLI never frees them.
+        drop((files, bundle));
     }
     let build = Spread::of(&mut timings);
     let build_median = build.median;
     writeln!(out, "build ({objects} objects, output written), {build}")?;
+    writeln!(
+        out,
+        "build stages (last run): compile {:.0} ms, render and check objects {:.0} ms, emit chart, manifests and inventory {:.0} ms, write {:.0} ms",
+        ms(stages[0]),
+        ms(stages[1]),
+        ms(stages[2]),
+        ms(stages[3])
+    )?;
     let Some(helm) = find_helm() else {
         writeln!(
             out,

@@ -559,3 +559,48 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every object the default templates render for the example project
+    /// takes the fast reader (`yaml_fast`), and it reads exactly what the
+    /// full YAML parser reads.
+    #[test]
+    fn rendered_objects_take_the_fast_reader_and_read_the_same() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
+        let source = crate::WorkTree::open(&dir).expect("the example");
+        let result = crate::compile(&source, &crate::Options::default());
+        let resolved = result.validated().expect("the example validates");
+        let project = Project::from_resolved(resolved);
+        let (env, _) = template_environment(&source).expect("templates");
+        let pools: BTreeMap<&str, &crate::resolve::ResolvedSpec> = resolved
+            .specs
+            .iter()
+            .filter(|s| s.kind == Kind::ResourcePool)
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        let mut checked = 0;
+        for spec in resolved.specs.iter().filter(|s| s.kind == Kind::Agent) {
+            let ctx = agent::context(spec, &project, &pools);
+            let prepared = Prepared::new(&ctx);
+            for template in agent_templates(&ctx) {
+                let text = env
+                    .get_template(template)
+                    .and_then(|t| t.render(prepared.value()))
+                    .expect("renders");
+                let fast = crate::yaml_fast::documents(&text)
+                    .unwrap_or_else(|| panic!("{template} for {} fell back:\n{text}", spec.name));
+                let slow: Vec<Value> = crate::yaml::parse_json_located(&"t".into(), &text)
+                    .expect("parses")
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect();
+                assert_eq!(fast, slow, "{template} for {}", spec.name);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 12, "{checked}");
+    }
+}
