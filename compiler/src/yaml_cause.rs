@@ -59,33 +59,28 @@ fn tab(text: &str, at: usize) -> Option<Cause> {
 /// The last `[` or `{` before character `at` that is never closed in the
 /// whole text, skipping quoted strings, comments and block scalars.
 fn unclosed_before(text: &str, at: usize) -> Option<(char, usize)> {
-    let mut open: Vec<(char, usize)> = Vec::new();
-    let mut never_closed: Vec<(char, usize)> = Vec::new();
-    let mut quote: Option<char> = None;
-    let mut previous = '\n';
+    let mut scan = Scan::default();
     // A block scalar's content: lines indented past this many spaces.
     let mut block_indent: Option<usize> = None;
     let mut line_indent = 0usize;
     let mut at_line_start = true;
     let mut chars = text.chars().enumerate().peekable();
-    while let Some((index, c)) = chars.next() {
+    while let Some((mut index, mut c)) = chars.next() {
         if at_line_start {
+            at_line_start = false;
             // Measure the line's indentation; inside a block scalar, skip it.
-            let mut indent = 0;
-            let mut first = (index, c);
-            while first.1 == ' ' {
-                indent += 1;
+            line_indent = 0;
+            while c == ' ' {
+                line_indent += 1;
                 match chars.next() {
-                    Some(next) => first = next,
+                    Some((i, next)) => (index, c) = (i, next),
                     None => break,
                 }
             }
-            at_line_start = false;
-            line_indent = indent;
             if let Some(block) = block_indent {
-                if first.1 == '\n' || indent > block {
+                if c == '\n' || line_indent > block {
                     // Content (or a blank line) of the block scalar.
-                    if first.1 != '\n' {
+                    if c != '\n' {
                         for (_, next) in chars.by_ref() {
                             if next == '\n' {
                                 break;
@@ -93,49 +88,33 @@ fn unclosed_before(text: &str, at: usize) -> Option<(char, usize)> {
                         }
                     }
                     at_line_start = true;
-                    previous = '\n';
+                    scan.previous = '\n';
                     continue;
                 }
                 block_indent = None;
             }
-            let (index, c) = first;
-            if !step(
-                index,
-                c,
-                &mut previous,
-                &mut quote,
-                &mut open,
-                &mut never_closed,
-                &mut chars,
-            ) {
-                at_line_start = true;
-            }
-            continue;
         }
-        if !step(
-            index,
-            c,
-            &mut previous,
-            &mut quote,
-            &mut open,
-            &mut never_closed,
-            &mut chars,
-        ) {
+        if !scan.step(index, c, &mut chars) {
             at_line_start = true;
             continue;
         }
         // `|` or `>` starting a value, with only indicators after it: the
         // following more-indented lines are text.
-        if quote.is_none()
+        if scan.quote.is_none()
             && (c == '|' || c == '>')
-            && open.is_empty()
+            && scan.open.is_empty()
             && rest_is_block_header(&mut chars)
         {
             block_indent = Some(line_indent);
             at_line_start = true;
-            previous = '\n';
+            scan.previous = '\n';
         }
     }
+    let Scan {
+        open,
+        mut never_closed,
+        ..
+    } = scan;
     never_closed.extend(open);
     never_closed
         .into_iter()
@@ -143,76 +122,98 @@ fn unclosed_before(text: &str, at: usize) -> Option<(char, usize)> {
         .max_by_key(|&(_, index)| index)
 }
 
-/// Takes one character outside block scalars; `false` at the end of a line.
-fn step(
-    index: usize,
-    c: char,
-    previous: &mut char,
-    quote: &mut Option<char>,
-    open: &mut Vec<(char, usize)>,
-    never_closed: &mut Vec<(char, usize)>,
-    chars: &mut std::iter::Peekable<impl Iterator<Item = (usize, char)>>,
-) -> bool {
-    let before = std::mem::replace(previous, c);
-    if c == '\n' {
-        // A quote left open at the end of a line may span lines; a plain
-        // YAML file rarely does, and the scanner reports those itself.
-        return false;
-    }
-    match *quote {
-        Some('"') => {
-            if c == '\\' {
-                chars.next();
-                *previous = ' ';
-            } else if c == '"' {
-                *quote = None;
-            }
-            return true;
+/// What the bracket scan knows outside block scalars.
+struct Scan {
+    /// The character before the current one.
+    previous: char,
+    /// The quote a string is open with.
+    quote: Option<char>,
+    /// Brackets open, innermost last, with their positions.
+    open: Vec<(char, usize)>,
+    /// Brackets that were still open when an outer one closed.
+    never_closed: Vec<(char, usize)>,
+}
+
+impl Default for Scan {
+    fn default() -> Scan {
+        Scan {
+            previous: '\n',
+            quote: None,
+            open: Vec::new(),
+            never_closed: Vec::new(),
         }
-        Some(_) => {
-            if c == '\'' {
-                if chars.peek().map(|&(_, n)| n) == Some('\'') {
+    }
+}
+
+impl Scan {
+    /// Takes one character; `false` at the end of a line.
+    fn step(
+        &mut self,
+        index: usize,
+        c: char,
+        chars: &mut std::iter::Peekable<impl Iterator<Item = (usize, char)>>,
+    ) -> bool {
+        let before = std::mem::replace(&mut self.previous, c);
+        if c == '\n' {
+            // A quote left open at the end of a line may span lines; the
+            // scanner reports those itself.
+            return false;
+        }
+        match self.quote {
+            Some('"') => {
+                if c == '\\' {
                     chars.next();
-                } else {
-                    *quote = None;
+                    self.previous = ' ';
+                } else if c == '"' {
+                    self.quote = None;
                 }
+                return true;
             }
-            return true;
-        }
-        None => {}
-    }
-    let token_start = matches!(
-        before,
-        ' ' | '\t' | '\n' | '[' | '{' | ',' | ':' | '-' | '?'
-    );
-    match c {
-        '#' if matches!(before, ' ' | '\t' | '\n') => {
-            for (_, next) in chars.by_ref() {
-                if next == '\n' {
-                    *previous = '\n';
-                    return false;
+            Some(_) => {
+                if c == '\'' {
+                    if chars.peek().map(|&(_, n)| n) == Some('\'') {
+                        chars.next();
+                    } else {
+                        self.quote = None;
+                    }
                 }
+                return true;
             }
-            false
+            None => {}
         }
-        '"' | '\'' if token_start => {
-            *quote = Some(c);
-            true
-        }
-        '[' | '{' => {
-            open.push((c, index));
-            true
-        }
-        ']' | '}' => {
-            let wanted = if c == ']' { '[' } else { '{' };
-            if let Some(at) = open.iter().rposition(|&(o, _)| o == wanted) {
-                // Openers inside it that were never closed stay unclosed.
-                never_closed.extend(open.drain(at + 1..));
-                open.pop();
+        let token_start = matches!(
+            before,
+            ' ' | '\t' | '\n' | '[' | '{' | ',' | ':' | '-' | '?'
+        );
+        match c {
+            '#' if matches!(before, ' ' | '\t' | '\n') => {
+                for (_, next) in chars.by_ref() {
+                    if next == '\n' {
+                        self.previous = '\n';
+                        return false;
+                    }
+                }
+                false
             }
-            true
+            '"' | '\'' if token_start => {
+                self.quote = Some(c);
+                true
+            }
+            '[' | '{' => {
+                self.open.push((c, index));
+                true
+            }
+            ']' | '}' => {
+                let wanted = if c == ']' { '[' } else { '{' };
+                if let Some(at) = self.open.iter().rposition(|&(o, _)| o == wanted) {
+                    // Openers inside it that were never closed stay unclosed.
+                    self.never_closed.extend(self.open.drain(at + 1..));
+                    self.open.pop();
+                }
+                true
+            }
+            _ => true,
         }
-        _ => true,
     }
 }
 
