@@ -315,21 +315,17 @@ impl InboxState {
         }
     }
 
-    /// Makes pending messages deliverable (their store write is durable).
-    pub fn commit(&mut self, ids: &[u64]) {
-        for &id in ids {
-            if let Some(entry) = self.position(id).and_then(|at| self.ready.get_mut(at)) {
-                entry.pending = false;
-            }
+    /// Makes a pending message deliverable (its store write is durable).
+    pub fn commit(&mut self, id: u64) {
+        if let Some(entry) = self.position(id).and_then(|at| self.ready.get_mut(at)) {
+            entry.pending = false;
         }
     }
 
-    /// Takes out pending messages whose store write was refused.
-    pub fn discard(&mut self, ids: &[u64]) {
-        for &id in ids {
-            if let Some(at) = self.position(id).filter(|&at| self.ready[at].pending) {
-                self.ready.remove(at);
-            }
+    /// Takes out a pending message whose store write was refused.
+    pub fn discard(&mut self, id: u64) {
+        if let Some(at) = self.position(id).filter(|&at| self.ready[at].pending) {
+            self.ready.remove(at);
         }
     }
 

@@ -598,30 +598,8 @@ impl Broker {
             }
             // Queued under the locks: journaled in id order per inbox. The
             // messages are delivered once durable, or taken out if refused.
-            let held: Vec<Arc<Inbox>> = inboxes.to_vec();
-            let pending_ids = ids.clone();
-            let me = self.me.clone();
-            let outcome = move |durable: bool| {
-                for (inbox, id) in held.iter().zip(&pending_ids) {
-                    let mut state = inbox.lock();
-                    if durable {
-                        state.commit(&[*id]);
-                    } else {
-                        state.discard(&[*id]);
-                    }
-                }
-                if durable {
-                    for inbox in &held {
-                        inbox.notify.notify_waiters();
-                    }
-                } else if let Some(broker) = me.upgrade() {
-                    let mut replies = broker.lock_replies();
-                    for id in &pending_ids {
-                        replies.remove(id);
-                    }
-                }
-            };
             if pending {
+                let outcome = self.enqueued_outcome(inboxes, &ids);
                 (self.journal.submit_then(ops, outcome), ids)
             } else {
                 (journal::Durable::done(), ids)
@@ -643,6 +621,39 @@ impl Broker {
             },
             durable: durable.0,
         })
+    }
+
+    /// What becomes of messages `ids` (one per inbox of `inboxes`) once
+    /// their store write's fate is known: deliverable and their receivers
+    /// woken, or taken out again (and a request's reply slot dropped).
+    fn enqueued_outcome(
+        &self,
+        inboxes: &[Arc<Inbox>],
+        ids: &[u64],
+    ) -> impl FnOnce(bool) + Send + 'static {
+        let held: Vec<Arc<Inbox>> = inboxes.to_vec();
+        let ids = ids.to_vec();
+        let me = self.me.clone();
+        move |durable: bool| {
+            for (inbox, id) in held.iter().zip(&ids) {
+                let mut state = inbox.lock();
+                if durable {
+                    state.commit(*id);
+                } else {
+                    state.discard(*id);
+                }
+            }
+            if durable {
+                for inbox in &held {
+                    inbox.notify.notify_waiters();
+                }
+            } else if let Some(broker) = me.upgrade() {
+                let mut replies = broker.lock_replies();
+                for id in &ids {
+                    replies.remove(id);
+                }
+            }
+        }
     }
 
     /// Up to `max` deliveries for `agent`, waiting up to `wait` for the first.
