@@ -48,18 +48,38 @@ fn load_documents<'t>(
     let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
     loader.alias_limit(MAX_ALIAS_NODES);
     let mut open = 0usize;
+    // Anchors are per document (`Parser::load` cleared them; its iterator
+    // does not): an alias to another document's anchor is unknown.
+    let mut anchors: std::collections::HashSet<usize> = std::collections::HashSet::new();
     for event in parser {
         let (event, span) = event.map_err(|e| Box::new(scan_error(file, text, &e)))?;
-        match event {
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
+        let anchor = match &event {
+            Event::SequenceStart(id, _) | Event::MappingStart(id, _) => {
                 open += 1;
                 // A collection at depth MAX_DEPTH would hold nodes past it.
                 if open > MAX_DEPTH {
                     return Err(Box::new(too_deep(file, span)));
                 }
+                *id
             }
-            Event::SequenceEnd | Event::MappingEnd => open = open.saturating_sub(1),
-            _ => {}
+            Event::Scalar(_, _, id, _) => *id,
+            Event::SequenceEnd | Event::MappingEnd => {
+                open = open.saturating_sub(1);
+                0
+            }
+            Event::DocumentStart(_) => {
+                anchors.clear();
+                0
+            }
+            Event::Alias(id) if !anchors.contains(id) => {
+                let err =
+                    ScanError::new_str(span.start, "while parsing node, found unknown anchor");
+                return Err(Box::new(scan_error(file, text, &err)));
+            }
+            _ => 0,
+        };
+        if anchor > 0 {
+            anchors.insert(anchor);
         }
         loader.on_event(event, span);
         if let Some(err) = loader.error() {

@@ -283,3 +283,27 @@ fn yaml_syntax_errors_point_at_the_character_at_fault() {
         );
     }
 }
+
+/// Anchors belong to their document: an alias to an anchor of an earlier
+/// document in the same file is an error, one to its own document is not.
+#[test]
+fn an_alias_to_another_documents_anchor_is_unknown() {
+    let topic = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: cortex.codevald.io/v1\nkind: Topic\nmetadata: {{ name: {name} }}\nspec: {spec}\n"
+        )
+    };
+    let across = format!(
+        "{}---\n{}",
+        topic("a", "&s { retention: 3d }"),
+        topic("b", "*s")
+    );
+    let result = compile_with(across);
+    assert_eq!(codes_of(&result), vec![codes::YAML_SYNTAX.0]);
+    let d = result.diagnostics.iter().next().unwrap();
+    assert!(d.message.contains("unknown anchor"), "{}", d.message);
+    assert_eq!(d.span.as_ref().map(|s| s.line), Some(9));
+    let within = "apiVersion: cortex.codevald.io/v1\nkind: Topic\nmetadata: { name: a }\nspec:\n  delivery: &d { maxAttempts: 3 }\n---\napiVersion: cortex.codevald.io/v1\nkind: Topic\nmetadata: { name: b, labels: &l { x: y }, annotations: *l }\nspec: { retention: 3d }\n";
+    let result = compile_with(within);
+    assert!(!result.diagnostics.has_errors(), "{:?}", codes_of(&result));
+}
