@@ -99,9 +99,14 @@ pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> R
         memo: vec![State::Pending; docs.specs.len()],
         diags,
     };
-    let specs: Vec<ResolvedSpec> = (0..docs.specs.len())
-        .map(|i| {
-            let (complete, mut spec) = resolver.resolve(i);
+    let shared: Vec<(bool, std::rc::Rc<ResolvedSpec>)> =
+        (0..docs.specs.len()).map(|i| resolver.resolve(i)).collect();
+    // With the memo gone, each spec has one owner left: taken, not copied.
+    drop(resolver);
+    let specs: Vec<ResolvedSpec> = shared
+        .into_iter()
+        .map(|(complete, spec)| {
+            let mut spec = std::rc::Rc::try_unwrap(spec).unwrap_or_else(|spec| (*spec).clone());
             spec.complete = complete;
             spec
         })
@@ -306,7 +311,8 @@ fn patch_target(
 enum State {
     Pending,
     Visiting,
-    Done(Box<ResolvedSpec>),
+    /// Resolved: shared with the children that extend it, never copied.
+    Done(std::rc::Rc<ResolvedSpec>),
 }
 
 struct Resolver<'a> {
@@ -321,10 +327,10 @@ impl Resolver<'_> {
     /// Resolves spec `i`; the flag is false when the chain is broken (the
     /// spec is still resolved as far as possible, so its own mistakes are
     /// reported too).
-    fn resolve(&mut self, i: usize) -> (bool, ResolvedSpec) {
+    fn resolve(&mut self, i: usize) -> (bool, std::rc::Rc<ResolvedSpec>) {
         match &self.memo[i] {
-            State::Done(spec) => return (spec.complete, (**spec).clone()),
-            State::Visiting => return (false, self.alone(i)),
+            State::Done(spec) => return (spec.complete, std::rc::Rc::clone(spec)),
+            State::Visiting => return (false, std::rc::Rc::new(self.alone(i))),
             State::Pending => {}
         }
         self.memo[i] = State::Visiting;
@@ -341,7 +347,7 @@ impl Resolver<'_> {
                         let merged =
                             merge::merge(Some(&parent.node), &doc.node, schema, self.diags);
                         let mut chain = vec![doc.name.clone()];
-                        chain.extend(parent.chain);
+                        chain.extend(parent.chain.iter().cloned());
                         (merged, chain)
                     }
                     None => {
@@ -392,7 +398,8 @@ impl Resolver<'_> {
             complete: ok,
             node,
         };
-        self.memo[i] = State::Done(Box::new(resolved.clone()));
+        let resolved = std::rc::Rc::new(resolved);
+        self.memo[i] = State::Done(std::rc::Rc::clone(&resolved));
         (ok, resolved)
     }
 
