@@ -1243,7 +1243,7 @@ async fn over_long_bodies_are_413_and_every_error_is_json() {
 /// looped through redelivery. The depth is bounded at publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_nested_too_deep_is_refused_at_publish() {
-    use cortex_reconciler::runtime::broker::http::MAX_PAYLOAD_DEPTH;
+    use cortex_reconciler::runtime::broker::payload::MAX_PAYLOAD_DEPTH;
     let t = broker().await;
     let producer = t.client("producer");
     let nested = |depth: usize| -> Value {

@@ -239,25 +239,17 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
         <Hmac<Sha256> as KeyInit>::new_from_slice(&[0]).expect("HMAC takes any key length")
     });
     mac.update(body);
-    let bytes = mac.finalize().into_bytes();
     format!(
         "sha256={}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        super::tokens::hex(&mac.finalize().into_bytes())
     )
 }
 
 /// Whether `header` is the signature of `body` under `key` (constant time).
 pub fn verify(key: &[u8], body: &[u8], header: &str) -> bool {
-    let Some(hex) = header.strip_prefix("sha256=") else {
-        return false;
-    };
-    let Some(bytes) = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
+    let Some(bytes) = header
+        .strip_prefix("sha256=")
+        .and_then(super::tokens::unhex)
     else {
         return false;
     };

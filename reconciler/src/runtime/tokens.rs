@@ -47,7 +47,8 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of lowercase or uppercase hex; `None` unless every pair is hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
@@ -68,26 +69,29 @@ pub fn new_token() -> String {
     hex(&bytes)
 }
 
-/// The runtime's answer to an identity challenge: hex HMAC-SHA256 of
-/// `nonce` keyed by the operator token's hash.
-pub fn identity_proof(operator: &TokenHash, nonce: &str) -> String {
+/// The HMAC of an identity challenge: `nonce` keyed by the operator
+/// token's hash, in a domain of its own.
+fn identity_mac(operator: &TokenHash, nonce: &str) -> Hmac<Sha256> {
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(&operator.0).expect("HMAC takes any key length");
     mac.update(b"cortex-runtime-identity:");
     mac.update(nonce.as_bytes());
-    hex(&mac.finalize().into_bytes())
+    mac
+}
+
+/// The runtime's answer to an identity challenge: hex HMAC-SHA256 of
+/// `nonce` keyed by the operator token's hash.
+pub fn identity_proof(operator: &TokenHash, nonce: &str) -> String {
+    hex(&identity_mac(operator, nonce).finalize().into_bytes())
 }
 
 /// Whether `proof` answers `nonce` for the holder of `token` (constant time).
 pub fn verify_identity(token: &str, nonce: &str, proof: &str) -> bool {
-    let Some(bytes) = unhex(proof.trim()) else {
-        return false;
-    };
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&TokenHash::of(token).0)
-        .expect("HMAC takes any key length");
-    mac.update(b"cortex-runtime-identity:");
-    mac.update(nonce.as_bytes());
-    mac.verify_slice(&bytes).is_ok()
+    unhex(proof.trim()).is_some_and(|bytes| {
+        identity_mac(&TokenHash::of(token), nonce)
+            .verify_slice(&bytes)
+            .is_ok()
+    })
 }
 
 /// Where the operator token of the store in `state_dir` is kept.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod inbox;
 pub mod journal;
+pub mod payload;
 pub mod socket;
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -400,7 +401,7 @@ impl Broker {
                 });
             }
         }
-        http::check_depth(payload)?;
+        payload::check_depth(payload)?;
         self.check_schema(&topic_config, payload)?;
         let inboxes: Vec<Arc<Inbox>> = topic_config
             .subscribers
@@ -462,7 +463,7 @@ impl Broker {
         payload: &str,
     ) -> Result<Accepted, BrokerError> {
         let inbox = self.known_inbox(agent)?;
-        http::check_depth(payload)?;
+        payload::check_depth(payload)?;
         self.enqueue_now(
             &[inbox],
             Message {
@@ -494,7 +495,7 @@ impl Broker {
         timeout: Duration,
     ) -> Result<Arc<str>, BrokerError> {
         let inbox = self.known_inbox(agent)?;
-        http::check_depth(payload)?;
+        payload::check_depth(payload)?;
         let (tx, rx) = oneshot::channel();
         let published = self
             .enqueue(
@@ -871,7 +872,7 @@ impl Broker {
     pub async fn reply(&self, agent: &str, id: u64, payload: &str) -> Result<(), BrokerError> {
         serde_json::from_str::<serde::de::IgnoredAny>(payload)
             .map_err(|e| BrokerError::BadPayload(e.to_string()))?;
-        http::check_depth(payload)?;
+        payload::check_depth(payload)?;
         let (inbox, entry) = self.begin_settle(agent, id)?;
         let waiter = self.lock_replies().remove(&id).filter(|tx| !tx.is_closed());
         let sender_is_agent = self.config().agents.contains_key(&*entry.sender);
