@@ -129,13 +129,17 @@ async fn an_alert_fires_and_resolves_with_a_valid_signature() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The health history is in the store.
+    // The health history reaches the store (written behind the board).
     use cortex_reconciler::store::Store;
-    let history = t.store.health_history("watcher", 50).await.unwrap();
-    let states: Vec<&str> = history.iter().map(|h| h.state.as_str()).collect();
-    assert!(
-        states.contains(&"unhealthy") && states.contains(&"healthy"),
-        "{states:?}"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = t.store.health_history("watcher", 50).await.unwrap();
+        let states: Vec<&str> = history.iter().map(|h| h.state.as_str()).collect();
+        if states.contains(&"unhealthy") && states.contains(&"healthy") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{states:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     t.runtime.stop().await.unwrap();
 }

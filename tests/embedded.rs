@@ -614,6 +614,16 @@ fn status_never_sends_the_operator_token_to_an_impostor() {
         );
         assert!(!request.contains(&token), "{request}");
     }
+    drop(heard);
+    // Without the token file, status says why it cannot ask the runtime.
+    std::fs::remove_file(dir.join(".cortex/operator.token")).unwrap();
+    let out = cortex(dir, &["status"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("cannot be asked") && said.contains("operator.token"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -361,13 +361,18 @@ pub fn status(dir: &Path, env: Option<String>, format: StatusFormat) -> anyhow::
     let result: anyhow::Result<Option<(RuntimeStatus, bool)>> = rt.block_on(async {
         let url = store.meta(RUNTIME_URL).await?;
         let token = tokens::read_operator_token(state_dir, &store).await?;
-        if let (Some(url), Some(token)) = (url, token) {
-            match live_status(&url, &token).await {
+        match (url, token) {
+            (Some(url), Some(token)) => match live_status(&url, &token).await {
                 Ok(s) => return Ok(Some((s, true))),
                 Err(e) => eprintln!(
                     "The runtime recorded at {url} is not reachable: {e}; showing the state store."
                 ),
-            }
+            },
+            (Some(url), None) => eprintln!(
+                "The runtime recorded at {url} cannot be asked: {} is missing or belongs to another store; showing the state store.",
+                tokens::operator_token_path(state_dir).display()
+            ),
+            (None, _) => {}
         }
         Ok(stored_status(&store).await?.map(|s| (s, false)))
     });
