@@ -295,11 +295,20 @@ async fn a_real_process_that_dies_is_restarted() {
     };
     let task = tokio::spawn(run_replica(spec(3, quick), launcher, None, report, stop_rx));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logged = || {
+        std::fs::read_to_string(dir.path().join("logs/triage-0.log"))
+            .unwrap_or_default()
+            .matches("started triage")
+            .count()
+    };
+    // Three starts, and the third process has written its line (a start is
+    // reported when it is spawned, before it prints).
     while states(&reports)
         .iter()
         .filter(|s| **s == HealthState::Starting)
         .count()
         < 3
+        || logged() < 3
     {
         assert!(
             std::time::Instant::now() < deadline,
