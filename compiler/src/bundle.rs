@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::render::{Project, canonical_json, sha256_hex};
+use crate::render::{Project, canonical_hash};
 use crate::validate::pools::PoolUsage;
 use crate::yaml_out::to_yaml;
 
@@ -87,7 +87,7 @@ impl Object {
 
     /// SHA-256 of the canonical JSON of the object.
     pub fn content_hash(&self) -> String {
-        sha256_hex(canonical_json(&self.body).as_bytes())
+        canonical_hash(&self.body)
     }
 }
 
@@ -156,7 +156,8 @@ impl Bundle {
 
     /// `manifests.yaml`: every object as multi-document YAML.
     pub fn manifests_yaml(&self) -> String {
-        let mut out = String::new();
+        let size = self.objects.iter().map(|o| o.yaml().len() + 4).sum();
+        let mut out = String::with_capacity(size);
         for object in &self.objects {
             out.push_str("---\n");
             out.push_str(object.yaml());
@@ -174,9 +175,12 @@ impl Bundle {
     /// `inventory.json`: identity and content hash of every object,
     /// Kubernetes objects and runtime objects alike.
     pub fn inventory_json(&self) -> String {
+        use rayon::prelude::*;
+        // Hashing is most of the work and each object's is independent.
         let objects: Vec<Value> = self
             .objects
-            .iter()
+            .par_iter()
+            .with_min_len(64)
             .map(|o| {
                 json!({
                     "apiVersion": o.api_version, "kind": o.kind, "namespace": o.namespace, "name": o.name,
@@ -184,7 +188,7 @@ impl Bundle {
                 })
             })
             .collect();
-        let mut runtime_objects = Vec::new();
+        let mut entries: Vec<(&str, &String, &Value)> = Vec::new();
         for (section, kind) in [
             ("agents", "Agent"),
             ("topics", "Topic"),
@@ -193,11 +197,16 @@ impl Bundle {
             ("alertRules", "AlertRule"),
         ] {
             if let Some(map) = self.runtime.get(section).and_then(Value::as_object) {
-                for (name, value) in map {
-                    runtime_objects.push(json!({ "kind": kind, "name": name, "identity": format!("{kind}/{name}"), "hash": sha256_hex(canonical_json(value).as_bytes()) }));
-                }
+                entries.extend(map.iter().map(|(name, value)| (kind, name, value)));
             }
         }
+        let mut runtime_objects: Vec<Value> = entries
+            .par_iter()
+            .with_min_len(64)
+            .map(|(kind, name, value)| {
+                json!({ "kind": kind, "name": name, "identity": format!("{kind}/{name}"), "hash": canonical_hash(value) })
+            })
+            .collect();
         runtime_objects.sort_by(|a, b| a["identity"].as_str().cmp(&b["identity"].as_str()));
         let inventory = json!({
             "format_version": INVENTORY_FORMAT_VERSION,
@@ -232,7 +241,7 @@ impl Bundle {
         );
         // Objects in apply order, in files of at most CHART_FILE_BYTES (Helm
         // refuses template files over 5 MiB; few files keep writes fast).
-        let mut chunk = String::new();
+        let mut chunk = String::with_capacity(CHART_FILE_BYTES);
         let mut by_file: BTreeMap<String, String> = BTreeMap::new();
         for object in &self.objects {
             let text = escape_for_helm(object.yaml());
@@ -266,8 +275,8 @@ impl Bundle {
             });
         }
         // The three outputs are independent: build them concurrently.
-        let (chart, (manifests, inventory)) = rayon::join(
-            || self.chart_files(),
+        let ((chart, runtime), (manifests, inventory)) = rayon::join(
+            || rayon::join(|| self.chart_files(), || self.runtime_json()),
             || rayon::join(|| self.manifests_yaml(), || self.inventory_json()),
         );
         let mut files: BTreeMap<String, Vec<u8>> = chart
@@ -275,7 +284,7 @@ impl Bundle {
             .map(|(path, text)| (format!("chart/{path}"), text.into_bytes()))
             .collect();
         files.insert("manifests.yaml".into(), manifests.into_bytes());
-        files.insert("runtime.json".into(), self.runtime_json().into_bytes());
+        files.insert("runtime.json".into(), runtime.into_bytes());
         files.insert("inventory.json".into(), inventory.into_bytes());
         files
     }

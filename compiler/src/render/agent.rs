@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::node::Node;
-use crate::render::{Project, canonical_json, sha256_hex};
+use crate::render::{Project, canonical_hash};
 use crate::resolve::ResolvedSpec;
 use crate::validate::formats::parse_duration_ms;
 
@@ -55,7 +55,7 @@ pub fn context(
         "CORTEX_CONFIG_FILE": format!("{CONFIG_DIR}/config.json"),
         "config.json": pretty_canonical(body.get("config").unwrap_or(&json!({}))),
     });
-    let checksum = sha256_hex(canonical_json(&config_data).as_bytes());
+    let checksum = canonical_hash(&config_data);
 
     let autoscaling = body.get("autoscaling").map(|a| {
         json!({

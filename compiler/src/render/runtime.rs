@@ -276,21 +276,43 @@ pub fn topological_order(graph: &crate::validate::workflow::Dag<'_>) -> Vec<Stri
 /// small section, agents and workflows are spread over as many shards as
 /// they need, in name order. Merging the shards' maps gives back the whole.
 pub fn shards(runtime: &Value, limit: usize) -> Vec<Value> {
-    let mut base = runtime.clone();
-    let mut big: Vec<(&str, &str, &Value)> = Vec::new();
-    for section in ["agents", "workflows"] {
-        base[section] = json!({});
-        if let Some(map) = runtime.get(section).and_then(Value::as_object) {
-            big.extend(
-                map.iter()
-                    .map(|(name, value)| (section, name.as_str(), value)),
-            );
-        }
+    const BIG: [&str; 2] = ["agents", "workflows"];
+    // Every small section as it is; the big ones empty (not copied only to
+    // be replaced).
+    let mut base: Map<String, Value> = runtime
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            let value = if BIG.contains(&key.as_str()) {
+                json!({})
+            } else {
+                value.clone()
+            };
+            (key.clone(), value)
+        })
+        .collect();
+    for section in BIG {
+        base.entry(section).or_insert_with(|| json!({}));
     }
+    let big: Vec<(&str, &str, &Value)> = BIG
+        .iter()
+        .filter_map(|section| Some((*section, runtime.get(*section)?.as_object()?)))
+        .flat_map(|(section, map)| {
+            map.iter()
+                .map(move |(name, value)| (section, name.as_str(), value))
+        })
+        .collect();
+    // Entry sizes are independent: measure them over every core.
+    let sizes: Vec<usize> = big
+        .par_iter()
+        .with_min_len(64)
+        .map(|(_, name, value)| compact_len(value) + name.len() + 8)
+        .collect();
+    let base = Value::Object(base);
+    let mut size = compact_len(&base);
     let mut out = vec![base];
-    let mut size = serde_json::to_string(&out[0]).map_or(0, |t| t.len());
-    for (section, name, value) in big {
-        let entry = serde_json::to_string(value).map_or(0, |t| t.len()) + name.len() + 8;
+    for ((section, name, value), entry) in big.into_iter().zip(sizes) {
         if size + entry > limit && size > 0 {
             out.push(json!({ "format_version": FORMAT_VERSION, "agents": {}, "workflows": {} }));
             size = 0;
@@ -301,4 +323,23 @@ pub fn shards(runtime: &Value, limit: usize) -> Vec<Value> {
         size += entry;
     }
     out
+}
+
+/// Length of `value` as compact JSON, counted without building the text.
+pub fn compact_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => 0,
+    }
 }

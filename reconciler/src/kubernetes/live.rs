@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use cortex_compiler::render::agent::PROJECT_LABEL;
-use cortex_compiler::render::{canonical_json, sha256_hex};
+use cortex_compiler::render::canonical_hash;
 use futures::StreamExt;
 use kube::api::ListParams;
 use serde_json::Value;
@@ -128,7 +128,7 @@ pub fn id_of(body: &Value, group: &str) -> Option<ObjectId> {
 /// The desired object as cortex applies it: with the hash of its content
 /// in [`HASH_ANNOTATION`].
 pub fn with_hash(body: &Value) -> Value {
-    let hash = sha256_hex(canonical_json(body).as_bytes());
+    let hash = canonical_hash(body);
     let mut body = body.clone();
     if !body["metadata"]["annotations"].is_object() {
         body["metadata"]["annotations"] = Value::Object(Default::default());
