@@ -243,64 +243,6 @@ pub enum Command {
         /// A code such as CX0201; without it, every code is listed.
         code: Option<String>,
     },
-    /// Measure the runtime: broker throughput (in-process and durable),
-    /// HTTP latency with many agents, health loop cost (figures in the README).
-    BenchRuntime {
-        /// Connected agents for the HTTP benchmark (0 skips it).
-        #[arg(long, default_value_t = 10_000)]
-        http_agents: usize,
-        /// Aggregate publish rate of the HTTP benchmark (msg/s).
-        #[arg(long, default_value_t = 20_000)]
-        rate: u64,
-        /// Seconds each timed phase runs.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Supervised replicas for the health loop benchmark (0 skips it).
-        #[arg(long, default_value_t = 10_000)]
-        health_agents: usize,
-        /// Run only the HTTP benchmark's load generator, against the
-        /// runtime at this URL (one started with --serve-for-load, e.g. on
-        /// another machine); prints one mode's figures.
-        #[arg(long)]
-        client_of: Option<String>,
-        /// The operator token --serve-for-load printed (for --client-of).
-        #[arg(long, default_value = "")]
-        operator_token: String,
-        /// Run only the HTTP benchmark's runtime, listening on this address
-        /// (e.g. 0.0.0.0:7070), for a load generator on another machine; it
-        /// prints the command to run there and serves until Ctrl-C.
-        #[arg(long, conflicts_with = "client_of")]
-        serve_for_load: Option<std::net::SocketAddr>,
-        /// Modes of the HTTP benchmark, comma-separated: `agents` (agents
-        /// send to each other over their sockets, acks riding on their next
-        /// send), `agents-acking-each` (an ack frame per delivery), `http`
-        /// (the operator sends over HTTP).
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "agents,agents-acking-each,http"
-        )]
-        senders: Vec<String>,
-    },
-    /// Measure the compiler on a generated project (figures in the README).
-    Bench {
-        /// Number of agents.
-        #[arg(long, default_value_t = 2000)]
-        agents: usize,
-        /// Number of workflows.
-        #[arg(long, default_value_t = 500)]
-        workflows: usize,
-        /// Tasks per workflow.
-        #[arg(long, default_value_t = 20)]
-        tasks: usize,
-        /// Timed runs (the first is a warm-up and is reported separately).
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Write the generated project to this (new) directory and keep it,
-        /// e.g. to time `cortex validate DIR` as a whole process.
-        #[arg(long)]
-        keep: Option<std::path::PathBuf>,
-    },
 }
 
 /// Which cluster.

@@ -3,7 +3,6 @@
 mod cli;
 mod commands;
 mod output;
-mod write;
 
 use std::process::ExitCode;
 

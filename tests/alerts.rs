@@ -3,15 +3,12 @@
 //! HTTP server; a new revision fixes the check, the runtime reloads it, the
 //! agent turns healthy and the rule resolves.
 
-#[path = "../reconciler/tests/common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use common::runtime::{apply_project, start_project_with_secrets};
-use cortex_reconciler::runtime::alerts::{SIGNATURE_HEADER, verify};
+use cortex_runtime::alerts::{SIGNATURE_HEADER, verify};
+use cortex_testkit::runtime::{apply_project, start_project_with_secrets};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -114,11 +111,11 @@ async fn an_alert_fires_and_resolves_with_a_valid_signature() {
     assert_eq!(status.revision, 2);
     assert!(status.alerts_firing.is_empty());
     // The new process passes its first check.
-    let healthy = |s: &cortex_reconciler::runtime::status::RuntimeStatus| {
+    let healthy = |s: &cortex_runtime::status::RuntimeStatus| {
         s.agents["watcher"]
             .replicas
             .iter()
-            .all(|r| r.state == cortex_reconciler::runtime::health::HealthState::Healthy)
+            .all(|r| r.state == cortex_runtime::health::HealthState::Healthy)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !healthy(&t.runtime.status()) {
@@ -130,7 +127,7 @@ async fn an_alert_fires_and_resolves_with_a_valid_signature() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The health history reaches the store (written behind the board).
-    use cortex_reconciler::store::Store;
+    use cortex_runtime::store::Store;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let history = t.store.health_history("watcher", 50).await.unwrap();

@@ -471,80 +471,19 @@ fn build_fails_cleanly_on_every_invalid_fixture() {
 }
 
 #[test]
-fn the_http_benchmark_refuses_to_start_below_the_open_file_limit_it_needs() {
-    // A soft limit may always be lowered; `exec` keeps it for cortex.
-    let out = Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -n 1024 && exec \"$0\" bench-runtime --http-agents 10000 --health-agents 0",
-            env!("CARGO_BIN_EXE_cortex"),
-        ])
-        .output()
-        .expect("run cortex under sh");
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("`ulimit -n` is 1024") && stderr.contains("ulimit -n 10"),
-        "{stderr}"
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "nothing was measured: {}",
-        text(&out.stdout)
-    );
-}
-
-#[test]
-fn the_http_benchmark_runs_in_two_halves_for_two_machines() {
-    use std::io::{BufRead, BufReader};
-    // The runtime half prints where it listens and the command to run.
-    let mut runtime = Command::new(env!("CARGO_BIN_EXE_cortex"))
-        .args([
-            "bench-runtime",
-            "--serve-for-load",
-            "127.0.0.1:0",
-            "--http-agents",
-            "20",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the runtime half");
-    let mut lines = BufReader::new(runtime.stdout.take().expect("stdout")).lines();
-    let _banner = lines.next().expect("a banner").expect("text");
-    let command = lines.next().expect("the command").expect("text");
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let after = |flag: &str| {
-        let i = words.iter().position(|w| *w == flag).expect(flag);
-        words[i + 1].to_string()
-    };
-    let (url, token) = (after("--client-of"), after("--operator-token"));
-    // The load generator half, as that command says, briefly.
-    let out = cortex(&[
-        "bench-runtime",
-        "--client-of",
-        &url,
-        "--operator-token",
-        &token,
-        "--http-agents",
-        "20",
-        "--rate",
-        "40",
-        "--seconds",
-        "1",
-        "--senders",
-        "agents",
-    ]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let delivered = stdout
-        .split("delivered ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .expect("a delivered count");
-    let (got, of) = delivered.split_once(" of ").expect("N of M");
-    assert!(got == of && got != "0", "{stdout}");
-    // Ctrl-C stops the runtime half cleanly.
-    let pid = rustix::process::Pid::from_raw(runtime.id() as i32).expect("pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
-    assert!(runtime.wait().expect("exit").success());
+fn the_product_binary_carries_no_benchmarks_and_no_test_fakes() {
+    let help = cortex(&["--help"]);
+    assert!(help.status.success());
+    let help = text(&help.stdout);
+    assert!(help.contains("validate") && help.contains("up"), "{help}");
+    assert!(!help.to_lowercase().contains("bench"), "{help}");
+    // The fake Kubernetes API server and the ArangoDB stand-in live in
+    // cortex-testkit, which the binary does not link.
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_cortex")).expect("read the binary");
+    for name in ["FakeApiServer", "FakeArango", "cortex_testkit"] {
+        assert!(
+            !binary.windows(name.len()).any(|w| w == name.as_bytes()),
+            "the cortex binary contains {name}"
+        );
+    }
 }

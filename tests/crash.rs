@@ -6,8 +6,7 @@
 //! whose delivery was acked comes back, and nothing is delivered that was
 //! never sent.
 
-#[path = "../reconciler/tests/common/mod.rs"]
-mod common;
+use cortex_testkit::git as common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cortex_client::Client;
-use cortex_reconciler::store::{SqliteStore, Store};
+use cortex_runtime::store::{SqliteStore, Store};
 use serde_json::json;
 
 fn up(dir: &Path) -> Child {

@@ -2,8 +2,7 @@
 //! (0, 2 with --detailed-exitcode, 1), every format, colour on a pipe, and a
 //! revision that does not compile.
 
-#[path = "../reconciler/tests/common/mod.rs"]
-mod common;
+use cortex_testkit::git as common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,8 +2,7 @@
 //! local state store, `cortex up` on the example project with the example
 //! agent as real processes, `cortex status`, Ctrl-C.
 
-#[path = "../reconciler/tests/common/mod.rs"]
-mod common;
+use cortex_testkit::git as common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -577,9 +576,9 @@ fn status_never_sends_the_operator_token_to_an_impostor() {
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        use cortex_reconciler::store::{Op, Store};
+        use cortex_runtime::store::{Op, Store};
         let store =
-            cortex_reconciler::store::SqliteStore::open(&dir.join(".cortex/state.db")).unwrap();
+            cortex_runtime::store::SqliteStore::open(&dir.join(".cortex/state.db")).unwrap();
         store
             .write(vec![Op::Meta {
                 key: "runtime.url".into(),

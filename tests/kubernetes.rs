@@ -1,13 +1,12 @@
 //! `cortex plan`, `cortex apply` and `cortex unlock` as a user runs them,
 //! against the in-process API server through a kubeconfig.
 
-#[path = "../reconciler/tests/common/mod.rs"]
-mod common;
+use cortex_testkit::git as common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use cortex_reconciler::kubernetes::fake::FakeApiServer;
+use cortex_testkit::kubernetes::FakeApiServer;
 
 use common::{Repo, code, edit, example, text};
 
@@ -386,7 +385,7 @@ fn a_crd_and_its_custom_resource_ship_through_manifests() {
 /// released, exit 1 with how far it got.
 #[test]
 fn ctrl_c_stops_an_apply_and_releases_the_lock() {
-    use cortex_reconciler::kubernetes::fake::{Fault, FaultKind, Method};
+    use cortex_testkit::kubernetes::{Fault, FaultKind, Method};
     let s = setup();
     s.server.inject(Fault::new(
         Method::PATCH,

@@ -15,7 +15,6 @@ pub mod bundle;
 pub mod diagnostic;
 pub mod document;
 pub mod explain;
-pub mod generate;
 pub mod graph;
 pub mod load;
 pub mod node;

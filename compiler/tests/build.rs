@@ -402,7 +402,7 @@ fn graphs_draw_every_task_and_edge() {
 
 #[test]
 fn the_generated_benchmark_project_renders() {
-    use cortex_compiler::generate::{Shape, memory_source};
+    use cortex_testkit::generate::{Shape, memory_source};
     let bundle = build(
         &memory_source(Shape {
             agents: 40,
@@ -423,8 +423,8 @@ fn the_generated_benchmark_project_renders() {
 
 #[test]
 fn runtime_shards_fit_the_limit_and_merge_back_to_the_whole() {
-    use cortex_compiler::generate::{Shape, memory_source};
     use cortex_compiler::render::runtime::shards;
+    use cortex_testkit::generate::{Shape, memory_source};
     let bundle = build(
         &memory_source(Shape {
             agents: 120,

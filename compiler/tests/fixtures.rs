@@ -189,7 +189,7 @@ fn examples_validate_in_every_environment() {
 
 #[test]
 fn generated_benchmark_projects_validate() {
-    use cortex_compiler::generate::{Shape, memory_source};
+    use cortex_testkit::generate::{Shape, memory_source};
     let source = memory_source(Shape {
         agents: 60,
         workflows: 12,

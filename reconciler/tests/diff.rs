@@ -4,7 +4,7 @@
 //! in a sub-directory; golden renderings of the support-desk example; secret
 //! masking in every rendering; GitHub's comment limit.
 
-mod common;
+use cortex_testkit::git as common;
 
 use std::path::Path;
 

@@ -8,7 +8,7 @@ use cortex_compiler::source::SourceError;
 use cortex_compiler::{Options, Source, WorkTree, compile};
 use cortex_reconciler::{GitError, GitTree};
 
-mod common;
+use cortex_testkit::git as common;
 
 use common::{Repo, example};
 

@@ -1,18 +1,18 @@
 //! The Kubernetes target against the in-process API server: plans, applies,
 //! prunes, conflicts, ordering, stale plans, the lock and faults.
 
-mod common;
+use cortex_testkit::git as common;
 
 use std::time::Duration;
 
-use axum::http::Method;
 use cortex_compiler::Options;
-use cortex_reconciler::kubernetes::fake::{FakeApiServer, Fault, FaultKind, Rollout};
 use cortex_reconciler::kubernetes::lock::{self, Lock};
 use cortex_reconciler::kubernetes::{
     ApplySettings, Cluster, KubeError, PlanSettings, RetryPolicy, apply, plan,
 };
 use cortex_reconciler::{Action, At, Desired, desired_at};
+use cortex_testkit::kubernetes::Method;
+use cortex_testkit::kubernetes::{FakeApiServer, Fault, FaultKind, Rollout};
 use serde_json::{Value, json};
 
 use common::{Repo, edit, example};

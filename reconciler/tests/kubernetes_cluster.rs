@@ -7,17 +7,17 @@
 //! deleted at the end, and checks only what the API server itself
 //! guarantees (no node is needed: nothing waits for Pods).
 
-mod common;
+use cortex_testkit::git as common;
 
 use std::time::Duration;
 
 use cortex_compiler::Options;
-use cortex_reconciler::kubernetes::fake::FakeApiServer;
 use cortex_reconciler::kubernetes::lock::Lock;
 use cortex_reconciler::kubernetes::{
     ApplySettings, Cluster, ConnectOptions, KubeError, PlanSettings, SavedPlan, apply, plan,
 };
 use cortex_reconciler::{At, Desired, desired_at};
+use cortex_testkit::kubernetes::FakeApiServer;
 use kube::api::{DeleteParams, Patch, PatchParams};
 
 use common::{Repo, edit, example};

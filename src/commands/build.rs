@@ -31,7 +31,7 @@ pub fn run(
             return Ok(ExitCode::from(1));
         }
     };
-    crate::write::replace_dir(out_dir, &bundle.files())?;
+    cortex_reconciler::write::replace_dir(out_dir, &bundle.files())?;
     print_summary(&bundle, env, out_dir)?;
     // The process ends here: freeing hundreds of MiB of objects one by one
     // would only delay the exit (rustc does the same).

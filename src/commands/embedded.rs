@@ -9,8 +9,8 @@ use anyhow::Context;
 use cortex_reconciler::PlanOptions;
 use cortex_reconciler::embedded::{self, SavedEmbeddedPlan};
 use cortex_reconciler::kubernetes::lock::holder_identity;
-use cortex_reconciler::runtime::engine::RUNTIME_URL;
-use cortex_reconciler::store::{SqliteStore, Store};
+use cortex_runtime::engine::RUNTIME_URL;
+use cortex_runtime::store::{SqliteStore, Store};
 
 use crate::cli::{ClusterArgs, PlanFormat, PlanningArgs};
 use crate::commands::kube::{

@@ -184,7 +184,7 @@ pub(crate) fn save_and_exit(
     changes: bool,
 ) -> anyhow::Result<ExitCode> {
     if let Some(out) = out {
-        crate::write::write_file(out, &saved()?)?;
+        cortex_reconciler::write::write_file(out, &saved()?)?;
         eprintln!(
             "Saved the plan to {}; apply exactly it with: cortex apply {}",
             out.display(),

@@ -1,9 +1,5 @@
 //! One module per subcommand.
 
-mod bench;
-mod bench_http;
-mod bench_kubernetes;
-mod bench_runtime;
 mod build;
 mod diff;
 mod embedded;
@@ -15,8 +11,6 @@ mod up;
 mod validate;
 
 use std::process::ExitCode;
-
-use cortex_compiler::generate::Shape;
 
 use crate::cli::{Cli, Command, GraphFormatArg, TargetArg};
 
@@ -128,47 +122,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::Status { dir, env, format } => up::status(&dir, env, format),
-        Command::BenchRuntime {
-            http_agents,
-            rate,
-            seconds,
-            health_agents,
-            client_of,
-            operator_token,
-            senders,
-            serve_for_load,
-        } => match (client_of, serve_for_load) {
-            (None, Some(listen)) => {
-                bench_runtime::check_open_files(bench_http::files_needed(http_agents, rate))?;
-                kube::runtime()?.block_on(bench_http::serve_for_load(listen, http_agents))?;
-                Ok(ExitCode::SUCCESS)
-            }
-            (Some(url), _) => {
-                bench_runtime::check_open_files(bench_http::files_needed(http_agents, rate))?;
-                let [senders] = senders.as_slice() else {
-                    anyhow::bail!("--client-of takes one --senders mode");
-                };
-                bench_http::load_generator_runtime()?.block_on(bench_http::client(
-                    &url,
-                    &operator_token,
-                    http_agents,
-                    rate,
-                    seconds,
-                    bench_http::Senders::from_arg(senders)?,
-                ))?;
-                Ok(ExitCode::SUCCESS)
-            }
-            (None, None) => bench_runtime::run(bench_runtime::Request {
-                http_agents,
-                rate,
-                seconds,
-                health_agents,
-                senders: senders
-                    .iter()
-                    .map(|s| bench_http::Senders::from_arg(s))
-                    .collect::<anyhow::Result<_>>()?,
-            }),
-        },
         Command::Graph { args, env, format } => {
             let format = match format {
                 GraphFormatArg::Mermaid => cortex_compiler::graph::GraphFormat::Mermaid,
@@ -180,21 +133,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema { kind } => schema::run(kind.as_deref()),
         Command::Init { dir, name } => init::run(&dir, name),
         Command::ExplainCode { code } => schema::explain_code(code.as_deref()),
-        Command::Bench {
-            agents,
-            workflows,
-            tasks,
-            runs,
-            keep,
-        } => bench::run(
-            Shape {
-                agents,
-                workflows,
-                tasks,
-            },
-            runs,
-            keep.as_deref(),
-        ),
     }
 }
 

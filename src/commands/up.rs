@@ -12,15 +12,15 @@ use cortex_reconciler::PlanOptions;
 use cortex_reconciler::embedded;
 use cortex_reconciler::embedded::ApplyLock;
 use cortex_reconciler::kubernetes::lock::holder_identity;
-use cortex_reconciler::runtime::RuntimeOptions;
-use cortex_reconciler::runtime::agents::Paths;
-use cortex_reconciler::runtime::engine::{self, RUNTIME_URL};
-use cortex_reconciler::runtime::health::HealthState;
-use cortex_reconciler::runtime::status::{
+use cortex_runtime::RuntimeOptions;
+use cortex_runtime::agents::Paths;
+use cortex_runtime::engine::{self, RUNTIME_URL};
+use cortex_runtime::health::HealthState;
+use cortex_runtime::status::{
     AgentStatus, InboxStatsView, ReplicaStatus, RuntimeStatus, render_table,
 };
-use cortex_reconciler::runtime::tokens;
-use cortex_reconciler::store::{SqliteStore, Store};
+use cortex_runtime::store::{SqliteStore, Store};
+use cortex_runtime::tokens;
 
 use crate::cli::{LogFormat, PlanFormat, StatusFormat};
 use crate::commands::kube::{compile, failed, runtime};
@@ -297,7 +297,7 @@ async fn stored_status(store: &SqliteStore) -> anyhow::Result<Option<RuntimeStat
         .flatten()
     {
         let mut agent = AgentStatus {
-            local: cortex_reconciler::runtime::agents::local_command(entry).is_some(),
+            local: cortex_runtime::agents::local_command(entry).is_some(),
             ..AgentStatus::default()
         };
         for record in store.health_history(name, 200).await? {

@@ -98,9 +98,9 @@ impl ApplyLock {
             message: e.to_string(),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::private_files::create_dir(dir).map_err(io)?;
+            cortex_runtime::private_files::create_dir(dir).map_err(io)?;
         }
-        let mut file = crate::private_files::options()
+        let mut file = cortex_runtime::private_files::options()
             .read(true)
             .write(true)
             .create(true)

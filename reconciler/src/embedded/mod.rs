@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::Desired;
 use crate::plan::{self, Plan, PlanObject, PlanOptions, Revision, Side, Target};
-use crate::runtime::tokens::new_token;
-use crate::store::{Applied, AuditEntry, Op, Store, StoreError, now_ms};
+use cortex_runtime::store::{Applied, AuditEntry, Op, Store, StoreError, now_ms};
+use cortex_runtime::tokens::new_token;
 pub use lock::{ApplyLock, LockError};
 
 /// Where the state store is when the project does not say
@@ -165,7 +165,7 @@ pub async fn read_applied(state: &Path) -> Result<Option<Applied>, StoreError> {
     if !state.exists() {
         return Ok(None);
     }
-    let store = crate::store::SqliteStore::open(state)?;
+    let store = cortex_runtime::store::SqliteStore::open(state)?;
     let applied = store.applied().await;
     store.close();
     applied

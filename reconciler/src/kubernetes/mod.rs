@@ -3,7 +3,6 @@
 
 pub mod cluster;
 pub mod error;
-pub mod fake;
 pub mod retry;
 
 pub use cluster::{Cluster, ConnectOptions, Discovery, FIELD_MANAGER, Kind};

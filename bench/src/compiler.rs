@@ -1,0 +1,401 @@
+//! `cortex-bench compiler`: times `validate` (load from disk, resolve, template,
+//! validate), `build` and `diff` of a generated project, and a Kubernetes
+//! plan against the in-process API server. Figures go in the
+//! README.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cortex_compiler::{Options, WorkTree, compile};
+use cortex_reconciler::plan::render::{markdown, text::render_text};
+use cortex_reconciler::{At, PlanOptions, desired_pair, plan_between};
+use cortex_testkit::generate::{Shape, write_to};
+
+pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let dir = match keep {
+        Some(dir) if dir.exists() => {
+            anyhow::bail!("{} exists; --keep wants a new directory", dir.display())
+        }
+        Some(dir) => dir.to_path_buf(),
+        None => temp.path().to_path_buf(),
+    };
+    write_to(shape, &dir).context("cannot write the generated project")?;
+    let source = WorkTree::open(&dir)?;
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "generated project: {} agents (3-level inheritance), {} workflows × {} tasks{}",
+        shape.agents,
+        shape.workflows,
+        shape.tasks,
+        keep.map(|d| format!(", kept in {}", d.display()))
+            .unwrap_or_default()
+    )?;
+    let mut timings: Vec<Duration> = Vec::new();
+    for run in 0..=runs.max(1) {
+        let started = Instant::now();
+        let result = compile(&source, &Options::default());
+        let elapsed = started.elapsed();
+        anyhow::ensure!(
+            !result.diagnostics.has_errors(),
+            "the generated project did not validate: {} errors (first: {:?})",
+            result.diagnostics.error_count(),
+            result.diagnostics.iter().next().map(|d| &d.message)
+        );
+        if run == 0 {
+            writeln!(
+                out,
+                "validate, first run (cold caches): {:.0} ms",
+                ms(elapsed)
+            )?;
+        } else {
+            timings.push(elapsed);
+        }
+    }
+    // Where the time goes: each stage on its own, once.
+    let mut diags = cortex_compiler::Diagnostics::new();
+    let started = Instant::now();
+    let docs = cortex_compiler::load::load(&source, &mut diags).context("load")?;
+    let load = started.elapsed();
+    let started = Instant::now();
+    let mut resolved = cortex_compiler::resolve::resolve(docs, None, &mut diags);
+    let resolve = started.elapsed();
+    let started = Instant::now();
+    cortex_compiler::template::render_templates(&mut resolved, &mut diags);
+    let template = started.elapsed();
+    let started = Instant::now();
+    cortex_compiler::validate::validate(&resolved, &mut diags);
+    let validate = started.elapsed();
+    writeln!(
+        out,
+        "stages: load {:.0} ms, resolve {:.0} ms, template {:.0} ms, validate {:.0} ms",
+        ms(load),
+        ms(resolve),
+        ms(template),
+        ms(validate)
+    )?;
+    writeln!(out, "validate, {}", Spread::of(&mut timings))?;
+    scale_inputs(runs.max(1), &mut out)?;
+    build_and_helm(&source, runs.max(1), &mut out)?;
+    diff_revisions(shape, &dir, runs.max(1), &mut out)?;
+    crate::kubernetes::kubernetes_plan(runs.max(1), &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Times `validate` on the inputs that were quadratic or crashed: one agent
+/// with a 1 MiB `metadata.annotations` mapping (about 33,000 keys), and one
+/// whose `config` nests as deep as the loader allows, in each construct.
+fn scale_inputs(runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
+    const PROJECT: &str = "apiVersion: cortex.codevald.io/v1\nkind: Project\nmetadata: { name: scale }\nspec:\n  include: [\"*.yaml\"]\n";
+    let mut wide = String::from(
+        "apiVersion: cortex.codevald.io/v1\nkind: Agent\nmetadata:\n  name: wide\n  annotations:\n",
+    );
+    let mut keys = 0;
+    while wide.len() < 1024 * 1024 {
+        wide.push_str(&format!("    example.com/key-{keys:06}: value-{keys:06}\n"));
+        keys += 1;
+    }
+    wide.push_str("spec:\n  image: x\n");
+    // The document, `spec` and `config` hold the four values.
+    let levels = cortex_compiler::MAX_YAML_DEPTH - 3;
+    let mut deep = String::from(
+        "apiVersion: cortex.codevald.io/v1\nkind: Agent\nmetadata: { name: deep }\nspec:\n  image: x\n  config:\n",
+    );
+    deep.push_str(&format!(
+        "    flow-sequence: {}1{}\n",
+        "[".repeat(levels),
+        "]".repeat(levels)
+    ));
+    deep.push_str(&format!(
+        "    flow-mapping: {}1{}\n",
+        "{a: ".repeat(levels),
+        "}".repeat(levels)
+    ));
+    deep.push_str(&format!(
+        "    block-sequence:\n    {}1\n",
+        "- ".repeat(levels)
+    ));
+    deep.push_str("    block-mapping:");
+    for level in 0..levels {
+        let value = if level + 1 == levels { " 1" } else { "" };
+        deep.push_str(&format!("\n{}k:{value}", " ".repeat(6 + 2 * level)));
+    }
+    deep.push('\n');
+    for (what, file) in [
+        (format!("one 1 MiB mapping ({keys} annotations)"), wide),
+        (
+            format!("the deepest nesting allowed ({levels} levels under config, 4 constructs)"),
+            deep,
+        ),
+    ] {
+        let source = cortex_compiler::MemorySource::new()
+            .with("cortex.yaml", PROJECT)
+            .with("agent.yaml", file);
+        let mut timings = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            let result = compile(&source, &Options::default());
+            timings.push(started.elapsed());
+            anyhow::ensure!(
+                !result.diagnostics.has_errors(),
+                "{what} did not validate: {:?}",
+                result.diagnostics.iter().next().map(|d| &d.message)
+            );
+        }
+        writeln!(out, "validate {what}, {}", Spread::of(&mut timings))?;
+    }
+    Ok(())
+}
+
+/// Times `build` (compile, render, write the output directory) and, when
+/// helm is installed, `helm template` on the same chart, in one run.
+fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
+    let target = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let out_dir = target.path().join("out");
+    let mut timings = Vec::new();
+    let mut objects = 0;
+    let mut stages = [Duration::ZERO; 4];
+    for _ in 0..runs {
+        let started = Instant::now();
+        let result = compile(source, &Options::default());
+        let resolved = result
+            .validated()
+            .context("the generated project did not validate")?;
+        let compiled = started.elapsed();
+        let bundle = cortex_compiler::render::render(resolved, source).map_err(|d| {
+            anyhow::anyhow!(
+                "the generated project did not render: {} errors",
+                d.error_count()
+            )
+        })?;
+        let rendered = started.elapsed();
+        let files = bundle.files();
+        let emitted = started.elapsed();
+        cortex_reconciler::write::replace_dir(&out_dir, &files)?;
+        timings.push(started.elapsed());
+        stages = [
+            compiled,
+            rendered - compiled,
+            emitted - rendered,
+            started.elapsed() - emitted,
+        ];
+        objects = bundle.objects.len();
+        // Freed outside the timed span, as the CLI never frees them.
+        drop((files, bundle));
+    }
+    let build = Spread::of(&mut timings);
+    let build_median = build.median;
+    writeln!(out, "build ({objects} objects, output written), {build}")?;
+    writeln!(
+        out,
+        "build stages (last run): compile {:.0} ms, render and check objects {:.0} ms, emit chart, manifests and inventory {:.0} ms, write {:.0} ms",
+        ms(stages[0]),
+        ms(stages[1]),
+        ms(stages[2]),
+        ms(stages[3])
+    )?;
+    let Some(helm) = find_helm() else {
+        writeln!(
+            out,
+            "helm template: skipped (helm not found on PATH or in .tools/bin; scripts/test installs it)"
+        )?;
+        return Ok(());
+    };
+    let mut helm_timings = Vec::new();
+    for _ in 0..runs.min(3) {
+        let started = Instant::now();
+        let status = std::process::Command::new(&helm)
+            .args(["template", "release"])
+            .arg(out_dir.join("chart"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("cannot run helm")?;
+        anyhow::ensure!(
+            status.success(),
+            "helm template failed on the generated chart"
+        );
+        helm_timings.push(started.elapsed());
+    }
+    let helm_median = Spread::of(&mut helm_timings).median;
+    writeln!(
+        out,
+        "helm template of the same chart, {} runs: median {:.0} ms; cortex build is {:.1}x faster",
+        helm_timings.len(),
+        ms(helm_median),
+        helm_median.as_secs_f64() / build_median.as_secs_f64()
+    )?;
+    // Peak memory, each as a process of its own.
+    let mut build = std::process::Command::new(crate::cortex_binary()?);
+    build
+        .arg("build")
+        .arg(source.root())
+        .arg("-o")
+        .arg(target.path().join("again"));
+    let mut template = std::process::Command::new(&helm);
+    template
+        .args(["template", "release"])
+        .arg(out_dir.join("chart"));
+    let (build_peak, helm_peak) = (peak_memory(&mut build)?, peak_memory(&mut template)?);
+    writeln!(
+        out,
+        "peak memory (VmHWM, sampled every 2 ms): cortex build {:.0} MiB, helm template {:.0} MiB",
+        build_peak as f64 / 1024.0,
+        helm_peak as f64 / 1024.0
+    )?;
+    Ok(())
+}
+
+/// Runs `command` (output discarded) and returns its peak resident memory
+/// in KiB: the kernel's high-water mark (`VmHWM`), read every 2 ms while it
+/// runs, the last reading before it exits.
+fn peak_memory(command: &mut std::process::Command) -> anyhow::Result<u64> {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the measured command")?;
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        if child.try_wait()?.is_some() {
+            return Ok(peak);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Agents changed between the two revisions of the diff benchmark.
+const CHANGED_AGENTS: usize = 20;
+
+/// Times `cortex diff` between two commits of the generated project that
+/// differ in [`CHANGED_AGENTS`] agents: both revisions read from git,
+/// compiled and rendered, the plan made and rendered as text and markdown.
+/// Leaves `dir` a git repository with both commits.
+fn diff_revisions(
+    shape: Shape,
+    dir: &Path,
+    runs: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let repo = git2::Repository::init(dir).context("cannot create a git repository")?;
+    commit_all(&repo, "generated project")?;
+    cortex_testkit::generate::write_files(
+        &cortex_testkit::generate::with_changed_agents(shape, CHANGED_AGENTS),
+        dir,
+    )?;
+    commit_all(&repo, "change agents")?;
+    let (from, to) = (At::Revision("HEAD~1".into()), At::Revision("HEAD".into()));
+    let mut timings = Vec::new();
+    let mut stages = Vec::new();
+    let mut summary = None;
+    for _ in 0..runs {
+        let started = Instant::now();
+        let (old, new) = desired_pair(dir, &from, &to, &Options::default());
+        let (old, new) = (old?, new?);
+        let compiled = started.elapsed();
+        let plan = plan_between(&old, &new, &PlanOptions::default());
+        let planned = started.elapsed();
+        let text = render_text(&plan, false);
+        let md = markdown::render_markdown(&plan, markdown::GITHUB_COMMENT_LIMIT);
+        timings.push(started.elapsed());
+        stages.push((compiled, planned - compiled, started.elapsed() - planned));
+        summary = Some((plan.summary, text.len(), md.chars().count()));
+        // Dropped outside the timed span, as the CLI never frees them.
+        drop((old, new, plan));
+    }
+    if let Some((compiled, planned, rendered)) = stages.last() {
+        writeln!(
+            out,
+            "diff stages (last run): compile and render both revisions {:.0} ms, plan {:.0} ms, text and markdown {:.0} ms",
+            ms(*compiled),
+            ms(*planned),
+            ms(*rendered)
+        )?;
+    }
+    let (counts, text_len, md_len) = summary.context("no run")?;
+    writeln!(
+        out,
+        "diff of two revisions ({CHANGED_AGENTS} agents changed: {} updates of {} objects; text {} bytes, markdown {} chars), {}",
+        counts.update,
+        counts.update + counts.unchanged + counts.create + counts.delete,
+        text_len,
+        md_len,
+        Spread::of(&mut timings)
+    )?;
+    Ok(())
+}
+
+fn commit_all(repo: &git2::Repository, message: &str) -> anyhow::Result<()> {
+    let mut index = repo.index()?;
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None)?;
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    let sig = git2::Signature::now("cortex bench", "bench@cortex.invalid")?;
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)?;
+    Ok(())
+}
+
+fn find_helm() -> Option<std::path::PathBuf> {
+    let local = Path::new(".tools/bin/helm");
+    if local.is_file() {
+        return Some(local.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("helm"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Minimum, median and maximum of some runs.
+pub(crate) struct Spread {
+    runs: usize,
+    min: Duration,
+    median: Duration,
+    max: Duration,
+}
+
+impl Spread {
+    /// Sorts `timings` (at least one) and takes their spread.
+    pub(crate) fn of(timings: &mut [Duration]) -> Spread {
+        timings.sort();
+        Spread {
+            runs: timings.len(),
+            min: timings.first().copied().unwrap_or_default(),
+            median: timings.get(timings.len() / 2).copied().unwrap_or_default(),
+            max: timings.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    /// `5 runs: min 1 ms, median 2 ms, max 3 ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} runs: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+            self.runs,
+            ms(self.min),
+            ms(self.median),
+            ms(self.max)
+        )
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,24 @@
+//! cortex-runtime: the runtime of the embedded target — the message broker,
+//! the local agent supervisor, the health loop and alerts, served over HTTP
+//! on one address — and the state stores it keeps its state in.
+
+pub mod agents;
+pub mod alerts;
+pub mod backoff;
+pub mod broker;
+pub mod connections;
+pub mod engine;
+mod fields;
+pub mod health;
+pub mod leftovers;
+pub mod metrics;
+pub mod private_files;
+pub mod process;
+pub mod secrets;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod supervisor;
+pub mod tokens;
+
+pub use engine::{Runtime, RuntimeError, RuntimeOptions, start};

@@ -1,0 +1,211 @@
+//! Where the runtime keeps its state: the applied runtime config and its
+//! revision, messages waiting for delivery, health history, the audit log
+//! and small named values. One trait ([`Store`]), two implementations: the
+//! embedded SQLite file ([`sqlite::SqliteStore`], the default) and ArangoDB
+//! for several replicas sharing state ([`arango::ArangoStore`], a thin
+//! client of its HTTP API). `cortex-testkit`'s `conformance` module is the suite both must pass.
+//!
+//! Every call that returns `Ok` has made its change durable: the runtime
+//! acknowledges nothing before the store has.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub mod arango;
+pub mod sqlite;
+
+pub use arango::{ArangoConfig, ArangoStore};
+pub use sqlite::SqliteStore;
+
+/// A boxed future, so that [`Store`] can be used as `dyn Store`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The runtime config applied to a store, with the revision it got.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Starts at 1 and grows by one with every apply.
+    pub revision: u64,
+    /// The git commit the config was built from, when known.
+    pub commit: Option<String>,
+    /// `runtime.json` as the compiler rendered it.
+    pub config: Value,
+    /// Each agent's bearer token (generated on apply; an agent keeps its
+    /// token across applies).
+    pub tokens: BTreeMap<String, String>,
+    /// When it was applied (milliseconds since the Unix epoch).
+    pub applied_at_ms: u64,
+}
+
+/// A message waiting in an inbox (the unit the store keeps; a topic message
+/// is stored once per subscribing agent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Unique, growing id.
+    pub id: u64,
+    /// The agent whose inbox holds it.
+    pub inbox: String,
+    /// The topic it was published to (`None` for direct messages).
+    pub topic: Option<String>,
+    /// Ordering key.
+    pub key: Option<String>,
+    /// Who sent it.
+    pub sender: String,
+    /// The payload as JSON text.
+    pub payload: String,
+    /// Deliveries attempted so far.
+    pub attempts: u32,
+    /// When it was published (ms since the epoch).
+    pub published_ms: u64,
+    /// Whether the sender waits for a reply.
+    pub request: bool,
+    /// The request this message answers.
+    pub in_reply_to: Option<u64>,
+    /// Why it was dead-lettered; `None` while it is deliverable.
+    pub dead: Option<String>,
+}
+
+/// One health observation of one agent replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// The agent.
+    pub agent: String,
+    /// The replica index.
+    pub replica: u32,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// `starting`, `healthy`, `degraded`, `unhealthy`, `restarting`, `exited`.
+    pub state: String,
+    /// What the check or the process said.
+    pub detail: String,
+}
+
+/// One entry of the audit log: who did what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// Who (`user@host`, an agent, `runtime`).
+    pub actor: String,
+    /// What (`apply`, `restart`, `dead-letter`…).
+    pub action: String,
+    /// Details.
+    pub detail: String,
+}
+
+/// One change of a [`Store::write`] batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// A new message in an inbox.
+    Enqueue(StoredMessage),
+    /// A message is done (acked, replied to, or expired by retention).
+    Remove(u64),
+    /// A message was delivered again: its attempt count.
+    Attempted {
+        /// The message.
+        id: u64,
+        /// Attempts so far.
+        attempts: u32,
+    },
+    /// A message was dead-lettered.
+    Dead {
+        /// The message.
+        id: u64,
+        /// Why (`ack timeout after 5 attempts`…).
+        reason: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A health observation.
+    Health(HealthRecord),
+    /// An audit entry.
+    Audit(AuditEntry),
+    /// Sets a named value (`runtime.url`…).
+    Meta {
+        /// Name.
+        key: String,
+        /// Value; `None` removes it.
+        value: Option<String>,
+    },
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened (path, permissions, another format).
+    #[error("cannot open the state store {path}: {message}")]
+    Open {
+        /// Where.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A read or write failed (disk full, I/O error, server error).
+    #[error("state store error: {0}")]
+    Backend(String),
+    /// An apply was based on another revision than the store holds.
+    #[error(
+        "the state store is at revision {found}, not {expected}: someone applied since; plan again"
+    )]
+    Stale {
+        /// The revision the apply expected.
+        expected: u64,
+        /// The revision the store holds.
+        found: u64,
+    },
+    /// The store was closed.
+    #[error("the state store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether trying again can succeed (I/O and server errors can; a stale
+    /// apply or a closed store cannot).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
+    }
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where the runtime keeps state. Every `Ok` is durable.
+pub trait Store: Send + Sync + 'static {
+    /// The applied config, or `None` before the first apply.
+    fn applied(&self) -> BoxFuture<'_, StoreResult<Option<Applied>>>;
+    /// Just the applied revision (0 before the first apply): cheap, for
+    /// noticing an apply made by another process.
+    fn revision(&self) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Stores `next` as revision `expected + 1`, atomically, if the store is
+    /// still at `expected` ([`StoreError::Stale`] otherwise).
+    fn apply(&self, expected: u64, next: Applied) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Applies a batch of changes atomically. Concurrent batches may be
+    /// committed together (group commit); each returns once durable.
+    fn write(&self, ops: Vec<Op>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Every stored message, deliverable and dead, in id order.
+    fn messages(&self) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
+    /// The highest message id ever stored (0 when none), so ids never repeat.
+    fn last_message_id(&self) -> BoxFuture<'_, StoreResult<u64>>;
+    /// The newest `limit` health records of `agent`, newest first.
+    fn health_history(
+        &self,
+        agent: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<HealthRecord>>>;
+    /// The newest `limit` audit entries, newest first.
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditEntry>>>;
+    /// A named value set by [`Op::Meta`].
+    fn meta(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<String>>>;
+    /// Every named value whose name starts with `prefix`, by name.
+    fn meta_prefix(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,477 @@
+//! The behaviour every [`Store`] must have, as one suite that tests run
+//! against each implementation (the embedded store always; ArangoDB when
+//! `CORTEX_TEST_ARANGO_URL` points at a server).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use cortex_runtime::store::{
+    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoredMessage,
+};
+
+/// Opens the store under test; called more than once, each call must reach
+/// the same (initially empty) state, as two replicas sharing it would.
+pub type Opener<'a> =
+    &'a (dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Store>, StoreError>> + Sync);
+
+fn check(ok: bool, what: &str, failures: &mut Vec<String>) {
+    if !ok {
+        failures.push(what.to_string());
+    }
+}
+
+/// A message for the suite.
+pub fn message(id: u64, inbox: &str) -> StoredMessage {
+    StoredMessage {
+        id,
+        inbox: inbox.to_string(),
+        topic: Some("orders".into()),
+        key: Some(format!("k{}", id % 3)),
+        sender: "tester".into(),
+        payload: json!({ "n": id }).to_string(),
+        attempts: 0,
+        published_ms: 1_700_000_000_000 + id,
+        request: false,
+        in_reply_to: None,
+        dead: None,
+    }
+}
+
+fn applied(marker: &str) -> Applied {
+    Applied {
+        revision: 0,
+        commit: Some(marker.to_string()),
+        config: json!({ "agents": { marker: {} } }),
+        tokens: BTreeMap::from([(marker.to_string(), format!("token-{marker}"))]),
+        applied_at_ms: 42,
+    }
+}
+
+/// Runs the suite; `Err` lists every expectation that failed.
+pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    let f = &mut failures;
+    let fail = |e: StoreError| vec![format!("unexpected store error: {e}")];
+    let store = open().await.map_err(fail)?;
+
+    // An empty store.
+    check(
+        store.applied().await.map_err(fail)?.is_none(),
+        "a new store has no applied config",
+        f,
+    );
+    check(
+        store.revision().await.map_err(fail)? == 0,
+        "a new store is at revision 0",
+        f,
+    );
+    check(
+        store.messages().await.map_err(fail)?.is_empty(),
+        "a new store has no messages",
+        f,
+    );
+    check(
+        store.last_message_id().await.map_err(fail)? == 0,
+        "a new store's last message id is 0",
+        f,
+    );
+
+    // Applies: compare-and-swap on the revision.
+    let first = store.apply(0, applied("one")).await.map_err(fail)?;
+    check(first == 1, "the first apply gets revision 1", f);
+    let stored = store.applied().await.map_err(fail)?;
+    check(
+        stored.as_ref().is_some_and(|a| {
+            a.revision == 1
+                && a.commit.as_deref() == Some("one")
+                && a.tokens.get("one").map(String::as_str) == Some("token-one")
+        }),
+        "the applied config reads back with its revision, commit and tokens",
+        f,
+    );
+    match store.apply(0, applied("two")).await {
+        Err(StoreError::Stale {
+            expected: 0,
+            found: 1,
+        }) => {}
+        other => f.push(format!(
+            "an apply based on revision 0 after revision 1 must be stale, got {other:?}"
+        )),
+    }
+    check(
+        store.apply(1, applied("two")).await.map_err(fail)? == 2,
+        "an apply on the current revision gets the next",
+        f,
+    );
+    check(
+        store.revision().await.map_err(fail)? == 2,
+        "revision() follows applies",
+        f,
+    );
+
+    // Two replicas apply on the same revision at once: exactly one wins.
+    let other = open().await.map_err(fail)?;
+    let (a, b) = tokio::join!(
+        store.apply(2, applied("three")),
+        other.apply(2, applied("four"))
+    );
+    let wins = [&a, &b].iter().filter(|r| matches!(r, Ok(3))).count();
+    let stale = [&a, &b]
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(StoreError::Stale {
+                    expected: 2,
+                    found: 3
+                })
+            )
+        })
+        .count();
+    check(
+        wins == 1 && stale == 1,
+        &format!(
+            "of two applies racing on revision 2 one wins and one is stale (got {a:?} and {b:?})"
+        ),
+        f,
+    );
+    drop(other);
+
+    // Messages: enqueue, update, remove, in id order.
+    store
+        .write(
+            (1..=5)
+                .rev()
+                .map(|id| Op::Enqueue(message(id, "triage")))
+                .collect(),
+        )
+        .await
+        .map_err(fail)?;
+    store
+        .write(vec![
+            Op::Remove(2),
+            Op::Attempted { id: 3, attempts: 2 },
+            Op::Dead {
+                id: 4,
+                reason: "ack timeout after 5 attempts".into(),
+                attempts: 5,
+            },
+        ])
+        .await
+        .map_err(fail)?;
+    let messages = store.messages().await.map_err(fail)?;
+    let ids: Vec<u64> = messages.iter().map(|m| m.id).collect();
+    check(
+        ids == [1, 3, 4, 5],
+        &format!("messages come back in id order without removed ones (got {ids:?})"),
+        f,
+    );
+    check(
+        messages.iter().any(|m| m.id == 3 && m.attempts == 2),
+        "attempts are updated",
+        f,
+    );
+    check(
+        messages.iter().any(|m| {
+            m.id == 4
+                && m.dead.as_deref() == Some("ack timeout after 5 attempts")
+                && m.attempts == 5
+        }),
+        "dead letters keep their reason and attempts",
+        f,
+    );
+    check(
+        messages.first() == Some(&message(1, "triage")),
+        "a message reads back field for field",
+        f,
+    );
+    store
+        .write(vec![
+            Op::Remove(1),
+            Op::Remove(3),
+            Op::Remove(4),
+            Op::Remove(5),
+        ])
+        .await
+        .map_err(fail)?;
+    check(
+        store.messages().await.map_err(fail)?.is_empty(),
+        "removed messages are gone",
+        f,
+    );
+    check(
+        store.last_message_id().await.map_err(fail)? == 5,
+        "the last message id survives removing every message",
+        f,
+    );
+
+    // Concurrent writers all land (group commit must not lose a batch).
+    let mut tasks = Vec::new();
+    for t in 0..50u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let ops = (0..20)
+                .map(|i| Op::Enqueue(message(100 + t * 20 + i, "writer")))
+                .collect();
+            store.write(ops).await
+        }));
+    }
+    for task in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            other => f.push(format!("a concurrent write failed: {other:?}")),
+        }
+    }
+    let count = store.messages().await.map_err(fail)?.len();
+    check(
+        count == 1000,
+        &format!("1,000 messages written by 50 concurrent writers are all stored (got {count})"),
+        f,
+    );
+
+    // Health history and audit log: newest first, limited.
+    let health = |at_ms: u64, state: &str| {
+        Op::Health(HealthRecord {
+            agent: "triage".into(),
+            replica: 0,
+            at_ms,
+            state: state.into(),
+            detail: String::new(),
+        })
+    };
+    store
+        .write(vec![
+            health(1, "starting"),
+            health(2, "healthy"),
+            health(3, "degraded"),
+        ])
+        .await
+        .map_err(fail)?;
+    let history = store.health_history("triage", 2).await.map_err(fail)?;
+    let states: Vec<&str> = history.iter().map(|h| h.state.as_str()).collect();
+    check(
+        states == ["degraded", "healthy"],
+        &format!("health history is newest first and limited (got {states:?})"),
+        f,
+    );
+    check(
+        store
+            .health_history("nobody", 5)
+            .await
+            .map_err(fail)?
+            .is_empty(),
+        "health history is per agent",
+        f,
+    );
+    // Trimming: an agent keeps its newest HEALTH_HISTORY_PER_AGENT records;
+    // another agent's are not touched.
+    let keep = cortex_runtime::store::sqlite::HEALTH_HISTORY_PER_AGENT;
+    let record = |agent: &str, n: u64| {
+        Op::Health(HealthRecord {
+            agent: agent.into(),
+            replica: 0,
+            at_ms: n,
+            state: "healthy".into(),
+            detail: n.to_string(),
+        })
+    };
+    store.write(vec![record("trim-b", 0)]).await.map_err(fail)?;
+    store
+        .write((0..keep as u64 + 25).map(|n| record("trim-a", n)).collect())
+        .await
+        .map_err(fail)?;
+    let trimmed = store
+        .health_history("trim-a", keep * 2)
+        .await
+        .map_err(fail)?;
+    check(
+        trimmed.len() == keep
+            && trimmed.first().map(|h| h.detail.as_str()) == Some(&(keep + 24).to_string())
+            && trimmed.last().map(|h| h.detail.as_str()) == Some("25"),
+        "health history is trimmed to the newest records per agent",
+        f,
+    );
+    check(
+        store
+            .health_history("trim-b", 10)
+            .await
+            .map_err(fail)?
+            .len()
+            == 1,
+        "trimming one agent's history keeps the others'",
+        f,
+    );
+    let audit = |at_ms: u64, action: &str| {
+        Op::Audit(AuditEntry {
+            at_ms,
+            actor: "tester".into(),
+            action: action.into(),
+            detail: String::new(),
+        })
+    };
+    store
+        .write(vec![audit(1, "apply"), audit(2, "restart")])
+        .await
+        .map_err(fail)?;
+    let log = store.audit_log(10).await.map_err(fail)?;
+    check(
+        log.first().map(|a| a.action.as_str()) == Some("restart") && log.len() == 2,
+        "the audit log is newest first",
+        f,
+    );
+
+    // Named values.
+    store
+        .write(vec![Op::Meta {
+            key: "runtime.url".into(),
+            value: Some("http://127.0.0.1:1".into()),
+        }])
+        .await
+        .map_err(fail)?;
+    check(
+        store.meta("runtime.url").await.map_err(fail)?.as_deref() == Some("http://127.0.0.1:1"),
+        "a named value reads back",
+        f,
+    );
+    store
+        .write(vec![Op::Meta {
+            key: "runtime.url".into(),
+            value: None,
+        }])
+        .await
+        .map_err(fail)?;
+    check(
+        store.meta("runtime.url").await.map_err(fail)?.is_none(),
+        "a named value can be removed",
+        f,
+    );
+    let named = |key: &str, value: &str| Op::Meta {
+        key: key.into(),
+        value: Some(value.into()),
+    };
+    store
+        .write(vec![
+            named("process/b/0", "2"),
+            named("process/a/1", "1"),
+            named("processes", "not this"),
+            named("proc", "nor this"),
+        ])
+        .await
+        .map_err(fail)?;
+    check(
+        store.meta_prefix("process/").await.map_err(fail)?
+            == vec![
+                ("process/a/1".to_string(), "1".to_string()),
+                ("process/b/0".to_string(), "2".to_string()),
+            ],
+        "named values are listed by prefix, in name order",
+        f,
+    );
+
+    // Everything survives closing and opening again.
+    drop(store);
+    let again = open().await.map_err(fail)?;
+    check(
+        again.revision().await.map_err(fail)? == 3,
+        "the revision survives reopening",
+        f,
+    );
+    check(
+        again.messages().await.map_err(fail)?.len() == 1000,
+        "messages survive reopening",
+        f,
+    );
+    check(
+        again
+            .health_history("triage", 10)
+            .await
+            .map_err(fail)?
+            .len()
+            == 3,
+        "health history survives reopening",
+        f,
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// A store that refuses writes on demand, over a real one: for showing
+/// that what the store refused leaves no trace (the broker undoes it).
+pub struct FailingStore {
+    inner: Arc<dyn Store>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl FailingStore {
+    /// `inner`, writing normally until [`FailingStore::fail_writes`].
+    pub fn new(inner: Arc<dyn Store>) -> Arc<FailingStore> {
+        Arc::new(FailingStore {
+            inner,
+            failing: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// From now on, writes and applies fail (`true`) or pass to the real
+    /// store again (`false`).
+    pub fn fail_writes(&self, fail: bool) {
+        self.failing
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn refused(&self) -> Option<StoreError> {
+        self.failing
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| StoreError::Backend("injected failure: the store refuses writes".into()))
+    }
+}
+
+impl Store for FailingStore {
+    fn applied(&self) -> BoxFuture<'_, Result<Option<Applied>, StoreError>> {
+        self.inner.applied()
+    }
+    fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.revision()
+    }
+    fn apply(&self, expected: u64, next: Applied) -> BoxFuture<'_, Result<u64, StoreError>> {
+        match self.refused() {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.inner.apply(expected, next),
+        }
+    }
+    fn write(&self, ops: Vec<Op>) -> BoxFuture<'_, Result<(), StoreError>> {
+        match self.refused() {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.inner.write(ops),
+        }
+    }
+    fn messages(&self) -> BoxFuture<'_, Result<Vec<StoredMessage>, StoreError>> {
+        self.inner.messages()
+    }
+    fn last_message_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.last_message_id()
+    }
+    fn health_history(
+        &self,
+        agent: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<HealthRecord>, StoreError>> {
+        self.inner.health_history(agent, limit)
+    }
+    fn audit_log(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        self.inner.audit_log(limit)
+    }
+    fn meta(&self, key: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        self.inner.meta(key)
+    }
+    fn meta_prefix(
+        &self,
+        prefix: &str,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        self.inner.meta_prefix(prefix)
+    }
+}

@@ -1,0 +1,17 @@
+//! cortex-testkit: what the tests and benchmarks stand on, kept out of the
+//! product (`publish = false`; the `cortex` binary does not link it).
+//!
+//! - [`git`]: real git repositories in temporary directories, the
+//!   workspace's examples and fixtures, CI steps run as GitHub runs them;
+//! - [`kubernetes`]: an in-process Kubernetes API server over real HTTP;
+//! - [`arango`]: an in-process ArangoDB stand-in over real HTTP;
+//! - [`conformance`]: the behaviour every state store must have;
+//! - [`runtime`]: a runtime started in-process on a fixture project;
+//! - [`generate`]: synthetic projects of any size.
+
+pub mod arango;
+pub mod conformance;
+pub mod generate;
+pub mod git;
+pub mod kubernetes;
+pub mod runtime;
