@@ -363,6 +363,13 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
         "{}",
         lines.join("\n")
     );
+    // The first screen says each problem once (the banner), not also as a
+    // log line.
+    let said = lines
+        .iter()
+        .filter(|l| l.contains("triage") && l.contains("API_KEY not set"))
+        .count();
+    assert_eq!(said, 1, "{}", lines.join("\n"));
     std::thread::sleep(Duration::from_millis(300));
     for pid in pids {
         assert!(!pid_alive(pid), "agent process {pid} outlived cortex up");

@@ -214,7 +214,7 @@ async fn health_loop(agents: usize, seconds: u64) -> anyhow::Result<(f64, u64)> 
                 timeout: Duration::from_secs(1),
                 failure_threshold: 3,
             },
-            backoff: Backoff::from_runtime(None),
+            backoff: Backoff::from_runtime(&Default::default()),
         };
         let report = Arc::new(|_| {});
         tasks.push(tokio::spawn(run_replica(

@@ -20,6 +20,7 @@ pub mod load;
 pub mod node;
 pub mod render;
 pub mod resolve;
+pub mod runtime_config;
 pub mod schema;
 pub mod source;
 pub mod span;

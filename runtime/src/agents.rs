@@ -12,7 +12,7 @@ use cortex_client::{
 };
 use serde_json::Value;
 
-use crate::fields::strings;
+use cortex_compiler::runtime_config::{AgentEntry, PortRef, RuntimeConfig};
 
 use super::backoff::Backoff;
 use super::health::{HealthSettings, LocalProbe, Probe};
@@ -80,20 +80,19 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-fn topics(entry: &Value, field: &str) -> String {
-    strings(entry.get(field)).join(",")
-}
-
 /// Whether the agent entry says how to run it locally.
-pub fn local_command(entry: &Value) -> Option<Vec<String>> {
-    let command = strings(entry.pointer("/local/command"));
-    (!command.is_empty()).then_some(command)
+pub fn local_command(entry: &AgentEntry) -> Option<Vec<String>> {
+    entry
+        .local
+        .as_ref()
+        .map(|local| local.command.clone())
+        .filter(|command| !command.is_empty())
 }
 
 /// Prepares the local run of `agent` (writes its config file).
 pub fn prepare(
     agent: &str,
-    entry: &Value,
+    entry: &AgentEntry,
     token: &str,
     broker_url: &str,
     paths: &Paths,
@@ -122,10 +121,7 @@ pub fn prepare(
         .parent()
         .map_or(Ok(()), crate::private_files::create_dir)
         .and_then(|()| {
-            crate::private_files::write(
-                &config_path,
-                &serde_json::to_vec_pretty(entry.get("config").unwrap_or(&Value::Null))?,
-            )
+            crate::private_files::write(&config_path, &serde_json::to_vec_pretty(&entry.config)?)
         });
     if let Err(e) = written {
         problems.push(format!("cannot write {}: {e}", config_path.display()));
@@ -135,26 +131,17 @@ pub fn prepare(
         };
     }
     let mut base_env: Vec<(String, String)> = Vec::new();
-    for var in entry
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(name) = var.get("name").and_then(Value::as_str) else {
-            continue;
-        };
-        if let Some(value) = var.get("value") {
+    for var in &entry.env {
+        let name = &var.name;
+        if let Some(value) = &var.value {
             let text = match value {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            base_env.push((name.to_string(), text));
-        } else if let Some(r) = var.get("secretRef") {
-            let secret = r.get("name").and_then(Value::as_str).unwrap_or_default();
-            let key = r.get("key").and_then(Value::as_str).unwrap_or_default();
-            match secrets.get(secret, key) {
-                Ok(v) => base_env.push((name.to_string(), v)),
+            base_env.push((name.clone(), text));
+        } else if let Some(r) = &var.secret_ref {
+            match secrets.get(&r.name, &r.key) {
+                Ok(v) => base_env.push((name.clone(), v)),
                 Err(e) => problems.push(format!("{name} not set: {e}")),
             }
         }
@@ -167,23 +154,16 @@ pub fn prepare(
             ENV_AGENT_CONFIG.to_string(),
             config_path.display().to_string(),
         ),
-        (ENV_AGENT_PUBLISH.to_string(), topics(entry, "publish")),
-        (ENV_AGENT_SUBSCRIBE.to_string(), topics(entry, "subscribe")),
+        (ENV_AGENT_PUBLISH.to_string(), entry.publish.join(",")),
+        (ENV_AGENT_SUBSCRIBE.to_string(), entry.subscribe.join(",")),
     ]);
     let declared: Vec<(String, u64)> = entry
-        .get("ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            Some((
-                p.get("name")?.as_str()?.to_string(),
-                p.get("port")?.as_u64()?,
-            ))
-        })
+        .ports
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), p.port?)))
         .collect();
-    let replicas = entry.get("replicas").and_then(Value::as_u64).unwrap_or(1) as u32;
-    let backoff = Backoff::from_runtime(entry.pointer("/recovery/backoff"));
+    let replicas = entry.replicas;
+    let backoff = Backoff::from_runtime(&entry.recovery.backoff);
     let mut out = Vec::new();
     for replica in 0..replicas {
         // Each replica listens on its own free ports (a spec's port numbers
@@ -205,17 +185,11 @@ pub fn prepare(
                 Err(e) => problems.push(format!("no free port for {name}: {e}")),
             }
         }
-        let health = HealthSettings::from_runtime(
-            entry.get("health").filter(|h| !h.is_null()),
-            |p| match p {
-                Value::String(name) => assigned.get(name).copied(),
-                Value::Number(n) => n
-                    .as_u64()
-                    .map(|n| by_number.get(&n).copied().unwrap_or(n as u16)),
-                _ => None,
-            },
-        );
-        if entry.get("health").is_some_and(|h| !h.is_null()) && health.check.is_none() {
+        let health = HealthSettings::from_runtime(entry.health.as_ref(), |p| match p {
+            PortRef::Name(name) => assigned.get(name).copied(),
+            PortRef::Number(n) => by_number.get(n).copied().or_else(|| u16::try_from(*n).ok()),
+        });
+        if entry.health.as_ref().is_some_and(|h| h.check.is_some()) && health.check.is_none() {
             problems
                 .push("health check names a port the agent does not declare: not checked".into());
         }
@@ -250,23 +224,10 @@ pub fn prepare(
 }
 
 /// The labels of every agent of a runtime config.
-pub fn labels(config: &Value) -> BTreeMap<String, BTreeMap<String, String>> {
+pub fn labels(config: &RuntimeConfig) -> BTreeMap<String, BTreeMap<String, String>> {
     config
-        .get("agents")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(name, entry)| {
-            let labels = entry
-                .get("labels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (name.clone(), labels)
-        })
+        .agents
+        .iter()
+        .map(|(name, entry)| (name.clone(), entry.labels.clone()))
         .collect()
 }

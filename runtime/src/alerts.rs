@@ -14,6 +14,7 @@ use sha2::Sha256;
 use tokio::time::Instant;
 
 use super::health::HealthState;
+use cortex_compiler::runtime_config::RuntimeConfig;
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Cortex-Signature";
@@ -82,16 +83,14 @@ fn satisfies(state: HealthState, wanted: HealthState) -> bool {
 }
 
 impl AlertRule {
-    /// The rules of a runtime config's `alertRules`.
-    pub fn from_runtime(config: &Value) -> Vec<AlertRule> {
+    /// The rules of a runtime config's `alertRules` (a rule on a health
+    /// state the runtime does not know is skipped).
+    pub fn from_runtime(config: &RuntimeConfig) -> Vec<AlertRule> {
         config
-            .get("alertRules")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
+            .alert_rules
+            .iter()
             .filter_map(|(name, rule)| {
-                let when = rule.get("when")?;
-                let health = match when.get("health").and_then(Value::as_str)? {
+                let health = match rule.when.health.as_str() {
                     "degraded" => HealthState::Degraded,
                     "unhealthy" => HealthState::Unhealthy,
                     "healthy" => HealthState::Healthy,
@@ -101,39 +100,16 @@ impl AlertRule {
                 Some(AlertRule {
                     name: name.clone(),
                     health,
-                    hold: crate::fields::millis(when.get("forMs"), 0),
-                    agent: when
-                        .get("agent")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    selector: when
-                        .get("selector")
-                        .and_then(Value::as_object)
-                        .map(|m| {
-                            m.iter()
-                                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    severity: rule
-                        .get("severity")
-                        .and_then(Value::as_str)
-                        .unwrap_or("warning")
-                        .to_string(),
+                    hold: Duration::from_millis(rule.when.for_ms),
+                    agent: rule.when.agent.clone(),
+                    selector: rule.when.selector.clone().unwrap_or_default(),
+                    severity: rule.severity.clone(),
                     webhooks: rule
-                        .get("notify")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|n| {
-                            let w = n.get("webhook")?;
-                            Some(Webhook {
-                                url: w.get("url")?.as_str()?.to_string(),
-                                secret_ref: w
-                                    .get("secretRef")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string),
-                            })
+                        .notify
+                        .iter()
+                        .map(|n| Webhook {
+                            url: n.webhook.url.clone(),
+                            secret_ref: n.webhook.secret_ref.clone(),
                         })
                         .collect(),
                 })

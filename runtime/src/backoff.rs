@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use cortex_compiler::runtime_config;
 
 /// A process that stays up this long is considered recovered: its next
 /// restart waits `initial` again (Kubernetes resets CrashLoopBackOff after
@@ -22,20 +22,15 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// The policy of a runtime.json `recovery.backoff` entry.
-    pub fn from_runtime(value: Option<&Value>) -> Backoff {
-        use cortex_compiler::render::runtime::defaults;
-        let ms = |key: &str, default: u64| {
-            crate::fields::millis(value.and_then(|v| v.get(key)), default)
-        };
+    /// The policy of a runtime.json `recovery.backoff` entry (a
+    /// multiplier below 1 or not finite counts as the default).
+    pub fn from_runtime(entry: &runtime_config::Backoff) -> Backoff {
         Backoff {
-            initial: ms("initialMs", defaults::BACKOFF_INITIAL_MS),
-            multiplier: value
-                .and_then(|v| v.get("multiplier"))
-                .and_then(Value::as_f64)
+            initial: Duration::from_millis(entry.initial_ms),
+            multiplier: Some(entry.multiplier)
                 .filter(|m| m.is_finite() && *m >= 1.0)
-                .unwrap_or(defaults::BACKOFF_MULTIPLIER),
-            max: ms("maxMs", defaults::BACKOFF_MAX_MS),
+                .unwrap_or(runtime_config::defaults::BACKOFF_MULTIPLIER),
+            max: Duration::from_millis(entry.max_ms),
         }
     }
 
@@ -65,11 +60,13 @@ mod tests {
 
     #[test]
     fn reads_the_runtime_entry_with_defaults() {
-        let b = Backoff::from_runtime(Some(
-            &serde_json::json!({"initialMs": 500, "maxMs": 4000, "multiplier": 3.0}),
-        ));
+        let b = Backoff::from_runtime(&runtime_config::Backoff {
+            initial_ms: 500,
+            max_ms: 4000,
+            multiplier: 3.0,
+        });
         assert_eq!(b.delay(1), Duration::from_millis(1500));
-        let d = Backoff::from_runtime(None);
+        let d = Backoff::from_runtime(&runtime_config::Backoff::default());
         assert_eq!(d.initial, Duration::from_secs(1));
         assert_eq!(d.max, Duration::from_secs(300));
     }

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -26,6 +25,7 @@ use super::status::{AgentStatus, Board, RuntimeStatus};
 use super::supervisor::{Report, Reporter, run_replica};
 use super::tokens::{self, TokenHash};
 use crate::store::{Applied, AuditEntry, HealthRecord, Op, Store, StoreError, now_ms};
+use cortex_compiler::runtime_config::RuntimeConfig;
 
 /// Where the runtime listens when not told: the broker's well-known local port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -147,7 +147,8 @@ pub async fn start_on(
         .ok_or_else(|| RuntimeError::NotApplied(store_name.to_string()))?;
     let operator_token = tokens::operator_token(&options.paths.state, &*store).await?;
     let operator = TokenHash::of(&operator_token);
-    let config = BrokerConfig::from_applied(&applied, operator)?;
+    let runtime_config = RuntimeConfig::from_value(&applied.config).map_err(ConfigError::from)?;
+    let config = BrokerConfig::new(&applied, &runtime_config, operator)?;
     let journal = Journal::to(store.clone());
     let broker = Broker::new(config, journal.clone(), store.last_message_id().await?);
     broker.restore(store.messages().await?);
@@ -201,7 +202,7 @@ pub async fn start_on(
             "stopped agent processes a previous run left running"
         );
     }
-    control.load(&applied, &url);
+    control.load(&applied, &runtime_config, &url);
     store
         .write(vec![
             Op::Meta {
@@ -267,17 +268,11 @@ fn reporter(board: Arc<Mutex<Board>>, journal: Journal) -> Reporter {
 
 impl Control {
     /// Takes an applied config: broker routes, alert rules, agents.
-    fn load(&mut self, applied: &Applied, url: &str) {
+    fn load(&mut self, applied: &Applied, config: &RuntimeConfig, url: &str) {
         self.revision = applied.revision;
-        self.labels = agents::labels(&applied.config);
-        self.alerts
-            .set_rules(AlertRule::from_runtime(&applied.config));
-        let empty = serde_json::Map::new();
-        let entries = applied
-            .config
-            .get("agents")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
+        self.labels = agents::labels(config);
+        self.alerts.set_rules(AlertRule::from_runtime(config));
+        let entries = &config.agents;
         let mut statuses: BTreeMap<String, AgentStatus> = BTreeMap::new();
         // Stop agents that left or changed.
         let fingerprints: BTreeMap<&String, String> = entries
@@ -286,7 +281,8 @@ impl Control {
                 (
                     name,
                     format!(
-                        "{entry}{}",
+                        "{}{}",
+                        serde_json::to_string(entry).unwrap_or_default(),
                         applied.tokens.get(name).map_or("", String::as_str)
                     ),
                 )
@@ -329,8 +325,11 @@ impl Control {
                     &self.http,
                 );
                 status.problems = prepared.problems.clone();
+                // Problems are part of the status (`cortex up`'s banner,
+                // `cortex status`, `/v1/status`); logged at debug only, so a
+                // first screen says each once.
                 for p in &prepared.problems {
-                    tracing::warn!(agent = %name, problem = %p, "agent");
+                    tracing::debug!(agent = %name, problem = %p, "agent");
                 }
                 let (stop, stop_rx) = watch::channel(false);
                 let tasks = prepared
@@ -367,12 +366,7 @@ impl Control {
             statuses.insert(name.clone(), status);
         }
         let mut header = self.shared.header.lock().unwrap_or_else(|p| p.into_inner());
-        header.project = applied
-            .config
-            .get("project")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        header.project = config.project.clone();
         header.revision = applied.revision;
         header.agents = statuses;
     }
@@ -386,16 +380,24 @@ impl Control {
                 return;
             }
         };
-        match BrokerConfig::from_applied(&applied, self.operator) {
-            Ok(config) => self.shared.broker.configure(config),
+        let read = RuntimeConfig::from_value(&applied.config)
+            .map_err(ConfigError::from)
+            .and_then(|config| {
+                BrokerConfig::new(&applied, &config, self.operator).map(|broker| (config, broker))
+            });
+        let config = match read {
+            Ok((config, broker)) => {
+                self.shared.broker.configure(broker);
+                config
+            }
             Err(e) => {
                 tracing::error!(error = %e, revision = applied.revision, "the new revision is not usable; keeping the running one");
                 self.revision = applied.revision;
                 return;
             }
-        }
+        };
         tracing::info!(revision = applied.revision, "applying a new revision");
-        self.load(&applied, url);
+        self.load(&applied, &config, url);
     }
 
     fn evaluate_alerts(&mut self) {

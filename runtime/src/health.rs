@@ -7,10 +7,9 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::fields::{millis, strings};
 use crate::store::BoxFuture;
+use cortex_compiler::runtime_config::{HealthCheck, HealthEntry, PortRef};
 
 /// The state of one agent replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -105,40 +104,26 @@ impl HealthSettings {
     /// From a runtime.json `health` entry; `port` resolves a port name or
     /// number to the port the replica really listens on.
     pub fn from_runtime(
-        value: Option<&Value>,
-        port: impl Fn(&Value) -> Option<u16>,
+        entry: Option<&HealthEntry>,
+        port: impl Fn(&PortRef) -> Option<u16>,
     ) -> HealthSettings {
-        use cortex_compiler::render::runtime::defaults;
-        let ms = |key: &str, default: u64| millis(value.and_then(|v| v.get(key)), default);
-        let check = value.and_then(|v| v.get("check")).and_then(|c| {
-            if let Some(http) = c.get("http") {
-                Some(Check::Http {
-                    port: port(http.get("port")?)?,
-                    path: http
-                        .get("path")
-                        .and_then(Value::as_str)
-                        .unwrap_or("/")
-                        .to_string(),
-                })
-            } else if let Some(tcp) = c.get("tcp") {
-                Some(Check::Tcp {
-                    port: port(tcp.get("port")?)?,
-                })
-            } else {
-                c.get("exec").map(|exec| Check::Exec {
-                    command: strings(exec.get("command")),
-                })
-            }
+        let base = HealthEntry::default();
+        let entry = entry.unwrap_or(&base);
+        let check = entry.check.as_ref().and_then(|c| match c {
+            HealthCheck::Http { path, port: p } => Some(Check::Http {
+                port: port(p)?,
+                path: path.clone().unwrap_or_else(|| "/".to_string()),
+            }),
+            HealthCheck::Tcp { port: p } => Some(Check::Tcp { port: port(p)? }),
+            HealthCheck::Exec { command } => Some(Check::Exec {
+                command: command.clone(),
+            }),
         });
         HealthSettings {
             check,
-            interval: ms("intervalMs", defaults::HEALTH_INTERVAL_MS),
-            timeout: ms("timeoutMs", defaults::HEALTH_TIMEOUT_MS),
-            failure_threshold: value
-                .and_then(|v| v.get("failureThreshold"))
-                .and_then(Value::as_u64)
-                .unwrap_or(defaults::HEALTH_FAILURE_THRESHOLD as u64)
-                .max(1) as u32,
+            interval: Duration::from_millis(entry.interval_ms),
+            timeout: Duration::from_millis(entry.timeout_ms),
+            failure_threshold: entry.failure_threshold.max(1),
         }
     }
 }
@@ -289,7 +274,10 @@ mod tests {
     #[test]
     fn named_ports_and_defaults_are_resolved() {
         let value = serde_json::json!({"check": {"http": {"path": "/healthz", "port": "http"}}, "intervalMs": 500});
-        let s = HealthSettings::from_runtime(Some(&value), |p| (p == "http").then_some(4321));
+        let entry: HealthEntry = serde_json::from_value(value).expect("a health entry");
+        let s = HealthSettings::from_runtime(Some(&entry), |p| {
+            (*p == PortRef::Name("http".into())).then_some(4321)
+        });
         assert_eq!(
             s.check,
             Some(Check::Http {

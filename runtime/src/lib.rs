@@ -8,7 +8,6 @@ pub mod backoff;
 pub mod broker;
 pub mod connections;
 pub mod engine;
-mod fields;
 pub mod health;
 pub mod leftovers;
 pub mod metrics;

@@ -1571,3 +1571,36 @@ async fn the_store_keeps_no_operator_token_and_the_runtime_proves_it_holds_one()
         .await
         .expect("the token works");
 }
+
+/// A hand-edited store whose runtime config has a misspelled field: the
+/// runtime refuses to start and names the field (it never reads it as a
+/// default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_config_with_a_misspelled_field_is_refused_with_the_field_named() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        cortex_runtime::store::SqliteStore::open(&state.path().join("state.db")).expect("store"),
+    );
+    let config = json!({
+        "format_version": 1, "project": "p", "namespace": "default",
+        "agents": { "triage": { "inbox": { "capacity": 8 }, "delivery": { "maxAtempts": 3 } } },
+    });
+    let applied = cortex_runtime::store::Applied {
+        revision: 1,
+        commit: None,
+        config,
+        tokens: BTreeMap::from([("triage".to_string(), "t".repeat(32))]),
+        applied_at_ms: 0,
+    };
+    store.apply(0, applied).await.expect("stored");
+    let options = cortex_testkit::runtime::options(state.path(), state.path(), false);
+    let err = cortex_runtime::start(store, options, "state.db")
+        .await
+        .err()
+        .expect("the runtime refuses the config");
+    let message = err.to_string();
+    assert!(
+        message.contains("agents.triage.delivery.maxAtempts"),
+        "{message}"
+    );
+}

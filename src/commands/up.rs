@@ -278,24 +278,14 @@ async fn stored_status(store: &SqliteStore) -> anyhow::Result<Option<RuntimeStat
     let Some(applied) = store.applied().await? else {
         return Ok(None);
     };
+    let config = cortex_compiler::runtime_config::RuntimeConfig::from_value(&applied.config)?;
     let mut status = RuntimeStatus {
-        project: applied
-            .config
-            .get("project")
-            .and_then(|p| p.as_str())
-            .unwrap_or_default()
-            .to_string(),
+        project: config.project.clone(),
         revision: applied.revision,
         url: "not running".into(),
         ..RuntimeStatus::default()
     };
-    for (name, entry) in applied
-        .config
-        .get("agents")
-        .and_then(|a| a.as_object())
-        .into_iter()
-        .flatten()
-    {
+    for (name, entry) in &config.agents {
         let mut agent = AgentStatus {
             local: cortex_runtime::agents::local_command(entry).is_some(),
             ..AgentStatus::default()

@@ -13,6 +13,12 @@ pub struct Repo {
     pub repo: Repository,
 }
 
+impl Default for Repo {
+    fn default() -> Repo {
+        Repo::new()
+    }
+}
+
 impl Repo {
     /// A new, empty repository in a temporary directory.
     pub fn new() -> Repo {

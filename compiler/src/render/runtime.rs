@@ -11,6 +11,10 @@ use serde_json::{Map, Value, json};
 use crate::document::Kind;
 use crate::node::Node;
 use crate::resolve::{Resolved, ResolvedSpec};
+use crate::runtime_config::{
+    AgentEntry, AlertRuleEntry, Backoff, Delivery, HealthEntry, Inbox, Recovery, Retries,
+    RuntimeConfig, TaskEntry, TopicEntry, WorkflowEntry,
+};
 use crate::validate::formats::parse_duration_ms;
 use crate::validate::pools::max_replicas;
 use crate::validate::workflow::dag;
@@ -19,39 +23,7 @@ use crate::validate::workflow::dag;
 /// at 1 MiB; the rest is left for metadata).
 pub const SHARD_BYTES: usize = 768 * 1024;
 
-/// Version of the runtime.json layout.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// Defaults the runtime applies where a spec is silent. Health follows the
-/// Kubernetes probe defaults; delivery and inbox follow SPEC.md's examples.
-pub mod defaults {
-    /// Health check interval (Kubernetes `periodSeconds` default: 10 s).
-    pub const HEALTH_INTERVAL_MS: u64 = 10_000;
-    /// Health check timeout (Kubernetes `timeoutSeconds` default: 1 s).
-    pub const HEALTH_TIMEOUT_MS: u64 = 1_000;
-    /// Failures before unhealthy (Kubernetes `failureThreshold` default: 3).
-    pub const HEALTH_FAILURE_THRESHOLD: i64 = 3;
-    /// Delivery attempts before dead-lettering.
-    pub const MAX_ATTEMPTS: i64 = 5;
-    /// Time an agent has to ack a delivery before it is redelivered.
-    pub const ACK_TIMEOUT_MS: u64 = 30_000;
-    /// Messages an agent's inbox holds before senders get "inbox full".
-    pub const INBOX_CAPACITY: i64 = 1024;
-    /// Recovery backoff: first delay, cap, factor.
-    pub const BACKOFF_INITIAL_MS: u64 = 1_000;
-    /// See [`BACKOFF_INITIAL_MS`].
-    pub const BACKOFF_MAX_MS: u64 = 300_000;
-    /// See [`BACKOFF_INITIAL_MS`].
-    pub const BACKOFF_MULTIPLIER: f64 = 2.0;
-    /// Topic retention.
-    pub const RETENTION_MS: u64 = 7 * 86_400_000;
-    /// Task timeout.
-    pub const TASK_TIMEOUT_MS: u64 = 60_000;
-    /// Tasks of one execution running at once.
-    pub const CONCURRENCY: i64 = 10;
-    /// Executions of one workflow running at once.
-    pub const MAX_ACTIVE_EXECUTIONS: i64 = 50;
-}
+pub use crate::runtime_config::{FORMAT_VERSION, defaults};
 
 fn ms(value: Option<&Value>, default: u64) -> u64 {
     value
@@ -60,21 +32,49 @@ fn ms(value: Option<&Value>, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A value of the (validated) spec as the type the runtime reads, or the
+/// default when absent.
+fn typed<T: serde::de::DeserializeOwned>(value: Option<&Value>, default: T) -> T {
+    value
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or(default)
+}
+
 fn body(spec: &ResolvedSpec) -> Value {
     spec.spec().map(Node::to_json).unwrap_or_else(|| json!({}))
 }
 
-fn backoff(value: Option<&Value>) -> Value {
-    let b = value.cloned().unwrap_or_else(|| json!({}));
-    json!({
-        "initialMs": ms(b.get("initial"), defaults::BACKOFF_INITIAL_MS),
-        "maxMs": ms(b.get("max"), defaults::BACKOFF_MAX_MS),
-        "multiplier": b.get("multiplier").cloned().unwrap_or(json!(defaults::BACKOFF_MULTIPLIER)),
-    })
+fn backoff(value: Option<&Value>) -> Backoff {
+    let base = Backoff::default();
+    let Some(b) = value else {
+        return base;
+    };
+    Backoff {
+        initial_ms: ms(b.get("initial"), base.initial_ms),
+        max_ms: ms(b.get("max"), base.max_ms),
+        multiplier: b
+            .get("multiplier")
+            .and_then(Value::as_f64)
+            .unwrap_or(base.multiplier),
+    }
+}
+
+fn delivery(value: Option<&Value>) -> Delivery {
+    let base = Delivery::default();
+    Delivery {
+        max_attempts: typed(value.and_then(|d| d.get("maxAttempts")), base.max_attempts),
+        ack_timeout_ms: ms(value.and_then(|d| d.get("ackTimeout")), base.ack_timeout_ms),
+    }
+}
+
+/// Builds the runtime configuration of a validated project (as JSON with
+/// sorted keys: runtime.json).
+pub fn runtime_config(resolved: &Resolved) -> Value {
+    typed_runtime_config(resolved).to_value()
 }
 
 /// Builds the runtime configuration of a validated project.
-pub fn runtime_config(resolved: &Resolved) -> Value {
+pub fn typed_runtime_config(resolved: &Resolved) -> RuntimeConfig {
     let of = |kind: Kind| resolved.specs.iter().filter(move |s| s.kind == kind);
     let agent_specs: Vec<&ResolvedSpec> = of(Kind::Agent).collect();
     let mut subscriptions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -94,107 +94,116 @@ pub fn runtime_config(resolved: &Resolved) -> Value {
         }
     }
     // Entries are independent: build them over every core.
-    let agents: Map<String, Value> = agent_specs
+    let agents: BTreeMap<String, AgentEntry> = agent_specs
         .par_iter()
         .with_min_len(64)
         .map(|spec| (spec.name.clone(), agent(spec)))
         .collect::<Vec<_>>()
         .into_iter()
         .collect();
-    let topics: Map<String, Value> = of(Kind::Topic)
+    let topics: BTreeMap<String, TopicEntry> = of(Kind::Topic)
         .map(|spec| {
             let b = body(spec);
-            (
-                spec.name.clone(),
-                json!({
-                    "ordering": b.get("ordering").cloned().unwrap_or(json!("none")),
-                    "retentionMs": ms(b.get("retention"), defaults::RETENTION_MS),
-                    "delivery": {
-                        "maxAttempts": b.pointer("/delivery/maxAttempts").cloned().unwrap_or(json!(defaults::MAX_ATTEMPTS)),
-                        "ackTimeoutMs": ms(b.pointer("/delivery/ackTimeout"), defaults::ACK_TIMEOUT_MS),
-                    },
-                    "deadLetter": b.get("deadLetter").cloned().unwrap_or(Value::Null),
-                    "schema": b.get("schema").cloned().unwrap_or(Value::Null),
-                    "subscribers": subscriptions.get(&spec.name).map(|s| s.iter().collect::<Vec<_>>()).unwrap_or_default(),
-                }),
-            )
+            let base = TopicEntry::default();
+            let entry = TopicEntry {
+                ordering: typed(b.get("ordering"), base.ordering),
+                retention_ms: ms(b.get("retention"), base.retention_ms),
+                delivery: delivery(b.get("delivery")),
+                dead_letter: typed(b.get("deadLetter"), None),
+                schema: b.get("schema").cloned(),
+                subscribers: subscriptions
+                    .get(&spec.name)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default(),
+            };
+            (spec.name.clone(), entry)
         })
         .collect();
     let workflow_specs: Vec<&ResolvedSpec> = of(Kind::Workflow).collect();
-    let workflows: Map<String, Value> = workflow_specs
+    let workflows: BTreeMap<String, WorkflowEntry> = workflow_specs
         .par_iter()
         .with_min_len(16)
         .map(|spec| (spec.name.clone(), workflow(spec)))
         .collect::<Vec<_>>()
         .into_iter()
         .collect();
-    let policies: Map<String, Value> = of(Kind::AccessPolicy)
+    let access_policies: BTreeMap<String, Value> = of(Kind::AccessPolicy)
         .map(|s| (s.name.clone(), body(s)))
         .collect();
-    let alerts: Map<String, Value> = of(Kind::AlertRule)
-        .map(|s| {
+    let alert_rules: BTreeMap<String, AlertRuleEntry> = of(Kind::AlertRule)
+        .filter_map(|s| {
             let b = body(s);
-            let mut rule = b.clone();
-            rule["when"]["forMs"] = json!(ms(b.pointer("/when/for"), 0));
-            rule["severity"] = b.get("severity").cloned().unwrap_or(json!("warning"));
-            (s.name.clone(), rule)
+            let mut rule: AlertRuleEntry = serde_json::from_value(b.clone()).ok()?;
+            rule.when.for_ms = ms(b.pointer("/when/for"), 0);
+            Some((s.name.clone(), rule))
         })
         .collect();
-    json!({
-        "format_version": FORMAT_VERSION,
-        "project": resolved.project_name,
-        "namespace": resolved.namespace,
-        "environment": resolved.environment.as_ref().map(|e| e.name.clone()),
-        "agents": agents,
-        "topics": topics,
-        "workflows": workflows,
-        "accessPolicies": policies,
-        "alertRules": alerts,
-    })
+    RuntimeConfig {
+        format_version: FORMAT_VERSION,
+        project: resolved.project_name.clone(),
+        namespace: resolved.namespace.clone(),
+        environment: resolved.environment.as_ref().map(|e| e.name.clone()),
+        agents,
+        topics,
+        workflows,
+        access_policies,
+        alert_rules,
+    }
 }
 
 /// The runtime entry of one agent.
-fn agent(spec: &ResolvedSpec) -> Value {
+fn agent(spec: &ResolvedSpec) -> AgentEntry {
     let b = body(spec);
+    let base = AgentEntry::default();
     let health = b.get("health").map(|h| {
-        json!({
-            "check": h.get("check").cloned().unwrap_or(Value::Null),
-            "intervalMs": ms(h.get("interval"), defaults::HEALTH_INTERVAL_MS),
-            "timeoutMs": ms(h.get("timeout"), defaults::HEALTH_TIMEOUT_MS),
-            "failureThreshold": h.get("failureThreshold").cloned().unwrap_or(json!(defaults::HEALTH_FAILURE_THRESHOLD)),
-        })
+        let base = HealthEntry::default();
+        HealthEntry {
+            check: typed(h.get("check"), None),
+            interval_ms: ms(h.get("interval"), base.interval_ms),
+            timeout_ms: ms(h.get("timeout"), base.timeout_ms),
+            failure_threshold: typed(h.get("failureThreshold"), base.failure_threshold),
+        }
     });
-    json!({
-        "labels": spec.node.path(&["metadata", "labels"]).map(Node::to_json).unwrap_or(json!({})),
-        "subscribe": b.get("subscribe").cloned().unwrap_or(json!([])),
-        "publish": b.get("publish").cloned().unwrap_or(json!([])),
-        "replicas": b.get("replicas").cloned().unwrap_or(json!(1)),
-        "maxReplicas": spec.spec().map_or(1, max_replicas),
-        "local": b.get("local").cloned().unwrap_or(Value::Null),
-        "health": health.unwrap_or(Value::Null),
-        "recovery": { "backoff": backoff(b.pointer("/recovery/backoff")) },
-        "inbox": { "capacity": b.pointer("/messaging/inbox/capacity").cloned().unwrap_or(json!(defaults::INBOX_CAPACITY)) },
-        "delivery": {
-            "maxAttempts": b.pointer("/messaging/delivery/maxAttempts").cloned().unwrap_or(json!(defaults::MAX_ATTEMPTS)),
-            "ackTimeoutMs": ms(b.pointer("/messaging/delivery/ackTimeout"), defaults::ACK_TIMEOUT_MS),
+    AgentEntry {
+        labels: typed(
+            spec.node
+                .path(&["metadata", "labels"])
+                .map(Node::to_json)
+                .as_ref(),
+            base.labels,
+        ),
+        subscribe: typed(b.get("subscribe"), base.subscribe),
+        publish: typed(b.get("publish"), base.publish),
+        replicas: typed(b.get("replicas"), base.replicas),
+        max_replicas: spec
+            .spec()
+            .map_or(1, |s| u32::try_from(max_replicas(s)).unwrap_or(u32::MAX)),
+        local: typed(b.get("local"), None),
+        health,
+        recovery: Recovery {
+            backoff: backoff(b.pointer("/recovery/backoff")),
         },
-        "config": b.get("config").cloned().unwrap_or(json!({})),
-    })
+        inbox: Inbox {
+            capacity: typed(b.pointer("/messaging/inbox/capacity"), base.inbox.capacity),
+        },
+        delivery: delivery(b.pointer("/messaging/delivery")),
+        config: b.get("config").cloned().unwrap_or(base.config),
+        env: Vec::new(),
+        ports: Vec::new(),
+    }
 }
 
-fn workflow(spec: &ResolvedSpec) -> Value {
+fn workflow(spec: &ResolvedSpec) -> WorkflowEntry {
     let b = body(spec);
+    let base = WorkflowEntry::default();
     let Some(spec_node) = spec.spec() else {
-        return json!({});
+        return base;
     };
     let graph = dag(spec_node);
     let default_timeout = ms(b.pointer("/defaults/timeout"), defaults::TASK_TIMEOUT_MS);
-    let default_retries = b
-        .pointer("/defaults/retries")
-        .cloned()
-        .unwrap_or(json!({ "limit": 0 }));
+    let default_retries = b.pointer("/defaults/retries");
     let order = topological_order(&graph);
-    let mut tasks = Map::new();
+    let mut tasks = BTreeMap::new();
     for task in b
         .get("tasks")
         .and_then(Value::as_array)
@@ -204,33 +213,33 @@ fn workflow(spec: &ResolvedSpec) -> Value {
         let Some(name) = task.get("name").and_then(Value::as_str) else {
             continue;
         };
-        let retries = task
-            .get("retries")
-            .cloned()
-            .unwrap_or_else(|| default_retries.clone());
-        let mut compiled = json!({
-            "dependsOn": task.get("dependsOn").cloned().unwrap_or(json!([])),
-            "ancestors": graph.ancestors(name).into_iter().collect::<Vec<_>>(),
-            "input": task.get("input").cloned().unwrap_or(Value::Null),
-            "timeoutMs": ms(task.get("timeout"), default_timeout),
-            "retries": { "limit": retries.get("limit").cloned().unwrap_or(json!(0)), "backoff": backoff(retries.get("backoff")) },
-        });
-        if let Some(agent) = task.get("agent") {
-            compiled["agent"] = agent.clone();
-        }
-        if let Some(run) = task.get("run") {
-            compiled["run"] = run.clone();
-        }
+        let retries = task.get("retries").or(default_retries);
+        let compiled = TaskEntry {
+            agent: typed(task.get("agent"), None),
+            run: typed(task.get("run"), None),
+            depends_on: typed(task.get("dependsOn"), Vec::new()),
+            ancestors: graph
+                .ancestors(name)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            input: task.get("input").cloned().unwrap_or(Value::Null),
+            timeout_ms: ms(task.get("timeout"), default_timeout),
+            retries: Retries {
+                limit: typed(retries.and_then(|r| r.get("limit")), 0),
+                backoff: backoff(retries.and_then(|r| r.get("backoff"))),
+            },
+        };
         tasks.insert(name.to_string(), compiled);
     }
-    json!({
-        "triggers": b.get("triggers").cloned().unwrap_or(json!([])),
-        "concurrency": b.get("concurrency").cloned().unwrap_or(json!(defaults::CONCURRENCY)),
-        "maxActiveExecutions": b.get("maxActiveExecutions").cloned().unwrap_or(json!(defaults::MAX_ACTIVE_EXECUTIONS)),
-        "onFailure": b.get("onFailure").cloned().unwrap_or(json!("fail-fast")),
-        "order": order,
-        "tasks": tasks,
-    })
+    WorkflowEntry {
+        triggers: typed(b.get("triggers"), Vec::new()),
+        concurrency: typed(b.get("concurrency"), base.concurrency),
+        max_active_executions: typed(b.get("maxActiveExecutions"), base.max_active_executions),
+        on_failure: typed(b.get("onFailure"), base.on_failure),
+        order,
+        tasks,
+    }
 }
 
 /// Kahn's algorithm; ties broken by name so the order is stable.

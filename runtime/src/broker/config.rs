@@ -7,9 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use cortex_compiler::runtime_config::{self, ConfigShapeError, RuntimeConfig};
 
-use crate::fields::{millis as ms, strings};
 use crate::store::Applied;
 use crate::tokens::TokenHash;
 
@@ -25,10 +24,10 @@ pub enum Ordering {
 }
 
 impl Ordering {
-    fn parse(value: Option<&str>) -> Ordering {
+    fn parse(value: &str) -> Ordering {
         match value {
-            Some("per-key") => Ordering::PerKey,
-            Some("total") => Ordering::Total,
+            "per-key" => Ordering::PerKey,
+            "total" => Ordering::Total,
             _ => Ordering::None,
         }
     }
@@ -110,29 +109,29 @@ pub struct BrokerConfig {
     pub operator: Option<TokenHash>,
 }
 
-/// A topic schema that does not compile (the compiler checks schemas, so
-/// this only happens with a hand-edited store).
+/// An applied config the broker cannot take.
 #[derive(Debug, thiserror::Error)]
-#[error("topic {topic}: its schema does not compile: {message}")]
-pub struct ConfigError {
-    /// The topic.
-    pub topic: String,
-    /// Why.
-    pub message: String,
+pub enum ConfigError {
+    /// It does not have runtime.json's shape (a field named).
+    #[error(transparent)]
+    Shape(#[from] ConfigShapeError),
+    /// A topic schema that does not compile (the compiler checks schemas,
+    /// so this only happens with a hand-edited store).
+    #[error("topic {topic}: its schema does not compile: {message}")]
+    Schema {
+        /// The topic.
+        topic: String,
+        /// Why.
+        message: String,
+    },
 }
 
-fn delivery(value: Option<&Value>) -> Delivery {
-    use cortex_compiler::render::runtime::defaults;
-    Delivery {
-        max_attempts: value
-            .and_then(|d| d.get("maxAttempts"))
-            .and_then(Value::as_u64)
-            .unwrap_or(defaults::MAX_ATTEMPTS as u64)
-            .clamp(1, u32::MAX as u64) as u32,
-        ack_timeout: ms(
-            value.and_then(|d| d.get("ackTimeoutMs")),
-            defaults::ACK_TIMEOUT_MS,
-        ),
+impl From<runtime_config::Delivery> for Delivery {
+    fn from(d: runtime_config::Delivery) -> Delivery {
+        Delivery {
+            max_attempts: d.max_attempts.max(1),
+            ack_timeout: Duration::from_millis(d.ack_timeout_ms),
+        }
     }
 }
 
@@ -143,60 +142,59 @@ impl BrokerConfig {
         applied: &Applied,
         operator: TokenHash,
     ) -> Result<BrokerConfig, ConfigError> {
-        use cortex_compiler::render::runtime::defaults;
-        let config = &applied.config;
+        BrokerConfig::new(
+            applied,
+            &RuntimeConfig::from_value(&applied.config)?,
+            operator,
+        )
+    }
+
+    /// [`BrokerConfig::from_applied`], given the applied config already read.
+    pub fn new(
+        applied: &Applied,
+        config: &RuntimeConfig,
+        operator: TokenHash,
+    ) -> Result<BrokerConfig, ConfigError> {
         let mut topics = HashMap::new();
-        for (name, topic) in config
-            .get("topics")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            let schema = match topic.get("schema").filter(|s| !s.is_null()) {
-                Some(schema) => {
-                    Some(jsonschema::validator_for(schema).map_err(|e| ConfigError {
-                        topic: name.clone(),
-                        message: e.to_string(),
-                    })?)
-                }
-                None => None,
-            };
-            let mut subscribers = strings(topic.get("subscribers"));
+        for (name, topic) in &config.topics {
+            let schema =
+                match topic.schema.as_ref().filter(|s| !s.is_null()) {
+                    Some(schema) => Some(jsonschema::validator_for(schema).map_err(|e| {
+                        ConfigError::Schema {
+                            topic: name.clone(),
+                            message: e.to_string(),
+                        }
+                    })?),
+                    None => None,
+                };
+            let mut subscribers = topic.subscribers.clone();
             subscribers.sort();
             subscribers.dedup();
             topics.insert(
                 name.clone(),
                 Arc::new(TopicConfig {
                     name: Arc::from(name.as_str()),
-                    ordering: Ordering::parse(topic.get("ordering").and_then(Value::as_str)),
-                    delivery: delivery(topic.get("delivery")),
-                    dead_letter: topic
-                        .get("deadLetter")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    retention: ms(topic.get("retentionMs"), defaults::RETENTION_MS),
+                    ordering: Ordering::parse(&topic.ordering),
+                    delivery: topic.delivery.into(),
+                    dead_letter: topic.dead_letter.clone(),
+                    retention: Duration::from_millis(topic.retention_ms),
                     schema,
                     subscribers,
                 }),
             );
         }
         let agents = config
-            .get("agents")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
+            .agents
+            .iter()
             .map(|(name, agent)| {
                 (
                     name.clone(),
                     AgentConfig {
-                        inbox_capacity: agent
-                            .pointer("/inbox/capacity")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(defaults::INBOX_CAPACITY as u64)
-                            .max(1) as usize,
-                        delivery: delivery(agent.get("delivery")),
-                        publish: strings(agent.get("publish")),
-                        subscribe: strings(agent.get("subscribe")),
+                        inbox_capacity: usize::try_from(agent.inbox.capacity.max(1))
+                            .unwrap_or(usize::MAX),
+                        delivery: agent.delivery.into(),
+                        publish: agent.publish.clone(),
+                        subscribe: agent.subscribe.clone(),
                     },
                 )
             })

@@ -217,9 +217,9 @@ pub struct Broker {
 }
 
 fn operator_delivery() -> Delivery {
-    use cortex_compiler::render::runtime::defaults;
+    use cortex_compiler::runtime_config::defaults;
     Delivery {
-        max_attempts: defaults::MAX_ATTEMPTS as u32,
+        max_attempts: defaults::MAX_ATTEMPTS,
         ack_timeout: Duration::from_millis(defaults::ACK_TIMEOUT_MS),
     }
 }
@@ -329,7 +329,7 @@ impl Broker {
             .or_insert_with(|| {
                 Arc::new(Inbox::new(
                     name,
-                    cortex_compiler::render::runtime::defaults::INBOX_CAPACITY as usize,
+                    cortex_compiler::runtime_config::defaults::INBOX_CAPACITY as usize,
                     operator_delivery(),
                 ))
             })
@@ -1199,7 +1199,7 @@ const SWEEP_MIN: Duration = Duration::from_millis(5);
 const RETENTION_PERIOD: Duration = Duration::from_secs(5);
 
 fn orphan_topic(name: &str) -> TopicConfig {
-    use cortex_compiler::render::runtime::defaults;
+    use cortex_compiler::runtime_config::defaults;
     TopicConfig {
         name: Arc::from(name),
         ordering: Ordering::None,
