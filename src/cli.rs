@@ -263,7 +263,7 @@ pub struct ClusterArgs {
 }
 
 /// What a plan may do.
-#[derive(Clone, Copy, Debug, clap::Args)]
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
 pub struct PlanningArgs {
     /// Delete objects cortex owns that left the project.
     #[arg(long)]

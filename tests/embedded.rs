@@ -110,7 +110,7 @@ fn a_second_apply_is_refused_while_one_holds_the_lock() {
     let repo = support_desk();
     let dir = repo.path();
     let state = dir.join(".cortex/state.db");
-    let held = cortex_reconciler::embedded::ApplyLock::acquire(
+    let held = cortex_reconciler::target::embedded::ApplyLock::acquire(
         &state,
         "ci@runner (build 7)",
         Duration::ZERO,

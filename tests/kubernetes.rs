@@ -184,7 +184,7 @@ fn unlock_breaks_a_stale_lock() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let cluster = s.server.connect(s._dir.path()).await.expect("connect");
-        let lock = cortex_reconciler::kubernetes::lock::Lock::acquire(
+        let lock = cortex_reconciler::target::kubernetes::lock::Lock::acquire(
             &cluster,
             "support",
             "support-desk",

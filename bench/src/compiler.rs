@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::spread::{Spread, ms};
+
 use anyhow::Context;
 use cortex_compiler::{Options, WorkTree, compile};
 use cortex_reconciler::plan::render::{markdown, text::render_text};
@@ -359,43 +361,4 @@ fn find_helm() -> Option<std::path::PathBuf> {
             .map(|p| p.join("helm"))
             .find(|p| p.is_file())
     })
-}
-
-/// Minimum, median and maximum of some runs.
-pub(crate) struct Spread {
-    runs: usize,
-    min: Duration,
-    median: Duration,
-    max: Duration,
-}
-
-impl Spread {
-    /// Sorts `timings` (at least one) and takes their spread.
-    pub(crate) fn of(timings: &mut [Duration]) -> Spread {
-        timings.sort();
-        Spread {
-            runs: timings.len(),
-            min: timings.first().copied().unwrap_or_default(),
-            median: timings.get(timings.len() / 2).copied().unwrap_or_default(),
-            max: timings.last().copied().unwrap_or_default(),
-        }
-    }
-}
-
-impl std::fmt::Display for Spread {
-    /// `5 runs: min 1 ms, median 2 ms, max 3 ms`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} runs: min {:.0} ms, median {:.0} ms, max {:.0} ms",
-            self.runs,
-            ms(self.min),
-            ms(self.median),
-            ms(self.max)
-        )
-    }
-}
-
-pub(crate) fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -26,7 +26,7 @@ use serde_json::json;
 /// `a0…` (tokens `token-0…`), the broker listening on `listen`.
 async fn start_runtime(dir: &Path, agents: usize, listen: SocketAddr) -> anyhow::Result<Runtime> {
     let store = Arc::new(SqliteStore::open(&dir.join("bench.db"))?);
-    let mut applied = crate::runtime::config_of(agents);
+    let mut applied = crate::config::config_of(agents);
     applied.revision = 0;
     store.apply(0, applied).await?;
     Ok(start(

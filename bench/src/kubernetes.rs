@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cortex_compiler::Options;
-use cortex_reconciler::kubernetes::{ApplySettings, PlanSettings, apply, plan};
+use cortex_reconciler::target::kubernetes::{ApplySettings, PlanSettings, apply, plan};
 use cortex_reconciler::{At, desired_at};
 use cortex_testkit::generate::{Shape, write_to};
 use cortex_testkit::kubernetes::FakeApiServer;
 use serde_json::json;
 
-use crate::compiler::Spread;
+use crate::spread::Spread;
 
 /// Agents of the generated project: 200 agents render about 1,000
 /// Kubernetes objects.

@@ -8,9 +8,11 @@
 //!   HTTP latency with many connected agents, the health loop's cost.
 
 mod compiler;
+mod config;
 mod http;
 mod kubernetes;
 mod runtime;
+mod spread;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cortex_runtime::broker::{Broker, BrokerConfig, Journal, Principal};
-use cortex_runtime::store::{Applied, SqliteStore, Store};
-use serde_json::{Map, json};
+use cortex_runtime::store::{SqliteStore, Store};
+use serde_json::json;
 
 use crate::http::Senders;
 use crate::tokio_runtime as runtime;
@@ -26,30 +26,9 @@ pub struct Request {
     pub senders: Vec<Senders>,
 }
 
-/// A runtime config with `agents` agents `a0…`, each subscribed to nothing,
-/// with inboxes deep enough for the benchmarks.
-pub(crate) fn config_of(agents: usize) -> Applied {
-    let mut entries = Map::new();
-    let mut tokens = std::collections::BTreeMap::new();
-    for i in 0..agents {
-        entries.insert(
-            format!("a{i}"),
-            json!({"inbox": {"capacity": 1_000_000}, "delivery": {"maxAttempts": 5, "ackTimeoutMs": 60_000}, "publish": [], "subscribe": []}),
-        );
-        tokens.insert(format!("a{i}"), format!("token-{i}"));
-    }
-    Applied {
-        revision: 1,
-        commit: None,
-        config: json!({"agents": entries, "topics": {}}),
-        tokens,
-        applied_at_ms: 0,
-    }
-}
-
 fn broker(agents: usize, journal: Journal) -> anyhow::Result<Arc<Broker>> {
     let config = BrokerConfig::from_applied(
-        &config_of(agents),
+        &crate::config::config_of(agents),
         cortex_runtime::tokens::TokenHash::of("operator"),
     )?;
     Ok(Broker::new(config, journal, 0))

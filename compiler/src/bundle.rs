@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::render::{Project, canonical_hash};
+use crate::hash::canonical_hash;
 use crate::validate::pools::PoolUsage;
 use crate::yaml_out::to_yaml;
 
@@ -88,6 +88,38 @@ impl Object {
     /// SHA-256 of the canonical JSON of the object.
     pub fn content_hash(&self) -> String {
         canonical_hash(&self.body)
+    }
+}
+
+/// Project facts every template sees.
+#[derive(Clone, Debug)]
+pub struct Project {
+    /// Project name.
+    pub name: String,
+    /// Target namespace.
+    pub namespace: String,
+    /// Selected environment.
+    pub environment: Option<String>,
+    /// Chart name (defaults to the project name).
+    pub chart_name: String,
+    /// Chart version (defaults to 0.1.0).
+    pub chart_version: String,
+    /// Chart description.
+    pub chart_description: String,
+    /// Broker URL handed to agents in the cluster.
+    pub broker_url: String,
+}
+
+impl Project {
+    /// As the templates see it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "namespace": self.namespace,
+            "environment": self.environment,
+            "chart": { "name": self.chart_name, "version": self.chart_version, "description": self.chart_description },
+            "brokerUrl": self.broker_url,
+        })
     }
 }
 

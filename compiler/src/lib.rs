@@ -16,6 +16,7 @@ pub mod diagnostic;
 pub mod document;
 pub mod explain;
 pub mod graph;
+pub mod hash;
 pub mod load;
 pub mod node;
 pub mod render;
@@ -27,8 +28,6 @@ pub mod span;
 pub mod template;
 pub mod validate;
 mod yaml;
-mod yaml_cause;
-mod yaml_fast;
 pub mod yaml_out;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use cortex_compiler::render::{Project, RenderCache, render_with};
+use cortex_compiler::bundle::Project;
+use cortex_compiler::render::{RenderCache, render_with};
 use cortex_compiler::{Diagnostics, Options, Resolved, Source, SourceMap, WorkTree, compile};
 
 use crate::plan::{self, PlanObject, PlanOptions, Revision, Side};

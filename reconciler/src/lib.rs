@@ -4,10 +4,10 @@
 //! is the `cortex-runtime` crate.
 
 pub mod desired;
-pub mod embedded;
-pub mod kubernetes;
 pub mod plan;
 pub mod source;
+pub mod target;
+pub mod up;
 pub mod write;
 
 pub use desired::{At, Desired, DesiredError, desired_at, desired_pair, plan_between};

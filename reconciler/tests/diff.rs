@@ -12,7 +12,7 @@ use cortex_compiler::Options;
 use cortex_reconciler::plan::fields::FieldChange;
 use cortex_reconciler::plan::mask::Masker;
 use cortex_reconciler::plan::render::{json::render_json, markdown, text::render_text};
-use cortex_reconciler::plan::{self, Change, ObjectId, PlanObject, Revision, Side, Target};
+use cortex_reconciler::plan::{self, Change, ObjectId, PlanObject, Realm, Revision, Side};
 use cortex_reconciler::{Action, At, DesiredError, Plan, PlanOptions, desired_at, plan_between};
 use serde_json::json;
 
@@ -391,7 +391,7 @@ fn strip_ansi(text: &str) -> String {
 fn kube(kind: &str, name: &str, body: serde_json::Value) -> PlanObject {
     PlanObject {
         id: ObjectId {
-            target: Target::Kubernetes,
+            target: Realm::Kubernetes,
             group: String::new(),
             kind: kind.into(),
             namespace: Some("ns".into()),

@@ -6,8 +6,8 @@ use cortex_testkit::git as common;
 use std::time::Duration;
 
 use cortex_compiler::Options;
-use cortex_reconciler::kubernetes::lock::{self, Lock};
-use cortex_reconciler::kubernetes::{
+use cortex_reconciler::target::kubernetes::lock::{self, Lock};
+use cortex_reconciler::target::kubernetes::{
     ApplySettings, Cluster, KubeError, PlanSettings, RetryPolicy, apply, plan,
 };
 use cortex_reconciler::{Action, At, Desired, desired_at};
@@ -52,7 +52,7 @@ impl Env {
     async fn plan(
         &self,
         settings: &PlanSettings,
-    ) -> Result<cortex_reconciler::kubernetes::ClusterPlan, KubeError> {
+    ) -> Result<cortex_reconciler::target::kubernetes::ClusterPlan, KubeError> {
         plan(&self.cluster, &self.desired(), settings).await
     }
 
@@ -74,7 +74,7 @@ fn quick() -> ApplySettings {
     }
 }
 
-fn changed(plan: &cortex_reconciler::kubernetes::ClusterPlan) -> Vec<String> {
+fn changed(plan: &cortex_reconciler::target::kubernetes::ClusterPlan) -> Vec<String> {
     plan.display
         .changed()
         .map(|c| format!("{} {}", c.action.as_str(), c.id))
@@ -499,7 +499,7 @@ async fn a_stale_saved_plan_is_refused() {
     let planned = env.plan(&PlanSettings::default()).await.expect("plan");
     // The plan goes through a file, as in CI.
     let text = serde_json::to_string(&planned.saved).expect("save");
-    let saved: cortex_reconciler::kubernetes::SavedPlan =
+    let saved: cortex_reconciler::target::kubernetes::SavedPlan =
         serde_json::from_str(&text).expect("load");
     // Meanwhile someone scales a Deployment by hand.
     env.server

@@ -12,8 +12,8 @@ use cortex_testkit::git as common;
 use std::time::Duration;
 
 use cortex_compiler::Options;
-use cortex_reconciler::kubernetes::lock::Lock;
-use cortex_reconciler::kubernetes::{
+use cortex_reconciler::target::kubernetes::lock::Lock;
+use cortex_reconciler::target::kubernetes::{
     ApplySettings, Cluster, ConnectOptions, KubeError, PlanSettings, SavedPlan, apply, plan,
 };
 use cortex_reconciler::{At, Desired, desired_at};

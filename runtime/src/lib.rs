@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod alerts;
 pub mod backoff;
+pub mod batch;
 pub mod broker;
 pub mod connections;
 pub mod engine;

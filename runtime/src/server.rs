@@ -204,7 +204,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(shared.clone());
-    super::broker::http::routes(shared.broker)
+    super::broker::routes::routes(shared.broker)
         .merge(runtime)
         .fallback(super::broker::http::no_route)
         .method_not_allowed_fallback(super::broker::http::no_method)

@@ -1438,7 +1438,7 @@ async fn in_process_broker() -> Arc<cortex_runtime::broker::Broker> {
         &Default::default(),
     )
     .expect("compiles");
-    let planned = cortex_reconciler::embedded::plan_against(
+    let planned = cortex_reconciler::target::embedded::plan_against(
         None,
         std::path::Path::new("unused.db"),
         &desired,

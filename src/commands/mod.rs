@@ -2,17 +2,16 @@
 
 mod build;
 mod diff;
-mod embedded;
 mod explain;
 mod init;
-mod kube;
 mod schema;
+mod target;
 mod up;
 mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, GraphFormatArg, TargetArg};
+use crate::cli::{Cli, Command, GraphFormatArg};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -52,9 +51,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             detailed_exitcode,
             unified,
-        } => {
-            let target = cluster.target;
-            let request = kube::PlanRequest {
+        } => target::plan(
+            &dir,
+            target::PlanRequest {
                 env,
                 cluster,
                 planning,
@@ -62,12 +61,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 format,
                 detailed_exitcode,
                 unified,
-            };
-            match target {
-                TargetArg::Embedded => embedded::plan(&dir, request),
-                TargetArg::Kubernetes => kube::plan(&dir, request),
-            }
-        }
+            },
+        ),
         Command::Apply {
             input,
             env,
@@ -77,9 +72,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             timeout,
             lock_timeout,
-        } => {
-            let target = cluster.target;
-            let request = kube::ApplyRequest {
+        } => target::apply(
+            &input,
+            target::ApplyRequest {
                 env,
                 cluster,
                 planning,
@@ -87,25 +82,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 wait,
                 timeout,
                 lock_timeout,
-            };
-            if input.is_file() {
-                embedded::apply_plan_file(&input, request)
-            } else {
-                match target {
-                    TargetArg::Embedded => embedded::apply(&input, request),
-                    TargetArg::Kubernetes => kube::apply(&input, request),
-                }
-            }
-        }
-        Command::Unlock { dir, env, cluster } => match cluster.target {
-            TargetArg::Embedded => {
-                println!(
-                    "The embedded target's lock is an OS file lock, released when the apply holding it exits: there is nothing to unlock. (cortex unlock --target kubernetes breaks a cluster's Lease.)"
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            TargetArg::Kubernetes => kube::unlock(&dir, env, &cluster),
-        },
+            },
+        ),
+        Command::Unlock { dir, env, cluster } => target::unlock(&dir, env, &cluster),
         Command::Up {
             dir,
             env,

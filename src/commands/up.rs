@@ -5,16 +5,11 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_reconciler::PlanOptions;
-use cortex_reconciler::embedded;
-use cortex_reconciler::embedded::ApplyLock;
-use cortex_reconciler::kubernetes::lock::holder_identity;
-use cortex_runtime::RuntimeOptions;
-use cortex_runtime::agents::Paths;
-use cortex_runtime::engine::{self, RUNTIME_URL};
+use cortex_reconciler::target::embedded;
+use cortex_reconciler::up::{Applied, UpOptions};
+use cortex_runtime::engine::RUNTIME_URL;
 use cortex_runtime::health::HealthState;
 use cortex_runtime::status::{
     AgentStatus, InboxStatsView, ReplicaStatus, RuntimeStatus, render_table,
@@ -23,7 +18,7 @@ use cortex_runtime::store::{SqliteStore, Store};
 use cortex_runtime::tokens;
 
 use crate::cli::{LogFormat, PlanFormat, StatusFormat};
-use crate::commands::kube::{compile, failed, runtime};
+use crate::commands::target::{compile, failed, runtime};
 use crate::output;
 
 /// `cortex up`'s options.
@@ -129,62 +124,34 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
     let Some(desired) = compile(dir, request.env.clone(), PlanFormat::Text)? else {
         return Ok(ExitCode::from(1));
     };
-    let state = embedded::state_path(dir, &desired);
-    // One runtime per store: a second would deliver the same messages.
-    let _runtime_lock = match ApplyLock::acquire_runtime(&state, &holder_identity()) {
-        Ok(lock) => lock,
-        Err(e) => return failed(&e),
-    };
-    let store = match SqliteStore::open(&state) {
-        Ok(s) => Arc::new(s),
-        Err(e) => return failed(&e),
-    };
     let rt = runtime()?;
-    let project_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let state_dir = state
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| project_dir.clone());
+    let options = UpOptions {
+        listen: request.listen,
+        supervise: request.agents,
+        poll: Duration::from_secs(1),
+        alert_period: Duration::from_secs(1),
+    };
     let outcome: anyhow::Result<ExitCode> = rt.block_on(async {
-        // The address first: a busy port is refused before the store changes.
-        let listener = engine::bind(request.listen).await?;
-        let applied = store.applied().await?;
-        let planned =
-            embedded::plan_against(applied.as_ref(), &state, &desired, &PlanOptions::default());
-        let s = &planned.saved.summary;
-        if s.has_changes() || applied.is_none() {
-            let done = embedded::apply(&*store, &planned.saved, &holder_identity(), Duration::ZERO)
-                .await?;
-            eprintln!(
-                "Applied revision {} to {} ({} created, {} updated, {} deleted).",
-                done.revision,
-                state.display(),
-                s.create,
-                s.update,
-                s.delete
-            );
-        } else {
-            eprintln!(
-                "No changes: resuming revision {} from {}.",
-                applied.as_ref().map_or(0, |a| a.revision),
-                state.display()
-            );
-        }
-        let options = RuntimeOptions {
-            paths: Paths {
-                project: project_dir.clone(),
-                state: state_dir.clone(),
-            },
-            listen: request.listen,
-            supervise: request.agents,
-            poll: Duration::from_secs(1),
-            alert_period: Duration::from_secs(1),
-            connections: Default::default(),
-        };
+        // The signal handlers first: a Ctrl-C while the runtime starts is
+        // not lost.
         let stop = terminated();
-        let store_dyn: Arc<dyn Store> = store.clone();
-        let running =
-            engine::start_on(store_dyn, options, listener, &state.display().to_string()).await?;
+        let up = cortex_reconciler::up::up(dir, &desired, options).await?;
+        match up.applied {
+            Applied::Revision {
+                revision,
+                created,
+                updated,
+                deleted,
+            } => eprintln!(
+                "Applied revision {revision} to {} ({created} created, {updated} updated, {deleted} deleted).",
+                up.state.display()
+            ),
+            Applied::Resumed { revision } => eprintln!(
+                "No changes: resuming revision {revision} from {}.",
+                up.state.display()
+            ),
+        }
+        let running = &up.running;
         let status = running.status();
         eprintln!(
             "cortex up: {} revision {} — broker {} — {} agents — logs in {} — Ctrl-C to stop",
@@ -192,7 +159,7 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
             status.revision,
             running.url,
             status.agents.len(),
-            state_dir.join("logs").display()
+            up.state_dir.join("logs").display()
         );
         for (name, agent) in &status.agents {
             for p in &agent.problems {
@@ -220,11 +187,11 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
             }
         }
         eprintln!("Stopping: agents first, then the broker…");
-        running.stop().await?;
+        let state = up.state.clone();
+        up.stop().await?;
         eprintln!("Stopped cleanly; state kept in {}.", state.display());
         Ok(ExitCode::SUCCESS)
     });
-    store.close();
     match outcome {
         Ok(code) => Ok(code),
         Err(e) => failed(&format!("{e:#}")),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cortex_client::Client;
 use cortex_compiler::Options;
-use cortex_reconciler::embedded;
+use cortex_reconciler::target::embedded;
 use cortex_reconciler::{At, PlanOptions, desired_at};
 use cortex_runtime::agents::Paths;
 use cortex_runtime::store::{SqliteStore, Store};

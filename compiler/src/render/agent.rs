@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::bundle::Project;
+use crate::hash::canonical_hash;
 use crate::node::Node;
-use crate::render::{Project, canonical_hash};
 use crate::resolve::ResolvedSpec;
 use crate::validate::formats::parse_duration_ms;
 

@@ -1,10 +1,13 @@
 //! Checks a rendered object against its Kubernetes type from k8s-openapi,
-//! failing on unknown fields (which the API server would drop or reject).
+//! failing on unknown fields (which the API server would drop or reject),
+//! and says so as a diagnostic ([`check_object`]).
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use k8s_openapi::api::{apps, autoscaling, core, networking, policy, rbac};
+
+use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
 /// What is wrong with an object.
@@ -69,6 +72,50 @@ fn typed<T: DeserializeOwned>(object: &Value) -> Result<(), Problem> {
         Err(e) => Err(Problem::Invalid(e.to_string())),
         Ok(_) if !unknown.is_empty() => Err(Problem::UnknownFields(unknown)),
         Ok(_) => Ok(()),
+    }
+}
+
+/// Checks an object against its Kubernetes type (known kinds only);
+/// `what` names it in the messages, `written_in` says where to fix it.
+pub fn check_object(
+    body: &Value,
+    what: &str,
+    written_in: &str,
+    at: &crate::span::Span,
+    diags: &mut Diagnostics,
+) -> bool {
+    let field = |pointer: &str| {
+        body.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (api_version, kind) = (field("/apiVersion"), field("/kind"));
+    match check(body) {
+        Ok(()) => true,
+        Err(Problem::UnknownFields(paths)) => {
+            diags.push(
+                Diagnostic::error(
+                    codes::RENDER_UNKNOWN_FIELD,
+                    format!("{what} has unknown fields: {}", paths.join(", ")),
+                )
+                .at(at)
+                .help(format!(
+                    "{kind} ({api_version}) has no such field; check the spelling in the {written_in}"
+                )),
+            );
+            false
+        }
+        Err(Problem::Invalid(why)) => {
+            diags.push(
+                Diagnostic::error(
+                    codes::RENDER_INVALID_OBJECT,
+                    format!("{what} is not a valid {kind}"),
+                )
+                .at(at)
+                .label(why),
+            );
+            false
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
 
 use crate::bundle::Object;
+use crate::bundle::Project;
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
-use crate::render::Project;
 use crate::render::agent::{PROJECT_LABEL, label_value};
 use crate::resolve::Resolved;
 use crate::source::{Source, check_relative};
@@ -162,7 +162,7 @@ pub fn manifests(
         )));
         labels[PROJECT_LABEL] = json!(project.name);
         let what = format!("{kind} `{name}` of manifest {file}");
-        if !crate::render::check_object(&body, &what, "manifest", &at, diags) {
+        if !crate::render::check::check_object(&body, &what, "manifest", &at, diags) {
             continue;
         }
         let object = Object::new(api_version, kind, name, file.to_string(), None, body);

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::bundle::{Bundle, Object};
+use crate::bundle::{Bundle, Object, Project};
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use crate::document::Kind;
 use crate::resolve::Resolved;
@@ -54,63 +54,32 @@ pub const DEFAULT_TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Project facts every template sees.
-#[derive(Clone, Debug)]
-pub struct Project {
-    /// Project name.
-    pub name: String,
-    /// Target namespace.
-    pub namespace: String,
-    /// Selected environment.
-    pub environment: Option<String>,
-    /// Chart name (defaults to the project name).
-    pub chart_name: String,
-    /// Chart version (defaults to 0.1.0).
-    pub chart_version: String,
-    /// Chart description.
-    pub chart_description: String,
-    /// Broker URL handed to agents in the cluster.
-    pub broker_url: String,
-}
-
-impl Project {
-    fn from_resolved(resolved: &Resolved) -> Project {
-        let spec = resolved.project.node.get("spec");
-        let chart = |k: &str| {
-            spec.and_then(|s| s.path(&["chart", k]))
-                .and_then(|n| n.as_str())
-                .map(str::to_string)
-        };
-        Project {
-            name: resolved.project_name.clone(),
-            namespace: resolved.namespace.clone(),
-            environment: resolved.environment.as_ref().map(|e| e.name.clone()),
-            chart_name: chart("name").unwrap_or_else(|| resolved.project_name.clone()),
-            chart_version: chart("version").unwrap_or_else(|| "0.1.0".to_string()),
-            chart_description: chart("description")
-                .unwrap_or_else(|| format!("{} — rendered by cortex", resolved.project_name)),
-            broker_url: spec
-                .and_then(|s| s.str_at(&["targets", "kubernetes", "brokerUrl"]))
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    format!(
-                        "http://cortex-runtime.{}.svc:{}",
-                        resolved.namespace,
-                        agent::BROKER_PORT
-                    )
-                }),
-        }
-    }
-
-    /// As the templates see it.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "namespace": self.namespace,
-            "environment": self.environment,
-            "chart": { "name": self.chart_name, "version": self.chart_version, "description": self.chart_description },
-            "brokerUrl": self.broker_url,
-        })
+/// The project facts of a resolved project.
+pub fn project_facts(resolved: &Resolved) -> Project {
+    let spec = resolved.project.node.get("spec");
+    let chart = |k: &str| {
+        spec.and_then(|s| s.path(&["chart", k]))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    };
+    Project {
+        name: resolved.project_name.clone(),
+        namespace: resolved.namespace.clone(),
+        environment: resolved.environment.as_ref().map(|e| e.name.clone()),
+        chart_name: chart("name").unwrap_or_else(|| resolved.project_name.clone()),
+        chart_version: chart("version").unwrap_or_else(|| "0.1.0".to_string()),
+        chart_description: chart("description")
+            .unwrap_or_else(|| format!("{} — rendered by cortex", resolved.project_name)),
+        broker_url: spec
+            .and_then(|s| s.str_at(&["targets", "kubernetes", "brokerUrl"]))
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                format!(
+                    "http://cortex-runtime.{}.svc:{}",
+                    resolved.namespace,
+                    agent::BROKER_PORT
+                )
+            }),
     }
 }
 
@@ -177,7 +146,7 @@ pub fn render_with(
     cache: Option<&RenderCache>,
 ) -> Result<Bundle, Diagnostics> {
     let mut diags = Diagnostics::new();
-    let project = Project::from_resolved(resolved);
+    let project = project_facts(resolved);
     let (mut env, templates_hash) = match template_environment(source) {
         Ok(env) => env,
         Err(d) => return Err(Diagnostics::from(*d)),
@@ -468,55 +437,10 @@ fn render_one(
         return;
     };
     let what = format!("{kind} `{name}` rendered by `{template}` for {who}");
-    if !check_object(&body, &what, "template", &at, diags) {
+    if !check::check_object(&body, &what, "template", &at, diags) {
         return;
     }
     push_object(template, spec, body, objects);
-}
-
-/// Adds a checked object (one that has apiVersion, kind and metadata.name).
-/// Checks an object against its Kubernetes type (known kinds only);
-/// `what` names it in the messages, `written_in` says where to fix it.
-pub(crate) fn check_object(
-    body: &Value,
-    what: &str,
-    written_in: &str,
-    at: &crate::span::Span,
-    diags: &mut Diagnostics,
-) -> bool {
-    let field = |pointer: &str| {
-        body.pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    let (api_version, kind) = (field("/apiVersion"), field("/kind"));
-    match check::check(body) {
-        Ok(()) => true,
-        Err(check::Problem::UnknownFields(paths)) => {
-            diags.push(
-                Diagnostic::error(
-                    codes::RENDER_UNKNOWN_FIELD,
-                    format!("{what} has unknown fields: {}", paths.join(", ")),
-                )
-                .at(at)
-                .help(format!(
-                    "{kind} ({api_version}) has no such field; check the spelling in the {written_in}"
-                )),
-            );
-            false
-        }
-        Err(check::Problem::Invalid(why)) => {
-            diags.push(
-                Diagnostic::error(
-                    codes::RENDER_INVALID_OBJECT,
-                    format!("{what} is not a valid {kind}"),
-                )
-                .at(at)
-                .label(why),
-            );
-            false
-        }
-    }
 }
 
 fn push_object(template: &str, spec: Option<&str>, body: Value, objects: &mut Vec<Object>) {
@@ -541,53 +465,12 @@ fn push_object(template: &str, spec: Option<&str>, body: Value, objects: &mut Ve
     ));
 }
 
-/// Compact JSON with sorted keys: the canonical form content hashes use.
-/// (`serde_json::Map` is a `BTreeMap` in this build — the `preserve_order`
-/// feature is off — so keys are sorted by construction.)
-pub fn canonical_json(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-/// Lower-case hex SHA-256 of the canonical JSON of `value`, hashed as it
-/// is serialized (the text is never held in memory).
-pub fn canonical_hash(value: &Value) -> String {
-    struct Hashing(Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.update(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut hashing = Hashing(Sha256::new());
-    // Writing a `Value` into a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut hashing, value);
-    hex(&hashing.0.finalize())
-}
-
-/// Lower-case hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(digest: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in digest.iter() {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0x0f)] as char);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Every object the default templates render for the example project
-    /// takes the fast reader (`yaml_fast`), and it reads exactly what the
+    /// takes the fast reader (`yaml::fast`), and it reads exactly what the
     /// full YAML parser reads.
     #[test]
     fn rendered_objects_take_the_fast_reader_and_read_the_same() {
@@ -595,7 +478,7 @@ mod tests {
         let source = crate::WorkTree::open(&dir).expect("the example");
         let result = crate::compile(&source, &crate::Options::default());
         let resolved = result.validated().expect("the example validates");
-        let project = Project::from_resolved(resolved);
+        let project = project_facts(resolved);
         let (env, _) = template_environment(&source).expect("templates");
         let pools: BTreeMap<&str, &crate::resolve::ResolvedSpec> = resolved
             .specs
@@ -612,7 +495,7 @@ mod tests {
                     .get_template(template)
                     .and_then(|t| t.render(prepared.value()))
                     .expect("renders");
-                let fast = crate::yaml_fast::documents(&text)
+                let fast = crate::yaml::fast::documents(&text)
                     .unwrap_or_else(|| panic!("{template} for {} fell back:\n{text}", spec.name));
                 let slow: Vec<Value> = crate::yaml::parse_json_located(&"t".into(), &text)
                     .expect("parses")

@@ -11,7 +11,7 @@ use serde_json::Value;
 use similar::TextDiff;
 
 use crate::plan::ObjectId;
-use crate::plan::provenance::SourceRef;
+use crate::plan::source_ref::SourceRef;
 
 /// One changed field of an object.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn unified_diff_shows_changed_lines() {
         let id = ObjectId {
-            target: crate::plan::Target::Runtime,
+            target: crate::plan::Realm::Runtime,
             group: String::new(),
             kind: "Topic".into(),
             namespace: None,

@@ -8,14 +8,14 @@
 //! plan hash alike (so a reviewer sees *that* a value changed), while the
 //! hash of a guessable value cannot be looked up or compared across plans.
 
+use cortex_compiler::hash::canonical_json;
 use cortex_compiler::node::{Node, Value as NodeValue};
-use cortex_compiler::render::canonical_json;
 use cortex_compiler::resolve::Resolved;
 use cortex_compiler::schema::{Cursor, Schemas};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::plan::{PlanObject, Target};
+use crate::plan::{PlanObject, Realm};
 
 /// Keys whose values are secret references.
 const SECRET_REFERENCE_KEYS: [&str; 2] = ["secretKeyRef", "secretRef"];
@@ -72,7 +72,7 @@ impl Masker {
     /// The object's body with every secret value replaced by its token.
     pub fn mask(&self, object: &PlanObject) -> Value {
         let mut body = object.body.clone();
-        let is_secret_kind = object.id.target == Target::Kubernetes
+        let is_secret_kind = object.id.target == Realm::Kubernetes
             && object.id.group.is_empty()
             && object.id.kind == "Secret";
         if is_secret_kind {
@@ -151,7 +151,7 @@ mod tests {
     fn object(kind: &str, body: Value) -> PlanObject {
         PlanObject {
             id: ObjectId {
-                target: Target::Kubernetes,
+                target: Realm::Kubernetes,
                 group: String::new(),
                 kind: kind.into(),
                 namespace: Some("ns".into()),

@@ -12,12 +12,13 @@ pub mod fields;
 pub mod mask;
 pub mod provenance;
 pub mod render;
+pub mod source_ref;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use cortex_compiler::bundle::Project;
 use cortex_compiler::bundle::{Bundle, kind_rank};
-use cortex_compiler::render::Project;
 use cortex_compiler::resolve::Resolved;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -25,15 +26,17 @@ use serde_json::Value;
 
 use crate::plan::fields::FieldChange;
 use crate::plan::mask::Masker;
-use crate::plan::provenance::{Declarations, SourceRef, SpecChanges};
+use crate::plan::provenance::{Declarations, SpecChanges};
+use crate::plan::source_ref::SourceRef;
 
 /// Version of the plan's JSON layout (`cortex diff --format json`).
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Where an object lives.
+/// Where an object lives: the realm a plan entry belongs to (a Kubernetes
+/// object, or a runtime object of runtime.json).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Target {
+pub enum Realm {
     /// A Kubernetes object.
     Kubernetes,
     /// A runtime object (runtime.json: agents, topics, workflows, policies, alert rules).
@@ -44,7 +47,7 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectId {
     /// Kubernetes or runtime.
-    pub target: Target,
+    pub target: Realm,
     /// API group (`""` for core and for runtime objects).
     pub group: String,
     /// Kind (`Deployment`, `Topic`…).
@@ -60,24 +63,24 @@ impl ObjectId {
     /// runtime objects: the key of the plan and of inventory.json.
     pub fn key(&self) -> String {
         match self.target {
-            Target::Kubernetes => format!(
+            Realm::Kubernetes => format!(
                 "{}/{}/{}/{}",
                 self.group,
                 self.kind,
                 self.namespace.as_deref().unwrap_or(""),
                 self.name
             ),
-            Target::Runtime => format!("{}/{}", self.kind, self.name),
+            Realm::Runtime => format!("{}/{}", self.kind, self.name),
         }
     }
 
     /// Order of a plan: Kubernetes objects in apply order, then runtime objects.
-    pub(crate) fn order(&self) -> (Target, usize, &str, Option<&str>, &str) {
+    pub(crate) fn order(&self) -> (Realm, usize, &str, Option<&str>, &str) {
         (
             self.target,
             match self.target {
-                Target::Kubernetes => kind_rank(&self.kind),
-                Target::Runtime => 0,
+                Realm::Kubernetes => kind_rank(&self.kind),
+                Realm::Runtime => 0,
             },
             &self.kind,
             self.namespace.as_deref(),
@@ -128,7 +131,7 @@ pub fn into_objects(bundle: Bundle) -> (Project, Vec<PlanObject>) {
         .into_iter()
         .map(|o| PlanObject {
             id: ObjectId {
-                target: Target::Kubernetes,
+                target: Realm::Kubernetes,
                 group: o.group().to_string(),
                 kind: o.kind,
                 namespace: o.namespace,
@@ -152,7 +155,7 @@ pub fn runtime_objects(mut runtime: Value) -> Vec<PlanObject> {
             for (name, body) in entries {
                 out.push(PlanObject {
                     id: ObjectId {
-                        target: Target::Runtime,
+                        target: Realm::Runtime,
                         group: String::new(),
                         kind: kind.to_string(),
                         namespace: None,
@@ -324,8 +327,8 @@ impl Plan {
     }
 
     /// Counts per kind (in plan order), for summary tables.
-    pub fn counts_by_kind(&self) -> Vec<(Target, String, Summary)> {
-        let mut counts: Vec<(Target, String, Summary)> = Vec::new();
+    pub fn counts_by_kind(&self) -> Vec<(Realm, String, Summary)> {
+        let mut counts: Vec<(Realm, String, Summary)> = Vec::new();
         for change in &self.changes {
             match counts
                 .iter_mut()

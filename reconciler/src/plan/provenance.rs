@@ -13,58 +13,18 @@
 //! defines the value.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use cortex_compiler::node::{Node, Value as NodeValue};
 use cortex_compiler::resolve::{Resolved, ResolvedSpec};
-use cortex_compiler::span::{Provenance, SourceMap, Span};
-use serde::Serialize;
+use cortex_compiler::span::SourceMap;
 use serde_json::Value;
 
 use crate::plan::fields::FieldChange;
-use crate::plan::{PlanObject, RUNTIME_SECTIONS, Target};
+use crate::plan::source_ref::SourceRef;
+use crate::plan::{PlanObject, RUNTIME_SECTIONS, Realm};
 
 /// Most spec changes named for one field when no value explains it.
 const MAX_DERIVED_SOURCES: usize = 3;
-
-/// A place in a spec file.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct SourceRef {
-    /// File, relative to the project.
-    pub file: String,
-    /// 1-based line.
-    pub line: u32,
-    /// 1-based column.
-    pub column: u32,
-    /// The spec (or environment, or `values`) that wrote it.
-    pub by: String,
-    /// What is written there: a spec field (`spec.env[MODEL]`) or a value (`values.model`).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub field: String,
-}
-
-impl SourceRef {
-    fn at(prov: &Provenance, field: String) -> SourceRef {
-        SourceRef::from_span(&prov.span, prov.spec.to_string(), field)
-    }
-
-    fn from_span(span: &Span, by: String, field: String) -> SourceRef {
-        SourceRef {
-            file: span.file.to_string(),
-            line: span.line,
-            column: span.col,
-            by,
-            field,
-        }
-    }
-}
-
-impl fmt::Display for SourceRef {
-    /// `file:line`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.line)
-    }
-}
 
 /// Where each spec of one side is declared.
 #[derive(Debug, Default)]
@@ -275,7 +235,7 @@ fn sources_of(changes: &[&SpecChange]) -> Vec<SourceRef> {
 /// The spec a field was rendered from: the object's own spec, or for a
 /// field inside the runtime ConfigMap's `runtime.json`, the entry's spec.
 fn owner_of(object: &PlanObject, field: &FieldChange) -> Option<String> {
-    if object.id.target == Target::Kubernetes
+    if object.id.target == Realm::Kubernetes
         && let Some(inner) = &field.inner
     {
         let mut tokens = inner.split('/').skip(1);

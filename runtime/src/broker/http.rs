@@ -24,14 +24,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use cortex_client::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -269,7 +267,7 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn publish(
+pub(super) async fn publish(
     State(broker): State<Arc<Broker>>,
     ApiPath(topic): ApiPath<String>,
     headers: HeaderMap,
@@ -278,7 +276,7 @@ async fn publish(
     accept(&broker, &headers, body, Recipient::Topic(&topic)).await
 }
 
-async fn send(
+pub(super) async fn send(
     State(broker): State<Arc<Broker>>,
     ApiPath(agent): ApiPath<String>,
     headers: HeaderMap,
@@ -306,11 +304,11 @@ async fn accept(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestQuery {
+pub(super) struct RequestQuery {
     timeout_ms: Option<u64>,
 }
 
-async fn request(
+pub(super) async fn request(
     State(broker): State<Arc<Broker>>,
     ApiPath(agent): ApiPath<String>,
     ApiQuery(query): ApiQuery<RequestQuery>,
@@ -329,12 +327,12 @@ async fn request(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReceiveQuery {
+pub(super) struct ReceiveQuery {
     max: Option<usize>,
     wait_ms: Option<u64>,
 }
 
-async fn receive(
+pub(super) async fn receive(
     State(broker): State<Arc<Broker>>,
     ApiQuery(query): ApiQuery<ReceiveQuery>,
     headers: HeaderMap,
@@ -346,7 +344,7 @@ async fn receive(
     Ok(json(StatusCode::OK, wire(&taken)))
 }
 
-async fn stream(
+pub(super) async fn stream(
     State(broker): State<Arc<Broker>>,
     headers: HeaderMap,
 ) -> Result<Response, BrokerError> {
@@ -376,7 +374,7 @@ struct NackBody {
     reason: Option<String>,
 }
 
-async fn settle(
+pub(super) async fn settle(
     State(broker): State<Arc<Broker>>,
     ApiPath((id, verb)): ApiPath<(u64, String)>,
     headers: HeaderMap,
@@ -419,17 +417,4 @@ async fn settle(
         }
     }
     Ok(json(StatusCode::OK, "{}".into()))
-}
-
-/// The broker's routes (state: the broker).
-pub fn routes(broker: Arc<Broker>) -> Router {
-    Router::new()
-        .route("/v1/topics/{topic}/messages", post(publish))
-        .route("/v1/agents/{agent}/messages", post(send))
-        .route("/v1/agents/{agent}/requests", post(request))
-        .route("/v1/inbox", get(receive))
-        .route("/v1/inbox/stream", get(stream))
-        .route("/v1/inbox/socket", get(super::socket::upgrade))
-        .route("/v1/messages/{id}/{verb}", post(settle))
-        .with_state(broker)
 }

@@ -1,8 +1,9 @@
 //! The broker's write-ahead path to the store: changes are queued in the
 //! order the broker makes them (under the inbox locks) and written by one
-//! task in batches — one store write for everything that queued while the
-//! previous write was being made durable (group commit). A caller that must
-//! not acknowledge before durability awaits its [`Durable`].
+//! task in batches ([`crate::batch`]: one store write for everything that
+//! queued while the previous write was being made durable — the runtime's
+//! one group commit). A caller that must not acknowledge before durability
+//! awaits its [`Durable`].
 //!
 //! A change the broker may only show once it is durable comes with an
 //! [`Outcome`]: the writer calls it, in submission order, with whether the
@@ -154,18 +155,19 @@ fn run_later(outcome: Outcome, durable: bool) {
     }
 }
 
+impl crate::batch::Weight for Job {
+    fn weight(&self) -> usize {
+        self.ops.len()
+    }
+}
+
 async fn run(store: Arc<dyn Store>, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    while let Some(first) = jobs.recv().await {
-        let mut ops = first.ops;
-        let mut after: Vec<(Option<Waiter>, Option<Outcome>)> = vec![(first.waiter, first.outcome)];
-        while ops.len() < MAX_BATCH_OPS {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    ops.extend(job.ops);
-                    after.push((job.waiter, job.outcome));
-                }
-                Err(_) => break,
-            }
+    while let Some(batch) = crate::batch::next(&mut jobs, MAX_BATCH_OPS).await {
+        let mut ops = Vec::with_capacity(batch.iter().map(|j| j.ops.len()).sum());
+        let mut after: Vec<(Option<Waiter>, Option<Outcome>)> = Vec::with_capacity(batch.len());
+        for job in batch {
+            ops.extend(job.ops);
+            after.push((job.waiter, job.outcome));
         }
         let result = store.write(ops).await;
         if let Err(e) = &result {

@@ -9,6 +9,7 @@ pub mod http;
 pub mod inbox;
 pub mod journal;
 pub mod payload;
+pub mod routes;
 pub mod socket;
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};

@@ -57,8 +57,6 @@ pub mod queries {
 const COLLECTIONS: [&str; 5] = ["state", "messages", "health", "audit", "meta"];
 /// The collections a write batch changes.
 const WRITE_COLLECTIONS: [&str; 5] = ["messages", "health", "audit", "meta", "state"];
-/// Most write batches one transaction takes.
-const MAX_BATCH: usize = 1024;
 /// Documents per cursor batch.
 const CURSOR_BATCH: usize = 1000;
 /// How long one HTTP request may take.
@@ -466,25 +464,15 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
-        while let Some(first) = jobs.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            let ops: Vec<&Op> = batch.iter().flat_map(|j| &j.ops).collect();
+        // One stream transaction per write, in the order they were made
+        // (the broker's journal batches: `crate::batch`).
+        while let Some(job) = jobs.recv().await {
+            let ops: Vec<&Op> = job.ops.iter().collect();
             let result = self.commit(&ops).await;
             if result.is_ok() {
                 self.trim_health(&ops).await;
             }
-            for job in batch {
-                let _ = job.done.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(f) => Err(StoreError::Backend(f.clone())),
-                });
-            }
+            let _ = job.done.send(result.map_err(StoreError::Backend));
         }
     }
 

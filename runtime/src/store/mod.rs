@@ -182,8 +182,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `next` as revision `expected + 1`, atomically, if the store is
     /// still at `expected` ([`StoreError::Stale`] otherwise).
     fn apply(&self, expected: u64, next: Applied) -> BoxFuture<'_, StoreResult<u64>>;
-    /// Applies a batch of changes atomically. Concurrent batches may be
-    /// committed together (group commit); each returns once durable.
+    /// Applies a batch of changes atomically, in one transaction, after
+    /// every write made before it; returns once durable. (Batching many
+    /// changes into one write is the caller's: [`crate::batch`].)
     fn write(&self, ops: Vec<Op>) -> BoxFuture<'_, StoreResult<()>>;
     /// Every stored message, deliverable and dead, in id order.
     fn messages(&self) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;

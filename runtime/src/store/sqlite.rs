@@ -1,8 +1,8 @@
 //! The embedded store: one SQLite file (WAL journal, `synchronous=FULL`, so
-//! a commit survives a power cut), written by one thread that commits every
-//! batch waiting for it in one transaction (group commit: one fsync for many
-//! writers), read through a second connection. Other processes (the CLI's
-//! `plan` and `apply`) open the same file safely.
+//! a commit survives a power cut), written by one thread, one transaction
+//! per write in the order they were made (the broker's journal batches:
+//! [`crate::batch`]), read through a second connection. Other processes
+//! (the CLI's `plan` and `apply`) open the same file safely.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -16,8 +16,6 @@ use super::{
     Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult, StoredMessage,
 };
 
-/// Most jobs one group commit takes.
-const MAX_BATCH: usize = 8192;
 /// How long a connection waits for another process's lock.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 /// Health records kept per agent (older ones are dropped on write).
@@ -290,135 +288,111 @@ fn create_store(path: &Path) -> Result<(), String> {
 }
 
 fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Write(ops, done) => {
+                let _ = done
+                    .send(commit(&mut conn, &ops).map_err(|e| StoreError::Backend(e.to_string())));
+            }
+            Job::Apply(expected, next, done) => {
+                let _ = done.send(apply(&mut conn, expected, &next));
             }
         }
-        let mut writes = Vec::new();
-        for job in batch {
-            match job {
-                Job::Write(ops, done) => writes.push((ops, done)),
-                Job::Apply(expected, next, done) => {
-                    // Keep order: what was written before the apply commits first.
-                    commit_writes(&mut conn, std::mem::take(&mut writes));
-                    let _ = done.send(apply(&mut conn, expected, &next));
-                }
-            }
-        }
-        commit_writes(&mut conn, writes);
     }
 }
 
-type Pending = Vec<(Vec<Op>, oneshot::Sender<StoreResult<()>>)>;
-
-fn commit_writes(conn: &mut Connection, writes: Pending) {
-    if writes.is_empty() {
-        return;
-    }
-    let result = (|| -> rusqlite::Result<()> {
-        let tx = conn.transaction()?;
-        let mut max_id = 0u64;
-        let mut agents_with_health = std::collections::BTreeSet::new();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO messages (id, inbox, topic, key, sender, payload, attempts, published_ms, request, in_reply_to, dead) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            let mut remove = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
-            let mut attempted =
-                tx.prepare_cached("UPDATE messages SET attempts = ?2 WHERE id = ?1")?;
-            let mut dead =
-                tx.prepare_cached("UPDATE messages SET dead = ?2, attempts = ?3 WHERE id = ?1")?;
-            let mut health = tx.prepare_cached(
-                "INSERT INTO health (agent, replica, at_ms, state, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut audit = tx.prepare_cached(
-                "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut set_meta =
-                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
-            let mut unset_meta = tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?;
-            for op in writes.iter().flat_map(|(ops, _)| ops) {
-                match op {
-                    Op::Enqueue(m) => {
-                        max_id = max_id.max(m.id);
-                        insert.execute(params![
-                            m.id as i64,
-                            m.inbox,
-                            m.topic,
-                            m.key,
-                            m.sender,
-                            m.payload,
-                            m.attempts,
-                            m.published_ms as i64,
-                            m.request,
-                            m.in_reply_to.map(|i| i as i64),
-                            m.dead,
-                        ])?;
-                    }
-                    Op::Remove(id) => {
-                        remove.execute(params![*id as i64])?;
-                    }
-                    Op::Attempted { id, attempts } => {
-                        attempted.execute(params![*id as i64, attempts])?;
-                    }
-                    Op::Dead {
-                        id,
-                        reason,
-                        attempts,
-                    } => {
-                        dead.execute(params![*id as i64, reason, attempts])?;
-                    }
-                    Op::Health(h) => {
-                        agents_with_health.insert(h.agent.clone());
-                        health.execute(params![
-                            h.agent,
-                            h.replica,
-                            h.at_ms as i64,
-                            h.state,
-                            h.detail
-                        ])?;
-                    }
-                    Op::Audit(a) => {
-                        audit.execute(params![a.at_ms as i64, a.actor, a.action, a.detail])?;
-                    }
-                    Op::Meta { key, value } => match value {
-                        Some(v) => {
-                            set_meta.execute(params![key, v])?;
-                        }
-                        None => {
-                            unset_meta.execute(params![key])?;
-                        }
-                    },
+/// Writes `ops` in one transaction.
+fn commit(conn: &mut Connection, ops: &[Op]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut max_id = 0u64;
+    let mut agents_with_health = std::collections::BTreeSet::new();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO messages (id, inbox, topic, key, sender, payload, attempts, published_ms, request, in_reply_to, dead) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        let mut remove = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+        let mut attempted = tx.prepare_cached("UPDATE messages SET attempts = ?2 WHERE id = ?1")?;
+        let mut dead =
+            tx.prepare_cached("UPDATE messages SET dead = ?2, attempts = ?3 WHERE id = ?1")?;
+        let mut health = tx.prepare_cached(
+            "INSERT INTO health (agent, replica, at_ms, state, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut audit = tx.prepare_cached(
+            "INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut set_meta =
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+        let mut unset_meta = tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?;
+        for op in ops {
+            match op {
+                Op::Enqueue(m) => {
+                    max_id = max_id.max(m.id);
+                    insert.execute(params![
+                        m.id as i64,
+                        m.inbox,
+                        m.topic,
+                        m.key,
+                        m.sender,
+                        m.payload,
+                        m.attempts,
+                        m.published_ms as i64,
+                        m.request,
+                        m.in_reply_to.map(|i| i as i64),
+                        m.dead,
+                    ])?;
                 }
+                Op::Remove(id) => {
+                    remove.execute(params![*id as i64])?;
+                }
+                Op::Attempted { id, attempts } => {
+                    attempted.execute(params![*id as i64, attempts])?;
+                }
+                Op::Dead {
+                    id,
+                    reason,
+                    attempts,
+                } => {
+                    dead.execute(params![*id as i64, reason, attempts])?;
+                }
+                Op::Health(h) => {
+                    agents_with_health.insert(h.agent.clone());
+                    health.execute(params![
+                        h.agent,
+                        h.replica,
+                        h.at_ms as i64,
+                        h.state,
+                        h.detail
+                    ])?;
+                }
+                Op::Audit(a) => {
+                    audit.execute(params![a.at_ms as i64, a.actor, a.action, a.detail])?;
+                }
+                Op::Meta { key, value } => match value {
+                    Some(v) => {
+                        set_meta.execute(params![key, v])?;
+                    }
+                    None => {
+                        unset_meta.execute(params![key])?;
+                    }
+                },
             }
         }
-        if max_id > 0 {
-            // Cached like the statements above: most commits run it.
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('last_message_id', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-            )?
-            .execute(params![max_id.to_string()])?;
-        }
-        for agent in agents_with_health {
-            tx.execute(
-                "DELETE FROM health WHERE agent = ?1 AND seq <= (SELECT seq FROM health WHERE agent = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                params![agent, HEALTH_HISTORY_PER_AGENT as i64],
-            )?;
-        }
-        tx.commit()
-    })();
-    let message = result.err().map(|e| e.to_string());
-    for (_, done) in writes {
-        let _ = done.send(match &message {
-            None => Ok(()),
-            Some(m) => Err(StoreError::Backend(m.clone())),
-        });
     }
+    if max_id > 0 {
+        // Cached like the statements above: most commits run it.
+        tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('last_message_id', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+        )?
+        .execute(params![max_id.to_string()])?;
+    }
+    for agent in agents_with_health {
+        tx.execute(
+            "DELETE FROM health WHERE agent = ?1 AND seq <= (SELECT seq FROM health WHERE agent = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            params![agent, HEALTH_HISTORY_PER_AGENT as i64],
+        )?;
+    }
+    tx.commit()
 }
 
 fn current_revision(conn: &Connection) -> rusqlite::Result<u64> {

@@ -85,7 +85,7 @@ fn canonical_cpu(container: &mut Value) {
             Value::Number(n) => n.to_string(),
             _ => continue,
         };
-        let Some(cores) = cortex_reconciler::kubernetes::quantity::value(&text) else {
+        let Some(cores) = cortex_reconciler::target::kubernetes::quantity::value(&text) else {
             continue;
         };
         let millis = (cores * 1000.0).round();

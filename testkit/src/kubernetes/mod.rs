@@ -338,13 +338,15 @@ impl FakeApiServer {
     pub async fn connect(
         &self,
         dir: &Path,
-    ) -> Result<cortex_reconciler::kubernetes::Cluster, cortex_reconciler::kubernetes::KubeError>
-    {
+    ) -> Result<
+        cortex_reconciler::target::kubernetes::Cluster,
+        cortex_reconciler::target::kubernetes::KubeError,
+    > {
         let kubeconfig = self
             .write_kubeconfig(dir)
-            .map_err(|e| cortex_reconciler::kubernetes::KubeError::Config(e.to_string()))?;
-        cortex_reconciler::kubernetes::Cluster::connect(
-            &cortex_reconciler::kubernetes::ConnectOptions {
+            .map_err(|e| cortex_reconciler::target::kubernetes::KubeError::Config(e.to_string()))?;
+        cortex_reconciler::target::kubernetes::Cluster::connect(
+            &cortex_reconciler::target::kubernetes::ConnectOptions {
                 kubeconfig: Some(kubeconfig),
                 context: None,
             },

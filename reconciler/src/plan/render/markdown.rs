@@ -12,7 +12,7 @@
 use std::fmt::Write;
 
 use crate::plan::render::{inline_value, sources_text};
-use crate::plan::{Action, Change, Plan, Target};
+use crate::plan::{Action, Change, Plan, Realm};
 
 /// GitHub's limit on the length of a comment, in characters.
 pub const GITHUB_COMMENT_LIMIT: usize = 65_535;
@@ -140,8 +140,8 @@ fn render(plan: &Plan, changed: &[&Change], budget: Budget, full: Budget) -> Str
     out.push_str("|---|---|---:|---:|---:|---:|\n");
     for (target, kind, counts) in plan.counts_by_kind() {
         let target = match target {
-            Target::Kubernetes => "Kubernetes",
-            Target::Runtime => "runtime",
+            Realm::Kubernetes => "Kubernetes",
+            Realm::Runtime => "runtime",
         };
         let _ = writeln!(
             out,

@@ -7,7 +7,7 @@ pub mod text;
 
 use serde_json::Value;
 
-use crate::plan::provenance::SourceRef;
+use crate::plan::source_ref::SourceRef;
 
 /// Longest value shown inline in a field line; the unified diff has the rest.
 pub const MAX_INLINE_CHARS: usize = 60;

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use crate::plan::render::{inline_value, sources_text};
-use crate::plan::{Action, Change, Plan, Target};
+use crate::plan::{Action, Change, Plan, Realm};
 
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";
@@ -40,8 +40,8 @@ pub fn render_text(plan: &Plan, unified: bool) -> String {
         plan.namespace
     );
     for (target, title) in [
-        (Target::Kubernetes, "Kubernetes objects"),
-        (Target::Runtime, "Runtime objects"),
+        (Realm::Kubernetes, "Kubernetes objects"),
+        (Realm::Runtime, "Runtime objects"),
     ] {
         let changed: Vec<&Change> = plan.changed().filter(|c| c.id.target == target).collect();
         if changed.is_empty() {

@@ -12,10 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Api;
 use kube::api::PostParams;
 
-use crate::kubernetes::cluster::{Cluster, FIELD_MANAGER};
-use crate::kubernetes::error::KubeError;
-use crate::kubernetes::live::KindRef;
-use crate::kubernetes::retry::retry;
+use crate::target::kubernetes::cluster::{Cluster, FIELD_MANAGER};
+use crate::target::kubernetes::error::KubeError;
+use crate::target::kubernetes::live::KindRef;
+use crate::target::kubernetes::retry::retry;
 
 /// How long a lock lasts without renewal.
 pub const LEASE_SECONDS: i32 = 120;
@@ -29,25 +29,6 @@ const KINDS: &str = "cortex.codevald.io/applied-kinds";
 /// The Lease's name for a project.
 pub fn lease_name(project: &str) -> String {
     format!("cortex-lock-{project}")
-}
-
-/// Who is applying: `user@host`, and the CI job when there is one.
-pub fn holder_identity() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown-host".into());
-    let job = [
-        ("GITHUB_RUN_ID", "GitHub Actions run"),
-        ("CI_JOB_ID", "GitLab CI job"),
-        ("BUILD_ID", "build"),
-    ]
-    .iter()
-    .find_map(|(var, what)| std::env::var(var).ok().map(|v| format!(" ({what} {v})")));
-    format!("{user}@{host}{}", job.unwrap_or_default())
 }
 
 /// A held lock. Release it with [`Lock::release`].

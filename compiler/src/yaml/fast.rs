@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::yaml::MAX_DEPTH;
+use super::MAX_DEPTH;
 
 /// One content line: its indentation and the text after it.
 struct Line<'t> {

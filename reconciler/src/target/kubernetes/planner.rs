@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::desired::Desired;
-use crate::kubernetes::cluster::{Cluster, Discovery, FIELD_MANAGER};
-use crate::kubernetes::error::{FieldConflict, KubeError, field_conflicts};
-use crate::kubernetes::live::{self, CONCURRENCY, HASH_ANNOTATION, KindRef, LiveObject};
-use crate::kubernetes::lock;
 use crate::plan::{
-    self, Action, ObjectId, PlanObject, PlanOptions, Revision, Side, Summary, Target,
+    self, Action, ObjectId, PlanObject, PlanOptions, Realm, Revision, Side, Summary,
 };
+use crate::target::kubernetes::cluster::{Cluster, Discovery, FIELD_MANAGER};
+use crate::target::kubernetes::error::{FieldConflict, KubeError, field_conflicts};
+use crate::target::kubernetes::live::{self, CONCURRENCY, HASH_ANNOTATION, KindRef, LiveObject};
+use crate::target::kubernetes::lock;
 
 /// Version of the saved plan's layout (`cortex plan -o plan.json`).
 pub const SAVED_PLAN_VERSION: u32 = 1;
@@ -163,7 +163,7 @@ pub async fn plan(
     let objects: Vec<&PlanObject> = desired
         .objects
         .iter()
-        .filter(|o| o.id.target == Target::Kubernetes)
+        .filter(|o| o.id.target == Realm::Kubernetes)
         .collect();
 
     let namespace_exists = namespace_exists(cluster, &namespace).await?;
@@ -250,17 +250,23 @@ pub async fn plan(
 
     // The objects that may have changed: ask the API server what applying
     // them would make, several at once.
-    let dry_runs = futures::stream::iter(to_dry_run.into_iter().map(|(object, body, current)| {
-        let discovery = &discovery;
-        async move {
-            let result =
-                dry_run(cluster, discovery, object, &body, settings.force_conflicts).await?;
-            Ok::<_, KubeError>((object, body, current, result))
-        }
-    }))
-    .buffered(CONCURRENCY)
-    .collect::<Vec<_>>()
-    .await;
+    // (Collected first: a lazy iterator of futures borrowing from here
+    // keeps the whole plan's future from being provably Send.)
+    let requests: Vec<_> = to_dry_run
+        .into_iter()
+        .map(|(object, body, current)| {
+            let discovery = &discovery;
+            async move {
+                let result =
+                    dry_run(cluster, discovery, object, &body, settings.force_conflicts).await?;
+                Ok::<_, KubeError>((object, body, current, result))
+            }
+        })
+        .collect();
+    let dry_runs = futures::stream::iter(requests)
+        .buffered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
     let mut conflicts = Vec::new();
     for result in dry_runs {
         let (object, body, current, (would_be, found)) = result?;
@@ -430,7 +436,7 @@ impl ObjectId {
     /// The identity of a Namespace.
     pub fn namespace(name: &str) -> ObjectId {
         ObjectId {
-            target: Target::Kubernetes,
+            target: Realm::Kubernetes,
             group: String::new(),
             kind: "Namespace".to_string(),
             namespace: None,
@@ -462,7 +468,7 @@ fn plan_object(id: ObjectId, api_version: &str, spec: Option<String>, body: Valu
 pub async fn namespace_exists(cluster: &Cluster, namespace: &str) -> Result<bool, KubeError> {
     let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
         kube::Api::all(cluster.client().clone());
-    crate::kubernetes::retry::retry(cluster.retry, false, || api.get_opt(namespace))
+    crate::target::kubernetes::retry::retry(cluster.retry, false, || api.get_opt(namespace))
         .await
         .map(|n| n.is_some())
         .map_err(|e| cluster.error(&format!("read namespace {namespace}"), e))
@@ -506,7 +512,7 @@ async fn dry_run(
                 params = params.force();
             }
             let patch = Patch::Apply(body);
-            crate::kubernetes::retry::retry(cluster.retry, true, || {
+            crate::target::kubernetes::retry::retry(cluster.retry, true, || {
                 api.patch(&object.id.name, &params, &patch)
             })
             .await

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Desired;
-use crate::plan::{self, Plan, PlanObject, PlanOptions, Revision, Side, Target};
+use crate::plan::{self, Plan, PlanObject, PlanOptions, Realm, Revision, Side};
 use cortex_runtime::store::{Applied, AuditEntry, Op, Store, StoreError, now_ms};
 use cortex_runtime::tokens::new_token;
 pub use lock::{ApplyLock, LockError};
@@ -109,7 +109,7 @@ pub fn embedded_objects(desired: &Desired) -> Vec<PlanObject> {
     desired
         .objects
         .iter()
-        .filter(|o| o.id.target == Target::Runtime)
+        .filter(|o| o.id.target == Realm::Runtime)
         .map(|o| {
             let mut o = o.clone();
             if o.id.kind == "Agent" {

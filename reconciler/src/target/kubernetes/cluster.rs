@@ -9,8 +9,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client, Config};
 
-use crate::kubernetes::error::KubeError;
-use crate::kubernetes::retry::{RetryPolicy, retry};
+use crate::target::kubernetes::error::KubeError;
+use crate::target::kubernetes::retry::{RetryPolicy, retry};
 
 /// The field manager cortex applies as.
 pub const FIELD_MANAGER: &str = "cortex";

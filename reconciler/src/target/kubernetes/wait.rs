@@ -7,11 +7,11 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use crate::kubernetes::cluster::{Cluster, Discovery};
-use crate::kubernetes::error::KubeError;
-use crate::kubernetes::live::CONCURRENCY;
-use crate::kubernetes::retry::retry;
 use crate::plan::ObjectId;
+use crate::target::kubernetes::cluster::{Cluster, Discovery};
+use crate::target::kubernetes::error::KubeError;
+use crate::target::kubernetes::live::CONCURRENCY;
+use crate::target::kubernetes::retry::retry;
 
 /// An object to wait for: identity and `apiVersion`.
 pub type Awaited = (ObjectId, String);
@@ -106,11 +106,16 @@ pub async fn wait_for(
         .map(|a| (a.clone(), "not checked yet".to_string()))
         .collect();
     loop {
-        let checks =
-            futures::stream::iter(pending.iter().map(|(a, _)| check(cluster, discovery, a)))
-                .buffered(CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await;
+        // (Futures collected first: a lazy iterator of borrowing futures
+        // keeps the apply's future from being provably Send.)
+        let requests: Vec<_> = pending
+            .iter()
+            .map(|(a, _)| check(cluster, discovery, a))
+            .collect();
+        let checks = futures::stream::iter(requests)
+            .buffered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
         let mut still = Vec::new();
         for ((awaited, _), state) in pending.into_iter().zip(checks) {
             if let Err(why) = state? {

@@ -11,16 +11,16 @@ use futures::StreamExt;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::Value;
 
-use crate::kubernetes::cluster::{Cluster, Discovery, FIELD_MANAGER, Kind};
-use crate::kubernetes::error::{KubeError, field_conflicts};
-use crate::kubernetes::live::{self, CONCURRENCY, KindRef};
-use crate::kubernetes::lock::Lock;
-use crate::kubernetes::planner::{
+use crate::plan::{Action, ObjectId};
+use crate::target::kubernetes::cluster::{Cluster, Discovery, FIELD_MANAGER, Kind};
+use crate::target::kubernetes::error::{KubeError, field_conflicts};
+use crate::target::kubernetes::live::{self, CONCURRENCY, KindRef};
+use crate::target::kubernetes::lock::Lock;
+use crate::target::kubernetes::planner::{
     self, ObjectConflicts, SAVED_PLAN_KIND, SAVED_PLAN_VERSION, SavedPlan, Write,
 };
-use crate::kubernetes::retry::retry;
-use crate::kubernetes::wait::{self, Awaited};
-use crate::plan::{Action, ObjectId};
+use crate::target::kubernetes::retry::retry;
+use crate::target::kubernetes::wait::{self, Awaited};
 
 /// How to apply.
 #[derive(Clone, Debug)]
@@ -53,7 +53,7 @@ impl Default for ApplySettings {
             poll: Duration::from_secs(1),
             crd_timeout: Duration::from_secs(60),
             progress: false,
-            holder: crate::kubernetes::lock::holder_identity(),
+            holder: crate::target::holder_identity(),
             interrupt: None,
         }
     }
@@ -242,13 +242,19 @@ async fn apply_locked(
         groups.entry(kind_rank(&w.id.kind)).or_default().push(w);
     }
     for writes in groups.values() {
-        let applied = futures::stream::iter(writes.iter().map(|w| {
-            let discovery = &discovery;
-            async move { apply_one(cluster, discovery, w, settings.force_conflicts).await }
-        }))
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
+        // (Futures collected first: see the planner's dry runs.)
+        let requests: Vec<_> = writes
+            .iter()
+            .copied()
+            .map(|w| {
+                let discovery = &discovery;
+                async move { apply_one(cluster, discovery, w, settings.force_conflicts).await }
+            })
+            .collect();
+        let applied = futures::stream::iter(requests)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
         for result in applied {
             match result? {
                 Action::Create => report.created += 1,
@@ -281,13 +287,18 @@ async fn apply_locked(
             .push(d);
     }
     for deletes in by_rank.values() {
-        let done = futures::stream::iter(deletes.iter().map(|d| {
-            let discovery = &discovery;
-            async move { delete_one(cluster, discovery, d).await }
-        }))
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
+        let requests: Vec<_> = deletes
+            .iter()
+            .copied()
+            .map(|d| {
+                let discovery = &discovery;
+                async move { delete_one(cluster, discovery, d).await }
+            })
+            .collect();
+        let done = futures::stream::iter(requests)
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
         for result in done {
             result?;
             report.deleted += 1;

@@ -2,6 +2,9 @@
 //! no duplicate keys, bounded alias expansion, no merge keys or custom tags,
 //! bounded nesting.
 
+mod cause;
+pub(crate) mod fast;
+
 use std::sync::Arc;
 
 use saphyr::{MarkedYaml, Scalar, ScanError, YamlData, YamlLoader};
@@ -138,7 +141,7 @@ fn scan_error(file: &Arc<str>, text: &str, err: &ScanError) -> Diagnostic {
     if !info.contains("duplicated key")
         && !info.contains("alias expansion")
         && !info.contains("recursion limit")
-        && let Some(cause) = crate::yaml_cause::locate(text, mark.index(), info)
+        && let Some(cause) = cause::locate(text, mark.index(), info)
     {
         return Diagnostic::error(codes::YAML_SYNTAX, format!("invalid YAML: {}", cause.label))
             .at(&char_span(file, text, cause.index))
@@ -314,7 +317,7 @@ pub fn set_owner(node: &mut Node, owner: &Arc<str>) {
 pub fn parse_json(file: &Arc<str>, text: &str) -> Result<Vec<serde_json::Value>, Box<Diagnostic>> {
     // What cortex's templates render reads much faster this way; anything
     // else (and every error) goes through the full parser.
-    if let Some(docs) = crate::yaml_fast::documents(text.strip_prefix('\u{feff}').unwrap_or(text)) {
+    if let Some(docs) = fast::documents(text.strip_prefix('\u{feff}').unwrap_or(text)) {
         return Ok(docs);
     }
     Ok(parse_json_located(file, text)?

@@ -46,7 +46,7 @@ fn retryable(e: &kube::Error, conflicts_too: bool) -> bool {
             409 => {
                 conflicts_too
                     && status.reason != "AlreadyExists"
-                    && crate::kubernetes::error::field_conflicts(e).is_none()
+                    && crate::target::kubernetes::error::field_conflicts(e).is_none()
             }
             _ => false,
         },

@@ -4,17 +4,17 @@
 
 use std::collections::BTreeMap;
 
+use cortex_compiler::hash::canonical_hash;
 use cortex_compiler::render::agent::PROJECT_LABEL;
-use cortex_compiler::render::canonical_hash;
 use futures::StreamExt;
 use kube::api::ListParams;
 use serde_json::Value;
 
-use crate::kubernetes::cluster::{Cluster, Discovery};
-use crate::kubernetes::error::KubeError;
-use crate::kubernetes::quantity;
-use crate::kubernetes::retry::retry;
-use crate::plan::{ObjectId, Target};
+use crate::plan::{ObjectId, Realm};
+use crate::target::kubernetes::cluster::{Cluster, Discovery};
+use crate::target::kubernetes::error::KubeError;
+use crate::target::kubernetes::quantity;
+use crate::target::kubernetes::retry::retry;
 
 /// The annotation holding the SHA-256 of what cortex last applied.
 pub const HASH_ANNOTATION: &str = "cortex.codevald.io/applied-hash";
@@ -86,7 +86,8 @@ pub async fn read_live(
                     .collect();
                 Ok::<_, KubeError>(items)
             }
-        });
+        })
+        .collect::<Vec<_>>();
     let mut out = BTreeMap::new();
     let mut results = futures::stream::iter(lists).buffer_unordered(CONCURRENCY);
     while let Some(items) = results.next().await {
@@ -117,7 +118,7 @@ pub fn crd_kinds(crd: &Value) -> Vec<KindRef> {
 /// The identity of an object body.
 pub fn id_of(body: &Value, group: &str) -> Option<ObjectId> {
     Some(ObjectId {
-        target: Target::Kubernetes,
+        target: Realm::Kubernetes,
         group: group.to_string(),
         kind: body["kind"].as_str()?.to_string(),
         namespace: body["metadata"]["namespace"].as_str().map(str::to_string),

@@ -1,0 +1,166 @@
+//! The step that runs a project on this machine: hold the store's runtime
+//! lock (one runtime per store), open the store, take the address (a busy
+//! port changes nothing), apply the project when it differs from what the
+//! store holds, start the runtime. `cortex up` calls it; `cortex serve` is
+//! to call the same step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_runtime::agents::Paths;
+use cortex_runtime::engine::{self, Runtime, RuntimeError, RuntimeOptions};
+use cortex_runtime::store::{SqliteStore, Store, StoreError};
+
+use crate::target::embedded::{self, ApplyLock, EmbeddedError, LockError};
+use crate::target::holder_identity;
+use crate::{Desired, PlanOptions};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// Address of the broker (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Start the agents that have a `local.command`.
+    pub supervise: bool,
+    /// How often the runtime looks for a new applied revision.
+    pub poll: Duration,
+    /// How often alert rules are evaluated.
+    pub alert_period: Duration,
+}
+
+/// Why the project could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// Another runtime holds the store.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The apply failed.
+    #[error(transparent)]
+    Apply(#[from] EmbeddedError),
+    /// The runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// What the step did to the store before starting the runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A new revision was stored.
+    Revision {
+        /// Its number.
+        revision: u64,
+        /// Objects created, updated and deleted.
+        created: usize,
+        /// See `created`.
+        updated: usize,
+        /// See `created`.
+        deleted: usize,
+    },
+    /// Nothing changed: the stored revision is resumed.
+    Resumed {
+        /// Its number.
+        revision: u64,
+    },
+}
+
+/// A project running on this machine.
+pub struct Up {
+    /// The runtime (its URL, status, operator token).
+    pub running: Runtime,
+    /// What was applied before it started.
+    pub applied: Applied,
+    /// The state store.
+    pub state: PathBuf,
+    /// The directory beside the store (logs, secrets, agent configs).
+    pub state_dir: PathBuf,
+    store: Arc<SqliteStore>,
+    _lock: ApplyLock,
+}
+
+impl Up {
+    /// Stops the agents, then the broker, then closes the store.
+    pub async fn stop(self) -> Result<(), UpError> {
+        let stopped = self.running.stop().await;
+        self.store.close();
+        stopped.map_err(UpError::from)
+    }
+}
+
+/// Runs the project in `dir` (compiled as `desired`) on this machine.
+pub async fn up(dir: &Path, desired: &Desired, options: UpOptions) -> Result<Up, UpError> {
+    let state = embedded::state_path(dir, desired);
+    // One runtime per store: a second would deliver the same messages.
+    let lock = ApplyLock::acquire_runtime(&state, &holder_identity())?;
+    let store = Arc::new(SqliteStore::open(&state)?);
+    match start(dir, desired, options, &state, &store).await {
+        Ok((running, applied)) => {
+            let project_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+            Ok(Up {
+                running,
+                applied,
+                state_dir: state.parent().map_or(project_dir, Path::to_path_buf),
+                state,
+                store,
+                _lock: lock,
+            })
+        }
+        Err(e) => {
+            store.close();
+            Err(e)
+        }
+    }
+}
+
+async fn start(
+    dir: &Path,
+    desired: &Desired,
+    options: UpOptions,
+    state: &Path,
+    store: &Arc<SqliteStore>,
+) -> Result<(Runtime, Applied), UpError> {
+    // The address first: a busy port is refused before the store changes.
+    let listener = engine::bind(options.listen).await?;
+    let current = store.applied().await?;
+    let planned = embedded::plan_against(current.as_ref(), state, desired, &PlanOptions::default());
+    let s = &planned.saved.summary;
+    let applied = if s.has_changes() || current.is_none() {
+        let done =
+            embedded::apply(&**store, &planned.saved, &holder_identity(), Duration::ZERO).await?;
+        Applied::Revision {
+            revision: done.revision,
+            created: s.create,
+            updated: s.update,
+            deleted: s.delete,
+        }
+    } else {
+        Applied::Resumed {
+            revision: current.as_ref().map_or(0, |a| a.revision),
+        }
+    };
+    let project = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let runtime_options = RuntimeOptions {
+        paths: Paths {
+            state: state.parent().map_or(project.clone(), Path::to_path_buf),
+            project,
+        },
+        listen: options.listen,
+        supervise: options.supervise,
+        poll: options.poll,
+        alert_period: options.alert_period,
+        connections: Default::default(),
+    };
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let running = engine::start_on(
+        store_dyn,
+        runtime_options,
+        listener,
+        &state.display().to_string(),
+    )
+    .await?;
+    Ok((running, applied))
+}
