@@ -9,7 +9,9 @@
 
 mod compiler;
 mod config;
+mod durable;
 mod http;
+mod jetstream;
 mod kubernetes;
 mod runtime;
 mod spread;

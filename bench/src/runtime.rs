@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cortex_runtime::broker::{Broker, BrokerConfig, Journal, Principal};
-use cortex_runtime::store::{SqliteStore, Store};
+
 use serde_json::json;
 
+use crate::durable::{DurableFigures, PUBLISHERS};
 use crate::http::Senders;
 use crate::tokio_runtime as runtime;
 
@@ -64,56 +65,6 @@ async fn in_process(total: u64) -> anyhow::Result<f64> {
         t.await??;
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
-}
-
-/// The same through the SQLite store (WAL, synchronous=FULL): 256
-/// concurrent publishers each waiting for durability, consumers acking in
-/// batches (also durable); group commit makes one fsync serve many.
-async fn durable(total: u64) -> anyhow::Result<(f64, u64)> {
-    let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("bench.db"))?);
-    let broker = broker(2, Journal::to(store.clone()))?;
-    let payload = json!({"ticket": "t-1", "subject": "printer on fire"}).to_string();
-    let started = Instant::now();
-    let acked = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    const PUBLISHERS: u64 = 256;
-    for p in 0..PUBLISHERS {
-        let broker = broker.clone();
-        let payload = payload.clone();
-        tasks.push(tokio::spawn(async move {
-            let agent = format!("a{}", p % 2);
-            for _ in 0..total / PUBLISHERS {
-                broker
-                    .send(&Principal::Operator, &agent, None, &payload)
-                    .await?;
-            }
-            Ok::<_, cortex_runtime::broker::BrokerError>(())
-        }));
-    }
-    let expected = (total / PUBLISHERS) * PUBLISHERS;
-    for lane in 0..2 {
-        let broker = broker.clone();
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            let agent = format!("a{lane}");
-            while acked.load(Ordering::Relaxed) < expected {
-                let got = broker
-                    .receive(&agent, 2000, Duration::from_millis(50))
-                    .await?;
-                let ids: Vec<u64> = got.iter().map(|t| t.id).collect();
-                broker.ack_many(&agent, &ids).await?;
-                acked.fetch_add(ids.len() as u64, Ordering::Relaxed);
-            }
-            Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let rate = expected as f64 / started.elapsed().as_secs_f64();
-    let left = store.messages().await?.len() as u64;
-    Ok((rate, left))
 }
 
 fn cpu_seconds() -> f64 {
@@ -248,26 +199,49 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     )?;
-    let mut durable_rates = Vec::new();
+    let mut cortex = Vec::new();
     for _ in 0..3 {
-        let (rate, left) = rt.block_on(durable(100_000))?;
-        anyhow::ensure!(
-            left == 0,
-            "{left} messages left in the store after the durable run"
-        );
-        durable_rates.push(rate);
+        cortex.push(rt.block_on(crate::durable::cortex(100_000))?);
     }
-    durable_rates.sort_by(f64::total_cmp);
+    let cortex = DurableFigures::median_of(cortex);
     writeln!(
         out,
-        "durable (SQLite WAL, synchronous=FULL, group commit), 256 publishers each awaiting durability, acks durable: median {:.0} msg/s (runs: {})",
-        durable_rates[1],
-        durable_rates
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "durable (SQLite WAL, synchronous=FULL, group commit), {PUBLISHERS} publishers each awaiting durability, acks durable: {cortex}"
     )?;
+    match crate::jetstream::find_server() {
+        Some(server) => {
+            let mut peer = Vec::new();
+            for _ in 0..3 {
+                peer.push(rt.block_on(crate::jetstream::durable(&server, 100_000, true))?);
+            }
+            let peer = DurableFigures::median_of(peer);
+            writeln!(
+                out,
+                "NATS JetStream ({}, file storage, sync_interval: always), the same workload: {peer}",
+                crate::jetstream::version(&server)
+            )?;
+            writeln!(
+                out,
+                "cortex / JetStream: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x (below 1 is cortex faster for latency)",
+                cortex.rate / peer.rate,
+                cortex.p50.as_secs_f64() / peer.p50.as_secs_f64(),
+                cortex.p99.as_secs_f64() / peer.p99.as_secs_f64()
+            )?;
+            let mut lax = Vec::new();
+            for _ in 0..3 {
+                lax.push(rt.block_on(crate::jetstream::durable(&server, 100_000, false))?);
+            }
+            writeln!(
+                out,
+                "for context, NATS JetStream with its default sync_interval (2 min: publishes acknowledged before fsync, not the same promise): {}",
+                DurableFigures::median_of(lax)
+            )?;
+        }
+        None => writeln!(
+            out,
+            "NATS JetStream: skipped (no nats-server: scripts/bench installs it, or set CORTEX_BENCH_NATS_SERVER)"
+        )?,
+    }
     if request.health_agents > 0 {
         let (cores, checks) = rt.block_on(health_loop(request.health_agents, request.seconds))?;
         writeln!(

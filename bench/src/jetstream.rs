@@ -1,0 +1,208 @@
+//! The peer of the durable broker figure: NATS JetStream on the same
+//! workload. A real `nats-server` (file storage, `sync_interval: always`,
+//! so a publish is acknowledged only once fsynced, as cortex acknowledges
+//! only what its store made durable) runs as a child process on a free
+//! port; 256 publishers each publish and await the acknowledgement, two
+//! pull consumers fetch batches and acknowledge each batch durably
+//! (`AckPolicy::All`, a double ack of the batch's last message: cortex's
+//! `ack_many`). Throughput is messages per second until everything is
+//! acknowledged; latency is publish call → durable acknowledgement.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+
+use crate::durable::{DurableFigures, PUBLISHERS};
+
+/// The `nats-server` to run: `CORTEX_BENCH_NATS_SERVER`, else the one
+/// `scripts/bench` installs (`.tools/bench/bin/nats-server` in the
+/// workspace), else `nats-server` on PATH.
+pub fn find_server() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CORTEX_BENCH_NATS_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bench/bin/nats-server");
+    if installed.is_file() {
+        return Some(installed);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `nats-server --version`'s answer (`nats-server: v2.15.1` → `nats-server v2.15.1`).
+pub fn version(binary: &Path) -> String {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().replace(':', ""))
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "nats-server".to_string())
+}
+
+/// A `nats-server` child process, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start(binary: &Path, sync_always: bool) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = dir.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?}{} }}\n",
+            dir.path().join("store").display().to_string(),
+            if sync_always {
+                ", sync_interval: always"
+            } else {
+                ""
+            }
+        ),
+    )?;
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let server = Server {
+        child,
+        url: format!("nats://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(server);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("nats-server did not listen on port {port} within 5 s")
+}
+
+/// The durable workload on JetStream: `total` messages. Without
+/// `sync_always` the server runs with its default (`sync_interval` 2 min:
+/// a publish is acknowledged before it is fsynced), for context.
+pub async fn durable(
+    binary: &Path,
+    total: u64,
+    sync_always: bool,
+) -> anyhow::Result<DurableFigures> {
+    let server = start(binary, sync_always).await?;
+    let client = async_nats::connect(&server.url).await?;
+    let js = jetstream::new(client);
+    let stream = js
+        .create_stream(stream::Config {
+            name: "BENCH".to_string(),
+            subjects: vec!["bench.>".to_string()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the stream: {e}"))?;
+    let mut consumers = Vec::new();
+    for lane in 0..2 {
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(format!("a{lane}")),
+                filter_subject: format!("bench.a{lane}"),
+                ack_policy: consumer::AckPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create a consumer: {e}"))?;
+        consumers.push(consumer);
+    }
+    let payload = bytes::Bytes::from(
+        serde_json::json!({"ticket": "t-1", "subject": "printer on fire"}).to_string(),
+    );
+    let expected = (total / PUBLISHERS) * PUBLISHERS;
+    let started = Instant::now();
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let js = js.clone();
+        let payload = payload.clone();
+        publishers.push(tokio::spawn(async move {
+            let subject = format!("bench.a{}", p % 2);
+            let mut latencies = Vec::with_capacity((total / PUBLISHERS) as usize);
+            for _ in 0..total / PUBLISHERS {
+                let sent = Instant::now();
+                js.publish(subject.clone(), payload.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("publish: {e}"))?
+                    .await
+                    .map_err(|e| anyhow::anyhow!("publish acknowledgement: {e}"))?;
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut readers = Vec::new();
+    for consumer in consumers {
+        let acked = acked.clone();
+        readers.push(tokio::spawn(async move {
+            while acked.load(Ordering::Relaxed) < expected {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(2000)
+                    .expires(Duration::from_millis(50))
+                    .messages()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
+                let mut last = None;
+                let mut count = 0;
+                while let Some(message) = batch.next().await {
+                    last = Some(message.map_err(|e| anyhow::anyhow!("fetch: {e}"))?);
+                    count += 1;
+                }
+                if let Some(last) = last {
+                    last.double_ack()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                    acked.fetch_add(count, Ordering::Relaxed);
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(expected as usize);
+    for p in publishers {
+        latencies.extend(p.await??);
+    }
+    for r in readers {
+        r.await??;
+    }
+    let rate = expected as f64 / started.elapsed().as_secs_f64();
+    drop(server);
+    Ok(DurableFigures::new(rate, latencies))
+}
