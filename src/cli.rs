@@ -32,7 +32,7 @@ pub enum PlanFormat {
     Text,
     /// A pull-request comment: summary table, one collapsible diff per object.
     Markdown,
-    /// The plan as JSON (format_version 1; layout in the README).
+    /// The plan as JSON (format_version 1; layout in docs/plans-and-diffs.md).
     Json,
 }
 

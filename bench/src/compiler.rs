@@ -1,7 +1,7 @@
 //! `cortex-bench compiler`: times `validate` (load from disk, resolve, template,
 //! validate), `build` and `diff` of a generated project, and a Kubernetes
-//! plan against the in-process API server. Figures go in the
-//! README.
+//! plan against the in-process API server. Figures go in
+//! docs/benchmarks.md.
 
 use std::io::Write;
 use std::path::Path;

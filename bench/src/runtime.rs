@@ -1,4 +1,4 @@
-//! `cortex-bench runtime`: the runtime's figures (in the README) —
+//! `cortex-bench runtime`: the runtime's figures (in docs/benchmarks.md) —
 //! in-process broker throughput, durable throughput with fsync and group
 //! commit, HTTP end-to-end latency with many connected agents, and the
 //! health loop's CPU cost.

@@ -1,7 +1,7 @@
 //! The catalogue of diagnostic codes: each code's title and explanation.
 //!
 //! Codes are stable: tools and CI logs may match on them. `cortex explain-code
-//! CODE` prints the explanation; the README lists them all.
+//! CODE` prints the explanation; docs/diagnostics.md lists them all.
 
 use std::fmt;
 
