@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use cortex_runtime::broker::{Broker, BrokerConfig, Journal, Principal};
 use cortex_runtime::store::{SqliteStore, Store};
-use serde_json::json;
 
 /// Concurrent publishers, each awaiting durability before its next publish.
 pub const PUBLISHERS: u64 = 256;
@@ -74,6 +73,91 @@ impl std::fmt::Display for DurableFigures {
     }
 }
 
+/// A system under the durable workload: two lanes (an agent's inbox, a
+/// consumer's subject), each fed by half the publishers.
+pub trait System: Clone + Send + Sync + 'static {
+    /// Publishes one message to `lane` and returns once it is durable.
+    fn publish(&self, lane: u64) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Takes what `lane` holds (a batch, possibly empty after a short wait),
+    /// acknowledges it durably, and says how many it took.
+    fn take_and_ack(&self, lane: u64) -> impl Future<Output = anyhow::Result<u64>> + Send;
+}
+
+/// Runs the workload on `system`: `total` messages from [`PUBLISHERS`]
+/// publishers, two consumers, until every message is acknowledged.
+pub async fn drive<S: System>(system: S, total: u64) -> anyhow::Result<DurableFigures> {
+    let per_publisher = total / PUBLISHERS;
+    let expected = per_publisher * PUBLISHERS;
+    let started = Instant::now();
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let system = system.clone();
+        publishers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_publisher as usize);
+            for _ in 0..per_publisher {
+                let sent = Instant::now();
+                system.publish(p % 2).await?;
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut consumers = Vec::new();
+    for lane in 0..2 {
+        let system = system.clone();
+        let acked = acked.clone();
+        consumers.push(tokio::spawn(async move {
+            while acked.load(Ordering::Relaxed) < expected {
+                let taken = system.take_and_ack(lane).await?;
+                acked.fetch_add(taken, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(expected as usize);
+    for p in publishers {
+        latencies.extend(p.await??);
+    }
+    for c in consumers {
+        c.await??;
+    }
+    let rate = expected as f64 / started.elapsed().as_secs_f64();
+    Ok(DurableFigures::new(rate, latencies))
+}
+
+/// cortex's broker on its SQLite store.
+#[derive(Clone)]
+struct Cortex {
+    broker: Arc<Broker>,
+    payload: Arc<str>,
+}
+
+impl System for Cortex {
+    async fn publish(&self, lane: u64) -> anyhow::Result<()> {
+        self.broker
+            .send(
+                &Principal::Operator,
+                &format!("a{lane}"),
+                None,
+                &self.payload,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn take_and_ack(&self, lane: u64) -> anyhow::Result<u64> {
+        let agent = format!("a{lane}");
+        let got = self
+            .broker
+            .receive(&agent, 2000, Duration::from_millis(50))
+            .await?;
+        let ids: Vec<u64> = got.iter().map(|t| t.id).collect();
+        self.broker.ack_many(&agent, &ids).await?;
+        Ok(ids.len() as u64)
+    }
+}
+
 /// The workload on cortex's broker and SQLite store: `total` messages.
 pub async fn cortex(total: u64) -> anyhow::Result<DurableFigures> {
     let dir = tempfile::tempdir()?;
@@ -82,57 +166,18 @@ pub async fn cortex(total: u64) -> anyhow::Result<DurableFigures> {
         &crate::config::config_of(2),
         cortex_runtime::tokens::TokenHash::of("operator"),
     )?;
-    let broker = Broker::new(config, Journal::to(store.clone()), 0);
-    let payload = json!({"ticket": "t-1", "subject": "printer on fire"}).to_string();
-    let started = Instant::now();
-    let acked = Arc::new(AtomicU64::new(0));
-    let mut publishers = Vec::new();
-    for p in 0..PUBLISHERS {
-        let broker = broker.clone();
-        let payload = payload.clone();
-        publishers.push(tokio::spawn(async move {
-            let agent = format!("a{}", p % 2);
-            let mut latencies = Vec::with_capacity((total / PUBLISHERS) as usize);
-            for _ in 0..total / PUBLISHERS {
-                let sent = Instant::now();
-                broker
-                    .send(&Principal::Operator, &agent, None, &payload)
-                    .await?;
-                latencies.push(sent.elapsed());
-            }
-            Ok::<_, cortex_runtime::broker::BrokerError>(latencies)
-        }));
-    }
-    let expected = (total / PUBLISHERS) * PUBLISHERS;
-    let mut readers = Vec::new();
-    for lane in 0..2 {
-        let broker = broker.clone();
-        let acked = acked.clone();
-        readers.push(tokio::spawn(async move {
-            let agent = format!("a{lane}");
-            while acked.load(Ordering::Relaxed) < expected {
-                let got = broker
-                    .receive(&agent, 2000, Duration::from_millis(50))
-                    .await?;
-                let ids: Vec<u64> = got.iter().map(|t| t.id).collect();
-                broker.ack_many(&agent, &ids).await?;
-                acked.fetch_add(ids.len() as u64, Ordering::Relaxed);
-            }
-            Ok::<_, cortex_runtime::broker::BrokerError>(())
-        }));
-    }
-    let mut latencies = Vec::with_capacity(expected as usize);
-    for p in publishers {
-        latencies.extend(p.await??);
-    }
-    for r in readers {
-        r.await??;
-    }
-    let rate = expected as f64 / started.elapsed().as_secs_f64();
+    let system = Cortex {
+        broker: Broker::new(config, Journal::to(store.clone()), 0),
+        payload: Arc::from(PAYLOAD),
+    };
+    let figures = drive(system, total).await?;
     let left = store.messages().await?.len();
     anyhow::ensure!(
         left == 0,
         "{left} messages left in the store after the durable run"
     );
-    Ok(DurableFigures::new(rate, latencies))
+    Ok(figures)
 }
+
+/// Every message's payload.
+pub const PAYLOAD: &str = r#"{"subject":"printer on fire","ticket":"t-1"}"#;

@@ -11,14 +11,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
-use crate::durable::{DurableFigures, PUBLISHERS};
+use crate::durable::{DurableFigures, PAYLOAD, System, drive};
 
 /// The `nats-server` to run: `CORTEX_BENCH_NATS_SERVER`, else the one
 /// `scripts/bench` installs (`.tools/bench/bin/nats-server` in the
@@ -142,67 +142,53 @@ pub async fn durable(
             .map_err(|e| anyhow::anyhow!("cannot create a consumer: {e}"))?;
         consumers.push(consumer);
     }
-    let payload = bytes::Bytes::from(
-        serde_json::json!({"ticket": "t-1", "subject": "printer on fire"}).to_string(),
-    );
-    let expected = (total / PUBLISHERS) * PUBLISHERS;
-    let started = Instant::now();
-    let acked = Arc::new(AtomicU64::new(0));
-    let mut publishers = Vec::new();
-    for p in 0..PUBLISHERS {
-        let js = js.clone();
-        let payload = payload.clone();
-        publishers.push(tokio::spawn(async move {
-            let subject = format!("bench.a{}", p % 2);
-            let mut latencies = Vec::with_capacity((total / PUBLISHERS) as usize);
-            for _ in 0..total / PUBLISHERS {
-                let sent = Instant::now();
-                js.publish(subject.clone(), payload.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("publish: {e}"))?
-                    .await
-                    .map_err(|e| anyhow::anyhow!("publish acknowledgement: {e}"))?;
-                latencies.push(sent.elapsed());
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut readers = Vec::new();
-    for consumer in consumers {
-        let acked = acked.clone();
-        readers.push(tokio::spawn(async move {
-            while acked.load(Ordering::Relaxed) < expected {
-                let mut batch = consumer
-                    .fetch()
-                    .max_messages(2000)
-                    .expires(Duration::from_millis(50))
-                    .messages()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
-                let mut last = None;
-                let mut count = 0;
-                while let Some(message) = batch.next().await {
-                    last = Some(message.map_err(|e| anyhow::anyhow!("fetch: {e}"))?);
-                    count += 1;
-                }
-                if let Some(last) = last {
-                    last.double_ack()
-                        .await
-                        .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-                    acked.fetch_add(count, Ordering::Relaxed);
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    let mut latencies = Vec::with_capacity(expected as usize);
-    for p in publishers {
-        latencies.extend(p.await??);
-    }
-    for r in readers {
-        r.await??;
-    }
-    let rate = expected as f64 / started.elapsed().as_secs_f64();
+    let system = JetStream {
+        js,
+        consumers: Arc::new(consumers),
+        payload: bytes::Bytes::from_static(PAYLOAD.as_bytes()),
+    };
+    let figures = drive(system, total).await?;
     drop(server);
-    Ok(DurableFigures::new(rate, latencies))
+    Ok(figures)
+}
+
+/// JetStream: a context to publish with and a pull consumer per lane.
+#[derive(Clone)]
+struct JetStream {
+    js: jetstream::Context,
+    consumers: Arc<Vec<consumer::PullConsumer>>,
+    payload: bytes::Bytes,
+}
+
+impl System for JetStream {
+    async fn publish(&self, lane: u64) -> anyhow::Result<()> {
+        self.js
+            .publish(format!("bench.a{lane}"), self.payload.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("publish: {e}"))?
+            .await
+            .map_err(|e| anyhow::anyhow!("publish acknowledgement: {e}"))?;
+        Ok(())
+    }
+
+    async fn take_and_ack(&self, lane: u64) -> anyhow::Result<u64> {
+        let mut batch = self.consumers[lane as usize]
+            .fetch()
+            .max_messages(2000)
+            .expires(Duration::from_millis(50))
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
+        let (mut last, mut count) = (None, 0);
+        while let Some(message) = batch.next().await {
+            last = Some(message.map_err(|e| anyhow::anyhow!("fetch: {e}"))?);
+            count += 1;
+        }
+        if let Some(last) = last {
+            last.double_ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        }
+        Ok(count)
+    }
 }

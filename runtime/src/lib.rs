@@ -20,5 +20,6 @@ pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod tokens;
+pub mod workflow;
 
 pub use engine::{Runtime, RuntimeError, RuntimeOptions, start};

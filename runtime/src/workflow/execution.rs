@@ -1,0 +1,480 @@
+//! One execution of a workflow as a state machine: which tasks may start
+//! now (ready-set scheduling — a task is ready as soon as every task it
+//! depends on succeeded, up to `concurrency` at once, no level barriers),
+//! what a task's success or failure does (retries with backoff, then
+//! `onFailure`), and when the execution is over. Pure: no clock of its own
+//! (callers pass `now`), no I/O; the runtime persists each transition it
+//! reports before acting on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_compiler::runtime_config::WorkflowEntry;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+
+/// Where an execution is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionState {
+    /// Waiting for room under `maxActiveExecutions` (or a paused workflow).
+    Queued,
+    /// Tasks are running or ready.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// A task failed for good.
+    Failed,
+    /// An operator cancelled it.
+    Cancelled,
+}
+
+/// Where a task of an execution is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Not started yet (or waiting for a retry).
+    Pending,
+    /// An attempt is running.
+    Running,
+    /// Done; its output is kept.
+    Succeeded,
+    /// Its last attempt failed.
+    Failed,
+    /// It will not run: a task it depends on failed, or the execution
+    /// stopped (`fail-fast`).
+    Skipped,
+    /// The execution was cancelled before it finished.
+    Cancelled,
+}
+
+/// One task's progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRun {
+    /// Where it is.
+    pub state: TaskState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Its output, once it succeeded.
+    pub output: Option<Value>,
+    /// Why its last attempt failed.
+    pub error: Option<String>,
+    /// When a retry may start (set while it waits for one).
+    #[serde(skip)]
+    pub retry_at: Option<Instant>,
+}
+
+impl TaskRun {
+    fn new() -> TaskRun {
+        TaskRun {
+            state: TaskState::Pending,
+            attempts: 0,
+            output: None,
+            error: None,
+            retry_at: None,
+        }
+    }
+}
+
+/// What a failed attempt leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Another attempt, no earlier than this.
+    Retry {
+        /// When it may start.
+        at: Instant,
+        /// The attempt it will be (1-based).
+        attempt: u32,
+    },
+    /// The task failed for good.
+    Failed,
+}
+
+/// One execution of a workflow.
+#[derive(Clone, Debug)]
+pub struct Execution {
+    workflow: Arc<WorkflowEntry>,
+    tasks: BTreeMap<String, TaskRun>,
+    /// `fail-fast` tripped: nothing new starts.
+    stopping: bool,
+    cancelled: bool,
+}
+
+impl Execution {
+    /// A new execution of `workflow`, every task pending.
+    pub fn new(workflow: Arc<WorkflowEntry>) -> Execution {
+        let tasks = workflow
+            .tasks
+            .keys()
+            .map(|name| (name.clone(), TaskRun::new()))
+            .collect();
+        Execution {
+            workflow,
+            tasks,
+            stopping: false,
+            cancelled: false,
+        }
+    }
+
+    /// The workflow it runs.
+    pub fn workflow(&self) -> &WorkflowEntry {
+        &self.workflow
+    }
+
+    /// Every task's progress, by name.
+    pub fn tasks(&self) -> &BTreeMap<String, TaskRun> {
+        &self.tasks
+    }
+
+    /// The outputs of the tasks that succeeded.
+    pub fn outputs(&self) -> BTreeMap<String, Value> {
+        self.tasks
+            .iter()
+            .filter_map(|(name, run)| Some((name.clone(), run.output.clone()?)))
+            .collect()
+    }
+
+    fn running(&self) -> usize {
+        self.tasks
+            .values()
+            .filter(|t| t.state == TaskState::Running)
+            .count()
+    }
+
+    /// The tasks that may start at `now`, in the workflow's order: pending,
+    /// every dependency succeeded, any retry delay passed — as many as
+    /// `concurrency` leaves room for. None once the execution is stopping.
+    pub fn ready(&self, now: Instant) -> Vec<String> {
+        if self.stopping || self.cancelled {
+            return Vec::new();
+        }
+        let room = usize::try_from(self.workflow.concurrency.max(1))
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.running());
+        self.workflow
+            .order
+            .iter()
+            .filter(|name| {
+                let Some(run) = self.tasks.get(*name) else {
+                    return false;
+                };
+                run.state == TaskState::Pending
+                    && run.retry_at.is_none_or(|at| at <= now)
+                    && self.workflow.tasks[*name].depends_on.iter().all(|dep| {
+                        self.tasks.get(dep).map(|d| d.state) == Some(TaskState::Succeeded)
+                    })
+            })
+            .take(room)
+            .cloned()
+            .collect()
+    }
+
+    /// The earliest time a task waiting for a retry may start.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.tasks
+            .values()
+            .filter(|t| t.state == TaskState::Pending)
+            .filter_map(|t| t.retry_at)
+            .min()
+    }
+
+    /// Marks `task` started; returns the attempt (1-based).
+    pub fn start(&mut self, task: &str) -> u32 {
+        let Some(run) = self.tasks.get_mut(task) else {
+            return 0;
+        };
+        run.state = TaskState::Running;
+        run.attempts += 1;
+        run.retry_at = None;
+        run.attempts
+    }
+
+    /// `task` succeeded with `output`.
+    pub fn succeeded(&mut self, task: &str, output: Value) {
+        if let Some(run) = self.tasks.get_mut(task)
+            && run.state == TaskState::Running
+        {
+            run.state = TaskState::Succeeded;
+            run.output = Some(output);
+            run.error = None;
+        }
+    }
+
+    /// `task`'s attempt failed with `error` at `now`: a retry after the
+    /// backoff while attempts remain (`retries.limit` counts retries),
+    /// else the task fails and `onFailure` decides the rest.
+    pub fn failed(&mut self, task: &str, error: String, now: Instant) -> AfterFailure {
+        let Some(entry) = self.workflow.tasks.get(task) else {
+            return AfterFailure::Failed;
+        };
+        let retries = entry.retries;
+        let Some(run) = self.tasks.get_mut(task) else {
+            return AfterFailure::Failed;
+        };
+        run.error = Some(error);
+        if u64::from(run.attempts) <= retries.limit && !self.stopping && !self.cancelled {
+            let delay = Backoff::from_runtime(&retries.backoff).delay(run.attempts - 1);
+            run.state = TaskState::Pending;
+            run.retry_at = Some(now + delay);
+            return AfterFailure::Retry {
+                at: now + delay,
+                attempt: run.attempts + 1,
+            };
+        }
+        run.state = TaskState::Failed;
+        run.retry_at = None;
+        if self.workflow.on_failure == "continue" {
+            self.skip_dependents_of(task);
+        } else {
+            self.stopping = true;
+            self.skip_unstarted();
+        }
+        AfterFailure::Failed
+    }
+
+    /// Cancels the execution: nothing new starts; tasks not finished are
+    /// `cancelled` (the caller stops the running ones).
+    pub fn cancel(&mut self) -> Vec<String> {
+        self.cancelled = true;
+        let mut stopped = Vec::new();
+        for (name, run) in &mut self.tasks {
+            if matches!(run.state, TaskState::Pending | TaskState::Running) {
+                if run.state == TaskState::Running {
+                    stopped.push(name.clone());
+                }
+                run.state = TaskState::Cancelled;
+                run.retry_at = None;
+            }
+        }
+        stopped
+    }
+
+    fn skip_dependents_of(&mut self, failed: &str) {
+        let mut lost: BTreeSet<String> = BTreeSet::from([failed.to_string()]);
+        // Tasks come in topological order: a dependent follows its dependencies.
+        for name in &self.workflow.order {
+            let entry = &self.workflow.tasks[name];
+            if entry.depends_on.iter().any(|d| lost.contains(d)) {
+                lost.insert(name.clone());
+                if let Some(run) = self.tasks.get_mut(name)
+                    && run.state == TaskState::Pending
+                {
+                    run.state = TaskState::Skipped;
+                    run.retry_at = None;
+                }
+            }
+        }
+    }
+
+    fn skip_unstarted(&mut self) {
+        for run in self.tasks.values_mut() {
+            if run.state == TaskState::Pending {
+                run.state = TaskState::Skipped;
+                run.retry_at = None;
+            }
+        }
+    }
+
+    /// Where the execution is: running while a task runs or may still
+    /// start; then cancelled, failed (any task failed) or succeeded.
+    pub fn state(&self) -> ExecutionState {
+        let unfinished = self
+            .tasks
+            .values()
+            .any(|t| matches!(t.state, TaskState::Pending | TaskState::Running));
+        if self.cancelled {
+            ExecutionState::Cancelled
+        } else if unfinished {
+            ExecutionState::Running
+        } else if self.tasks.values().any(|t| t.state == TaskState::Failed) {
+            ExecutionState::Failed
+        } else {
+            ExecutionState::Succeeded
+        }
+    }
+
+    /// How long until `task`'s attempt times out.
+    pub fn timeout(&self, task: &str) -> Duration {
+        self.workflow
+            .tasks
+            .get(task)
+            .map_or(Duration::ZERO, |t| Duration::from_millis(t.timeout_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cortex_compiler::runtime_config::{Backoff as BackoffEntry, Retries, TaskEntry};
+    use serde_json::json;
+
+    /// A workflow of `(name, depends on)`, in topological order.
+    fn workflow(
+        tasks: &[(&str, &[&str])],
+        on_failure: &str,
+        concurrency: u64,
+    ) -> Arc<WorkflowEntry> {
+        let mut entry = WorkflowEntry {
+            on_failure: on_failure.to_string(),
+            concurrency,
+            ..WorkflowEntry::default()
+        };
+        for (name, deps) in tasks {
+            entry.order.push(name.to_string());
+            entry.tasks.insert(
+                name.to_string(),
+                TaskEntry {
+                    depends_on: deps.iter().map(|d| d.to_string()).collect(),
+                    retries: Retries {
+                        limit: 2,
+                        backoff: BackoffEntry {
+                            initial_ms: 1000,
+                            max_ms: 1500,
+                            multiplier: 2.0,
+                        },
+                    },
+                    ..TaskEntry::default()
+                },
+            );
+        }
+        Arc::new(entry)
+    }
+
+    const DIAMOND: &[(&str, &[&str])] =
+        &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])];
+
+    #[test]
+    fn a_diamond_runs_its_middle_tasks_together_and_the_last_after_both() {
+        let now = Instant::now();
+        let mut run = Execution::new(workflow(DIAMOND, "fail-fast", 10));
+        assert_eq!(run.ready(now), ["a"]);
+        run.start("a");
+        assert!(run.ready(now).is_empty(), "nothing waits on a running task");
+        run.succeeded("a", json!(1));
+        assert_eq!(run.ready(now), ["b", "c"]);
+        run.start("b");
+        run.start("c");
+        run.succeeded("b", json!(2));
+        // No level barrier, but d needs c too.
+        assert!(run.ready(now).is_empty());
+        run.succeeded("c", json!(3));
+        assert_eq!(run.ready(now), ["d"]);
+        run.start("d");
+        assert_eq!(run.state(), ExecutionState::Running);
+        run.succeeded("d", json!(4));
+        assert_eq!(run.state(), ExecutionState::Succeeded);
+        assert_eq!(run.outputs()["c"], json!(3));
+    }
+
+    #[test]
+    fn concurrency_bounds_the_tasks_started_at_once() {
+        let wide: Vec<(String, Vec<&str>)> = (0..5).map(|i| (format!("t{i}"), vec![])).collect();
+        let tasks: Vec<(&str, &[&str])> = wide
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        let now = Instant::now();
+        let mut run = Execution::new(workflow(&tasks, "fail-fast", 2));
+        assert_eq!(run.ready(now), ["t0", "t1"]);
+        run.start("t0");
+        assert_eq!(run.ready(now), ["t1"]);
+        run.start("t1");
+        assert!(run.ready(now).is_empty());
+        run.succeeded("t0", json!(null));
+        assert_eq!(run.ready(now), ["t2"]);
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_with_the_backoff_until_the_limit() {
+        let now = Instant::now();
+        let mut run = Execution::new(workflow(&[("a", &[])], "fail-fast", 10));
+        assert_eq!(run.start("a"), 1);
+        let secs = Duration::from_secs;
+        assert_eq!(
+            run.failed("a", "boom".into(), now),
+            AfterFailure::Retry {
+                at: now + secs(1),
+                attempt: 2
+            }
+        );
+        assert!(run.ready(now).is_empty(), "not before its delay");
+        assert_eq!(run.next_retry(), Some(now + secs(1)));
+        assert_eq!(run.ready(now + secs(1)), ["a"]);
+        assert_eq!(run.start("a"), 2);
+        // 1 s × 2 = 2 s, capped at 1.5 s.
+        assert_eq!(
+            run.failed("a", "boom".into(), now),
+            AfterFailure::Retry {
+                at: now + Duration::from_millis(1500),
+                attempt: 3
+            }
+        );
+        assert_eq!(run.start("a"), 3);
+        // limit 2: three attempts in all, then it fails.
+        assert_eq!(run.failed("a", "still".into(), now), AfterFailure::Failed);
+        assert_eq!(run.tasks()["a"].error.as_deref(), Some("still"));
+        assert_eq!(run.state(), ExecutionState::Failed);
+    }
+
+    fn fail_for_good(run: &mut Execution, task: &str, now: Instant) {
+        for _ in 0..3 {
+            run.start(task);
+            run.failed(task, "no".into(), now);
+        }
+        assert_eq!(run.tasks()[task].state, TaskState::Failed);
+    }
+
+    #[test]
+    fn fail_fast_starts_nothing_new_and_lets_running_tasks_finish() {
+        let now = Instant::now();
+        let mut run = Execution::new(workflow(DIAMOND, "fail-fast", 10));
+        run.start("a");
+        run.succeeded("a", json!(1));
+        run.start("c");
+        fail_for_good(&mut run, "b", now);
+        assert!(run.ready(now).is_empty());
+        assert_eq!(run.tasks()["d"].state, TaskState::Skipped);
+        assert_eq!(run.state(), ExecutionState::Running, "c is still running");
+        run.succeeded("c", json!(3));
+        assert_eq!(run.state(), ExecutionState::Failed);
+    }
+
+    #[test]
+    fn continue_skips_only_the_dependents_of_a_failed_task() {
+        let tasks: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"]), ("x", &[]), ("y", &["x"])];
+        let now = Instant::now();
+        let mut run = Execution::new(workflow(tasks, "continue", 10));
+        fail_for_good(&mut run, "a", now);
+        assert_eq!(run.tasks()["b"].state, TaskState::Skipped);
+        assert_eq!(run.ready(now), ["x"]);
+        run.start("x");
+        run.succeeded("x", json!(1));
+        run.start("y");
+        run.succeeded("y", json!(2));
+        assert_eq!(
+            run.state(),
+            ExecutionState::Failed,
+            "a failed task fails the execution"
+        );
+        assert_eq!(run.tasks()["y"].state, TaskState::Succeeded);
+    }
+
+    #[test]
+    fn cancel_stops_everything_unfinished() {
+        let now = Instant::now();
+        let mut run = Execution::new(workflow(DIAMOND, "fail-fast", 10));
+        run.start("a");
+        assert_eq!(run.cancel(), ["a"]);
+        assert!(run.ready(now).is_empty());
+        assert_eq!(run.state(), ExecutionState::Cancelled);
+        assert!(
+            run.tasks()
+                .values()
+                .all(|t| t.state == TaskState::Cancelled)
+        );
+    }
+}
