@@ -172,7 +172,7 @@ impl Launcher for LocalLauncher {
 /// `pre_exec`.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut tokio::process::Command) {
+pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
     use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
     let parent = getpid();
     // SAFETY: the closure runs in the forked child before `exec`. It makes

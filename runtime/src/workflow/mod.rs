@@ -1,8 +1,10 @@
 //! The DAG workflow runtime's core: an execution as a state machine
 //! ([`execution`]: ready-set scheduling, retries with backoff, `onFailure`,
-//! cancel) and a task's input resolved at start time ([`input`]). Triggers,
-//! task kinds, durability and the operator commands build on these.
+//! cancel), a task's input resolved at start time ([`input`]) and the
+//! `run` task kind ([`command`]). Triggers, agent tasks, durability and the
+//! operator commands build on these.
 
+pub mod command;
 pub mod execution;
 pub mod input;
 
