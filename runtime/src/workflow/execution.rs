@@ -204,27 +204,45 @@ impl Execution {
         }
     }
 
-    /// `task`'s attempt failed with `error` at `now`: a retry after the
-    /// backoff while attempts remain (`retries.limit` counts retries),
-    /// else the task fails and `onFailure` decides the rest.
-    pub fn failed(&mut self, task: &str, error: String, now: Instant) -> AfterFailure {
-        let Some(entry) = self.workflow.tasks.get(task) else {
-            return AfterFailure::Failed;
+    /// Whether a failed attempt of `task` would be retried now: attempts
+    /// remain (`retries.limit` counts retries) and the execution goes on.
+    pub fn would_retry(&self, task: &str) -> bool {
+        let (Some(entry), Some(run)) = (self.workflow.tasks.get(task), self.tasks.get(task)) else {
+            return false;
         };
-        let retries = entry.retries;
+        u64::from(run.attempts) <= entry.retries.limit && !self.stopping && !self.cancelled
+    }
+
+    /// `task`'s attempt failed with `error` at `now`: a retry after the
+    /// backoff while attempts remain, else the task fails and `onFailure`
+    /// decides the rest.
+    pub fn failed(&mut self, task: &str, error: String, now: Instant) -> AfterFailure {
+        if !self.would_retry(task) {
+            self.fail_for_good(task, error);
+            return AfterFailure::Failed;
+        }
+        let backoff = self.workflow.tasks[task].retries.backoff;
         let Some(run) = self.tasks.get_mut(task) else {
             return AfterFailure::Failed;
         };
+        let delay = Backoff::from_runtime(&backoff).delay(run.attempts - 1);
         run.error = Some(error);
-        if u64::from(run.attempts) <= retries.limit && !self.stopping && !self.cancelled {
-            let delay = Backoff::from_runtime(&retries.backoff).delay(run.attempts - 1);
-            run.state = TaskState::Pending;
-            run.retry_at = Some(now + delay);
-            return AfterFailure::Retry {
-                at: now + delay,
-                attempt: run.attempts + 1,
-            };
+        run.state = TaskState::Pending;
+        run.retry_at = Some(now + delay);
+        AfterFailure::Retry {
+            at: now + delay,
+            attempt: run.attempts + 1,
         }
+    }
+
+    /// `task` fails with no retry (what failed would fail the same way
+    /// again, e.g. an input reference that names nothing); `onFailure`
+    /// decides the rest.
+    pub fn fail_for_good(&mut self, task: &str, error: String) {
+        let Some(run) = self.tasks.get_mut(task) else {
+            return;
+        };
+        run.error = Some(error);
         run.state = TaskState::Failed;
         run.retry_at = None;
         if self.workflow.on_failure == "continue" {
@@ -233,7 +251,6 @@ impl Execution {
             self.stopping = true;
             self.skip_unstarted();
         }
-        AfterFailure::Failed
     }
 
     /// Cancels the execution: nothing new starts; tasks not finished are
