@@ -177,6 +177,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_examples_lookup_script_answers_the_customer_as_json() {
+        let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
+        let command = vec!["./scripts/lookup.sh".to_string()];
+        let input = json!({"id": 7});
+        let output = run(&CommandTask {
+            project: &project,
+            ..task(&command, &input, Duration::from_secs(10))
+        })
+        .await
+        .expect("the script runs");
+        assert_eq!(output["customer"]["lookedUpFor"], input);
+        assert_eq!(output["customer"]["tier"], "standard");
+    }
+
+    #[tokio::test]
     async fn a_failing_command_says_its_exit_and_the_end_of_stderr() {
         let command = sh("echo starting >&2; echo 'no such customer' >&2; exit 3");
         let err = run(&task(&command, &json!(null), Duration::from_secs(10)))
