@@ -409,7 +409,9 @@ impl View<'_> {
         json!({ "_id": doc["_id"], "_key": doc["_key"], "_rev": doc["_rev"] })
     }
 
-    fn insert(&mut self, doc: Value, overwrite: bool) -> Result<Value, (i64, &'static str)> {
+    /// Inserts `doc`; an existing key is an error, replaced (`replace`) or
+    /// kept as it is (`ignore`), as `overwriteMode` says.
+    fn insert(&mut self, doc: Value, mode: Option<&str>) -> Result<Value, (i64, &'static str)> {
         let key = match doc.get("_key").and_then(Value::as_str) {
             Some(k) => k.to_string(),
             None => {
@@ -417,8 +419,12 @@ impl View<'_> {
                 self.server.next_id.to_string()
             }
         };
-        if !overwrite && self.get(&key).is_some() {
-            return Err((1210, "unique constraint violated - in index primary"));
+        if let Some(existing) = self.get(&key) {
+            match mode {
+                Some("replace") => {}
+                Some("ignore") => return Ok(self.header(&existing)),
+                _ => return Err((1210, "unique constraint violated - in index primary")),
+            }
         }
         let doc = self.stamp(doc, &key);
         let header = self.header(&doc);
@@ -457,7 +463,7 @@ impl View<'_> {
         headers: &HeaderMap,
         body: Value,
     ) -> Response {
-        let overwrite = query_param(uri, "overwriteMode") == Some("replace");
+        let mode = query_param(uri, "overwriteMode");
         let written = StatusCode::CREATED;
         match (method, rest) {
             (Method::GET, [key]) => match self.get(key) {
@@ -489,11 +495,11 @@ impl View<'_> {
                 Value::Array(docs) => {
                     let answers = docs
                         .into_iter()
-                        .map(|d| item(self.insert(d, overwrite)))
+                        .map(|d| item(self.insert(d, mode)))
                         .collect();
                     ok(written, Value::Array(answers))
                 }
-                doc => match self.insert(doc, overwrite) {
+                doc => match self.insert(doc, mode) {
                     Ok(header) => ok(written, header),
                     Err((number, message)) => error(StatusCode::CONFLICT, number, message),
                 },
@@ -625,6 +631,22 @@ impl Server {
             named
                 .into_iter()
                 .map(|m| json!([m["key"], m["value"]]))
+                .collect()
+        } else if query == queries::EXECUTIONS {
+            let workflow = bind.get("workflow").cloned().unwrap_or(Value::Null);
+            self.sorted(database, "executions", "seq", false)
+                .into_iter()
+                .filter(|e| workflow.is_null() || e["workflow"] == workflow)
+                .collect()
+        } else if query == queries::EXECUTION_TASKS {
+            let ids = bind
+                .get("ids")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            self.sorted(database, "execution_tasks", "seq", false)
+                .into_iter()
+                .filter(|t| ids.contains(&t["execution"]))
                 .collect()
         } else if query == queries::AUDIT {
             self.sorted(database, "audit", "seq", true)

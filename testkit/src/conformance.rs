@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use cortex_runtime::store::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoredMessage,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoredExecution,
+    StoredMessage, StoredTask,
 };
 
 /// Opens the store under test; called more than once, each call must reach
@@ -370,6 +371,93 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
         f,
     );
 
+    // Workflow executions: created once per id, tasks and state as they move.
+    let execution = |id: &str, workflow: &str| {
+        Op::Execution(Box::new(StoredExecution {
+            id: id.into(),
+            workflow: workflow.into(),
+            revision: 3,
+            trigger: "on-ticket".into(),
+            payload: json!({"id": 7}),
+            state: "running".into(),
+            definition: json!({"order": ["a", "b"]}),
+            created_ms: 1,
+            finished_ms: None,
+            tasks: BTreeMap::new(),
+        }))
+    };
+    let task = |execution: &str, task: &str, state: &str, output: Option<Value>| Op::Task {
+        execution: execution.into(),
+        task: task.into(),
+        record: StoredTask {
+            state: state.into(),
+            attempts: 1,
+            output,
+            error: None,
+            started_ms: Some(2),
+            finished_ms: None,
+        },
+    };
+    store
+        .write(vec![
+            execution("pipeline-m1", "pipeline"),
+            execution("other-1", "other"),
+            task("pipeline-m1", "a", "running", None),
+        ])
+        .await
+        .map_err(fail)?;
+    // The same trigger again (a redelivered message): nothing changes.
+    let mut again = execution("pipeline-m1", "pipeline");
+    if let Op::Execution(e) = &mut again {
+        e.payload = json!("a second copy");
+    }
+    store
+        .write(vec![
+            again,
+            execution("pipeline-m2", "pipeline"),
+            task("pipeline-m1", "a", "succeeded", Some(json!({"n": 1}))),
+            Op::ExecutionState {
+                id: "pipeline-m1".into(),
+                state: "succeeded".into(),
+                finished_ms: Some(9),
+            },
+        ])
+        .await
+        .map_err(fail)?;
+    let pipeline = store.executions(Some("pipeline")).await.map_err(fail)?;
+    let ids: Vec<&str> = pipeline.iter().map(|e| e.id.as_str()).collect();
+    check(
+        ids == ["pipeline-m1", "pipeline-m2"],
+        &format!("a workflow's executions are listed oldest first, each once (got {ids:?})"),
+        f,
+    );
+    let first = pipeline.first();
+    check(
+        first.is_some_and(|e| e.payload == json!({"id": 7})),
+        "an execution created twice keeps its first trigger payload",
+        f,
+    );
+    check(
+        first.is_some_and(|e| e.state == "succeeded" && e.finished_ms == Some(9)),
+        "an execution's state and end are updated",
+        f,
+    );
+    check(
+        first.is_some_and(|e| {
+            e.tasks
+                .get("a")
+                .is_some_and(|t| t.state == "succeeded" && t.output == Some(json!({"n": 1})))
+                && e.tasks.len() == 1
+        }),
+        "a task's latest record replaces its earlier one",
+        f,
+    );
+    check(
+        store.executions(None).await.map_err(fail)?.len() == 3,
+        "every workflow's executions are listed without a filter",
+        f,
+    );
+
     // Everything survives closing and opening again.
     drop(store);
     let again = open().await.map_err(fail)?;
@@ -391,6 +479,18 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
             .len()
             == 3,
         "health history survives reopening",
+        f,
+    );
+    check(
+        again
+            .executions(Some("pipeline"))
+            .await
+            .map_err(fail)?
+            .first()
+            .is_some_and(|e| {
+                e.tasks.contains_key("a") && e.definition == json!({"order": ["a", "b"]})
+            }),
+        "executions and their tasks survive reopening",
         f,
     );
     if failures.is_empty() {
@@ -467,6 +567,12 @@ impl Store for FailingStore {
     }
     fn meta(&self, key: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         self.inner.meta(key)
+    }
+    fn executions(
+        &self,
+        workflow: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<StoredExecution>, StoreError>> {
+        self.inner.executions(workflow)
     }
     fn meta_prefix(
         &self,

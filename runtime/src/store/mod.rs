@@ -96,6 +96,52 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// A workflow execution as the store keeps it: the header the runtime
+/// writes when it creates the execution (and updates as it ends), and one
+/// record per task that has moved (a task with none is still pending).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredExecution {
+    /// Unique id (`<workflow>-<n>`, or derived from the trigger message's
+    /// id, so a redelivered message finds its execution).
+    pub id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The applied revision whose definition it runs.
+    pub revision: u64,
+    /// The trigger's name.
+    pub trigger: String,
+    /// The trigger's payload.
+    pub payload: Value,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// The workflow definition it runs (the runtime config's entry).
+    pub definition: Value,
+    /// When it was created (ms since the epoch).
+    pub created_ms: u64,
+    /// When it ended.
+    pub finished_ms: Option<u64>,
+    /// The tasks that have moved, by name.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, StoredTask>,
+}
+
+/// One task of a stored execution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredTask {
+    /// `pending`, `running`, `succeeded`, `failed`, `skipped` or `cancelled`.
+    pub state: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Its output, once it succeeded.
+    pub output: Option<Value>,
+    /// Why its last attempt failed.
+    pub error: Option<String>,
+    /// When its last attempt started (ms since the epoch).
+    pub started_ms: Option<u64>,
+    /// When it finished.
+    pub finished_ms: Option<u64>,
+}
+
 /// One change of a [`Store::write`] batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -129,6 +175,28 @@ pub enum Op {
         key: String,
         /// Value; `None` removes it.
         value: Option<String>,
+    },
+    /// A new execution (its `tasks` are not written: each has its own
+    /// [`Op::Task`]). Ignored when one with the same id exists, so a
+    /// trigger seen twice creates one execution.
+    Execution(Box<StoredExecution>),
+    /// An execution moved to `state` (ended at `finished_ms`).
+    ExecutionState {
+        /// The execution.
+        id: String,
+        /// Its new state.
+        state: String,
+        /// When it ended, if it did.
+        finished_ms: Option<u64>,
+    },
+    /// A task of an execution moved.
+    Task {
+        /// The execution.
+        execution: String,
+        /// The task.
+        task: String,
+        /// Where it is now.
+        record: StoredTask,
     },
 }
 
@@ -202,6 +270,12 @@ pub trait Store: Send + Sync + 'static {
     fn meta(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<String>>>;
     /// Every named value whose name starts with `prefix`, by name.
     fn meta_prefix(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>>;
+    /// The executions of `workflow` (every workflow's with `None`), with
+    /// their tasks, oldest first.
+    fn executions(
+        &self,
+        workflow: Option<&str>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredExecution>>>;
 }
 
 /// Milliseconds since the Unix epoch, now.

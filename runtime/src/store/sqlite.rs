@@ -13,7 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult, StoredMessage,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult,
+    StoredExecution, StoredMessage, StoredTask,
 };
 
 /// How long a connection waits for another process's lock.
@@ -59,6 +60,19 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    workflow TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, seq);
+CREATE TABLE IF NOT EXISTS execution_tasks (
+    execution TEXT NOT NULL,
+    task TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (execution, task)
 );
 ";
 
@@ -301,6 +315,11 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
     }
 }
 
+/// `value` as JSON text, a serialization failure as SQLite's conversion error.
+fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
 /// Writes `ops` in one transaction.
 fn commit(conn: &mut Connection, ops: &[Op]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -323,6 +342,15 @@ fn commit(conn: &mut Connection, ops: &[Op]) -> rusqlite::Result<()> {
         let mut set_meta =
             tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
         let mut unset_meta = tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?;
+        let mut new_execution = tx.prepare_cached(
+            "INSERT OR IGNORE INTO executions (id, workflow, body) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut execution_state = tx.prepare_cached(
+            "UPDATE executions SET body = json_set(body, '$.state', ?2, '$.finished_ms', ?3) WHERE id = ?1",
+        )?;
+        let mut task = tx.prepare_cached(
+            "INSERT OR REPLACE INTO execution_tasks (execution, task, body) VALUES (?1, ?2, ?3)",
+        )?;
         for op in ops {
             match op {
                 Op::Enqueue(m) => {
@@ -375,6 +403,27 @@ fn commit(conn: &mut Connection, ops: &[Op]) -> rusqlite::Result<()> {
                         unset_meta.execute(params![key])?;
                     }
                 },
+                Op::Execution(e) => {
+                    let header = StoredExecution {
+                        tasks: Default::default(),
+                        ..(**e).clone()
+                    };
+                    new_execution.execute(params![e.id, e.workflow, to_json(&header)?])?;
+                }
+                Op::ExecutionState {
+                    id,
+                    state,
+                    finished_ms,
+                } => {
+                    execution_state.execute(params![id, state, finished_ms.map(|m| m as i64)])?;
+                }
+                Op::Task {
+                    execution,
+                    task: name,
+                    record,
+                } => {
+                    task.execute(params![execution, name, to_json(record)?])?;
+                }
             }
         }
     }
@@ -569,6 +618,44 @@ impl Store for SqliteStore {
             )?;
             let rows = select.query_map(params![prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
+        })
+    }
+
+    fn executions(
+        &self,
+        workflow: Option<&str>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredExecution>>> {
+        let workflow = workflow.map(str::to_string);
+        self.read(move |conn| {
+            let bad = |e: serde_json::Error| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+            };
+            let mut headers = conn.prepare_cached(
+                "SELECT body FROM executions WHERE ?1 IS NULL OR workflow = ?1 ORDER BY seq",
+            )?;
+            let mut out: Vec<StoredExecution> = headers
+                .query_map(params![workflow], |r| r.get::<_, String>(0))?
+                .map(|body| serde_json::from_str(&body?).map_err(bad))
+                .collect::<rusqlite::Result<_>>()?;
+            let mut tasks = conn.prepare_cached(
+                "SELECT t.execution, t.task, t.body FROM execution_tasks t JOIN executions e ON e.id = t.execution WHERE ?1 IS NULL OR e.workflow = ?1",
+            )?;
+            let rows = tasks.query_map(params![workflow], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })?;
+            let mut by_execution: std::collections::HashMap<String, Vec<(String, StoredTask)>> =
+                std::collections::HashMap::new();
+            for row in rows {
+                let (execution, task, body) = row?;
+                by_execution
+                    .entry(execution)
+                    .or_default()
+                    .push((task, serde_json::from_str(&body).map_err(bad)?));
+            }
+            for execution in &mut out {
+                execution.tasks = by_execution.remove(&execution.id).unwrap_or_default().into_iter().collect();
+            }
+            Ok(out)
         })
     }
 }

@@ -12,6 +12,8 @@
 //! | `health` | health records, ordered by a `seq` the writer assigns |
 //! | `audit` | audit entries, ordered by `seq` |
 //! | `meta` | named values |
+//! | `executions` | workflow executions, keyed by id, ordered by `seq` |
+//! | `execution_tasks` | one per task of an execution that has moved |
 //!
 //! An apply is a compare-and-swap on the `applied` document's `_rev`
 //! (`If-Match`; a `412` means someone else applied first). A [`Store::write`]
@@ -20,6 +22,7 @@
 //!
 //! The AQL this store sends is in [`queries`]; nothing else is queried.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -29,7 +32,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult, StoredMessage,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult,
+    StoredExecution, StoredMessage, StoredTask,
 };
 
 mod client;
@@ -57,12 +61,33 @@ pub mod queries {
     /// The named values whose name starts with `@prefix`, by name.
     pub const META_PREFIX: &str =
         "FOR m IN meta FILTER STARTS_WITH(m.key, @prefix) SORT m.key RETURN [m.key, m.value]";
+    /// The executions of `@workflow` (every one's when null), oldest first.
+    pub const EXECUTIONS: &str = "FOR e IN executions FILTER @workflow == null OR e.workflow == @workflow SORT e.seq RETURN e";
+    /// The task records of the executions `@ids`.
+    pub const EXECUTION_TASKS: &str =
+        "FOR t IN execution_tasks FILTER t.execution IN @ids RETURN t";
 }
 
 /// The collections the store uses.
-const COLLECTIONS: [&str; 5] = ["state", "messages", "health", "audit", "meta"];
+const COLLECTIONS: [&str; 7] = [
+    "state",
+    "messages",
+    "health",
+    "audit",
+    "meta",
+    "executions",
+    "execution_tasks",
+];
 /// The collections a write batch changes.
-const WRITE_COLLECTIONS: [&str; 5] = ["messages", "health", "audit", "meta", "state"];
+const WRITE_COLLECTIONS: [&str; 7] = [
+    "messages",
+    "health",
+    "audit",
+    "meta",
+    "state",
+    "executions",
+    "execution_tasks",
+];
 /// Documents per cursor batch.
 const CURSOR_BATCH: usize = 1000;
 /// How long one HTTP request may take.
@@ -346,6 +371,46 @@ impl Store for ArangoStore {
                 .await
                 .map_err(|f| f.into_store_error("reading named values"))?;
             decode(rows, "named value")
+        })
+    }
+
+    fn executions(
+        &self,
+        workflow: Option<&str>,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredExecution>>> {
+        let workflow = workflow.map(str::to_string);
+        Box::pin(async move {
+            let rows = self
+                .client
+                .query(queries::EXECUTIONS, json!({ "workflow": workflow }))
+                .await
+                .map_err(|f| f.into_store_error("reading executions"))?;
+            let mut executions: Vec<StoredExecution> = decode(rows, "execution")?;
+            let ids: Vec<&str> = executions.iter().map(|e| e.id.as_str()).collect();
+            let rows = self
+                .client
+                .query(queries::EXECUTION_TASKS, json!({ "ids": ids }))
+                .await
+                .map_err(|f| f.into_store_error("reading execution tasks"))?;
+            #[derive(serde::Deserialize)]
+            struct Row {
+                execution: String,
+                task: String,
+                #[serde(flatten)]
+                record: StoredTask,
+            }
+            let mut by_execution: std::collections::HashMap<String, BTreeMap<String, StoredTask>> =
+                std::collections::HashMap::new();
+            for row in decode::<Row>(rows, "execution task")? {
+                by_execution
+                    .entry(row.execution)
+                    .or_default()
+                    .insert(row.task, row.record);
+            }
+            for execution in &mut executions {
+                execution.tasks = by_execution.remove(&execution.id).unwrap_or_default();
+            }
+            Ok(executions)
         })
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::store::sqlite::HEALTH_HISTORY_PER_AGENT;
-use crate::store::{Op, StoreError, StoredMessage};
+use crate::store::{Op, StoreError, StoredExecution, StoredMessage};
 
 /// The task that commits write batches, several at a time.
 pub(super) struct Writer {
@@ -175,6 +175,34 @@ impl Writer {
                 value: Some(v),
             } => json!({ "_key": meta_key(key), "key": key, "value": v }),
             Op::Meta { key, value: None } => Value::String(meta_key(key)),
+            Op::Execution(e) => {
+                let mut doc = json!(StoredExecution {
+                    tasks: Default::default(),
+                    ..(**e).clone()
+                });
+                if let Value::Object(fields) = &mut doc {
+                    fields.remove("tasks");
+                }
+                doc["_key"] = Value::String(meta_key(&e.id));
+                doc["seq"] = self.next_seq().into();
+                doc
+            }
+            Op::ExecutionState {
+                id,
+                state,
+                finished_ms,
+            } => json!({ "_key": meta_key(id), "state": state, "finished_ms": finished_ms }),
+            Op::Task {
+                execution,
+                task,
+                record,
+            } => {
+                let mut doc = json!(record);
+                doc["_key"] = Value::String(meta_key(&format!("{execution}\u{1}{task}")));
+                doc["execution"] = Value::String(execution.clone());
+                doc["task"] = Value::String(task.clone());
+                doc
+            }
         }
     }
 
@@ -237,6 +265,18 @@ pub(super) fn route(op: &Op) -> (Method, &'static str, bool) {
             false,
         ),
         Op::Meta { value: None, .. } => (Method::DELETE, "/_api/document/meta", true),
+        // A trigger seen twice creates one execution.
+        Op::Execution(_) => (
+            Method::POST,
+            "/_api/document/executions?overwriteMode=ignore",
+            false,
+        ),
+        Op::ExecutionState { .. } => (Method::PATCH, "/_api/document/executions", false),
+        Op::Task { .. } => (
+            Method::POST,
+            "/_api/document/execution_tasks?overwriteMode=replace",
+            false,
+        ),
     }
 }
 
