@@ -52,6 +52,8 @@ pub enum Transition {
     Succeeded {
         /// The task.
         task: String,
+        /// The attempt that did.
+        attempt: u32,
         /// Its output.
         output: Value,
     },
@@ -59,6 +61,8 @@ pub enum Transition {
     Failed {
         /// The task.
         task: String,
+        /// The attempt that failed.
+        attempt: u32,
         /// Why.
         error: String,
         /// Whether another attempt follows.
@@ -97,7 +101,7 @@ pub async fn drive(
 ) -> Result<ExecutionState, String> {
     let mut in_flight: JoinSet<(String, u32, Result<Value, String>)> = JoinSet::new();
     // Which task each running attempt is, for an attempt that panics.
-    let mut attempts: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut attempts: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
     loop {
         let now = Instant::now();
         for task in execution.ready(now) {
@@ -133,6 +137,7 @@ pub async fn drive(
                             id,
                             Transition::Failed {
                                 task: task.clone(),
+                                attempt,
                                 error: error.clone(),
                                 retry: false,
                             },
@@ -157,7 +162,7 @@ pub async fn drive(
                 };
                 (task, attempt, result)
             });
-            attempts.insert(handle.id(), name);
+            attempts.insert(handle.id(), (name, attempt));
         }
         if execution.state() != ExecutionState::Running && in_flight.is_empty() {
             let state = execution.state();
@@ -167,25 +172,27 @@ pub async fn drive(
         let retry_at = execution.next_retry();
         tokio::select! {
             Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
-                let (task, result) = match done {
-                    Ok((handle, (task, _attempt, result))) => {
+                let (task, attempt, result) = match done {
+                    Ok((handle, (task, attempt, result))) => {
                         attempts.remove(&handle);
-                        (task, result)
+                        (task, attempt, result)
                     }
                     // The runner panicked: the attempt failed.
                     Err(e) => match attempts.remove(&e.id()) {
-                        Some(task) => (task, Err(format!("the attempt's runner failed: {e}"))),
+                        Some((task, attempt)) => {
+                            (task, attempt, Err(format!("the attempt's runner failed: {e}")))
+                        }
                         None => continue,
                     },
                 };
                 match result {
                     Ok(output) => {
-                        recorder.record(id, Transition::Succeeded { task: task.clone(), output: output.clone() }).await?;
+                        recorder.record(id, Transition::Succeeded { task: task.clone(), attempt, output: output.clone() }).await?;
                         execution.succeeded(&task, output);
                     }
                     Err(error) => {
                         let retry = execution.would_retry(&task);
-                        recorder.record(id, Transition::Failed { task: task.clone(), error: error.clone(), retry }).await?;
+                        recorder.record(id, Transition::Failed { task: task.clone(), attempt, error: error.clone(), retry }).await?;
                         let after = execution.failed(&task, error, Instant::now());
                         debug_assert_eq!(retry, matches!(after, AfterFailure::Retry { .. }));
                     }

@@ -120,6 +120,34 @@ impl Execution {
         }
     }
 
+    /// An execution resumed from its recorded tasks (after a restart):
+    /// succeeded tasks keep their output and never run again; a task that
+    /// was running runs again as a new attempt; failed, skipped and
+    /// cancelled tasks stay so (a failure under `fail-fast` keeps the
+    /// execution stopping).
+    pub fn restore(workflow: Arc<WorkflowEntry>, recorded: BTreeMap<String, TaskRun>) -> Execution {
+        let mut execution = Execution::new(workflow);
+        for (name, mut run) in recorded {
+            if let Some(slot) = execution.tasks.get_mut(&name) {
+                if run.state == TaskState::Running {
+                    run.state = TaskState::Pending;
+                }
+                run.retry_at = None;
+                *slot = run;
+            }
+        }
+        let failed = execution
+            .tasks
+            .values()
+            .any(|t| t.state == TaskState::Failed);
+        execution.stopping = failed && execution.workflow.on_failure != "continue";
+        execution.cancelled = execution
+            .tasks
+            .values()
+            .any(|t| t.state == TaskState::Cancelled);
+        execution
+    }
+
     /// The workflow it runs.
     pub fn workflow(&self) -> &WorkflowEntry {
         &self.workflow

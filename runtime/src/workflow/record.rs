@@ -1,0 +1,153 @@
+//! The store as a [`Recorder`]: each transition of an execution becomes
+//! the store write that makes it durable (the task's latest record, or the
+//! execution's end), and a stored execution's tasks become the records an
+//! [`Execution`](super::Execution) resumes from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::store::{BoxFuture, Op, Store, StoredTask, now_ms};
+use crate::workflow::driver::{Recorder, Transition};
+use crate::workflow::execution::{ExecutionState, TaskRun, TaskState};
+
+/// Records transitions in a store.
+pub struct StoreRecorder {
+    store: Arc<dyn Store>,
+    /// When each running attempt started, by (execution, task).
+    started: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl StoreRecorder {
+    /// A recorder writing to `store`.
+    pub fn new(store: Arc<dyn Store>) -> StoreRecorder {
+        StoreRecorder {
+            store,
+            started: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn task_op(&self, execution: &str, task: &str, record: StoredTask) -> Op {
+        Op::Task {
+            execution: execution.to_string(),
+            task: task.to_string(),
+            record,
+        }
+    }
+}
+
+fn state_name(state: TaskState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Recorder for StoreRecorder {
+    fn record(&self, execution: &str, transition: Transition) -> BoxFuture<'_, Result<(), String>> {
+        let now = now_ms();
+        let key = |task: &str| (execution.to_string(), task.to_string());
+        let op = match transition {
+            Transition::Started { task, attempt } => {
+                if let Ok(mut started) = self.started.lock() {
+                    started.insert(key(&task), now);
+                }
+                self.task_op(
+                    execution,
+                    &task,
+                    StoredTask {
+                        state: state_name(TaskState::Running),
+                        attempts: attempt,
+                        output: None,
+                        error: None,
+                        started_ms: Some(now),
+                        finished_ms: None,
+                    },
+                )
+            }
+            Transition::Succeeded {
+                task,
+                attempt,
+                output,
+            } => {
+                let started = self
+                    .started
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(&key(&task)));
+                self.task_op(
+                    execution,
+                    &task,
+                    StoredTask {
+                        state: state_name(TaskState::Succeeded),
+                        attempts: attempt,
+                        output: Some(output),
+                        error: None,
+                        started_ms: started,
+                        finished_ms: Some(now),
+                    },
+                )
+            }
+            Transition::Failed {
+                task,
+                attempt,
+                error,
+                retry,
+            } => {
+                let started = self
+                    .started
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(&key(&task)));
+                let state = if retry {
+                    TaskState::Pending
+                } else {
+                    TaskState::Failed
+                };
+                self.task_op(
+                    execution,
+                    &task,
+                    StoredTask {
+                        state: state_name(state),
+                        attempts: attempt,
+                        output: None,
+                        error: Some(error),
+                        started_ms: started,
+                        finished_ms: (!retry).then_some(now),
+                    },
+                )
+            }
+            Transition::Finished(state) => Op::ExecutionState {
+                id: execution.to_string(),
+                state: serde_json::to_value(state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                finished_ms: (state != ExecutionState::Running).then_some(now),
+            },
+        };
+        Box::pin(async move { self.store.write(vec![op]).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The task records of a stored execution, as [`Execution::restore`]
+/// (super::Execution::restore) takes them (unknown states are left out:
+/// those tasks start over).
+pub fn recorded_tasks(tasks: &BTreeMap<String, StoredTask>) -> BTreeMap<String, TaskRun> {
+    tasks
+        .iter()
+        .filter_map(|(name, t)| {
+            let state: TaskState =
+                serde_json::from_value(serde_json::Value::String(t.state.clone())).ok()?;
+            Some((
+                name.clone(),
+                TaskRun {
+                    state,
+                    attempts: t.attempts,
+                    output: t.output.clone(),
+                    error: t.error.clone(),
+                    retry_at: None,
+                },
+            ))
+        })
+        .collect()
+}
