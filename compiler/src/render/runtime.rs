@@ -36,7 +36,7 @@ fn ms(value: Option<&Value>, default: u64) -> u64 {
 /// default when absent.
 fn typed<T: serde::de::DeserializeOwned>(value: Option<&Value>, default: T) -> T {
     value
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .and_then(|v| T::deserialize(v).ok())
         .unwrap_or(default)
 }
 

@@ -309,6 +309,19 @@ mod tests {
         Execution::new(Arc::new(entry))
     }
 
+    /// Drives `run` with `runner` to its end, recording in memory.
+    async fn drive_to_end(
+        run: &mut Execution,
+        runner: Arc<dyn TaskRunner>,
+    ) -> (ExecutionState, Memory) {
+        let recorder = Memory::default();
+        let (_cancel, cancelled) = watch::channel(false);
+        let state = drive("x", run, &trigger(), runner, &recorder, cancelled)
+            .await
+            .expect("drives");
+        (state, recorder)
+    }
+
     fn trigger() -> Trigger {
         Trigger {
             name: "on-ticket".into(),
@@ -342,18 +355,7 @@ mod tests {
             "fail-fast",
         );
         let fake = Arc::new(Fake::default());
-        let recorder = Memory::default();
-        let (_cancel, cancelled) = watch::channel(false);
-        let state = drive(
-            "x-1",
-            &mut run,
-            &trigger(),
-            Arc::new(fake.clone()),
-            &recorder,
-            cancelled,
-        )
-        .await
-        .expect("drives");
+        let (state, recorder) = drive_to_end(&mut run, Arc::new(fake.clone())).await;
         assert_eq!(state, ExecutionState::Succeeded);
         let log = fake.log.lock().unwrap().clone();
         let at = |t: &str| log.iter().find(|(n, _, _)| n == t).expect(t).2;
@@ -374,18 +376,7 @@ mod tests {
             flaky: vec![("a", 2)],
             ..Fake::default()
         });
-        let recorder = Memory::default();
-        let (_cancel, cancelled) = watch::channel(false);
-        let state = drive(
-            "x-2",
-            &mut run,
-            &trigger(),
-            Arc::new(fake.clone()),
-            &recorder,
-            cancelled,
-        )
-        .await
-        .expect("drives");
+        let (state, recorder) = drive_to_end(&mut run, Arc::new(fake.clone())).await;
         assert_eq!(state, ExecutionState::Succeeded);
         // Each attempt takes 100 ms; then 1 s, then 2 s of backoff.
         let starts: Vec<(u32, u64)> = fake
@@ -419,18 +410,7 @@ mod tests {
             stuck: vec!["slow"],
             ..Fake::default()
         });
-        let recorder = Memory::default();
-        let (_cancel, cancelled) = watch::channel(false);
-        let state = drive(
-            "x-3",
-            &mut run,
-            &trigger(),
-            Arc::new(fake.clone()),
-            &recorder,
-            cancelled,
-        )
-        .await
-        .expect("drives");
+        let (state, _) = drive_to_end(&mut run, Arc::new(fake.clone())).await;
         assert_eq!(state, ExecutionState::Failed);
         assert!(
             run.tasks()["slow"]
@@ -457,18 +437,7 @@ mod tests {
             "fail-fast",
         );
         let fake = Arc::new(Fake::default());
-        let recorder = Memory::default();
-        let (_cancel, cancelled) = watch::channel(false);
-        let state = drive(
-            "x-4",
-            &mut run,
-            &trigger(),
-            Arc::new(fake.clone()),
-            &recorder,
-            cancelled,
-        )
-        .await
-        .expect("drives");
+        let (state, _) = drive_to_end(&mut run, Arc::new(fake.clone())).await;
         assert_eq!(state, ExecutionState::Failed);
         assert!(
             fake.log.lock().unwrap().is_empty(),
@@ -494,18 +463,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_runner_that_panics_fails_the_attempt_instead_of_hanging() {
         let mut run = workflow(vec![("a", task(&[], json!(null), 0, 60_000))], "fail-fast");
-        let recorder = Memory::default();
-        let (_cancel, cancelled) = watch::channel(false);
-        let state = drive(
-            "x-6",
-            &mut run,
-            &trigger(),
-            Arc::new(Panics),
-            &recorder,
-            cancelled,
-        )
-        .await
-        .expect("drives");
+        let (state, _) = drive_to_end(&mut run, Arc::new(Panics)).await;
         assert_eq!(state, ExecutionState::Failed);
         assert!(
             run.tasks()["a"]

@@ -35,7 +35,8 @@ impl StoreRecorder {
     }
 }
 
-fn state_name(state: TaskState) -> String {
+/// A state's name as it is stored (`running`, `succeeded`…): its serde name.
+fn state_name(state: impl serde::Serialize) -> String {
     serde_json::to_value(state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -118,10 +119,7 @@ impl Recorder for StoreRecorder {
             }
             Transition::Finished(state) => Op::ExecutionState {
                 id: execution.to_string(),
-                state: serde_json::to_value(state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                state: state_name(state),
                 finished_ms: (state != ExecutionState::Running).then_some(now),
             },
         };
