@@ -57,6 +57,11 @@ fn plan_save_apply_and_plan_again_against_the_state_store() {
         "{}",
         text(&applied.stdout)
     );
+    assert!(
+        text(&applied.stdout).contains("Run it with: cortex up"),
+        "no runtime runs on this store: {}",
+        text(&applied.stdout)
+    );
     let again = cortex(dir, &["plan", "--detailed-exitcode"]);
     assert_eq!(code(&again), 0, "{}", text(&again.stdout));
 

@@ -16,7 +16,6 @@ use cortex_reconciler::target::{
     ApplyOptions, EmbeddedTarget, KubernetesTarget, SavedTargetPlan, Target,
 };
 use cortex_reconciler::{At, Desired, PlanOptions, desired_at};
-use cortex_runtime::engine::RUNTIME_URL;
 
 use crate::cli::{ClusterArgs, PlanFormat, PlanningArgs, TargetArg};
 use crate::commands::diff::report_failures;
@@ -328,7 +327,7 @@ fn run_apply(
         Err(e) => return failed(&e),
     };
     match plan {
-        SavedTargetPlan::Embedded(saved) => {
+        SavedTargetPlan::Embedded(_) => {
             let revision = done.revision.unwrap_or_default();
             if done.changed {
                 println!(
@@ -338,8 +337,7 @@ fn run_apply(
             } else {
                 println!("Nothing to apply (revision {revision}).");
             }
-            let running = runtime.block_on(running_runtime(&saved.state));
-            match running {
+            match &done.runtime_url {
                 Some(url) => println!("The runtime at {url} picks it up within a second."),
                 None => println!("Run it with: cortex up"),
             }
@@ -356,15 +354,6 @@ fn run_apply(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The URL of the runtime running on the store at `state`, if one is.
-async fn running_runtime(state: &Path) -> Option<String> {
-    use cortex_runtime::store::Store;
-    let store = cortex_runtime::store::SqliteStore::open(state).ok()?;
-    let url = store.meta(RUNTIME_URL).await.ok().flatten();
-    store.close();
-    url
 }
 
 /// `cortex unlock`.

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use cortex_runtime::store::Store;
+
 use crate::Desired;
 use crate::plan::{Plan, PlanOptions, Summary};
 use embedded::{EmbeddedError, SavedEmbeddedPlan};
@@ -140,6 +142,8 @@ pub struct ApplyOutcome {
     pub updated: usize,
     /// Objects deleted.
     pub deleted: usize,
+    /// The runtime that picks the change up, when one is running (embedded).
+    pub runtime_url: Option<String>,
 }
 
 /// Where plans are applied.
@@ -238,6 +242,14 @@ impl Target for EmbeddedTarget {
                 .map_err(EmbeddedError::from)?;
             let done =
                 embedded::apply(&store, plan, &holder_identity(), options.lock_timeout).await;
+            let runtime_url = match &done {
+                Ok(_) => store
+                    .meta(cortex_runtime::engine::RUNTIME_URL)
+                    .await
+                    .ok()
+                    .flatten(),
+                Err(_) => None,
+            };
             store.close();
             let done = done?;
             let s = &plan.summary;
@@ -248,6 +260,7 @@ impl Target for EmbeddedTarget {
                 created: s.create,
                 updated: s.update,
                 deleted: s.delete,
+                runtime_url,
             })
         })
     }
@@ -375,6 +388,7 @@ impl Target for KubernetesTarget {
                 created: report.created,
                 updated: report.updated,
                 deleted: report.deleted,
+                runtime_url: None,
             })
         })
     }
