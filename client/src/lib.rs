@@ -19,10 +19,12 @@
 //! # }
 //! ```
 
+mod executions;
 mod session;
 
 use std::time::Duration;
 
+pub use executions::{ExecutionList, ExecutionView, TaskView, TriggerView, WorkflowPause};
 pub use session::Session;
 
 use futures::{Stream, StreamExt};

@@ -25,6 +25,7 @@ use super::status::{AgentStatus, Board, RuntimeStatus};
 use super::supervisor::{Report, Reporter, run_replica};
 use super::tokens::{self, TokenHash};
 use crate::store::{Applied, AuditEntry, HealthRecord, Op, Store, StoreError, now_ms};
+use crate::workflow::{SchedulerOptions, WorkflowError, Workflows};
 use cortex_compiler::runtime_config::RuntimeConfig;
 
 /// Where the runtime listens when not told: the broker's well-known local port.
@@ -158,13 +159,30 @@ pub async fn start_on(
     })?;
     let url = format!("http://{addr}");
     let secrets = Secrets::load(&options.paths.state).map_err(RuntimeError::Secrets)?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut background = Vec::new();
+    let (workflows, scheduler) = Workflows::start(
+        SchedulerOptions {
+            store: store.clone(),
+            broker: broker.clone(),
+            project: options.paths.project.clone(),
+        },
+        Arc::new(runtime_config.clone()),
+        applied.revision,
+        shutdown_rx.clone(),
+    )
+    .await
+    .map_err(|e| match e {
+        WorkflowError::Store(e) => RuntimeError::Store(e),
+        other => RuntimeError::Store(StoreError::Backend(other.to_string())),
+    })?;
+    background.push(scheduler);
     let shared = Shared {
         broker: broker.clone(),
         board: Arc::new(Mutex::new(Board::default())),
         header: Arc::new(Mutex::new(RuntimeStatus::default())),
+        workflows,
     };
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut background = Vec::new();
     let app = router(shared.clone());
     background.push(tokio::spawn(connections::serve(
         listener,
@@ -398,6 +416,10 @@ impl Control {
         };
         tracing::info!(revision = applied.revision, "applying a new revision");
         self.load(&applied, &config, url);
+        self.shared
+            .workflows
+            .reload(Arc::new(config), applied.revision)
+            .await;
     }
 
     fn evaluate_alerts(&mut self) {

@@ -1,4 +1,5 @@
-//! The runtime's HTTP server: the broker API, `/v1/status` (operator
+//! The runtime's HTTP server: the broker API, the workflow API
+//! ([`crate::workflow::http`]), `/v1/status` (operator
 //! token), `/v1/identity` (the runtime proves it holds the operator token
 //! before a client sends it), `/metrics` (Prometheus text) and `/healthz`.
 
@@ -26,6 +27,8 @@ pub struct Shared {
     pub board: Arc<Mutex<Board>>,
     /// Project, revision, URL, alerts (filled by the runtime).
     pub header: Arc<Mutex<RuntimeStatus>>,
+    /// The workflow runtime.
+    pub workflows: crate::workflow::Workflows,
 }
 
 impl Shared {
@@ -140,6 +143,7 @@ pub fn render_metrics(shared: &Shared) -> String {
         "Alert rules firing.",
         &firing,
     );
+    shared.workflows.metrics.render(&mut out);
     family(
         &mut out,
         "cortex_applied_revision",
@@ -204,7 +208,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(shared.clone());
-    super::broker::routes::routes(shared.broker)
+    super::broker::routes::routes(shared.broker.clone())
+        .merge(crate::workflow::http::routes(shared))
         .merge(runtime)
         .fallback(super::broker::http::no_route)
         .method_not_allowed_fallback(super::broker::http::no_method)

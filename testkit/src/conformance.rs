@@ -396,6 +396,7 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
             error: None,
             started_ms: Some(2),
             finished_ms: None,
+            earlier_attempts: 0,
         },
     };
     store

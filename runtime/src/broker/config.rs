@@ -3,7 +3,7 @@
 //! subscribers), agents (inbox, delivery, publish/subscribe rights) and who
 //! each token belongs to.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +107,15 @@ pub struct BrokerConfig {
     pub tokens: HashMap<TokenHash, Principal>,
     /// The operator token's hash (the runtime's identity proof is keyed by it).
     pub operator: Option<TokenHash>,
+    /// Inboxes of the runtime's own consumers: one per workflow with a
+    /// topic trigger ([`workflow_inbox`]), subscribed to its topics.
+    pub internal_inboxes: BTreeSet<String>,
+}
+
+/// The inbox a workflow's topic triggers fill: `workflow/NAME` (agent
+/// names are DNS labels, so it never meets an agent's).
+pub fn workflow_inbox(workflow: &str) -> String {
+    format!("workflow/{workflow}")
 }
 
 /// An applied config the broker cannot take.
@@ -168,6 +177,13 @@ impl BrokerConfig {
                     None => None,
                 };
             let mut subscribers = topic.subscribers.clone();
+            subscribers.extend(
+                config
+                    .workflows
+                    .iter()
+                    .filter(|(_, w)| w.triggers.iter().any(|t| t.topic.as_ref() == Some(name)))
+                    .map(|(workflow, _)| workflow_inbox(workflow)),
+            );
             subscribers.sort();
             subscribers.dedup();
             topics.insert(
@@ -205,12 +221,19 @@ impl BrokerConfig {
             .map(|(agent, token)| (TokenHash::of(token), Principal::Agent(agent.clone())))
             .collect();
         tokens.insert(operator, Principal::Operator);
+        let internal_inboxes = config
+            .workflows
+            .iter()
+            .filter(|(_, w)| w.triggers.iter().any(|t| t.topic.is_some()))
+            .map(|(workflow, _)| workflow_inbox(workflow))
+            .collect();
         Ok(BrokerConfig {
             revision: applied.revision,
             topics,
             agents,
             tokens,
             operator: Some(operator),
+            internal_inboxes,
         })
     }
 }

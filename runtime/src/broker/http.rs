@@ -320,7 +320,13 @@ pub(super) async fn request(
     let message = outgoing(&body)?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000)).min(MAX_WAIT);
     let reply = broker
-        .request(&who, &agent, message.payload.get(), timeout)
+        .request(
+            &who,
+            &agent,
+            message.key.as_deref(),
+            message.payload.get(),
+            timeout,
+        )
         .await?;
     Ok(json(StatusCode::OK, reply.to_string()))
 }

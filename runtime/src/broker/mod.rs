@@ -155,7 +155,8 @@ impl Broker {
         {
             let mut inboxes = self.inboxes.write().unwrap_or_else(|p| p.into_inner());
             for inbox in inboxes.values() {
-                let declared = config.agents.contains_key(&*inbox.name);
+                let declared = config.agents.contains_key(&*inbox.name)
+                    || config.internal_inboxes.contains(&*inbox.name);
                 if !declared && inbox.declared.swap(false, AtomicOrdering::AcqRel) {
                     // Its waiting receivers learn now that the agent is gone.
                     inbox.notify.notify_waiters();
@@ -175,6 +176,16 @@ impl Broker {
                         inboxes.insert(name.clone(), Arc::new(inbox));
                     }
                 }
+            }
+            for name in &config.internal_inboxes {
+                let inbox = inboxes.entry(name.clone()).or_insert_with(|| {
+                    Arc::new(Inbox::new(
+                        name,
+                        cortex_compiler::runtime_config::defaults::INBOX_CAPACITY as usize,
+                        operator_delivery(),
+                    ))
+                });
+                inbox.declared.store(true, AtomicOrdering::Release);
             }
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);

@@ -155,13 +155,15 @@ impl Broker {
         }
     }
 
-    /// Sends a request to `agent` and waits up to `timeout` for its reply.
-    /// A reply that comes later goes to the sender's inbox (when the sender
-    /// is an agent).
+    /// Sends a request to `agent` (with `key`, if given: a workflow task's
+    /// idempotency key) and waits up to `timeout` for its reply. A reply
+    /// that comes later goes to the sender's inbox (when the sender is an
+    /// agent).
     pub async fn request(
         &self,
         who: &Principal,
         agent: &str,
+        key: Option<&str>,
         payload: &str,
         timeout: Duration,
     ) -> Result<Arc<str>, BrokerError> {
@@ -172,6 +174,7 @@ impl Broker {
             .enqueue(
                 &[inbox],
                 Message {
+                    key,
                     sender: who.name(),
                     payload,
                     waiter: Some(tx),

@@ -140,6 +140,13 @@ pub struct StoredTask {
     pub started_ms: Option<u64>,
     /// When it finished.
     pub finished_ms: Option<u64>,
+    /// Attempts made before an operator's retry gave it a new retry budget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earlier_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One change of a [`Store::write`] batch.

@@ -45,7 +45,7 @@ impl CommandTask<'_> {
     /// `<execution>/<task>/<attempt>`: the same for a retry of nothing, new
     /// for every attempt, so a command can tell a repeat from a new try.
     pub fn idempotency_key(&self) -> String {
-        format!("{}/{}/{}", self.execution, self.task, self.attempt)
+        super::runner::idempotency_key(self.execution, self.task, self.attempt)
     }
 }
 
@@ -77,6 +77,9 @@ pub async fn run(task: &CommandTask<'_>) -> Result<Value, String> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let group = child.id();
+    // Dropped before the command ended (the driver's own timeout, a
+    // cancel): the whole group goes, not only the child.
+    let mut guard = GroupGuard(group);
     let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -94,8 +97,12 @@ pub async fn run(task: &CommandTask<'_>) -> Result<Value, String> {
         Ok::<_, String>((status, out, err))
     };
     let (status, out, err) = match tokio::time::timeout(task.timeout, finished).await {
-        Ok(done) => done?,
+        Ok(done) => {
+            guard.0 = None;
+            done?
+        }
         Err(_) => {
+            guard.0 = None;
             kill_group(group);
             return Err(format!(
                 "task `{}` timed out after {} ms (its command was killed)",
@@ -124,6 +131,15 @@ pub async fn run(task: &CommandTask<'_>) -> Result<Value, String> {
             head.trim()
         )
     })
+}
+
+/// Kills the command's process group when dropped while it may still run.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
+    }
 }
 
 /// Kills the process group `pid` leads (the command and what it started).

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::store::BoxFuture;
-use crate::workflow::execution::{AfterFailure, Execution, ExecutionState};
+use crate::workflow::execution::{AfterFailure, Execution, ExecutionState, TaskRun, TaskState};
 use crate::workflow::input::{Scope, resolve};
 
 /// One attempt of a task, as a runner gets it.
@@ -47,6 +47,8 @@ pub enum Transition {
         task: String,
         /// The attempt, 1-based.
         attempt: u32,
+        /// Attempts before its current retry budget (an operator's retry).
+        earlier_attempts: u32,
     },
     /// A task succeeded.
     Succeeded {
@@ -68,8 +70,14 @@ pub enum Transition {
         /// Whether another attempt follows.
         retry: bool,
     },
-    /// The execution ended.
-    Finished(ExecutionState),
+    /// The execution ended; `stopped` are the tasks it skipped or cancelled
+    /// on the way (recorded with the end, in one write).
+    Finished {
+        /// How it ended.
+        state: ExecutionState,
+        /// Tasks that will not run, with their progress.
+        stopped: Vec<(String, TaskRun)>,
+    },
 }
 
 /// Where transitions are made durable before they take effect.
@@ -86,6 +94,19 @@ pub struct Trigger {
     pub name: String,
     /// Its payload (`null` for a schedule).
     pub payload: Value,
+}
+
+/// The end of `execution` as a transition.
+fn finished(execution: &Execution) -> Transition {
+    Transition::Finished {
+        state: execution.state(),
+        stopped: execution
+            .tasks()
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TaskState::Skipped | TaskState::Cancelled))
+            .map(|(name, t)| (name.clone(), t.clone()))
+            .collect(),
+    }
 }
 
 /// Drives `execution` (id `id`, started by `trigger`) until it ends or is
@@ -116,13 +137,15 @@ pub async fn drive(
                 .tasks
                 .get(&task)
                 .map_or(Ok(Value::Null), |t| resolve(&t.input, &scope));
-            let attempt = execution.tasks()[&task].attempts + 1;
+            let run = &execution.tasks()[&task];
+            let (attempt, earlier_attempts) = (run.attempts + 1, run.earlier_attempts);
             recorder
                 .record(
                     id,
                     Transition::Started {
                         task: task.clone(),
                         attempt,
+                        earlier_attempts,
                     },
                 )
                 .await?;
@@ -166,7 +189,7 @@ pub async fn drive(
         }
         if execution.state() != ExecutionState::Running && in_flight.is_empty() {
             let state = execution.state();
-            recorder.record(id, Transition::Finished(state)).await?;
+            recorder.record(id, finished(execution)).await?;
             return Ok(state);
         }
         let retry_at = execution.next_retry();
@@ -203,7 +226,7 @@ pub async fn drive(
                 if changed.is_err() || *cancel.borrow() {
                     execution.cancel();
                     in_flight.abort_all();
-                    recorder.record(id, Transition::Finished(ExecutionState::Cancelled)).await?;
+                    recorder.record(id, finished(execution)).await?;
                     return Ok(ExecutionState::Cancelled);
                 }
             }
@@ -363,10 +386,13 @@ mod tests {
         assert_eq!(fake.running.lock().unwrap().1, 2, "b and c ran together");
         // 7 stayed a number all the way to d.
         assert_eq!(run.outputs()["d"]["input"], json!({"from_b": 7}));
-        assert_eq!(
+        assert!(matches!(
             recorder.0.lock().unwrap().last(),
-            Some(&Transition::Finished(ExecutionState::Succeeded))
-        );
+            Some(Transition::Finished {
+                state: ExecutionState::Succeeded,
+                ..
+            })
+        ));
     }
 
     #[tokio::test(start_paused = true)]

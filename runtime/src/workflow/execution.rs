@@ -66,6 +66,11 @@ pub struct TaskRun {
     /// When a retry may start (set while it waits for one).
     #[serde(skip)]
     pub retry_at: Option<Instant>,
+    /// Attempts made before its current retry budget began: an operator's
+    /// retry of a failed execution gives the task `retries.limit` retries
+    /// again while its attempts keep counting (so idempotency keys stay new).
+    #[serde(default)]
+    pub earlier_attempts: u32,
 }
 
 impl TaskRun {
@@ -76,6 +81,7 @@ impl TaskRun {
             output: None,
             error: None,
             retry_at: None,
+            earlier_attempts: 0,
         }
     }
 }
@@ -136,11 +142,23 @@ impl Execution {
                 *slot = run;
             }
         }
-        let failed = execution
+        // What a failure did before the restart, it does again: under
+        // `continue` its dependents are skipped, under `fail-fast` nothing
+        // new starts.
+        let failed: Vec<String> = execution
             .tasks
-            .values()
-            .any(|t| t.state == TaskState::Failed);
-        execution.stopping = failed && execution.workflow.on_failure != "continue";
+            .iter()
+            .filter(|(_, t)| t.state == TaskState::Failed)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for task in failed {
+            if execution.workflow.on_failure == "continue" {
+                execution.skip_dependents_of(&task);
+            } else {
+                execution.stopping = true;
+                execution.skip_unstarted();
+            }
+        }
         execution.cancelled = execution
             .tasks
             .values()
@@ -238,7 +256,9 @@ impl Execution {
         let (Some(entry), Some(run)) = (self.workflow.tasks.get(task), self.tasks.get(task)) else {
             return false;
         };
-        u64::from(run.attempts) <= entry.retries.limit && !self.stopping && !self.cancelled
+        u64::from(run.attempts.saturating_sub(run.earlier_attempts)) <= entry.retries.limit
+            && !self.stopping
+            && !self.cancelled
     }
 
     /// `task`'s attempt failed with `error` at `now`: a retry after the
@@ -253,7 +273,8 @@ impl Execution {
         let Some(run) = self.tasks.get_mut(task) else {
             return AfterFailure::Failed;
         };
-        let delay = Backoff::from_runtime(&backoff).delay(run.attempts - 1);
+        let delay = Backoff::from_runtime(&backoff)
+            .delay(run.attempts.saturating_sub(run.earlier_attempts + 1));
         run.error = Some(error);
         run.state = TaskState::Pending;
         run.retry_at = Some(now + delay);

@@ -13,8 +13,9 @@ use crate::workflow::execution::{ExecutionState, TaskRun, TaskState};
 /// Records transitions in a store.
 pub struct StoreRecorder {
     store: Arc<dyn Store>,
-    /// When each running attempt started, by (execution, task).
-    started: Mutex<HashMap<(String, String), u64>>,
+    /// When each running attempt started and the attempts before its
+    /// retry budget, by (execution, task).
+    started: Mutex<HashMap<(String, String), (u64, u32)>>,
 }
 
 impl StoreRecorder {
@@ -24,6 +25,16 @@ impl StoreRecorder {
             store,
             started: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// When the attempt of `task` started and its attempts before the
+    /// current retry budget (forgotten: the attempt is over).
+    fn take_started(&self, execution: &str, task: &str) -> (Option<u64>, u32) {
+        self.started
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(&(execution.to_string(), task.to_string())))
+            .map_or((None, 0), |(at, earlier)| (Some(at), earlier))
     }
 
     fn task_op(&self, execution: &str, task: &str, record: StoredTask) -> Op {
@@ -48,9 +59,13 @@ impl Recorder for StoreRecorder {
         let now = now_ms();
         let key = |task: &str| (execution.to_string(), task.to_string());
         let op = match transition {
-            Transition::Started { task, attempt } => {
+            Transition::Started {
+                task,
+                attempt,
+                earlier_attempts,
+            } => {
                 if let Ok(mut started) = self.started.lock() {
-                    started.insert(key(&task), now);
+                    started.insert(key(&task), (now, earlier_attempts));
                 }
                 self.task_op(
                     execution,
@@ -62,6 +77,7 @@ impl Recorder for StoreRecorder {
                         error: None,
                         started_ms: Some(now),
                         finished_ms: None,
+                        earlier_attempts,
                     },
                 )
             }
@@ -70,11 +86,7 @@ impl Recorder for StoreRecorder {
                 attempt,
                 output,
             } => {
-                let started = self
-                    .started
-                    .lock()
-                    .ok()
-                    .and_then(|mut s| s.remove(&key(&task)));
+                let (started, earlier_attempts) = self.take_started(execution, &task);
                 self.task_op(
                     execution,
                     &task,
@@ -85,6 +97,7 @@ impl Recorder for StoreRecorder {
                         error: None,
                         started_ms: started,
                         finished_ms: Some(now),
+                        earlier_attempts,
                     },
                 )
             }
@@ -94,11 +107,7 @@ impl Recorder for StoreRecorder {
                 error,
                 retry,
             } => {
-                let started = self
-                    .started
-                    .lock()
-                    .ok()
-                    .and_then(|mut s| s.remove(&key(&task)));
+                let (started, earlier_attempts) = self.take_started(execution, &task);
                 let state = if retry {
                     TaskState::Pending
                 } else {
@@ -114,14 +123,39 @@ impl Recorder for StoreRecorder {
                         error: Some(error),
                         started_ms: started,
                         finished_ms: (!retry).then_some(now),
+                        earlier_attempts,
                     },
                 )
             }
-            Transition::Finished(state) => Op::ExecutionState {
-                id: execution.to_string(),
-                state: state_name(state),
-                finished_ms: (state != ExecutionState::Running).then_some(now),
-            },
+            Transition::Finished { state, stopped } => {
+                let mut ops: Vec<Op> = stopped
+                    .into_iter()
+                    .map(|(task, run)| {
+                        let (started, _) = self.take_started(execution, &task);
+                        self.task_op(
+                            execution,
+                            &task,
+                            StoredTask {
+                                state: state_name(run.state),
+                                attempts: run.attempts,
+                                output: None,
+                                error: run.error,
+                                started_ms: started,
+                                finished_ms: Some(now),
+                                earlier_attempts: run.earlier_attempts,
+                            },
+                        )
+                    })
+                    .collect();
+                ops.push(Op::ExecutionState {
+                    id: execution.to_string(),
+                    state: state_name(state),
+                    finished_ms: (state != ExecutionState::Running).then_some(now),
+                });
+                return Box::pin(
+                    async move { self.store.write(ops).await.map_err(|e| e.to_string()) },
+                );
+            }
         };
         Box::pin(async move { self.store.write(vec![op]).await.map_err(|e| e.to_string()) })
     }
@@ -144,6 +178,7 @@ pub fn recorded_tasks(tasks: &BTreeMap<String, StoredTask>) -> BTreeMap<String, 
                     output: t.output.clone(),
                     error: t.error.clone(),
                     retry_at: None,
+                    earlier_attempts: t.earlier_attempts,
                 },
             ))
         })
