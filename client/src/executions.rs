@@ -81,3 +81,76 @@ pub struct WorkflowPause {
     /// Executions waiting to start.
     pub queued: usize,
 }
+
+/// The workflow API, for a client holding the operator's token (the CLI,
+/// tests): start, list, read, cancel, retry, pause and resume.
+impl crate::Client {
+    async fn get_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        url: &str,
+    ) -> Result<T, crate::ClientError> {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        Self::decode(response).await.map_err(|e| self.map(e))
+    }
+
+    /// Starts an execution of `workflow` by hand with `payload` (its
+    /// `$(trigger.payload)`).
+    pub async fn start_execution(
+        &self,
+        workflow: &str,
+        payload: &Value,
+    ) -> Result<ExecutionView, crate::ClientError> {
+        let url = format!("{}/v1/workflows/{workflow}/executions", self.base);
+        self.post(&url, &serde_json::json!({ "payload": payload }))
+            .await
+    }
+
+    /// Every execution (of `workflow`), oldest first.
+    pub async fn executions(
+        &self,
+        workflow: Option<&str>,
+    ) -> Result<Vec<ExecutionView>, crate::ClientError> {
+        let mut url = format!("{}/v1/executions", self.base);
+        if let Some(w) = workflow {
+            url.push_str(&format!("?workflow={w}"));
+        }
+        self.get_json::<ExecutionList>(&url)
+            .await
+            .map(|l| l.executions)
+    }
+
+    /// One execution.
+    pub async fn execution(&self, id: &str) -> Result<ExecutionView, crate::ClientError> {
+        self.get_json(&format!("{}/v1/executions/{id}", self.base))
+            .await
+    }
+
+    /// Cancels an execution; answers once it stopped.
+    pub async fn cancel_execution(&self, id: &str) -> Result<ExecutionView, crate::ClientError> {
+        let url = format!("{}/v1/executions/{id}/cancel", self.base);
+        self.post(&url, &serde_json::json!({})).await
+    }
+
+    /// Runs a failed or cancelled execution again from where it failed.
+    pub async fn retry_execution(&self, id: &str) -> Result<ExecutionView, crate::ClientError> {
+        let url = format!("{}/v1/executions/{id}/retry", self.base);
+        self.post(&url, &serde_json::json!({})).await
+    }
+
+    /// Pauses (`true`) or resumes a workflow.
+    pub async fn pause_workflow(
+        &self,
+        workflow: &str,
+        paused: bool,
+    ) -> Result<WorkflowPause, crate::ClientError> {
+        let verb = if paused { "pause" } else { "resume" };
+        let url = format!("{}/v1/workflows/{workflow}/{verb}", self.base);
+        self.post(&url, &serde_json::json!({})).await
+    }
+}

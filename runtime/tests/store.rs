@@ -25,6 +25,21 @@ async fn the_embedded_store_conforms() {
     }
 }
 
+#[tokio::test]
+async fn the_memory_store_for_paused_clock_tests_conforms() {
+    let store = cortex_testkit::memory::MemoryStore::new();
+    let open = move || -> BoxFuture<'static, _> {
+        let opened = Arc::new(store.clone()) as Arc<dyn Store>;
+        Box::pin(async move { Ok(opened) })
+    };
+    if let Err(failures) = conformance::run(&open).await {
+        panic!(
+            "the memory store fails the suite:\n- {}",
+            failures.join("\n- ")
+        );
+    }
+}
+
 /// Regression: a 0-byte `state.db` silently became a new store; an SQLite
 /// file of another program would have been taken over. Both are refused,
 /// naming the file, and left as they were.

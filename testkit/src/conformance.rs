@@ -506,6 +506,7 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
 pub struct FailingStore {
     inner: Arc<dyn Store>,
     failing: std::sync::atomic::AtomicBool,
+    refusing_executions: std::sync::atomic::AtomicBool,
 }
 
 impl FailingStore {
@@ -514,7 +515,15 @@ impl FailingStore {
         Arc::new(FailingStore {
             inner,
             failing: std::sync::atomic::AtomicBool::new(false),
+            refusing_executions: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on, a write that creates a workflow execution fails
+    /// (`true`); every other write passes.
+    pub fn refuse_executions(&self, refuse: bool) {
+        self.refusing_executions
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on, writes and applies fail (`true`) or pass to the real
@@ -545,6 +554,18 @@ impl Store for FailingStore {
         }
     }
     fn write(&self, ops: Vec<Op>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let creates = ops.iter().any(|op| matches!(op, Op::Execution(_)));
+        if creates
+            && self
+                .refusing_executions
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Box::pin(async {
+                Err(StoreError::Backend(
+                    "injected failure: the store refuses new executions".into(),
+                ))
+            });
+        }
         match self.refused() {
             Some(e) => Box::pin(async move { Err(e) }),
             None => self.inner.write(ops),

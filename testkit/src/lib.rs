@@ -6,6 +6,7 @@
 //! - [`kubernetes`]: an in-process Kubernetes API server over real HTTP;
 //! - [`arango`]: an in-process ArangoDB stand-in over real HTTP;
 //! - [`conformance`]: the behaviour every state store must have;
+//! - [`memory`]: a state store in memory, for tests on the paused clock;
 //! - [`runtime`]: a runtime started in-process on a fixture project;
 //! - [`generate`]: synthetic projects of any size.
 
@@ -14,4 +15,5 @@ pub mod conformance;
 pub mod generate;
 pub mod git;
 pub mod kubernetes;
+pub mod memory;
 pub mod runtime;

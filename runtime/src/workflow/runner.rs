@@ -49,7 +49,7 @@ impl TaskRunner for ExecutionRunner {
                     .await
                     .map_err(|e| match e {
                         BrokerError::Timeout { ms, .. } => {
-                            format!("agent `{agent}` did not reply within {ms} ms")
+                            format!("timed out after {ms} ms: agent `{agent}` did not reply")
                         }
                         other => format!("request to agent `{agent}` failed: {other}"),
                     })?;
