@@ -202,7 +202,9 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Draw a workflow's DAG (Mermaid renders in GitHub comments).
+    /// Draw a workflow's DAG (Mermaid renders in GitHub comments); with
+    /// --execution, each task's state in that execution of the running
+    /// runtime.
     Graph {
         /// Project directory, then workflow/NAME; the directory defaults to `.`.
         #[arg(num_args = 1..=2, value_names = ["DIR", "workflow/NAME"], required = true)]
@@ -213,6 +215,122 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormatArg::Mermaid)]
         format: GraphFormatArg,
+        /// Colour each task by its state in this execution.
+        #[arg(long, value_name = "ID")]
+        execution: Option<String>,
+    },
+    /// Start an execution of a workflow by hand (its manual trigger) on
+    /// the project's running runtime; print it. With --wait, wait for the
+    /// end: exit 0 when it succeeded, 1 when it failed or was cancelled.
+    Run {
+        /// Project directory, then workflow/NAME; the directory defaults to `.`.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "workflow/NAME"], required = true)]
+        args: Vec<String>,
+        /// A field of the trigger payload, `KEY=VALUE` (VALUE read as JSON
+        /// when it is JSON — `n=7` is a number — else as a string); repeatable.
+        #[arg(long = "input", value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// The trigger payload from a JSON file (--input fields go over it).
+        #[arg(long, value_name = "FILE.json")]
+        input_file: Option<PathBuf>,
+        /// Wait until the execution ends.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// List the executions of the project's runtime (of one workflow).
+    Executions {
+        /// Project directory and/or workflow/NAME (both optional).
+        #[arg(num_args = 0..=2, value_names = ["DIR", "workflow/NAME"])]
+        args: Vec<String>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// Show one execution: its state and each task's.
+    Execution {
+        /// Project directory, then the execution id; the directory defaults to `.`.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "ID"], required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// Cancel a queued or running execution (running tasks are stopped).
+    Cancel {
+        /// Project directory, then the execution id.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "ID"], required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// Run a failed or cancelled execution again: succeeded tasks keep
+    /// their outputs, the others run as new attempts.
+    Retry {
+        /// Project directory, then the execution id.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "ID"], required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// Pause a workflow: its triggers still record executions, queued;
+    /// none starts until `cortex resume`.
+    Pause {
+        /// Project directory, then workflow/NAME.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "workflow/NAME"], required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// Resume a paused workflow: its queued executions start, in order.
+    Resume {
+        /// Project directory, then workflow/NAME.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "workflow/NAME"], required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// Publish a message to a topic of the running runtime (checked
+    /// against the topic's schema, as over HTTP).
+    Publish {
+        /// Project directory, then the topic.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "TOPIC"], required = true)]
+        args: Vec<String>,
+        /// The payload, as JSON.
+        #[arg(long)]
+        payload: String,
+        /// Ordering key.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// Send a message straight to an agent's inbox.
+    Send {
+        /// Project directory, then the agent.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "AGENT"], required = true)]
+        args: Vec<String>,
+        /// The payload, as JSON.
+        #[arg(long)]
+        payload: String,
+        /// Ordering key.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
+    /// Send a request to an agent and print its reply.
+    Request {
+        /// Project directory, then the agent.
+        #[arg(num_args = 1..=2, value_names = ["DIR", "AGENT"], required = true)]
+        args: Vec<String>,
+        /// The payload, as JSON.
+        #[arg(long)]
+        payload: String,
+        /// How long to wait for the reply (at most 60s).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        common: OperateArgs,
     },
     /// Print a resolved spec with the file, line and spec that set each value.
     Explain {
@@ -243,6 +361,26 @@ pub enum Command {
         /// A code such as CX0201; without it, every code is listed.
         code: Option<String>,
     },
+}
+
+/// What every command that talks to the running runtime takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OperateArgs {
+    /// Environment overlay (it may set the state store).
+    #[arg(long, short = 'e', env = "CORTEX_ENV")]
+    pub env: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// Output formats of the operator commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Lines and tables for people.
+    Text,
+    /// The API's JSON.
+    Json,
 }
 
 /// Which cluster.

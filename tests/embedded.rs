@@ -285,39 +285,101 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
         "{said}"
     );
 
-    // A ticket goes in; the echo agents pass it along triage → writer and
-    // crm-lookup → reviewer, each acking what it handled.
-    let url = status["url"].as_str().unwrap().to_string();
-    let token = operator_token(dir);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = cortex_client::Client::new(&url, "cortex", &token);
-    let published = runtime
-        .block_on(client.publish(
+    // A ticket goes in with `cortex publish`: triage gets it, and the
+    // ticket pipeline runs (classify → triage, lookup → scripts/lookup.sh,
+    // draft → writer, review → reviewer); `cortex execution` shows it.
+    let published = cortex(
+        dir,
+        &[
+            "publish",
             "tickets.created",
-            Some("t-1"),
-            &json!({"id": "t-1", "subject": "printer on fire"}),
-        ))
-        .expect("publish");
-    assert_eq!(published.delivered_to, ["triage"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = runtime
-            .block_on(async {
-                cortex_client::http_client()
-                    .get(format!("{url}/metrics"))
-                    .send()
-                    .await?
-                    .text()
-                    .await
-            })
-            .expect("metrics");
-        if metrics.contains("cortex_messages_acked_total 4\n") {
-            break;
+            "--key",
+            "t-1",
+            "--payload",
+            r#"{"id": "t-1", "subject": "printer on fire"}"#,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code(&published), 0, "{}", text(&published.stderr));
+    let published: Value = serde_json::from_slice(&published.stdout).unwrap();
+    assert_eq!(
+        published["deliveredTo"],
+        json!(["triage", "workflow/ticket-pipeline"])
+    );
+    let execution = format!("ticket-pipeline-m{}", published["ids"][1]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let out = cortex(dir, &["execution", &execution, "--format", "json"]);
+        if code(&out) == 0 {
+            let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if ["succeeded", "failed", "cancelled"].contains(&shown["state"].as_str().unwrap()) {
+                break shown;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "the ticket did not make it through:\n{metrics}"
+            "the pipeline did not end: {}",
+            text(&out.stderr)
         );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(shown["state"], json!("succeeded"), "{shown:#}");
+    let output = |task: &str| {
+        shown["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == json!(task))
+            .unwrap()["output"]
+            .clone()
+    };
+    assert_eq!(output("classify")["category"], json!("other"));
+    assert_eq!(output("lookup")["customer"]["name"], json!("Ada Example"));
+    assert_eq!(
+        output("draft")["category"],
+        json!("other"),
+        "outputs flow on"
+    );
+    assert_eq!(output("review")["handledBy"], json!(["reviewer"]));
+    let table = cortex(dir, &["execution", &execution]);
+    let table = text(&table.stdout);
+    assert!(
+        table.contains(&format!(
+            "{execution}  ticket-pipeline  revision 1  succeeded"
+        )),
+        "{table}"
+    );
+    // A payload the topic's schema refuses: exit 1, the field named.
+    let refused = cortex(
+        dir,
+        &[
+            "publish",
+            "tickets.created",
+            "--payload",
+            r#"{"id": "t-2"}"#,
+        ],
+    );
+    assert_eq!(code(&refused), 1);
+    assert!(
+        text(&refused.stderr).contains("\"subject\" is a required property"),
+        "{}",
+        text(&refused.stderr)
+    );
+    // Everything the ticket set off is handled: no queue holds a message.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = status_json(dir);
+        let held: u64 = status["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["depth"].as_u64().unwrap() + q["inFlight"].as_u64().unwrap())
+            .sum();
+        if held == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "messages left: {status}");
         std::thread::sleep(Duration::from_millis(200));
     }
 

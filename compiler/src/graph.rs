@@ -1,5 +1,8 @@
 //! `cortex graph`: a workflow's DAG as Mermaid (renders in GitHub comments)
-//! or Graphviz dot, triggers as entry nodes.
+//! or Graphviz dot, triggers as entry nodes; with an execution's task
+//! states, each task coloured by its state.
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -23,8 +26,38 @@ struct Task {
     deps: Vec<String>,
 }
 
+/// Mermaid classes of task states (`cortex graph --execution`).
+const MERMAID_STATES: &str = "  classDef succeeded fill:#d3f9d8,stroke:#2b8a3e
+  classDef failed fill:#ffe3e3,stroke:#c92a2a
+  classDef running fill:#fff3bf,stroke:#e67700
+  classDef pending fill:#ffffff,stroke:#adb5bd
+  classDef skipped fill:#f1f3f5,stroke:#868e96,stroke-dasharray:4
+  classDef cancelled fill:#f1f3f5,stroke:#868e96,stroke-dasharray:4
+";
+
+/// The Graphviz fill colour of a task state.
+fn dot_fill(state: &str) -> &'static str {
+    match state {
+        "succeeded" => "#d3f9d8",
+        "failed" => "#ffe3e3",
+        "running" => "#fff3bf",
+        "skipped" | "cancelled" => "#f1f3f5",
+        _ => "#ffffff",
+    }
+}
+
 /// Draws `workflow` (a resolved Workflow).
 pub fn draw(workflow: &ResolvedSpec, format: GraphFormat) -> String {
+    draw_with_states(workflow, format, &BTreeMap::new())
+}
+
+/// Draws `workflow` with each task of `states` (task → `succeeded`,
+/// `failed`, `running`…) labelled and coloured by its state.
+pub fn draw_with_states(
+    workflow: &ResolvedSpec,
+    format: GraphFormat,
+    states: &BTreeMap<String, String>,
+) -> String {
     let Some(spec) = workflow.spec() else {
         return String::new();
     };
@@ -89,8 +122,12 @@ pub fn draw(workflow: &ResolvedSpec, format: GraphFormat) -> String {
                 ));
             }
             for t in &tasks {
+                let state = states
+                    .get(&t.name)
+                    .map(|s| format!("<br/>{s}"))
+                    .unwrap_or_default();
                 out.push_str(&format!(
-                    "  {}[\"{}<br/>{}\"]\n",
+                    "  {}[\"{}<br/>{}{state}\"]\n",
                     id(&t.name),
                     t.name,
                     t.detail.replace('"', "'")
@@ -110,6 +147,15 @@ pub fn draw(workflow: &ResolvedSpec, format: GraphFormat) -> String {
                     out.push_str(&format!("  {} --> {}\n", id(d), id(&t.name)));
                 }
             }
+            if !states.is_empty() {
+                out.push_str(MERMAID_STATES);
+                for t in &tasks {
+                    if let Some(state) = states.get(&t.name) {
+                        let class = state.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+                        out.push_str(&format!("  class {} {class}\n", id(&t.name)));
+                    }
+                }
+            }
             out
         }
         GraphFormat::Dot => {
@@ -126,11 +172,19 @@ pub fn draw(workflow: &ResolvedSpec, format: GraphFormat) -> String {
                 ));
             }
             for t in &tasks {
-                out.push_str(&format!(
-                    "  {} [label={}];\n",
-                    q(&t.name),
-                    q(&format!("{}\n{}", t.name, t.detail))
-                ));
+                match states.get(&t.name) {
+                    Some(state) => out.push_str(&format!(
+                        "  {} [label={}, style=filled, fillcolor={}];\n",
+                        q(&t.name),
+                        q(&format!("{}\n{}\n{state}", t.name, t.detail)),
+                        q(dot_fill(state))
+                    )),
+                    None => out.push_str(&format!(
+                        "  {} [label={}];\n",
+                        q(&t.name),
+                        q(&format!("{}\n{}", t.name, t.detail))
+                    )),
+                }
             }
             for (name, _) in &triggers {
                 for r in &roots {

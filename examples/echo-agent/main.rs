@@ -3,7 +3,9 @@
 //! their payload and passes every other message on to the topics it may
 //! publish to, adding its name to the payload's `handledBy` list (so a
 //! message's path through a pipeline of echo agents is visible at the
-//! end). It serves `GET /healthz` on `$PORT` for the health loop and exits
+//! end). An agent whose `config` lists `categories` stands in for a
+//! classifier: its replies carry a `category`, the first listed one whose
+//! name appears in the request, else the last. It serves `GET /healthz` on `$PORT` for the health loop and exits
 //! on SIGTERM, or when the broker has been unreachable for 30 s (cortex is
 //! gone).
 //!
@@ -34,14 +36,30 @@ fn transformed(agent: &str, payload: &Value) -> Value {
     out
 }
 
+/// The first of `categories` named in `payload` (case-insensitive), else
+/// the last one: a keyword stand-in for a language model's answer.
+fn classify(categories: &[Value], payload: &Value) -> Option<Value> {
+    let text = payload.to_string().to_lowercase();
+    categories
+        .iter()
+        .find(|c| c.as_str().is_some_and(|c| text.contains(&c.to_lowercase())))
+        .or_else(|| categories.last())
+        .cloned()
+}
+
 async fn handle(
     session: &mut Session,
     agent: &str,
     topics: &[String],
+    config: &Value,
     delivery: &Delivery,
 ) -> Result<(), ClientError> {
-    let out = transformed(agent, &delivery.payload);
+    let mut out = transformed(agent, &delivery.payload);
     if delivery.request {
+        let categories = config.get("categories").and_then(Value::as_array);
+        if let Some(category) = categories.and_then(|c| classify(c, &delivery.payload)) {
+            out["category"] = category;
+        }
         return session.reply(delivery.id, &out).await;
     }
     for topic in topics {
@@ -103,7 +121,9 @@ async fn work(client: Client) -> Result<(), ClientError> {
         // Until the socket closes (cortex stopped or restarted): then open it again.
         while let Some(next) = session.next().await {
             let result = match next {
-                Ok(delivery) => handle(&mut session, client.agent(), &topics, &delivery).await,
+                Ok(delivery) => {
+                    handle(&mut session, client.agent(), &topics, &config, &delivery).await
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -149,5 +169,22 @@ async fn main() -> std::process::ExitCode {
         },
         _ = terminated => std::process::ExitCode::SUCCESS,
         _ = tokio::signal::ctrl_c() => std::process::ExitCode::SUCCESS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_classifier_picks_the_first_category_named_else_the_last() {
+        let categories = [json!("billing"), json!("bug"), json!("other")];
+        let refund = json!({"ticket": {"subject": "Billing: refund please"}});
+        assert_eq!(classify(&categories, &refund), Some(json!("billing")));
+        assert_eq!(
+            classify(&categories, &json!({"x": 1})),
+            Some(json!("other"))
+        );
+        assert_eq!(classify(&[], &refund), None);
     }
 }

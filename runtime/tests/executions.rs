@@ -109,9 +109,9 @@ async fn a_flaky_command_is_retried_with_new_idempotency_keys_until_it_succeeds(
         text.contains("cortex_workflow_task_retries_total{workflow=\"flaky\"} 2"),
         "{text}"
     );
-    assert!(text.contains(
-        "cortex_workflow_executions_total{workflow=\"flaky\",state=\"succeeded\"} 1"
-    ));
+    assert!(
+        text.contains("cortex_workflow_executions_total{workflow=\"flaky\",state=\"succeeded\"} 1")
+    );
     rt.runtime.stop().await.unwrap();
 }
 
@@ -125,7 +125,10 @@ async fn continue_skips_the_dependents_of_a_failure_and_runs_the_rest() {
     let bad = task(&done, "bad");
     assert_eq!(bad.state, "failed");
     assert!(
-        bad.error.as_deref().unwrap_or("").contains("no such customer"),
+        bad.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no such customer"),
         "{bad:?}"
     );
     assert_eq!(task(&done, "after-bad").state, "skipped");
@@ -211,7 +214,10 @@ async fn an_agent_task_is_a_request_with_the_idempotency_key_and_its_reply_the_o
 async fn an_agent_that_does_not_reply_in_time_fails_the_task() {
     let (rt, _project) = start().await;
     let api = rt.operator();
-    let e = api.start_execution("ask-quickly", &json!({})).await.unwrap();
+    let e = api
+        .start_execution("ask-quickly", &json!({}))
+        .await
+        .unwrap();
     let done = finished(&api, &e.id).await;
     assert_eq!(done.state, "failed");
     let q = task(&done, "question");
@@ -276,7 +282,9 @@ async fn retry_of_a_failed_execution_keeps_the_outputs_of_succeeded_tasks() {
     assert_eq!(task(&again, "solo").finished_at, solo_finished);
     assert_eq!(task(&again, "solo").output, Some(json!({ "solo": true })));
     // A succeeded execution cannot be retried.
-    let ok = api.start_execution("diamond", &json!({ "dir": "/tmp" })).await;
+    let ok = api
+        .start_execution("diamond", &json!({ "dir": "/tmp" }))
+        .await;
     let ok = finished(&api, &ok.unwrap().id).await;
     match api.retry_execution(&ok.id).await {
         Err(ClientError::Api { status: 409, .. }) => {}
@@ -345,19 +353,29 @@ async fn a_paused_workflow_queues_and_resume_starts_in_order() {
     assert!(paused.paused);
     let first = api.start_execution("on-job", &json!(1)).await.unwrap();
     let second = api.start_execution("on-job", &json!(2)).await.unwrap();
-    assert_eq!((first.state.as_str(), second.state.as_str()), ("queued", "queued"));
+    assert_eq!(
+        (first.state.as_str(), second.state.as_str()),
+        ("queued", "queued")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(api.execution(&first.id).await.unwrap().state, "queued");
     let resumed = api.pause_workflow("on-job", false).await.unwrap();
     assert!(!resumed.paused);
     let a = finished(&api, &first.id).await;
     let b = finished(&api, &second.id).await;
-    assert_eq!((a.state.as_str(), b.state.as_str()), ("succeeded", "succeeded"));
+    assert_eq!(
+        (a.state.as_str(), b.state.as_str()),
+        ("succeeded", "succeeded")
+    );
     assert!(a.finished_at <= b.started_at, "in order, one at a time");
     // Unknown workflows and workflows without a manual trigger are named.
     match api.start_execution("nope", &json!({})).await {
         Err(ClientError::Api { status: 404, error }) => {
-            assert!(error.message.contains("there are: ask"), "{}", error.message)
+            assert!(
+                error.message.contains("there are: ask"),
+                "{}",
+                error.message
+            )
         }
         other => panic!("expected 404, got {other:?}"),
     }
@@ -374,7 +392,11 @@ async fn an_execution_finishes_on_its_own_revision_across_an_apply() {
     // While `wait` runs, version 2 of the workflow is applied.
     let specs = project.path().join("specs.yaml");
     let text = std::fs::read_to_string(&specs).unwrap();
-    std::fs::write(&specs, text.replace("{\\\"version\\\": 1}", "{\\\"version\\\": 2}")).unwrap();
+    std::fs::write(
+        &specs,
+        text.replace("{\\\"version\\\": 1}", "{\\\"version\\\": 2}"),
+    )
+    .unwrap();
     assert_eq!(apply_project(project.path(), &rt.store).await, 2);
     // The runtime notices the revision (it polls every 100 ms in tests).
     for _ in 0..100 {

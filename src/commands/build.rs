@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use cortex_compiler::graph::{GraphFormat, draw};
+use cortex_compiler::graph::{GraphFormat, draw_with_states};
 use cortex_compiler::validate::pools::{format_cpu, format_memory};
 use cortex_compiler::{Kind, Options, compile, find_spec, render::render};
 
@@ -99,11 +99,12 @@ pub fn graph(
     args: &[String],
     env: Option<String>,
     format: GraphFormat,
+    execution: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let (dir, reference) = super::dir_and_reference(args, "cortex graph [DIR] workflow/NAME")?;
     let dir = dir.as_path();
     let source = super::open_project(dir)?;
-    let result = compile(&source, &Options { env });
+    let result = compile(&source, &Options { env: env.clone() });
     output::diagnostics(
         &result.diagnostics,
         &result.files,
@@ -117,6 +118,17 @@ pub fn graph(
     if spec.kind != Kind::Workflow {
         anyhow::bail!("{} is not a Workflow", spec.id());
     }
-    write!(std::io::stdout(), "{}", draw(spec, format))?;
+    let states = match execution {
+        Some(id) => match super::workflows::task_states(dir, env, id, &spec.name)? {
+            Some(states) => states,
+            None => return Ok(ExitCode::from(1)),
+        },
+        None => Default::default(),
+    };
+    write!(
+        std::io::stdout(),
+        "{}",
+        draw_with_states(spec, format, &states)
+    )?;
     Ok(ExitCode::SUCCESS)
 }

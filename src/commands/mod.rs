@@ -4,10 +4,12 @@ mod build;
 mod diff;
 mod explain;
 mod init;
+mod operate;
 mod schema;
 mod target;
 mod up;
 mod validate;
+mod workflows;
 
 use std::process::ExitCode;
 
@@ -101,13 +103,59 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::Status { dir, env, format } => up::status(&dir, env, format),
-        Command::Graph { args, env, format } => {
+        Command::Graph {
+            args,
+            env,
+            format,
+            execution,
+        } => {
             let format = match format {
                 GraphFormatArg::Mermaid => cortex_compiler::graph::GraphFormat::Mermaid,
                 GraphFormatArg::Dot => cortex_compiler::graph::GraphFormat::Dot,
             };
-            build::graph(&args, env, format)
+            build::graph(&args, env, format, execution.as_deref())
         }
+        Command::Run {
+            args,
+            inputs,
+            input_file,
+            wait,
+            common,
+        } => workflows::run(&args, &inputs, input_file, wait, &common),
+        Command::Executions { args, common } => workflows::list(&args, &common),
+        Command::Execution { args, common } => workflows::act(&args, workflows::Act::Show, &common),
+        Command::Cancel { args, common } => workflows::act(&args, workflows::Act::Cancel, &common),
+        Command::Retry { args, common } => workflows::act(&args, workflows::Act::Retry, &common),
+        Command::Pause { args, common } => workflows::pause(&args, true, &common),
+        Command::Resume { args, common } => workflows::pause(&args, false, &common),
+        Command::Publish {
+            args,
+            payload,
+            key,
+            common,
+        } => workflows::message(
+            &args,
+            &payload,
+            workflows::Message::Publish { key },
+            &common,
+        ),
+        Command::Send {
+            args,
+            payload,
+            key,
+            common,
+        } => workflows::message(&args, &payload, workflows::Message::Send { key }, &common),
+        Command::Request {
+            args,
+            payload,
+            timeout,
+            common,
+        } => workflows::message(
+            &args,
+            &payload,
+            workflows::Message::Request { timeout },
+            &common,
+        ),
         Command::Explain { args, env } => explain::run(&args, env),
         Command::Schema { kind } => schema::run(kind.as_deref()),
         Command::Init { dir, name } => init::run(&dir, name),

@@ -18,6 +18,7 @@ use cortex_runtime::store::{SqliteStore, Store};
 use cortex_runtime::tokens;
 
 use crate::cli::{LogFormat, PlanFormat, StatusFormat};
+use crate::commands::operate::proves_identity;
 use crate::commands::target::{compile, failed, runtime};
 use crate::output;
 
@@ -195,31 +196,6 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(code) => Ok(code),
         Err(e) => failed(&format!("{e:#}")),
-    }
-}
-
-/// Whether the process at `url` is the runtime that wrote this store: it
-/// must answer a fresh nonce with the proof only the holder of the operator
-/// token can make ([`tokens::identity_proof`]). Nothing secret is sent.
-async fn proves_identity(url: &str, token: &str) -> Result<(), String> {
-    let nonce = tokens::new_token();
-    let response = cortex_client::http_client()
-        .get(format!("{url}/v1/identity"))
-        .query(&[("nonce", &nonce)])
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("it does not answer ({e})"))?;
-    let proof = response
-        .json::<serde_json::Value>()
-        .await
-        .ok()
-        .and_then(|v| v.get("proof").and_then(|p| p.as_str()).map(str::to_string))
-        .unwrap_or_default();
-    if tokens::verify_identity(token, &nonce, &proof) {
-        Ok(())
-    } else {
-        Err("what answers there is not the runtime that wrote this state store (it cannot prove it holds the operator token); the token was not sent".into())
     }
 }
 

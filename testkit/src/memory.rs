@@ -132,7 +132,9 @@ impl Store for MemoryStore {
     }
 
     fn revision(&self) -> BoxFuture<'_, StoreResult<u64>> {
-        ready(Ok(self.with(|s| s.applied.as_ref().map_or(0, |a| a.revision))))
+        ready(Ok(
+            self.with(|s| s.applied.as_ref().map_or(0, |a| a.revision))
+        ))
     }
 
     fn apply(&self, expected: u64, next: Applied) -> BoxFuture<'_, StoreResult<u64>> {
@@ -183,7 +185,9 @@ impl Store for MemoryStore {
     }
 
     fn audit_log(&self, limit: usize) -> BoxFuture<'_, StoreResult<Vec<AuditEntry>>> {
-        ready(Ok(self.with(|s| s.audit.iter().rev().take(limit).cloned().collect())))
+        ready(Ok(self.with(|s| {
+            s.audit.iter().rev().take(limit).cloned().collect()
+        })))
     }
 
     fn meta(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {

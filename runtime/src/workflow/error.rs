@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cortex_client::ApiError;
 
+use crate::broker::BrokerError;
 use crate::store::StoreError;
 
 /// Why a workflow command was refused.
@@ -48,6 +49,10 @@ pub enum WorkflowError {
     /// The runtime is stopping (503).
     #[error("the runtime is stopping; try again once it is back")]
     Stopping,
+    /// Refused by the API's common checks (token, body): the broker
+    /// API's error, status and all.
+    #[error(transparent)]
+    Api(#[from] BrokerError),
 }
 
 fn known_list(known: &[String]) -> String {
@@ -73,12 +78,16 @@ impl WorkflowError {
             WorkflowError::Store(_) | WorkflowError::Stopping => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
+            WorkflowError::Api(e) => e.status(),
         }
     }
 }
 
 impl IntoResponse for WorkflowError {
     fn into_response(self) -> Response {
+        if let WorkflowError::Api(e) = self {
+            return e.into_response();
+        }
         let (status, code) = self.status();
         let error = ApiError {
             code: code.to_string(),

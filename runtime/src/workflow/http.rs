@@ -28,11 +28,14 @@ use crate::workflow::error::WorkflowError;
 use crate::workflow::scheduler::Start;
 
 /// Only the operator may drive workflows (roles come with `cortex serve`).
-fn operator(shared: &Shared, headers: &HeaderMap, action: &'static str) -> Result<(), Response> {
-    match principal(&shared.broker, headers) {
-        Ok(Principal::Operator) => Ok(()),
-        Ok(Principal::Agent(_)) => Err(WorkflowError::Forbidden(action).into_response()),
-        Err(e) => Err(e.into_response()),
+fn operator(
+    shared: &Shared,
+    headers: &HeaderMap,
+    action: &'static str,
+) -> Result<(), WorkflowError> {
+    match principal(&shared.broker, headers)? {
+        Principal::Operator => Ok(()),
+        Principal::Agent(_) => Err(WorkflowError::Forbidden(action)),
     }
 }
 
@@ -48,35 +51,21 @@ async fn start(
     ApiPath(workflow): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    if let Err(r) = operator(&shared, &headers, "start executions") {
-        return r;
-    }
-    let body = match read_body(body, MAX_MESSAGE_BODY).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let request: StartBody = if body.iter().all(u8::is_ascii_whitespace) {
-        StartBody {
-            payload: Value::Null,
-        }
+) -> Result<Response, WorkflowError> {
+    operator(&shared, &headers, "start executions")?;
+    let body = read_body(body, MAX_MESSAGE_BODY).await?;
+    let payload = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return WorkflowError::BadRequest(format!("expected {{\"payload\"?}}: {e}"))
-                    .into_response();
-            }
-        }
+        serde_json::from_slice::<StartBody>(&body)
+            .map_err(|e| WorkflowError::BadRequest(format!("expected {{\"payload\"?}}: {e}")))?
+            .payload
     };
-    match shared
+    let execution = shared
         .workflows
-        .start_execution(&workflow, Start::Manual, request.payload)
-        .await
-    {
-        Ok(execution) => (StatusCode::CREATED, axum::Json(execution)).into_response(),
-        Err(e) => e.into_response(),
-    }
+        .start_execution(&workflow, Start::Manual, payload)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(execution)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -88,76 +77,55 @@ async fn list(
     State(shared): State<Shared>,
     ApiQuery(query): ApiQuery<ListQuery>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = operator(&shared, &headers, "read executions") {
-        return r;
-    }
-    match shared.workflows.list(query.workflow.as_deref()).await {
-        Ok(executions) => axum::Json(ExecutionList { executions }).into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> Result<Response, WorkflowError> {
+    operator(&shared, &headers, "read executions")?;
+    let executions = shared.workflows.list(query.workflow.as_deref()).await?;
+    Ok(axum::Json(ExecutionList { executions }).into_response())
 }
 
 async fn get_one(
     State(shared): State<Shared>,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = operator(&shared, &headers, "read executions") {
-        return r;
-    }
-    match shared.workflows.get(&id).await {
-        Ok(execution) => axum::Json(execution).into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> Result<Response, WorkflowError> {
+    operator(&shared, &headers, "read executions")?;
+    Ok(axum::Json(shared.workflows.get(&id).await?).into_response())
 }
 
 async fn act(
     State(shared): State<Shared>,
     ApiPath((id, verb)): ApiPath<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = operator(&shared, &headers, "cancel or retry executions") {
-        return r;
-    }
-    let done = match verb.as_str() {
-        "cancel" => shared.workflows.cancel(&id).await,
-        "retry" => shared.workflows.retry(&id).await,
+) -> Result<Response, WorkflowError> {
+    operator(&shared, &headers, "cancel or retry executions")?;
+    let execution = match verb.as_str() {
+        "cancel" => shared.workflows.cancel(&id).await?,
+        "retry" => shared.workflows.retry(&id).await?,
         other => {
-            return WorkflowError::BadRequest(format!(
+            return Err(WorkflowError::BadRequest(format!(
                 "no action {other:?} on an execution: cancel or retry"
-            ))
-            .into_response();
+            )));
         }
     };
-    match done {
-        Ok(execution) => axum::Json(execution).into_response(),
-        Err(e) => e.into_response(),
-    }
+    Ok(axum::Json(execution).into_response())
 }
 
 async fn pause(
     State(shared): State<Shared>,
     ApiPath((workflow, verb)): ApiPath<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = operator(&shared, &headers, "pause or resume workflows") {
-        return r;
-    }
+) -> Result<Response, WorkflowError> {
+    operator(&shared, &headers, "pause or resume workflows")?;
     let paused = match verb.as_str() {
         "pause" => true,
         "resume" => false,
         other => {
-            return WorkflowError::BadRequest(format!(
+            return Err(WorkflowError::BadRequest(format!(
                 "no action {other:?} on a workflow: pause or resume"
-            ))
-            .into_response();
+            )));
         }
     };
-    match shared.workflows.pause(&workflow, paused).await {
-        Ok(state) => axum::Json(state).into_response(),
-        Err(e) => e.into_response(),
-    }
+    Ok(axum::Json(shared.workflows.pause(&workflow, paused).await?).into_response())
 }
 
 /// The workflow routes (state: the runtime's shared handles).

@@ -138,7 +138,7 @@ impl Workflows {
             running: HashMap::new(),
             queued: BTreeMap::new(),
             known: HashSet::new(),
-            next_number: 1,
+            numbers: HashMap::new(),
             drivers: JoinSet::new(),
             driver_ids: HashMap::new(),
             cancel_waiters: HashMap::new(),
@@ -299,7 +299,8 @@ struct Scheduler {
     queued: BTreeMap<String, VecDeque<StoredExecution>>,
     /// Every execution id there is.
     known: HashSet<String>,
-    next_number: u64,
+    /// The next number of a manual execution, by workflow.
+    numbers: HashMap<String, u64>,
     drivers: JoinSet<(String, Result<ExecutionState, String>)>,
     driver_ids: HashMap<tokio::task::Id, String>,
     cancel_waiters: HashMap<String, Vec<Reply<ExecutionView>>>,
@@ -376,8 +377,8 @@ impl Scheduler {
     /// queued ones wait again in order.
     async fn resume(&mut self) -> Result<(), WorkflowError> {
         let stored = self.store.executions(None).await?;
-        self.next_number = stored.len() as u64 + 1;
         for execution in stored {
+            *self.numbers.entry(execution.workflow.clone()).or_insert(1) += 1;
             self.known.insert(execution.id.clone());
             match execution.state.as_str() {
                 "running" => {
@@ -540,11 +541,12 @@ impl Scheduler {
                     .iter()
                     .find(|t| t.manual.is_some())
                     .ok_or_else(|| WorkflowError::NoManualTrigger(workflow.to_string()))?;
-                let mut n = self.next_number;
+                let next = self.numbers.entry(workflow.to_string()).or_insert(1);
+                let mut n = *next;
                 while self.known.contains(&format!("{workflow}-{n}")) {
                     n += 1;
                 }
-                self.next_number = n + 1;
+                *next = n + 1;
                 (trigger.name.clone(), format!("{workflow}-{n}"))
             }
             Start::Message { topic, id } => {
