@@ -4,7 +4,9 @@
 //! streams) and more are being published, delivered and acked; after a
 //! restart, every publish the broker acknowledged is delivered, no message
 //! whose delivery was acked comes back, and nothing is delivered that was
-//! never sent.
+//! never sent. And workflow executions: killed with SIGKILL while 30
+//! executions of a ten-task workflow run, `cortex up` restarts, resumes
+//! them all to success, and no task that had succeeded runs again.
 
 use cortex_testkit::git as common;
 
@@ -224,5 +226,112 @@ async fn crash_once(in_flight_at_kill: usize) {
     assert!(
         delivered.difference(&published).count() <= unanswered,
         "only publishes cut off by the kill may come back unacknowledged"
+    );
+}
+
+/// Every (execution, task) → the attempts noted in keys.log.
+fn attempts_by_task(dir: &Path) -> std::collections::BTreeMap<(String, String), Vec<u32>> {
+    let mut seen: std::collections::BTreeMap<(String, String), Vec<u32>> = Default::default();
+    let log = std::fs::read_to_string(dir.join("keys.log")).unwrap_or_default();
+    for line in log.lines() {
+        let parts: Vec<&str> = line.split('/').collect();
+        assert_eq!(parts.len(), 3, "an idempotency key: {line:?}");
+        seen.entry((parts[0].to_string(), parts[1].to_string()))
+            .or_default()
+            .push(parts[2].parse().expect("an attempt number"));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_executions_resume_after_kill_9_without_rerunning_what_succeeded() {
+    const EXECUTIONS: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let project = common::fixture_path("runtime/crash");
+    for file in ["cortex.yaml", "specs.yaml"] {
+        std::fs::copy(project.join(file), dir.path().join(file)).unwrap();
+    }
+    let state = dir.path().join(".cortex");
+    let mut child = up(dir.path());
+    let (url, _) = connect(dir.path(), None).await;
+    let token = {
+        let store = SqliteStore::open(&state.join("state.db")).unwrap();
+        let token = cortex_runtime::tokens::read_operator_token(&state, &store)
+            .await
+            .unwrap()
+            .expect("the operator token");
+        store.close();
+        token
+    };
+    let operator = Client::new(&url, "cortex", &token);
+    let mut ids = Vec::new();
+    for _ in 0..EXECUTIONS {
+        ids.push(
+            operator
+                .start_execution("chain10", &json!({}))
+                .await
+                .expect("starts")
+                .id,
+        );
+    }
+    // Kill once about a third of the 300 tasks have run.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while attempts_by_task(dir.path()).len() < 100 {
+        assert!(Instant::now() < deadline, "the executions stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    // What the store says had succeeded when the runtime died.
+    let store = SqliteStore::open(&state.join("state.db")).unwrap();
+    let before = store.executions(Some("chain10")).await.unwrap();
+    store.close();
+    let succeeded_before: BTreeSet<(String, String)> = before
+        .iter()
+        .flat_map(|e| {
+            e.tasks
+                .iter()
+                .filter(|(_, t)| t.state == "succeeded")
+                .map(|(name, _)| (e.id.clone(), name.clone()))
+        })
+        .collect();
+    let unfinished = before.iter().filter(|e| e.state == "running").count();
+    assert!(!succeeded_before.is_empty(), "some tasks had succeeded");
+    assert!(unfinished > 0, "the kill landed while executions ran");
+
+    let mut child = up(dir.path());
+    let (url, _) = connect(dir.path(), Some(&url)).await;
+    let operator = Client::new(&url, "cortex", &token);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let all = operator.executions(Some("chain10")).await.expect("list");
+        if all.len() == EXECUTIONS && all.iter().all(|e| e.is_finished()) {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "not resumed: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert!(after.iter().all(|e| e.state == "succeeded"), "{after:#?}");
+    let attempts = attempts_by_task(dir.path());
+    assert_eq!(attempts.len(), EXECUTIONS * 10, "every task ran");
+    let rerun: Vec<_> = succeeded_before
+        .iter()
+        .filter(|k| attempts[*k].len() != 1)
+        .collect();
+    assert!(
+        rerun.is_empty(),
+        "tasks that had succeeded ran again: {rerun:?}"
+    );
+    // Only a task in flight at the kill ran twice, as attempt 2.
+    let twice: Vec<_> = attempts.iter().filter(|(_, a)| a.len() > 1).collect();
+    assert!(twice.len() <= unfinished, "{twice:?}");
+    assert!(twice.iter().all(|(_, a)| a == &&vec![1, 2]), "{twice:?}");
+    eprintln!(
+        "workflow crash test: {} tasks had succeeded at the kill, {unfinished} executions were running, {} tasks ran again as attempt 2; all {EXECUTIONS} executions succeeded",
+        succeeded_before.len(),
+        twice.len()
     );
 }
