@@ -164,6 +164,7 @@ pub async fn start_on(
     let (workflows, scheduler) = Workflows::start(
         SchedulerOptions {
             store: store.clone(),
+            journal: journal.clone(),
             broker: broker.clone(),
             project: options.paths.project.clone(),
         },

@@ -75,6 +75,7 @@ async fn scheduler(store: &MemoryStore) -> (Workflows, watch::Sender<bool>) {
     let (workflows, _task) = Workflows::start(
         SchedulerOptions {
             store: Arc::new(store.clone()),
+            journal: Journal::to(Arc::new(store.clone())),
             broker,
             project: std::env::temp_dir(),
         },

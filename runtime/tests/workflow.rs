@@ -90,7 +90,7 @@ async fn an_interrupted_execution_resumes_without_running_succeeded_tasks_again(
         name: "by-hand".into(),
         payload: Value::Null,
     };
-    let recorder = StoreRecorder::new(store.clone());
+    let recorder = StoreRecorder::new(cortex_runtime::broker::Journal::to(store.clone()));
     let (_cancel, cancelled) = watch::channel(false);
 
     // First run: d hangs; once it has started, the run is cut off as a

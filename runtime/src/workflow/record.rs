@@ -4,25 +4,26 @@
 //! [`Execution`](super::Execution) resumes from.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use crate::store::{BoxFuture, Op, Store, StoredTask, now_ms};
+use crate::broker::Journal;
+use crate::store::{BoxFuture, Op, StoredTask, now_ms};
 use crate::workflow::driver::{Recorder, Transition};
 use crate::workflow::execution::{ExecutionState, TaskRun, TaskState};
 
 /// Records transitions in a store.
 pub struct StoreRecorder {
-    store: Arc<dyn Store>,
+    journal: Journal,
     /// When each running attempt started and the attempts before its
     /// retry budget, by (execution, task).
     started: Mutex<HashMap<(String, String), (u64, u32)>>,
 }
 
 impl StoreRecorder {
-    /// A recorder writing to `store`.
-    pub fn new(store: Arc<dyn Store>) -> StoreRecorder {
+    /// A recorder writing through `journal` (the runtime's group commit).
+    pub fn new(journal: Journal) -> StoreRecorder {
         StoreRecorder {
-            store,
+            journal,
             started: Mutex::new(HashMap::new()),
         }
     }
@@ -152,12 +153,12 @@ impl Recorder for StoreRecorder {
                     state: state_name(state),
                     finished_ms: (state != ExecutionState::Running).then_some(now),
                 });
-                return Box::pin(
-                    async move { self.store.write(ops).await.map_err(|e| e.to_string()) },
-                );
+                let durable = self.journal.submit(ops);
+                return Box::pin(async move { durable.wait().await.map_err(|e| e.to_string()) });
             }
         };
-        Box::pin(async move { self.store.write(vec![op]).await.map_err(|e| e.to_string()) })
+        let durable = self.journal.submit(vec![op]);
+        Box::pin(async move { durable.wait().await.map_err(|e| e.to_string()) })
     }
 }
 

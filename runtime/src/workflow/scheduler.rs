@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Journal};
 use crate::store::{Op, Store, StoredExecution, StoredTask};
 use crate::workflow::consumer;
 use crate::workflow::cron::Schedule;
@@ -93,8 +93,11 @@ pub struct Workflows {
 
 /// What the scheduler needs.
 pub struct SchedulerOptions {
-    /// Where executions and their transitions are kept.
+    /// Where executions are read from.
     pub store: Arc<dyn Store>,
+    /// Where every change is written: the runtime's one group commit, so
+    /// transitions of concurrent executions share a store write.
+    pub journal: Journal,
     /// Where agent tasks send requests and topic triggers receive.
     pub broker: Arc<Broker>,
     /// The project directory (`run` tasks' working directory).
@@ -126,8 +129,9 @@ impl Workflows {
             .map(|(k, _)| k[PAUSED.len()..].to_string())
             .collect();
         let mut scheduler = Scheduler {
-            recorder: Arc::new(StoreRecorder::new(options.store.clone())),
+            recorder: Arc::new(StoreRecorder::new(options.journal.clone())),
             store: options.store,
+            journal: options.journal,
             broker: options.broker,
             project: options.project,
             handle: handle.clone(),
@@ -285,6 +289,7 @@ struct Running {
 
 struct Scheduler {
     store: Arc<dyn Store>,
+    journal: Journal,
     broker: Arc<Broker>,
     project: PathBuf,
     recorder: Arc<StoreRecorder>,
@@ -466,11 +471,12 @@ impl Scheduler {
                 // First seen: no backfill; ticks from now on.
                 Ok(None) => {
                     let _ = self
-                        .store
-                        .write(vec![Op::Meta {
+                        .journal
+                        .submit(vec![Op::Meta {
                             key,
                             value: Some(now.to_string()),
                         }])
+                        .wait()
                         .await;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read a schedule's last tick"),
@@ -509,11 +515,12 @@ impl Scheduler {
             return;
         }
         let _ = self
-            .store
-            .write(vec![Op::Meta {
+            .journal
+            .submit(vec![Op::Meta {
                 key: format!("{TICK}{workflow}/{trigger}"),
                 value: Some(tick.to_string()),
             }])
+            .wait()
             .await;
     }
 
@@ -587,8 +594,9 @@ impl Scheduler {
             finished_ms: None,
             tasks: BTreeMap::new(),
         };
-        self.store
-            .write(vec![Op::Execution(Box::new(execution.clone()))])
+        self.journal
+            .submit(vec![Op::Execution(Box::new(execution.clone()))])
+            .wait()
             .await?;
         self.known.insert(id);
         let shown = view(&execution);
@@ -724,12 +732,13 @@ impl Scheduler {
             return false;
         };
         let write = self
-            .store
-            .write(vec![Op::ExecutionState {
+            .journal
+            .submit(vec![Op::ExecutionState {
                 id: execution.id.clone(),
                 state: "running".into(),
                 finished_ms: None,
             }])
+            .wait()
             .await;
         if let Err(e) = write {
             tracing::error!(execution = %execution.id, error = %e, "a queued execution could not start");
@@ -767,12 +776,13 @@ impl Scheduler {
                 "only a queued or running execution can be cancelled",
             ));
         };
-        self.store
-            .write(vec![Op::ExecutionState {
+        self.journal
+            .submit(vec![Op::ExecutionState {
                 id: id.to_string(),
                 state: "cancelled".into(),
                 finished_ms: Some(crate::store::now_ms()),
             }])
+            .wait()
             .await?;
         queue.remove(at);
         self.metrics
@@ -821,7 +831,7 @@ impl Scheduler {
             state: state.into(),
             finished_ms: None,
         });
-        self.store.write(ops).await?;
+        self.journal.submit(ops).wait().await?;
         stored.state = state.into();
         stored.finished_ms = None;
         let shown = view(&stored);
@@ -844,11 +854,12 @@ impl Scheduler {
         paused: bool,
     ) -> Result<WorkflowPause, WorkflowError> {
         self.definition(workflow)?;
-        self.store
-            .write(vec![Op::Meta {
+        self.journal
+            .submit(vec![Op::Meta {
                 key: format!("{PAUSED}{workflow}"),
                 value: paused.then(|| "true".to_string()),
             }])
+            .wait()
             .await?;
         if paused {
             self.paused.insert(workflow.to_string());
