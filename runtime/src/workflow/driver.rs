@@ -87,6 +87,9 @@ pub trait Recorder: Send + Sync {
     fn record(&self, execution: &str, transition: Transition) -> BoxFuture<'_, Result<(), String>>;
 }
 
+/// An attempt that ended: its task, its number, and what it returned.
+type Ended = (String, u32, Result<Value, String>);
+
 /// What started an execution.
 #[derive(Clone, Debug)]
 pub struct Trigger {
@@ -120,17 +123,20 @@ pub async fn drive(
     recorder: &dyn Recorder,
     mut cancel: watch::Receiver<bool>,
 ) -> Result<ExecutionState, String> {
-    let mut in_flight: JoinSet<(String, u32, Result<Value, String>)> = JoinSet::new();
+    let mut in_flight: JoinSet<Ended> = JoinSet::new();
     // Which task each running attempt is, for an attempt that panics.
     let mut attempts: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
     loop {
         let now = Instant::now();
+        // Every ready task's start is recorded in one go (the journal
+        // writes them together); none runs before all are durable.
+        let mut starting = Vec::new();
+        let mut writes = Vec::new();
         for task in execution.ready(now) {
-            let outputs = execution.outputs();
             let scope = Scope {
                 trigger_name: &trigger.name,
                 trigger_payload: &trigger.payload,
-                outputs: &outputs,
+                tasks: execution.tasks(),
             };
             let input = execution
                 .workflow()
@@ -139,17 +145,21 @@ pub async fn drive(
                 .map_or(Ok(Value::Null), |t| resolve(&t.input, &scope));
             let run = &execution.tasks()[&task];
             let (attempt, earlier_attempts) = (run.attempts + 1, run.earlier_attempts);
-            recorder
-                .record(
-                    id,
-                    Transition::Started {
-                        task: task.clone(),
-                        attempt,
-                        earlier_attempts,
-                    },
-                )
-                .await?;
+            writes.push(recorder.record(
+                id,
+                Transition::Started {
+                    task: task.clone(),
+                    attempt,
+                    earlier_attempts,
+                },
+            ));
             execution.start(&task);
+            starting.push((task, attempt, input));
+        }
+        for write in writes {
+            write.await?;
+        }
+        for (task, attempt, input) in starting {
             let input = match input {
                 Ok(input) => input,
                 Err(e) => {
@@ -195,30 +205,34 @@ pub async fn drive(
         let retry_at = execution.next_retry();
         tokio::select! {
             Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
-                let (task, attempt, result) = match done {
-                    Ok((handle, (task, attempt, result))) => {
-                        attempts.remove(&handle);
-                        (task, attempt, result)
-                    }
-                    // The runner panicked: the attempt failed.
-                    Err(e) => match attempts.remove(&e.id()) {
-                        Some((task, attempt)) => {
-                            (task, attempt, Err(format!("the attempt's runner failed: {e}")))
+                // Every attempt that has ended by now, recorded together.
+                let mut ended = vec![done];
+                while let Some(more) = in_flight.try_join_next_with_id() {
+                    ended.push(more);
+                }
+                let mut writes = Vec::new();
+                for done in ended {
+                    let Some((task, attempt, result)) = attempt_result(done, &mut attempts) else {
+                        continue;
+                    };
+                    let transition = match result {
+                        Ok(output) => {
+                            execution.succeeded(&task, output.clone());
+                            Transition::Succeeded { task, attempt, output }
                         }
-                        None => continue,
-                    },
-                };
-                match result {
-                    Ok(output) => {
-                        recorder.record(id, Transition::Succeeded { task: task.clone(), attempt, output: output.clone() }).await?;
-                        execution.succeeded(&task, output);
-                    }
-                    Err(error) => {
-                        let retry = execution.would_retry(&task);
-                        recorder.record(id, Transition::Failed { task: task.clone(), attempt, error: error.clone(), retry }).await?;
-                        let after = execution.failed(&task, error, Instant::now());
-                        debug_assert_eq!(retry, matches!(after, AfterFailure::Retry { .. }));
-                    }
+                        Err(error) => {
+                            let retry = execution.would_retry(&task);
+                            let after = execution.failed(&task, error.clone(), Instant::now());
+                            debug_assert_eq!(retry, matches!(after, AfterFailure::Retry { .. }));
+                            Transition::Failed { task, attempt, error, retry }
+                        }
+                    };
+                    // Applied in memory at once, acted on (a dependent
+                    // started) only after the write below is durable.
+                    writes.push(recorder.record(id, transition));
+                }
+                for write in writes {
+                    write.await?;
                 }
             }
             _ = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {}
@@ -230,6 +244,28 @@ pub async fn drive(
                     return Ok(ExecutionState::Cancelled);
                 }
             }
+        }
+    }
+}
+
+/// What an ended attempt's task returned (a runner that panicked failed
+/// the attempt); `None` for a task this driver did not start.
+fn attempt_result(
+    done: Result<(tokio::task::Id, Ended), tokio::task::JoinError>,
+    attempts: &mut HashMap<tokio::task::Id, (String, u32)>,
+) -> Option<Ended> {
+    match done {
+        Ok((handle, ended)) => {
+            attempts.remove(&handle);
+            Some(ended)
+        }
+        Err(e) => {
+            let (task, attempt) = attempts.remove(&e.id())?;
+            Some((
+                task,
+                attempt,
+                Err(format!("the attempt's runner failed: {e}")),
+            ))
         }
     }
 }

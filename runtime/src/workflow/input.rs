@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::workflow::execution::TaskRun;
+
 /// What the references of one execution can name.
 #[derive(Clone, Copy, Debug)]
 pub struct Scope<'a> {
@@ -17,8 +19,9 @@ pub struct Scope<'a> {
     /// The trigger's payload (the topic message, the manual input, `null`
     /// for a schedule).
     pub trigger_payload: &'a Value,
-    /// The outputs of the tasks that succeeded so far.
-    pub outputs: &'a BTreeMap<String, Value>,
+    /// The execution's tasks (those that succeeded have an output): read
+    /// in place, so starting a task costs no copy of every output.
+    pub tasks: &'a BTreeMap<String, TaskRun>,
 }
 
 /// A reference that names nothing.
@@ -99,11 +102,15 @@ fn lookup(expr: &str, scope: &Scope<'_>) -> Result<Value, InputError> {
         let path = field
             .strip_prefix("output")
             .ok_or_else(|| fail("write `tasks.NAME.output…`".into()))?;
-        let output = scope.outputs.get(task).ok_or_else(|| {
-            fail(format!(
-                "task `{task}` has no output (it has not succeeded)"
-            ))
-        })?;
+        let output = scope
+            .tasks
+            .get(task)
+            .and_then(|t| t.output.as_ref())
+            .ok_or_else(|| {
+                fail(format!(
+                    "task `{task}` has no output (it has not succeeded)"
+                ))
+            })?;
         (output, path, format!("the output of `{task}`"))
     } else {
         return Err(fail(
@@ -147,11 +154,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn scope<'a>(payload: &'a Value, outputs: &'a BTreeMap<String, Value>) -> Scope<'a> {
+    /// Succeeded tasks with these outputs.
+    fn runs(outputs: &BTreeMap<String, Value>) -> BTreeMap<String, TaskRun> {
+        outputs
+            .iter()
+            .map(|(name, output)| {
+                (
+                    name.clone(),
+                    TaskRun {
+                        state: crate::workflow::TaskState::Succeeded,
+                        attempts: 1,
+                        output: Some(output.clone()),
+                        error: None,
+                        retry_at: None,
+                        earlier_attempts: 0,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn scope<'a>(payload: &'a Value, tasks: &'a BTreeMap<String, TaskRun>) -> Scope<'a> {
         Scope {
             trigger_name: "on-ticket",
             trigger_payload: payload,
-            outputs,
+            tasks,
         }
     }
 
@@ -167,7 +194,7 @@ mod tests {
             "all": ["$(tasks.classify.output)", 3],
         });
         assert_eq!(
-            resolve(&input, &scope(&payload, &outputs)).expect("resolves"),
+            resolve(&input, &scope(&payload, &runs(&outputs))).expect("resolves"),
             json!({
                 "ticket": {"id": 7, "tags": ["a", "b"]},
                 "id": 7,
@@ -185,7 +212,7 @@ mod tests {
         let input =
             json!("ticket $(trigger.payload.id): $(trigger.payload.subject) via $(trigger.name)");
         assert_eq!(
-            resolve(&input, &scope(&payload, &outputs)).expect("resolves"),
+            resolve(&input, &scope(&payload, &runs(&outputs))).expect("resolves"),
             json!("ticket 7: printer via on-ticket")
         );
     }
@@ -196,13 +223,16 @@ mod tests {
         let outputs = BTreeMap::from([("lookup".to_string(), json!({"customer": null}))]);
         let err = resolve(
             &json!({"x": "$(trigger.payload.customer.name)"}),
-            &scope(&payload, &outputs),
+            &scope(&payload, &runs(&outputs)),
         )
         .expect_err("missing");
         assert_eq!(err.reference, "trigger.payload.customer.name");
         assert!(err.why.contains("at `customer` has no `name`"), "{err}");
-        let err = resolve(&json!("$(tasks.draft.output)"), &scope(&payload, &outputs))
-            .expect_err("no output");
+        let err = resolve(
+            &json!("$(tasks.draft.output)"),
+            &scope(&payload, &runs(&outputs)),
+        )
+        .expect_err("no output");
         assert!(err.to_string().contains("`draft` has no output"), "{err}");
     }
 }
