@@ -5,7 +5,9 @@
 //!   diff and peak memory on a generated project, and a Kubernetes plan
 //!   against the in-process API server;
 //! - `cortex-bench runtime`: broker throughput (in-process and durable),
-//!   HTTP latency with many connected agents, the health loop's cost.
+//!   HTTP latency with many connected agents, the health loop's cost;
+//! - `cortex-bench workflows`: the workflow runtime against Restate and
+//!   DBOS on the same workloads.
 
 mod compiler;
 mod config;
@@ -15,6 +17,7 @@ mod jetstream;
 mod kubernetes;
 mod runtime;
 mod spread;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +39,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure the workflow runtime against Restate and DBOS.
+    Workflows(WorkflowArgs),
     /// Measure the compiler on a generated project.
     Compiler {
         /// Number of agents.
@@ -96,6 +101,23 @@ enum Command {
     },
 }
 
+/// `cortex-bench workflows`' flags.
+#[derive(Debug, clap::Args)]
+struct WorkflowArgs {
+    /// 10-step workflows timed one at a time.
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// 10-step workflows started at once.
+    #[arg(long, default_value_t = 1000)]
+    concurrent: usize,
+    /// Tasks in the middle of the fan-out/fan-in DAG (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    dag: usize,
+    /// Engines, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "cortex,restate,dbos")]
+    engines: Vec<String>,
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse().command) {
         Ok(code) => code,
@@ -108,6 +130,15 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Workflows(args) => {
+            workflows::run(&workflows::Request {
+                runs: args.runs,
+                concurrent: args.concurrent,
+                dag: args.dag,
+                engines: args.engines,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Compiler {
             agents,
             workflows,

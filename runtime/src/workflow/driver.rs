@@ -126,12 +126,15 @@ pub async fn drive(
     let mut in_flight: JoinSet<Ended> = JoinSet::new();
     // Which task each running attempt is, for an attempt that panics.
     let mut attempts: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
+    // Writes submitted and not yet awaited: the ends of attempts, written
+    // together with the starts they make ready.
+    let mut writes = Vec::new();
     loop {
         let now = Instant::now();
-        // Every ready task's start is recorded in one go (the journal
-        // writes them together); none runs before all are durable.
+        // Every ready task's start is recorded in one go, with the ends
+        // that made them ready (the journal writes them together); none
+        // runs before all are durable.
         let mut starting = Vec::new();
-        let mut writes = Vec::new();
         for task in execution.ready(now) {
             let scope = Scope {
                 trigger_name: &trigger.name,
@@ -156,7 +159,7 @@ pub async fn drive(
             execution.start(&task);
             starting.push((task, attempt, input));
         }
-        for write in writes {
+        for write in writes.drain(..) {
             write.await?;
         }
         for (task, attempt, input) in starting {
@@ -210,7 +213,6 @@ pub async fn drive(
                 while let Some(more) = in_flight.try_join_next_with_id() {
                     ended.push(more);
                 }
-                let mut writes = Vec::new();
                 for done in ended {
                     let Some((task, attempt, result)) = attempt_result(done, &mut attempts) else {
                         continue;
@@ -228,11 +230,9 @@ pub async fn drive(
                         }
                     };
                     // Applied in memory at once, acted on (a dependent
-                    // started) only after the write below is durable.
+                    // started) only once durable: awaited at the top of
+                    // the loop, with the starts it allows.
                     writes.push(recorder.record(id, transition));
-                }
-                for write in writes {
-                    write.await?;
                 }
             }
             _ = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {}

@@ -6,7 +6,7 @@
 //! (callers pass `now`), no I/O; the runtime persists each transition it
 //! reports before acting on it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,11 +100,25 @@ pub enum AfterFailure {
     Failed,
 }
 
-/// One execution of a workflow.
+/// One execution of a workflow. Kept incrementally, so that each step
+/// costs in proportion to the tasks it touches, not to the workflow's
+/// size: how many tasks are in each state, how many dependencies of each
+/// task have not succeeded, and which pending tasks have none left.
 #[derive(Clone, Debug)]
 pub struct Execution {
     workflow: Arc<WorkflowEntry>,
     tasks: BTreeMap<String, TaskRun>,
+    /// Each task's position in the workflow's order.
+    position: HashMap<String, usize>,
+    /// The tasks depending on each task, by position.
+    dependents: Arc<Vec<Vec<usize>>>,
+    /// Dependencies of each task (by position) that have not succeeded.
+    unmet: Vec<usize>,
+    /// Pending tasks whose dependencies all succeeded, by position (those
+    /// waiting for a retry too: [`Execution::ready`] checks the time).
+    ready: BTreeSet<usize>,
+    /// Tasks in each [`TaskState`].
+    counts: [usize; 6],
     /// `fail-fast` tripped: nothing new starts.
     stopping: bool,
     cancelled: bool,
@@ -113,16 +127,86 @@ pub struct Execution {
 impl Execution {
     /// A new execution of `workflow`, every task pending.
     pub fn new(workflow: Arc<WorkflowEntry>) -> Execution {
-        let tasks = workflow
+        let tasks: BTreeMap<String, TaskRun> = workflow
             .tasks
             .keys()
             .map(|name| (name.clone(), TaskRun::new()))
             .collect();
+        let position: HashMap<String, usize> = workflow
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i))
+            .collect();
+        let mut dependents = vec![Vec::new(); workflow.order.len()];
+        let mut unmet = vec![0; workflow.order.len()];
+        for (i, name) in workflow.order.iter().enumerate() {
+            let Some(entry) = workflow.tasks.get(name) else {
+                continue;
+            };
+            for dep in &entry.depends_on {
+                if let Some(&d) = position.get(dep) {
+                    dependents[d].push(i);
+                    unmet[i] += 1;
+                }
+            }
+        }
+        let ready = (0..workflow.order.len())
+            .filter(|&i| unmet[i] == 0 && tasks.contains_key(&workflow.order[i]))
+            .collect();
+        let mut counts = [0; 6];
+        counts[TaskState::Pending as usize] = tasks.len();
         Execution {
             workflow,
             tasks,
+            position,
+            dependents: Arc::new(dependents),
+            unmet,
+            ready,
+            counts,
             stopping: false,
             cancelled: false,
+        }
+    }
+
+    /// Moves `task` to `state`, keeping the counts, the unmet dependencies
+    /// of its dependents and the ready set true.
+    fn set(&mut self, task: &str, state: TaskState) {
+        let Some(run) = self.tasks.get_mut(task) else {
+            return;
+        };
+        let old = run.state;
+        if old == state {
+            return;
+        }
+        run.state = state;
+        self.counts[old as usize] -= 1;
+        self.counts[state as usize] += 1;
+        let Some(&at) = self.position.get(task) else {
+            return;
+        };
+        if state == TaskState::Pending && self.unmet[at] == 0 {
+            self.ready.insert(at);
+        } else {
+            self.ready.remove(&at);
+        }
+        if state == TaskState::Succeeded || old == TaskState::Succeeded {
+            for &d in &self.dependents[at] {
+                if state == TaskState::Succeeded {
+                    self.unmet[d] -= 1;
+                } else {
+                    self.unmet[d] += 1;
+                }
+                let pending = self
+                    .tasks
+                    .get(&self.workflow.order[d])
+                    .is_some_and(|t| t.state == TaskState::Pending);
+                if self.unmet[d] == 0 && pending {
+                    self.ready.insert(d);
+                } else {
+                    self.ready.remove(&d);
+                }
+            }
         }
     }
 
@@ -133,14 +217,20 @@ impl Execution {
     /// execution stopping).
     pub fn restore(workflow: Arc<WorkflowEntry>, recorded: BTreeMap<String, TaskRun>) -> Execution {
         let mut execution = Execution::new(workflow);
-        for (name, mut run) in recorded {
-            if let Some(slot) = execution.tasks.get_mut(&name) {
-                if run.state == TaskState::Running {
-                    run.state = TaskState::Pending;
-                }
-                run.retry_at = None;
-                *slot = run;
-            }
+        for (name, run) in recorded {
+            let Some(slot) = execution.tasks.get_mut(&name) else {
+                continue;
+            };
+            let state = match run.state {
+                TaskState::Running => TaskState::Pending,
+                other => other,
+            };
+            slot.attempts = run.attempts;
+            slot.output = run.output;
+            slot.error = run.error;
+            slot.earlier_attempts = run.earlier_attempts;
+            slot.retry_at = None;
+            execution.set(&name, state);
         }
         // What a failure did before the restart, it does again: under
         // `continue` its dependents are skipped, under `fail-fast` nothing
@@ -159,10 +249,7 @@ impl Execution {
                 execution.skip_unstarted();
             }
         }
-        execution.cancelled = execution
-            .tasks
-            .values()
-            .any(|t| t.state == TaskState::Cancelled);
+        execution.cancelled = execution.counts[TaskState::Cancelled as usize] > 0;
         execution
     }
 
@@ -184,13 +271,6 @@ impl Execution {
             .collect()
     }
 
-    fn running(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|t| t.state == TaskState::Running)
-            .count()
-    }
-
     /// The tasks that may start at `now`, in the workflow's order: pending,
     /// every dependency succeeded, any retry delay passed — as many as
     /// `concurrency` leaves room for. None once the execution is stopping.
@@ -200,19 +280,14 @@ impl Execution {
         }
         let room = usize::try_from(self.workflow.concurrency.max(1))
             .unwrap_or(usize::MAX)
-            .saturating_sub(self.running());
-        self.workflow
-            .order
+            .saturating_sub(self.counts[TaskState::Running as usize]);
+        self.ready
             .iter()
+            .map(|&at| &self.workflow.order[at])
             .filter(|name| {
-                let Some(run) = self.tasks.get(*name) else {
-                    return false;
-                };
-                run.state == TaskState::Pending
-                    && run.retry_at.is_none_or(|at| at <= now)
-                    && self.workflow.tasks[*name].depends_on.iter().all(|dep| {
-                        self.tasks.get(dep).map(|d| d.state) == Some(TaskState::Succeeded)
-                    })
+                self.tasks
+                    .get(*name)
+                    .is_some_and(|run| run.retry_at.is_none_or(|at| at <= now))
             })
             .take(room)
             .cloned()
@@ -221,19 +296,18 @@ impl Execution {
 
     /// The earliest time a task waiting for a retry may start.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.tasks
-            .values()
-            .filter(|t| t.state == TaskState::Pending)
-            .filter_map(|t| t.retry_at)
+        self.ready
+            .iter()
+            .filter_map(|&at| self.tasks.get(&self.workflow.order[at])?.retry_at)
             .min()
     }
 
     /// Marks `task` started; returns the attempt (1-based).
     pub fn start(&mut self, task: &str) -> u32 {
+        self.set(task, TaskState::Running);
         let Some(run) = self.tasks.get_mut(task) else {
             return 0;
         };
-        run.state = TaskState::Running;
         run.attempts += 1;
         run.retry_at = None;
         run.attempts
@@ -241,13 +315,15 @@ impl Execution {
 
     /// `task` succeeded with `output`.
     pub fn succeeded(&mut self, task: &str, output: Value) {
-        if let Some(run) = self.tasks.get_mut(task)
-            && run.state == TaskState::Running
-        {
-            run.state = TaskState::Succeeded;
-            run.output = Some(output);
-            run.error = None;
+        let Some(run) = self.tasks.get_mut(task) else {
+            return;
+        };
+        if run.state != TaskState::Running {
+            return;
         }
+        run.output = Some(output);
+        run.error = None;
+        self.set(task, TaskState::Succeeded);
     }
 
     /// Whether a failed attempt of `task` would be retried now: attempts
@@ -276,11 +352,12 @@ impl Execution {
         let delay = Backoff::from_runtime(&backoff)
             .delay(run.attempts.saturating_sub(run.earlier_attempts + 1));
         run.error = Some(error);
-        run.state = TaskState::Pending;
         run.retry_at = Some(now + delay);
+        let attempt = run.attempts + 1;
+        self.set(task, TaskState::Pending);
         AfterFailure::Retry {
             at: now + delay,
-            attempt: run.attempts + 1,
+            attempt,
         }
     }
 
@@ -292,8 +369,8 @@ impl Execution {
             return;
         };
         run.error = Some(error);
-        run.state = TaskState::Failed;
         run.retry_at = None;
+        self.set(task, TaskState::Failed);
         if self.workflow.on_failure == "continue" {
             self.skip_dependents_of(task);
         } else {
@@ -306,14 +383,20 @@ impl Execution {
     /// `cancelled` (the caller stops the running ones).
     pub fn cancel(&mut self) -> Vec<String> {
         self.cancelled = true;
+        let unfinished: Vec<(String, TaskState)> = self
+            .tasks
+            .iter()
+            .filter(|(_, run)| matches!(run.state, TaskState::Pending | TaskState::Running))
+            .map(|(name, run)| (name.clone(), run.state))
+            .collect();
         let mut stopped = Vec::new();
-        for (name, run) in &mut self.tasks {
-            if matches!(run.state, TaskState::Pending | TaskState::Running) {
-                if run.state == TaskState::Running {
-                    stopped.push(name.clone());
-                }
-                run.state = TaskState::Cancelled;
+        for (name, state) in unfinished {
+            self.set(&name, TaskState::Cancelled);
+            if let Some(run) = self.tasks.get_mut(&name) {
                 run.retry_at = None;
+            }
+            if state == TaskState::Running {
+                stopped.push(name);
             }
         }
         stopped
@@ -321,25 +404,32 @@ impl Execution {
 
     fn skip_dependents_of(&mut self, failed: &str) {
         let mut lost: BTreeSet<String> = BTreeSet::from([failed.to_string()]);
+        let workflow = self.workflow.clone();
         // Tasks come in topological order: a dependent follows its dependencies.
-        for name in &self.workflow.order {
-            let entry = &self.workflow.tasks[name];
+        for name in &workflow.order {
+            let entry = &workflow.tasks[name];
             if entry.depends_on.iter().any(|d| lost.contains(d)) {
                 lost.insert(name.clone());
-                if let Some(run) = self.tasks.get_mut(name)
-                    && run.state == TaskState::Pending
-                {
-                    run.state = TaskState::Skipped;
-                    run.retry_at = None;
+                if self.tasks.get(name).map(|r| r.state) == Some(TaskState::Pending) {
+                    self.set(name, TaskState::Skipped);
+                    if let Some(run) = self.tasks.get_mut(name) {
+                        run.retry_at = None;
+                    }
                 }
             }
         }
     }
 
     fn skip_unstarted(&mut self) {
-        for run in self.tasks.values_mut() {
-            if run.state == TaskState::Pending {
-                run.state = TaskState::Skipped;
+        let pending: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, run)| run.state == TaskState::Pending)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in pending {
+            self.set(&name, TaskState::Skipped);
+            if let Some(run) = self.tasks.get_mut(&name) {
                 run.retry_at = None;
             }
         }
@@ -348,15 +438,13 @@ impl Execution {
     /// Where the execution is: running while a task runs or may still
     /// start; then cancelled, failed (any task failed) or succeeded.
     pub fn state(&self) -> ExecutionState {
-        let unfinished = self
-            .tasks
-            .values()
-            .any(|t| matches!(t.state, TaskState::Pending | TaskState::Running));
+        let unfinished =
+            self.counts[TaskState::Pending as usize] + self.counts[TaskState::Running as usize];
         if self.cancelled {
             ExecutionState::Cancelled
-        } else if unfinished {
+        } else if unfinished > 0 {
             ExecutionState::Running
-        } else if self.tasks.values().any(|t| t.state == TaskState::Failed) {
+        } else if self.counts[TaskState::Failed as usize] > 0 {
             ExecutionState::Failed
         } else {
             ExecutionState::Succeeded

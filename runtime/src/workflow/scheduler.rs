@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use cortex_client::{ExecutionView, WorkflowPause};
 use cortex_compiler::runtime_config::{RuntimeConfig, WorkflowEntry};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -41,6 +41,9 @@ const PAUSED: &str = "workflow.paused.";
 const TICK: &str = "workflow.tick.";
 
 type Reply<T> = oneshot::Sender<Result<T, WorkflowError>>;
+
+/// Ends kept for a slow [`Workflows::ended`] receiver.
+pub const ENDED_BACKLOG: usize = 65_536;
 
 /// How an execution is started.
 #[derive(Debug)]
@@ -87,6 +90,7 @@ enum Command {
 pub struct Workflows {
     commands: mpsc::Sender<Command>,
     store: Arc<dyn Store>,
+    ended: broadcast::Sender<(String, ExecutionState)>,
     /// Its metrics.
     pub metrics: Arc<WorkflowMetrics>,
 }
@@ -119,6 +123,7 @@ impl Workflows {
         let handle = Workflows {
             commands,
             store: options.store.clone(),
+            ended: broadcast::channel(ENDED_BACKLOG).0,
             metrics: metrics.clone(),
         };
         let paused = options
@@ -220,6 +225,12 @@ impl Workflows {
             .commands
             .send(Command::Reload { config, revision })
             .await;
+    }
+
+    /// The executions that end from now on, with how (a receiver that
+    /// falls more than [`ENDED_BACKLOG`] behind misses the oldest).
+    pub fn ended(&self) -> broadcast::Receiver<(String, ExecutionState)> {
+        self.ended.subscribe()
     }
 
     /// Every execution (of `workflow`), oldest first.
@@ -686,7 +697,8 @@ impl Scheduler {
         };
         match result {
             Ok(state) => {
-                tracing::info!(execution = %id, state = ?state, "workflow execution ended")
+                tracing::debug!(execution = %id, state = ?state, "workflow execution ended");
+                let _ = self.handle.ended.send((id.clone(), state));
             }
             Err(e) => {
                 tracing::error!(execution = %id, error = %e, "a workflow execution stopped: the store refused a transition; it resumes on the next start")
@@ -787,6 +799,10 @@ impl Scheduler {
         queue.remove(at);
         self.metrics
             .finished(&stored.workflow, ExecutionState::Cancelled);
+        let _ = self
+            .handle
+            .ended
+            .send((id.to_string(), ExecutionState::Cancelled));
         self.publish_gauges(&stored.workflow);
         find(&*self.store, id).await.map(|e| view(&e))
     }
