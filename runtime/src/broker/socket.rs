@@ -15,7 +15,9 @@
 //! One frame may carry both: `{"send": …, "ack": [ids]}` settles those
 //! deliveries with no frame of its own (the message is queued first). Acks
 //! are applied when their frame is read and made durable while the next
-//! frames are read; the journal keeps them in order.
+//! frames are read; the journal keeps them in order. Replies are applied
+//! each in a task of its own, so replies to many requests share a store
+//! write.
 //!
 //! The broker sends `{"deliveries": [...]}` (the long-poll's delivery
 //! objects), the answers above, and `{"status": 404, "error": {...}}` (the
@@ -114,9 +116,10 @@ struct Incoming<'a> {
 }
 
 impl Incoming<'_> {
-    /// How many deliveries this frame settles.
-    fn settles(&self) -> usize {
-        self.ack.len() + self.nack.len() + usize::from(self.reply.is_some())
+    /// How many deliveries this frame settles by ack or nack (a reply is
+    /// settled in a task of its own).
+    fn acks_and_nacks(&self) -> usize {
+        self.ack.len() + self.nack.len()
     }
 
     fn payload(&self) -> &str {
@@ -325,9 +328,26 @@ async fn read(
                 Err(e) => Outgoing::Frame(error_frame(&e)),
             });
         }
-        if frame.settles() > 0 {
+        if let Some(id) = frame.reply {
+            // Applied in its own task: replies to many requests are made
+            // durable together (the journal's group commit) instead of one
+            // store write after another; a failure comes back as an error
+            // frame.
+            let (broker, agent, out, window) =
+                (broker.clone(), agent.clone(), out.clone(), window.clone());
+            let payload = frame.payload().to_string();
+            tokio::spawn(async move {
+                let result = broker.reply(&agent, id, &payload).await;
+                window.settle(1);
+                if let Err(e) = result {
+                    let _ = out.send(Outgoing::Frame(error_frame(&e)));
+                }
+            });
+        }
+        let others = frame.acks_and_nacks();
+        if others > 0 {
             let result = settle_others(&broker, &agent, &frame).await;
-            window.settle(frame.settles());
+            window.settle(others);
             if let Err(e) = result
                 && out.send(Outgoing::Frame(error_frame(&e))).is_err()
             {
@@ -337,8 +357,9 @@ async fn read(
     }
 }
 
-/// Applies one frame's nacks and reply (its acks go through the writer);
-/// the first failure is returned after the rest have been applied.
+/// Applies one frame's nacks (its acks go through the writer, its reply
+/// in a task of its own); the first failure is returned after the rest
+/// have been applied.
 async fn settle_others(broker: &Broker, agent: &str, s: &Incoming<'_>) -> Result<(), BrokerError> {
     let mut first_error = None;
     for &id in &s.nack {
@@ -353,11 +374,6 @@ async fn settle_others(broker: &Broker, agent: &str, s: &Incoming<'_>) -> Result
         {
             first_error.get_or_insert(e);
         }
-    }
-    if let Some(id) = s.reply
-        && let Err(e) = broker.reply(agent, id, s.payload()).await
-    {
-        first_error.get_or_insert(e);
     }
     first_error.map_or(Ok(()), Err)
 }
