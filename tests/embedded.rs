@@ -350,6 +350,17 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
         )),
         "{table}"
     );
+    // The DAG with each task's state in that execution.
+    let graph = cortex(
+        dir,
+        &["graph", "workflow/ticket-pipeline", "--execution", &execution],
+    );
+    assert_eq!(code(&graph), 0, "{}", text(&graph.stderr));
+    assert!(
+        text(&graph.stdout).contains("class t_review succeeded"),
+        "{}",
+        text(&graph.stdout)
+    );
     // A payload the topic's schema refuses: exit 1, the field named.
     let refused = cortex(
         dir,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cortex_compiler::bundle::Bundle;
 use cortex_compiler::diagnostic::{codes, render::render_text};
-use cortex_compiler::graph::{GraphFormat, draw};
+use cortex_compiler::graph::{GraphFormat, draw, draw_with_states};
 use cortex_compiler::render::render;
 use cortex_compiler::yaml_out::parse_documents;
 use cortex_compiler::{MemorySource, Options, Source, WorkTree, compile, find_spec};
@@ -397,6 +397,40 @@ fn graphs_draw_every_task_and_edge() {
         dot.starts_with("digraph \"ticket-pipeline\" {")
             && dot.contains("\"draft\" -> \"review\";"),
         "{dot}"
+    );
+}
+
+#[test]
+fn a_graph_with_an_executions_states_labels_and_colours_each_task() {
+    let source = WorkTree::open(example()).expect("example");
+    let result = compile(&source, &Options::default());
+    let resolved = result.validated().expect("valid");
+    let spec = find_spec(resolved, "workflow/ticket-pipeline").expect("workflow");
+    let states = std::collections::BTreeMap::from([
+        ("classify".to_string(), "succeeded".to_string()),
+        ("lookup".to_string(), "failed".to_string()),
+        ("draft".to_string(), "skipped".to_string()),
+    ]);
+    let mermaid = draw_with_states(spec, GraphFormat::Mermaid, &states);
+    for line in [
+        "class t_classify succeeded",
+        "class t_lookup failed",
+        "class t_draft skipped",
+        "classDef failed fill:#ffe3e3",
+    ] {
+        assert!(mermaid.contains(line), "{line}:\n{mermaid}");
+    }
+    assert!(mermaid.contains("<br/>failed\"]"), "{mermaid}");
+    assert!(!mermaid.contains("class t_review"), "no state, no class");
+    let dot = draw_with_states(spec, GraphFormat::Dot, &states);
+    assert!(
+        dot.contains("\"lookup\" [label=\"lookup\\nrun: ./scripts/lookup.sh\\nfailed\", style=filled, fillcolor=\"#ffe3e3\"];"),
+        "{dot}"
+    );
+    // Without states, the plain drawing.
+    assert_eq!(
+        draw_with_states(spec, GraphFormat::Mermaid, &Default::default()),
+        draw(spec, GraphFormat::Mermaid)
     );
 }
 
