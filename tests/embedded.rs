@@ -353,7 +353,12 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
     // The DAG with each task's state in that execution.
     let graph = cortex(
         dir,
-        &["graph", "workflow/ticket-pipeline", "--execution", &execution],
+        &[
+            "graph",
+            "workflow/ticket-pipeline",
+            "--execution",
+            &execution,
+        ],
     );
     assert_eq!(code(&graph), 0, "{}", text(&graph.stderr));
     assert!(
