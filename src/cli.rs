@@ -178,6 +178,41 @@ pub enum Command {
         #[arg(long)]
         no_agents: bool,
     },
+    /// Run the GitOps reconciler: watch a repository, compile each new
+    /// commit, apply it to the embedded state store and run it (as `cortex
+    /// up` does); a commit that does not compile keeps the last good one
+    /// running and is reported on `GET /api/v1/status`. Ctrl-C stops it.
+    Serve {
+        /// The repository: a `file://` URL or a bare repository (fetched
+        /// into the state directory's cache), or a directory (read as it is
+        /// on disk).
+        #[arg(long)]
+        repo: String,
+        /// The branch followed (a fetched repository).
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// The project's directory inside the repository.
+        #[arg(long = "path", value_name = "SUBDIR")]
+        subdir: Option<PathBuf>,
+        /// Environment overlay to apply.
+        #[arg(long, short = 'e', env = "CORTEX_ENV")]
+        env: Option<String>,
+        /// How often the repository is fetched (e.g. 30s, 1m).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        /// Address of the API and the runtime (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
+        /// State directory (store, cache of the repository, logs).
+        #[arg(long, default_value = ".cortex-serve")]
+        state: PathBuf,
+        /// Log format (logs go to stderr; filter with CORTEX_LOG).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Do not start the agents.
+        #[arg(long)]
+        no_agents: bool,
+    },
     /// Show the agents, their health and the queues of the project's
     /// runtime (or of its state store when no runtime is running).
     Status {

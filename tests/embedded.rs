@@ -727,3 +727,81 @@ fn json_logs_carry_the_agent_and_state() {
     let (exit, _) = up.interrupt();
     assert_eq!(exit, 0);
 }
+
+#[test]
+fn serve_runs_the_head_of_a_repository_and_stops_on_ctrl_c() {
+    // A bare "remote" holding the example project.
+    let remote = tempfile::tempdir().unwrap();
+    git2::Repository::init_bare(remote.path()).unwrap();
+    let work = support_desk();
+    git2::Repository::open(work.path())
+        .unwrap()
+        .remote_anonymous(remote.path().to_str().unwrap())
+        .unwrap()
+        .push(&["+refs/heads/main:refs/heads/main"], None)
+        .unwrap();
+    let head = git2::Repository::open(work.path())
+        .unwrap()
+        .head()
+        .unwrap()
+        .target()
+        .unwrap()
+        .to_string();
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["serve", "--repo"])
+        .arg(remote.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "1s",
+            "--no-agents",
+            "--state",
+        ])
+        .arg(state.path())
+        .env("NO_COLOR", "1")
+        .env_remove("CORTEX_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cortex serve");
+    let mut banner = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let url = banner
+        .split("API on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no API in {banner:?}"))
+        .to_string();
+    let token = std::fs::read_to_string(state.path().join("operator.token")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status: Value = loop {
+        let status: Value = runtime
+            .block_on(async {
+                cortex_client::http_client()
+                    .get(format!("{url}/api/v1/status"))
+                    .bearer_auth(token.trim())
+                    .send()
+                    .await?
+                    .json()
+                    .await
+            })
+            .unwrap_or(Value::Null);
+        if status["syncState"] == json!("synced") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "not synced: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["syncedCommit"], json!(head));
+    assert_eq!(status["syncedRevision"], json!(1));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

@@ -41,6 +41,7 @@ async fn start_runtime(dir: &Path, agents: usize, listen: SocketAddr) -> anyhow:
             poll: Duration::from_secs(1),
             alert_period: Duration::from_secs(1),
             connections: Default::default(),
+            extra_routes: None,
         },
         "bench",
     )

@@ -5,6 +5,7 @@
 
 pub mod desired;
 pub mod plan;
+pub mod serve;
 pub mod source;
 pub mod target;
 pub mod up;

@@ -28,6 +28,8 @@ pub struct UpOptions {
     pub poll: Duration,
     /// How often alert rules are evaluated.
     pub alert_period: Duration,
+    /// More routes on the runtime's listener (`cortex serve`'s API).
+    pub routes: Option<axum::Router>,
 }
 
 /// Why the project could not be run.
@@ -83,6 +85,30 @@ pub struct Up {
 }
 
 impl Up {
+    /// Applies `desired` to the running project's store when it differs
+    /// from what the store holds (the runtime picks the new revision up);
+    /// returns the new revision, or `None` when there was nothing to do.
+    pub async fn apply(&self, desired: &Desired) -> Result<Option<u64>, UpError> {
+        let current = self.store.applied().await?;
+        let planned = embedded::plan_against(
+            current.as_ref(),
+            &self.state,
+            desired,
+            &PlanOptions::default(),
+        );
+        if !planned.saved.summary.has_changes() && current.is_some() {
+            return Ok(None);
+        }
+        let done = embedded::apply(
+            &*self.store,
+            &planned.saved,
+            &holder_identity(),
+            Duration::ZERO,
+        )
+        .await?;
+        Ok(Some(done.revision))
+    }
+
     /// Stops the agents, then the broker, then closes the store.
     pub async fn stop(self) -> Result<(), UpError> {
         let stopped = self.running.stop().await;
@@ -91,9 +117,20 @@ impl Up {
     }
 }
 
-/// Runs the project in `dir` (compiled as `desired`) on this machine.
+/// Runs the project in `dir` (compiled as `desired`) on this machine, with
+/// the state store the project names.
 pub async fn up(dir: &Path, desired: &Desired, options: UpOptions) -> Result<Up, UpError> {
     let state = embedded::state_path(dir, desired);
+    up_with_store(dir, desired, options, state).await
+}
+
+/// [`up`] with the state store at `state` (`cortex serve` keeps its own).
+pub async fn up_with_store(
+    dir: &Path,
+    desired: &Desired,
+    options: UpOptions,
+    state: PathBuf,
+) -> Result<Up, UpError> {
     // One runtime per store: a second would deliver the same messages.
     let lock = ApplyLock::acquire_runtime(&state, &holder_identity())?;
     let store = Arc::new(SqliteStore::open(&state)?);
@@ -153,6 +190,7 @@ async fn start(
         poll: options.poll,
         alert_period: options.alert_period,
         connections: Default::default(),
+        extra_routes: options.routes.clone(),
     };
     let store_dyn: Arc<dyn Store> = store.clone();
     let running = engine::start_on(

@@ -48,6 +48,8 @@ pub struct RuntimeOptions {
     pub alert_period: Duration,
     /// Timeouts of the HTTP connections.
     pub connections: ConnectionLimits,
+    /// More routes on the runtime's listener (`cortex serve`'s API).
+    pub extra_routes: Option<axum::Router>,
 }
 
 /// Why the runtime could not start.
@@ -184,7 +186,10 @@ pub async fn start_on(
         header: Arc::new(Mutex::new(RuntimeStatus::default())),
         workflows,
     };
-    let app = router(shared.clone());
+    let mut app = router(shared.clone());
+    if let Some(extra) = options.extra_routes.clone() {
+        app = extra.merge(app);
+    }
     background.push(tokio::spawn(connections::serve(
         listener,
         app,

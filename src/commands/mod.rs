@@ -6,6 +6,7 @@ mod explain;
 mod init;
 mod operate;
 mod schema;
+mod serve;
 mod target;
 mod up;
 mod validate;
@@ -103,6 +104,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::Status { dir, env, format } => up::status(&dir, env, format),
+        Command::Serve {
+            repo,
+            branch,
+            subdir,
+            env,
+            interval,
+            listen,
+            state,
+            log_format,
+            no_agents,
+        } => serve::run(serve::Request {
+            repo,
+            branch,
+            subdir,
+            env,
+            interval,
+            listen,
+            state,
+            log_format,
+            agents: !no_agents,
+        }),
         Command::Graph {
             args,
             env,

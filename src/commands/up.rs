@@ -31,7 +31,7 @@ pub struct UpRequest {
 }
 
 /// Logs to stderr, filtered by `CORTEX_LOG` (default `info`).
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORTEX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -91,7 +91,7 @@ fn summary_line(status: &RuntimeStatus) -> String {
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when
 /// this is called, not when first polled, so a signal that arrives while the
 /// runtime starts is not lost (or fatal: SIGINT's default kills at once).
-fn terminated() -> impl std::future::Future<Output = ()> {
+pub(crate) fn terminated() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -131,6 +131,7 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
         supervise: request.agents,
         poll: Duration::from_secs(1),
         alert_period: Duration::from_secs(1),
+        routes: None,
     };
     let outcome: anyhow::Result<ExitCode> = rt.block_on(async {
         // The signal handlers first: a Ctrl-C while the runtime starts is

@@ -78,6 +78,7 @@ pub fn options(project: &Path, state: &Path, supervise: bool) -> RuntimeOptions 
         poll: Duration::from_millis(100),
         alert_period: Duration::from_millis(100),
         connections: Default::default(),
+        extra_routes: None,
     }
 }
 

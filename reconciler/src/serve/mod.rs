@@ -1,0 +1,425 @@
+//! `cortex serve`: the GitOps reconciler. One loop, in the runtime's shape
+//! (wait in one `select!` for the first of: the interval, a wake-up, shutdown;
+//! then act): fetch the source, compile the head, and when it compiles
+//! apply it to the embedded store the runtime runs from; when it does not,
+//! keep the last good revision running and say why, with the diagnostics.
+//! Errors back off exponentially (capped at the interval's 10×, at most
+//! 5 min). Status goes to [`api`].
+//!
+//! What is built here is the first part of issue 18: the source, the loop,
+//! the embedded target with the runtime inside, `GET /api/v1/status`,
+//! `/readyz`. Sync modes, drift, the webhook, roles and leader election
+//! are not built yet.
+
+pub mod api;
+pub mod source;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cortex_compiler::Options;
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use cortex_runtime::store::SqliteStore;
+use cortex_runtime::tokens::{self, TokenHash};
+
+use crate::desired::{DesiredError, desired_at};
+use crate::up::{Up, UpOptions, up_with_store};
+pub use source::{Head, Source};
+
+/// How `serve` runs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Where the project comes from.
+    pub source: Source,
+    /// The project's directory inside the repository.
+    pub subdir: Option<PathBuf>,
+    /// Environment overlay.
+    pub env: Option<String>,
+    /// How often the source is fetched.
+    pub interval: Duration,
+    /// Where the state store (and the remote's cache) live.
+    pub state: PathBuf,
+    /// Address of the runtime and the API.
+    pub listen: SocketAddr,
+    /// Start the agents that have a `local.command`.
+    pub supervise: bool,
+}
+
+/// One problem of a commit that does not compile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProblemView {
+    /// Diagnostic code (`CX0201`).
+    pub code: String,
+    /// The file, relative to the project.
+    pub file: Option<String>,
+    /// 1-based line.
+    pub line: Option<u32>,
+    /// 1-based column.
+    pub column: Option<u32>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The last failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastError {
+    /// The commit it is about.
+    pub commit: Option<String>,
+    /// What went wrong.
+    pub message: String,
+    /// The compiler's errors, when the commit does not compile.
+    pub diagnostics: Vec<ProblemView>,
+}
+
+/// What `GET /api/v1/status` answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServeStatus {
+    /// The repository.
+    pub repo: String,
+    /// The branch followed.
+    pub branch: Option<String>,
+    /// The source's head at the last fetch.
+    pub head_commit: Option<String>,
+    /// The commit applied and running.
+    pub synced_commit: Option<String>,
+    /// The applied revision of the store.
+    pub synced_revision: Option<u64>,
+    /// `synced`, `syncing` or `error`.
+    pub sync_state: String,
+    /// When the last sync ended (RFC 3339).
+    pub last_sync_at: Option<String>,
+    /// The last failure, until a sync succeeds.
+    pub last_error: Option<LastError>,
+    /// This replica reconciles (leader election comes later: always true).
+    pub leader: bool,
+    /// The runtime's URL, once it runs.
+    pub runtime: Option<String>,
+    /// Whether the first sync has finished or failed (`/readyz`).
+    #[serde(skip)]
+    pub ready: bool,
+}
+
+/// Shared between the loop and the API.
+pub type SharedStatus = Arc<Mutex<ServeStatus>>;
+
+/// The problems of a failed compile, as the API shows them.
+fn problems(error: &DesiredError) -> Vec<ProblemView> {
+    match error {
+        DesiredError::Compile { diagnostics, .. } => diagnostics
+            .iter()
+            .filter(|d| d.severity == cortex_compiler::diagnostic::Severity::Error)
+            .map(|d| ProblemView {
+                code: d.code.to_string(),
+                file: d.span.as_ref().map(|s| s.file.to_string()),
+                line: d.span.as_ref().map(|s| s.line),
+                column: d.span.as_ref().map(|s| s.col),
+                message: d.message.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn now() -> String {
+    cortex_runtime::workflow::view::rfc3339(cortex_runtime::store::now_ms())
+}
+
+/// The API served on its own until the first revision runs.
+struct Standalone {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The reconciler: its status, its wake-up, and the running project.
+pub struct Serve {
+    options: ServeOptions,
+    status: SharedStatus,
+    wake: Arc<Notify>,
+    up: Option<Up>,
+    operator: TokenHash,
+    standalone: Option<Standalone>,
+}
+
+/// Why `serve` could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The runtime could not start or stop cleanly.
+    #[error(transparent)]
+    Up(#[from] crate::up::UpError),
+    /// The state store could not be opened.
+    #[error(transparent)]
+    Store(#[from] cortex_runtime::store::StoreError),
+    /// The state directory could not be made.
+    #[error("cannot create the state directory {path}: {message}")]
+    StateDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The address is taken or not allowed.
+    #[error("cannot listen on {addr}: {message}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Serve {
+    /// A reconciler for `options` (nothing runs until [`Serve::run`]).
+    pub fn new(options: ServeOptions) -> Serve {
+        let status = ServeStatus {
+            repo: options.source.describe(),
+            branch: options.source.branch().map(str::to_string),
+            sync_state: "syncing".into(),
+            leader: true,
+            ..ServeStatus::default()
+        };
+        Serve {
+            options,
+            status: Arc::new(Mutex::new(status)),
+            wake: Arc::new(Notify::new()),
+            up: None,
+            operator: TokenHash([0; 32]),
+            standalone: None,
+        }
+    }
+
+    /// Makes the state directory and the operator token, takes the
+    /// address and serves the API on it until the first revision runs;
+    /// returns the API's URL.
+    pub async fn listen(&mut self) -> Result<String, ServeError> {
+        let state = self.options.state.clone();
+        std::fs::create_dir_all(&state).map_err(|e| ServeError::StateDir {
+            path: state.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let store = SqliteStore::open(&self.state_path())?;
+        let token = tokens::operator_token(&state, &store).await;
+        store.close();
+        self.operator = TokenHash::of(&token?);
+        self.serve_standalone().await?;
+        Ok(format!("http://{}", self.options.listen))
+    }
+
+    /// The status the loop keeps.
+    pub fn status(&self) -> SharedStatus {
+        self.status.clone()
+    }
+
+    fn set(&self, change: impl FnOnce(&mut ServeStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The state store's path.
+    pub fn state_path(&self) -> PathBuf {
+        self.options.state.join("state.db")
+    }
+
+    /// Serves the API alone on the address (until the runtime takes it).
+    async fn serve_standalone(&mut self) -> Result<(), ServeError> {
+        let addr = self.options.listen;
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Listen {
+                    addr,
+                    message: e.to_string(),
+                })?;
+        self.options.listen = listener.local_addr().map_err(|e| ServeError::Listen {
+            addr,
+            message: e.to_string(),
+        })?;
+        let app = api::standalone(self.status.clone(), self.wake.clone(), self.operator);
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                })
+                .await;
+        });
+        self.standalone = Some(Standalone { stop, task });
+        Ok(())
+    }
+
+    /// Reconciles until `shutdown`, then stops the runtime ([`Serve::listen`]
+    /// first).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ServeError> {
+        if self.standalone.is_none() && self.up.is_none() {
+            self.listen().await?;
+        }
+        let mut next = Instant::now();
+        let mut failures: u32 = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            let ok = self.reconcile().await;
+            failures = if ok { 0 } else { failures.saturating_add(1) };
+            next = Instant::now() + self.delay(failures);
+        }
+        self.stop_standalone().await;
+        if let Some(up) = self.up.take() {
+            up.stop().await?;
+        }
+        Ok(())
+    }
+
+    async fn stop_standalone(&mut self) {
+        if let Some(standalone) = self.standalone.take() {
+            let _ = standalone.stop.send(true);
+            let _ = standalone.task.await;
+        }
+    }
+
+    /// The wait before the next reconcile: the interval, or after failures
+    /// a backoff from 1 s doubling up to 10 intervals (at most 5 min).
+    fn delay(&self, failures: u32) -> Duration {
+        if failures == 0 {
+            return self.options.interval;
+        }
+        let cap = (self.options.interval * 10).min(Duration::from_secs(300));
+        Duration::from_secs(1)
+            .saturating_mul(2u32.saturating_pow(failures - 1))
+            .min(cap)
+            .max(self.options.interval.min(cap))
+    }
+
+    /// One reconcile; `false` when it failed.
+    async fn reconcile(&mut self) -> bool {
+        let source = self.options.source.clone();
+        let subdir = self.options.subdir.clone();
+        let fetched = tokio::task::spawn_blocking(move || source.fetch(subdir.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let head = match fetched {
+            Ok(head) => head,
+            Err(message) => {
+                tracing::warn!(error = %message, "cannot fetch the repository; trying again");
+                self.fail(None, message, Vec::new());
+                return false;
+            }
+        };
+        self.set(|s| s.head_commit = head.commit.clone());
+        let options = Options {
+            env: self.options.env.clone(),
+        };
+        let (project, at) = (head.project.clone(), head.at.clone());
+        let compiled = tokio::task::spawn_blocking(move || desired_at(&project, &at, &options))
+            .await
+            .map_err(|e| e.to_string());
+        let desired = match compiled {
+            Ok(Ok(desired)) => desired,
+            Ok(Err(e)) => {
+                tracing::warn!(commit = ?head.commit, error = %e, "the head does not compile; the last good revision stays");
+                let found = problems(&e);
+                self.fail(head.commit.clone(), e.to_string(), found);
+                return false;
+            }
+            Err(e) => {
+                self.fail(head.commit.clone(), e, Vec::new());
+                return false;
+            }
+        };
+        let applied = match &self.up {
+            Some(up) => up.apply(&desired).await.map(|r| (r, None)),
+            None => self
+                .start(&head.project, &desired)
+                .await
+                .map(|url| (None, Some(url))),
+        };
+        match applied {
+            Ok((revision, url)) => {
+                if let Some(r) = revision {
+                    tracing::info!(revision = r, commit = ?head.commit, "applied");
+                }
+                let revision = match (revision, &self.up) {
+                    (Some(r), _) => Some(r),
+                    (None, Some(up)) => Some(up.running.status().revision),
+                    (None, None) => None,
+                };
+                self.set(|s| {
+                    s.synced_commit = head.commit.clone();
+                    s.synced_revision = revision.or(s.synced_revision);
+                    s.sync_state = "synced".into();
+                    s.last_sync_at = Some(now());
+                    s.last_error = None;
+                    s.ready = true;
+                    if url.is_some() {
+                        s.runtime = url;
+                    }
+                });
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot apply");
+                self.fail(head.commit.clone(), e.to_string(), Vec::new());
+                if self.up.is_none()
+                    && self.standalone.is_none()
+                    && let Err(e) = self.serve_standalone().await
+                {
+                    tracing::error!(error = %e, "the API cannot be served");
+                }
+                false
+            }
+        }
+    }
+
+    /// Starts the runtime on the first revision that compiles; returns its URL.
+    async fn start(
+        &mut self,
+        project: &Path,
+        desired: &crate::Desired,
+    ) -> Result<String, crate::up::UpError> {
+        // The runtime takes the address over (with the API on it).
+        self.stop_standalone().await;
+        let up = up_with_store(
+            project,
+            desired,
+            UpOptions {
+                listen: self.options.listen,
+                supervise: self.options.supervise,
+                poll: Duration::from_millis(500),
+                alert_period: Duration::from_secs(1),
+                routes: Some(api::routes(
+                    self.status.clone(),
+                    self.wake.clone(),
+                    self.operator,
+                )),
+            },
+            self.state_path(),
+        )
+        .await?;
+        let url = up.running.url.clone();
+        self.up = Some(up);
+        Ok(url)
+    }
+
+    fn fail(&self, commit: Option<String>, message: String, diagnostics: Vec<ProblemView>) {
+        self.set(|s| {
+            s.sync_state = "error".into();
+            s.last_error = Some(LastError {
+                commit,
+                message,
+                diagnostics,
+            });
+            s.ready = true;
+        });
+    }
+
+    /// Wakes the loop now (a webhook, a sync asked for).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}

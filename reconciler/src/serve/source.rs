@@ -1,0 +1,114 @@
+//! Where `cortex serve` reads the project: a remote repository fetched with
+//! git2 into a cache directory (the branch's head is what counts, so a
+//! force-push is followed), or a local directory read as it is on disk.
+
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository, build::CheckoutBuilder};
+
+use crate::At;
+
+/// The repository `serve` watches.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A repository fetched into `cache` (a path or a `file://` URL; this
+    /// build of git2 has no https or ssh transport).
+    Remote {
+        /// Its URL.
+        url: String,
+        /// The branch followed.
+        branch: String,
+        /// Where it is fetched and checked out.
+        cache: PathBuf,
+    },
+    /// A directory read as it is on disk (for development).
+    Local {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// What the source holds now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The commit (a remote's branch head; a local directory's `HEAD`, if
+    /// it is a git work tree).
+    pub commit: Option<String>,
+    /// The project directory (the checkout, or the local directory, plus
+    /// `--path`).
+    pub project: PathBuf,
+    /// What to compile there.
+    pub at: At,
+}
+
+impl Source {
+    /// Fetches (a remote) and says what the project is now.
+    pub fn fetch(&self, subdir: Option<&Path>) -> Result<Head, String> {
+        let inside = |root: &Path| match subdir {
+            Some(s) => root.join(s),
+            None => root.to_path_buf(),
+        };
+        match self {
+            Source::Remote { url, branch, cache } => {
+                let oid = fetch_remote(url, branch, cache).map_err(|e| {
+                    format!("cannot fetch branch {branch} of {url}: {}", e.message())
+                })?;
+                Ok(Head {
+                    commit: Some(oid.to_string()),
+                    project: inside(cache),
+                    at: At::Revision(oid.to_string()),
+                })
+            }
+            Source::Local { dir } => {
+                if !dir.is_dir() {
+                    return Err(format!("{} is not a directory", dir.display()));
+                }
+                let commit = Repository::discover(dir)
+                    .ok()
+                    .and_then(|r| r.head().ok()?.target())
+                    .map(|oid| oid.to_string());
+                Ok(Head {
+                    commit,
+                    project: inside(dir),
+                    at: At::WorkTree,
+                })
+            }
+        }
+    }
+
+    /// The repository as `status` names it.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Remote { url, .. } => url.clone(),
+            Source::Local { dir } => dir.display().to_string(),
+        }
+    }
+
+    /// The branch followed (none for a local directory).
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            Source::Remote { branch, .. } => Some(branch),
+            Source::Local { .. } => None,
+        }
+    }
+}
+
+/// Fetches `branch` of `url` into `cache` and checks its head out there
+/// (forced: the cache is ours); returns the head.
+fn fetch_remote(url: &str, branch: &str, cache: &Path) -> Result<Oid, git2::Error> {
+    let repo = match Repository::open(cache) {
+        Ok(repo) => repo,
+        Err(_) => {
+            std::fs::create_dir_all(cache).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+            Repository::init(cache)?
+        }
+    };
+    let tracking = format!("refs/remotes/origin/{branch}");
+    repo.remote_anonymous(url)?
+        .fetch(&[format!("+refs/heads/{branch}:{tracking}")], None, None)?;
+    let oid = repo.refname_to_id(&tracking)?;
+    let commit = repo.find_commit(oid)?;
+    repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().force()))?;
+    repo.set_head_detached(oid)?;
+    Ok(oid)
+}

@@ -1,0 +1,204 @@
+//! `cortex serve` against real git repositories (a bare "remote" and a
+//! work repository pushing to it, in temporary directories): a pushed
+//! commit is applied and runs; a commit that does not compile keeps the
+//! last good one and its diagnostics are in the status; a fix syncs; a
+//! force-push back to an older commit is followed; an empty remote is
+//! reported, with the API up before anything runs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cortex_reconciler::serve::{Serve, ServeOptions, Source};
+use cortex_testkit::git::Repo;
+use git2::Repository;
+use serde_json::Value;
+
+const PROJECT: &str = "apiVersion: cortex.codevald.io/v1
+kind: Project
+metadata: { name: served }
+spec:
+  include: [\"specs.yaml\"]
+  namespace: served
+";
+
+fn specs(retention: &str) -> String {
+    format!(
+        "apiVersion: cortex.codevald.io/v1
+kind: Topic
+metadata: {{ name: jobs }}
+spec: {{ ordering: none, retention: {retention} }}
+---
+apiVersion: cortex.codevald.io/v1
+kind: Agent
+metadata: {{ name: worker }}
+spec:
+  image: example/agent:1
+  subscribe: [jobs]
+"
+    )
+}
+
+/// Pushes the work repository's `main` to the remote, forced.
+fn push(work: &Repo, remote: &Path) {
+    let repo = Repository::open(work.path()).expect("open");
+    repo.remote_anonymous(remote.to_str().expect("utf-8"))
+        .expect("remote")
+        .push(&["+refs/heads/main:refs/heads/main"], None)
+        .expect("push");
+}
+
+struct Api {
+    url: String,
+    token: String,
+}
+
+impl Api {
+    /// The status (`null` while the address changes hands: the runtime
+    /// takes it over from the API served alone).
+    async fn status(&self) -> Value {
+        let sent = cortex_client::http_client()
+            .get(format!("{}/api/v1/status", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Polls until `ok(status)` (the deadline only stops a hung test).
+    async fn until(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status().await;
+            if ok(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what}: {status:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_force_push() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    Repository::init_bare(remote_dir.path()).expect("bare");
+    let state = tempfile::tempdir().unwrap();
+    let mut serve = Serve::new(ServeOptions {
+        source: Source::Remote {
+            url: remote_dir.path().display().to_string(),
+            branch: "main".into(),
+            cache: state.path().join("repo"),
+        },
+        subdir: None,
+        env: None,
+        interval: Duration::from_millis(200),
+        state: state.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        supervise: false,
+    });
+    let url = serve.listen().await.expect("listens");
+    let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
+        .expect("the operator token")
+        .trim()
+        .to_string();
+    let api = Api { url, token };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(serve.run(stopped));
+
+    // Nothing pushed yet: the fetch fails, said in the status; the API is up.
+    let empty = api
+        .until("an empty remote reported", |s| s["syncState"] == "error")
+        .await;
+    assert!(
+        empty["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot fetch branch main"),
+        "{empty:#}"
+    );
+    let ready = cortex_client::http_client()
+        .get(format!("{}/readyz", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "ready once the first sync failed");
+    let refused = cortex_client::http_client()
+        .get(format!("{}/api/v1/status", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "no token, no status");
+
+    // A first commit is applied and runs.
+    let work = Repo::new();
+    work.write("cortex.yaml", PROJECT);
+    work.write("specs.yaml", &specs("1d"));
+    let first = work.commit("first").to_string();
+    push(&work, remote_dir.path());
+    let synced = api
+        .until("the first commit synced", |s| {
+            s["syncedCommit"] == first.as_str()
+        })
+        .await;
+    assert_eq!(synced["syncState"], "synced");
+    assert_eq!(synced["syncedRevision"], 1);
+    assert!(synced["lastError"].is_null());
+    let runtime = synced["runtime"]
+        .as_str()
+        .expect("the runtime's URL")
+        .to_string();
+    assert_eq!(runtime, api.url, "the runtime took the API's address over");
+
+    // A commit that does not compile: the first stays, the error is named.
+    work.write(
+        "specs.yaml",
+        &specs("1d").replace("image: example/agent:1", "image: 7"),
+    );
+    let broken = work.commit("broken").to_string();
+    push(&work, remote_dir.path());
+    let failed = api
+        .until("the broken commit reported", |s| {
+            s["lastError"]["commit"] == broken.as_str()
+        })
+        .await;
+    assert_eq!(failed["syncState"], "error");
+    assert_eq!(
+        failed["syncedCommit"],
+        first.as_str(),
+        "the last good commit stays"
+    );
+    assert_eq!(failed["syncedRevision"], 1);
+    let problem = &failed["lastError"]["diagnostics"][0];
+    assert_eq!(problem["file"], "specs.yaml", "{failed:#}");
+    assert_eq!(problem["line"], 10, "{failed:#}");
+    assert!(problem["code"].as_str().unwrap().starts_with("CX"));
+
+    // The fix (with a change) syncs as revision 2.
+    work.write("specs.yaml", &specs("7d"));
+    let fixed = work.commit("fixed").to_string();
+    push(&work, remote_dir.path());
+    let synced = api
+        .until("the fix synced", |s| s["syncedCommit"] == fixed.as_str())
+        .await;
+    assert_eq!(synced["syncedRevision"], 2);
+    assert!(synced["lastError"].is_null());
+
+    // A force-push back to the first commit is followed: revision 3.
+    let repo = Repository::open(work.path()).unwrap();
+    let oid = git2::Oid::from_str(&first).unwrap();
+    repo.reference("refs/heads/main", oid, true, "rewind")
+        .unwrap();
+    push(&work, remote_dir.path());
+    let rewound = api
+        .until("the force-push followed", |s| {
+            s["syncedCommit"] == first.as_str()
+        })
+        .await;
+    assert_eq!(rewound["syncedRevision"], 3);
+
+    let _ = stop.send(true);
+    running.await.unwrap().expect("stops cleanly");
+}

@@ -1,0 +1,82 @@
+//! `cortex serve`: the reconciler in the foreground until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cortex_reconciler::serve::{Serve, ServeOptions, Source};
+
+use crate::cli::LogFormat;
+use crate::commands::target::{failed, runtime};
+use crate::commands::up::{init_logging, terminated};
+
+/// `cortex serve`'s options.
+pub struct Request {
+    pub repo: String,
+    pub branch: String,
+    pub subdir: Option<PathBuf>,
+    pub env: Option<String>,
+    pub interval: Duration,
+    pub listen: SocketAddr,
+    pub state: PathBuf,
+    pub log_format: LogFormat,
+    pub agents: bool,
+}
+
+/// What `--repo` names: a URL or a bare repository is fetched into the
+/// cache; any other directory is read as it is on disk.
+fn source(repo: &str, branch: &str, state: &Path) -> Source {
+    let path = Path::new(repo);
+    let bare = path.is_dir() && git2::Repository::open_bare(path).is_ok();
+    if repo.contains("://") || bare {
+        Source::Remote {
+            url: repo.to_string(),
+            branch: branch.to_string(),
+            cache: state.join("repo"),
+        }
+    } else {
+        Source::Local {
+            dir: path.to_path_buf(),
+        }
+    }
+}
+
+/// `cortex serve`.
+pub fn run(request: Request) -> anyhow::Result<ExitCode> {
+    init_logging(request.log_format);
+    let state = std::path::absolute(&request.state).unwrap_or(request.state.clone());
+    let options = ServeOptions {
+        source: source(&request.repo, &request.branch, &state),
+        subdir: request.subdir,
+        env: request.env,
+        interval: request.interval,
+        state: state.clone(),
+        listen: request.listen,
+        supervise: request.agents,
+    };
+    let rt = runtime()?;
+    let outcome: anyhow::Result<ExitCode> = rt.block_on(async {
+        let stop = terminated();
+        let mut serve = Serve::new(options.clone());
+        let url = serve.listen().await?;
+        eprintln!(
+            "cortex serve: watching {} every {:?}; API on {url} (GET /api/v1/status with the token in {}) — Ctrl-C to stop",
+            options.source.describe(),
+            options.interval,
+            cortex_runtime::tokens::operator_token_path(&state).display()
+        );
+        let (shutdown, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(serve.run(stopped));
+        stop.await;
+        eprintln!("Stopping…");
+        let _ = shutdown.send(true);
+        running.await??;
+        eprintln!("Stopped; state kept in {}.", state.display());
+        Ok(ExitCode::SUCCESS)
+    });
+    match outcome {
+        Ok(code) => Ok(code),
+        Err(e) => failed(&format!("{e:#}")),
+    }
+}
