@@ -212,6 +212,11 @@ pub enum Command {
         /// Do not start the agents.
         #[arg(long)]
         no_agents: bool,
+        /// The environment variable holding the secret of `POST
+        /// /api/v1/webhook` (GitHub's X-Hub-Signature-256); without it the
+        /// webhook is off.
+        #[arg(long, value_name = "VAR")]
+        webhook_secret_env: Option<String>,
     },
     /// Show the agents, their health and the queues of the project's
     /// runtime (or of its state store when no runtime is running).

@@ -87,8 +87,9 @@ pub struct Up {
 impl Up {
     /// Applies `desired` to the running project's store when it differs
     /// from what the store holds (the runtime picks the new revision up);
-    /// returns the new revision, or `None` when there was nothing to do.
-    pub async fn apply(&self, desired: &Desired) -> Result<Option<u64>, UpError> {
+    /// returns the new revision and the objects that changed (their
+    /// identities), or `None` when there was nothing to do.
+    pub async fn apply(&self, desired: &Desired) -> Result<Option<(u64, Vec<String>)>, UpError> {
         let current = self.store.applied().await?;
         let planned = embedded::plan_against(
             current.as_ref(),
@@ -99,6 +100,13 @@ impl Up {
         if !planned.saved.summary.has_changes() && current.is_some() {
             return Ok(None);
         }
+        let changed = planned
+            .display
+            .changes
+            .iter()
+            .filter(|c| c.action != crate::Action::Unchanged)
+            .map(|c| c.identity.clone())
+            .collect();
         let done = embedded::apply(
             &*self.store,
             &planned.saved,
@@ -106,7 +114,22 @@ impl Up {
             Duration::ZERO,
         )
         .await?;
-        Ok(Some(done.revision))
+        Ok(Some((done.revision, changed)))
+    }
+
+    /// Writes an entry to the store's audit log.
+    pub async fn audit(&self, actor: &str, action: &str, detail: String) -> Result<(), UpError> {
+        self.store
+            .write(vec![cortex_runtime::store::Op::Audit(
+                cortex_runtime::store::AuditEntry {
+                    at_ms: cortex_runtime::store::now_ms(),
+                    actor: actor.to_string(),
+                    action: action.to_string(),
+                    detail,
+                },
+            )])
+            .await?;
+        Ok(())
     }
 
     /// Stops the agents, then the broker, then closes the store.

@@ -98,6 +98,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         state: state.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         supervise: false,
+        webhook_secret: None,
     });
     let url = serve.listen().await.expect("listens");
     let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
@@ -186,7 +187,29 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
     assert_eq!(synced["syncedRevision"], 2);
     assert!(synced["lastError"].is_null());
 
-    // A force-push back to the first commit is followed: revision 3.
+    // Someone applies another revision behind serve's back: drift, put
+    // back on the next interval (revision 3 is the manual one, 4 the heal).
+    let manual = tempfile::tempdir().unwrap();
+    std::fs::write(manual.path().join("cortex.yaml"), PROJECT).unwrap();
+    std::fs::write(manual.path().join("specs.yaml"), specs("30d")).unwrap();
+    let store = cortex_runtime::store::SqliteStore::open(&state.path().join("state.db")).unwrap();
+    assert_eq!(
+        cortex_testkit::runtime::apply_project(manual.path(), &store).await,
+        3
+    );
+    store.close();
+    let healed = api
+        .until("the drift healed", |s| s["driftHealed"] == 1)
+        .await;
+    assert_eq!(healed["syncedRevision"], 4);
+    assert_eq!(healed["syncedCommit"], fixed.as_str());
+    assert_eq!(
+        healed["drift"],
+        serde_json::json!(["Topic/jobs"]),
+        "{healed:#}"
+    );
+
+    // A force-push back to the first commit is followed: revision 5.
     let repo = Repository::open(work.path()).unwrap();
     let oid = git2::Oid::from_str(&first).unwrap();
     repo.reference("refs/heads/main", oid, true, "rewind")
@@ -197,8 +220,127 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
             s["syncedCommit"] == first.as_str()
         })
         .await;
-    assert_eq!(rewound["syncedRevision"], 3);
+    assert_eq!(rewound["syncedRevision"], 5);
+    let history = cortex_client::http_client()
+        .get(format!("{}/api/v1/history", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = history["syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["outcome"].as_str().unwrap())
+        .collect();
+    // Newest first: the rewind, the heal, the fix, the broken commit's
+    // failure(s), the first commit, the empty remote's failure(s).
+    assert_eq!(
+        outcomes[..3],
+        ["applied", "healed", "applied"],
+        "{history:#}"
+    );
+    assert!(outcomes.contains(&"failed"));
 
+    let _ = stop.send(true);
+    running.await.unwrap().expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    Repository::init_bare(remote_dir.path()).expect("bare");
+    let work = Repo::new();
+    work.write("cortex.yaml", PROJECT);
+    work.write("specs.yaml", &specs("1d"));
+    let first = work.commit("first").to_string();
+    push(&work, remote_dir.path());
+    let state = tempfile::tempdir().unwrap();
+    let secret = b"webhook secret".to_vec();
+    let mut serve = Serve::new(ServeOptions {
+        source: Source::Remote {
+            url: remote_dir.path().display().to_string(),
+            branch: "main".into(),
+            cache: state.path().join("repo"),
+        },
+        subdir: None,
+        env: None,
+        // Only the first fetch comes from the interval.
+        interval: Duration::from_secs(3600),
+        state: state.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        supervise: false,
+        webhook_secret: Some(secret.clone()),
+    });
+    let url = serve.listen().await.expect("listens");
+    let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
+        .unwrap()
+        .trim()
+        .to_string();
+    let api = Api { url, token };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(serve.run(stopped));
+    api.until("the first commit synced", |s| {
+        s["syncedCommit"] == first.as_str()
+    })
+    .await;
+
+    work.write("specs.yaml", &specs("2d"));
+    let second = work.commit("second").to_string();
+    push(&work, remote_dir.path());
+    let body = br#"{"ref": "refs/heads/main"}"#;
+    let post = |signature: Option<String>| {
+        let mut request = cortex_client::http_client()
+            .post(format!("{}/api/v1/webhook", api.url))
+            .body(body.to_vec());
+        if let Some(s) = signature {
+            request = request.header("X-Hub-Signature-256", s);
+        }
+        request.send()
+    };
+    let sign = |key: &[u8]| {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(body);
+        format!(
+            "sha256={}",
+            cortex_runtime::tokens::hex(&mac.finalize().into_bytes())
+        )
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    assert_eq!(
+        post(Some(sign(b"wrong secret"))).await.unwrap().status(),
+        401
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        api.status().await["syncedCommit"],
+        first.as_str(),
+        "a refused webhook fetches nothing"
+    );
+    assert_eq!(post(Some(sign(&secret))).await.unwrap().status(), 202);
+    api.until("the webhook's fetch synced", |s| {
+        s["syncedCommit"] == second.as_str()
+    })
+    .await;
+    // The sync that applied the second commit is the webhook's: the
+    // refused calls woke nothing.
+    let history = cortex_client::http_client()
+        .get(format!("{}/api/v1/history", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let newest = &history["syncs"][0];
+    assert_eq!(newest["commit"], second.as_str(), "{history:#}");
+    assert_eq!(newest["trigger"], "webhook", "{history:#}");
+    assert_eq!(newest["outcome"], "applied");
     let _ = stop.send(true);
     running.await.unwrap().expect("stops cleanly");
 }

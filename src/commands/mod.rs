@@ -114,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state,
             log_format,
             no_agents,
+            webhook_secret_env,
         } => serve::run(serve::Request {
             repo,
             branch,
@@ -124,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state,
             log_format,
             agents: !no_agents,
+            webhook_secret_env,
         }),
         Command::Graph {
             args,

@@ -22,6 +22,7 @@ pub struct Request {
     pub state: PathBuf,
     pub log_format: LogFormat,
     pub agents: bool,
+    pub webhook_secret_env: Option<String>,
 }
 
 /// What `--repo` names: a URL or a bare repository is fetched into the
@@ -45,6 +46,17 @@ fn source(repo: &str, branch: &str, state: &Path) -> Source {
 /// `cortex serve`.
 pub fn run(request: Request) -> anyhow::Result<ExitCode> {
     init_logging(request.log_format);
+    let webhook_secret = match &request.webhook_secret_env {
+        Some(var) => match std::env::var(var) {
+            Ok(secret) if !secret.is_empty() => Some(secret.into_bytes()),
+            _ => {
+                return failed(&format!(
+                    "--webhook-secret-env {var}: the environment variable {var} is not set (or empty)"
+                ));
+            }
+        },
+        None => None,
+    };
     let state = std::path::absolute(&request.state).unwrap_or(request.state.clone());
     let options = ServeOptions {
         source: source(&request.repo, &request.branch, &state),
@@ -54,6 +66,7 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         state: state.clone(),
         listen: request.listen,
         supervise: request.agents,
+        webhook_secret,
     };
     let rt = runtime()?;
     let outcome: anyhow::Result<ExitCode> = rt.block_on(async {

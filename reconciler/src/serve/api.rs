@@ -1,26 +1,50 @@
 //! `cortex serve`'s API, on the runtime's listener (and on its own before
-//! the first revision runs): `GET /api/v1/status`, `POST /api/v1/sync`
-//! (reconcile now) with the operator token, and `GET /readyz` (ready once
-//! the first sync finished or failed). Errors have the runtime API's shape,
+//! the first revision runs). With the operator token: `GET /api/v1/status`,
+//! `GET /api/v1/history` (the newest syncs), `POST /api/v1/sync` (reconcile
+//! now). Without a token: `GET /readyz` (ready once the first sync finished
+//! or failed) and `POST /api/v1/webhook`, which takes GitHub's
+//! `X-Hub-Signature-256` (an HMAC-SHA256 of the body under the webhook
+//! secret, checked in constant time) instead: a wrong or missing signature
+//! is 401 and fetches nothing. Errors have the runtime API's shape,
 //! `{"error": {"code", "message"}}`.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cortex_runtime::tokens::TokenHash;
+use cortex_runtime::tokens::{self, TokenHash};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use tokio::sync::Notify;
 
-use super::SharedStatus;
+use super::{SharedHistory, SharedStatus, SharedTrigger};
 
+/// What the API reads and wakes.
 #[derive(Clone)]
-struct Api {
-    status: SharedStatus,
-    wake: Arc<Notify>,
-    operator: TokenHash,
+pub struct Context {
+    /// The loop's status.
+    pub status: SharedStatus,
+    /// The newest syncs.
+    pub history: SharedHistory,
+    /// What woke the loop.
+    pub trigger: SharedTrigger,
+    /// Wakes the loop.
+    pub wake: Arc<Notify>,
+    /// The operator token's hash.
+    pub operator: TokenHash,
+    /// The webhook's secret (none: the webhook is off).
+    pub webhook_secret: Option<Arc<[u8]>>,
+}
+
+impl Context {
+    fn wake(&self, why: &'static str) {
+        *self.trigger.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.wake.notify_one();
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -32,7 +56,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Whether the caller holds the operator token.
-fn is_operator(api: &Api, headers: &HeaderMap) -> bool {
+fn is_operator(api: &Context, headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -49,7 +73,7 @@ fn unauthorized() -> Response {
     )
 }
 
-async fn get_status(State(api): State<Api>, headers: HeaderMap) -> Response {
+async fn get_status(State(api): State<Context>, headers: HeaderMap) -> Response {
     if !is_operator(&api, &headers) {
         return unauthorized();
     }
@@ -57,11 +81,26 @@ async fn get_status(State(api): State<Api>, headers: HeaderMap) -> Response {
     axum::Json(now).into_response()
 }
 
-async fn sync(State(api): State<Api>, headers: HeaderMap) -> Response {
+async fn get_history(State(api): State<Context>, headers: HeaderMap) -> Response {
     if !is_operator(&api, &headers) {
         return unauthorized();
     }
-    api.wake.notify_one();
+    let syncs: Vec<super::SyncRecord> = api
+        .history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .rev()
+        .cloned()
+        .collect();
+    axum::Json(serde_json::json!({ "syncs": syncs })).into_response()
+}
+
+async fn sync(State(api): State<Context>, headers: HeaderMap) -> Response {
+    if !is_operator(&api, &headers) {
+        return unauthorized();
+    }
+    api.wake("api");
     (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({ "sync": "started" })),
@@ -69,7 +108,49 @@ async fn sync(State(api): State<Api>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-async fn readyz(State(api): State<Api>) -> Response {
+/// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body`
+/// under `secret`, compared in constant time.
+pub fn signature_is_valid(secret: &[u8], body: &[u8], signature: Option<&str>) -> bool {
+    let Some(mac) = signature
+        .and_then(|s| s.strip_prefix("sha256="))
+        .and_then(tokens::unhex)
+    else {
+        return false;
+    };
+    let Ok(mut expected) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    expected.update(body);
+    expected.verify_slice(&mac).is_ok()
+}
+
+async fn webhook(State(api): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = &api.webhook_secret else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the webhook is off: start cortex serve with --webhook-secret-env VAR",
+        );
+    };
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !signature_is_valid(secret, &body, signature) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong X-Hub-Signature-256: nothing was fetched",
+        );
+    }
+    api.wake("webhook");
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "sync": "started" })),
+    )
+        .into_response()
+}
+
+async fn readyz(State(api): State<Context>) -> Response {
     let ready = api.status.lock().unwrap_or_else(|p| p.into_inner()).ready;
     if ready {
         (StatusCode::OK, "ready").into_response()
@@ -83,20 +164,49 @@ async fn readyz(State(api): State<Api>) -> Response {
 }
 
 /// The API's routes, to merge with the runtime's.
-pub fn routes(status: SharedStatus, wake: Arc<Notify>, operator: TokenHash) -> Router {
+pub fn routes(context: Context) -> Router {
     Router::new()
         .route("/api/v1/status", get(get_status))
+        .route("/api/v1/history", get(get_history))
         .route("/api/v1/sync", post(sync))
+        .route("/api/v1/webhook", post(webhook))
         .route("/readyz", get(readyz))
-        .with_state(Api {
-            status,
-            wake,
-            operator,
-        })
+        .with_state(context)
 }
 
 /// The API alone, served until the first revision runs (with `/healthz`,
 /// which the runtime serves afterwards).
-pub fn standalone(status: SharedStatus, wake: Arc<Notify>, operator: TokenHash) -> Router {
-    routes(status, wake, operator).route("/healthz", get(|| async { "ok" }))
+pub fn standalone(context: Context) -> Router {
+    routes(context).route("/healthz", get(|| async { "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GitHub's documented example: secret "It's a Secret to Everybody",
+    /// body "Hello, World!".
+    #[test]
+    fn githubs_example_signature_is_valid_and_anything_else_is_not() {
+        let secret = b"It's a Secret to Everybody";
+        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(signature_is_valid(secret, b"Hello, World!", Some(good)));
+        assert!(!signature_is_valid(secret, b"Hello, World?", Some(good)));
+        assert!(!signature_is_valid(
+            b"another",
+            b"Hello, World!",
+            Some(good)
+        ));
+        assert!(!signature_is_valid(secret, b"Hello, World!", None));
+        assert!(!signature_is_valid(
+            secret,
+            b"Hello, World!",
+            Some("sha256=zz")
+        ));
+        assert!(!signature_is_valid(
+            secret,
+            b"Hello, World!",
+            Some(&good[7..])
+        ));
+    }
 }

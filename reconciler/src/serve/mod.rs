@@ -48,6 +48,9 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Start the agents that have a `local.command`.
     pub supervise: bool,
+    /// The secret of `POST /api/v1/webhook` (GitHub's HMAC); without it
+    /// the webhook is off.
+    pub webhook_secret: Option<Vec<u8>>,
 }
 
 /// One problem of a commit that does not compile.
@@ -96,6 +99,11 @@ pub struct ServeStatus {
     pub last_sync_at: Option<String>,
     /// The last failure, until a sync succeeds.
     pub last_error: Option<LastError>,
+    /// Objects found changed behind `serve`'s back at the last drift (and
+    /// put back: the head is applied again).
+    pub drift: Vec<String>,
+    /// Drifts healed since `serve` started.
+    pub drift_healed: u64,
     /// This replica reconciles (leader election comes later: always true).
     pub leader: bool,
     /// The runtime's URL, once it runs.
@@ -105,8 +113,33 @@ pub struct ServeStatus {
     pub ready: bool,
 }
 
+/// One sync, as `GET /api/v1/history` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SyncRecord {
+    /// The commit.
+    pub commit: Option<String>,
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// What started it: `interval`, `api` (`POST /api/v1/sync`), `webhook`.
+    pub trigger: String,
+    /// `applied` (a new revision), `unchanged`, `healed` (drift put back),
+    /// `failed`.
+    pub outcome: String,
+    /// The revision applied, or why it failed.
+    pub detail: String,
+}
+
+/// Syncs kept for `GET /api/v1/history` (the newest).
+pub const HISTORY: usize = 200;
+
 /// Shared between the loop and the API.
 pub type SharedStatus = Arc<Mutex<ServeStatus>>;
+
+/// The newest syncs, shared between the loop and the API.
+pub type SharedHistory = Arc<Mutex<std::collections::VecDeque<SyncRecord>>>;
+
+/// What woke the loop, set by the API before it wakes it.
+pub type SharedTrigger = Arc<Mutex<Option<&'static str>>>;
 
 /// The problems of a failed compile, as the API shows them.
 fn problems(error: &DesiredError) -> Vec<ProblemView> {
@@ -140,6 +173,8 @@ struct Standalone {
 pub struct Serve {
     options: ServeOptions,
     status: SharedStatus,
+    history: SharedHistory,
+    trigger: SharedTrigger,
     wake: Arc<Notify>,
     up: Option<Up>,
     operator: TokenHash,
@@ -186,6 +221,8 @@ impl Serve {
         Serve {
             options,
             status: Arc::new(Mutex::new(status)),
+            history: Arc::default(),
+            trigger: Arc::default(),
             wake: Arc::new(Notify::new()),
             up: None,
             operator: TokenHash([0; 32]),
@@ -238,7 +275,7 @@ impl Serve {
             addr,
             message: e.to_string(),
         })?;
-        let app = api::standalone(self.status.clone(), self.wake.clone(), self.operator);
+        let app = api::standalone(self.api_context());
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -298,6 +335,16 @@ impl Serve {
 
     /// One reconcile; `false` when it failed.
     async fn reconcile(&mut self) -> bool {
+        let trigger = self
+            .trigger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or("interval");
+        self.reconcile_once(trigger).await
+    }
+
+    async fn reconcile_once(&mut self, trigger: &str) -> bool {
         let source = self.options.source.clone();
         let subdir = self.options.subdir.clone();
         let fetched = tokio::task::spawn_blocking(move || source.fetch(subdir.as_deref()))
@@ -307,6 +354,7 @@ impl Serve {
             Ok(head) => head,
             Err(message) => {
                 tracing::warn!(error = %message, "cannot fetch the repository; trying again");
+                self.record(None, trigger, "failed", message.clone());
                 self.fail(None, message, Vec::new());
                 return false;
             }
@@ -324,13 +372,19 @@ impl Serve {
             Ok(Err(e)) => {
                 tracing::warn!(commit = ?head.commit, error = %e, "the head does not compile; the last good revision stays");
                 let found = problems(&e);
+                self.record(head.commit.clone(), trigger, "failed", e.to_string());
                 self.fail(head.commit.clone(), e.to_string(), found);
                 return false;
             }
             Err(e) => {
+                self.record(head.commit.clone(), trigger, "failed", e.clone());
                 self.fail(head.commit.clone(), e, Vec::new());
                 return false;
             }
+        };
+        let already = {
+            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.synced_commit.is_some() && s.synced_commit == head.commit && s.last_error.is_none()
         };
         let applied = match &self.up {
             Some(up) => up.apply(&desired).await.map(|r| (r, None)),
@@ -340,15 +394,41 @@ impl Serve {
                 .map(|url| (None, Some(url))),
         };
         match applied {
-            Ok((revision, url)) => {
-                if let Some(r) = revision {
-                    tracing::info!(revision = r, commit = ?head.commit, "applied");
-                }
-                let revision = match (revision, &self.up) {
-                    (Some(r), _) => Some(r),
+            Ok((change, url)) => {
+                let revision = match (&change, &self.up) {
+                    (Some((r, _)), _) => Some(*r),
                     (None, Some(up)) => Some(up.running.status().revision),
                     (None, None) => None,
                 };
+                // The head applied before, applied again: the store had
+                // moved behind serve's back (a manual apply) — drift, healed.
+                let healed = already && change.is_some() && url.is_none();
+                let started_fresh = url.is_some()
+                    && self.up.as_ref().is_some_and(|up| {
+                        matches!(up.applied, crate::up::Applied::Revision { .. })
+                    });
+                let outcome = match (&change, healed) {
+                    (_, true) => "healed",
+                    (Some(_), false) => "applied",
+                    (None, _) if started_fresh => "applied",
+                    (None, _) => "unchanged",
+                };
+                if outcome != "unchanged" {
+                    let detail = format!(
+                        "revision {} of {}",
+                        revision.unwrap_or(0),
+                        head.commit.as_deref().unwrap_or("the work tree")
+                    );
+                    tracing::info!(outcome, detail = %detail, trigger, "sync");
+                    if let Some(up) = &self.up
+                        && let Err(e) = up
+                            .audit("serve", &format!("sync-{outcome}"), detail.clone())
+                            .await
+                    {
+                        tracing::warn!(error = %e, "the sync was not written to the audit log");
+                    }
+                    self.record(head.commit.clone(), trigger, outcome, detail);
+                }
                 self.set(|s| {
                     s.synced_commit = head.commit.clone();
                     s.synced_revision = revision.or(s.synced_revision);
@@ -356,6 +436,10 @@ impl Serve {
                     s.last_sync_at = Some(now());
                     s.last_error = None;
                     s.ready = true;
+                    if healed {
+                        s.drift = change.map(|(_, changed)| changed).unwrap_or_default();
+                        s.drift_healed += 1;
+                    }
                     if url.is_some() {
                         s.runtime = url;
                     }
@@ -364,6 +448,7 @@ impl Serve {
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot apply");
+                self.record(head.commit.clone(), trigger, "failed", e.to_string());
                 self.fail(head.commit.clone(), e.to_string(), Vec::new());
                 if self.up.is_none()
                     && self.standalone.is_none()
@@ -392,11 +477,7 @@ impl Serve {
                 supervise: self.options.supervise,
                 poll: Duration::from_millis(500),
                 alert_period: Duration::from_secs(1),
-                routes: Some(api::routes(
-                    self.status.clone(),
-                    self.wake.clone(),
-                    self.operator,
-                )),
+                routes: Some(api::routes(self.api_context())),
             },
             self.state_path(),
         )
@@ -415,6 +496,31 @@ impl Serve {
                 diagnostics,
             });
             s.ready = true;
+        });
+    }
+
+    fn api_context(&self) -> api::Context {
+        api::Context {
+            status: self.status.clone(),
+            history: self.history.clone(),
+            trigger: self.trigger.clone(),
+            wake: self.wake.clone(),
+            operator: self.operator,
+            webhook_secret: self.options.webhook_secret.clone().map(Arc::from),
+        }
+    }
+
+    fn record(&self, commit: Option<String>, trigger: &str, outcome: &str, detail: String) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(SyncRecord {
+            commit,
+            at: now(),
+            trigger: trigger.to_string(),
+            outcome: outcome.to_string(),
+            detail,
         });
     }
 
