@@ -217,6 +217,14 @@ pub enum Command {
         /// webhook is off.
         #[arg(long, value_name = "VAR")]
         webhook_secret_env: Option<String>,
+        /// `auto`: apply each new commit; `manual`: report it (`out-of-sync`)
+        /// until `POST /api/v1/sync`.
+        #[arg(long, value_enum, default_value_t = SyncMode::Auto)]
+        sync: SyncMode,
+        /// Report drift instead of putting it back (self-heal is on with
+        /// `--sync auto`, off with `manual`).
+        #[arg(long)]
+        no_self_heal: bool,
     },
     /// Show the agents, their health and the queues of the project's
     /// runtime (or of its state store when no runtime is running).
@@ -465,6 +473,15 @@ pub enum TargetArg {
     Embedded,
     /// A Kubernetes cluster.
     Kubernetes,
+}
+
+/// When `cortex serve` applies a new commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SyncMode {
+    /// As it comes.
+    Auto,
+    /// When asked (`POST /api/v1/sync`).
+    Manual,
 }
 
 /// Log formats.

@@ -117,6 +117,25 @@ impl Up {
         Ok(Some((done.revision, changed)))
     }
 
+    /// What applying `desired` would change in the store (identities of
+    /// the objects; empty: in sync).
+    pub async fn changes(&self, desired: &Desired) -> Result<Vec<String>, UpError> {
+        let current = self.store.applied().await?;
+        let planned = embedded::plan_against(
+            current.as_ref(),
+            &self.state,
+            desired,
+            &PlanOptions::default(),
+        );
+        Ok(planned
+            .display
+            .changes
+            .iter()
+            .filter(|c| c.action != crate::Action::Unchanged)
+            .map(|c| c.identity.clone())
+            .collect())
+    }
+
     /// Writes an entry to the store's audit log.
     pub async fn audit(&self, actor: &str, action: &str, detail: String) -> Result<(), UpError> {
         self.store

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cortex_reconciler::serve::{Serve, ServeOptions, Source};
+use cortex_runtime::store::Store;
 use cortex_testkit::git::Repo;
 use git2::Repository;
 use serde_json::Value;
@@ -99,6 +100,8 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         listen: "127.0.0.1:0".parse().unwrap(),
         supervise: false,
         webhook_secret: None,
+        auto_sync: true,
+        self_heal: true,
     });
     let url = serve.listen().await.expect("listens");
     let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
@@ -274,6 +277,8 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
         listen: "127.0.0.1:0".parse().unwrap(),
         supervise: false,
         webhook_secret: Some(secret.clone()),
+        auto_sync: true,
+        self_heal: true,
     });
     let url = serve.listen().await.expect("listens");
     let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
@@ -341,6 +346,97 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
     assert_eq!(newest["commit"], second.as_str(), "{history:#}");
     assert_eq!(newest["trigger"], "webhook", "{history:#}");
     assert_eq!(newest["outcome"], "applied");
+    let _ = stop.send(true);
+    running.await.unwrap().expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    Repository::init_bare(remote_dir.path()).expect("bare");
+    let work = Repo::new();
+    work.write("cortex.yaml", PROJECT);
+    work.write("specs.yaml", &specs("1d"));
+    let first = work.commit("first").to_string();
+    push(&work, remote_dir.path());
+    let state = tempfile::tempdir().unwrap();
+    let mut serve = Serve::new(ServeOptions {
+        source: Source::Remote {
+            url: remote_dir.path().display().to_string(),
+            branch: "main".into(),
+            cache: state.path().join("repo"),
+        },
+        subdir: None,
+        env: None,
+        interval: Duration::from_millis(200),
+        state: state.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        supervise: false,
+        webhook_secret: None,
+        auto_sync: false,
+        self_heal: false,
+    });
+    let url = serve.listen().await.expect("listens");
+    let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
+        .unwrap()
+        .trim()
+        .to_string();
+    let api = Api { url, token };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(serve.run(stopped));
+    let sync = || {
+        cortex_client::http_client()
+            .post(format!("{}/api/v1/sync", api.url))
+            .bearer_auth(&api.token)
+            .send()
+    };
+
+    // Nothing is applied until asked.
+    let held = api
+        .until("the first commit held", |s| s["syncState"] == "out-of-sync")
+        .await;
+    assert!(held["syncedCommit"].is_null(), "{held:#}");
+    assert!(held["syncedRevision"].is_null(), "{held:#}");
+    assert_eq!(sync().await.unwrap().status(), 202);
+    api.until("synced when asked", |s| s["syncedCommit"] == first.as_str())
+        .await;
+
+    // A new commit waits, its change listed.
+    work.write("specs.yaml", &specs("2d"));
+    let second = work.commit("second").to_string();
+    push(&work, remote_dir.path());
+    let waiting = api
+        .until("the second commit held", |s| {
+            s["headCommit"] == second.as_str() && s["syncState"] == "out-of-sync"
+        })
+        .await;
+    assert_eq!(waiting["syncedCommit"], first.as_str());
+    assert_eq!(waiting["pending"], serde_json::json!(["Topic/jobs"]));
+    assert_eq!(sync().await.unwrap().status(), 202);
+    let synced = api
+        .until("the second commit synced", |s| {
+            s["syncedCommit"] == second.as_str()
+        })
+        .await;
+    assert_eq!(synced["syncedRevision"], 2);
+    assert_eq!(synced["pending"], serde_json::json!([]));
+
+    // Drift without self-heal: reported, not put back.
+    let manual = tempfile::tempdir().unwrap();
+    std::fs::write(manual.path().join("cortex.yaml"), PROJECT).unwrap();
+    std::fs::write(manual.path().join("specs.yaml"), specs("30d")).unwrap();
+    let store = cortex_runtime::store::SqliteStore::open(&state.path().join("state.db")).unwrap();
+    assert_eq!(
+        cortex_testkit::runtime::apply_project(manual.path(), &store).await,
+        3
+    );
+    let drifted = api
+        .until("the drift reported", |s| s["syncState"] == "out-of-sync")
+        .await;
+    assert_eq!(drifted["drift"], serde_json::json!(["Topic/jobs"]));
+    assert_eq!(drifted["driftHealed"], 0);
+    assert_eq!(store.revision().await.unwrap(), 3, "not put back");
+    store.close();
     let _ = stop.send(true);
     running.await.unwrap().expect("stops cleanly");
 }

@@ -115,6 +115,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_format,
             no_agents,
             webhook_secret_env,
+            sync,
+            no_self_heal,
         } => serve::run(serve::Request {
             repo,
             branch,
@@ -126,6 +128,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_format,
             agents: !no_agents,
             webhook_secret_env,
+            auto_sync: sync == crate::cli::SyncMode::Auto,
+            self_heal: sync == crate::cli::SyncMode::Auto && !no_self_heal,
         }),
         Command::Graph {
             args,

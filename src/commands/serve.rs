@@ -23,6 +23,8 @@ pub struct Request {
     pub log_format: LogFormat,
     pub agents: bool,
     pub webhook_secret_env: Option<String>,
+    pub auto_sync: bool,
+    pub self_heal: bool,
 }
 
 /// What `--repo` names: a URL or a bare repository is fetched into the
@@ -67,6 +69,8 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         listen: request.listen,
         supervise: request.agents,
         webhook_secret,
+        auto_sync: request.auto_sync,
+        self_heal: request.self_heal,
     };
     let rt = runtime()?;
     let outcome: anyhow::Result<ExitCode> = rt.block_on(async {

@@ -51,6 +51,12 @@ pub struct ServeOptions {
     /// The secret of `POST /api/v1/webhook` (GitHub's HMAC); without it
     /// the webhook is off.
     pub webhook_secret: Option<Vec<u8>>,
+    /// Apply a new commit when it comes (else it waits, `out-of-sync`,
+    /// until `POST /api/v1/sync`).
+    pub auto_sync: bool,
+    /// Put drift back at once (else it is reported, `out-of-sync`, until
+    /// `POST /api/v1/sync`).
+    pub self_heal: bool,
 }
 
 /// One problem of a commit that does not compile.
@@ -93,15 +99,18 @@ pub struct ServeStatus {
     pub synced_commit: Option<String>,
     /// The applied revision of the store.
     pub synced_revision: Option<u64>,
-    /// `synced`, `syncing` or `error`.
+    /// `synced`, `out-of-sync`, `syncing` or `error`.
     pub sync_state: String,
     /// When the last sync ended (RFC 3339).
     pub last_sync_at: Option<String>,
     /// The last failure, until a sync succeeds.
     pub last_error: Option<LastError>,
-    /// Objects found changed behind `serve`'s back at the last drift (and
-    /// put back: the head is applied again).
+    /// Objects found changed behind `serve`'s back at the last drift (put
+    /// back with self-heal, else waiting for a sync).
     pub drift: Vec<String>,
+    /// Objects a sync would change now (`out-of-sync`: a new commit
+    /// waiting under manual sync, or drift without self-heal).
+    pub pending: Vec<String>,
     /// Drifts healed since `serve` started.
     pub drift_healed: u64,
     /// This replica reconciles (leader election comes later: always true).
@@ -386,6 +395,41 @@ impl Serve {
             let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
             s.synced_commit.is_some() && s.synced_commit == head.commit && s.last_error.is_none()
         };
+        // Without a sync asked for, manual sync holds a new commit and no
+        // self-heal holds drift: reported, not applied.
+        if trigger != "api" {
+            let held = match &self.up {
+                None => (!self.options.auto_sync).then(Vec::new),
+                Some(up) => match up.changes(&desired).await {
+                    Ok(changes) if changes.is_empty() => None,
+                    Ok(changes) => {
+                        let wait = if already {
+                            !self.options.self_heal
+                        } else {
+                            !self.options.auto_sync
+                        };
+                        wait.then_some(changes)
+                    }
+                    Err(e) => {
+                        self.record(head.commit.clone(), trigger, "failed", e.to_string());
+                        self.fail(head.commit.clone(), e.to_string(), Vec::new());
+                        return false;
+                    }
+                },
+            };
+            if let Some(pending) = held {
+                self.set(|s| {
+                    if already {
+                        s.drift = pending.clone();
+                    }
+                    s.pending = pending;
+                    s.sync_state = "out-of-sync".into();
+                    s.last_error = None;
+                    s.ready = true;
+                });
+                return true;
+            }
+        }
         let applied = match &self.up {
             Some(up) => up.apply(&desired).await.map(|r| (r, None)),
             None => self
@@ -436,6 +480,7 @@ impl Serve {
                     s.last_sync_at = Some(now());
                     s.last_error = None;
                     s.ready = true;
+                    s.pending = Vec::new();
                     if healed {
                         s.drift = change.map(|(_, changed)| changed).unwrap_or_default();
                         s.drift_healed += 1;
