@@ -7,7 +7,9 @@
 //! - `cortex-bench runtime`: broker throughput (in-process and durable),
 //!   HTTP latency with many connected agents, the health loop's cost;
 //! - `cortex-bench workflows`: the workflow runtime against Restate and
-//!   DBOS on the same workloads.
+//!   DBOS on the same workloads;
+//! - `cortex-bench serve`: `cortex serve`'s push → applied latency, its
+//!   no-op reconcile and its memory.
 
 mod compiler;
 mod config;
@@ -16,6 +18,7 @@ mod http;
 mod jetstream;
 mod kubernetes;
 mod runtime;
+mod serve;
 mod spread;
 mod workflows;
 
@@ -41,6 +44,13 @@ struct Cli {
 enum Command {
     /// Measure the workflow runtime against Restate and DBOS.
     Workflows(WorkflowArgs),
+    /// Measure `cortex serve` (the release binary): push → applied, a
+    /// no-op reconcile of the generated project, memory.
+    Serve {
+        /// Pushes timed per mode (interval, webhook).
+        #[arg(long, default_value_t = 10)]
+        pushes: usize,
+    },
     /// Measure the compiler on a generated project.
     Compiler {
         /// Number of agents.
@@ -130,6 +140,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Serve { pushes } => {
+            tokio_runtime()?.block_on(serve::run(pushes))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Workflows(args) => {
             workflows::run(&workflows::Request {
                 runs: args.runs,

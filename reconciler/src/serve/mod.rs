@@ -113,6 +113,10 @@ pub struct ServeStatus {
     pub pending: Vec<String>,
     /// Drifts healed since `serve` started.
     pub drift_healed: u64,
+    /// Reconciles since `serve` started (no-op ones included).
+    pub reconciles: u64,
+    /// How long the last reconcile took (fetch, compile, plan, apply), ms.
+    pub last_reconcile_ms: u64,
     /// This replica reconciles (leader election comes later: always true).
     pub leader: bool,
     /// The runtime's URL, once it runs.
@@ -188,6 +192,8 @@ pub struct Serve {
     up: Option<Up>,
     operator: TokenHash,
     standalone: Option<Standalone>,
+    /// The last commit that compiled, and what it compiled to.
+    compiled: Option<(String, Arc<crate::Desired>)>,
 }
 
 /// Why `serve` could not start, or stopped.
@@ -236,6 +242,7 @@ impl Serve {
             up: None,
             operator: TokenHash([0; 32]),
             standalone: None,
+            compiled: None,
         }
     }
 
@@ -350,7 +357,14 @@ impl Serve {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or("interval");
-        self.reconcile_once(trigger).await
+        let started = Instant::now();
+        let ok = self.reconcile_once(trigger).await;
+        let took = started.elapsed().as_millis() as u64;
+        self.set(|s| {
+            s.reconciles += 1;
+            s.last_reconcile_ms = took;
+        });
+        ok
     }
 
     async fn reconcile_once(&mut self, trigger: &str) -> bool {
@@ -369,26 +383,43 @@ impl Serve {
             }
         };
         self.set(|s| s.head_commit = head.commit.clone());
-        let options = Options {
-            env: self.options.env.clone(),
-        };
-        let (project, at) = (head.project.clone(), head.at.clone());
-        let compiled = tokio::task::spawn_blocking(move || desired_at(&project, &at, &options))
-            .await
-            .map_err(|e| e.to_string());
-        let desired = match compiled {
-            Ok(Ok(desired)) => desired,
-            Ok(Err(e)) => {
-                tracing::warn!(commit = ?head.commit, error = %e, "the head does not compile; the last good revision stays");
-                let found = problems(&e);
-                self.record(head.commit.clone(), trigger, "failed", e.to_string());
-                self.fail(head.commit.clone(), e.to_string(), found);
-                return false;
-            }
-            Err(e) => {
-                self.record(head.commit.clone(), trigger, "failed", e.clone());
-                self.fail(head.commit.clone(), e, Vec::new());
-                return false;
+        // The commit compiled last time is not compiled again: a no-op
+        // reconcile costs a fetch and a plan.
+        let cached = self
+            .compiled
+            .as_ref()
+            .filter(|(commit, _)| head.commit.as_ref() == Some(commit))
+            .map(|(_, desired)| desired.clone());
+        let desired = match cached {
+            Some(desired) => desired,
+            None => {
+                let options = Options {
+                    env: self.options.env.clone(),
+                };
+                let (project, at) = (head.project.clone(), head.at.clone());
+                let compiled =
+                    tokio::task::spawn_blocking(move || desired_at(&project, &at, &options))
+                        .await
+                        .map_err(|e| e.to_string());
+                match compiled {
+                    Ok(Ok(desired)) => {
+                        let desired = Arc::new(desired);
+                        self.compiled = head.commit.clone().map(|c| (c, desired.clone()));
+                        desired
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(commit = ?head.commit, error = %e, "the head does not compile; the last good revision stays");
+                        let found = problems(&e);
+                        self.record(head.commit.clone(), trigger, "failed", e.to_string());
+                        self.fail(head.commit.clone(), e.to_string(), found);
+                        return false;
+                    }
+                    Err(e) => {
+                        self.record(head.commit.clone(), trigger, "failed", e.clone());
+                        self.fail(head.commit.clone(), e, Vec::new());
+                        return false;
+                    }
+                }
             }
         };
         let already = {

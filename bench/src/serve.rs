@@ -1,0 +1,288 @@
+//! `cortex serve` as a user runs it (the release binary, a bare repository
+//! in a temporary directory, commits pushed to it): how long from a push
+//! to the commit applied — with a 1 s interval, and with the webhook — and,
+//! on the generated 2,000-agent project, the cost of a reconcile that finds
+//! nothing to do (wall and CPU time) and the process's memory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cortex_testkit::generate::{Shape, write_to};
+use cortex_testkit::git::Repo;
+use git2::Repository;
+use hmac::{KeyInit, Mac};
+use serde_json::Value;
+
+/// The webhook secret the bench gives `serve`.
+const SECRET: &str = "bench webhook secret";
+
+const SMALL: &str = "apiVersion: cortex.codevald.io/v1
+kind: Project
+metadata: { name: served }
+spec:
+  include: [\"specs.yaml\"]
+  namespace: served
+";
+
+fn small_specs(n: usize) -> String {
+    format!(
+        "apiVersion: cortex.codevald.io/v1
+kind: Topic
+metadata: {{ name: jobs }}
+spec: {{ ordering: none, retention: {}h }}
+---
+apiVersion: cortex.codevald.io/v1
+kind: Agent
+metadata: {{ name: worker }}
+spec:
+  image: example/agent:1
+  subscribe: [jobs]
+",
+        n + 1
+    )
+}
+
+fn push(work: &Repo, remote: &Path) -> anyhow::Result<()> {
+    Repository::open(work.path())?
+        .remote_anonymous(remote.to_str().context("utf-8 path")?)?
+        .push(&["+refs/heads/main:refs/heads/main"], None)?;
+    Ok(())
+}
+
+/// A `cortex serve` child process, killed when dropped.
+struct Served {
+    child: Child,
+    url: String,
+    token: String,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    fn start(remote: &Path, interval: &str) -> anyhow::Result<Served> {
+        let state = tempfile::tempdir()?;
+        let mut child = Command::new(crate::cortex_binary()?)
+            .args(["serve", "--repo"])
+            .arg(remote)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-agents",
+                "--interval",
+                interval,
+            ])
+            .args(["--webhook-secret-env", "CORTEX_BENCH_WEBHOOK", "--state"])
+            .arg(state.path())
+            .env("CORTEX_BENCH_WEBHOOK", SECRET)
+            .env("CORTEX_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start cortex serve")?;
+        let mut banner = String::new();
+        BufReader::new(child.stderr.take().context("stderr")?).read_line(&mut banner)?;
+        let url = banner
+            .split("API on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .with_context(|| format!("no API in {banner:?}"))?
+            .to_string();
+        let token = std::fs::read_to_string(state.path().join("operator.token"))?
+            .trim()
+            .to_string();
+        Ok(Served {
+            child,
+            url,
+            token,
+            _state: state,
+        })
+    }
+
+    async fn status(&self) -> Value {
+        let sent = cortex_client::http_client()
+            .get(format!("{}/api/v1/status", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await;
+        match sent {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Polls (every 2 ms) until `ok`; returns the status.
+    async fn until(&self, what: &str, ok: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = self.status().await;
+            if ok(&s) {
+                return Ok(s);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{what}: {s}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn webhook(&self) -> anyhow::Result<()> {
+        let body = br#"{"ref": "refs/heads/main"}"#;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes())?;
+        mac.update(body);
+        let signature = format!(
+            "sha256={}",
+            cortex_runtime::tokens::hex(&mac.finalize().into_bytes())
+        );
+        let answer = cortex_client::http_client()
+            .post(format!("{}/api/v1/webhook", self.url))
+            .header("X-Hub-Signature-256", signature)
+            .body(body.to_vec())
+            .send()
+            .await?;
+        anyhow::ensure!(
+            answer.status() == 202,
+            "the webhook answered {}",
+            answer.status()
+        );
+        Ok(())
+    }
+
+    async fn sync(&self) -> anyhow::Result<()> {
+        cortex_client::http_client()
+            .post(format!("{}/api/v1/sync", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// (user + system CPU seconds, RSS MiB, peak RSS MiB) of the process.
+    fn usage(&self) -> (f64, f64, f64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        let cpu = fields
+            .get(11)
+            .zip(fields.get(12))
+            .and_then(|(u, s)| Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?))
+            .unwrap_or(0.0)
+            / ticks;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (cpu, kib("VmRSS:"), kib("VmHWM:"))
+    }
+}
+
+fn spread(mut ms: Vec<f64>) -> String {
+    ms.sort_by(f64::total_cmp);
+    format!(
+        "median {:.0} ms (min {:.0}, max {:.0}, {} pushes)",
+        ms[ms.len() / 2],
+        ms[0],
+        ms[ms.len() - 1],
+        ms.len()
+    )
+}
+
+/// Runs the serve benchmarks.
+pub async fn run(pushes: usize) -> anyhow::Result<()> {
+    // Push → applied, on a small project.
+    let remote = tempfile::tempdir()?;
+    Repository::init_bare(remote.path())?;
+    let work = Repo::new();
+    work.write("cortex.yaml", SMALL);
+    work.write("specs.yaml", &small_specs(0));
+    work.commit("first");
+    push(&work, remote.path())?;
+    let mut version = 0;
+    for (mode, interval) in [("1 s interval", "1s"), ("webhook", "1h")] {
+        let served = Served::start(remote.path(), interval)?;
+        served
+            .until("the first sync", |s| s["syncState"] == "synced")
+            .await?;
+        let mut latencies = Vec::new();
+        for _ in 0..pushes {
+            version += 1;
+            work.write("specs.yaml", &small_specs(version));
+            let commit = work.commit("change").to_string();
+            push(&work, remote.path())?;
+            let pushed = Instant::now();
+            if interval == "1h" {
+                served.webhook().await?;
+            }
+            served
+                .until("the push applied", |s| s["syncedCommit"] == commit.as_str())
+                .await?;
+            latencies.push(pushed.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!("serve: push → applied, {mode}: {}", spread(latencies));
+    }
+
+    // The generated project: a no-op reconcile's cost, and memory.
+    let big_remote = tempfile::tempdir()?;
+    Repository::init_bare(big_remote.path())?;
+    let big = Repo::new();
+    let shape = Shape {
+        agents: 2000,
+        workflows: 500,
+        tasks: 20,
+    };
+    write_to(shape, big.path())?;
+    big.commit("generated");
+    push(&big, big_remote.path())?;
+    let served = Served::start(big_remote.path(), "1h")?;
+    let started = Instant::now();
+    let first = served
+        .until("the generated project synced", |s| {
+            s["syncState"] == "synced" || s["syncState"] == "error"
+        })
+        .await?;
+    anyhow::ensure!(first["syncState"] == "synced", "{first}");
+    println!(
+        "serve: the generated project (2,000 agents, 500 workflows): first sync (fetch, compile, apply, start the runtime) {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (cpu_before, _, _) = served.usage();
+    let mut walls = Vec::new();
+    let runs = 5;
+    for _ in 0..runs {
+        let before = served.status().await["reconciles"].as_u64().unwrap_or(0);
+        served.sync().await?;
+        let after = served
+            .until("the no-op reconcile", |s| {
+                s["reconciles"].as_u64().unwrap_or(0) > before
+            })
+            .await?;
+        walls.push(after["lastReconcileMs"].as_f64().unwrap_or(f64::NAN));
+    }
+    let (cpu_after, rss, peak) = served.usage();
+    walls.sort_by(f64::total_cmp);
+    println!(
+        "serve: a no-op reconcile of the generated project (fetch, plan against the store; the commit is not compiled again, nothing is written): median {:.0} ms wall (min {:.0}, max {:.0}), {:.0} ms CPU each",
+        walls[walls.len() / 2],
+        walls[0],
+        walls[walls.len() - 1],
+        (cpu_after - cpu_before) * 1000.0 / runs as f64
+    );
+    println!("serve: memory with the generated project: RSS {rss:.0} MiB, peak {peak:.0} MiB");
+    Ok(())
+}
