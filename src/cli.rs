@@ -225,6 +225,10 @@ pub enum Command {
         /// `--sync auto`, off with `manual`).
         #[arg(long)]
         no_self_heal: bool,
+        /// More API tokens (YAML: a list of `{name, sha256, groups}`); the
+        /// project's AccessPolicy bindings give them roles.
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<PathBuf>,
     },
     /// Show the agents, their health and the queues of the project's
     /// runtime (or of its state store when no runtime is running).

@@ -37,6 +37,9 @@ pub use source::{MemorySource, Source, SourceError, WorkTree};
 pub use span::{SourceMap, Span};
 /// Deepest nesting of collections a spec file may have.
 pub use yaml::MAX_DEPTH as MAX_YAML_DEPTH;
+/// YAML text to nodes with their places (file, line, column), for other
+/// YAML files whose errors must name a line (`cortex serve --tokens`).
+pub use yaml::parse as parse_yaml;
 /// YAML text to JSON values (with the compiler's YAML 1.2 rules), for
 /// other YAML files cortex reads (the embedded target's secrets file).
 pub use yaml::parse_json as parse_yaml_json;

@@ -102,6 +102,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         webhook_secret: None,
         auto_sync: true,
         self_heal: true,
+        tokens_file: None,
     });
     let url = serve.listen().await.expect("listens");
     let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
@@ -279,6 +280,7 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
         webhook_secret: Some(secret.clone()),
         auto_sync: true,
         self_heal: true,
+        tokens_file: None,
     });
     let url = serve.listen().await.expect("listens");
     let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
@@ -375,6 +377,7 @@ async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
         webhook_secret: None,
         auto_sync: false,
         self_heal: false,
+        tokens_file: None,
     });
     let url = serve.listen().await.expect("listens");
     let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
@@ -437,6 +440,174 @@ async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
     assert_eq!(drifted["driftHealed"], 0);
     assert_eq!(store.revision().await.unwrap(), 3, "not put back");
     store.close();
+    let _ = stop.send(true);
+    running.await.unwrap().expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_roles_decide_each_call_and_a_sync_is_audited_with_its_caller() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    Repository::init_bare(remote_dir.path()).expect("bare");
+    let work = Repo::new();
+    work.write("cortex.yaml", PROJECT);
+    work.write(
+        "specs.yaml",
+        &format!(
+            "{}---
+apiVersion: cortex.codevald.io/v1
+kind: AccessPolicy
+metadata: {{ name: ops }}
+spec:
+  roles:
+    - {{ name: syncer, rules: [{{ resources: [sync, status], verbs: [sync, get] }}] }}
+    - {{ name: viewer, rules: [{{ resources: [status], verbs: [get] }}] }}
+  bindings:
+    - {{ role: syncer, subjects: [{{ token: ci-bot }}] }}
+    - {{ role: viewer, subjects: [{{ group: support }}] }}
+",
+            specs("1d")
+        ),
+    );
+    let first = work.commit("first").to_string();
+    push(&work, remote_dir.path());
+    let state = tempfile::tempdir().unwrap();
+    let hash = |t: &str| cortex_runtime::tokens::hex(&cortex_runtime::tokens::TokenHash::of(t).0);
+    let tokens = state.path().join("tokens.yaml");
+    let options = |tokens_file: &Path| ServeOptions {
+        source: Source::Remote {
+            url: remote_dir.path().display().to_string(),
+            branch: "main".into(),
+            cache: state.path().join("repo"),
+        },
+        subdir: None,
+        env: None,
+        interval: Duration::from_secs(3600),
+        state: state.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        supervise: false,
+        webhook_secret: None,
+        auto_sync: true,
+        self_heal: true,
+        tokens_file: Some(tokens_file.to_path_buf()),
+    };
+    // A malformed entry stops serve at start, naming its line.
+    std::fs::write(
+        &tokens,
+        format!(
+            "- {{ name: ada, sha256: {}, groups: [support] }}\n- {{ name: ci-bot }}\n",
+            hash("ada-token")
+        ),
+    )
+    .unwrap();
+    let refused = Serve::new(options(&tokens))
+        .listen()
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("tokens.yaml:2:"), "{refused}");
+    std::fs::write(
+        &tokens,
+        format!(
+            "- {{ name: ada, sha256: {}, groups: [support] }}\n- {{ name: ci-bot, sha256: {} }}\n",
+            hash("ada-token"),
+            hash("bot-token")
+        ),
+    )
+    .unwrap();
+    let mut serve = Serve::new(options(&tokens));
+    let url = serve.listen().await.expect("listens");
+    let operator =
+        std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
+            .unwrap()
+            .trim()
+            .to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(serve.run(stopped));
+    let admin = Api {
+        url: url.clone(),
+        token: operator,
+    };
+    admin
+        .until("synced", |s| s["syncedCommit"] == first.as_str())
+        .await;
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut request = cortex_client::http_client().request(method, format!("{url}{path}"));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request.send()
+    };
+    use reqwest::Method;
+    assert_eq!(
+        call(Method::GET, "/api/v1/status", None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        call(Method::GET, "/api/v1/status", Some("nobody"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        call(Method::GET, "/api/v1/status", Some("ada-token"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let forbidden = call(Method::POST, "/api/v1/sync", Some("ada-token"))
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    assert!(
+        forbidden
+            .text()
+            .await
+            .unwrap()
+            .contains("ada may not sync sync")
+    );
+    assert_eq!(
+        call(Method::GET, "/api/v1/history", Some("bot-token"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        call(Method::POST, "/api/v1/sync", Some("bot-token"))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    // The sync asked for is kept with its caller, and audited in the store.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history: Value = call(Method::GET, "/api/v1/history", Some(&admin.token))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if history["syncs"][0]["trigger"] == "api:ci-bot" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{history:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let store = cortex_runtime::store::SqliteStore::open(&state.path().join("state.db")).unwrap();
+    let audit = store.audit_log(50).await.unwrap();
+    store.close();
+    assert!(
+        audit.iter().any(|e| e.actor == "ci-bot"
+            && e.action == "sync-unchanged"
+            && e.detail.contains(&first)),
+        "{audit:#?}"
+    );
     let _ = stop.send(true);
     running.await.unwrap().expect("stops cleanly");
 }

@@ -117,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             webhook_secret_env,
             sync,
             no_self_heal,
+            tokens,
         } => serve::run(serve::Request {
             repo,
             branch,
@@ -130,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             webhook_secret_env,
             auto_sync: sync == crate::cli::SyncMode::Auto,
             self_heal: sync == crate::cli::SyncMode::Auto && !no_self_heal,
+            tokens,
         }),
         Command::Graph {
             args,

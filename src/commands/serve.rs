@@ -25,6 +25,7 @@ pub struct Request {
     pub webhook_secret_env: Option<String>,
     pub auto_sync: bool,
     pub self_heal: bool,
+    pub tokens: Option<PathBuf>,
 }
 
 /// What `--repo` names: a URL or a bare repository is fetched into the
@@ -71,6 +72,7 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         webhook_secret,
         auto_sync: request.auto_sync,
         self_heal: request.self_heal,
+        tokens_file: request.tokens,
     };
     let rt = runtime()?;
     let outcome: anyhow::Result<ExitCode> = rt.block_on(async {

@@ -1,7 +1,9 @@
 //! `cortex serve`'s API, on the runtime's listener (and on its own before
-//! the first revision runs). With the operator token: `GET /api/v1/status`,
-//! `GET /api/v1/history` (the newest syncs), `POST /api/v1/sync` (reconcile
-//! now). Without a token: `GET /readyz` (ready once the first sync finished
+//! the first revision runs). With a token allowed by [`super::auth`]:
+//! `GET /api/v1/status` (resource `status`, verb `get`), `GET
+//! /api/v1/history` (the newest syncs; `history`, `get`), `POST
+//! /api/v1/sync` (reconcile now; `sync`, `sync`) — 401 without a valid
+//! token, 403 without a rule. Without a token: `GET /readyz` (ready once the first sync finished
 //! or failed) and `POST /api/v1/webhook`, which takes GitHub's
 //! `X-Hub-Signature-256` (an HMAC-SHA256 of the body under the webhook
 //! secret, checked in constant time) instead: a wrong or missing signature
@@ -16,11 +18,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cortex_runtime::tokens::{self, TokenHash};
+use cortex_runtime::tokens;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
+use super::auth::{Caller, Policies, Tokens};
 use super::{SharedHistory, SharedStatus, SharedTrigger};
 
 /// What the API reads and wakes.
@@ -34,14 +37,16 @@ pub struct Context {
     pub trigger: SharedTrigger,
     /// Wakes the loop.
     pub wake: Arc<Notify>,
-    /// The operator token's hash.
-    pub operator: TokenHash,
+    /// The tokens accepted (the operator's among them).
+    pub tokens: Arc<Tokens>,
+    /// The synced project's roles and bindings.
+    pub policies: Arc<std::sync::Mutex<Policies>>,
     /// The webhook's secret (none: the webhook is off).
     pub webhook_secret: Option<Arc<[u8]>>,
 }
 
 impl Context {
-    fn wake(&self, why: &'static str) {
+    fn wake(&self, why: String) {
         *self.trigger.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
         self.wake.notify_one();
     }
@@ -55,35 +60,60 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Whether the caller holds the operator token.
-fn is_operator(api: &Context, headers: &HeaderMap) -> bool {
+/// Who is calling (`None`: no token, or one `serve` does not know).
+fn caller(api: &Context, headers: &HeaderMap) -> Option<Caller> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| TokenHash::of(t.trim()) == api.operator)
+        .and_then(|t| api.tokens.caller(t.trim()))
+        .cloned()
 }
 
-/// The 401 of a call without the operator token.
-fn unauthorized() -> Response {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or invalid token: send `Authorization: Bearer <operator token>` (in the state directory's operator.token file)",
-    )
+/// The caller when it may `verb` `resource`; else the 401 or 403.
+fn authorize(
+    api: &Context,
+    headers: &HeaderMap,
+    resource: &str,
+    verb: &str,
+) -> Result<Caller, Box<Response>> {
+    let Some(caller) = caller(api, headers) else {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid token: send `Authorization: Bearer <token>` (the operator's, in the state directory's operator.token file, or one of --tokens)",
+        )));
+    };
+    let allowed = api
+        .policies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allows(&caller, resource, verb);
+    if allowed {
+        Ok(caller)
+    } else {
+        Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!(
+                "{} may not {verb} {resource}: no role of the project's AccessPolicy bindings allows it",
+                caller.name
+            ),
+        )))
+    }
 }
 
 async fn get_status(State(api): State<Context>, headers: HeaderMap) -> Response {
-    if !is_operator(&api, &headers) {
-        return unauthorized();
+    if let Err(refused) = authorize(&api, &headers, "status", "get") {
+        return *refused;
     }
     let now = api.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
     axum::Json(now).into_response()
 }
 
 async fn get_history(State(api): State<Context>, headers: HeaderMap) -> Response {
-    if !is_operator(&api, &headers) {
-        return unauthorized();
+    if let Err(refused) = authorize(&api, &headers, "history", "get") {
+        return *refused;
     }
     let syncs: Vec<super::SyncRecord> = api
         .history
@@ -97,10 +127,11 @@ async fn get_history(State(api): State<Context>, headers: HeaderMap) -> Response
 }
 
 async fn sync(State(api): State<Context>, headers: HeaderMap) -> Response {
-    if !is_operator(&api, &headers) {
-        return unauthorized();
-    }
-    api.wake("api");
+    let caller = match authorize(&api, &headers, "sync", "sync") {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
+    };
+    api.wake(format!("api:{}", caller.name));
     (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({ "sync": "started" })),
@@ -142,7 +173,7 @@ async fn webhook(State(api): State<Context>, headers: HeaderMap, body: Bytes) ->
             "missing or wrong X-Hub-Signature-256: nothing was fetched",
         );
     }
-    api.wake("webhook");
+    api.wake("webhook".to_string());
     (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({ "sync": "started" })),

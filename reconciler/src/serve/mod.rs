@@ -12,6 +12,7 @@
 //! are not built yet.
 
 pub mod api;
+pub mod auth;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ pub struct ServeOptions {
     /// Put drift back at once (else it is reported, `out-of-sync`, until
     /// `POST /api/v1/sync`).
     pub self_heal: bool,
+    /// More tokens than the operator's (`--tokens`).
+    pub tokens_file: Option<PathBuf>,
 }
 
 /// One problem of a commit that does not compile.
@@ -151,8 +154,9 @@ pub type SharedStatus = Arc<Mutex<ServeStatus>>;
 /// The newest syncs, shared between the loop and the API.
 pub type SharedHistory = Arc<Mutex<std::collections::VecDeque<SyncRecord>>>;
 
-/// What woke the loop, set by the API before it wakes it.
-pub type SharedTrigger = Arc<Mutex<Option<&'static str>>>;
+/// What woke the loop (`api:NAME`, `webhook`), set by the API before it
+/// wakes it.
+pub type SharedTrigger = Arc<Mutex<Option<String>>>;
 
 /// The problems of a failed compile, as the API shows them.
 fn problems(error: &DesiredError) -> Vec<ProblemView> {
@@ -190,7 +194,8 @@ pub struct Serve {
     trigger: SharedTrigger,
     wake: Arc<Notify>,
     up: Option<Up>,
-    operator: TokenHash,
+    tokens: Arc<auth::Tokens>,
+    policies: Arc<Mutex<auth::Policies>>,
     standalone: Option<Standalone>,
     /// The last commit that compiled, and what it compiled to.
     compiled: Option<(String, Arc<crate::Desired>)>,
@@ -213,6 +218,9 @@ pub enum ServeError {
         /// Why.
         message: String,
     },
+    /// The tokens file is unreadable or has a bad entry (its line named).
+    #[error("{0}")]
+    Tokens(String),
     /// The address is taken or not allowed.
     #[error("cannot listen on {addr}: {message}")]
     Listen {
@@ -240,7 +248,8 @@ impl Serve {
             trigger: Arc::default(),
             wake: Arc::new(Notify::new()),
             up: None,
-            operator: TokenHash([0; 32]),
+            tokens: Arc::default(),
+            policies: Arc::default(),
             standalone: None,
             compiled: None,
         }
@@ -258,7 +267,11 @@ impl Serve {
         let store = SqliteStore::open(&self.state_path())?;
         let token = tokens::operator_token(&state, &store).await;
         store.close();
-        self.operator = TokenHash::of(&token?);
+        let mut tokens = auth::Tokens::operator_only(TokenHash::of(&token?));
+        if let Some(path) = &self.options.tokens_file {
+            tokens = tokens.load(path).map_err(ServeError::Tokens)?;
+        }
+        self.tokens = Arc::new(tokens);
         self.serve_standalone().await?;
         Ok(format!("http://{}", self.options.listen))
     }
@@ -356,9 +369,9 @@ impl Serve {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-            .unwrap_or("interval");
+            .unwrap_or_else(|| "interval".to_string());
         let started = Instant::now();
-        let ok = self.reconcile_once(trigger).await;
+        let ok = self.reconcile_once(&trigger).await;
         let took = started.elapsed().as_millis() as u64;
         self.set(|s| {
             s.reconciles += 1;
@@ -377,7 +390,7 @@ impl Serve {
             Ok(head) => head,
             Err(message) => {
                 tracing::warn!(error = %message, "cannot fetch the repository; trying again");
-                self.record(None, trigger, "failed", message.clone());
+                self.record(None, trigger, "failed", message.clone()).await;
                 self.fail(None, message, Vec::new());
                 return false;
             }
@@ -410,12 +423,14 @@ impl Serve {
                     Ok(Err(e)) => {
                         tracing::warn!(commit = ?head.commit, error = %e, "the head does not compile; the last good revision stays");
                         let found = problems(&e);
-                        self.record(head.commit.clone(), trigger, "failed", e.to_string());
+                        self.record(head.commit.clone(), trigger, "failed", e.to_string())
+                            .await;
                         self.fail(head.commit.clone(), e.to_string(), found);
                         return false;
                     }
                     Err(e) => {
-                        self.record(head.commit.clone(), trigger, "failed", e.clone());
+                        self.record(head.commit.clone(), trigger, "failed", e.clone())
+                            .await;
                         self.fail(head.commit.clone(), e, Vec::new());
                         return false;
                     }
@@ -428,7 +443,7 @@ impl Serve {
         };
         // Without a sync asked for, manual sync holds a new commit and no
         // self-heal holds drift: reported, not applied.
-        if trigger != "api" {
+        if !trigger.starts_with("api") {
             let held = match &self.up {
                 None => (!self.options.auto_sync).then(Vec::new),
                 Some(up) => match up.changes(&desired).await {
@@ -442,7 +457,8 @@ impl Serve {
                         wait.then_some(changes)
                     }
                     Err(e) => {
-                        self.record(head.commit.clone(), trigger, "failed", e.to_string());
+                        self.record(head.commit.clone(), trigger, "failed", e.to_string())
+                            .await;
                         self.fail(head.commit.clone(), e.to_string(), Vec::new());
                         return false;
                     }
@@ -488,22 +504,16 @@ impl Serve {
                     (None, _) if started_fresh => "applied",
                     (None, _) => "unchanged",
                 };
-                if outcome != "unchanged" {
-                    let detail = format!(
-                        "revision {} of {}",
-                        revision.unwrap_or(0),
-                        head.commit.as_deref().unwrap_or("the work tree")
-                    );
+                // Every sync that changed the store, and every sync asked
+                // for, is kept and audited.
+                if outcome != "unchanged" || trigger.starts_with("api") {
+                    let detail = format!("revision {}", revision.unwrap_or(0));
                     tracing::info!(outcome, detail = %detail, trigger, "sync");
-                    if let Some(up) = &self.up
-                        && let Err(e) = up
-                            .audit("serve", &format!("sync-{outcome}"), detail.clone())
-                            .await
-                    {
-                        tracing::warn!(error = %e, "the sync was not written to the audit log");
-                    }
-                    self.record(head.commit.clone(), trigger, outcome, detail);
+                    self.record(head.commit.clone(), trigger, outcome, detail)
+                        .await;
                 }
+                *self.policies.lock().unwrap_or_else(|p| p.into_inner()) =
+                    auth::Policies::from_resolved(&desired.resolved);
                 self.set(|s| {
                     s.synced_commit = head.commit.clone();
                     s.synced_revision = revision.or(s.synced_revision);
@@ -524,7 +534,8 @@ impl Serve {
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot apply");
-                self.record(head.commit.clone(), trigger, "failed", e.to_string());
+                self.record(head.commit.clone(), trigger, "failed", e.to_string())
+                    .await;
                 self.fail(head.commit.clone(), e.to_string(), Vec::new());
                 if self.up.is_none()
                     && self.standalone.is_none()
@@ -581,12 +592,25 @@ impl Serve {
             history: self.history.clone(),
             trigger: self.trigger.clone(),
             wake: self.wake.clone(),
-            operator: self.operator,
+            tokens: self.tokens.clone(),
+            policies: self.policies.clone(),
             webhook_secret: self.options.webhook_secret.clone().map(Arc::from),
         }
     }
 
-    fn record(&self, commit: Option<String>, trigger: &str, outcome: &str, detail: String) {
+    /// Keeps a sync in the history and writes it to the store's audit log
+    /// (who: the caller of `POST /api/v1/sync`, else `serve`).
+    async fn record(&self, commit: Option<String>, trigger: &str, outcome: &str, detail: String) {
+        if let Some(up) = &self.up {
+            let actor = trigger.strip_prefix("api:").unwrap_or("serve");
+            let what = format!(
+                "{} ({trigger}): {detail}",
+                commit.as_deref().unwrap_or("the work tree")
+            );
+            if let Err(e) = up.audit(actor, &format!("sync-{outcome}"), what).await {
+                tracing::warn!(error = %e, "the sync was not written to the audit log");
+            }
+        }
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         if history.len() == HISTORY {
             history.pop_front();
