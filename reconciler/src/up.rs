@@ -90,23 +90,10 @@ impl Up {
     /// returns the new revision and the objects that changed (their
     /// identities), or `None` when there was nothing to do.
     pub async fn apply(&self, desired: &Desired) -> Result<Option<(u64, Vec<String>)>, UpError> {
-        let current = self.store.applied().await?;
-        let planned = embedded::plan_against(
-            current.as_ref(),
-            &self.state,
-            desired,
-            &PlanOptions::default(),
-        );
-        if !planned.saved.summary.has_changes() && current.is_some() {
+        let (planned, changed, fresh) = self.plan(desired).await?;
+        if !planned.saved.summary.has_changes() && !fresh {
             return Ok(None);
         }
-        let changed = planned
-            .display
-            .changes
-            .iter()
-            .filter(|c| c.action != crate::Action::Unchanged)
-            .map(|c| c.identity.clone())
-            .collect();
         let done = embedded::apply(
             &*self.store,
             &planned.saved,
@@ -117,9 +104,12 @@ impl Up {
         Ok(Some((done.revision, changed)))
     }
 
-    /// What applying `desired` would change in the store (identities of
-    /// the objects; empty: in sync).
-    pub async fn changes(&self, desired: &Desired) -> Result<Vec<String>, UpError> {
+    /// The plan of `desired` against the store, the identities of the
+    /// objects it changes, and whether the store holds nothing yet.
+    async fn plan(
+        &self,
+        desired: &Desired,
+    ) -> Result<(embedded::EmbeddedPlan, Vec<String>, bool), UpError> {
         let current = self.store.applied().await?;
         let planned = embedded::plan_against(
             current.as_ref(),
@@ -127,13 +117,20 @@ impl Up {
             desired,
             &PlanOptions::default(),
         );
-        Ok(planned
+        let changed = planned
             .display
             .changes
             .iter()
             .filter(|c| c.action != crate::Action::Unchanged)
             .map(|c| c.identity.clone())
-            .collect())
+            .collect();
+        Ok((planned, changed, current.is_none()))
+    }
+
+    /// What applying `desired` would change in the store (identities of
+    /// the objects; empty: in sync).
+    pub async fn changes(&self, desired: &Desired) -> Result<Vec<String>, UpError> {
+        Ok(self.plan(desired).await?.1)
     }
 
     /// Writes an entry to the store's audit log.

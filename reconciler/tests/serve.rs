@@ -82,36 +82,68 @@ impl Api {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_force_push() {
-    let remote_dir = tempfile::tempdir().unwrap();
-    Repository::init_bare(remote_dir.path()).expect("bare");
-    let state = tempfile::tempdir().unwrap();
-    let mut serve = Serve::new(ServeOptions {
+/// Serve's options for these tests: the remote at `remote`, state in
+/// `state`, a 200 ms interval, auto sync with self-heal, no webhook, the
+/// operator token only.
+fn options(remote: &Path, state: &Path) -> ServeOptions {
+    ServeOptions {
         source: Source::Remote {
-            url: remote_dir.path().display().to_string(),
+            url: remote.display().to_string(),
             branch: "main".into(),
-            cache: state.path().join("repo"),
+            cache: state.join("repo"),
         },
         subdir: None,
         env: None,
         interval: Duration::from_millis(200),
-        state: state.path().to_path_buf(),
+        state: state.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         supervise: false,
         webhook_secret: None,
         auto_sync: true,
         self_heal: true,
         tokens_file: None,
-    });
-    let url = serve.listen().await.expect("listens");
-    let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
-        .expect("the operator token")
-        .trim()
-        .to_string();
-    let api = Api { url, token };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(serve.run(stopped));
+    }
+}
+
+/// A running serve: its API (with the operator token), its stop switch
+/// and its task.
+struct Running {
+    api: Api,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), cortex_reconciler::serve::ServeError>>,
+}
+
+impl Running {
+    async fn start(options: ServeOptions) -> Running {
+        let state = options.state.clone();
+        let mut serve = Serve::new(options);
+        let url = serve.listen().await.expect("listens");
+        let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(&state))
+            .expect("the operator token")
+            .trim()
+            .to_string();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(serve.run(stopped));
+        Running {
+            api: Api { url, token },
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().expect("stops cleanly");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_force_push() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    Repository::init_bare(remote_dir.path()).expect("bare");
+    let state = tempfile::tempdir().unwrap();
+    let served = Running::start(options(remote_dir.path(), state.path())).await;
+    let api = &served.api;
 
     // Nothing pushed yet: the fetch fails, said in the status; the API is up.
     let empty = api
@@ -249,8 +281,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
     );
     assert!(outcomes.contains(&"failed"));
 
-    let _ = stop.send(true);
-    running.await.unwrap().expect("stops cleanly");
+    served.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,32 +295,14 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
     push(&work, remote_dir.path());
     let state = tempfile::tempdir().unwrap();
     let secret = b"webhook secret".to_vec();
-    let mut serve = Serve::new(ServeOptions {
-        source: Source::Remote {
-            url: remote_dir.path().display().to_string(),
-            branch: "main".into(),
-            cache: state.path().join("repo"),
-        },
-        subdir: None,
-        env: None,
+    let served = Running::start(ServeOptions {
         // Only the first fetch comes from the interval.
         interval: Duration::from_secs(3600),
-        state: state.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        supervise: false,
         webhook_secret: Some(secret.clone()),
-        auto_sync: true,
-        self_heal: true,
-        tokens_file: None,
-    });
-    let url = serve.listen().await.expect("listens");
-    let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
-        .unwrap()
-        .trim()
-        .to_string();
-    let api = Api { url, token };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(serve.run(stopped));
+        ..options(remote_dir.path(), state.path())
+    })
+    .await;
+    let api = &served.api;
     api.until("the first commit synced", |s| {
         s["syncedCommit"] == first.as_str()
     })
@@ -348,8 +361,7 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
     assert_eq!(newest["commit"], second.as_str(), "{history:#}");
     assert_eq!(newest["trigger"], "webhook", "{history:#}");
     assert_eq!(newest["outcome"], "applied");
-    let _ = stop.send(true);
-    running.await.unwrap().expect("stops cleanly");
+    served.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,31 +374,13 @@ async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
     let first = work.commit("first").to_string();
     push(&work, remote_dir.path());
     let state = tempfile::tempdir().unwrap();
-    let mut serve = Serve::new(ServeOptions {
-        source: Source::Remote {
-            url: remote_dir.path().display().to_string(),
-            branch: "main".into(),
-            cache: state.path().join("repo"),
-        },
-        subdir: None,
-        env: None,
-        interval: Duration::from_millis(200),
-        state: state.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        supervise: false,
-        webhook_secret: None,
+    let served = Running::start(ServeOptions {
         auto_sync: false,
         self_heal: false,
-        tokens_file: None,
-    });
-    let url = serve.listen().await.expect("listens");
-    let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
-        .unwrap()
-        .trim()
-        .to_string();
-    let api = Api { url, token };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(serve.run(stopped));
+        ..options(remote_dir.path(), state.path())
+    })
+    .await;
+    let api = &served.api;
     let sync = || {
         cortex_client::http_client()
             .post(format!("{}/api/v1/sync", api.url))
@@ -440,8 +434,7 @@ async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
     assert_eq!(drifted["driftHealed"], 0);
     assert_eq!(store.revision().await.unwrap(), 3, "not put back");
     store.close();
-    let _ = stop.send(true);
-    running.await.unwrap().expect("stops cleanly");
+    served.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,22 +466,10 @@ spec:
     let state = tempfile::tempdir().unwrap();
     let hash = |t: &str| cortex_runtime::tokens::hex(&cortex_runtime::tokens::TokenHash::of(t).0);
     let tokens = state.path().join("tokens.yaml");
-    let options = |tokens_file: &Path| ServeOptions {
-        source: Source::Remote {
-            url: remote_dir.path().display().to_string(),
-            branch: "main".into(),
-            cache: state.path().join("repo"),
-        },
-        subdir: None,
-        env: None,
+    let with_tokens = ServeOptions {
         interval: Duration::from_secs(3600),
-        state: state.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        supervise: false,
-        webhook_secret: None,
-        auto_sync: true,
-        self_heal: true,
-        tokens_file: Some(tokens_file.to_path_buf()),
+        tokens_file: Some(tokens.clone()),
+        ..options(remote_dir.path(), state.path())
     };
     // A malformed entry stops serve at start, naming its line.
     std::fs::write(
@@ -499,11 +480,10 @@ spec:
         ),
     )
     .unwrap();
-    let refused = Serve::new(options(&tokens))
+    let refused = Serve::new(with_tokens.clone())
         .listen()
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(refused.to_string().contains("tokens.yaml:2:"), "{refused}");
     std::fs::write(
         &tokens,
@@ -514,19 +494,9 @@ spec:
         ),
     )
     .unwrap();
-    let mut serve = Serve::new(options(&tokens));
-    let url = serve.listen().await.expect("listens");
-    let operator =
-        std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(state.path()))
-            .unwrap()
-            .trim()
-            .to_string();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(serve.run(stopped));
-    let admin = Api {
-        url: url.clone(),
-        token: operator,
-    };
+    let served = Running::start(with_tokens).await;
+    let admin = &served.api;
+    let url = admin.url.clone();
     admin
         .until("synced", |s| s["syncedCommit"] == first.as_str())
         .await;
@@ -608,6 +578,5 @@ spec:
             && e.detail.contains(&first)),
         "{audit:#?}"
     );
-    let _ = stop.send(true);
-    running.await.unwrap().expect("stops cleanly");
+    served.stop().await;
 }
