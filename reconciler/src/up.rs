@@ -70,6 +70,16 @@ pub enum Applied {
     },
 }
 
+/// A plan of the running project's store.
+pub struct Planned {
+    /// The plan (applyable and as shown).
+    pub plan: embedded::EmbeddedPlan,
+    /// The identities of the objects it changes.
+    pub changed: Vec<String>,
+    /// The store holds nothing yet.
+    pub fresh: bool,
+}
+
 /// A project running on this machine.
 pub struct Up {
     /// The runtime (its URL, status, operator token).
@@ -90,47 +100,49 @@ impl Up {
     /// returns the new revision and the objects that changed (their
     /// identities), or `None` when there was nothing to do.
     pub async fn apply(&self, desired: &Desired) -> Result<Option<(u64, Vec<String>)>, UpError> {
-        let (planned, changed, fresh) = self.plan(desired).await?;
-        if !planned.saved.summary.has_changes() && !fresh {
+        let planned = self.plan(desired).await?;
+        self.apply_planned(&planned).await
+    }
+
+    /// Applies what [`Up::plan`] planned, when it changes anything.
+    pub async fn apply_planned(
+        &self,
+        planned: &Planned,
+    ) -> Result<Option<(u64, Vec<String>)>, UpError> {
+        if !planned.plan.saved.summary.has_changes() && !planned.fresh {
             return Ok(None);
         }
         let done = embedded::apply(
             &*self.store,
-            &planned.saved,
+            &planned.plan.saved,
             &holder_identity(),
             Duration::ZERO,
         )
         .await?;
-        Ok(Some((done.revision, changed)))
+        Ok(Some((done.revision, planned.changed.clone())))
     }
 
-    /// The plan of `desired` against the store, the identities of the
-    /// objects it changes, and whether the store holds nothing yet.
-    async fn plan(
-        &self,
-        desired: &Desired,
-    ) -> Result<(embedded::EmbeddedPlan, Vec<String>, bool), UpError> {
+    /// The plan of `desired` against the store.
+    pub async fn plan(&self, desired: &Desired) -> Result<Planned, UpError> {
         let current = self.store.applied().await?;
-        let planned = embedded::plan_against(
+        let plan = embedded::plan_against(
             current.as_ref(),
             &self.state,
             desired,
             &PlanOptions::default(),
         );
-        let changed = planned
+        let changed = plan
             .display
             .changes
             .iter()
             .filter(|c| c.action != crate::Action::Unchanged)
             .map(|c| c.identity.clone())
             .collect();
-        Ok((planned, changed, current.is_none()))
-    }
-
-    /// What applying `desired` would change in the store (identities of
-    /// the objects; empty: in sync).
-    pub async fn changes(&self, desired: &Desired) -> Result<Vec<String>, UpError> {
-        Ok(self.plan(desired).await?.1)
+        Ok(Planned {
+            plan,
+            changed,
+            fresh: current.is_none(),
+        })
     }
 
     /// Writes an entry to the store's audit log.

@@ -409,6 +409,18 @@ async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
         .await;
     assert_eq!(waiting["syncedCommit"], first.as_str());
     assert_eq!(waiting["pending"], serde_json::json!(["Topic/jobs"]));
+    // The pending plan, as a pull request would show it.
+    let plan = cortex_client::http_client()
+        .get(format!("{}/api/v1/plan?format=text", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(plan.contains("~ Topic/jobs"), "{plan}");
+    assert!(plan.contains("retentionMs"), "{plan}");
     assert_eq!(sync().await.unwrap().status(), 202);
     let synced = api
         .until("the second commit synced", |s| {
@@ -569,14 +581,28 @@ spec:
         assert!(Instant::now() < deadline, "{history:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let store = cortex_runtime::store::SqliteStore::open(&state.path().join("state.db")).unwrap();
-    let audit = store.audit_log(50).await.unwrap();
-    store.close();
+    assert_eq!(
+        call(Method::GET, "/api/v1/audit", Some("ada-token"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let audit: Value = call(Method::GET, "/api/v1/audit", Some(&admin.token))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(
-        audit.iter().any(|e| e.actor == "ci-bot"
-            && e.action == "sync-unchanged"
-            && e.detail.contains(&first)),
-        "{audit:#?}"
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "ci-bot"
+                && e["action"] == "sync-unchanged"
+                && e["detail"].as_str().unwrap().contains(&first)),
+        "{audit:#}"
     );
     served.stop().await;
 }

@@ -43,6 +43,10 @@ pub struct Context {
     pub policies: Arc<std::sync::Mutex<Policies>>,
     /// The webhook's secret (none: the webhook is off).
     pub webhook_secret: Option<Arc<[u8]>>,
+    /// The head's plan against the store, as last made.
+    pub plan: Arc<std::sync::Mutex<Option<crate::Plan>>>,
+    /// The state store (its audit log).
+    pub store: Option<Arc<cortex_runtime::store::SqliteStore>>,
 }
 
 impl Context {
@@ -126,6 +130,80 @@ async fn get_history(State(api): State<Context>, headers: HeaderMap) -> Response
     axum::Json(serde_json::json!({ "syncs": syncs })).into_response()
 }
 
+#[derive(serde::Deserialize)]
+struct PlanQuery {
+    format: Option<String>,
+}
+
+async fn get_plan(
+    State(api): State<Context>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<PlanQuery>,
+) -> Response {
+    if let Err(refused) = authorize(&api, &headers, "plan", "get") {
+        return *refused;
+    }
+    let Some(plan) = api.plan.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no plan yet: the first revision is not running",
+        );
+    };
+    use crate::plan::render::{json, markdown, text};
+    let (body, kind) = match query.format.as_deref().unwrap_or("json") {
+        "json" => (json::render_json(&plan), "application/json"),
+        "markdown" => (
+            markdown::render_markdown(&plan, markdown::GITHUB_COMMENT_LIMIT),
+            "text/markdown; charset=utf-8",
+        ),
+        "text" => (text::render_text(&plan, false), "text/plain; charset=utf-8"),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("format {other:?}: json, markdown or text"),
+            );
+        }
+    };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+async fn get_audit(State(api): State<Context>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&api, &headers, "audit", "get") {
+        return *refused;
+    }
+    use cortex_runtime::store::Store;
+    let Some(store) = &api.store else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no state store",
+        );
+    };
+    match store.audit_log(500).await {
+        Ok(entries) => {
+            let entries: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "at": cortex_runtime::workflow::view::rfc3339(e.at_ms),
+                        "actor": e.actor,
+                        "action": e.action,
+                        "detail": e.detail,
+                    })
+                })
+                .collect();
+            axum::Json(serde_json::json!({ "entries": entries })).into_response()
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
 async fn sync(State(api): State<Context>, headers: HeaderMap) -> Response {
     let caller = match authorize(&api, &headers, "sync", "sync") {
         Ok(caller) => caller,
@@ -199,6 +277,8 @@ pub fn routes(context: Context) -> Router {
     Router::new()
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/history", get(get_history))
+        .route("/api/v1/plan", get(get_plan))
+        .route("/api/v1/audit", get(get_audit))
         .route("/api/v1/sync", post(sync))
         .route("/api/v1/webhook", post(webhook))
         .route("/readyz", get(readyz))

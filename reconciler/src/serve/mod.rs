@@ -196,6 +196,10 @@ pub struct Serve {
     up: Option<Up>,
     tokens: Arc<auth::Tokens>,
     policies: Arc<Mutex<auth::Policies>>,
+    /// The head's plan against the store, as last made.
+    plan: Arc<Mutex<Option<crate::Plan>>>,
+    /// Serve's own handle on the state store (the API reads the audit log).
+    store: Option<Arc<SqliteStore>>,
     standalone: Option<Standalone>,
     /// The last commit that compiled, and what it compiled to.
     compiled: Option<(String, Arc<crate::Desired>)>,
@@ -250,6 +254,8 @@ impl Serve {
             up: None,
             tokens: Arc::default(),
             policies: Arc::default(),
+            plan: Arc::default(),
+            store: None,
             standalone: None,
             compiled: None,
         }
@@ -264,9 +270,9 @@ impl Serve {
             path: state.display().to_string(),
             message: e.to_string(),
         })?;
-        let store = SqliteStore::open(&self.state_path())?;
-        let token = tokens::operator_token(&state, &store).await;
-        store.close();
+        let store = Arc::new(SqliteStore::open(&self.state_path())?);
+        let token = tokens::operator_token(&state, &*store).await;
+        self.store = Some(store);
         let mut tokens = auth::Tokens::operator_only(TokenHash::of(&token?));
         if let Some(path) = &self.options.tokens_file {
             tokens = tokens.load(path).map_err(ServeError::Tokens)?;
@@ -338,6 +344,9 @@ impl Serve {
         self.stop_standalone().await;
         if let Some(up) = self.up.take() {
             up.stop().await?;
+        }
+        if let Some(store) = self.store.take() {
+            store.close();
         }
         Ok(())
     }
@@ -441,28 +450,38 @@ impl Serve {
             let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
             s.synced_commit.is_some() && s.synced_commit == head.commit && s.last_error.is_none()
         };
+        // The plan of the head against the store (none before the runtime
+        // runs): shown on `GET /api/v1/plan`, and what a sync applies.
+        let planned = match &self.up {
+            None => None,
+            Some(up) => match up.plan(&desired).await {
+                Ok(planned) => {
+                    *self.plan.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(planned.plan.display.clone());
+                    Some(planned)
+                }
+                Err(e) => {
+                    self.record(head.commit.clone(), trigger, "failed", e.to_string())
+                        .await;
+                    self.fail(head.commit.clone(), e.to_string(), Vec::new());
+                    return false;
+                }
+            },
+        };
         // Without a sync asked for, manual sync holds a new commit and no
         // self-heal holds drift: reported, not applied.
         if !trigger.starts_with("api") {
-            let held = match &self.up {
+            let held = match &planned {
                 None => (!self.options.auto_sync).then(Vec::new),
-                Some(up) => match up.changes(&desired).await {
-                    Ok(changes) if changes.is_empty() => None,
-                    Ok(changes) => {
-                        let wait = if already {
-                            !self.options.self_heal
-                        } else {
-                            !self.options.auto_sync
-                        };
-                        wait.then_some(changes)
-                    }
-                    Err(e) => {
-                        self.record(head.commit.clone(), trigger, "failed", e.to_string())
-                            .await;
-                        self.fail(head.commit.clone(), e.to_string(), Vec::new());
-                        return false;
-                    }
-                },
+                Some(planned) if planned.changed.is_empty() => None,
+                Some(planned) => {
+                    let wait = if already {
+                        !self.options.self_heal
+                    } else {
+                        !self.options.auto_sync
+                    };
+                    wait.then(|| planned.changed.clone())
+                }
             };
             if let Some(pending) = held {
                 self.set(|s| {
@@ -477,9 +496,9 @@ impl Serve {
                 return true;
             }
         }
-        let applied = match &self.up {
-            Some(up) => up.apply(&desired).await.map(|r| (r, None)),
-            None => self
+        let applied = match (&self.up, &planned) {
+            (Some(up), Some(planned)) => up.apply_planned(planned).await.map(|r| (r, None)),
+            _ => self
                 .start(&head.project, &desired)
                 .await
                 .map(|url| (None, Some(url))),
@@ -594,6 +613,8 @@ impl Serve {
             wake: self.wake.clone(),
             tokens: self.tokens.clone(),
             policies: self.policies.clone(),
+            plan: self.plan.clone(),
+            store: self.store.clone(),
             webhook_secret: self.options.webhook_secret.clone().map(Arc::from),
         }
     }
