@@ -42,6 +42,7 @@ async fn start_runtime(dir: &Path, agents: usize, listen: SocketAddr) -> anyhow:
             alert_period: Duration::from_secs(1),
             connections: Default::default(),
             extra_routes: None,
+            extra_metrics: None,
         },
         "bench",
     )

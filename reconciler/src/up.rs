@@ -30,6 +30,8 @@ pub struct UpOptions {
     pub alert_period: Duration,
     /// More routes on the runtime's listener (`cortex serve`'s API).
     pub routes: Option<axum::Router>,
+    /// More metrics on the runtime's `/metrics` (`cortex serve`'s).
+    pub metrics: Option<cortex_runtime::server::MetricsHook>,
 }
 
 /// Why the project could not be run.
@@ -242,6 +244,7 @@ async fn start(
         alert_period: options.alert_period,
         connections: Default::default(),
         extra_routes: options.routes.clone(),
+        extra_metrics: options.metrics.clone(),
     };
     let store_dyn: Arc<dyn Store> = store.clone();
     let running = engine::start_on(

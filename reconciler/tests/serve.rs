@@ -244,6 +244,28 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         serde_json::json!(["Topic/jobs"]),
         "{healed:#}"
     );
+    // Serve's metrics beside the runtime's, on its /metrics.
+    let metrics = cortex_client::http_client()
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "cortex_serve_drift_healed_total 1",
+        "cortex_serve_syncs_total{outcome=\"healed\"} 1",
+        "cortex_serve_syncs_total{outcome=\"applied\"} 2",
+        "cortex_serve_fetch_to_applied_seconds_count 2",
+        "# TYPE cortex_queue_depth gauge",
+    ] {
+        assert!(metrics.contains(line), "{line}:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("cortex_serve_compile_failures_total 0\n"),
+        "the broken commit was counted: {metrics}"
+    );
 
     // A force-push back to the first commit is followed: revision 5.
     let repo = Repository::open(work.path()).unwrap();

@@ -50,6 +50,8 @@ pub struct RuntimeOptions {
     pub connections: ConnectionLimits,
     /// More routes on the runtime's listener (`cortex serve`'s API).
     pub extra_routes: Option<axum::Router>,
+    /// More metrics on its `/metrics` (`cortex serve`'s).
+    pub extra_metrics: Option<super::server::MetricsHook>,
 }
 
 /// Why the runtime could not start.
@@ -185,6 +187,7 @@ pub async fn start_on(
         board: Arc::new(Mutex::new(Board::default())),
         header: Arc::new(Mutex::new(RuntimeStatus::default())),
         workflows,
+        extra_metrics: options.extra_metrics.clone(),
     };
     let mut app = router(shared.clone());
     if let Some(extra) = options.extra_routes.clone() {

@@ -29,6 +29,18 @@ pub struct Shared {
     pub header: Arc<Mutex<RuntimeStatus>>,
     /// The workflow runtime.
     pub workflows: crate::workflow::Workflows,
+    /// More metrics written on `/metrics` (`cortex serve`'s).
+    pub extra_metrics: Option<MetricsHook>,
+}
+
+/// Writes more metric families (Prometheus text) on `/metrics`.
+#[derive(Clone)]
+pub struct MetricsHook(pub Arc<dyn Fn(&mut String) + Send + Sync>);
+
+impl std::fmt::Debug for MetricsHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsHook")
+    }
 }
 
 impl Shared {
@@ -144,6 +156,9 @@ pub fn render_metrics(shared: &Shared) -> String {
         &firing,
     );
     shared.workflows.metrics.render(&mut out);
+    if let Some(hook) = &shared.extra_metrics {
+        (hook.0)(&mut out);
+    }
     family(
         &mut out,
         "cortex_applied_revision",

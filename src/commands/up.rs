@@ -132,6 +132,7 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
         poll: Duration::from_secs(1),
         alert_period: Duration::from_secs(1),
         routes: None,
+        metrics: None,
     };
     let outcome: anyhow::Result<ExitCode> = rt.block_on(async {
         // The signal handlers first: a Ctrl-C while the runtime starts is

@@ -79,6 +79,7 @@ pub fn options(project: &Path, state: &Path, supervise: bool) -> RuntimeOptions 
         alert_period: Duration::from_millis(100),
         connections: Default::default(),
         extra_routes: None,
+        extra_metrics: None,
     }
 }
 

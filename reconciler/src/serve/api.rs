@@ -47,6 +47,8 @@ pub struct Context {
     pub plan: Arc<std::sync::Mutex<Option<crate::Plan>>>,
     /// The state store (its audit log).
     pub store: Option<Arc<cortex_runtime::store::SqliteStore>>,
+    /// Serve's metrics (on `/metrics` while the API is served alone).
+    pub metrics: Arc<super::metrics::ServeMetrics>,
 }
 
 impl Context {
@@ -288,7 +290,26 @@ pub fn routes(context: Context) -> Router {
 /// The API alone, served until the first revision runs (with `/healthz`,
 /// which the runtime serves afterwards).
 pub fn standalone(context: Context) -> Router {
-    routes(context).route("/healthz", get(|| async { "ok" }))
+    let metrics = context.metrics.clone();
+    routes(context)
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    let mut out = String::new();
+                    metrics.render(&mut out);
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        out,
+                    )
+                }
+            }),
+        )
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod metrics;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -198,6 +199,9 @@ pub struct Serve {
     policies: Arc<Mutex<auth::Policies>>,
     /// The head's plan against the store, as last made.
     plan: Arc<Mutex<Option<crate::Plan>>>,
+    metrics: Arc<metrics::ServeMetrics>,
+    /// When the current head was first seen (for fetch → applied).
+    head_seen: Option<Instant>,
     /// Serve's own handle on the state store (the API reads the audit log).
     store: Option<Arc<SqliteStore>>,
     standalone: Option<Standalone>,
@@ -255,6 +259,8 @@ impl Serve {
             tokens: Arc::default(),
             policies: Arc::default(),
             plan: Arc::default(),
+            metrics: Arc::default(),
+            head_seen: None,
             store: None,
             standalone: None,
             compiled: None,
@@ -381,6 +387,7 @@ impl Serve {
             .unwrap_or_else(|| "interval".to_string());
         let started = Instant::now();
         let ok = self.reconcile_once(&trigger).await;
+        self.metrics.reconciled(started.elapsed());
         let took = started.elapsed().as_millis() as u64;
         self.set(|s| {
             s.reconciles += 1;
@@ -404,6 +411,15 @@ impl Serve {
                 return false;
             }
         };
+        let new_head = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .head_commit
+            != head.commit;
+        if new_head {
+            self.head_seen = Some(Instant::now());
+        }
         self.set(|s| s.head_commit = head.commit.clone());
         // The commit compiled last time is not compiled again: a no-op
         // reconcile costs a fetch and a plan.
@@ -431,6 +447,9 @@ impl Serve {
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(commit = ?head.commit, error = %e, "the head does not compile; the last good revision stays");
+                        self.metrics
+                            .compile_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let found = problems(&e);
                         self.record(head.commit.clone(), trigger, "failed", e.to_string())
                             .await;
@@ -484,6 +503,11 @@ impl Serve {
                 }
             };
             if let Some(pending) = held {
+                if already {
+                    self.metrics
+                        .drift_detected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.set(|s| {
                     if already {
                         s.drift = pending.clone();
@@ -523,6 +547,16 @@ impl Serve {
                     (None, _) if started_fresh => "applied",
                     (None, _) => "unchanged",
                 };
+                if healed {
+                    self.metrics
+                        .drift_healed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if outcome == "applied"
+                    && let Some(seen) = self.head_seen.take()
+                {
+                    self.metrics.fetch_to_applied.observe(seen.elapsed());
+                }
                 // Every sync that changed the store, and every sync asked
                 // for, is kept and audited.
                 if outcome != "unchanged" || trigger.starts_with("api") {
@@ -584,6 +618,12 @@ impl Serve {
                 poll: Duration::from_millis(500),
                 alert_period: Duration::from_secs(1),
                 routes: Some(api::routes(self.api_context())),
+                metrics: Some({
+                    let metrics = self.metrics.clone();
+                    cortex_runtime::server::MetricsHook(Arc::new(move |out: &mut String| {
+                        metrics.render(out)
+                    }))
+                }),
             },
             self.state_path(),
         )
@@ -615,6 +655,7 @@ impl Serve {
             policies: self.policies.clone(),
             plan: self.plan.clone(),
             store: self.store.clone(),
+            metrics: self.metrics.clone(),
             webhook_secret: self.options.webhook_secret.clone().map(Arc::from),
         }
     }
@@ -622,6 +663,7 @@ impl Serve {
     /// Keeps a sync in the history and writes it to the store's audit log
     /// (who: the caller of `POST /api/v1/sync`, else `serve`).
     async fn record(&self, commit: Option<String>, trigger: &str, outcome: &str, detail: String) {
+        self.metrics.sync(outcome);
         if let Some(up) = &self.up {
             let actor = trigger.strip_prefix("api:").unwrap_or("serve");
             let what = format!(
