@@ -628,3 +628,73 @@ spec:
     );
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_with_a_commit_pins_it_until_a_sync_without_one() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    Repository::init_bare(remote_dir.path()).expect("bare");
+    let work = Repo::new();
+    work.write("cortex.yaml", PROJECT);
+    work.write("specs.yaml", &specs("1d"));
+    let a = work.commit("a").to_string();
+    work.write("specs.yaml", &specs("2d"));
+    let b = work.commit("b").to_string();
+    push(&work, remote_dir.path());
+    let state = tempfile::tempdir().unwrap();
+    let served = Running::start(options(remote_dir.path(), state.path())).await;
+    let api = &served.api;
+    api.until("b synced", |s| s["syncedCommit"] == b.as_str())
+        .await;
+    let sync = |body: String| {
+        cortex_client::http_client()
+            .post(format!("{}/api/v1/sync", api.url))
+            .bearer_auth(&api.token)
+            .body(body)
+            .send()
+    };
+    // Pin the older commit.
+    let pin = format!("{{\"commit\": \"{a}\"}}");
+    assert_eq!(sync(pin).await.unwrap().status(), 202);
+    let pinned = api
+        .until("a pinned", |s| s["syncedCommit"] == a.as_str())
+        .await;
+    assert_eq!(pinned["pinned"], a.as_str());
+    // A new head is seen, and not followed.
+    work.write("specs.yaml", &specs("3d"));
+    let c = work.commit("c").to_string();
+    push(&work, remote_dir.path());
+    let seen = api.until("c seen", |s| s["headCommit"] == c.as_str()).await;
+    let after = seen["reconciles"].as_u64().unwrap();
+    let later = api
+        .until("a reconcile after c was seen", |s| {
+            s["reconciles"].as_u64().unwrap_or(0) > after
+        })
+        .await;
+    assert_eq!(later["syncedCommit"], a.as_str(), "{later:#}");
+    // A commit the fetch never brought is refused, naming it.
+    assert_eq!(
+        sync(r#"{"commit": "0123456789abcdef0123456789abcdef01234567"}"#.to_string())
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let refused = api
+        .until("an unknown commit refused", |s| s["syncState"] == "error")
+        .await;
+    assert!(
+        refused["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot pin 0123456789"),
+        "{refused:#}"
+    );
+    assert_eq!(refused["syncedCommit"], a.as_str());
+    // A sync without a commit follows the branch again.
+    assert_eq!(sync(String::new()).await.unwrap().status(), 202);
+    let followed = api
+        .until("c synced", |s| s["syncedCommit"] == c.as_str())
+        .await;
+    assert!(followed["pinned"].is_null());
+    served.stop().await;
+}

@@ -24,7 +24,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 
 use super::auth::{Caller, Policies, Tokens};
-use super::{SharedHistory, SharedStatus, SharedTrigger};
+use super::{SharedHistory, SharedPin, SharedStatus, SharedTrigger};
 
 /// What the API reads and wakes.
 #[derive(Clone)]
@@ -35,6 +35,8 @@ pub struct Context {
     pub history: SharedHistory,
     /// What woke the loop.
     pub trigger: SharedTrigger,
+    /// The commit a sync pinned.
+    pub pin: SharedPin,
     /// Wakes the loop.
     pub wake: Arc<Notify>,
     /// The tokens accepted (the operator's among them).
@@ -206,11 +208,33 @@ async fn get_audit(State(api): State<Context>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn sync(State(api): State<Context>, headers: HeaderMap) -> Response {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncBody {
+    commit: Option<String>,
+}
+
+async fn sync(State(api): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     let caller = match authorize(&api, &headers, "sync", "sync") {
         Ok(caller) => caller,
         Err(refused) => return *refused,
     };
+    let pin = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<SyncBody>(&body) {
+            Ok(b) => b.commit.filter(|c| !c.trim().is_empty()),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("expected {{\"commit\"?}}: {e}"),
+                );
+            }
+        }
+    };
+    // A commit pins it; a sync without one follows the branch again.
+    *api.pin.lock().unwrap_or_else(|p| p.into_inner()) = pin;
     api.wake(format!("api:{}", caller.name));
     (
         StatusCode::ACCEPTED,

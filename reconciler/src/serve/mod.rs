@@ -97,6 +97,9 @@ pub struct ServeStatus {
     pub repo: String,
     /// The branch followed.
     pub branch: Option<String>,
+    /// The commit pinned by a sync (the branch's head is not followed
+    /// until a sync without a commit).
+    pub pinned: Option<String>,
     /// The source's head at the last fetch.
     pub head_commit: Option<String>,
     /// The commit applied and running.
@@ -159,6 +162,10 @@ pub type SharedHistory = Arc<Mutex<std::collections::VecDeque<SyncRecord>>>;
 /// wakes it.
 pub type SharedTrigger = Arc<Mutex<Option<String>>>;
 
+/// The commit a sync pinned (`POST /api/v1/sync {"commit"}`), until a sync
+/// without one.
+pub type SharedPin = Arc<Mutex<Option<String>>>;
+
 /// The problems of a failed compile, as the API shows them.
 fn problems(error: &DesiredError) -> Vec<ProblemView> {
     match error {
@@ -193,6 +200,7 @@ pub struct Serve {
     status: SharedStatus,
     history: SharedHistory,
     trigger: SharedTrigger,
+    pin: SharedPin,
     wake: Arc<Notify>,
     up: Option<Up>,
     tokens: Arc<auth::Tokens>,
@@ -254,6 +262,7 @@ impl Serve {
             status: Arc::new(Mutex::new(status)),
             history: Arc::default(),
             trigger: Arc::default(),
+            pin: Arc::default(),
             wake: Arc::new(Notify::new()),
             up: None,
             tokens: Arc::default(),
@@ -402,6 +411,20 @@ impl Serve {
         let fetched = tokio::task::spawn_blocking(move || source.fetch(subdir.as_deref()))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
+        let pinned = self.pin.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.set(|s| s.pinned = pinned.clone());
+        let fetched = match (fetched, &pinned) {
+            (Ok(branch_head), Some(commit)) => {
+                // The branch's head is shown; the pinned commit is synced.
+                self.set(|s| s.head_commit = branch_head.commit.clone());
+                let source = self.options.source.clone();
+                let (commit, subdir) = (commit.clone(), self.options.subdir.clone());
+                tokio::task::spawn_blocking(move || source.pinned(&commit, subdir.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            (fetched, _) => fetched,
+        };
         let head = match fetched {
             Ok(head) => head,
             Err(message) => {
@@ -417,7 +440,7 @@ impl Serve {
             .unwrap_or_else(|p| p.into_inner())
             .head_commit
             != head.commit;
-        if new_head {
+        if new_head && pinned.is_none() {
             self.head_seen = Some(Instant::now());
         }
         self.set(|s| s.head_commit = head.commit.clone());
@@ -650,6 +673,7 @@ impl Serve {
             status: self.status.clone(),
             history: self.history.clone(),
             trigger: self.trigger.clone(),
+            pin: self.pin.clone(),
             wake: self.wake.clone(),
             tokens: self.tokens.clone(),
             policies: self.policies.clone(),

@@ -76,6 +76,37 @@ impl Source {
         }
     }
 
+    /// The fetched `commit` checked out instead of the head (a pinned
+    /// sync); refused for a local directory, and for a commit the fetch
+    /// did not bring.
+    pub fn pinned(&self, commit: &str, subdir: Option<&Path>) -> Result<Head, String> {
+        let Source::Remote { branch, cache, .. } = self else {
+            return Err("a commit can be pinned only in a fetched repository (--repo URL)".into());
+        };
+        let checkout = || -> Result<Oid, git2::Error> {
+            let repo = Repository::open(cache)?;
+            let oid = repo.revparse_single(commit)?.peel_to_commit()?.id();
+            let found = repo.find_commit(oid)?;
+            repo.checkout_tree(found.as_object(), Some(CheckoutBuilder::new().force()))?;
+            repo.set_head_detached(oid)?;
+            Ok(oid)
+        };
+        let oid = checkout().map_err(|e| {
+            format!(
+                "cannot pin {commit}: it is not in the fetched history of branch {branch} ({})",
+                e.message()
+            )
+        })?;
+        Ok(Head {
+            commit: Some(oid.to_string()),
+            project: match subdir {
+                Some(s) => cache.join(s),
+                None => cache.clone(),
+            },
+            at: At::Revision(oid.to_string()),
+        })
+    }
+
     /// The repository as `status` names it.
     pub fn describe(&self) -> String {
         match self {
