@@ -266,6 +266,21 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         !metrics.contains("cortex_serve_compile_failures_total 0\n"),
         "the broken commit was counted: {metrics}"
     );
+    // The running project's agents and topics.
+    let get = |path: &str| {
+        cortex_client::http_client()
+            .get(format!("{}{path}", api.url))
+            .bearer_auth(&api.token)
+            .send()
+    };
+    let agents: Value = get("/api/v1/agents").await.unwrap().json().await.unwrap();
+    assert!(agents["agents"]["worker"].is_object(), "{agents:#}");
+    let topics: Value = get("/api/v1/topics").await.unwrap().json().await.unwrap();
+    assert_eq!(topics["topics"][0]["name"], "jobs", "{topics:#}");
+    assert_eq!(
+        topics["topics"][0]["subscribers"],
+        serde_json::json!(["worker"])
+    );
 
     // A force-push back to the first commit is followed: revision 5.
     let repo = Repository::open(work.path()).unwrap();

@@ -51,6 +51,8 @@ pub struct Context {
     pub store: Option<Arc<cortex_runtime::store::SqliteStore>>,
     /// Serve's metrics (on `/metrics` while the API is served alone).
     pub metrics: Arc<super::metrics::ServeMetrics>,
+    /// The running runtime's shared state, once a revision runs.
+    pub runtime: Arc<std::sync::Mutex<Option<cortex_runtime::server::Shared>>>,
 }
 
 impl Context {
@@ -171,6 +173,61 @@ async fn get_plan(
         }
     };
     ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// The running runtime, or the 404 before any revision runs.
+fn running(api: &Context) -> Result<cortex_runtime::server::Shared, Box<Response>> {
+    api.runtime
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            Box::new(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no revision runs yet",
+            ))
+        })
+}
+
+async fn get_agents(State(api): State<Context>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&api, &headers, "agents", "list") {
+        return *refused;
+    }
+    match running(&api) {
+        Ok(shared) => {
+            let status = shared.status();
+            axum::Json(serde_json::json!({ "revision": status.revision, "agents": status.agents }))
+                .into_response()
+        }
+        Err(refused) => *refused,
+    }
+}
+
+async fn get_topics(State(api): State<Context>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&api, &headers, "topics", "list") {
+        return *refused;
+    }
+    let shared = match running(&api) {
+        Ok(shared) => shared,
+        Err(refused) => return *refused,
+    };
+    let config = shared.broker.config();
+    let mut topics: Vec<serde_json::Value> = config
+        .topics
+        .values()
+        .map(|t| {
+            serde_json::json!({
+                "name": &*t.name,
+                "ordering": format!("{:?}", t.ordering).to_lowercase(),
+                "subscribers": t.subscribers,
+                "deadLetter": t.dead_letter,
+            })
+        })
+        .collect();
+    topics.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let queues = shared.status().queues;
+    axum::Json(serde_json::json!({ "topics": topics, "queues": queues })).into_response()
 }
 
 async fn get_audit(State(api): State<Context>, headers: HeaderMap) -> Response {
@@ -305,6 +362,8 @@ pub fn routes(context: Context) -> Router {
         .route("/api/v1/history", get(get_history))
         .route("/api/v1/plan", get(get_plan))
         .route("/api/v1/audit", get(get_audit))
+        .route("/api/v1/agents", get(get_agents))
+        .route("/api/v1/topics", get(get_topics))
         .route("/api/v1/sync", post(sync))
         .route("/api/v1/webhook", post(webhook))
         .route("/readyz", get(readyz))

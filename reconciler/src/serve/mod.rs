@@ -208,6 +208,8 @@ pub struct Serve {
     /// The head's plan against the store, as last made.
     plan: Arc<Mutex<Option<crate::Plan>>>,
     metrics: Arc<metrics::ServeMetrics>,
+    /// The running runtime's shared state (the API's agents and topics).
+    runtime: Arc<Mutex<Option<cortex_runtime::server::Shared>>>,
     /// When the current head was first seen (for fetch → applied).
     head_seen: Option<Instant>,
     /// Serve's own handle on the state store (the API reads the audit log).
@@ -269,6 +271,7 @@ impl Serve {
             policies: Arc::default(),
             plan: Arc::default(),
             metrics: Arc::default(),
+            runtime: Arc::default(),
             head_seen: None,
             store: None,
             standalone: None,
@@ -652,6 +655,7 @@ impl Serve {
         )
         .await?;
         let url = up.running.url.clone();
+        *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = Some(up.running.shared.clone());
         self.up = Some(up);
         Ok(url)
     }
@@ -680,6 +684,7 @@ impl Serve {
             plan: self.plan.clone(),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
+            runtime: self.runtime.clone(),
             webhook_secret: self.options.webhook_secret.clone().map(Arc::from),
         }
     }
