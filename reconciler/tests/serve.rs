@@ -39,6 +39,19 @@ spec:
     )
 }
 
+/// A bare "remote" and a work repository whose first commit (the small
+/// project, retention 1d) is pushed to it; the commit's id.
+fn remote_with_a_first_commit() -> (tempfile::TempDir, Repo, String) {
+    let remote = tempfile::tempdir().unwrap();
+    Repository::init_bare(remote.path()).expect("bare");
+    let work = Repo::new();
+    work.write("cortex.yaml", PROJECT);
+    work.write("specs.yaml", &specs("1d"));
+    let first = work.commit("first").to_string();
+    push(&work, remote.path());
+    (remote, work, first)
+}
+
 /// Pushes the work repository's `main` to the remote, forced.
 fn push(work: &Repo, remote: &Path) {
     let repo = Repository::open(work.path()).expect("open");
@@ -323,13 +336,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without() {
-    let remote_dir = tempfile::tempdir().unwrap();
-    Repository::init_bare(remote_dir.path()).expect("bare");
-    let work = Repo::new();
-    work.write("cortex.yaml", PROJECT);
-    work.write("specs.yaml", &specs("1d"));
-    let first = work.commit("first").to_string();
-    push(&work, remote_dir.path());
+    let (remote_dir, work, first) = remote_with_a_first_commit();
     let state = tempfile::tempdir().unwrap();
     let secret = b"webhook secret".to_vec();
     let served = Running::start(ServeOptions {
@@ -403,13 +410,7 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
-    let remote_dir = tempfile::tempdir().unwrap();
-    Repository::init_bare(remote_dir.path()).expect("bare");
-    let work = Repo::new();
-    work.write("cortex.yaml", PROJECT);
-    work.write("specs.yaml", &specs("1d"));
-    let first = work.commit("first").to_string();
-    push(&work, remote_dir.path());
+    let (remote_dir, work, first) = remote_with_a_first_commit();
     let state = tempfile::tempdir().unwrap();
     let served = Running::start(ServeOptions {
         auto_sync: false,
