@@ -106,6 +106,19 @@ pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(
     }
 }
 
+/// Writes counters without labels: (name, help, value) each.
+pub fn unlabelled_counters(out: &mut String, counters: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, value) in counters {
+        family(
+            out,
+            name,
+            "counter",
+            help,
+            &[(String::new(), value.load(Ordering::Relaxed) as f64)],
+        );
+    }
+}
+
 /// Escapes a label value.
 pub fn label(value: &str) -> String {
     value
@@ -159,15 +172,7 @@ impl BrokerCounters {
                 &self.rejected_schema,
             ),
         ];
-        for (name, help, value) in counters {
-            family(
-                out,
-                name,
-                "counter",
-                help,
-                &[(String::new(), value.load(Ordering::Relaxed) as f64)],
-            );
-        }
+        unlabelled_counters(out, &counters);
         self.latency.render(
             out,
             "cortex_delivery_latency_seconds",

@@ -117,7 +117,11 @@ async fn get_status(State(api): State<Context>, headers: HeaderMap) -> Response 
     if let Err(refused) = authorize(&api, &headers, "status", "get") {
         return *refused;
     }
-    let now = api.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut now = api.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    now.drift_healed = api
+        .metrics
+        .drift_healed
+        .load(std::sync::atomic::Ordering::Relaxed);
     axum::Json(now).into_response()
 }
 

@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use cortex_runtime::metrics::{Histogram, TASK_BUCKETS, family, label};
+use cortex_runtime::metrics::{Histogram, TASK_BUCKETS, family, label, unlabelled_counters};
 
 /// The counters.
 #[derive(Debug)]
@@ -81,30 +81,25 @@ impl ServeMetrics {
             "cortex_serve_fetch_to_applied_seconds",
             "From a new head seen by a fetch to its revision applied.",
         );
-        for (name, help, value) in [
-            (
-                "cortex_serve_drift_detected_total",
-                "Drift found: the store moved behind serve's back.",
-                &self.drift_detected,
-            ),
-            (
-                "cortex_serve_drift_healed_total",
-                "Drift put back.",
-                &self.drift_healed,
-            ),
-            (
-                "cortex_serve_compile_failures_total",
-                "Heads that did not compile (never applied).",
-                &self.compile_failures,
-            ),
-        ] {
-            family(
-                out,
-                name,
-                "counter",
-                help,
-                &[(String::new(), value.load(Ordering::Relaxed) as f64)],
-            );
-        }
+        unlabelled_counters(
+            out,
+            &[
+                (
+                    "cortex_serve_drift_detected_total",
+                    "Drift found: the store moved behind serve's back.",
+                    &self.drift_detected,
+                ),
+                (
+                    "cortex_serve_drift_healed_total",
+                    "Drift put back.",
+                    &self.drift_healed,
+                ),
+                (
+                    "cortex_serve_compile_failures_total",
+                    "Heads that did not compile (never applied).",
+                    &self.compile_failures,
+                ),
+            ],
+        );
     }
 }

@@ -118,7 +118,8 @@ pub struct ServeStatus {
     /// Objects a sync would change now (`out-of-sync`: a new commit
     /// waiting under manual sync, or drift without self-heal).
     pub pending: Vec<String>,
-    /// Drifts healed since `serve` started.
+    /// Drifts healed since `serve` started (read from the metrics when the
+    /// status is asked for).
     pub drift_healed: u64,
     /// Reconciles since `serve` started (no-op ones included).
     pub reconciles: u64,
@@ -603,7 +604,6 @@ impl Serve {
                     s.pending = Vec::new();
                     if healed {
                         s.drift = change.map(|(_, changed)| changed).unwrap_or_default();
-                        s.drift_healed += 1;
                     }
                     if url.is_some() {
                         s.runtime = url;

@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `POST /v1/topics/{topic}/messages` `{key?, payload}` | publish (202 `{ids, deliveredTo}`) |
 //! | `POST /v1/agents/{agent}/messages` `{key?, payload}` | direct message (202) |
-//! | `POST /v1/agents/{agent}/requests?timeoutMs=` `{payload}` | request; 200 with the reply |
+//! | `POST /v1/agents/{agent}/requests?timeoutMs=` `{key?, payload}` | request; 200 with the reply |
 //! | `GET /v1/inbox?max=&waitMs=` | long-poll the caller's inbox |
 //! | `GET /v1/inbox/stream` | the caller's deliveries as server-sent events |
 //! | `GET /v1/inbox/socket?prefetch=` | a WebSocket: deliveries out, settlements in ([`super::socket`]) |
