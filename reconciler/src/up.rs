@@ -1,8 +1,9 @@
 //! The step that runs a project on this machine: hold the store's runtime
 //! lock (one runtime per store), open the store, take the address (a busy
 //! port changes nothing), apply the project when it differs from what the
-//! store holds, start the runtime. `cortex up` calls it; `cortex serve` is
-//! to call the same step.
+//! store holds, start the runtime. `cortex up` calls it; `cortex serve`
+//! calls it with a store of its own and applies later revisions to the
+//! running project ([`Up::apply`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,9 +1,10 @@
 //! `cortex serve`'s API, on the runtime's listener (and on its own before
 //! the first revision runs). With a token allowed by [`super::auth`]:
-//! `GET /api/v1/status` (resource `status`, verb `get`), `GET
-//! /api/v1/history` (the newest syncs; `history`, `get`), `POST
-//! /api/v1/sync` (reconcile now; `sync`, `sync`) — 401 without a valid
-//! token, 403 without a rule. Without a token: `GET /readyz` (ready once the first sync finished
+//! `GET /api/v1/status` (resource `status`, verb `get`), `/history` (the
+//! newest syncs; `history`, `get`), `/plan` (`plan`, `get`), `/agents`
+//! (`agents`, `list`), `/topics` (`topics`, `list`), `/audit` (`audit`,
+//! `get`), `POST /api/v1/sync` (reconcile now, or pin a commit; `sync`,
+//! `sync`) — 401 without a valid token, 403 without a rule. Without a token: `GET /readyz` (ready once the first sync finished
 //! or failed) and `POST /api/v1/webhook`, which takes GitHub's
 //! `X-Hub-Signature-256` (an HMAC-SHA256 of the body under the webhook
 //! secret, checked in constant time) instead: a wrong or missing signature

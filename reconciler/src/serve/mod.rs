@@ -6,10 +6,10 @@
 //! Errors back off exponentially (capped at the interval's 10×, at most
 //! 5 min). Status goes to [`api`].
 //!
-//! What is built here is the first part of issue 18: the source, the loop,
-//! the embedded target with the runtime inside, `GET /api/v1/status`,
-//! `/readyz`. Sync modes, drift, the webhook, roles and leader election
-//! are not built yet.
+//! The same plan finds drift (healed, or reported without self-heal);
+//! `--sync manual` holds new commits until a sync is asked for; a sync may
+//! pin a commit. Only the embedded target is served, by one replica:
+//! leader election and the Kubernetes target are not built yet.
 
 pub mod api;
 pub mod auth;
