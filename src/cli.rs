@@ -229,6 +229,11 @@ pub enum Command {
         /// project's AccessPolicy bindings give them roles.
         #[arg(long, value_name = "FILE")]
         tokens: Option<PathBuf>,
+        /// Leader election between replicas on one state directory: the
+        /// leader's lease lasts this long unrenewed; a standby takes over
+        /// within it when the leader dies.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        lease: std::time::Duration,
     },
     /// Show the agents, their health and the queues of the project's
     /// runtime (or of its state store when no runtime is running).

@@ -728,29 +728,26 @@ fn json_logs_carry_the_agent_and_state() {
     assert_eq!(exit, 0);
 }
 
-#[test]
-fn serve_runs_the_head_of_a_repository_and_stops_on_ctrl_c() {
-    // A bare "remote" holding the example project.
+/// A bare "remote" holding the example project, and its head commit.
+fn support_desk_remote() -> (tempfile::TempDir, String) {
     let remote = tempfile::tempdir().unwrap();
     git2::Repository::init_bare(remote.path()).unwrap();
     let work = support_desk();
-    git2::Repository::open(work.path())
-        .unwrap()
-        .remote_anonymous(remote.path().to_str().unwrap())
+    let repo = git2::Repository::open(work.path()).unwrap();
+    repo.remote_anonymous(remote.path().to_str().unwrap())
         .unwrap()
         .push(&["+refs/heads/main:refs/heads/main"], None)
         .unwrap();
-    let head = git2::Repository::open(work.path())
-        .unwrap()
-        .head()
-        .unwrap()
-        .target()
-        .unwrap()
-        .to_string();
-    let state = tempfile::tempdir().unwrap();
+    let head = repo.head().unwrap().target().unwrap().to_string();
+    (remote, head)
+}
+
+/// `cortex serve` of `remote` on `state`, and its API's URL (from its
+/// banner).
+fn serve(remote: &Path, state: &Path, more: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
         .args(["serve", "--repo"])
-        .arg(remote.path())
+        .arg(remote)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -759,8 +756,10 @@ fn serve_runs_the_head_of_a_repository_and_stops_on_ctrl_c() {
             "--no-agents",
             "--state",
         ])
-        .arg(state.path())
+        .arg(state)
+        .args(more)
         .env("NO_COLOR", "1")
+        .env("CORTEX_LOG", "warn")
         .env_remove("CORTEX_ENV")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -777,31 +776,125 @@ fn serve_runs_the_head_of_a_repository_and_stops_on_ctrl_c() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no API in {banner:?}"))
         .to_string();
-    let token = std::fs::read_to_string(state.path().join("operator.token")).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status: Value = loop {
-        let status: Value = runtime
-            .block_on(async {
-                cortex_client::http_client()
-                    .get(format!("{url}/api/v1/status"))
-                    .bearer_auth(token.trim())
-                    .send()
-                    .await?
-                    .json()
-                    .await
-            })
-            .unwrap_or(Value::Null);
-        if status["syncState"] == json!("synced") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "not synced: {status}");
-        std::thread::sleep(Duration::from_millis(100));
+    // The rest of stderr is drained so the child never blocks on it.
+    let mut rest = child.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut rest, &mut std::io::sink()));
+    (child, url)
+}
+
+/// `GET url` with the operator's token of `state` (JSON; null when it
+/// does not answer).
+async fn api_get(url: &str, state: &Path) -> Value {
+    let token = std::fs::read_to_string(state.join("operator.token")).unwrap_or_default();
+    let answer = async {
+        cortex_client::http_client()
+            .get(url)
+            .bearer_auth(token.trim())
+            .send()
+            .await?
+            .json()
+            .await
     };
+    answer.await.unwrap_or(Value::Null)
+}
+
+/// Waits (a minute at most) until `url`'s status satisfies `wanted`.
+async fn status_until(url: &str, state: &Path, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = api_get(&format!("{url}/api/v1/status"), state).await;
+        if wanted(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "not reached: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn serve_runs_the_head_of_a_repository_and_stops_on_ctrl_c() {
+    let (remote, head) = support_desk_remote();
+    let state = tempfile::tempdir().unwrap();
+    let (mut child, url) = serve(remote.path(), state.path(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(status_until(&url, state.path(), |s| {
+        s["syncState"] == json!("synced")
+    }));
     assert_eq!(status["syncedCommit"], json!(head));
     assert_eq!(status["syncedRevision"], json!(1));
+    assert_eq!(status["leader"], json!(true));
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn two_serve_replicas_elect_one_leader_and_the_standby_takes_over_a_killed_one() {
+    let (remote, head) = support_desk_remote();
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path();
+    let lease = ["--lease", "2s"];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (mut first, first_url) = serve(remote.path(), state, &lease);
+    runtime.block_on(status_until(&first_url, state, |s| {
+        s["syncState"] == json!("synced") && s["leader"] == json!(true)
+    }));
+    let (mut second, second_url) = serve(remote.path(), state, &lease);
+    // The second stands by, showing what the leader published.
+    let standby = runtime.block_on(status_until(&second_url, state, |s| {
+        s["leader"] == json!(false) && s["syncedCommit"] == json!(head)
+    }));
+    assert!(
+        standby["leaderId"]
+            .as_str()
+            .is_some_and(|l| l.contains(&first_url)),
+        "{standby}"
+    );
+    assert_eq!(standby["syncState"], json!("synced"), "{standby}");
+    // A standby refuses to sync, naming the leader.
+    let token = std::fs::read_to_string(state.join("operator.token")).unwrap();
+    let refused = runtime.block_on(async {
+        cortex_client::http_client()
+            .post(format!("{second_url}/api/v1/sync"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(refused.status().as_u16(), 503);
+    // Messages the leader acknowledged...
+    let client = cortex_client::Client::new(&first_url, "operator", token.trim());
+    const SENT: usize = 20;
+    runtime.block_on(async {
+        for n in 0..SENT {
+            client
+                .publish("tickets.triaged", None, &json!({ "n": n }))
+                .await
+                .expect("the leader acknowledges the publish");
+        }
+    });
+    // ...survive the leader's kill -9: the standby takes over and holds
+    // every one for each agent subscribed (no agent runs to take them).
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let leading = runtime.block_on(status_until(&second_url, state, |s| {
+        s["leader"] == json!(true) && s["runtime"].is_string()
+    }));
+    assert_eq!(leading["syncState"], json!("synced"), "{leading}");
+    assert_eq!(leading["syncedCommit"], json!(head));
+    let topics = runtime.block_on(api_get(&format!("{second_url}/api/v1/topics"), state));
+    let queues = topics["queues"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{topics}"));
+    for subscriber in ["crm-lookup", "writer"] {
+        let queue = queues
+            .iter()
+            .find(|q| q["inbox"] == json!(subscriber))
+            .unwrap_or_else(|| panic!("no inbox {subscriber}: {topics}"));
+        assert_eq!(queue["depth"], json!(SENT), "{topics}");
+    }
+    let pid = rustix::process::Pid::from_raw(second.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(second.wait().unwrap().code(), Some(0));
 }

@@ -115,6 +115,7 @@ fn options(remote: &Path, state: &Path) -> ServeOptions {
         auto_sync: true,
         self_heal: true,
         tokens_file: None,
+        lease: Duration::from_secs(3),
     }
 }
 
@@ -503,10 +504,22 @@ metadata: {{ name: ops }}
 spec:
   roles:
     - {{ name: syncer, rules: [{{ resources: [sync, status], verbs: [sync, get] }}] }}
-    - {{ name: viewer, rules: [{{ resources: [status], verbs: [get] }}] }}
+    - {{ name: viewer, rules: [{{ resources: [status, workflows/hello], verbs: [get, list] }}] }}
+    - {{ name: runner, rules: [{{ resources: [workflows/hello], verbs: [run, get] }}] }}
   bindings:
     - {{ role: syncer, subjects: [{{ token: ci-bot }}] }}
+    - {{ role: runner, subjects: [{{ token: ci-bot }}] }}
     - {{ role: viewer, subjects: [{{ group: support }}] }}
+---
+apiVersion: cortex.codevald.io/v1
+kind: Workflow
+metadata: {{ name: hello }}
+spec:
+  triggers:
+    - {{ name: by-hand, manual: {{}} }}
+  tasks:
+    - name: greet
+      run: {{ command: [\"sh\", \"-c\", \"echo '{{}}'\"] }}
 ",
             specs("1d")
         ),
@@ -640,6 +653,65 @@ spec:
             .any(|e| e["actor"] == "ci-bot"
                 && e["action"] == "sync-unchanged"
                 && e["detail"].as_str().unwrap().contains(&first)),
+        "{audit:#}"
+    );
+
+    // The runtime's workflow endpoints, decided per workflow by the roles.
+    let run = "/api/v1/workflows/hello/executions";
+    assert_eq!(
+        call(Method::POST, run, Some("ada-token"))
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "a viewer does not run"
+    );
+    let started = call(Method::POST, run, Some("bot-token")).await.unwrap();
+    assert_eq!(started.status(), 201);
+    let execution: Value = started.json().await.unwrap();
+    let id = execution["id"].as_str().unwrap().to_string();
+    let one = format!("/api/v1/executions/{id}");
+    assert_eq!(
+        call(Method::GET, &one, Some("ada-token"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let listed: Value = call(Method::GET, run, Some("ada-token"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["executions"][0]["id"], id.as_str(), "{listed}");
+    let refused = call(Method::POST, &format!("{one}/cancel"), Some("bot-token"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "the runner may not cancel");
+    assert_eq!(
+        call(Method::GET, "/api/v1/executions/nope", None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let audit: Value = call(Method::GET, "/api/v1/audit", Some(&admin.token))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit["entries"].as_array().unwrap().iter().any(|e| {
+            e["actor"] == "ci-bot"
+                && e["action"] == "workflow-run"
+                && e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("workflows/hello: ok")
+                && e["detail"].as_str().unwrap().contains(&first)
+        }),
         "{audit:#}"
     );
     served.stop().await;

@@ -118,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sync,
             no_self_heal,
             tokens,
+            lease,
         } => serve::run(serve::Request {
             repo,
             branch,
@@ -132,6 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             auto_sync: sync == crate::cli::SyncMode::Auto,
             self_heal: sync == crate::cli::SyncMode::Auto && !no_self_heal,
             tokens,
+            lease,
         }),
         Command::Graph {
             args,

@@ -26,6 +26,7 @@ pub struct Request {
     pub auto_sync: bool,
     pub self_heal: bool,
     pub tokens: Option<PathBuf>,
+    pub lease: Duration,
 }
 
 /// What `--repo` names: a URL or a bare repository is fetched into the
@@ -73,6 +74,7 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         auto_sync: request.auto_sync,
         self_heal: request.self_heal,
         tokens_file: request.tokens,
+        lease: request.lease,
     };
     let rt = runtime()?;
     let outcome: anyhow::Result<ExitCode> = rt.block_on(async {

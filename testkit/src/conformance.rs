@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use cortex_runtime::store::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoredExecution,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, Store, StoreError, StoredExecution,
     StoredMessage, StoredTask,
 };
 
@@ -494,11 +494,54 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
         "executions and their tasks survive reopening",
         f,
     );
+    leases(&*again, f).await.map_err(fail)?;
     if failures.is_empty() {
         Ok(())
     } else {
         Err(failures)
     }
+}
+
+/// Leader election's lease: one holder at a time, renewed by its holder,
+/// taken over once expired, given up by its holder only.
+async fn leases(store: &dyn Store, f: &mut Vec<String>) -> Result<(), StoreError> {
+    let a = store.take_lease("serve", "a", 1_000, 16_000).await?;
+    check(
+        a.holder == "a" && a.expires_ms == 16_000,
+        "a free lease is taken",
+        f,
+    );
+    let b = store.take_lease("serve", "b", 2_000, 17_000).await?;
+    check(
+        b == a,
+        "a held lease is not taken; the asker is told who holds it",
+        f,
+    );
+    let renewed = store.take_lease("serve", "a", 5_000, 20_000).await?;
+    check(
+        renewed.holder == "a" && renewed.expires_ms == 20_000,
+        "the holder renews its lease",
+        f,
+    );
+    let other = store.take_lease("other", "b", 5_000, 20_000).await?;
+    check(other.holder == "b", "leases of other names are apart", f);
+    let taken = store.take_lease("serve", "b", 20_000, 35_000).await?;
+    check(
+        taken.holder == "b" && taken.expires_ms == 35_000,
+        "an expired lease is taken over",
+        f,
+    );
+    let refused = store.take_lease("serve", "a", 21_000, 21_000).await?;
+    check(refused.holder == "b", "only the holder gives a lease up", f);
+    store.take_lease("serve", "b", 22_000, 22_000).await?;
+    let free = store.take_lease("serve", "a", 22_000, 37_000).await?;
+    check(free.holder == "a", "a lease given up is free at once", f);
+    check(
+        store.meta("lease/serve").await?.is_some(),
+        "a lease is kept among the named values",
+        f,
+    );
+    Ok(())
 }
 
 /// A store that refuses writes on demand, over a real one: for showing
@@ -601,5 +644,14 @@ impl Store for FailingStore {
         prefix: &str,
     ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
         self.inner.meta_prefix(prefix)
+    }
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BoxFuture<'_, Result<Lease, StoreError>> {
+        self.inner.take_lease(name, holder, now_ms, until_ms)
     }
 }

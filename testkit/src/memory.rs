@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use cortex_runtime::store::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, Store, StoreError, StoreResult,
     StoredExecution, StoredMessage,
 };
 
@@ -192,6 +192,27 @@ impl Store for MemoryStore {
 
     fn meta(&self, key: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
         ready(Ok(self.with(|s| s.meta.get(key).cloned())))
+    }
+
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<Lease>> {
+        let key = Lease::key(name);
+        ready(Ok(self.with(|s| {
+            let current = s
+                .meta
+                .get(&key)
+                .and_then(|v| serde_json::from_str::<Lease>(v).ok());
+            let next = Lease::next(current, holder, now_ms, until_ms);
+            if let Ok(value) = serde_json::to_string(&next) {
+                s.meta.insert(key, value);
+            }
+            next
+        })))
     }
 
     fn meta_prefix(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {

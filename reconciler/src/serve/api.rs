@@ -4,7 +4,9 @@
 //! newest syncs; `history`, `get`), `/plan` (`plan`, `get`), `/agents`
 //! (`agents`, `list`), `/topics` (`topics`, `list`), `/audit` (`audit`,
 //! `get`), `POST /api/v1/sync` (reconcile now, or pin a commit; `sync`,
-//! `sync`) — 401 without a valid token, 403 without a rule. Without a token: `GET /readyz` (ready once the first sync finished
+//! `sync`), and the runtime's workflow endpoints ([`super::workflows`]) —
+//! 401 without a valid token, 403 without a rule. A standby refuses
+//! syncs, webhooks and workflow changes with 503 naming the leader. Without a token: `GET /readyz` (ready once the first sync finished
 //! or failed) and `POST /api/v1/webhook`, which takes GitHub's
 //! `X-Hub-Signature-256` (an HMAC-SHA256 of the body under the webhook
 //! secret, checked in constant time) instead: a wrong or missing signature
@@ -63,7 +65,7 @@ impl Context {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         axum::Json(serde_json::json!({ "error": { "code": code, "message": message } })),
@@ -82,7 +84,7 @@ fn caller(api: &Context, headers: &HeaderMap) -> Option<Caller> {
 }
 
 /// The caller when it may `verb` `resource`; else the 401 or 403.
-fn authorize(
+pub(super) fn authorize(
     api: &Context,
     headers: &HeaderMap,
     resource: &str,
@@ -180,8 +182,49 @@ async fn get_plan(
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
+/// Nothing, when this replica leads; else the 503 saying who does (a
+/// standby answers reads only).
+pub(super) fn leading(api: &Context) -> Result<(), Box<Response>> {
+    let status = api.status.lock().unwrap_or_else(|p| p.into_inner());
+    if status.leader {
+        return Ok(());
+    }
+    let leader = status
+        .leader_id
+        .clone()
+        .unwrap_or_else(|| "no replica yet".into());
+    Err(Box::new(error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "standby",
+        &format!("this replica is a standby and answers reads only; the leader is {leader}"),
+    )))
+}
+
+/// Writes `action` by `actor` to the store's audit log, with the synced
+/// commit (a failure to write is logged: the call it records was made).
+pub(super) async fn audit(api: &Context, actor: &str, action: &str, detail: String) {
+    use cortex_runtime::store::{AuditEntry, Op, Store, now_ms};
+    let Some(store) = &api.store else { return };
+    let commit = api
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .synced_commit
+        .clone()
+        .unwrap_or_else(|| "no commit".into());
+    let entry = AuditEntry {
+        at_ms: now_ms(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        detail: format!("{detail} (at {commit})"),
+    };
+    if let Err(e) = store.write(vec![Op::Audit(entry)]).await {
+        tracing::warn!(error = %e, action, "the call was not written to the audit log");
+    }
+}
+
 /// The running runtime, or the 404 before any revision runs.
-fn running(api: &Context) -> Result<cortex_runtime::server::Shared, Box<Response>> {
+pub(super) fn running(api: &Context) -> Result<cortex_runtime::server::Shared, Box<Response>> {
     api.runtime
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -281,6 +324,9 @@ async fn sync(State(api): State<Context>, headers: HeaderMap, body: Bytes) -> Re
         Ok(caller) => caller,
         Err(refused) => return *refused,
     };
+    if let Err(refused) = leading(&api) {
+        return *refused;
+    }
     let pin = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -339,6 +385,9 @@ async fn webhook(State(api): State<Context>, headers: HeaderMap, body: Bytes) ->
             "missing or wrong X-Hub-Signature-256: nothing was fetched",
         );
     }
+    if let Err(refused) = leading(&api) {
+        return *refused;
+    }
     api.wake("webhook".to_string());
     (
         StatusCode::ACCEPTED,
@@ -372,6 +421,7 @@ pub fn routes(context: Context) -> Router {
         .route("/api/v1/sync", post(sync))
         .route("/api/v1/webhook", post(webhook))
         .route("/readyz", get(readyz))
+        .merge(super::workflows::routes())
         .with_state(context)
 }
 

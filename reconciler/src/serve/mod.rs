@@ -8,13 +8,17 @@
 //!
 //! The same plan finds drift (healed, or reported without self-heal);
 //! `--sync manual` holds new commits until a sync is asked for; a sync may
-//! pin a commit. Only the embedded target is served, by one replica:
-//! leader election and the Kubernetes target are not built yet.
+//! pin a commit. Replicas sharing a state store elect a leader
+//! ([`leader`]): only the leader reconciles and runs the runtime; a standby
+//! serves the API read-only, showing the status the leader publishes in the
+//! store, and takes over when the leader's lease ends.
 
 pub mod api;
 pub mod auth;
+pub mod leader;
 pub mod metrics;
 pub mod source;
+pub mod workflows;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,7 +65,13 @@ pub struct ServeOptions {
     pub self_heal: bool,
     /// More tokens than the operator's (`--tokens`).
     pub tokens_file: Option<PathBuf>,
+    /// How long the leader's lease lasts without a renewal: a standby takes
+    /// over within this time of the leader's death.
+    pub lease: Duration,
 }
+
+/// The lease time when none is given (client-go's default).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// One problem of a commit that does not compile.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -125,8 +135,13 @@ pub struct ServeStatus {
     pub reconciles: u64,
     /// How long the last reconcile took (fetch, compile, plan, apply), ms.
     pub last_reconcile_ms: u64,
-    /// This replica reconciles (leader election comes later: always true).
+    /// This replica holds the lease: it reconciles and runs the runtime.
+    /// A standby (`false`) shows what the leader published.
     pub leader: bool,
+    /// The replica that leads (host/pid and its address), when known.
+    pub leader_id: Option<String>,
+    /// What a standby waits for (none while this replica leads).
+    pub standby: Option<String>,
     /// The runtime's URL, once it runs.
     pub runtime: Option<String>,
     /// Whether the first sync has finished or failed (`/readyz`).
@@ -218,6 +233,34 @@ pub struct Serve {
     standalone: Option<Standalone>,
     /// The last commit that compiled, and what it compiled to.
     compiled: Option<(String, Arc<crate::Desired>)>,
+    /// This replica's name in the lease.
+    holder: String,
+    /// The status last published in the store for the standbys.
+    published: Option<String>,
+}
+
+/// The store's name of the status the leader publishes.
+const PUBLISHED_STATUS: &str = "serve/status";
+
+/// What the leader publishes of its status, and a standby shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Published {
+    head_commit: Option<String>,
+    synced_commit: Option<String>,
+    synced_revision: Option<u64>,
+    sync_state: String,
+    last_sync_at: Option<String>,
+    last_error: Option<PublishedError>,
+    drift: Vec<String>,
+    pending: Vec<String>,
+}
+
+/// [`LastError`] as published (its message; the diagnostics by line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+struct PublishedError {
+    commit: Option<String>,
+    message: String,
 }
 
 /// Why `serve` could not start, or stopped.
@@ -257,7 +300,6 @@ impl Serve {
             repo: options.source.describe(),
             branch: options.source.branch().map(str::to_string),
             sync_state: "syncing".into(),
-            leader: true,
             ..ServeStatus::default()
         };
         Serve {
@@ -277,6 +319,8 @@ impl Serve {
             store: None,
             standalone: None,
             compiled: None,
+            holder: String::new(),
+            published: None,
         }
     }
 
@@ -298,7 +342,9 @@ impl Serve {
         }
         self.tokens = Arc::new(tokens);
         self.serve_standalone().await?;
-        Ok(format!("http://{}", self.options.listen))
+        let url = format!("http://{}", self.options.listen);
+        self.holder = leader::holder_name(&url);
+        Ok(url)
     }
 
     /// The status the loop keeps.
@@ -348,26 +394,142 @@ impl Serve {
         if self.standalone.is_none() && self.up.is_none() {
             self.listen().await?;
         }
+        let store: Arc<dyn cortex_runtime::store::Store> = match &self.store {
+            Some(store) => store.clone(),
+            None => return Err(ServeError::Store(cortex_runtime::store::StoreError::Closed)),
+        };
+        let (tell, mut leadership) = watch::channel(leader::Leadership::default());
+        let (stop_election, election_stopped) = watch::channel(false);
+        let elector = leader::Elector::new(store.clone(), self.holder.clone(), self.options.lease);
+        let election = tokio::spawn(elector.run(tell, election_stopped));
         let mut next = Instant::now();
         let mut failures: u32 = 0;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.wake.notified() => {}
+                _ = leadership.changed() => {}
                 _ = shutdown.changed() => break,
             }
+            let known = leadership.borrow_and_update().clone();
+            self.set(|s| {
+                s.leader = known.leader;
+                s.leader_id = known.holder.clone();
+                if known.leader {
+                    s.standby = None;
+                }
+            });
+            if !known.leader {
+                self.stand_by(&known).await;
+                failures = 0;
+                next = Instant::now() + self.options.interval.min(self.options.lease / 5);
+                continue;
+            }
             let ok = self.reconcile().await;
+            self.publish().await;
             failures = if ok { 0 } else { failures.saturating_add(1) };
             next = Instant::now() + self.delay(failures);
         }
+        let _ = stop_election.send(true);
+        let _ = election.await;
         self.stop_standalone().await;
+        let led = self.up.is_some();
         if let Some(up) = self.up.take() {
             up.stop().await?;
+        }
+        if led || leadership.borrow().leader {
+            leader::Elector::release(&*store, &self.holder).await;
         }
         if let Some(store) = self.store.take() {
             store.close();
         }
         Ok(())
+    }
+
+    /// A standby: stops the runtime if this replica ran it (the lease was
+    /// lost), serves the API alone, and shows what the leader published.
+    async fn stand_by(&mut self, known: &leader::Leadership) {
+        if let Some(up) = self.up.take() {
+            tracing::warn!("the lease is lost: stopping the runtime");
+            *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if let Err(e) = up.stop().await {
+                tracing::error!(error = %e, "the runtime did not stop cleanly");
+            }
+            self.published = None;
+        }
+        if self.standalone.is_none()
+            && let Err(e) = self.serve_standalone().await
+        {
+            tracing::error!(error = %e, "the API cannot be served");
+        }
+        let published = match &self.store {
+            Some(store) => cortex_runtime::store::Store::meta(&**store, PUBLISHED_STATUS).await,
+            None => Ok(None),
+        };
+        let published = published
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_str::<Published>(&v).ok());
+        let waiting = match (&known.holder, &known.error) {
+            (_, Some(error)) => format!("standing by: cannot ask the store for the lease: {error}"),
+            (Some(holder), None) => format!("standing by: {holder} leads"),
+            (None, None) => "standing by: asking for the lease".to_string(),
+        };
+        self.set(|s| {
+            if let Some(p) = published {
+                s.head_commit = p.head_commit;
+                s.synced_commit = p.synced_commit;
+                s.synced_revision = p.synced_revision;
+                s.sync_state = p.sync_state;
+                s.last_sync_at = p.last_sync_at;
+                s.last_error = p.last_error.map(|e| LastError {
+                    commit: e.commit,
+                    message: e.message,
+                    diagnostics: Vec::new(),
+                });
+                s.drift = p.drift;
+                s.pending = p.pending;
+            }
+            s.runtime = None;
+            s.standby = Some(waiting);
+            s.ready = true;
+        });
+    }
+
+    /// The leader writes what a standby shows into the store, when it
+    /// changed (a no-op reconcile writes nothing).
+    async fn publish(&mut self) {
+        let view = {
+            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            Published {
+                head_commit: s.head_commit.clone(),
+                synced_commit: s.synced_commit.clone(),
+                synced_revision: s.synced_revision,
+                sync_state: s.sync_state.clone(),
+                last_sync_at: s.last_sync_at.clone(),
+                last_error: s.last_error.as_ref().map(|e| PublishedError {
+                    commit: e.commit.clone(),
+                    message: e.message.clone(),
+                }),
+                drift: s.drift.clone(),
+                pending: s.pending.clone(),
+            }
+        };
+        let Ok(text) = serde_json::to_string(&view) else {
+            return;
+        };
+        if self.published.as_ref() == Some(&text) {
+            return;
+        }
+        let Some(store) = &self.store else { return };
+        let op = cortex_runtime::store::Op::Meta {
+            key: PUBLISHED_STATUS.into(),
+            value: Some(text.clone()),
+        };
+        match cortex_runtime::store::Store::write(&**store, vec![op]).await {
+            Ok(()) => self.published = Some(text),
+            Err(e) => tracing::warn!(error = %e, "cannot publish the status for the standbys"),
+        }
     }
 
     async fn stop_standalone(&mut self) {
@@ -518,7 +680,8 @@ impl Serve {
         // self-heal holds drift: reported, not applied.
         if !trigger.starts_with("api") {
             let held = match &planned {
-                None => (!self.options.auto_sync).then(Vec::new),
+                // A replica taking over runs what the leader synced.
+                None => (!self.options.auto_sync && !already).then(Vec::new),
                 Some(planned) if planned.changed.is_empty() => None,
                 Some(planned) => {
                     let wait = if already {

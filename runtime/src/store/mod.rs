@@ -283,6 +283,48 @@ pub trait Store: Send + Sync + 'static {
         &self,
         workflow: Option<&str>,
     ) -> BoxFuture<'_, StoreResult<Vec<StoredExecution>>>;
+    /// Takes or renews the lease `name` for `holder` until `until_ms`,
+    /// atomically, when it is free, expired at `now_ms`, or `holder`'s
+    /// already; answers the lease as the store holds it afterwards (someone
+    /// else's when it was not free). `until_ms` at or before `now_ms`
+    /// gives the holder's lease up. Leader election between replicas.
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<Lease>>;
+}
+
+/// A named lock held until a time ([`Store::take_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// Who holds it.
+    pub holder: String,
+    /// Until when (ms since the Unix epoch); held while later than now.
+    pub expires_ms: u64,
+}
+
+impl Lease {
+    /// The lease after `holder` asked for it until `until_ms` at `now_ms`,
+    /// given the lease `current` (none: never taken): the rule every store
+    /// applies inside its own atomic step.
+    pub fn next(current: Option<Lease>, holder: &str, now_ms: u64, until_ms: u64) -> Lease {
+        match current {
+            Some(lease) if lease.holder != holder && lease.expires_ms > now_ms => lease,
+            _ => Lease {
+                holder: holder.to_string(),
+                expires_ms: until_ms,
+            },
+        }
+    }
+
+    /// The store's name of the lease `name` (kept among the named values).
+    pub fn key(name: &str) -> String {
+        format!("lease/{name}")
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, Store, StoreError, StoreResult,
     StoredExecution, StoredMessage, StoredTask,
 };
 
@@ -82,6 +82,15 @@ const LAYOUT_VERSION: i64 = 1;
 enum Job {
     Write(Vec<Op>, oneshot::Sender<StoreResult<()>>),
     Apply(u64, Box<Applied>, oneshot::Sender<StoreResult<u64>>),
+    Lease(LeaseAsk, oneshot::Sender<StoreResult<Lease>>),
+}
+
+/// A [`Store::take_lease`] call, for the writer.
+struct LeaseAsk {
+    name: String,
+    holder: String,
+    now_ms: u64,
+    until_ms: u64,
 }
 
 /// The embedded SQLite store.
@@ -311,6 +320,9 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
             Job::Apply(expected, next, done) => {
                 let _ = done.send(apply(&mut conn, expected, &next));
             }
+            Job::Lease(ask, done) => {
+                let _ = done.send(take_lease(&mut conn, &ask));
+            }
         }
     }
 }
@@ -474,6 +486,35 @@ fn apply(conn: &mut Connection, expected: u64, next: &Applied) -> StoreResult<u6
     Ok(revision)
 }
 
+/// Reads and writes the lease in one immediate transaction: the write lock
+/// is taken first, so two processes asking at once are served one after the
+/// other.
+fn take_lease(conn: &mut Connection, ask: &LeaseAsk) -> StoreResult<Lease> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    let key = Lease::key(&ask.name);
+    let current: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(backend)?;
+    // An unreadable lease (written by hand) is taken over like an expired one.
+    let current = current.and_then(|v| serde_json::from_str::<Lease>(&v).ok());
+    let next = Lease::next(current.clone(), &ask.holder, ask.now_ms, ask.until_ms);
+    if current.as_ref() != Some(&next) {
+        let value = serde_json::to_string(&next).map_err(backend)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )
+        .map_err(backend)?;
+    }
+    tx.commit().map_err(backend)?;
+    Ok(next)
+}
+
 fn message_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
         id: row.get::<_, i64>(0)? as u64,
@@ -607,6 +648,27 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .optional()
+        })
+    }
+
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<Lease>> {
+        let ask = LeaseAsk {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            now_ms,
+            until_ms,
+        };
+        let (done, wait) = oneshot::channel();
+        let sent = self.send(Job::Lease(ask, done));
+        Box::pin(async move {
+            sent?;
+            wait.await.map_err(|_| StoreError::Closed)?
         })
     }
 

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Op, Store, StoreError, StoreResult,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, Store, StoreError, StoreResult,
     StoredExecution, StoredMessage, StoredTask,
 };
 
@@ -359,6 +359,81 @@ impl Store for ArangoStore {
                 .await
                 .map_err(|f| f.into_store_error("reading a named value"))?;
             Ok(doc.and_then(|d| d.get("value").and_then(Value::as_str).map(str::to_string)))
+        })
+    }
+
+    fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<Lease>> {
+        let name = Lease::key(name);
+        let holder = holder.to_string();
+        Box::pin(async move {
+            let key = meta_key(&name);
+            let client = &self.client;
+            let current = client
+                .document("meta", &key)
+                .await
+                .map_err(|f| f.into_store_error("reading a lease"))?;
+            let rev = current
+                .as_ref()
+                .and_then(|d| d.get("_rev"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let lease = current
+                .as_ref()
+                .and_then(|d| d.get("value").and_then(Value::as_str))
+                .and_then(|v| serde_json::from_str::<Lease>(v).ok());
+            let next = Lease::next(lease.clone(), &holder, now_ms, until_ms);
+            if lease.as_ref() == Some(&next) {
+                return Ok(next);
+            }
+            let value =
+                serde_json::to_string(&next).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let doc = json!({ "_key": key, "key": name, "value": value });
+            // A compare-and-swap on the document read above: of two
+            // replicas asking at once, one writes and the other is told who.
+            let written = match &rev {
+                Some(rev) => {
+                    client
+                        .call(
+                            Method::PUT,
+                            &format!("/_api/document/meta/{key}"),
+                            Some(&doc),
+                            &[("If-Match", rev)],
+                        )
+                        .await
+                }
+                None => {
+                    client
+                        .call(Method::POST, "/_api/document/meta", Some(&doc), &[])
+                        .await
+                }
+            };
+            match written {
+                Ok(_) => Ok(next),
+                Err(f)
+                    if f.status == Some(StatusCode::PRECONDITION_FAILED)
+                        || f.status == Some(StatusCode::CONFLICT) =>
+                {
+                    let now = client
+                        .document("meta", &key)
+                        .await
+                        .map_err(|f| f.into_store_error("reading a lease"))?;
+                    now.as_ref()
+                        .and_then(|d| d.get("value").and_then(Value::as_str))
+                        .and_then(|v| serde_json::from_str::<Lease>(v).ok())
+                        .ok_or_else(|| {
+                            StoreError::Backend(
+                                "the lease changed while it was taken; it is unreadable now".into(),
+                            )
+                        })
+                }
+                Err(f) => Err(f.into_store_error("writing a lease")),
+            }
         })
     }
 
