@@ -229,6 +229,13 @@ pub enum Command {
         /// project's AccessPolicy bindings give them roles.
         #[arg(long, value_name = "FILE")]
         tokens: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Kubernetes target: delete objects cortex owns that left the
+        /// project (without it they are kept and listed in the status'
+        /// notes). The embedded target always applies whole revisions.
+        #[arg(long)]
+        prune: bool,
         /// Leader election between replicas on one state directory: the
         /// leader's lease lasts this long unrenewed; a standby takes over
         /// within it when the leader dies.

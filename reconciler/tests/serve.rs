@@ -8,9 +8,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cortex_reconciler::serve::{Serve, ServeOptions, Source};
+use cortex_reconciler::serve::{Serve, ServeOptions, ServeTarget, Source};
 use cortex_runtime::store::Store;
 use cortex_testkit::git::Repo;
+use cortex_testkit::kubernetes::FakeApiServer;
 use git2::Repository;
 use serde_json::Value;
 
@@ -100,6 +101,7 @@ impl Api {
 /// operator token only.
 fn options(remote: &Path, state: &Path) -> ServeOptions {
     ServeOptions {
+        target: ServeTarget::Embedded,
         source: Source::Remote {
             url: remote.display().to_string(),
             branch: "main".into(),
@@ -785,4 +787,226 @@ async fn a_sync_with_a_commit_pins_it_until_a_sync_without_one() {
         .await;
     assert!(followed["pinned"].is_null());
     served.stop().await;
+}
+
+/// Serve's options for the Kubernetes target: the cluster of `kubeconfig`.
+fn kubernetes(remote: &Path, state: &Path, kubeconfig: &Path, prune: bool) -> ServeOptions {
+    ServeOptions {
+        target: ServeTarget::Kubernetes {
+            connect: cortex_reconciler::target::kubernetes::ConnectOptions {
+                kubeconfig: Some(kubeconfig.to_path_buf()),
+                context: None,
+            },
+            prune,
+        },
+        ..options(remote, state)
+    }
+}
+
+/// The in-process API server with its `default` namespace (which a real
+/// cluster always has: the leader's lease goes there), and a kubeconfig
+/// for it.
+fn cluster() -> (FakeApiServer, tempfile::TempDir, std::path::PathBuf) {
+    let server = FakeApiServer::start().expect("the in-process API server");
+    server.create_namespace("default");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.write_kubeconfig(dir.path()).unwrap();
+    (server, dir, kubeconfig)
+}
+
+/// The image of the first container of Deployment `name` in `served`.
+fn image(server: &FakeApiServer, name: &str) -> Option<String> {
+    server
+        .object("Deployment", Some("served"), name)
+        .and_then(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .map(str::to_string)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_in_a_cluster_is_healed_or_reported_and_prune_deletes_what_left() {
+    let (server, _dir, kubeconfig) = cluster();
+    let (remote, work, first) = remote_with_a_first_commit();
+
+    // Self-heal: an edit in the cluster (a `kubectl edit`) is put back.
+    let state = tempfile::tempdir().unwrap();
+    let served = Running::start(kubernetes(remote.path(), state.path(), &kubeconfig, false)).await;
+    let api = &served.api;
+    let synced = api
+        .until("the first commit synced to the cluster", |s| {
+            s["syncedCommit"] == first.as_str() && s["syncState"] == "synced"
+        })
+        .await;
+    assert_eq!(synced["target"], "kubernetes");
+    assert!(synced["runtime"].is_null(), "no runtime runs here");
+    let deployments = server.names("Deployment", Some("served"));
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    let worker = deployments[0].clone();
+    assert!(worker.contains("worker"), "{worker}");
+    assert!(
+        synced["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["identity"].as_str().unwrap().contains(&worker)),
+        "{synced:#}"
+    );
+    assert_eq!(image(&server, &worker).as_deref(), Some("example/agent:1"));
+    assert!(
+        server.edit("Deployment", Some("served"), &worker, "kubectl-edit", |d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/agent:6".into();
+        })
+    );
+    let drifted = |s: &Value| {
+        s["drift"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d.as_str().unwrap().contains(&worker)))
+    };
+    let healed = api
+        .until("the edit healed, the worker named", |s| {
+            s["driftHealed"].as_u64() >= Some(1) && drifted(s)
+        })
+        .await;
+    assert_eq!(healed["syncState"], "synced", "{healed:#}");
+    assert_eq!(image(&server, &worker).as_deref(), Some("example/agent:1"));
+
+    // Without --prune, an agent that left the project stays, and is noted.
+    work.write(
+        "specs.yaml",
+        "apiVersion: cortex.codevald.io/v1
+kind: Topic
+metadata: { name: jobs }
+spec: { ordering: none, retention: 1d }
+---
+apiVersion: cortex.codevald.io/v1
+kind: Agent
+metadata: { name: keeper }
+spec:
+  image: example/keeper:1
+  subscribe: [jobs]
+",
+    );
+    let second = work.commit("the worker leaves, a keeper comes").to_string();
+    push(&work, remote.path());
+    let kept = api
+        .until("the second commit synced", |s| {
+            s["syncedCommit"] == second.as_str() && s["syncState"] == "synced"
+        })
+        .await;
+    assert!(
+        server
+            .object("Deployment", Some("served"), &worker)
+            .is_some()
+    );
+    assert!(
+        kept["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("--prune")),
+        "{kept:#}"
+    );
+    served.stop().await;
+
+    // Without self-heal, an edit is reported, not put back; with --prune
+    // what left the project is deleted.
+    let state = tempfile::tempdir().unwrap();
+    let served = Running::start(ServeOptions {
+        self_heal: false,
+        ..kubernetes(remote.path(), state.path(), &kubeconfig, true)
+    })
+    .await;
+    let api = &served.api;
+    api.until("the second commit synced with prune", |s| {
+        s["syncedCommit"] == second.as_str() && s["syncState"] == "synced"
+    })
+    .await;
+    assert!(
+        server
+            .object("Deployment", Some("served"), &worker)
+            .is_none(),
+        "pruned"
+    );
+    let maps = server.names("ConfigMap", Some("served"));
+    let map = maps.first().expect("a ConfigMap").clone();
+    let key = server.object("ConfigMap", Some("served"), &map).unwrap()["data"]
+        .as_object()
+        .and_then(|d| d.keys().next().cloned())
+        .expect("a data key");
+    assert!(
+        server.edit("ConfigMap", Some("served"), &map, "kubectl-edit", |m| {
+            m["data"][&key] = "by hand".into();
+        })
+    );
+    let reported = api
+        .until("the edit reported", |s| s["syncState"] == "out-of-sync")
+        .await;
+    assert!(
+        reported["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains(&map)),
+        "{reported:#}"
+    );
+    let still = server.object("ConfigMap", Some("served"), &map).unwrap();
+    assert_eq!(still["data"][&key], "by hand", "not put back");
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_syncing_a_cluster_elect_their_leader_with_a_lease_in_it() {
+    use cortex_reconciler::serve::leader::LeaseKeeper;
+    use cortex_reconciler::serve::target::ClusterLease;
+    let (server, _dir, kubeconfig) = cluster();
+    let connect = cortex_reconciler::target::kubernetes::ConnectOptions {
+        kubeconfig: Some(kubeconfig.clone()),
+        context: None,
+    };
+    // The lease's rule, kept in a Lease object in the context's namespace.
+    let keeper = ClusterLease::new(connect, "a repository");
+    let taken = keeper.take("a", 1_000, 16_000).await.unwrap();
+    assert_eq!(taken.holder, "a");
+    assert_eq!(keeper.take("b", 2_000, 17_000).await.unwrap().holder, "a");
+    keeper.take("a", 3_000, 3_000).await.unwrap();
+    assert_eq!(keeper.take("b", 4_000, 19_000).await.unwrap().holder, "b");
+    let leases = server.names("Lease", Some("default"));
+    assert!(
+        leases.iter().any(|l| l.starts_with("cortex-serve-")),
+        "{leases:?}"
+    );
+
+    // Two replicas: one leads and syncs, the other stands by; when the
+    // leader stops, the standby takes over.
+    let (remote, _work, first) = remote_with_a_first_commit();
+    let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = |state: &Path| ServeOptions {
+        lease: Duration::from_millis(1500),
+        ..kubernetes(remote.path(), state, &kubeconfig, false)
+    };
+    let a = Running::start(replica(state_a.path())).await;
+    a.api
+        .until("a leads and syncs", |s| {
+            s["leader"] == true && s["syncedCommit"] == first.as_str()
+        })
+        .await;
+    let b = Running::start(replica(state_b.path())).await;
+    let standing = b
+        .api
+        .until("b stands by", |s| s["leaderId"].is_string())
+        .await;
+    assert_eq!(standing["leader"], false, "{standing:#}");
+    assert!(
+        standing["leaderId"].as_str().unwrap().contains(&a.api.url),
+        "{standing:#}"
+    );
+    a.stop().await;
+    b.api
+        .until("b takes over and syncs", |s| {
+            s["leader"] == true && s["syncedCommit"] == first.as_str()
+        })
+        .await;
+    b.stop().await;
 }

@@ -118,6 +118,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sync,
             no_self_heal,
             tokens,
+            cluster,
+            prune,
             lease,
         } => serve::run(serve::Request {
             repo,
@@ -133,6 +135,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             auto_sync: sync == crate::cli::SyncMode::Auto,
             self_heal: sync == crate::cli::SyncMode::Auto && !no_self_heal,
             tokens,
+            cluster,
+            prune,
             lease,
         }),
         Command::Graph {

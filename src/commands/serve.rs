@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cortex_reconciler::serve::{Serve, ServeOptions, Source};
+use cortex_reconciler::serve::{Serve, ServeOptions, ServeTarget, Source};
+use cortex_reconciler::target::kubernetes::ConnectOptions;
 
 use crate::cli::LogFormat;
 use crate::commands::target::{failed, runtime};
@@ -26,6 +27,8 @@ pub struct Request {
     pub auto_sync: bool,
     pub self_heal: bool,
     pub tokens: Option<PathBuf>,
+    pub cluster: crate::cli::ClusterArgs,
+    pub prune: bool,
     pub lease: Duration,
 }
 
@@ -62,7 +65,18 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let state = std::path::absolute(&request.state).unwrap_or(request.state.clone());
+    let target = match request.cluster.target {
+        crate::cli::TargetArg::Embedded => ServeTarget::Embedded,
+        crate::cli::TargetArg::Kubernetes => ServeTarget::Kubernetes {
+            connect: ConnectOptions {
+                kubeconfig: request.cluster.kubeconfig.clone(),
+                context: request.cluster.context.clone(),
+            },
+            prune: request.prune,
+        },
+    };
     let options = ServeOptions {
+        target,
         source: source(&request.repo, &request.branch, &state),
         subdir: request.subdir,
         env: request.env,

@@ -1,6 +1,8 @@
-//! Leader election between `serve` replicas that share one state store: a
-//! lease kept in the store ([`Store::take_lease`]), as Kubernetes' client-go
-//! keeps a `Lease` object. Every replica asks for the lease every fifth of
+//! Leader election between `serve` replicas: a lease kept where they all
+//! reach it ([`LeaseKeeper`]) — in the state store they share with the
+//! embedded target ([`Store::take_lease`]), in a `coordination.k8s.io`
+//! Lease with the Kubernetes target ([`super::target::ClusterLease`]), as
+//! client-go's leader election keeps it. Every replica asks for the lease every fifth of
 //! its time (the holder's asking renews it); a replica leads while its
 //! lease holds, and stops leading when it could not renew for two thirds of
 //! the lease time, before any other replica can take the lease over (the
@@ -14,7 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_runtime::store::{Store, now_ms};
+use cortex_runtime::store::{Lease, Store, now_ms};
+
+use crate::target::BoxFuture;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -32,19 +36,51 @@ pub struct Leadership {
     pub error: Option<String>,
 }
 
+/// Where the lease is kept: takes or renews it for `holder` until
+/// `until_ms` when it is free, expired at `now_ms` or `holder`'s already;
+/// answers the lease as kept afterwards (`until_ms` at `now_ms` gives it up).
+pub trait LeaseKeeper: Send + Sync {
+    /// See the trait.
+    fn take<'a>(
+        &'a self,
+        holder: &'a str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, String>>;
+}
+
+/// The lease in a state store the replicas share.
+pub struct StoreLease(pub Arc<dyn Store>);
+
+impl LeaseKeeper for StoreLease {
+    fn take<'a>(
+        &'a self,
+        holder: &'a str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, String>> {
+        Box::pin(async move {
+            self.0
+                .take_lease(LEASE, holder, now_ms, until_ms)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Asks for the lease until shut down; see the module's documentation.
 pub struct Elector {
-    store: Arc<dyn Store>,
+    keeper: Arc<dyn LeaseKeeper>,
     holder: String,
     lease: Duration,
 }
 
 impl Elector {
-    /// An elector for `holder` (unique among the replicas) over `store`,
-    /// with leases of `lease`.
-    pub fn new(store: Arc<dyn Store>, holder: String, lease: Duration) -> Elector {
+    /// An elector for `holder` (unique among the replicas) with the lease
+    /// kept by `keeper`, for `lease` at a time.
+    pub fn new(keeper: Arc<dyn LeaseKeeper>, holder: String, lease: Duration) -> Elector {
         Elector {
-            store,
+            keeper,
             holder,
             lease: lease.max(Duration::from_millis(500)),
         }
@@ -69,13 +105,10 @@ impl Elector {
             next = asked + period;
             let now = now_ms();
             let until = now + self.lease.as_millis() as u64;
-            let answer = tokio::time::timeout(
-                period,
-                self.store.take_lease(LEASE, &self.holder, now, until),
-            )
-            .await
-            .map_err(|_| format!("the store did not answer within {period:?}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
+            let answer = tokio::time::timeout(period, self.keeper.take(&self.holder, now, until))
+                .await
+                .map_err(|_| format!("no answer within {period:?}"))
+                .and_then(|r| r);
             let known = match answer {
                 Ok(lease) => {
                     let leader = lease.holder == self.holder && lease.expires_ms > now;
@@ -87,7 +120,7 @@ impl Elector {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot ask the store for the lease; trying again");
+                    tracing::warn!(%error, "cannot take the lease; trying again");
                     let still = held_since_renewal
                         .is_some_and(|renewed| renewed.elapsed() < renew_deadline);
                     if !still {
@@ -120,9 +153,9 @@ impl Elector {
 
     /// Gives the lease up when this replica holds it (at shutdown, once
     /// the runtime has stopped), so a standby takes over at its next ask.
-    pub async fn release(store: &dyn Store, holder: &str) {
+    pub async fn release(keeper: &dyn LeaseKeeper, holder: &str) {
         let now = now_ms();
-        if let Err(error) = store.take_lease(LEASE, holder, now, now).await {
+        if let Err(error) = keeper.take(holder, now, now).await {
             tracing::warn!(%error, "cannot give the lease up; it expires on its own");
         }
     }
@@ -151,7 +184,8 @@ mod tests {
     ) -> (watch::Receiver<Leadership>, watch::Sender<bool>) {
         let (tell, told) = watch::channel(Leadership::default());
         let (stop, stopped) = watch::channel(false);
-        let elector = Elector::new(store, holder.into(), Duration::from_millis(1500));
+        let keeper = Arc::new(StoreLease(store));
+        let elector = Elector::new(keeper, holder.into(), Duration::from_millis(1500));
         tokio::spawn(elector.run(tell, stopped));
         (told, stop)
     }
@@ -184,7 +218,7 @@ mod tests {
             }
         }
         stop_a.send(true).unwrap();
-        Elector::release(&*store, "a").await;
+        Elector::release(&StoreLease(store.clone()), "a").await;
         let taken = until(&mut b, true).await;
         assert_eq!(taken.holder.as_deref(), Some("b"));
         assert!(

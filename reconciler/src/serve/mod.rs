@@ -18,6 +18,7 @@ pub mod auth;
 pub mod leader;
 pub mod metrics;
 pub mod source;
+pub mod target;
 pub mod workflows;
 
 use std::net::SocketAddr;
@@ -36,12 +37,16 @@ use cortex_runtime::tokens::{self, TokenHash};
 use crate::desired::{DesiredError, desired_at};
 use crate::up::{Up, UpOptions, up_with_store};
 pub use source::{Head, Source};
+pub use target::ServeTarget;
+use target::SyncPlan;
 
 /// How `serve` runs.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// Where the project comes from.
     pub source: Source,
+    /// Where it is synced to.
+    pub target: ServeTarget,
     /// The project's directory inside the repository.
     pub subdir: Option<PathBuf>,
     /// Environment overlay.
@@ -142,11 +147,30 @@ pub struct ServeStatus {
     pub leader_id: Option<String>,
     /// What a standby waits for (none while this replica leads).
     pub standby: Option<String>,
-    /// The runtime's URL, once it runs.
+    /// The runtime's URL, once it runs (the embedded target).
     pub runtime: Option<String>,
+    /// `embedded` or `kubernetes`.
+    pub target: String,
+    /// The head's objects, and whether each is in sync, as last planned.
+    pub objects: Vec<ObjectView>,
+    /// What the last plan leaves out (objects kept without `--prune`,
+    /// fields another manager holds).
+    pub notes: Vec<String>,
     /// Whether the first sync has finished or failed (`/readyz`).
     #[serde(skip)]
     pub ready: bool,
+}
+
+/// One object of the head, as `GET /api/v1/status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObjectView {
+    /// `Kind/name`, or `group/Kind/namespace/name` in a cluster.
+    pub identity: String,
+    /// `synced` or `out-of-sync`.
+    pub status: String,
+    /// What the last plan would do to it: `create`, `update`, `delete`,
+    /// `unchanged`.
+    pub action: String,
 }
 
 /// One sync, as `GET /api/v1/history` lists it.
@@ -224,6 +248,8 @@ pub struct Serve {
     /// The head's plan against the store, as last made.
     plan: Arc<Mutex<Option<crate::Plan>>>,
     metrics: Arc<metrics::ServeMetrics>,
+    /// The cluster synced to (the Kubernetes target).
+    cluster: Option<Arc<target::Cluster>>,
     /// The running runtime's shared state (the API's agents and topics).
     runtime: Arc<Mutex<Option<cortex_runtime::server::Shared>>>,
     /// When the current head was first seen (for fetch → applied).
@@ -300,9 +326,17 @@ impl Serve {
             repo: options.source.describe(),
             branch: options.source.branch().map(str::to_string),
             sync_state: "syncing".into(),
+            target: options.target.name().into(),
             ..ServeStatus::default()
         };
+        let cluster = match &options.target {
+            ServeTarget::Embedded => None,
+            ServeTarget::Kubernetes { connect, prune } => {
+                Some(Arc::new(target::Cluster::new(connect.clone(), *prune)))
+            }
+        };
         Serve {
+            cluster,
             options,
             status: Arc::new(Mutex::new(status)),
             history: Arc::default(),
@@ -394,13 +428,18 @@ impl Serve {
         if self.standalone.is_none() && self.up.is_none() {
             self.listen().await?;
         }
-        let store: Arc<dyn cortex_runtime::store::Store> = match &self.store {
-            Some(store) => store.clone(),
-            None => return Err(ServeError::Store(cortex_runtime::store::StoreError::Closed)),
+        let keeper: Arc<dyn leader::LeaseKeeper> = match (&self.options.target, &self.store) {
+            (ServeTarget::Kubernetes { connect, .. }, _) => {
+                Arc::new(target::ClusterLease::new(connect.clone(), &self.served()))
+            }
+            (ServeTarget::Embedded, Some(store)) => Arc::new(leader::StoreLease(store.clone())),
+            (ServeTarget::Embedded, None) => {
+                return Err(ServeError::Store(cortex_runtime::store::StoreError::Closed));
+            }
         };
         let (tell, mut leadership) = watch::channel(leader::Leadership::default());
         let (stop_election, election_stopped) = watch::channel(false);
-        let elector = leader::Elector::new(store.clone(), self.holder.clone(), self.options.lease);
+        let elector = leader::Elector::new(keeper.clone(), self.holder.clone(), self.options.lease);
         let election = tokio::spawn(elector.run(tell, election_stopped));
         let mut next = Instant::now();
         let mut failures: u32 = 0;
@@ -438,12 +477,27 @@ impl Serve {
             up.stop().await?;
         }
         if led || leadership.borrow().leader {
-            leader::Elector::release(&*store, &self.holder).await;
+            leader::Elector::release(&*keeper, &self.holder).await;
         }
         if let Some(store) = self.store.take() {
             store.close();
         }
         Ok(())
+    }
+
+    /// What is served, as replicas of this `serve` all name it.
+    fn served(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.options.source.describe(),
+            self.options.source.branch().unwrap_or(""),
+            self.options
+                .subdir
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            self.options.env.as_deref().unwrap_or("")
+        )
     }
 
     /// A standby: stops the runtime if this replica ran it (the lease was
@@ -471,7 +525,7 @@ impl Serve {
             .flatten()
             .and_then(|v| serde_json::from_str::<Published>(&v).ok());
         let waiting = match (&known.holder, &known.error) {
-            (_, Some(error)) => format!("standing by: cannot ask the store for the lease: {error}"),
+            (_, Some(error)) => format!("standing by: cannot take the lease: {error}"),
             (Some(holder), None) => format!("standing by: {holder} leads"),
             (None, None) => "standing by: asking for the lease".to_string(),
         };
@@ -658,38 +712,39 @@ impl Serve {
             let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
             s.synced_commit.is_some() && s.synced_commit == head.commit && s.last_error.is_none()
         };
-        // The plan of the head against the store (none before the runtime
-        // runs): shown on `GET /api/v1/plan`, and what a sync applies.
-        let planned = match &self.up {
-            None => None,
-            Some(up) => match up.plan(&desired).await {
-                Ok(planned) => {
-                    *self.plan.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(planned.plan.display.clone());
-                    Some(planned)
-                }
-                Err(e) => {
-                    self.record(head.commit.clone(), trigger, "failed", e.to_string())
-                        .await;
-                    self.fail(head.commit.clone(), e.to_string(), Vec::new());
-                    return false;
-                }
-            },
+        // The plan of the head against the target (none before the
+        // runtime runs): shown on `GET /api/v1/plan`, and what a sync applies.
+        let planned = match self.plan_head(&head.project, &desired).await {
+            Ok(planned) => planned,
+            Err(e) => {
+                self.record(head.commit.clone(), trigger, "failed", e.clone())
+                    .await;
+                self.fail(head.commit.clone(), e, Vec::new());
+                return false;
+            }
         };
+        if let Some(planned) = &planned {
+            *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(planned.display().clone());
+            let (objects, notes) = (planned.objects(), planned.notes());
+            self.set(|s| {
+                s.objects = objects;
+                s.notes = notes;
+            });
+        }
         // Without a sync asked for, manual sync holds a new commit and no
         // self-heal holds drift: reported, not applied.
         if !trigger.starts_with("api") {
             let held = match &planned {
                 // A replica taking over runs what the leader synced.
                 None => (!self.options.auto_sync && !already).then(Vec::new),
-                Some(planned) if planned.changed.is_empty() => None,
                 Some(planned) => {
+                    let changed = planned.changed();
                     let wait = if already {
                         !self.options.self_heal
                     } else {
                         !self.options.auto_sync
                     };
-                    wait.then(|| planned.changed.clone())
+                    (!changed.is_empty() && wait).then_some(changed)
                 }
             };
             if let Some(pending) = held {
@@ -710,22 +765,32 @@ impl Serve {
                 return true;
             }
         }
-        let applied = match (&self.up, &planned) {
-            (Some(up), Some(planned)) => up.apply_planned(planned).await.map(|r| (r, None)),
+        let applied = match (&self.up, &self.cluster, &planned) {
+            (Some(up), _, Some(SyncPlan::Embedded(planned))) => up
+                .apply_planned(planned)
+                .await
+                .map(|r| (r.map(|(rev, changed)| (Some(rev), changed)), None))
+                .map_err(|e| e.to_string()),
+            (_, Some(cluster), Some(SyncPlan::Kubernetes(planned))) => cluster
+                .apply(planned)
+                .await
+                .map(|r| (r.map(|changed| (None, changed)), None)),
             _ => self
                 .start(&head.project, &desired)
                 .await
-                .map(|url| (None, Some(url))),
+                .map(|url| (None, Some(url)))
+                .map_err(|e| e.to_string()),
         };
         match applied {
             Ok((change, url)) => {
                 let revision = match (&change, &self.up) {
-                    (Some((r, _)), _) => Some(*r),
-                    (None, Some(up)) => Some(up.running.status().revision),
-                    (None, None) => None,
+                    (Some((r, _)), _) if r.is_some() => *r,
+                    (_, Some(up)) => Some(up.running.status().revision),
+                    _ => None,
                 };
-                // The head applied before, applied again: the store had
-                // moved behind serve's back (a manual apply) — drift, healed.
+                // The head applied before, applied again: the target had
+                // moved behind serve's back (a manual apply, an edit in the
+                // cluster) — drift, healed.
                 let healed = already && change.is_some() && url.is_none();
                 let started_fresh = url.is_some()
                     && self.up.as_ref().is_some_and(|up| {
@@ -747,10 +812,14 @@ impl Serve {
                 {
                     self.metrics.fetch_to_applied.observe(seen.elapsed());
                 }
-                // Every sync that changed the store, and every sync asked
+                // Every sync that changed the target, and every sync asked
                 // for, is kept and audited.
                 if outcome != "unchanged" || trigger.starts_with("api") {
-                    let detail = format!("revision {}", revision.unwrap_or(0));
+                    let detail = match (revision, &change) {
+                        (Some(revision), _) => format!("revision {revision}"),
+                        (None, Some((_, changed))) => format!("{} objects changed", changed.len()),
+                        (None, None) => "nothing changed".to_string(),
+                    };
                     tracing::info!(outcome, detail = %detail, trigger, "sync");
                     self.record(head.commit.clone(), trigger, outcome, detail)
                         .await;
@@ -768,6 +837,9 @@ impl Serve {
                     if healed {
                         s.drift = change.map(|(_, changed)| changed).unwrap_or_default();
                     }
+                    for object in &mut s.objects {
+                        object.status = "synced".into();
+                    }
                     if url.is_some() {
                         s.runtime = url;
                     }
@@ -776,9 +848,9 @@ impl Serve {
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot apply");
-                self.record(head.commit.clone(), trigger, "failed", e.to_string())
+                self.record(head.commit.clone(), trigger, "failed", e.clone())
                     .await;
-                self.fail(head.commit.clone(), e.to_string(), Vec::new());
+                self.fail(head.commit.clone(), e, Vec::new());
                 if self.up.is_none()
                     && self.standalone.is_none()
                     && let Err(e) = self.serve_standalone().await
@@ -787,6 +859,26 @@ impl Serve {
                 }
                 false
             }
+        }
+    }
+
+    /// The head's plan against the target: the cluster's live objects, or
+    /// the running project's store (none before the runtime runs).
+    async fn plan_head(
+        &self,
+        project: &Path,
+        desired: &crate::Desired,
+    ) -> Result<Option<SyncPlan>, String> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.plan(project, desired).await.map(Some);
+        }
+        match &self.up {
+            None => Ok(None),
+            Some(up) => up
+                .plan(desired)
+                .await
+                .map(|p| Some(SyncPlan::Embedded(p)))
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -856,13 +948,19 @@ impl Serve {
     /// (who: the caller of `POST /api/v1/sync`, else `serve`).
     async fn record(&self, commit: Option<String>, trigger: &str, outcome: &str, detail: String) {
         self.metrics.sync(outcome);
-        if let Some(up) = &self.up {
+        if let Some(store) = &self.store {
             let actor = trigger.strip_prefix("api:").unwrap_or("serve");
-            let what = format!(
-                "{} ({trigger}): {detail}",
-                commit.as_deref().unwrap_or("the work tree")
-            );
-            if let Err(e) = up.audit(actor, &format!("sync-{outcome}"), what).await {
+            let entry = cortex_runtime::store::AuditEntry {
+                at_ms: cortex_runtime::store::now_ms(),
+                actor: actor.to_string(),
+                action: format!("sync-{outcome}"),
+                detail: format!(
+                    "{} ({trigger}): {detail}",
+                    commit.as_deref().unwrap_or("the work tree")
+                ),
+            };
+            let op = cortex_runtime::store::Op::Audit(entry);
+            if let Err(e) = cortex_runtime::store::Store::write(&**store, vec![op]).await {
                 tracing::warn!(error = %e, "the sync was not written to the audit log");
             }
         }

@@ -9,6 +9,7 @@ pub use cluster::{Cluster, ConnectOptions, Discovery, FIELD_MANAGER, Kind};
 pub use error::{FieldConflict, KubeError};
 pub use retry::RetryPolicy;
 pub mod apply;
+pub mod election;
 pub mod live;
 pub mod lock;
 pub mod planner;
