@@ -1010,3 +1010,57 @@ async fn replicas_syncing_a_cluster_elect_their_leader_with_a_lease_in_it() {
         .await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_directory_is_watched_and_each_saved_change_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cortex.yaml"), PROJECT).unwrap();
+    std::fs::write(dir.path().join("specs.yaml"), specs("1d")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let served = Running::start(ServeOptions {
+        source: Source::Local {
+            dir: dir.path().to_path_buf(),
+        },
+        // Only the first reconcile comes from the interval.
+        interval: Duration::from_secs(3600),
+        ..options(dir.path(), state.path())
+    })
+    .await;
+    let api = &served.api;
+    let first = api
+        .until("the directory synced", |s| s["syncState"] == "synced")
+        .await;
+    assert_eq!(first["syncedRevision"], 1);
+    assert!(first["syncedCommit"].is_null(), "not a git work tree");
+    // A save is seen by the watcher, not the interval, and applied.
+    std::fs::write(dir.path().join("specs.yaml"), specs("2d")).unwrap();
+    let second = api
+        .until("the saved change synced", |s| s["syncedRevision"] == 2)
+        .await;
+    assert_eq!(
+        second["driftHealed"], 0,
+        "a change of the source is no drift"
+    );
+    let history: Value = cortex_client::http_client()
+        .get(format!("{}/api/v1/history", api.url))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["syncs"][0]["trigger"], "watch", "{history:#}");
+    assert_eq!(history["syncs"][0]["outcome"], "applied", "{history:#}");
+    // A file that does not compile keeps the last good revision.
+    std::fs::write(dir.path().join("specs.yaml"), "kind: [").unwrap();
+    let broken = api
+        .until("the broken save reported", |s| s["syncState"] == "error")
+        .await;
+    assert_eq!(broken["syncedRevision"], 2);
+    assert_eq!(
+        broken["lastError"]["diagnostics"][0]["file"], "specs.yaml",
+        "{broken:#}"
+    );
+    served.stop().await;
+}

@@ -95,10 +95,14 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         let stop = terminated();
         let mut serve = Serve::new(options.clone());
         let url = serve.listen().await?;
+        let how = match &options.source {
+            Source::Local { .. } => format!("as it is saved (and every {:?})", options.interval),
+            Source::Remote { .. } => format!("every {:?}", options.interval),
+        };
         eprintln!(
-            "cortex serve: watching {} every {:?}; API on {url} (GET /api/v1/status with the token in {}) — Ctrl-C to stop",
+            "cortex serve: watching {} {how}, syncing to the {} target; API on {url} (GET /api/v1/status with the token in {}) — Ctrl-C to stop",
             options.source.describe(),
-            options.interval,
+            options.target.name(),
             cortex_runtime::tokens::operator_token_path(&state).display()
         );
         let (shutdown, stopped) = tokio::sync::watch::channel(false);

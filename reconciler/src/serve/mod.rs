@@ -19,6 +19,7 @@ pub mod leader;
 pub mod metrics;
 pub mod source;
 pub mod target;
+pub mod watcher;
 pub mod workflows;
 
 use std::net::SocketAddr;
@@ -257,8 +258,13 @@ pub struct Serve {
     /// Serve's own handle on the state store (the API reads the audit log).
     store: Option<Arc<SqliteStore>>,
     standalone: Option<Standalone>,
-    /// The last commit that compiled, and what it compiled to.
+    /// What compiled last (its [`Serve::compile_key`]), and what it
+    /// compiled to.
     compiled: Option<(String, Arc<crate::Desired>)>,
+    /// The local directory's watcher (a local source).
+    watched: Option<watcher::Watched>,
+    /// The compile key of what was synced last.
+    synced_key: Option<String>,
     /// This replica's name in the lease.
     holder: String,
     /// The status last published in the store for the standbys.
@@ -355,6 +361,8 @@ impl Serve {
             compiled: None,
             holder: String::new(),
             published: None,
+            watched: None,
+            synced_key: None,
         }
     }
 
@@ -378,6 +386,15 @@ impl Serve {
         self.serve_standalone().await?;
         let url = format!("http://{}", self.options.listen);
         self.holder = leader::holder_name(&url);
+        if let Source::Local { dir } = &self.options.source {
+            match watcher::watch(dir, &state, self.wake.clone(), self.trigger.clone()) {
+                Ok(watched) => self.watched = Some(watched),
+                Err(error) => tracing::warn!(
+                    %error,
+                    "cannot watch the directory: it is read again at each interval"
+                ),
+            }
+        }
         Ok(url)
     }
 
@@ -483,6 +500,21 @@ impl Serve {
             store.close();
         }
         Ok(())
+    }
+
+    /// What a compile is cached under: a fetched commit; a watched local
+    /// directory's commit and change count; nothing for a directory that
+    /// cannot be watched (compiled at each reconcile).
+    fn compile_key(&self, head: &Head) -> Option<String> {
+        match (&self.options.source, &self.watched) {
+            (Source::Remote { .. }, _) => head.commit.clone(),
+            (Source::Local { .. }, Some(watched)) => Some(format!(
+                "{}@{}",
+                head.commit.as_deref().unwrap_or("work tree"),
+                watched.generation.load(std::sync::atomic::Ordering::SeqCst)
+            )),
+            (Source::Local { .. }, None) => None,
+        }
     }
 
     /// What is served, as replicas of this `serve` all name it.
@@ -664,12 +696,13 @@ impl Serve {
             self.head_seen = Some(Instant::now());
         }
         self.set(|s| s.head_commit = head.commit.clone());
-        // The commit compiled last time is not compiled again: a no-op
+        // What compiled last time is not compiled again: a no-op
         // reconcile costs a fetch and a plan.
+        let key = self.compile_key(&head);
         let cached = self
             .compiled
             .as_ref()
-            .filter(|(commit, _)| head.commit.as_ref() == Some(commit))
+            .filter(|(compiled, _)| key.as_ref() == Some(compiled))
             .map(|(_, desired)| desired.clone());
         let desired = match cached {
             Some(desired) => desired,
@@ -685,7 +718,7 @@ impl Serve {
                 match compiled {
                     Ok(Ok(desired)) => {
                         let desired = Arc::new(desired);
-                        self.compiled = head.commit.clone().map(|c| (c, desired.clone()));
+                        self.compiled = key.clone().map(|k| (k, desired.clone()));
                         desired
                     }
                     Ok(Err(e)) => {
@@ -708,9 +741,20 @@ impl Serve {
                 }
             }
         };
+        // The head was synced before (so a change found now is drift): the
+        // same compile key — or, for a replica that has not synced yet, the
+        // commit the leader published.
         let already = {
             let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            s.synced_commit.is_some() && s.synced_commit == head.commit && s.last_error.is_none()
+            let same = match &self.synced_key {
+                Some(synced) => key.as_ref() == Some(synced),
+                None => {
+                    matches!(self.options.source, Source::Remote { .. })
+                        && s.synced_commit.is_some()
+                        && s.synced_commit == head.commit
+                }
+            };
+            same && s.last_error.is_none()
         };
         // The plan of the head against the target (none before the
         // runtime runs): shown on `GET /api/v1/plan`, and what a sync applies.
@@ -826,6 +870,7 @@ impl Serve {
                 }
                 *self.policies.lock().unwrap_or_else(|p| p.into_inner()) =
                     auth::Policies::from_resolved(&desired.resolved);
+                self.synced_key = key.clone();
                 self.set(|s| {
                     s.synced_commit = head.commit.clone();
                     s.synced_revision = revision.or(s.synced_revision);
