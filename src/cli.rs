@@ -183,9 +183,10 @@ pub enum Command {
     /// up` does); a commit that does not compile keeps the last good one
     /// running and is reported on `GET /api/v1/status`. Ctrl-C stops it.
     Serve {
-        /// The repository: a `file://` URL or a bare repository (fetched
-        /// into the state directory's cache), or a directory (read as it is
-        /// on disk).
+        /// The repository: a URL (`https://`, `ssh://`, `git@host:path`,
+        /// `file://`) or a bare repository, fetched into the state
+        /// directory's cache; or a directory, read as it is on disk and
+        /// watched.
         #[arg(long)]
         repo: String,
         /// The branch followed (a fetched repository).
@@ -236,6 +237,11 @@ pub enum Command {
         /// notes). The embedded target always applies whole revisions.
         #[arg(long)]
         prune: bool,
+        /// The environment variable holding the token sent to an http(s)
+        /// remote (as basic authentication's password); ssh remotes use
+        /// the ssh-agent.
+        #[arg(long, value_name = "VAR", default_value = "CORTEX_GIT_TOKEN")]
+        git_token_env: String,
         /// Leader election between replicas on one state directory: the
         /// leader's lease lasts this long unrenewed; a standby takes over
         /// within it when the leader dies.

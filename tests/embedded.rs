@@ -745,9 +745,14 @@ fn support_desk_remote() -> (tempfile::TempDir, String) {
 /// `cortex serve` of `remote` on `state`, and its API's URL (from its
 /// banner).
 fn serve(remote: &Path, state: &Path, more: &[&str]) -> (Child, String) {
+    serve_with(remote.to_str().unwrap(), state, more, &[])
+}
+
+/// `cortex serve` of the repository `repo` on `state`, with `more`
+/// arguments and `env`ironment; its API's URL.
+fn serve_with(repo: &str, state: &Path, more: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
-        .args(["serve", "--repo"])
-        .arg(remote)
+        .args(["serve", "--repo", repo])
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -758,6 +763,7 @@ fn serve(remote: &Path, state: &Path, more: &[&str]) -> (Child, String) {
         ])
         .arg(state)
         .args(more)
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .env("CORTEX_LOG", "warn")
         .env_remove("CORTEX_ENV")
@@ -897,4 +903,48 @@ fn two_serve_replicas_elect_one_leader_and_the_standby_takes_over_a_killed_one()
     let pid = rustix::process::Pid::from_raw(second.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert_eq!(second.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn serve_fetches_over_http_with_a_token_from_the_environment() {
+    let (remote, head) = support_desk_remote();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let root = remote.path().parent().unwrap();
+    let name = remote.path().file_name().unwrap().to_str().unwrap();
+    let server = runtime
+        .block_on(cortex_testkit::git_http::GitHttpServer::start(
+            root, "s3cret",
+        ))
+        .expect("git http-backend served");
+    let url = server.url(name);
+    let start = |token: &str, state: &Path| {
+        serve_with(
+            &url,
+            state,
+            &["--git-token-env", "FORGE_TOKEN"],
+            &[("FORGE_TOKEN", token)],
+        )
+    };
+    // The right token: fetched over HTTP and synced.
+    let state = tempfile::tempdir().unwrap();
+    let (mut child, api) = start("s3cret", state.path());
+    let synced = runtime.block_on(status_until(&api, state.path(), |s| {
+        s["syncState"] == json!("synced")
+    }));
+    assert_eq!(synced["syncedCommit"], json!(head));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A wrong one: refused, and said so.
+    let state = tempfile::tempdir().unwrap();
+    let (mut child, api) = start("wrong", state.path());
+    let refused = runtime.block_on(status_until(&api, state.path(), |s| {
+        s["syncState"] == json!("error")
+    }));
+    let message = refused["lastError"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused the credentials") && message.contains("FORGE_TOKEN"),
+        "{refused}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -106,6 +106,7 @@ fn options(remote: &Path, state: &Path) -> ServeOptions {
             url: remote.display().to_string(),
             branch: "main".into(),
             cache: state.join("repo"),
+            token_env: "CORTEX_GIT_TOKEN".into(),
         },
         subdir: None,
         env: None,

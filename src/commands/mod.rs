@@ -121,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cluster,
             prune,
             lease,
+            git_token_env,
         } => serve::run(serve::Request {
             repo,
             branch,
@@ -138,6 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cluster,
             prune,
             lease,
+            git_token_env,
         }),
         Command::Graph {
             args,

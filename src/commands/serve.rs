@@ -30,18 +30,22 @@ pub struct Request {
     pub cluster: crate::cli::ClusterArgs,
     pub prune: bool,
     pub lease: Duration,
+    pub git_token_env: String,
 }
 
 /// What `--repo` names: a URL or a bare repository is fetched into the
 /// cache; any other directory is read as it is on disk.
-fn source(repo: &str, branch: &str, state: &Path) -> Source {
+fn source(repo: &str, branch: &str, state: &Path, token_env: &str) -> Source {
     let path = Path::new(repo);
     let bare = path.is_dir() && git2::Repository::open_bare(path).is_ok();
-    if repo.contains("://") || bare {
+    // `git@host:org/repo.git`, ssh's short form.
+    let scp_like = !path.exists() && repo.contains(':');
+    if repo.contains("://") || bare || scp_like {
         Source::Remote {
             url: repo.to_string(),
             branch: branch.to_string(),
             cache: state.join("repo"),
+            token_env: token_env.to_string(),
         }
     } else {
         Source::Local {
@@ -77,7 +81,12 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
     };
     let options = ServeOptions {
         target,
-        source: source(&request.repo, &request.branch, &state),
+        source: source(
+            &request.repo,
+            &request.branch,
+            &state,
+            &request.git_token_env,
+        ),
         subdir: request.subdir,
         env: request.env,
         interval: request.interval,

@@ -3,6 +3,7 @@
 //!
 //! - [`git`]: real git repositories in temporary directories, the
 //!   workspace's examples and fixtures, CI steps run as GitHub runs them;
+//! - [`git_http`]: git's own smart-HTTP server behind a token;
 //! - [`kubernetes`]: an in-process Kubernetes API server over real HTTP;
 //! - [`arango`]: an in-process ArangoDB stand-in over real HTTP;
 //! - [`conformance`]: the behaviour every state store must have;
@@ -14,6 +15,7 @@ pub mod arango;
 pub mod conformance;
 pub mod generate;
 pub mod git;
+pub mod git_http;
 pub mod kubernetes;
 pub mod memory;
 pub mod runtime;

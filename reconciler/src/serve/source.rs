@@ -1,6 +1,14 @@
 //! Where `cortex serve` reads the project: a remote repository fetched with
 //! git2 into a cache directory (the branch's head is what counts, so a
 //! force-push is followed), or a local directory read as it is on disk.
+//!
+//! Remotes are paths, `file://`, `git://`, `http(s)://` and `ssh://` (or
+//! `user@host:path`) URLs. Over http(s) a token from the environment
+//! variable [`Source::Remote::token_env`] is sent as the password of basic
+//! authentication (GitHub, GitLab and Gitea take a token so; the user is
+//! the URL's, else `x-access-token`); over ssh the keys of the running
+//! ssh-agent (`SSH_AUTH_SOCK`) are offered. A refused credential is not
+//! offered twice: the fetch fails saying so.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +19,7 @@ use crate::At;
 /// The repository `serve` watches.
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// A repository fetched into `cache` (a path or a `file://` URL; this
-    /// build of git2 has no https or ssh transport).
+    /// A repository fetched into `cache`.
     Remote {
         /// Its URL.
         url: String,
@@ -20,6 +27,9 @@ pub enum Source {
         branch: String,
         /// Where it is fetched and checked out.
         cache: PathBuf,
+        /// The environment variable holding the token for http(s) (read at
+        /// each fetch, never kept).
+        token_env: String,
     },
     /// A directory read as it is on disk (for development).
     Local {
@@ -49,8 +59,13 @@ impl Source {
             None => root.to_path_buf(),
         };
         match self {
-            Source::Remote { url, branch, cache } => {
-                let oid = fetch_remote(url, branch, cache).map_err(|e| {
+            Source::Remote {
+                url,
+                branch,
+                cache,
+                token_env,
+            } => {
+                let oid = fetch_remote(url, branch, cache, token_env).map_err(|e| {
                     format!("cannot fetch branch {branch} of {url}: {}", e.message())
                 })?;
                 Ok(Head {
@@ -124,9 +139,48 @@ impl Source {
     }
 }
 
+/// The credentials a fetch offers: the token of `token_env` over http(s),
+/// the ssh-agent's keys over ssh; each once.
+fn credentials(token_env: &str) -> git2::RemoteCallbacks<'static> {
+    let token_env = token_env.to_string();
+    let mut offered = false;
+    let mut callbacks = git2::RemoteCallbacks::new();
+    callbacks.credentials(move |url, user, allowed| {
+        if offered {
+            return Err(git2::Error::from_str(&format!(
+                "{url} refused the credentials offered (the token in ${token_env}, or the ssh-agent's keys)"
+            )));
+        }
+        offered = true;
+        if allowed.contains(git2::CredentialType::SSH_KEY) {
+            return git2::Cred::ssh_key_from_agent(user.unwrap_or("git"));
+        }
+        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+            let token = std::env::var(&token_env)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    git2::Error::from_str(&format!(
+                        "{url} asks for credentials: put a token in ${token_env}"
+                    ))
+                })?;
+            return git2::Cred::userpass_plaintext(user.unwrap_or("x-access-token"), &token);
+        }
+        Err(git2::Error::from_str(&format!(
+            "{url} asks for credentials of a kind cortex does not send"
+        )))
+    });
+    callbacks
+}
+
 /// Fetches `branch` of `url` into `cache` and checks its head out there
 /// (forced: the cache is ours); returns the head.
-fn fetch_remote(url: &str, branch: &str, cache: &Path) -> Result<Oid, git2::Error> {
+fn fetch_remote(
+    url: &str,
+    branch: &str,
+    cache: &Path,
+    token_env: &str,
+) -> Result<Oid, git2::Error> {
     let repo = match Repository::open(cache) {
         Ok(repo) => repo,
         Err(_) => {
@@ -135,8 +189,13 @@ fn fetch_remote(url: &str, branch: &str, cache: &Path) -> Result<Oid, git2::Erro
         }
     };
     let tracking = format!("refs/remotes/origin/{branch}");
-    repo.remote_anonymous(url)?
-        .fetch(&[format!("+refs/heads/{branch}:{tracking}")], None, None)?;
+    let mut options = git2::FetchOptions::new();
+    options.remote_callbacks(credentials(token_env));
+    repo.remote_anonymous(url)?.fetch(
+        &[format!("+refs/heads/{branch}:{tracking}")],
+        Some(&mut options),
+        None,
+    )?;
     let oid = repo.refname_to_id(&tracking)?;
     let commit = repo.find_commit(oid)?;
     repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().force()))?;
