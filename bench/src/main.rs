@@ -13,6 +13,7 @@
 
 mod compiler;
 mod config;
+mod counting;
 mod durable;
 mod http;
 mod jetstream;
@@ -30,7 +31,7 @@ use clap::{Parser, Subcommand};
 use cortex_testkit::generate::Shape;
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: counting::Counting = counting::Counting;
 
 /// Measure cortex (figures in docs/benchmarks.md).
 #[derive(Debug, Parser)]

@@ -253,7 +253,8 @@ pub async fn run(pushes: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     let first = served
         .until("the generated project synced", |s| {
-            s["syncState"] == "synced" || s["syncState"] == "error"
+            (s["syncState"] == "synced" && s["reconciles"].as_u64() >= Some(1))
+                || s["syncState"] == "error"
         })
         .await?;
     anyhow::ensure!(first["syncState"] == "synced", "{first}");
@@ -274,15 +275,94 @@ pub async fn run(pushes: usize) -> anyhow::Result<()> {
             .await?;
         walls.push(after["lastReconcileMs"].as_f64().unwrap_or(f64::NAN));
     }
-    let (cpu_after, rss, peak) = served.usage();
+    let (cpu_after, _, _) = served.usage();
+    // Memory once the allocator has given back what the compile freed.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (_, rss, peak) = served.usage();
     walls.sort_by(f64::total_cmp);
     println!(
-        "serve: a no-op reconcile of the generated project (fetch, plan against the store; the commit is not compiled again, nothing is written): median {:.0} ms wall (min {:.0}, max {:.0}), {:.0} ms CPU each",
+        "serve: a no-op reconcile of the generated project (a sync asked for: fetch, read the store's revision; nothing compiled, planned or written): median {:.0} ms wall (min {:.0}, max {:.0}), {:.0} ms CPU each",
         walls[walls.len() / 2],
         walls[0],
         walls[walls.len() - 1],
         (cpu_after - cpu_before) * 1000.0 / runs as f64
     );
-    println!("serve: memory with the generated project: RSS {rss:.0} MiB, peak {peak:.0} MiB");
+    println!(
+        "serve: memory with the generated project, 10 s after the last sync: RSS {rss:.0} MiB ({:.0} MB), peak {peak:.0} MiB",
+        rss * 1.048_576
+    );
+    drop(served);
+    let (per_reconcile, background) = noop_allocations(big_remote.path()).await?;
+    println!(
+        "serve: allocations of a no-op reconcile of the generated project (serve in this process; Rust's allocations, libgit2's and SQLite's own C ones not counted): {per_reconcile:.0} each (the runtime's background work, {background:.0}/s, taken off)"
+    );
     Ok(())
+}
+
+/// Allocations of one no-op reconcile of the project in `remote`, with
+/// `serve` run in this process: reconciles woken one after another, less
+/// what the idle runtime allocates in as long (measured just before).
+async fn noop_allocations(remote: &Path) -> anyhow::Result<(f64, f64)> {
+    use cortex_reconciler::serve::{DEFAULT_LEASE, Serve, ServeOptions, ServeTarget, Source};
+    let state = tempfile::tempdir()?;
+    let mut serve = Serve::new(ServeOptions {
+        target: ServeTarget::Embedded,
+        source: Source::Remote {
+            url: remote.display().to_string(),
+            branch: "main".into(),
+            cache: state.path().join("repo"),
+            token_env: "CORTEX_GIT_TOKEN".into(),
+        },
+        subdir: None,
+        env: None,
+        interval: Duration::from_secs(3600),
+        state: state.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        supervise: false,
+        webhook_secret: None,
+        auto_sync: true,
+        self_heal: true,
+        tokens_file: None,
+        lease: DEFAULT_LEASE,
+    });
+    serve.listen().await?;
+    let (status, wake) = (serve.status(), serve.waker());
+    let reconciles = || status.lock().map(|s| s.reconciles).unwrap_or(0);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve.run(stopped));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while status
+        .lock()
+        .map(|s| s.sync_state != "synced")
+        .unwrap_or(true)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the generated project did not sync"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let window = Duration::from_secs(3);
+    let (idle, ()) = crate::counting::count(tokio::time::sleep(window)).await;
+    let background = idle as f64 / window.as_secs_f64();
+    let runs = 500;
+    let started = Instant::now();
+    let (busy, ()) = crate::counting::count(async {
+        for _ in 0..runs {
+            let before = reconciles();
+            wake.notify_one();
+            while reconciles() == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    })
+    .await;
+    let during = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    task.await??;
+    Ok((
+        ((busy as f64 - background * during) / runs as f64).max(0.0),
+        background,
+    ))
 }

@@ -148,6 +148,12 @@ impl Up {
         })
     }
 
+    /// The revision the store holds now (one that moved since serve
+    /// applied is drift).
+    pub async fn revision(&self) -> Result<u64, UpError> {
+        Ok(self.store.revision().await?)
+    }
+
     /// Writes an entry to the store's audit log.
     pub async fn audit(&self, actor: &str, action: &str, detail: String) -> Result<(), UpError> {
         self.store

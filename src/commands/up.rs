@@ -138,7 +138,13 @@ pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
         // The signal handlers first: a Ctrl-C while the runtime starts is
         // not lost.
         let stop = terminated();
-        let up = cortex_reconciler::up::up(dir, &desired, options).await?;
+        // The compiled project is dropped once applied: the runtime runs
+        // from the store, and a large project's compile is most of the
+        // memory `cortex up` would otherwise keep.
+        let up = {
+            let desired = desired;
+            cortex_reconciler::up::up(dir, &desired, options).await?
+        };
         match up.applied {
             Applied::Revision {
                 revision,

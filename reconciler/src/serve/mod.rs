@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod compile;
 pub mod leader;
 pub mod metrics;
 pub mod source;
@@ -35,7 +36,7 @@ use tokio::time::Instant;
 use cortex_runtime::store::SqliteStore;
 use cortex_runtime::tokens::{self, TokenHash};
 
-use crate::desired::{DesiredError, desired_at};
+use crate::desired::DesiredError;
 use crate::up::{Up, UpOptions, up_with_store};
 pub use source::{Head, Source};
 pub use target::ServeTarget;
@@ -502,6 +503,39 @@ impl Serve {
         Ok(())
     }
 
+    /// The synced revision, when the embedded target's reconcile has
+    /// nothing to do: the head is what was synced, nothing failed or waits
+    /// since, and the store is still at the revision serve applied (any
+    /// change of the applied config, a manual `cortex apply` included, moves
+    /// the revision) — so there is nothing to compile or plan.
+    async fn unchanged(&self, key: Option<&String>) -> Option<u64> {
+        let (Some(up), Some(synced)) = (&self.up, &self.synced_key) else {
+            return None;
+        };
+        if self.cluster.is_some() || key != Some(synced) {
+            return None;
+        }
+        let revision = {
+            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if s.sync_state != "synced" || s.last_error.is_some() {
+                return None;
+            }
+            s.synced_revision?
+        };
+        match up.revision().await {
+            Ok(now) if now == revision => Some(revision),
+            _ => None,
+        }
+    }
+
+    /// Whether the compiled head is kept once synced: with the Kubernetes
+    /// target every interval plans it against the cluster; the embedded
+    /// target plans only when the store moved (then it compiles again), so
+    /// a large project's compile is not kept in memory.
+    fn keep_compiled(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// What a compile is cached under: a fetched commit; a watched local
     /// directory's commit and change count; nothing for a directory that
     /// cannot be watched (compiled at each reconcile).
@@ -696,9 +730,20 @@ impl Serve {
             self.head_seen = Some(Instant::now());
         }
         self.set(|s| s.head_commit = head.commit.clone());
-        // What compiled last time is not compiled again: a no-op
-        // reconcile costs a fetch and a plan.
         let key = self.compile_key(&head);
+        if let Some(revision) = self.unchanged(key.as_ref()).await {
+            // A sync asked for is kept and audited even when it had
+            // nothing to do.
+            if trigger.starts_with("api") {
+                let detail = format!("revision {revision}");
+                self.record(head.commit.clone(), trigger, "unchanged", detail)
+                    .await;
+            }
+            self.set(|s| s.ready = true);
+            return true;
+        }
+        // What compiled last time is not compiled again (kept while it is
+        // needed: see `Serve::keep_compiled`).
         let cached = self
             .compiled
             .as_ref()
@@ -711,10 +756,7 @@ impl Serve {
                     env: self.options.env.clone(),
                 };
                 let (project, at) = (head.project.clone(), head.at.clone());
-                let compiled =
-                    tokio::task::spawn_blocking(move || desired_at(&project, &at, &options))
-                        .await
-                        .map_err(|e| e.to_string());
+                let compiled = compile::on_its_thread(project, at, options).await;
                 match compiled {
                     Ok(Ok(desired)) => {
                         let desired = Arc::new(desired);
@@ -871,6 +913,9 @@ impl Serve {
                 *self.policies.lock().unwrap_or_else(|p| p.into_inner()) =
                     auth::Policies::from_resolved(&desired.resolved);
                 self.synced_key = key.clone();
+                if !self.keep_compiled() {
+                    self.compiled = None;
+                }
                 self.set(|s| {
                     s.synced_commit = head.commit.clone();
                     s.synced_revision = revision.or(s.synced_revision);

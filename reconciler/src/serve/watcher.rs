@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::Notify;
 
@@ -24,6 +24,20 @@ pub struct Watched {
     /// Bumped at each change of the project's files.
     pub generation: Arc<AtomicU64>,
     _debouncer: Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>,
+}
+
+/// Whether an event changes a file (not a read: the compile opens every
+/// file it reads, and would wake itself).
+fn is_a_change(kind: &EventKind) -> bool {
+    use notify_debouncer_full::notify::event::{AccessKind, AccessMode};
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(_)
+            | EventKind::Remove(_)
+            | EventKind::Any
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 /// Whether a change of `path` is one of the project's (not git's, cortex's
@@ -58,6 +72,7 @@ pub fn watch(
         Ok(events) => {
             let ours = events
                 .iter()
+                .filter(|e| is_a_change(&e.kind))
                 .flat_map(|e| e.paths.iter())
                 .any(|p| is_project_change(p, &ignored));
             if ours {
@@ -85,6 +100,23 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_a_file_is_no_change() {
+        use notify_debouncer_full::notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, ModifyKind,
+        };
+        assert!(!is_a_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Read
+        ))));
+        assert!(!is_a_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_a_change(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Content
+        ))));
+        assert!(is_a_change(&EventKind::Create(CreateKind::File)));
+    }
 
     #[test]
     fn gits_cortexs_and_the_state_directorys_changes_are_not_the_projects() {
