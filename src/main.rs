@@ -12,7 +12,7 @@ use clap::Parser;
 /// measured 20–30% faster than the system allocator on `cortex build`.
 /// Built without transparent huge pages (`no_thp`): with them, memory a
 /// compile freed stayed resident in 2 MiB pages, and `cortex serve` of the
-/// 2,000-agent project sat at 117 MB instead of 93 MB (docs/serve.md).
+/// 2,000-agent project sat at 117 MB instead of 94 MB (docs/serve.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -261,7 +261,7 @@ pub struct Serve {
     standalone: Option<Standalone>,
     /// What compiled last (its [`Serve::compile_key`]), and what it
     /// compiled to.
-    compiled: Option<(String, Arc<crate::Desired>)>,
+    compiled: Option<(String, Arc<compile::Compiled>)>,
     /// The local directory's watcher (a local source).
     watched: Option<watcher::Watched>,
     /// The compile key of what was synced last.
