@@ -642,22 +642,22 @@ spec:
             .status(),
         403
     );
-    let audit: Value = call(Method::GET, "/api/v1/audit", Some(&admin.token))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        audit["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["actor"] == "ci-bot"
-                && e["action"] == "sync-unchanged"
-                && e["detail"].as_str().unwrap().contains(&first)),
-        "{audit:#}"
-    );
+    // Whether the audit log has an entry by `actor` for `action` whose
+    // detail holds each of `details`.
+    let audited = |actor: &'static str, action: &'static str, details: Vec<String>| {
+        let read = call(Method::GET, "/api/v1/audit", Some(&admin.token));
+        async move {
+            let audit: Value = read.await.unwrap().json().await.unwrap();
+            let found = audit["entries"].as_array().unwrap().iter().any(|e| {
+                let detail = e["detail"].as_str().unwrap();
+                e["actor"] == actor
+                    && e["action"] == action
+                    && details.iter().all(|d| detail.contains(d.as_str()))
+            });
+            assert!(found, "{actor} {action} {details:?}: {audit:#}");
+        }
+    };
+    audited("ci-bot", "sync-unchanged", vec![first.clone()]).await;
 
     // The runtime's workflow endpoints, decided per workflow by the roles.
     let run = "/api/v1/workflows/hello/executions";
@@ -699,24 +699,12 @@ spec:
             .status(),
         401
     );
-    let audit: Value = call(Method::GET, "/api/v1/audit", Some(&admin.token))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        audit["entries"].as_array().unwrap().iter().any(|e| {
-            e["actor"] == "ci-bot"
-                && e["action"] == "workflow-run"
-                && e["detail"]
-                    .as_str()
-                    .unwrap()
-                    .contains("workflows/hello: ok")
-                && e["detail"].as_str().unwrap().contains(&first)
-        }),
-        "{audit:#}"
-    );
+    audited(
+        "ci-bot",
+        "workflow-run",
+        vec!["workflows/hello: ok".into(), first.clone()],
+    )
+    .await;
     served.stop().await;
 }
 

@@ -26,7 +26,6 @@ use axum::routing::{get, post};
 use cortex_client::ExecutionList;
 use cortex_runtime::workflow::error::WorkflowError;
 use cortex_runtime::workflow::scheduler::Start;
-use serde_json::Value;
 
 use super::api::{Context, audit, authorize, error, leading, running};
 
@@ -51,13 +50,6 @@ async fn audited(
     answer.unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartBody {
-    #[serde(default)]
-    payload: Value,
-}
-
 async fn start(
     State(api): State<Context>,
     Path(workflow): Path<String>,
@@ -72,19 +64,9 @@ async fn start(
         Ok(shared) => shared,
         Err(refused) => return *refused,
     };
-    let payload = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        match serde_json::from_slice::<StartBody>(&body) {
-            Ok(b) => b.payload,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("expected {{\"payload\"?}}: {e}"),
-                );
-            }
-        }
+    let payload = match cortex_runtime::workflow::http::start_payload(&body) {
+        Ok(payload) => payload,
+        Err(e) => return e.into_response(),
     };
     let answer = shared
         .workflows

@@ -46,6 +46,16 @@ struct StartBody {
     payload: Value,
 }
 
+/// The payload of a start by hand: `{"payload"?}`, an empty body is null.
+pub fn start_payload(body: &[u8]) -> Result<Value, WorkflowError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice::<StartBody>(body)
+        .map(|b| b.payload)
+        .map_err(|e| WorkflowError::BadRequest(format!("expected {{\"payload\"?}}: {e}")))
+}
+
 async fn start(
     State(shared): State<Shared>,
     ApiPath(workflow): ApiPath<String>,
@@ -54,13 +64,7 @@ async fn start(
 ) -> Result<Response, WorkflowError> {
     operator(&shared, &headers, "start executions")?;
     let body = read_body(body, MAX_MESSAGE_BODY).await?;
-    let payload = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice::<StartBody>(&body)
-            .map_err(|e| WorkflowError::BadRequest(format!("expected {{\"payload\"?}}: {e}")))?
-            .payload
-    };
+    let payload = start_payload(&body)?;
     let execution = shared
         .workflows
         .start_execution(&workflow, Start::Manual, payload)
