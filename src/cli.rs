@@ -222,8 +222,11 @@ pub enum Command {
         /// until `POST /api/v1/sync`.
         #[arg(long, value_enum, default_value_t = SyncMode::Auto)]
         sync: SyncMode,
-        /// Report drift instead of putting it back (self-heal is on with
-        /// `--sync auto`, off with `manual`).
+        /// Put drift back at once, also with `--sync manual` (self-heal is
+        /// on with `--sync auto`, off with `manual`).
+        #[arg(long, conflicts_with = "no_self_heal")]
+        self_heal: bool,
+        /// Report drift instead of putting it back.
         #[arg(long)]
         no_self_heal: bool,
         /// More API tokens (YAML: a list of `{name, sha256, groups}`); the

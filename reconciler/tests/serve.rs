@@ -82,6 +82,21 @@ impl Api {
         }
     }
 
+    /// The value of an unlabelled metric on `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let text = cortex_client::http_client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     /// Polls until `ok(status)` (the deadline only stops a hung test).
     async fn until(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -205,6 +220,13 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         .expect("the runtime's URL")
         .to_string();
     assert_eq!(runtime, api.url, "the runtime took the API's address over");
+    // Reconciles that find nothing new compile nothing (and plan nothing).
+    let after = synced["reconciles"].as_u64().unwrap();
+    api.until("three more reconciles", |s| {
+        s["reconciles"].as_u64().unwrap_or(0) >= after + 3
+    })
+    .await;
+    assert_eq!(api.metric("cortex_serve_compiles_total").await, 1.0);
 
     // A commit that does not compile: the first stays, the error is named.
     work.write(

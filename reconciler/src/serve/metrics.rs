@@ -24,6 +24,8 @@ pub struct ServeMetrics {
     pub drift_healed: AtomicU64,
     /// Heads that did not compile.
     pub compile_failures: AtomicU64,
+    /// Compiles made (a no-op reconcile makes none).
+    pub compiles: AtomicU64,
 }
 
 impl Default for ServeMetrics {
@@ -35,6 +37,7 @@ impl Default for ServeMetrics {
             drift_detected: AtomicU64::new(0),
             drift_healed: AtomicU64::new(0),
             compile_failures: AtomicU64::new(0),
+            compiles: AtomicU64::new(0),
         }
     }
 }
@@ -98,6 +101,11 @@ impl ServeMetrics {
                     "cortex_serve_compile_failures_total",
                     "Heads that did not compile (never applied).",
                     &self.compile_failures,
+                ),
+                (
+                    "cortex_serve_compiles_total",
+                    "Compiles made (a no-op reconcile makes none).",
+                    &self.compiles,
                 ),
             ],
         );

@@ -756,6 +756,9 @@ impl Serve {
                     env: self.options.env.clone(),
                 };
                 let (project, at) = (head.project.clone(), head.at.clone());
+                self.metrics
+                    .compiles
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let compiled = compile::on_its_thread(project, at, options).await;
                 match compiled {
                     Ok(Ok(desired)) => {
