@@ -612,7 +612,9 @@ impl Serve {
             }
             s.runtime = None;
             s.standby = Some(waiting);
-            s.ready = true;
+            // Ready once another replica is known to lead (not while the
+            // first answer about the lease is awaited).
+            s.ready = known.holder.is_some();
         });
     }
 
