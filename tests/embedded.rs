@@ -948,3 +948,142 @@ fn serve_fetches_over_http_with_a_token_from_the_environment() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `program` with `args`, which must succeed.
+fn run(program: &str, args: &[&str], env: &[(&str, &str)]) {
+    let out = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_fetches_over_ssh_with_the_agents_key() {
+    let (remote, head) = support_desk_remote();
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    for key in ["host_key", "user_key"] {
+        run(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", &at(key)],
+            &[],
+        );
+    }
+    std::fs::copy(at("user_key.pub"), at("authorized_keys")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        at("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n",
+            at("host_key"),
+            at("authorized_keys"),
+            at("sshd.pid")
+        ),
+    )
+    .unwrap();
+    // sshd wants its privilege-separation directory and an absolute path.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("sshd (package openssh-server; scripts/test installs it)");
+    let daemon = Killed(
+        Command::new(sshd)
+            .args(["-D", "-e", "-f", &at("sshd_config")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd"),
+    );
+    let agent = Killed(
+        Command::new("ssh-agent")
+            .args(["-D", "-a", &at("agent.sock")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ssh-agent"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(dir.path().join("agent.sock").exists()
+        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+    {
+        assert!(Instant::now() < deadline, "sshd or ssh-agent did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run(
+        "ssh-add",
+        &["-q", &at("user_key")],
+        &[("SSH_AUTH_SOCK", &at("agent.sock"))],
+    );
+    // The server's key is known (libgit2 checks ~/.ssh/known_hosts).
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let host_key = std::fs::read_to_string(at("host_key.pub")).unwrap();
+    let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+    std::fs::write(
+        home.join(".ssh/known_hosts"),
+        format!("[127.0.0.1]:{port} {}\n", host_key.join(" ")),
+    )
+    .unwrap();
+    let user = Command::new("id").arg("-un").output().expect("id -un");
+    let user = text(&user.stdout).trim().to_string();
+    let url = format!("ssh://{user}@127.0.0.1:{port}{}", remote.path().display());
+    let state = tempfile::tempdir().unwrap();
+    let (child, api) = serve_with(
+        &url,
+        state.path(),
+        &[],
+        &[
+            ("SSH_AUTH_SOCK", &at("agent.sock")),
+            ("HOME", home.to_str().unwrap()),
+        ],
+    );
+    let child = Killed(child);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let synced = runtime.block_on(status_until(&api, state.path(), |s| {
+        s["syncState"] == json!("synced") || s["syncState"] == json!("error")
+    }));
+    assert_eq!(synced["syncState"], json!("synced"), "{synced}");
+    assert_eq!(synced["syncedCommit"], json!(head));
+    drop(child);
+    // A server whose key is not known is refused, and said so.
+    let stranger = dir.path().join("stranger");
+    std::fs::create_dir_all(&stranger).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (child, api) = serve_with(
+        &url,
+        state.path(),
+        &[],
+        &[
+            ("SSH_AUTH_SOCK", &at("agent.sock")),
+            ("HOME", stranger.to_str().unwrap()),
+        ],
+    );
+    let child = Killed(child);
+    let refused = runtime.block_on(status_until(&api, state.path(), |s| {
+        s["syncState"] == json!("error")
+    }));
+    let message = refused["lastError"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("hostkey"), "{refused}");
+    drop((child, agent, daemon));
+}

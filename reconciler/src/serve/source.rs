@@ -7,7 +7,8 @@
 //! variable [`Source::Remote::token_env`] is sent as the password of basic
 //! authentication (GitHub, GitLab and Gitea take a token so; the user is
 //! the URL's, else `x-access-token`); over ssh the keys of the running
-//! ssh-agent (`SSH_AUTH_SOCK`) are offered. A refused credential is not
+//! ssh-agent (`SSH_AUTH_SOCK`) are offered, and libgit2 checks the server's
+//! key against `~/.ssh/known_hosts`. A refused credential is not
 //! offered twice: the fetch fails saying so.
 
 use std::path::{Path, PathBuf};
