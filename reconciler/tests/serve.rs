@@ -82,16 +82,21 @@ impl Api {
         }
     }
 
-    /// The value of an unlabelled metric on `/metrics`.
-    async fn metric(&self, name: &str) -> f64 {
-        let text = cortex_client::http_client()
+    /// `/metrics`, as Prometheus reads it.
+    async fn metrics(&self) -> String {
+        cortex_client::http_client()
             .get(format!("{}/metrics", self.url))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The value of an unlabelled metric on `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {text}"))
@@ -284,14 +289,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         "{healed:#}"
     );
     // Serve's metrics beside the runtime's, on its /metrics.
-    let metrics = cortex_client::http_client()
-        .get(format!("{}/metrics", api.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     for line in [
         "cortex_serve_drift_healed_total 1",
         "cortex_serve_syncs_total{outcome=\"healed\"} 1",
