@@ -1,7 +1,8 @@
 //! The Kubernetes target's life cycle — create → no-op → update → prune →
-//! stale plan → lock — against a real cluster when `CORTEX_TEST_KUBECONFIG`
-//! names a kubeconfig (its current context; `CORTEX_TEST_CONTEXT` picks
-//! another), else against the in-process API server.
+//! stale plan → lock — and `cortex serve` healing drift in a cluster,
+//! against a real cluster when `CORTEX_TEST_KUBECONFIG` names a kubeconfig
+//! (its current context; `CORTEX_TEST_CONTEXT` picks another), else against
+//! the in-process API server.
 //!
 //! On a real cluster it works in a fresh namespace `cortex-test-<random>`,
 //! deleted at the end, and checks only what the API server itself
@@ -25,6 +26,7 @@ use common::{Repo, edit, example};
 /// The cluster under test, and the in-process server when it is that.
 struct Under {
     cluster: Cluster,
+    connect: ConnectOptions,
     _fake: Option<FakeApiServer>,
     _dir: tempfile::TempDir,
     real: bool,
@@ -36,6 +38,8 @@ async fn cluster() -> Under {
         Some(path) => (path.into(), std::env::var("CORTEX_TEST_CONTEXT").ok(), None),
         None => {
             let fake = FakeApiServer::start().expect("start the in-process API server");
+            // A real cluster always has it (serve's leader Lease goes there).
+            fake.create_namespace("default");
             (
                 fake.write_kubeconfig(dir.path()).expect("kubeconfig"),
                 None,
@@ -43,14 +47,14 @@ async fn cluster() -> Under {
             )
         }
     };
-    let cluster = Cluster::connect(&ConnectOptions {
+    let connect = ConnectOptions {
         kubeconfig: Some(kubeconfig),
         context,
-    })
-    .await
-    .expect("connect");
+    };
+    let cluster = Cluster::connect(&connect).await.expect("connect");
     Under {
         cluster,
+        connect,
         real: fake.is_none(),
         _fake: fake,
         _dir: dir,
@@ -182,4 +186,141 @@ async fn scenario(cluster: &Cluster, project: &Repo, namespace: &str) -> Result<
     held.release(&[]).await?;
     apply(cluster, &again.saved, &settings()).await?;
     Ok(())
+}
+
+/// Polls `check` (the deadline only stops a hung test).
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_heals_a_field_another_manager_changed() {
+    use cortex_reconciler::serve::{Serve, ServeOptions, ServeTarget, Source};
+    use k8s_openapi::api::apps::v1::Deployment;
+    let under = cluster().await;
+    let namespace = format!("cortex-test-{:08x}", getrandom::u32().expect("random"));
+    let project = Repo::new();
+    project.write(
+        "cortex.yaml",
+        &format!(
+            "apiVersion: cortex.codevald.io/v1
+kind: Project
+metadata: {{ name: healed }}
+spec:
+  include: [\"specs.yaml\"]
+  namespace: {namespace}
+"
+        ),
+    );
+    project.write(
+        "specs.yaml",
+        "apiVersion: cortex.codevald.io/v1
+kind: Topic
+metadata: { name: jobs }
+spec: { ordering: none, retention: 1d }
+---
+apiVersion: cortex.codevald.io/v1
+kind: Agent
+metadata: { name: worker }
+spec:
+  image: example/agent:1
+  subscribe: [jobs]
+",
+    );
+    project.commit("first");
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut serve = Serve::new(ServeOptions {
+        source: Source::Local {
+            dir: project.path().to_path_buf(),
+        },
+        target: ServeTarget::Kubernetes {
+            connect: under.connect.clone(),
+            prune: false,
+        },
+        subdir: None,
+        env: None,
+        interval: Duration::from_millis(300),
+        state: state.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        supervise: false,
+        webhook_secret: None,
+        auto_sync: true,
+        self_heal: true,
+        tokens_file: None,
+        lease: Duration::from_secs(3),
+    });
+    serve.listen().await.expect("listens");
+    let status = serve.status();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(serve.run(stopped));
+    let deployments: kube::Api<Deployment> =
+        kube::Api::namespaced(under.cluster.client().clone(), &namespace);
+    let image = |d: &Deployment| {
+        d.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+            .image
+            .clone()
+    };
+    let outcome = async {
+        eventually("the project synced to the cluster", async || {
+            status
+                .lock()
+                .ok()
+                .filter(|s| s.sync_state == "synced")
+                .map(|_| ())
+        })
+        .await;
+        let name = eventually("the worker's Deployment", async || {
+            let list = deployments.list(&Default::default()).await.ok()?;
+            list.items.into_iter().find_map(|d| d.metadata.name)
+        })
+        .await;
+        // An edit of the image by another field manager (as `kubectl
+        // edit` makes it); a merge patch replaces the container list.
+        let mut container = deployments
+            .get(&name)
+            .await
+            .ok()?
+            .spec?
+            .template
+            .spec?
+            .containers[0]
+            .clone();
+        container.image = Some("evil/agent:6".into());
+        let edit = serde_json::json!({"spec": {"template": {"spec": {"containers": [container]}}}});
+        deployments
+            .patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some("kubectl-edit".into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(&edit),
+            )
+            .await
+            .ok()?;
+        eventually("the edit put back", async || {
+            let healed = status.lock().ok()?.drift.iter().any(|d| d.contains(&name));
+            let now = deployments.get(&name).await.ok()?;
+            (healed && image(&now).as_deref() == Some("example/agent:1")).then_some(())
+        })
+        .await;
+        Some(())
+    }
+    .await;
+    let _ = stop.send(true);
+    let stopped = running.await;
+    if under.real {
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(under.cluster.client().clone());
+        let _ = api.delete(&namespace, &DeleteParams::background()).await;
+    }
+    assert!(outcome.is_some(), "the cluster could not be read or edited");
+    stopped.expect("serve's task").expect("serve stops cleanly");
 }
