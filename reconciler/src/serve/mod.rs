@@ -1,8 +1,9 @@
 //! `cortex serve`: the GitOps reconciler. One loop, in the runtime's shape
 //! (wait in one `select!` for the first of: the interval, a wake-up, shutdown;
 //! then act): fetch the source, compile the head, and when it compiles
-//! apply it to the embedded store the runtime runs from; when it does not,
-//! keep the last good revision running and say why, with the diagnostics.
+//! sync it to the target ([`target`]: the embedded store the runtime runs
+//! from, or a cluster); when it does not, keep the last good revision and
+//! say why, with the diagnostics ([`status`]).
 //! Errors back off exponentially (capped at the interval's 10×, at most
 //! 5 min). Status goes to [`api`].
 //!
@@ -10,8 +11,8 @@
 //! `--sync manual` holds new commits until a sync is asked for; a sync may
 //! pin a commit. Replicas sharing a state store elect a leader
 //! ([`leader`]): only the leader reconciles and runs the runtime; a standby
-//! serves the API read-only, showing the status the leader publishes in the
-//! store, and takes over when the leader's lease ends.
+//! serves the API read-only ([`standby`]), showing the status the leader
+//! publishes in the store, and takes over when the leader's lease ends.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +20,8 @@ pub mod compile;
 pub mod leader;
 pub mod metrics;
 pub mod source;
+pub mod standby;
+pub mod status;
 pub mod target;
 pub mod watcher;
 pub mod workflows;
@@ -29,16 +32,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cortex_compiler::Options;
-use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use cortex_runtime::store::SqliteStore;
 use cortex_runtime::tokens::{self, TokenHash};
 
-use crate::desired::DesiredError;
 use crate::up::{Up, UpOptions, up_with_store};
 pub use source::{Head, Source};
+pub use status::{
+    HISTORY, LastError, ObjectView, ProblemView, ServeStatus, SharedHistory, SharedPin,
+    SharedStatus, SharedTrigger, SyncRecord,
+};
+use status::{now, problems};
 pub use target::ServeTarget;
 use target::SyncPlan;
 
@@ -80,156 +86,6 @@ pub struct ServeOptions {
 /// The lease time when none is given (client-go's default).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
-/// One problem of a commit that does not compile.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProblemView {
-    /// Diagnostic code (`CX0201`).
-    pub code: String,
-    /// The file, relative to the project.
-    pub file: Option<String>,
-    /// 1-based line.
-    pub line: Option<u32>,
-    /// 1-based column.
-    pub column: Option<u32>,
-    /// What is wrong.
-    pub message: String,
-}
-
-/// The last failure.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LastError {
-    /// The commit it is about.
-    pub commit: Option<String>,
-    /// What went wrong.
-    pub message: String,
-    /// The compiler's errors, when the commit does not compile.
-    pub diagnostics: Vec<ProblemView>,
-}
-
-/// What `GET /api/v1/status` answers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServeStatus {
-    /// The repository.
-    pub repo: String,
-    /// The branch followed.
-    pub branch: Option<String>,
-    /// The commit pinned by a sync (the branch's head is not followed
-    /// until a sync without a commit).
-    pub pinned: Option<String>,
-    /// The source's head at the last fetch.
-    pub head_commit: Option<String>,
-    /// The commit applied and running.
-    pub synced_commit: Option<String>,
-    /// The applied revision of the store.
-    pub synced_revision: Option<u64>,
-    /// `synced`, `out-of-sync`, `syncing` or `error`.
-    pub sync_state: String,
-    /// When the last sync ended (RFC 3339).
-    pub last_sync_at: Option<String>,
-    /// The last failure, until a sync succeeds.
-    pub last_error: Option<LastError>,
-    /// Objects found changed behind `serve`'s back at the last drift (put
-    /// back with self-heal, else waiting for a sync).
-    pub drift: Vec<String>,
-    /// Objects a sync would change now (`out-of-sync`: a new commit
-    /// waiting under manual sync, or drift without self-heal).
-    pub pending: Vec<String>,
-    /// Drifts healed since `serve` started (read from the metrics when the
-    /// status is asked for).
-    pub drift_healed: u64,
-    /// Reconciles since `serve` started (no-op ones included).
-    pub reconciles: u64,
-    /// How long the last reconcile took (fetch, compile, plan, apply), ms.
-    pub last_reconcile_ms: u64,
-    /// This replica holds the lease: it reconciles and runs the runtime.
-    /// A standby (`false`) shows what the leader published.
-    pub leader: bool,
-    /// The replica that leads (host/pid and its address), when known.
-    pub leader_id: Option<String>,
-    /// What a standby waits for (none while this replica leads).
-    pub standby: Option<String>,
-    /// The runtime's URL, once it runs (the embedded target).
-    pub runtime: Option<String>,
-    /// `embedded` or `kubernetes`.
-    pub target: String,
-    /// The head's objects, and whether each is in sync, as last planned.
-    pub objects: Vec<ObjectView>,
-    /// What the last plan leaves out (objects kept without `--prune`,
-    /// fields another manager holds).
-    pub notes: Vec<String>,
-    /// Whether the first sync has finished or failed (`/readyz`).
-    #[serde(skip)]
-    pub ready: bool,
-}
-
-/// One object of the head, as `GET /api/v1/status` lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ObjectView {
-    /// `Kind/name`, or `group/Kind/namespace/name` in a cluster.
-    pub identity: String,
-    /// `synced` or `out-of-sync`.
-    pub status: String,
-    /// What the last plan would do to it: `create`, `update`, `delete`,
-    /// `unchanged`.
-    pub action: String,
-}
-
-/// One sync, as `GET /api/v1/history` lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SyncRecord {
-    /// The commit.
-    pub commit: Option<String>,
-    /// When it ended (RFC 3339).
-    pub at: String,
-    /// What started it: `interval`, `api` (`POST /api/v1/sync`), `webhook`.
-    pub trigger: String,
-    /// `applied` (a new revision), `unchanged`, `healed` (drift put back),
-    /// `failed`.
-    pub outcome: String,
-    /// The revision applied, or why it failed.
-    pub detail: String,
-}
-
-/// Syncs kept for `GET /api/v1/history` (the newest).
-pub const HISTORY: usize = 200;
-
-/// Shared between the loop and the API.
-pub type SharedStatus = Arc<Mutex<ServeStatus>>;
-
-/// The newest syncs, shared between the loop and the API.
-pub type SharedHistory = Arc<Mutex<std::collections::VecDeque<SyncRecord>>>;
-
-/// What woke the loop (`api:NAME`, `webhook`), set by the API before it
-/// wakes it.
-pub type SharedTrigger = Arc<Mutex<Option<String>>>;
-
-/// The commit a sync pinned (`POST /api/v1/sync {"commit"}`), until a sync
-/// without one.
-pub type SharedPin = Arc<Mutex<Option<String>>>;
-
-/// The problems of a failed compile, as the API shows them.
-fn problems(error: &DesiredError) -> Vec<ProblemView> {
-    match error {
-        DesiredError::Compile { diagnostics, .. } => diagnostics
-            .iter()
-            .filter(|d| d.severity == cortex_compiler::diagnostic::Severity::Error)
-            .map(|d| ProblemView {
-                code: d.code.to_string(),
-                file: d.span.as_ref().map(|s| s.file.to_string()),
-                line: d.span.as_ref().map(|s| s.line),
-                column: d.span.as_ref().map(|s| s.col),
-                message: d.message.clone(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn now() -> String {
-    cortex_runtime::workflow::view::rfc3339(cortex_runtime::store::now_ms())
-}
-
 /// The API served on its own until the first revision runs.
 struct Standalone {
     stop: watch::Sender<bool>,
@@ -270,30 +126,6 @@ pub struct Serve {
     holder: String,
     /// The status last published in the store for the standbys.
     published: Option<String>,
-}
-
-/// The store's name of the status the leader publishes.
-const PUBLISHED_STATUS: &str = "serve/status";
-
-/// What the leader publishes of its status, and a standby shows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Published {
-    head_commit: Option<String>,
-    synced_commit: Option<String>,
-    synced_revision: Option<u64>,
-    sync_state: String,
-    last_sync_at: Option<String>,
-    last_error: Option<PublishedError>,
-    drift: Vec<String>,
-    pending: Vec<String>,
-}
-
-/// [`LastError`] as published (its message; the diagnostics by line).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-struct PublishedError {
-    commit: Option<String>,
-    message: String,
 }
 
 /// Why `serve` could not start, or stopped.
@@ -564,94 +396,6 @@ impl Serve {
                 .unwrap_or_default(),
             self.options.env.as_deref().unwrap_or("")
         )
-    }
-
-    /// A standby: stops the runtime if this replica ran it (the lease was
-    /// lost), serves the API alone, and shows what the leader published.
-    async fn stand_by(&mut self, known: &leader::Leadership) {
-        if let Some(up) = self.up.take() {
-            tracing::warn!("the lease is lost: stopping the runtime");
-            *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            if let Err(e) = up.stop().await {
-                tracing::error!(error = %e, "the runtime did not stop cleanly");
-            }
-            self.published = None;
-        }
-        if self.standalone.is_none()
-            && let Err(e) = self.serve_standalone().await
-        {
-            tracing::error!(error = %e, "the API cannot be served");
-        }
-        let published = match &self.store {
-            Some(store) => cortex_runtime::store::Store::meta(&**store, PUBLISHED_STATUS).await,
-            None => Ok(None),
-        };
-        let published = published
-            .ok()
-            .flatten()
-            .and_then(|v| serde_json::from_str::<Published>(&v).ok());
-        let waiting = match (&known.holder, &known.error) {
-            (_, Some(error)) => format!("standing by: cannot take the lease: {error}"),
-            (Some(holder), None) => format!("standing by: {holder} leads"),
-            (None, None) => "standing by: asking for the lease".to_string(),
-        };
-        self.set(|s| {
-            if let Some(p) = published {
-                s.head_commit = p.head_commit;
-                s.synced_commit = p.synced_commit;
-                s.synced_revision = p.synced_revision;
-                s.sync_state = p.sync_state;
-                s.last_sync_at = p.last_sync_at;
-                s.last_error = p.last_error.map(|e| LastError {
-                    commit: e.commit,
-                    message: e.message,
-                    diagnostics: Vec::new(),
-                });
-                s.drift = p.drift;
-                s.pending = p.pending;
-            }
-            s.runtime = None;
-            s.standby = Some(waiting);
-            // Ready once another replica is known to lead (not while the
-            // first answer about the lease is awaited).
-            s.ready = known.holder.is_some();
-        });
-    }
-
-    /// The leader writes what a standby shows into the store, when it
-    /// changed (a no-op reconcile writes nothing).
-    async fn publish(&mut self) {
-        let view = {
-            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            Published {
-                head_commit: s.head_commit.clone(),
-                synced_commit: s.synced_commit.clone(),
-                synced_revision: s.synced_revision,
-                sync_state: s.sync_state.clone(),
-                last_sync_at: s.last_sync_at.clone(),
-                last_error: s.last_error.as_ref().map(|e| PublishedError {
-                    commit: e.commit.clone(),
-                    message: e.message.clone(),
-                }),
-                drift: s.drift.clone(),
-                pending: s.pending.clone(),
-            }
-        };
-        let Ok(text) = serde_json::to_string(&view) else {
-            return;
-        };
-        if self.published.as_ref() == Some(&text) {
-            return;
-        }
-        let Some(store) = &self.store else { return };
-        let op = cortex_runtime::store::Op::Meta {
-            key: PUBLISHED_STATUS.into(),
-            value: Some(text.clone()),
-        };
-        match cortex_runtime::store::Store::write(&**store, vec![op]).await {
-            Ok(()) => self.published = Some(text),
-            Err(e) => tracing::warn!(error = %e, "cannot publish the status for the standbys"),
-        }
     }
 
     async fn stop_standalone(&mut self) {
