@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Repo, code, example, text};
+use cortex_testkit::serve::ServeApi;
 use serde_json::{Value, json};
 
 fn cortex(dir: &Path, args: &[&str]) -> Output {
@@ -742,90 +743,37 @@ fn support_desk_remote() -> (tempfile::TempDir, String) {
     (remote, head)
 }
 
-/// `cortex serve` of `remote` on `state`, and its API's URL (from its
-/// banner).
-fn serve(remote: &Path, state: &Path, more: &[&str]) -> (Child, String) {
+/// `cortex serve` of `remote` on `state` (a 1 s interval, no agents), and
+/// its API with the operator token.
+fn serve(remote: &Path, state: &Path, more: &[&str]) -> (Child, ServeApi) {
     serve_with(remote.to_str().unwrap(), state, more, &[])
 }
 
 /// `cortex serve` of the repository `repo` on `state`, with `more`
-/// arguments and `env`ironment; its API's URL.
-fn serve_with(repo: &str, state: &Path, more: &[&str], env: &[(&str, &str)]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
-        .args(["serve", "--repo", repo])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--interval",
-            "1s",
-            "--no-agents",
-            "--state",
-        ])
-        .arg(state)
-        .args(more)
-        .envs(env.iter().copied())
-        .env("NO_COLOR", "1")
-        .env("CORTEX_LOG", "warn")
-        .env_remove("CORTEX_ENV")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cortex serve");
-    let mut banner = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let url = banner
-        .split("API on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no API in {banner:?}"))
-        .to_string();
-    // The rest of stderr is drained so the child never blocks on it.
-    let mut rest = child.stderr.take().unwrap();
-    std::thread::spawn(move || std::io::copy(&mut rest, &mut std::io::sink()));
-    (child, url)
-}
-
-/// `GET url` with the operator's token of `state` (JSON; null when it
-/// does not answer).
-async fn api_get(url: &str, state: &Path) -> Value {
-    let token = std::fs::read_to_string(state.join("operator.token")).unwrap_or_default();
-    let answer = async {
-        cortex_client::http_client()
-            .get(url)
-            .bearer_auth(token.trim())
-            .send()
-            .await?
-            .json()
-            .await
-    };
-    answer.await.unwrap_or(Value::Null)
-}
-
-/// Waits (a minute at most) until `url`'s status satisfies `wanted`.
-async fn status_until(url: &str, state: &Path, wanted: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = api_get(&format!("{url}/api/v1/status"), state).await;
-        if wanted(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "not reached: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// arguments and `env`ironment; its API with the operator token.
+fn serve_with(repo: &str, state: &Path, more: &[&str], env: &[(&str, &str)]) -> (Child, ServeApi) {
+    let args: Vec<&str> = ["--interval", "1s", "--no-agents"]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect();
+    let env: Vec<(&str, &str)> = [("CORTEX_LOG", "warn")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    let cortex = Path::new(env!("CARGO_BIN_EXE_cortex"));
+    let (child, url) =
+        cortex_testkit::serve::spawn(cortex, repo, state, &args, &env).expect("start cortex serve");
+    (child, ServeApi::operator(&url, state))
 }
 
 #[test]
 fn serve_runs_the_head_of_a_repository_and_stops_on_ctrl_c() {
     let (remote, head) = support_desk_remote();
     let state = tempfile::tempdir().unwrap();
-    let (mut child, url) = serve(remote.path(), state.path(), &[]);
+    let (mut child, api) = serve(remote.path(), state.path(), &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let status = runtime.block_on(status_until(&url, state.path(), |s| {
-        s["syncState"] == json!("synced")
-    }));
+    let status =
+        runtime.block_on(api.until("the status awaited", |s| s["syncState"] == json!("synced")));
     assert_eq!(status["syncedCommit"], json!(head));
     assert_eq!(status["syncedRevision"], json!(1));
     assert_eq!(status["leader"], json!(true));
@@ -842,35 +790,34 @@ fn two_serve_replicas_elect_one_leader_and_the_standby_takes_over_a_killed_one()
     let state = state.path();
     let lease = ["--lease", "2s"];
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (mut first, first_url) = serve(remote.path(), state, &lease);
-    runtime.block_on(status_until(&first_url, state, |s| {
+    let (mut first, first_api) = serve(remote.path(), state, &lease);
+    runtime.block_on(first_api.until("the status awaited", |s| {
         s["syncState"] == json!("synced") && s["leader"] == json!(true)
     }));
-    let (mut second, second_url) = serve(remote.path(), state, &lease);
+    let (mut second, second_api) = serve(remote.path(), state, &lease);
     // The second stands by, showing what the leader published.
-    let standby = runtime.block_on(status_until(&second_url, state, |s| {
+    let standby = runtime.block_on(second_api.until("the status awaited", |s| {
         s["leader"] == json!(false) && s["syncedCommit"] == json!(head)
     }));
     assert!(
         standby["leaderId"]
             .as_str()
-            .is_some_and(|l| l.contains(&first_url)),
+            .is_some_and(|l| l.contains(&first_api.url)),
         "{standby}"
     );
     assert_eq!(standby["syncState"], json!("synced"), "{standby}");
     // A standby refuses to sync, naming the leader.
-    let token = std::fs::read_to_string(state.join("operator.token")).unwrap();
     let refused = runtime.block_on(async {
         cortex_client::http_client()
-            .post(format!("{second_url}/api/v1/sync"))
-            .bearer_auth(token.trim())
+            .post(format!("{}/api/v1/sync", second_api.url))
+            .bearer_auth(&second_api.token)
             .send()
             .await
             .unwrap()
     });
     assert_eq!(refused.status().as_u16(), 503);
     // Messages the leader acknowledged...
-    let client = cortex_client::Client::new(&first_url, "operator", token.trim());
+    let client = cortex_client::Client::new(&first_api.url, "operator", &first_api.token);
     const SENT: usize = 20;
     runtime.block_on(async {
         for n in 0..SENT {
@@ -884,12 +831,12 @@ fn two_serve_replicas_elect_one_leader_and_the_standby_takes_over_a_killed_one()
     // every one for each agent subscribed (no agent runs to take them).
     first.kill().unwrap();
     first.wait().unwrap();
-    let leading = runtime.block_on(status_until(&second_url, state, |s| {
+    let leading = runtime.block_on(second_api.until("the status awaited", |s| {
         s["leader"] == json!(true) && s["runtime"].is_string()
     }));
     assert_eq!(leading["syncState"], json!("synced"), "{leading}");
     assert_eq!(leading["syncedCommit"], json!(head));
-    let topics = runtime.block_on(api_get(&format!("{second_url}/api/v1/topics"), state));
+    let topics = runtime.block_on(second_api.get("/api/v1/topics"));
     let queues = topics["queues"]
         .as_array()
         .unwrap_or_else(|| panic!("{topics}"));
@@ -928,18 +875,16 @@ fn serve_fetches_over_http_with_a_token_from_the_environment() {
     // The right token: fetched over HTTP and synced.
     let state = tempfile::tempdir().unwrap();
     let (mut child, api) = start("s3cret", state.path());
-    let synced = runtime.block_on(status_until(&api, state.path(), |s| {
-        s["syncState"] == json!("synced")
-    }));
+    let synced =
+        runtime.block_on(api.until("the status awaited", |s| s["syncState"] == json!("synced")));
     assert_eq!(synced["syncedCommit"], json!(head));
     child.kill().unwrap();
     child.wait().unwrap();
     // A wrong one: refused, and said so.
     let state = tempfile::tempdir().unwrap();
     let (mut child, api) = start("wrong", state.path());
-    let refused = runtime.block_on(status_until(&api, state.path(), |s| {
-        s["syncState"] == json!("error")
-    }));
+    let refused =
+        runtime.block_on(api.until("the status awaited", |s| s["syncState"] == json!("error")));
     let message = refused["lastError"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("refused the credentials") && message.contains("FORGE_TOKEN"),
@@ -1060,7 +1005,7 @@ fn serve_fetches_over_ssh_with_the_agents_key() {
     );
     let child = Killed(child);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let synced = runtime.block_on(status_until(&api, state.path(), |s| {
+    let synced = runtime.block_on(api.until("the status awaited", |s| {
         s["syncState"] == json!("synced") || s["syncState"] == json!("error")
     }));
     assert_eq!(synced["syncState"], json!("synced"), "{synced}");
@@ -1080,9 +1025,8 @@ fn serve_fetches_over_ssh_with_the_agents_key() {
         ],
     );
     let child = Killed(child);
-    let refused = runtime.block_on(status_until(&api, state.path(), |s| {
-        s["syncState"] == json!("error")
-    }));
+    let refused =
+        runtime.block_on(api.until("the status awaited", |s| s["syncState"] == json!("error")));
     let message = refused["lastError"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("hostkey"), "{refused}");
     drop((child, agent, daemon));

@@ -4,16 +4,15 @@
 //! on the generated 2,000-agent project, the cost of a reconcile that finds
 //! nothing to do (wall and CPU time) and the process's memory.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cortex_testkit::generate::{Shape, write_to};
 use cortex_testkit::git::Repo;
+use cortex_testkit::serve::{ServeApi, github_signature};
 use git2::Repository;
-use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
 /// The webhook secret the bench gives `serve`.
@@ -55,8 +54,7 @@ fn push(work: &Repo, remote: &Path) -> anyhow::Result<()> {
 /// A `cortex serve` child process, killed when dropped.
 struct Served {
     child: Child,
-    url: String,
-    token: String,
+    api: ServeApi,
     _state: tempfile::TempDir,
 }
 
@@ -70,80 +68,47 @@ impl Drop for Served {
 impl Served {
     fn start(remote: &Path, interval: &str) -> anyhow::Result<Served> {
         let state = tempfile::tempdir()?;
-        let mut child = Command::new(crate::cortex_binary()?)
-            .args(["serve", "--repo"])
-            .arg(remote)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--no-agents",
-                "--interval",
-                interval,
-            ])
-            .args(["--webhook-secret-env", "CORTEX_BENCH_WEBHOOK", "--state"])
-            .arg(state.path())
-            .env("CORTEX_BENCH_WEBHOOK", SECRET)
-            .env("CORTEX_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("start cortex serve")?;
-        let mut banner = String::new();
-        BufReader::new(child.stderr.take().context("stderr")?).read_line(&mut banner)?;
-        let url = banner
-            .split("API on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .with_context(|| format!("no API in {banner:?}"))?
-            .to_string();
-        let token = std::fs::read_to_string(state.path().join("operator.token"))?
-            .trim()
-            .to_string();
+        let repo = remote.to_str().context("utf-8 path")?;
+        let more = [
+            "--no-agents",
+            "--interval",
+            interval,
+            "--webhook-secret-env",
+            "CORTEX_BENCH_WEBHOOK",
+        ];
+        let env = [("CORTEX_BENCH_WEBHOOK", SECRET), ("CORTEX_LOG", "warn")];
+        let (child, url) =
+            cortex_testkit::serve::spawn(&crate::cortex_binary()?, repo, state.path(), &more, &env)
+                .context("start cortex serve")?;
+        let mut api = ServeApi::operator(&url, state.path());
+        // Latencies are read from the status: ask often.
+        api.poll = Duration::from_millis(2);
         Ok(Served {
             child,
-            url,
-            token,
+            api,
             _state: state,
         })
     }
 
     async fn status(&self) -> Value {
-        let sent = cortex_client::http_client()
-            .get(format!("{}/api/v1/status", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await;
-        match sent {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        }
+        self.api.status().await
     }
 
-    /// Polls (every 2 ms) until `ok`; returns the status.
     async fn until(&self, what: &str, ok: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let s = self.status().await;
-            if ok(&s) {
-                return Ok(s);
-            }
-            anyhow::ensure!(Instant::now() < deadline, "{what}: {s}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.api
+            .try_until(what, ok)
+            .await
+            .map_err(anyhow::Error::msg)
     }
 
     async fn webhook(&self) -> anyhow::Result<()> {
         let body = br#"{"ref": "refs/heads/main"}"#;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes())?;
-        mac.update(body);
-        let signature = format!(
-            "sha256={}",
-            cortex_runtime::tokens::hex(&mac.finalize().into_bytes())
-        );
         let answer = cortex_client::http_client()
-            .post(format!("{}/api/v1/webhook", self.url))
-            .header("X-Hub-Signature-256", signature)
+            .post(format!("{}/api/v1/webhook", self.api.url))
+            .header(
+                "X-Hub-Signature-256",
+                github_signature(SECRET.as_bytes(), body),
+            )
             .body(body.to_vec())
             .send()
             .await?;
@@ -157,8 +122,8 @@ impl Served {
 
     async fn sync(&self) -> anyhow::Result<()> {
         cortex_client::http_client()
-            .post(format!("{}/api/v1/sync", self.url))
-            .bearer_auth(&self.token)
+            .post(format!("{}/api/v1/sync", self.api.url))
+            .bearer_auth(&self.api.token)
             .send()
             .await?;
         Ok(())

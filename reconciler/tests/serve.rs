@@ -12,6 +12,7 @@ use cortex_reconciler::serve::{Serve, ServeOptions, ServeTarget, Source};
 use cortex_runtime::store::Store;
 use cortex_testkit::git::Repo;
 use cortex_testkit::kubernetes::FakeApiServer;
+use cortex_testkit::serve::ServeApi;
 use git2::Repository;
 use serde_json::Value;
 
@@ -62,60 +63,6 @@ fn push(work: &Repo, remote: &Path) {
         .expect("push");
 }
 
-struct Api {
-    url: String,
-    token: String,
-}
-
-impl Api {
-    /// The status (`null` while the address changes hands: the runtime
-    /// takes it over from the API served alone).
-    async fn status(&self) -> Value {
-        let sent = cortex_client::http_client()
-            .get(format!("{}/api/v1/status", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await;
-        match sent {
-            Ok(response) => response.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        }
-    }
-
-    /// `/metrics`, as Prometheus reads it.
-    async fn metrics(&self) -> String {
-        cortex_client::http_client()
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// The value of an unlabelled metric on `/metrics`.
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-    }
-
-    /// Polls until `ok(status)` (the deadline only stops a hung test).
-    async fn until(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let status = self.status().await;
-            if ok(&status) {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{what}: {status:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 /// Serve's options for these tests: the remote at `remote`, state in
 /// `state`, a 200 ms interval, auto sync with self-heal, no webhook, the
 /// operator token only.
@@ -145,7 +92,7 @@ fn options(remote: &Path, state: &Path) -> ServeOptions {
 /// A running serve: its API (with the operator token), its stop switch
 /// and its task.
 struct Running {
-    api: Api,
+    api: ServeApi,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), cortex_reconciler::serve::ServeError>>,
 }
@@ -155,14 +102,10 @@ impl Running {
         let state = options.state.clone();
         let mut serve = Serve::new(options);
         let url = serve.listen().await.expect("listens");
-        let token = std::fs::read_to_string(cortex_runtime::tokens::operator_token_path(&state))
-            .expect("the operator token")
-            .trim()
-            .to_string();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(serve.run(stopped));
         Running {
-            api: Api { url, token },
+            api: ServeApi::operator(&url, &state),
             stop,
             task,
         }
@@ -231,7 +174,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         s["reconciles"].as_u64().unwrap_or(0) >= after + 3
     })
     .await;
-    assert_eq!(api.metric("cortex_serve_compiles_total").await, 1.0);
+    assert_eq!(api.metric("cortex_serve_compiles_total").await, Some(1.0));
 
     // A commit that does not compile: the first stays, the error is named.
     work.write(
@@ -331,15 +274,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
         })
         .await;
     assert_eq!(rewound["syncedRevision"], 5);
-    let history = cortex_client::http_client()
-        .get(format!("{}/api/v1/history", api.url))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let history = api.get("/api/v1/history").await;
     let outcomes: Vec<&str> = history["syncs"]
         .as_array()
         .unwrap()
@@ -389,15 +324,7 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
         }
         request.send()
     };
-    let sign = |key: &[u8]| {
-        use hmac::{KeyInit, Mac};
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-        mac.update(body);
-        format!(
-            "sha256={}",
-            cortex_runtime::tokens::hex(&mac.finalize().into_bytes())
-        )
-    };
+    let sign = |key: &[u8]| cortex_testkit::serve::github_signature(key, body);
     assert_eq!(post(None).await.unwrap().status(), 401);
     assert_eq!(
         post(Some(sign(b"wrong secret"))).await.unwrap().status(),
@@ -416,15 +343,7 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
     .await;
     // The sync that applied the second commit is the webhook's: the
     // refused calls woke nothing.
-    let history = cortex_client::http_client()
-        .get(format!("{}/api/v1/history", api.url))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let history = api.get("/api/v1/history").await;
     let newest = &history["syncs"][0];
     assert_eq!(newest["commit"], second.as_str(), "{history:#}");
     assert_eq!(newest["trigger"], "webhook", "{history:#}");
@@ -594,27 +513,35 @@ spec:
         request.send()
     };
     use reqwest::Method;
-    assert_eq!(
-        call(Method::GET, "/api/v1/status", None)
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        call(Method::GET, "/api/v1/status", Some("nobody"))
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        call(Method::GET, "/api/v1/status", Some("ada-token"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    // Each call's status code; the table's rows in order.
+    let expect = |rows: Vec<(Method, String, Option<&'static str>, u16)>| {
+        let calls: Vec<_> = rows
+            .into_iter()
+            .map(|(method, path, token, code)| {
+                let what = format!("{method} {path} with {token:?}");
+                (call(method, &path, token), what, code)
+            })
+            .collect();
+        async move {
+            for (sent, what, code) in calls {
+                assert_eq!(sent.await.unwrap().status().as_u16(), code, "{what}");
+            }
+        }
+    };
+    let status = "/api/v1/status".to_string();
+    expect(vec![
+        (Method::GET, status.clone(), None, 401),
+        (Method::GET, status.clone(), Some("nobody"), 401),
+        (Method::GET, status, Some("ada-token"), 200),
+        (
+            Method::GET,
+            "/api/v1/history".into(),
+            Some("bot-token"),
+            403,
+        ),
+        (Method::GET, "/api/v1/audit".into(), Some("ada-token"), 403),
+    ])
+    .await;
     let forbidden = call(Method::POST, "/api/v1/sync", Some("ada-token"))
         .await
         .unwrap();
@@ -626,42 +553,23 @@ spec:
             .unwrap()
             .contains("ada may not sync sync")
     );
-    assert_eq!(
-        call(Method::GET, "/api/v1/history", Some("bot-token"))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        call(Method::POST, "/api/v1/sync", Some("bot-token"))
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
+    expect(vec![(
+        Method::POST,
+        "/api/v1/sync".into(),
+        Some("bot-token"),
+        202,
+    )])
+    .await;
     // The sync asked for is kept with its caller, and audited in the store.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let history: Value = call(Method::GET, "/api/v1/history", Some(&admin.token))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let history = admin.get("/api/v1/history").await;
         if history["syncs"][0]["trigger"] == "api:ci-bot" {
             break;
         }
         assert!(Instant::now() < deadline, "{history:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        call(Method::GET, "/api/v1/audit", Some("ada-token"))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
     // Whether the audit log has an entry by `actor` for `action` whose
     // detail holds each of `details`.
     let audited = |actor: &'static str, action: &'static str, details: Vec<String>| {
@@ -681,44 +589,30 @@ spec:
 
     // The runtime's workflow endpoints, decided per workflow by the roles.
     let run = "/api/v1/workflows/hello/executions";
-    assert_eq!(
-        call(Method::POST, run, Some("ada-token"))
-            .await
-            .unwrap()
-            .status(),
-        403,
-        "a viewer does not run"
-    );
+    expect(vec![(Method::POST, run.into(), Some("ada-token"), 403)]).await;
     let started = call(Method::POST, run, Some("bot-token")).await.unwrap();
     assert_eq!(started.status(), 201);
     let execution: Value = started.json().await.unwrap();
-    let id = execution["id"].as_str().unwrap().to_string();
-    let one = format!("/api/v1/executions/{id}");
-    assert_eq!(
-        call(Method::GET, &one, Some("ada-token"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let one = format!("/api/v1/executions/{}", execution["id"].as_str().unwrap());
+    expect(vec![
+        (Method::GET, one.clone(), Some("ada-token"), 200),
+        // The runner may not cancel.
+        (
+            Method::POST,
+            format!("{one}/cancel"),
+            Some("bot-token"),
+            403,
+        ),
+        (Method::GET, "/api/v1/executions/nope".into(), None, 401),
+    ])
+    .await;
     let listed: Value = call(Method::GET, run, Some("ada-token"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(listed["executions"][0]["id"], id.as_str(), "{listed}");
-    let refused = call(Method::POST, &format!("{one}/cancel"), Some("bot-token"))
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 403, "the runner may not cancel");
-    assert_eq!(
-        call(Method::GET, "/api/v1/executions/nope", None)
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(listed["executions"][0]["id"], execution["id"], "{listed}");
     audited(
         "ci-bot",
         "workflow-run",
@@ -1050,15 +944,7 @@ async fn a_local_directory_is_watched_and_each_saved_change_synced() {
         second["driftHealed"], 0,
         "a change of the source is no drift"
     );
-    let history: Value = cortex_client::http_client()
-        .get(format!("{}/api/v1/history", api.url))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = api.get("/api/v1/history").await;
     assert_eq!(history["syncs"][0]["trigger"], "watch", "{history:#}");
     assert_eq!(history["syncs"][0]["outcome"], "applied", "{history:#}");
     // A file that does not compile keeps the last good revision.

@@ -9,6 +9,8 @@
 //! - [`conformance`]: the behaviour every state store must have;
 //! - [`memory`]: a state store in memory, for tests on the paused clock;
 //! - [`runtime`]: a runtime started in-process on a fixture project;
+//! - [`serve`]: `cortex serve` started as a process, its API, the webhook's
+//!   signature;
 //! - [`generate`]: synthetic projects of any size.
 
 pub mod arango;
@@ -19,3 +21,4 @@ pub mod git_http;
 pub mod kubernetes;
 pub mod memory;
 pub mod runtime;
+pub mod serve;
