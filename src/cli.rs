@@ -179,9 +179,12 @@ pub enum Command {
         no_agents: bool,
     },
     /// Run the GitOps reconciler: watch a repository, compile each new
-    /// commit, apply it to the embedded state store and run it (as `cortex
-    /// up` does); a commit that does not compile keeps the last good one
-    /// running and is reported on `GET /api/v1/status`. Ctrl-C stops it.
+    /// commit and sync it — to the embedded state store, running it as
+    /// `cortex up` does, or to a Kubernetes cluster (`--target
+    /// kubernetes`); drift is put back (or reported); a commit that does
+    /// not compile keeps the last good one and is reported on `GET
+    /// /api/v1/status`. Replicas on one state directory (or one cluster)
+    /// elect a leader. Ctrl-C stops it.
     Serve {
         /// The repository: a URL (`https://`, `ssh://`, `git@host:path`,
         /// `file://`) or a bare repository, fetched into the state

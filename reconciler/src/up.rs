@@ -154,21 +154,6 @@ impl Up {
         Ok(self.store.revision().await?)
     }
 
-    /// Writes an entry to the store's audit log.
-    pub async fn audit(&self, actor: &str, action: &str, detail: String) -> Result<(), UpError> {
-        self.store
-            .write(vec![cortex_runtime::store::Op::Audit(
-                cortex_runtime::store::AuditEntry {
-                    at_ms: cortex_runtime::store::now_ms(),
-                    actor: actor.to_string(),
-                    action: action.to_string(),
-                    detail,
-                },
-            )])
-            .await?;
-        Ok(())
-    }
-
     /// Stops the agents, then the broker, then closes the store.
     pub async fn stop(self) -> Result<(), UpError> {
         let stopped = self.running.stop().await;

@@ -1,17 +1,19 @@
 //! `cortex serve`'s API, on the runtime's listener (and on its own before
-//! the first revision runs). With a token allowed by [`super::auth`]:
-//! `GET /api/v1/status` (resource `status`, verb `get`), `/history` (the
-//! newest syncs; `history`, `get`), `/plan` (`plan`, `get`), `/agents`
-//! (`agents`, `list`), `/topics` (`topics`, `list`), `/audit` (`audit`,
-//! `get`), `POST /api/v1/sync` (reconcile now, or pin a commit; `sync`,
-//! `sync`), and the runtime's workflow endpoints ([`super::workflows`]) —
-//! 401 without a valid token, 403 without a rule. A standby refuses
-//! syncs, webhooks and workflow changes with 503 naming the leader. Without a token: `GET /readyz` (ready once the first sync finished
-//! or failed) and `POST /api/v1/webhook`, which takes GitHub's
-//! `X-Hub-Signature-256` (an HMAC-SHA256 of the body under the webhook
-//! secret, checked in constant time) instead: a wrong or missing signature
-//! is 401 and fetches nothing. Errors have the runtime API's shape,
-//! `{"error": {"code", "message"}}`.
+//! the first revision runs, on a standby, and with the Kubernetes target).
+//! With a token allowed by [`super::auth`]: `GET /api/v1/status` (resource
+//! `status`, verb `get`), `/history` (the newest syncs; `history`, `get`),
+//! `/plan` (`plan`, `get`), `/agents` (`agents`, `list`), `/topics`
+//! (`topics`, `list`), `/audit` (`audit`, `get`), `POST /api/v1/sync`
+//! (reconcile now, or pin a commit; `sync`, `sync`), and the runtime's
+//! workflow endpoints ([`super::workflows`]) — 401 without a valid token,
+//! 403 without a rule. A standby refuses syncs, webhooks and workflow
+//! changes with 503 naming the leader. Without a token: `GET /readyz`
+//! (ready once the first sync finished or failed, or a leader is known)
+//! and `POST /api/v1/webhook`, which takes GitHub's `X-Hub-Signature-256`
+//! (an HMAC-SHA256 of the body under the webhook secret, checked in
+//! constant time) instead: a wrong or missing signature is 401 and fetches
+//! nothing. Errors have the runtime API's shape, `{"error": {"code",
+//! "message"}}`.
 
 use std::sync::Arc;
 
@@ -203,7 +205,6 @@ pub(super) fn leading(api: &Context) -> Result<(), Box<Response>> {
 /// Writes `action` by `actor` to the store's audit log, with the synced
 /// commit (a failure to write is logged: the call it records was made).
 pub(super) async fn audit(api: &Context, actor: &str, action: &str, detail: String) {
-    use cortex_runtime::store::{AuditEntry, Op, Store, now_ms};
     let Some(store) = &api.store else { return };
     let commit = api
         .status
@@ -212,15 +213,7 @@ pub(super) async fn audit(api: &Context, actor: &str, action: &str, detail: Stri
         .synced_commit
         .clone()
         .unwrap_or_else(|| "no commit".into());
-    let entry = AuditEntry {
-        at_ms: now_ms(),
-        actor: actor.to_string(),
-        action: action.to_string(),
-        detail: format!("{detail} (at {commit})"),
-    };
-    if let Err(e) = store.write(vec![Op::Audit(entry)]).await {
-        tracing::warn!(error = %e, action, "the call was not written to the audit log");
-    }
+    super::write_audit(&**store, actor, action, format!("{detail} (at {commit})")).await;
 }
 
 /// The running runtime, or the 404 before any revision runs.

@@ -164,13 +164,11 @@ impl Elector {
 /// This replica's name in the lease: host, process and address, so a
 /// standby can say where the leader is.
 pub fn holder_name(url: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}/{} {url}", std::process::id())
+    format!(
+        "{}/{} {url}",
+        crate::target::host_name(),
+        std::process::id()
+    )
 }
 
 #[cfg(test)]

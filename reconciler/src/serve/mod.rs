@@ -125,7 +125,7 @@ pub struct Serve {
     /// This replica's name in the lease.
     holder: String,
     /// The status last published in the store for the standbys.
-    published: Option<String>,
+    published: Option<standby::Published>,
 }
 
 /// Why `serve` could not start, or stopped.
@@ -789,19 +789,11 @@ impl Serve {
         self.metrics.sync(outcome);
         if let Some(store) = &self.store {
             let actor = trigger.strip_prefix("api:").unwrap_or("serve");
-            let entry = cortex_runtime::store::AuditEntry {
-                at_ms: cortex_runtime::store::now_ms(),
-                actor: actor.to_string(),
-                action: format!("sync-{outcome}"),
-                detail: format!(
-                    "{} ({trigger}): {detail}",
-                    commit.as_deref().unwrap_or("the work tree")
-                ),
-            };
-            let op = cortex_runtime::store::Op::Audit(entry);
-            if let Err(e) = cortex_runtime::store::Store::write(&**store, vec![op]).await {
-                tracing::warn!(error = %e, "the sync was not written to the audit log");
-            }
+            let what = format!(
+                "{} ({trigger}): {detail}",
+                commit.as_deref().unwrap_or("the work tree")
+            );
+            write_audit(&**store, actor, &format!("sync-{outcome}"), what).await;
         }
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         if history.len() == HISTORY {
@@ -819,5 +811,25 @@ impl Serve {
     /// Wakes the loop now (a webhook, a sync asked for).
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+}
+
+/// Writes an entry to the store's audit log; a failure is logged (what it
+/// records has happened).
+async fn write_audit(
+    store: &dyn cortex_runtime::store::Store,
+    actor: &str,
+    action: &str,
+    detail: String,
+) {
+    let entry = cortex_runtime::store::AuditEntry {
+        at_ms: cortex_runtime::store::now_ms(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        detail,
+    };
+    let op = cortex_runtime::store::Op::Audit(entry);
+    if let Err(e) = store.write(vec![op]).await {
+        tracing::warn!(error = %e, action, "not written to the audit log");
     }
 }

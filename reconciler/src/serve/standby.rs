@@ -13,7 +13,7 @@ const PUBLISHED_STATUS: &str = "serve/status";
 /// What the leader publishes of its status, and a standby shows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Published {
+pub(super) struct Published {
     head_commit: Option<String>,
     synced_commit: Option<String>,
     synced_revision: Option<u64>,
@@ -103,19 +103,18 @@ impl Serve {
                 pending: s.pending.clone(),
             }
         };
-        let Ok(text) = serde_json::to_string(&view) else {
-            return;
-        };
-        if self.published.as_ref() == Some(&text) {
+        if self.published.as_ref() == Some(&view) {
             return;
         }
-        let Some(store) = &self.store else { return };
+        let (Some(store), Ok(text)) = (&self.store, serde_json::to_string(&view)) else {
+            return;
+        };
         let op = cortex_runtime::store::Op::Meta {
             key: PUBLISHED_STATUS.into(),
-            value: Some(text.clone()),
+            value: Some(text),
         };
         match cortex_runtime::store::Store::write(&**store, vec![op]).await {
-            Ok(()) => self.published = Some(text),
+            Ok(()) => self.published = Some(view),
             Err(e) => tracing::warn!(error = %e, "cannot publish the status for the standbys"),
         }
     }

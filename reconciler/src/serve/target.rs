@@ -14,7 +14,7 @@ use sha2::Digest;
 use crate::plan::Plan;
 use crate::target::BoxFuture;
 use crate::target::kubernetes::{ConnectOptions, PlanSettings};
-use crate::target::{ApplyOptions, KubernetesTarget, SavedTargetPlan, Target, TargetPlan};
+use crate::target::{ApplyOptions, KubernetesTarget, Target, TargetPlan};
 use crate::{Action, Desired};
 
 /// Which target `serve` syncs.
@@ -145,9 +145,6 @@ impl Cluster {
             lock_timeout: Duration::from_secs(30),
             force_conflicts: true,
             ..ApplyOptions::default()
-        };
-        let SavedTargetPlan::Kubernetes(_) = &plan.saved else {
-            return Err("a plan for another target".into());
         };
         let outcome = self
             .target

@@ -175,10 +175,7 @@ pub fn holder_identity() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown-host".into());
+    let host = host_name();
     let job = [
         ("GITHUB_RUN_ID", "GitHub Actions run"),
         ("CI_JOB_ID", "GitLab CI job"),
@@ -187,6 +184,17 @@ pub fn holder_identity() -> String {
     .iter()
     .find_map(|(var, what)| std::env::var(var).ok().map(|v| format!(" ({what} {v})")));
     format!("{user}@{host}{}", job.unwrap_or_default())
+}
+
+/// This machine's name (the kernel's, else `$HOSTNAME`, else
+/// `unknown-host`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
 }
 
 fn wrong_target(wanted: &str) -> TargetError {
