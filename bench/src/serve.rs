@@ -11,38 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cortex_testkit::generate::{Shape, write_to};
 use cortex_testkit::git::Repo;
-use cortex_testkit::serve::{ServeApi, github_signature};
+use cortex_testkit::serve::{ServeApi, github_signature, small_project, small_specs};
 use git2::Repository;
 use serde_json::Value;
 
 /// The webhook secret the bench gives `serve`.
 const SECRET: &str = "bench webhook secret";
-
-const SMALL: &str = "apiVersion: cortex.codevald.io/v1
-kind: Project
-metadata: { name: served }
-spec:
-  include: [\"specs.yaml\"]
-  namespace: served
-";
-
-fn small_specs(n: usize) -> String {
-    format!(
-        "apiVersion: cortex.codevald.io/v1
-kind: Topic
-metadata: {{ name: jobs }}
-spec: {{ ordering: none, retention: {}h }}
----
-apiVersion: cortex.codevald.io/v1
-kind: Agent
-metadata: {{ name: worker }}
-spec:
-  image: example/agent:1
-  subscribe: [jobs]
-",
-        n + 1
-    )
-}
 
 fn push(work: &Repo, remote: &Path) -> anyhow::Result<()> {
     Repository::open(work.path())?
@@ -174,8 +148,8 @@ pub async fn run(pushes: usize) -> anyhow::Result<()> {
     let remote = tempfile::tempdir()?;
     Repository::init_bare(remote.path())?;
     let work = Repo::new();
-    work.write("cortex.yaml", SMALL);
-    work.write("specs.yaml", &small_specs(0));
+    work.write("cortex.yaml", &small_project("served", "served"));
+    work.write("specs.yaml", &small_specs("1h"));
     work.commit("first");
     push(&work, remote.path())?;
     let mut version = 0;
@@ -187,7 +161,7 @@ pub async fn run(pushes: usize) -> anyhow::Result<()> {
         let mut latencies = Vec::new();
         for _ in 0..pushes {
             version += 1;
-            work.write("specs.yaml", &small_specs(version));
+            work.write("specs.yaml", &small_specs(&format!("{}h", version + 1)));
             let commit = work.commit("change").to_string();
             push(&work, remote.path())?;
             let pushed = Instant::now();

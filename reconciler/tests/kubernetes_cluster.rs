@@ -209,31 +209,9 @@ async fn serve_heals_a_field_another_manager_changed() {
     let project = Repo::new();
     project.write(
         "cortex.yaml",
-        &format!(
-            "apiVersion: cortex.codevald.io/v1
-kind: Project
-metadata: {{ name: healed }}
-spec:
-  include: [\"specs.yaml\"]
-  namespace: {namespace}
-"
-        ),
+        &cortex_testkit::serve::small_project("healed", &namespace),
     );
-    project.write(
-        "specs.yaml",
-        "apiVersion: cortex.codevald.io/v1
-kind: Topic
-metadata: { name: jobs }
-spec: { ordering: none, retention: 1d }
----
-apiVersion: cortex.codevald.io/v1
-kind: Agent
-metadata: { name: worker }
-spec:
-  image: example/agent:1
-  subscribe: [jobs]
-",
-    );
+    project.write("specs.yaml", &cortex_testkit::serve::small_specs("1d"));
     project.commit("first");
     let state = tempfile::tempdir().expect("tempdir");
     let mut serve = Serve::new(ServeOptions {

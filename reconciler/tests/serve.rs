@@ -12,33 +12,13 @@ use cortex_reconciler::serve::{Serve, ServeOptions, ServeTarget, Source};
 use cortex_runtime::store::Store;
 use cortex_testkit::git::Repo;
 use cortex_testkit::kubernetes::FakeApiServer;
-use cortex_testkit::serve::ServeApi;
+use cortex_testkit::serve::{ServeApi, small_project, small_specs};
 use git2::Repository;
 use serde_json::Value;
 
-const PROJECT: &str = "apiVersion: cortex.codevald.io/v1
-kind: Project
-metadata: { name: served }
-spec:
-  include: [\"specs.yaml\"]
-  namespace: served
-";
-
-fn specs(retention: &str) -> String {
-    format!(
-        "apiVersion: cortex.codevald.io/v1
-kind: Topic
-metadata: {{ name: jobs }}
-spec: {{ ordering: none, retention: {retention} }}
----
-apiVersion: cortex.codevald.io/v1
-kind: Agent
-metadata: {{ name: worker }}
-spec:
-  image: example/agent:1
-  subscribe: [jobs]
-"
-    )
+/// The small project's `cortex.yaml` (project and namespace `served`).
+fn project() -> String {
+    small_project("served", "served")
 }
 
 /// A bare "remote" and a work repository whose first commit (the small
@@ -47,8 +27,8 @@ fn remote_with_a_first_commit() -> (tempfile::TempDir, Repo, String) {
     let remote = tempfile::tempdir().unwrap();
     Repository::init_bare(remote.path()).expect("bare");
     let work = Repo::new();
-    work.write("cortex.yaml", PROJECT);
-    work.write("specs.yaml", &specs("1d"));
+    work.write("cortex.yaml", &project());
+    work.write("specs.yaml", &small_specs("1d"));
     let first = work.commit("first").to_string();
     push(&work, remote.path());
     (remote, work, first)
@@ -151,8 +131,8 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
 
     // A first commit is applied and runs.
     let work = Repo::new();
-    work.write("cortex.yaml", PROJECT);
-    work.write("specs.yaml", &specs("1d"));
+    work.write("cortex.yaml", &project());
+    work.write("specs.yaml", &small_specs("1d"));
     let first = work.commit("first").to_string();
     push(&work, remote_dir.path());
     let synced = api
@@ -179,7 +159,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
     // A commit that does not compile: the first stays, the error is named.
     work.write(
         "specs.yaml",
-        &specs("1d").replace("image: example/agent:1", "image: 7"),
+        &small_specs("1d").replace("image: example/agent:1", "image: 7"),
     );
     let broken = work.commit("broken").to_string();
     push(&work, remote_dir.path());
@@ -201,7 +181,7 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
     assert!(problem["code"].as_str().unwrap().starts_with("CX"));
 
     // The fix (with a change) syncs as revision 2.
-    work.write("specs.yaml", &specs("7d"));
+    work.write("specs.yaml", &small_specs("7d"));
     let fixed = work.commit("fixed").to_string();
     push(&work, remote_dir.path());
     let synced = api
@@ -213,8 +193,8 @@ async fn serve_applies_pushed_commits_keeps_the_last_good_one_and_follows_a_forc
     // Someone applies another revision behind serve's back: drift, put
     // back on the next interval (revision 3 is the manual one, 4 the heal).
     let manual = tempfile::tempdir().unwrap();
-    std::fs::write(manual.path().join("cortex.yaml"), PROJECT).unwrap();
-    std::fs::write(manual.path().join("specs.yaml"), specs("30d")).unwrap();
+    std::fs::write(manual.path().join("cortex.yaml"), project()).unwrap();
+    std::fs::write(manual.path().join("specs.yaml"), small_specs("30d")).unwrap();
     let store = cortex_runtime::store::SqliteStore::open(&state.path().join("state.db")).unwrap();
     assert_eq!(
         cortex_testkit::runtime::apply_project(manual.path(), &store).await,
@@ -311,7 +291,7 @@ async fn the_webhook_fetches_at_once_with_a_valid_signature_and_nothing_without(
     })
     .await;
 
-    work.write("specs.yaml", &specs("2d"));
+    work.write("specs.yaml", &small_specs("2d"));
     let second = work.commit("second").to_string();
     push(&work, remote_dir.path());
     let body = br#"{"ref": "refs/heads/main"}"#;
@@ -380,7 +360,7 @@ async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
         .await;
 
     // A new commit waits, its change listed.
-    work.write("specs.yaml", &specs("2d"));
+    work.write("specs.yaml", &small_specs("2d"));
     let second = work.commit("second").to_string();
     push(&work, remote_dir.path());
     let waiting = api
@@ -413,8 +393,8 @@ async fn manual_sync_holds_new_commits_and_drift_until_a_sync_is_asked_for() {
 
     // Drift without self-heal: reported, not put back.
     let manual = tempfile::tempdir().unwrap();
-    std::fs::write(manual.path().join("cortex.yaml"), PROJECT).unwrap();
-    std::fs::write(manual.path().join("specs.yaml"), specs("30d")).unwrap();
+    std::fs::write(manual.path().join("cortex.yaml"), project()).unwrap();
+    std::fs::write(manual.path().join("specs.yaml"), small_specs("30d")).unwrap();
     let store = cortex_runtime::store::SqliteStore::open(&state.path().join("state.db")).unwrap();
     assert_eq!(
         cortex_testkit::runtime::apply_project(manual.path(), &store).await,
@@ -435,7 +415,7 @@ async fn tokens_and_roles_decide_each_call_and_a_sync_is_audited_with_its_caller
     let remote_dir = tempfile::tempdir().unwrap();
     Repository::init_bare(remote_dir.path()).expect("bare");
     let work = Repo::new();
-    work.write("cortex.yaml", PROJECT);
+    work.write("cortex.yaml", &project());
     work.write(
         "specs.yaml",
         &format!(
@@ -463,7 +443,7 @@ spec:
     - name: greet
       run: {{ command: [\"sh\", \"-c\", \"echo '{{}}'\"] }}
 ",
-            specs("1d")
+            small_specs("1d")
         ),
     );
     let first = work.commit("first").to_string();
@@ -627,10 +607,10 @@ async fn a_sync_with_a_commit_pins_it_until_a_sync_without_one() {
     let remote_dir = tempfile::tempdir().unwrap();
     Repository::init_bare(remote_dir.path()).expect("bare");
     let work = Repo::new();
-    work.write("cortex.yaml", PROJECT);
-    work.write("specs.yaml", &specs("1d"));
+    work.write("cortex.yaml", &project());
+    work.write("specs.yaml", &small_specs("1d"));
     let a = work.commit("a").to_string();
-    work.write("specs.yaml", &specs("2d"));
+    work.write("specs.yaml", &small_specs("2d"));
     let b = work.commit("b").to_string();
     push(&work, remote_dir.path());
     let state = tempfile::tempdir().unwrap();
@@ -653,7 +633,7 @@ async fn a_sync_with_a_commit_pins_it_until_a_sync_without_one() {
         .await;
     assert_eq!(pinned["pinned"], a.as_str());
     // A new head is seen, and not followed.
-    work.write("specs.yaml", &specs("3d"));
+    work.write("specs.yaml", &small_specs("3d"));
     let c = work.commit("c").to_string();
     push(&work, remote_dir.path());
     let seen = api.until("c seen", |s| s["headCommit"] == c.as_str()).await;
@@ -917,8 +897,8 @@ async fn replicas_syncing_a_cluster_elect_their_leader_with_a_lease_in_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_directory_is_watched_and_each_saved_change_synced() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cortex.yaml"), PROJECT).unwrap();
-    std::fs::write(dir.path().join("specs.yaml"), specs("1d")).unwrap();
+    std::fs::write(dir.path().join("cortex.yaml"), project()).unwrap();
+    std::fs::write(dir.path().join("specs.yaml"), small_specs("1d")).unwrap();
     let state = tempfile::tempdir().unwrap();
     let served = Running::start(ServeOptions {
         source: Source::Local {
@@ -936,7 +916,7 @@ async fn a_local_directory_is_watched_and_each_saved_change_synced() {
     assert_eq!(first["syncedRevision"], 1);
     assert!(first["syncedCommit"].is_null(), "not a git work tree");
     // A save is seen by the watcher, not the interval, and applied.
-    std::fs::write(dir.path().join("specs.yaml"), specs("2d")).unwrap();
+    std::fs::write(dir.path().join("specs.yaml"), small_specs("2d")).unwrap();
     let second = api
         .until("the saved change synced", |s| s["syncedRevision"] == 2)
         .await;

@@ -171,3 +171,36 @@ pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
         cortex_runtime::tokens::hex(&mac.finalize().into_bytes())
     )
 }
+
+/// The small project `serve` is tested and measured on: `cortex.yaml` of
+/// project `name` in `namespace`, including `specs.yaml`.
+pub fn small_project(name: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: cortex.codevald.io/v1
+kind: Project
+metadata: {{ name: {name} }}
+spec:
+  include: [\"specs.yaml\"]
+  namespace: {namespace}
+"
+    )
+}
+
+/// The small project's `specs.yaml`: topic `jobs` kept for `retention`,
+/// and agent `worker` subscribed to it.
+pub fn small_specs(retention: &str) -> String {
+    format!(
+        "apiVersion: cortex.codevald.io/v1
+kind: Topic
+metadata: {{ name: jobs }}
+spec: {{ ordering: none, retention: {retention} }}
+---
+apiVersion: cortex.codevald.io/v1
+kind: Agent
+metadata: {{ name: worker }}
+spec:
+  image: example/agent:1
+  subscribe: [jobs]
+"
+    )
+}
