@@ -265,9 +265,11 @@ async fn serve(
     tracing::debug!(agent = %agent, "agent socket closed");
 }
 
-/// Applies the agent's frames in order: messages, queued here in order and
-/// answered by the writer once durable; acks, applied here and handed to
-/// the writer to report a failure once durable; nacks and replies. A failed
+/// Applies the agent's frames in order, each frame's acks first (applied
+/// here and handed to the writer to report a failure once durable, so they
+/// are settled before the frame's message is answered); then its message,
+/// queued here in order and answered by the writer once durable; then its
+/// nacks and reply. A failed
 /// settlement goes back as an error frame. Ends when the agent closes the
 /// socket.
 async fn read(
@@ -313,19 +315,21 @@ async fn read(
             (None, Some(topic)) => Some(Recipient::Topic(topic)),
             (None, None) => None,
         };
+        if !frame.ack.is_empty() {
+            // Applied now, before the frame's message is accepted, so they
+            // are settled before its answer can come back; the writer waits
+            // for durability and reports a failure, so this task reads on
+            // while the store commits.
+            let _ = out.send(match broker.ack_now(&agent, &frame.ack) {
+                Ok(settled) => Outgoing::Settled(settled),
+                Err(e) => Outgoing::Frame(error_frame(&e)),
+            });
+        }
         if let Some(to) = recipient {
             let reference = frame.reference;
             let _ = out.send(match broker.accept(&who, to, key, frame.payload()) {
                 Ok(accepted) => Outgoing::Answer(reference, accepted),
                 Err(e) => Outgoing::Frame(answer_frame(Some(reference), Err(&e))),
-            });
-        }
-        if !frame.ack.is_empty() {
-            // Applied now; the writer waits for durability and reports a
-            // failure, so this task reads on while the store commits.
-            let _ = out.send(match broker.ack_now(&agent, &frame.ack) {
-                Ok(settled) => Outgoing::Settled(settled),
-                Err(e) => Outgoing::Frame(error_frame(&e)),
             });
         }
         if let Some(id) = frame.reply {
