@@ -34,6 +34,10 @@ struct Transaction {
     write: BTreeSet<String>,
     /// Changes made in the transaction: `None` is a removal.
     overlay: BTreeMap<(String, String), Option<Value>>,
+    /// The committed `_rev` of each document it changed, when it first
+    /// changed it: a commit after another transaction changed one of them
+    /// fails with a write-write conflict (1200), as ArangoDB's does.
+    base: BTreeMap<(String, String), Option<Value>>,
 }
 
 #[derive(Default)]
@@ -259,6 +263,7 @@ fn handle(
                     database: database.to_string(),
                     write,
                     overlay: BTreeMap::new(),
+                    base: BTreeMap::new(),
                 },
             );
             ok(
@@ -271,6 +276,20 @@ fn handle(
                 return error(StatusCode::NOT_FOUND, 1655, "transaction not found");
             };
             let db = server.databases.get_mut(&t.database).unwrap();
+            let moved = t.base.iter().any(|((collection, key), rev)| {
+                let now = db.collections[collection]
+                    .get(key)
+                    .map(|d| d["_rev"].clone());
+                &now != rev
+            });
+            if moved {
+                server.aborted += 1;
+                return error(
+                    StatusCode::CONFLICT,
+                    1200,
+                    "write-write conflict: a document of the transaction changed since it was written",
+                );
+            }
             for ((collection, key), doc) in t.overlay {
                 let docs = db.collections.get_mut(&collection).unwrap();
                 match doc {
@@ -370,8 +389,14 @@ impl View<'_> {
     }
 
     fn set(&mut self, key: &str, doc: Option<Value>) {
+        let committed = self.server.databases[self.database].collections[self.collection]
+            .get(key)
+            .map(|d| d["_rev"].clone());
         match self.trx.and_then(|t| self.server.transactions.get_mut(t)) {
             Some(t) => {
+                t.base
+                    .entry((self.collection.to_string(), key.to_string()))
+                    .or_insert(committed);
                 t.overlay
                     .insert((self.collection.to_string(), key.to_string()), doc);
             }
@@ -648,6 +673,39 @@ impl Server {
                 .into_iter()
                 .filter(|t| ids.contains(&t["execution"]))
                 .collect()
+        } else if query == queries::STATE_LIST {
+            let text = |name: &str| {
+                bind.get(name)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (scope, prefix, after) = (text("scope"), text("prefix"), text("after"));
+            let mut entries: Vec<Value> = self
+                .sorted(database, "state_entries", "version", false)
+                .into_iter()
+                .filter(|e| {
+                    e["scope"] == scope.as_str()
+                        && e["key"]
+                            .as_str()
+                            .is_some_and(|k| k > after.as_str() && k.starts_with(&prefix))
+                })
+                .collect();
+            entries.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+            entries.truncate(number("limit"));
+            entries
+        } else if query == queries::STATE_CHANGES {
+            let scope = bind.get("scope").cloned().unwrap_or(Value::Null);
+            let after = number("after") as u64;
+            self.sorted(database, "state_changes", "version", false)
+                .into_iter()
+                .filter(|c| c["scope"] == scope && c["version"].as_u64().unwrap_or(0) > after)
+                .take(number("limit"))
+                .collect()
+        } else if query == queries::STATE_SCOPES {
+            let mut scopes = self.sorted(database, "state_scopes", "version", false);
+            scopes.sort_by(|a, b| a["scope"].as_str().cmp(&b["scope"].as_str()));
+            scopes
         } else if query == queries::AUDIT {
             self.sorted(database, "audit", "seq", true)
                 .into_iter()

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use cortex_runtime::store::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, Store, StoreError, StoredExecution,
-    StoredMessage, StoredTask,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, ScopeStats, StateEntry, StateLog,
+    StateOutcome, StateWrite, Store, StoreError, StoredExecution, StoredMessage, StoredTask,
 };
 
 /// Opens the store under test; called more than once, each call must reach
@@ -495,6 +495,20 @@ pub async fn run(open: Opener<'_>) -> Result<(), Vec<String>> {
         f,
     );
     leases(&*again, f).await.map_err(fail)?;
+    state(&*again, f).await.map_err(fail)?;
+    let second = open().await.map_err(fail)?;
+    racing_writers(&*again, &*second, f).await.map_err(fail)?;
+    drop((again, second));
+    let third = open().await.map_err(fail)?;
+    check(
+        third
+            .state_get("agents/triage", "count")
+            .await
+            .map_err(fail)?
+            .is_some_and(|e| e.value == json!(3)),
+        "state survives reopening",
+        f,
+    );
     if failures.is_empty() {
         Ok(())
     } else {
@@ -539,6 +553,245 @@ async fn leases(store: &dyn Store, f: &mut Vec<String>) -> Result<(), StoreError
     check(
         store.meta("lease/serve").await?.is_some(),
         "a lease is kept among the named values",
+        f,
+    );
+    Ok(())
+}
+
+/// A state write for the suite.
+pub fn state_write(
+    scope: &str,
+    key: &str,
+    value: Option<Value>,
+    if_version: Option<u64>,
+) -> StateWrite {
+    StateWrite {
+        scope: scope.to_string(),
+        key: key.to_string(),
+        value,
+        if_version,
+        by: "tester".into(),
+        at_ms: 1_700_000_000_000,
+        history: 4,
+    }
+}
+
+fn written(outcome: &StateOutcome) -> u64 {
+    match outcome {
+        StateOutcome::Written { version } => *version,
+        _ => 0,
+    }
+}
+
+/// Agent state: compare-and-swap create, update and delete; versions per
+/// scope; pages by prefix; the change log with its compaction point.
+async fn state(store: &dyn Store, f: &mut Vec<String>) -> Result<(), StoreError> {
+    let scope = "agents/triage";
+    let w =
+        |key: &str, value: Option<Value>, if_version| state_write(scope, key, value, if_version);
+    let created = store
+        .state_write(w("count", Some(json!(1)), Some(0)))
+        .await?;
+    check(
+        written(&created) == 1,
+        "ifVersion 0 creates a key as version 1",
+        f,
+    );
+    let again = store
+        .state_write(w("count", Some(json!(9)), Some(0)))
+        .await?;
+    check(
+        matches!(&again, StateOutcome::Conflict { current: Some(e) } if e.version == 1 && e.value == json!(1)),
+        "ifVersion 0 on an existing key is a conflict with the current value",
+        f,
+    );
+    let updated = store
+        .state_write(w("count", Some(json!(2)), Some(1)))
+        .await?;
+    check(
+        written(&updated) == 2,
+        "ifVersion = the current version updates",
+        f,
+    );
+    let stale = store
+        .state_write(w("count", Some(json!(5)), Some(1)))
+        .await?;
+    check(
+        matches!(&stale, StateOutcome::Conflict { current: Some(e) } if e.version == 2 && e.value == json!(2)),
+        "a stale ifVersion is a conflict naming the current version",
+        f,
+    );
+    let other = store
+        .state_write(w("other", Some(json!("x")), None))
+        .await?;
+    check(
+        written(&other) == 3,
+        "versions count per scope, across keys",
+        f,
+    );
+    let blind = store.state_write(w("count", Some(json!(3)), None)).await?;
+    check(written(&blind) == 4, "a write without ifVersion writes", f);
+    let entry: Option<StateEntry> = store.state_get(scope, "count").await?;
+    check(
+        entry.as_ref().is_some_and(|e| {
+            e.value == json!(3) && e.version == 4 && e.updated_by == "tester" && e.key == "count"
+        }),
+        "a key reads back with its value, version and writer",
+        f,
+    );
+    let missing = store.state_write(w("nothing", None, None)).await?;
+    check(
+        missing == StateOutcome::Missing,
+        "deleting a missing key says so",
+        f,
+    );
+    let stale_delete = store.state_write(w("other", None, Some(1))).await?;
+    check(
+        matches!(stale_delete, StateOutcome::Conflict { .. }),
+        "a delete with a stale ifVersion is a conflict",
+        f,
+    );
+    let deleted = store.state_write(w("other", None, Some(3))).await?;
+    check(
+        written(&deleted) == 5,
+        "a delete with the current version deletes",
+        f,
+    );
+    check(
+        store.state_get(scope, "other").await?.is_none(),
+        "a deleted key is gone",
+        f,
+    );
+    let recreated = store
+        .state_write(w("other", Some(json!(0)), Some(0)))
+        .await?;
+    check(
+        written(&recreated) == 6,
+        "a deleted key is created again with a new, higher version",
+        f,
+    );
+    for key in ["tickets/1", "tickets/2", "tickets/3", "users/1"] {
+        store.state_write(w(key, Some(json!(key)), None)).await?;
+    }
+    let page = store.state_list(scope, "tickets/", "", 2).await?;
+    let keys: Vec<&str> = page.iter().map(|e| e.key.as_str()).collect();
+    check(
+        keys == ["tickets/1", "tickets/2"],
+        "a page of a prefix, in key order",
+        f,
+    );
+    let next = store.state_list(scope, "tickets/", "tickets/2", 2).await?;
+    check(
+        next.iter().map(|e| e.key.as_str()).collect::<Vec<_>>() == ["tickets/3"],
+        "the next page starts after the last key",
+        f,
+    );
+    check(
+        store
+            .state_list("agents/other", "", "", 10)
+            .await?
+            .is_empty(),
+        "scopes are apart",
+        f,
+    );
+    // history 4: versions 7..=10 are kept, up to 6 are compacted.
+    let log: StateLog = store.state_changes(scope, 0, 100).await?;
+    check(log.head == 10, "the log's head is the scope's revision", f);
+    check(log.compacted == 6, "the log keeps `history` changes", f);
+    check(
+        log.changes.iter().map(|c| c.version).collect::<Vec<_>>() == [7, 8, 9, 10],
+        "the kept changes, in version order",
+        f,
+    );
+    let tail = store.state_changes(scope, 8, 1).await?;
+    check(
+        tail.changes.len() == 1
+            && tail.changes[0].version == 9
+            && tail.changes[0].key == "tickets/3"
+            && tail.changes[0].value == Some(json!("tickets/3")),
+        "changes after a version, at most the limit",
+        f,
+    );
+    store.state_write(w("tickets/1", None, None)).await?;
+    let deletion = store.state_changes(scope, 10, 10).await?;
+    check(
+        deletion.changes.len() == 1 && deletion.changes[0].value.is_none(),
+        "a delete is a change without a value",
+        f,
+    );
+    let scopes: Vec<ScopeStats> = store.state_scopes().await?;
+    check(
+        scopes
+            .iter()
+            .any(|s| s.scope == scope && s.version == 11 && s.keys == 5),
+        "a scope's counters: revision and keys",
+        f,
+    );
+    store
+        .state_write(state_write(
+            "agents/triage",
+            "count",
+            Some(json!(3)),
+            Some(4),
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Two writers (two openings of the store) race on one key with the same
+/// `ifVersion`, many times: exactly one wins each round, the other gets the
+/// winner's version and value.
+async fn racing_writers(
+    a: &dyn Store,
+    b: &dyn Store,
+    f: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let scope = "shared.race";
+    let first = a
+        .state_write(state_write(scope, "k", Some(json!("start")), Some(0)))
+        .await?;
+    let mut version = written(&first);
+    for round in 0..20 {
+        let (x, y) = tokio::join!(
+            a.state_write(state_write(
+                scope,
+                "k",
+                Some(json!(format!("a{round}"))),
+                Some(version)
+            )),
+            b.state_write(state_write(
+                scope,
+                "k",
+                Some(json!(format!("b{round}"))),
+                Some(version)
+            )),
+        );
+        let (x, y) = (x?, y?);
+        let (winner, loser, value) = match (&x, &y) {
+            (StateOutcome::Written { version: v }, other) => (*v, other, format!("a{round}")),
+            (other, StateOutcome::Written { version: v }) => (*v, other, format!("b{round}")),
+            _ => {
+                f.push(format!(
+                    "round {round}: neither racing writer won ({x:?}, {y:?})"
+                ));
+                return Ok(());
+            }
+        };
+        check(
+            matches!(loser, StateOutcome::Conflict { current: Some(e) } if e.version == winner && e.value == json!(value)),
+            &format!("round {round}: the loser gets 409 with the winner's version and value"),
+            f,
+        );
+        version = winner;
+    }
+    let log = a.state_changes(scope, 0, 100).await?;
+    check(
+        log.head == 21
+            && log
+                .changes
+                .windows(2)
+                .all(|w| w[1].version == w[0].version + 1),
+        "racing writers leave a gapless log, one change per round",
         f,
     );
     Ok(())
@@ -653,5 +906,38 @@ impl Store for FailingStore {
         until_ms: u64,
     ) -> BoxFuture<'_, Result<Lease, StoreError>> {
         self.inner.take_lease(name, holder, now_ms, until_ms)
+    }
+    fn state_write(&self, write: StateWrite) -> BoxFuture<'_, Result<StateOutcome, StoreError>> {
+        match self.refused() {
+            Some(e) => Box::pin(async move { Err(e) }),
+            None => self.inner.state_write(write),
+        }
+    }
+    fn state_get(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> BoxFuture<'_, Result<Option<StateEntry>, StoreError>> {
+        self.inner.state_get(scope, key)
+    }
+    fn state_list(
+        &self,
+        scope: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StateEntry>, StoreError>> {
+        self.inner.state_list(scope, prefix, after, limit)
+    }
+    fn state_changes(
+        &self,
+        scope: &str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<StateLog, StoreError>> {
+        self.inner.state_changes(scope, after, limit)
+    }
+    fn state_scopes(&self) -> BoxFuture<'_, Result<Vec<ScopeStats>, StoreError>> {
+        self.inner.state_scopes()
     }
 }

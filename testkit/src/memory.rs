@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use cortex_runtime::store::state::{Decision, keys_delta};
 use cortex_runtime::store::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, Store, StoreError, StoreResult,
-    StoredExecution, StoredMessage,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, ScopeStats, StateEntry, StateLog,
+    StateOutcome, StateWrite, Store, StoreError, StoreResult, StoredExecution, StoredMessage,
 };
 
 /// Health records kept per agent (the embedded store's bound).
@@ -25,6 +26,44 @@ struct State {
     meta: BTreeMap<String, String>,
     /// Executions in creation order.
     executions: Vec<StoredExecution>,
+    /// Agent state by scope.
+    scopes: BTreeMap<String, Scope>,
+}
+
+/// One scope of agent state.
+#[derive(Default)]
+struct Scope {
+    stats: ScopeStats,
+    entries: BTreeMap<String, StateEntry>,
+    log: std::collections::VecDeque<cortex_runtime::store::StateChange>,
+}
+
+impl Scope {
+    fn write(&mut self, write: &StateWrite) -> StateOutcome {
+        let current = self.entries.get(&write.key);
+        if let Decision::Refuse(outcome) = write.decide(current) {
+            return outcome;
+        }
+        let version = self.stats.version + 1;
+        self.stats = self.stats.after(
+            version,
+            keys_delta(current.is_some(), write),
+            write.compacted_at(version),
+        );
+        match write.entry(version) {
+            Some(entry) => self.entries.insert(write.key.clone(), entry),
+            None => self.entries.remove(&write.key),
+        };
+        self.log.push_back(write.change(version));
+        while self
+            .log
+            .front()
+            .is_some_and(|c| c.version <= self.stats.compacted)
+        {
+            self.log.pop_front();
+        }
+        StateOutcome::Written { version }
+    }
 }
 
 /// A store in memory; clones share it (as two openings of one store do).
@@ -237,6 +276,74 @@ impl Store for MemoryStore {
                 .filter(|e| workflow.as_ref().is_none_or(|w| &e.workflow == w))
                 .cloned()
                 .collect()
+        })))
+    }
+
+    fn state_write(&self, write: StateWrite) -> BoxFuture<'_, StoreResult<StateOutcome>> {
+        ready(Ok(self.with(|s| {
+            let scope = s.scopes.entry(write.scope.clone()).or_default();
+            scope.stats.scope = write.scope.clone();
+            scope.write(&write)
+        })))
+    }
+
+    fn state_get(&self, scope: &str, key: &str) -> BoxFuture<'_, StoreResult<Option<StateEntry>>> {
+        ready(Ok(self.with(|s| {
+            s.scopes
+                .get(scope)
+                .and_then(|sc| sc.entries.get(key).cloned())
+        })))
+    }
+
+    fn state_list(
+        &self,
+        scope: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StateEntry>>> {
+        ready(Ok(self.with(|s| {
+            s.scopes
+                .get(scope)
+                .map(|sc| {
+                    sc.entries
+                        .values()
+                        .filter(|e| e.key.as_str() > after && e.key.starts_with(prefix))
+                        .take(limit)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        })))
+    }
+
+    fn state_changes(
+        &self,
+        scope: &str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<StateLog>> {
+        ready(Ok(self.with(|s| {
+            let Some(sc) = s.scopes.get(scope) else {
+                return StateLog::default();
+            };
+            StateLog {
+                changes: sc
+                    .log
+                    .iter()
+                    .filter(|c| c.version > after)
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+                head: sc.stats.version,
+                compacted: sc.stats.compacted,
+            }
+        })))
+    }
+
+    fn state_scopes(&self) -> BoxFuture<'_, StoreResult<Vec<ScopeStats>>> {
+        ready(Ok(self.with(|s| {
+            s.scopes.values().map(|sc| sc.stats.clone()).collect()
         })))
     }
 }

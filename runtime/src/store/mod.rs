@@ -17,9 +17,11 @@ use serde_json::Value;
 
 pub mod arango;
 pub mod sqlite;
+pub mod state;
 
 pub use arango::{ArangoConfig, ArangoStore};
 pub use sqlite::SqliteStore;
+pub use state::{ScopeStats, StateChange, StateEntry, StateLog, StateOutcome, StateWrite};
 
 /// A boxed future, so that [`Store`] can be used as `dyn Store`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -295,6 +297,31 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         until_ms: u64,
     ) -> BoxFuture<'_, StoreResult<Lease>>;
+    /// Writes or deletes one key of agent state with compare-and-swap
+    /// ([`StateWrite::decide`]), atomically with the scope's revision and
+    /// change log; `Ok` is durable. A conflict is an answer, not an error.
+    fn state_write(&self, write: StateWrite) -> BoxFuture<'_, StoreResult<StateOutcome>>;
+    /// One key's document.
+    fn state_get(&self, scope: &str, key: &str) -> BoxFuture<'_, StoreResult<Option<StateEntry>>>;
+    /// Up to `limit` documents of `scope` whose key starts with `prefix`
+    /// and sorts after `after`, in key order (a page).
+    fn state_list(
+        &self,
+        scope: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StateEntry>>>;
+    /// Up to `limit` changes of `scope` after version `after`, in version
+    /// order, with the scope's head and compaction point.
+    fn state_changes(
+        &self,
+        scope: &str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<StateLog>>;
+    /// Every scope ever written, by name.
+    fn state_scopes(&self) -> BoxFuture<'_, StoreResult<Vec<ScopeStats>>>;
 }
 
 /// A named lock held until a time ([`Store::take_lease`]).

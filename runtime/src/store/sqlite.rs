@@ -12,9 +12,11 @@ use std::thread;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::state::{Decision, keys_delta};
 use super::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, Store, StoreError, StoreResult,
-    StoredExecution, StoredMessage, StoredTask,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, ScopeStats, StateChange, StateEntry,
+    StateLog, StateOutcome, StateWrite, Store, StoreError, StoreResult, StoredExecution,
+    StoredMessage, StoredTask,
 };
 
 /// How long a connection waits for another process's lock.
@@ -74,6 +76,30 @@ CREATE TABLE IF NOT EXISTS execution_tasks (
     body TEXT NOT NULL,
     PRIMARY KEY (execution, task)
 );
+CREATE TABLE IF NOT EXISTS state_scopes (
+    scope TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    keys INTEGER NOT NULL,
+    compacted INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state_entries (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS state_changes (
+    scope TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT,
+    at_ms INTEGER NOT NULL,
+    by TEXT NOT NULL,
+    PRIMARY KEY (scope, version)
+);
 ";
 
 /// Version of the file's layout, kept in `PRAGMA user_version`.
@@ -83,7 +109,19 @@ enum Job {
     Write(Vec<Op>, oneshot::Sender<StoreResult<()>>),
     Apply(u64, Box<Applied>, oneshot::Sender<StoreResult<u64>>),
     Lease(LeaseAsk, oneshot::Sender<StoreResult<Lease>>),
+    State(Box<StateJob>),
 }
+
+/// A [`Store::state_write`] call, for the writer.
+struct StateJob {
+    write: StateWrite,
+    done: oneshot::Sender<StoreResult<StateOutcome>>,
+}
+
+/// State writes waiting together are committed in one transaction (one
+/// fsync), each decided in turn: group commit, as etcd batches its raft
+/// entries.
+const STATE_BATCH: usize = 256;
 
 /// A [`Store::take_lease`] call, for the writer.
 struct LeaseAsk {
@@ -311,7 +349,15 @@ fn create_store(path: &Path) -> Result<(), String> {
 }
 
 fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
+    let mut pending: Option<Job> = None;
+    loop {
+        let job = match pending.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         match job {
             Job::Write(ops, done) => {
                 let _ = done
@@ -323,11 +369,149 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
             Job::Lease(ask, done) => {
                 let _ = done.send(take_lease(&mut conn, &ask));
             }
+            Job::State(first) => {
+                let mut batch = vec![*first];
+                while batch.len() < STATE_BATCH {
+                    match jobs.try_recv() {
+                        Ok(Job::State(next)) => batch.push(*next),
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let writes: Vec<&StateWrite> = batch.iter().map(|j| &j.write).collect();
+                match commit_state(&mut conn, &writes) {
+                    Ok(outcomes) => {
+                        for (job, outcome) in batch.into_iter().zip(outcomes) {
+                            let _ = job.done.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        for job in batch {
+                            let _ = job.done.send(Err(backend(&e)));
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-/// `value` as JSON text, a serialization failure as SQLite's conversion error.
+fn entry_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<StateEntry> {
+    let value: String = row.get(1)?;
+    Ok(StateEntry {
+        key: row.get(0)?,
+        value: serde_json::from_str(&value).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        version: row.get::<_, i64>(2)? as u64,
+        updated_ms: row.get::<_, i64>(3)? as u64,
+        updated_by: row.get(4)?,
+    })
+}
+
+fn scope_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ScopeStats> {
+    Ok(ScopeStats {
+        scope: row.get(0)?,
+        version: row.get::<_, i64>(1)? as u64,
+        keys: row.get::<_, i64>(2)? as u64,
+        compacted: row.get::<_, i64>(3)? as u64,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "key, value, version, updated_ms, updated_by";
+
+/// Decides and applies a batch of state writes in one transaction, in
+/// order; answers each.
+fn commit_state(
+    conn: &mut Connection,
+    writes: &[&StateWrite],
+) -> rusqlite::Result<Vec<StateOutcome>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    {
+        let mut scope_row = tx.prepare_cached(
+            "SELECT scope, version, keys, compacted FROM state_scopes WHERE scope = ?1",
+        )?;
+        let mut entry_row = tx.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM state_entries WHERE scope = ?1 AND key = ?2"
+        ))?;
+        let mut put = tx.prepare_cached(
+            "INSERT OR REPLACE INTO state_entries (scope, key, value, version, updated_ms, updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut delete =
+            tx.prepare_cached("DELETE FROM state_entries WHERE scope = ?1 AND key = ?2")?;
+        let mut change = tx.prepare_cached(
+            "INSERT INTO state_changes (scope, version, key, value, at_ms, by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut compact =
+            tx.prepare_cached("DELETE FROM state_changes WHERE scope = ?1 AND version <= ?2")?;
+        let mut set_scope = tx.prepare_cached(
+            "INSERT OR REPLACE INTO state_scopes (scope, version, keys, compacted) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for write in writes {
+            let stats = scope_row
+                .query_row(params![write.scope], scope_of)
+                .optional()?
+                .unwrap_or_else(|| ScopeStats {
+                    scope: write.scope.clone(),
+                    ..ScopeStats::default()
+                });
+            let current = entry_row
+                .query_row(params![write.scope, write.key], entry_of)
+                .optional()?;
+            if let Decision::Refuse(outcome) = write.decide(current.as_ref()) {
+                outcomes.push(outcome);
+                continue;
+            }
+            let version = stats.version + 1;
+            let next = stats.after(
+                version,
+                keys_delta(current.is_some(), write),
+                write.compacted_at(version),
+            );
+            let value = write.value.as_ref().map(to_json).transpose()?;
+            match &value {
+                Some(text) => {
+                    put.execute(params![
+                        write.scope,
+                        write.key,
+                        text,
+                        version as i64,
+                        write.at_ms as i64,
+                        write.by
+                    ])?;
+                }
+                None => {
+                    delete.execute(params![write.scope, write.key])?;
+                }
+            }
+            change.execute(params![
+                write.scope,
+                version as i64,
+                write.key,
+                value,
+                write.at_ms as i64,
+                write.by
+            ])?;
+            if next.compacted > stats.compacted {
+                compact.execute(params![write.scope, next.compacted as i64])?;
+            }
+            set_scope.execute(params![
+                write.scope,
+                next.version as i64,
+                next.keys as i64,
+                next.compacted as i64
+            ])?;
+            outcomes.push(StateOutcome::Written { version });
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
     serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
@@ -669,6 +853,95 @@ impl Store for SqliteStore {
         Box::pin(async move {
             sent?;
             wait.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn state_write(&self, write: StateWrite) -> BoxFuture<'_, StoreResult<StateOutcome>> {
+        let (done, wait) = oneshot::channel();
+        let sent = self.send(Job::State(Box::new(StateJob { write, done })));
+        Box::pin(async move {
+            sent?;
+            wait.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn state_get(&self, scope: &str, key: &str) -> BoxFuture<'_, StoreResult<Option<StateEntry>>> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM state_entries WHERE scope = ?1 AND key = ?2"
+            ))?
+            .query_row(params![scope, key], entry_of)
+            .optional()
+        })
+    }
+
+    fn state_list(
+        &self,
+        scope: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StateEntry>>> {
+        let (scope, prefix, after) = (scope.to_string(), prefix.to_string(), after.to_string());
+        self.read(move |conn| {
+            let mut rows = conn.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM state_entries WHERE scope = ?1 AND key > ?2 AND key >= ?3 AND substr(key, 1, length(?3)) = ?3 ORDER BY key LIMIT ?4"
+            ))?;
+            rows.query_map(params![scope, after, prefix, limit as i64], entry_of)?
+                .collect()
+        })
+    }
+
+    fn state_changes(
+        &self,
+        scope: &str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<StateLog>> {
+        let scope = scope.to_string();
+        self.read(move |conn| {
+            // One read transaction: the head and the changes agree.
+            let tx = conn.unchecked_transaction()?;
+            let stats = tx
+                .prepare_cached("SELECT scope, version, keys, compacted FROM state_scopes WHERE scope = ?1")?
+                .query_row(params![scope], scope_of)
+                .optional()?
+                .unwrap_or_default();
+            let changes = tx
+                .prepare_cached(
+                    "SELECT version, key, value, at_ms, by FROM state_changes WHERE scope = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
+                )?
+                .query_map(params![scope, after as i64, limit as i64], |row| {
+                    let value: Option<String> = row.get(2)?;
+                    Ok(StateChange {
+                        version: row.get::<_, i64>(0)? as u64,
+                        key: row.get(1)?,
+                        value: value
+                            .map(|v| serde_json::from_str(&v))
+                            .transpose()
+                            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?,
+                        at_ms: row.get::<_, i64>(3)? as u64,
+                        by: row.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.finish()?;
+            Ok(StateLog {
+                changes,
+                head: stats.version,
+                compacted: stats.compacted,
+            })
+        })
+    }
+
+    fn state_scopes(&self) -> BoxFuture<'_, StoreResult<Vec<ScopeStats>>> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT scope, version, keys, compacted FROM state_scopes ORDER BY scope",
+            )?
+            .query_map([], scope_of)?
+            .collect()
         })
     }
 

@@ -163,6 +163,8 @@ impl Client {
             ("messages", vec!["id"]),
             ("health", vec!["agent", "seq"]),
             ("audit", vec!["seq"]),
+            ("state_entries", vec!["scope", "key"]),
+            ("state_changes", vec!["scope", "version"]),
         ] {
             // Creating an index that exists returns it: idempotent.
             self.call(

@@ -14,6 +14,7 @@
 //! | `meta` | named values |
 //! | `executions` | workflow executions, keyed by id, ordered by `seq` |
 //! | `execution_tasks` | one per task of an execution that has moved |
+//! | `state_scopes`, `state_entries`, `state_changes` | agent state ([`state`]) |
 //!
 //! An apply is a compare-and-swap on the `applied` document's `_rev`
 //! (`If-Match`; a `412` means someone else applied first). A [`Store::write`]
@@ -32,12 +33,14 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, Store, StoreError, StoreResult,
-    StoredExecution, StoredMessage, StoredTask,
+    Applied, AuditEntry, BoxFuture, HealthRecord, Lease, Op, ScopeStats, StateEntry, StateLog,
+    StateOutcome, StateWrite, Store, StoreError, StoreResult, StoredExecution, StoredMessage,
+    StoredTask,
 };
 
 mod client;
 mod config;
+mod state;
 mod writer;
 
 use client::{Client, Failure};
@@ -66,10 +69,17 @@ pub mod queries {
     /// The task records of the executions `@ids`.
     pub const EXECUTION_TASKS: &str =
         "FOR t IN execution_tasks FILTER t.execution IN @ids RETURN t";
+    /// A page of `@scope`'s state entries: keys starting with `@prefix`,
+    /// after `@after`, at most `@limit`, in key order.
+    pub const STATE_LIST: &str = "FOR e IN state_entries FILTER e.scope == @scope AND e.key > @after AND STARTS_WITH(e.key, @prefix) SORT e.key LIMIT @limit RETURN e";
+    /// `@scope`'s changes after version `@after`, at most `@limit`, in order.
+    pub const STATE_CHANGES: &str = "FOR c IN state_changes FILTER c.scope == @scope AND c.version > @after SORT c.version LIMIT @limit RETURN c";
+    /// Every state scope's counters, by name.
+    pub const STATE_SCOPES: &str = "FOR s IN state_scopes SORT s.scope RETURN s";
 }
 
 /// The collections the store uses.
-const COLLECTIONS: [&str; 7] = [
+const COLLECTIONS: [&str; 10] = [
     "state",
     "messages",
     "health",
@@ -77,6 +87,9 @@ const COLLECTIONS: [&str; 7] = [
     "meta",
     "executions",
     "execution_tasks",
+    "state_scopes",
+    "state_entries",
+    "state_changes",
 ];
 /// The collections a write batch changes.
 const WRITE_COLLECTIONS: [&str; 7] = [
@@ -435,6 +448,40 @@ impl Store for ArangoStore {
                 Err(f) => Err(f.into_store_error("writing a lease")),
             }
         })
+    }
+
+    fn state_write(&self, write: StateWrite) -> BoxFuture<'_, StoreResult<StateOutcome>> {
+        Box::pin(async move { state::write(&self.client, &write).await })
+    }
+
+    fn state_get(&self, scope: &str, key: &str) -> BoxFuture<'_, StoreResult<Option<StateEntry>>> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        Box::pin(async move { state::get(&self.client, &scope, &key).await })
+    }
+
+    fn state_list(
+        &self,
+        scope: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StateEntry>>> {
+        let (scope, prefix, after) = (scope.to_string(), prefix.to_string(), after.to_string());
+        Box::pin(async move { state::list(&self.client, &scope, &prefix, &after, limit).await })
+    }
+
+    fn state_changes(
+        &self,
+        scope: &str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<StateLog>> {
+        let scope = scope.to_string();
+        Box::pin(async move { state::changes(&self.client, &scope, after, limit).await })
+    }
+
+    fn state_scopes(&self) -> BoxFuture<'_, StoreResult<Vec<ScopeStats>>> {
+        Box::pin(async move { state::scopes(&self.client).await })
     }
 
     fn meta_prefix(&self, prefix: &str) -> BoxFuture<'_, StoreResult<Vec<(String, String)>>> {
