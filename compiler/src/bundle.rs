@@ -221,13 +221,7 @@ impl Bundle {
             })
             .collect();
         let mut entries: Vec<(&str, &String, &Value)> = Vec::new();
-        for (section, kind) in [
-            ("agents", "Agent"),
-            ("topics", "Topic"),
-            ("workflows", "Workflow"),
-            ("accessPolicies", "AccessPolicy"),
-            ("alertRules", "AlertRule"),
-        ] {
+        for (section, kind) in crate::runtime_config::SECTIONS {
             if let Some(map) = self.runtime.get(section).and_then(Value::as_object) {
                 entries.extend(map.iter().map(|(name, value)| (kind, name, value)));
             }

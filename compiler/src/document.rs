@@ -30,13 +30,15 @@ pub enum Kind {
     AccessPolicy,
     /// Health alerts.
     AlertRule,
+    /// A shared scope of agent state.
+    State,
     /// An overlay.
     Environment,
 }
 
 impl Kind {
     /// Every kind, in the order they are listed and reported.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Project,
         Kind::AgentTemplate,
         Kind::Agent,
@@ -46,6 +48,7 @@ impl Kind {
         Kind::ResourcePool,
         Kind::AccessPolicy,
         Kind::AlertRule,
+        Kind::State,
         Kind::Environment,
     ];
 
@@ -61,6 +64,7 @@ impl Kind {
             Kind::ResourcePool => "ResourcePool",
             Kind::AccessPolicy => "AccessPolicy",
             Kind::AlertRule => "AlertRule",
+            Kind::State => "State",
             Kind::Environment => "Environment",
         }
     }
@@ -90,6 +94,7 @@ impl Kind {
             Kind::ResourcePool => "resource-pool",
             Kind::AccessPolicy => "access-policy",
             Kind::AlertRule => "alert-rule",
+            Kind::State => "state",
             Kind::Environment => "environment",
         }
     }

@@ -25,6 +25,8 @@ pub mod defaults {
     pub const HEALTH_TIMEOUT_MS: u64 = 1_000;
     /// Failures before unhealthy (Kubernetes `failureThreshold` default: 3).
     pub const HEALTH_FAILURE_THRESHOLD: u32 = 3;
+    /// Changes a state scope keeps for watches.
+    pub const STATE_HISTORY: u64 = 10_000;
     /// Delivery attempts before dead-lettering.
     pub const MAX_ATTEMPTS: u32 = 5;
     /// Time an agent has to ack a delivery before it is redelivered.
@@ -57,6 +59,17 @@ pub struct ConfigShapeError {
     pub message: String,
 }
 
+/// The sections of runtime.json that hold runtime objects, and the kind
+/// of their entries (inventories, plans and diffs list them by these).
+pub const SECTIONS: [(&str, &str); 6] = [
+    ("agents", "Agent"),
+    ("topics", "Topic"),
+    ("workflows", "Workflow"),
+    ("accessPolicies", "AccessPolicy"),
+    ("alertRules", "AlertRule"),
+    ("states", "State"),
+];
+
 /// `runtime.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +94,9 @@ pub struct RuntimeConfig {
     /// Alert rules by name.
     #[serde(rename = "alertRules")]
     pub alert_rules: BTreeMap<String, AlertRuleEntry>,
+    /// Shared state scopes by name (left out when there are none).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub states: BTreeMap<String, StateScopeEntry>,
 }
 
 impl Default for RuntimeConfig {
@@ -95,6 +111,7 @@ impl Default for RuntimeConfig {
             workflows: BTreeMap::new(),
             access_policies: BTreeMap::new(),
             alert_rules: BTreeMap::new(),
+            states: BTreeMap::new(),
         }
     }
 }
@@ -371,6 +388,32 @@ impl Default for TopicEntry {
             dead_letter: None,
             schema: None,
             subscribers: Vec::new(),
+        }
+    }
+}
+
+/// One shared state scope (a `State` spec). Every agent also owns
+/// `agents/NAME`, which needs no entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct StateScopeEntry {
+    /// Agents that may read (writers may too).
+    pub readers: Vec<String>,
+    /// Agents that may write.
+    pub writers: Vec<String>,
+    /// JSON Schema every value must satisfy.
+    pub schema: Option<Value>,
+    /// Changes kept for watches.
+    pub history: u64,
+}
+
+impl Default for StateScopeEntry {
+    fn default() -> StateScopeEntry {
+        StateScopeEntry {
+            readers: Vec::new(),
+            writers: Vec::new(),
+            schema: None,
+            history: defaults::STATE_HISTORY,
         }
     }
 }

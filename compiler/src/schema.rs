@@ -34,6 +34,7 @@ fn kind_source(kind: Kind) -> &'static str {
         Kind::ResourcePool => include_str!("../../schemas/resource-pool.json"),
         Kind::AccessPolicy => include_str!("../../schemas/access-policy.json"),
         Kind::AlertRule => include_str!("../../schemas/alert-rule.json"),
+        Kind::State => include_str!("../../schemas/state.json"),
         Kind::Environment => include_str!("../../schemas/environment.json"),
     }
 }

@@ -24,7 +24,7 @@ pub fn run(dir: &Path, env: Option<String>, format: DiagnosticFormat) -> anyhow:
         let mut out = anstream::stdout();
         writeln!(
             out,
-            "\x1b[1;32mvalid\x1b[0m: project `{}`{}: {} agents ({} templates), {} workflows ({} templates), {} topics, {} pools, {} policies, {} alert rules",
+            "\x1b[1;32mvalid\x1b[0m: project `{}`{}: {} agents ({} templates), {} workflows ({} templates), {} topics, {} pools, {} policies, {} alert rules{}",
             resolved.project_name,
             env.map(|e| format!(" (env {e})")).unwrap_or_default(),
             count(Kind::Agent),
@@ -35,6 +35,10 @@ pub fn run(dir: &Path, env: Option<String>, format: DiagnosticFormat) -> anyhow:
             count(Kind::ResourcePool),
             count(Kind::AccessPolicy),
             count(Kind::AlertRule),
+            match count(Kind::State) {
+                0 => String::new(),
+                n => format!(", {n} state scopes"),
+            },
         )?;
     }
     // Leave freeing the compiled project to the process exit.

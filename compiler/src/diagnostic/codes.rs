@@ -71,7 +71,7 @@ codes! {
     BAD_API_VERSION = "CX0111", "unknown apiVersion",
         "Every document uses `apiVersion: cortex.codevald.io/v1`.";
     UNKNOWN_KIND = "CX0112", "unknown kind",
-        "`kind` must be one of Project, AgentTemplate, Agent, WorkflowTemplate, Workflow, Topic, ResourcePool, AccessPolicy, AlertRule, Environment.";
+        "`kind` must be one of Project, AgentTemplate, Agent, WorkflowTemplate, Workflow, Topic, ResourcePool, AccessPolicy, AlertRule, State, Environment.";
     UNSUPPORTED_YAML = "CX0113", "unsupported YAML feature",
         "Merge keys (`<<`), custom tags (`!foo`), non-scalar keys and very deep nesting are not part of the spec language. Use `extends` to share values.";
     BAD_PROJECT = "CX0114", "invalid project file",
@@ -129,7 +129,7 @@ codes! {
     UNKNOWN_TOPIC = "CX0506", "unknown topic",
         "The name does not match any declared Topic. Declare the topic (kind: Topic) or fix the name.";
     UNKNOWN_AGENT = "CX0507", "unknown agent",
-        "A workflow task's `agent` must name a concrete Agent (not an AgentTemplate).";
+        "A workflow task's `agent`, an AlertRule's `when.agent` and a State's `readers` and `writers` must name a concrete Agent (not an AgentTemplate).";
     UNKNOWN_POOL = "CX0508", "unknown resource pool",
         "An agent's `pool` must name a declared ResourcePool.";
     UNKNOWN_TASK = "CX0509", "unknown task in dependsOn",
@@ -154,6 +154,10 @@ codes! {
         "A health check names a port by name that the agent does not declare under `ports`.";
     NUL_IN_PROCESS_TEXT = "CX0519", "NUL character in a command or environment value",
         "Environment values, commands and arguments reach a process through the operating system, which ends each of them at a NUL character (`\\0`): no process, local or in a container, can be started with one. Remove it (a YAML double-quoted `\"\\0\"` is a NUL).";
+    BAD_JSON_SCHEMA = "CX0520", "invalid JSON Schema",
+        "A Topic's or a State's `schema` is not a JSON Schema the runtime can compile (draft 2020-12): an unknown `type`, a `$ref` that leads nowhere, a `pattern` that is not a regular expression. The runtime validates every payload or value against it, so it must compile.";
+    RESERVED_NAME = "CX0521", "reserved name",
+        "The name is taken by cortex itself: a State may not be called `agents`, because `agents/NAME` is the scope every agent owns.";
     RENDER_TEMPLATE = "CX0601", "object template failed",
         "A template of `templates/` (cortex's own, or the project's override of the same name) failed to render for this spec. The message names the template, the line in it and the agent.";
     RENDER_NOT_AN_OBJECT = "CX0602", "template did not render one object",

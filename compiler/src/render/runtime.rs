@@ -13,7 +13,7 @@ use crate::node::Node;
 use crate::resolve::{Resolved, ResolvedSpec};
 use crate::runtime_config::{
     AgentEntry, AlertRuleEntry, Backoff, Delivery, HealthEntry, Inbox, Recovery, Retries,
-    RuntimeConfig, TaskEntry, TopicEntry, WorkflowEntry,
+    RuntimeConfig, StateScopeEntry, TaskEntry, TopicEntry, WorkflowEntry,
 };
 use crate::validate::formats::parse_duration_ms;
 use crate::validate::pools::max_replicas;
@@ -138,6 +138,19 @@ pub fn typed_runtime_config(resolved: &Resolved) -> RuntimeConfig {
             Some((s.name.clone(), rule))
         })
         .collect();
+    let states: BTreeMap<String, StateScopeEntry> = of(Kind::State)
+        .map(|s| {
+            let b = body(s);
+            let base = StateScopeEntry::default();
+            let entry = StateScopeEntry {
+                readers: typed(b.get("readers"), base.readers),
+                writers: typed(b.get("writers"), base.writers),
+                schema: b.get("schema").cloned(),
+                history: typed(b.get("history"), base.history),
+            };
+            (s.name.clone(), entry)
+        })
+        .collect();
     RuntimeConfig {
         format_version: FORMAT_VERSION,
         project: resolved.project_name.clone(),
@@ -148,6 +161,7 @@ pub fn typed_runtime_config(resolved: &Resolved) -> RuntimeConfig {
         workflows,
         access_policies,
         alert_rules,
+        states,
     }
 }
 

@@ -79,6 +79,7 @@ pub fn validate(resolved: &Resolved, diags: &mut Diagnostics) {
     }
     refs::check_names(&resolved.specs, diags);
     refs::check_bounds(&resolved.specs, diags);
+    refs::check_value_schemas(&resolved.specs, diags);
     if resolved.incomplete {
         // Specs of files that failed to load are missing; every reference
         // to them would be reported as unknown.

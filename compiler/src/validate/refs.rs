@@ -15,8 +15,16 @@ pub fn check_names(specs: &[ResolvedSpec], diags: &mut Diagnostics) {
     for spec in specs {
         let dotted = matches!(
             spec.kind,
-            Kind::Topic | Kind::Workflow | Kind::WorkflowTemplate
+            Kind::Topic | Kind::Workflow | Kind::WorkflowTemplate | Kind::State
         );
+        if spec.kind == Kind::State && spec.name == "agents" {
+            diags.push(
+                Diagnostic::error(codes::RESERVED_NAME, "a State may not be called `agents`")
+                    .at(&spec.name_span)
+                    .label("`agents/NAME` is the scope each agent owns")
+                    .help("choose another name, e.g. `agent-notes`"),
+            );
+        }
         let (max, rule) = if dotted {
             (253, "a DNS-1123 subdomain")
         } else {
@@ -159,6 +167,25 @@ pub fn check_agents_and_policies(
                     }
                 }
             }
+            Kind::State => {
+                for field in ["readers", "writers"] {
+                    for agent in body.get(field).and_then(Node::as_seq).unwrap_or_default() {
+                        let Some(name) = agent.as_str().filter(|n| !catalog.agents.contains_key(n))
+                        else {
+                            continue;
+                        };
+                        diags.push(
+                            Diagnostic::error(
+                                codes::UNKNOWN_AGENT,
+                                format!("unknown agent `{name}` in `{field}`"),
+                            )
+                            .at(agent.span())
+                            .label("no Agent has this name")
+                            .maybe_help(did_you_mean(name, catalog.agents.keys().copied())),
+                        );
+                    }
+                }
+            }
             Kind::AlertRule => {
                 if let Some(agent) = body.path(&["when", "agent"])
                     && let Some(name) = agent.as_str().filter(|n| !catalog.agents.contains_key(n))
@@ -260,5 +287,31 @@ fn collect_backoffs<'a>(node: &'a Node, out: &mut Vec<&'a Node>) {
         }
     } else if let Some(items) = node.as_seq() {
         items.iter().for_each(|i| collect_backoffs(i, out));
+    }
+}
+
+/// A Topic's and a State's `schema` must compile: the runtime validates
+/// every payload or value against it.
+pub fn check_value_schemas(specs: &[ResolvedSpec], diags: &mut Diagnostics) {
+    for spec in specs {
+        if !matches!(spec.kind, Kind::Topic | Kind::State) {
+            continue;
+        }
+        let Some(schema) = spec.spec().and_then(|b| b.get("schema")) else {
+            continue;
+        };
+        if let Err(e) = jsonschema::validator_for(&schema.to_json()) {
+            // Point at the part of the schema that is wrong.
+            let at = schema.pointer(e.instance_path().as_str()).unwrap_or(schema);
+            diags.push(
+                Diagnostic::error(
+                    codes::BAD_JSON_SCHEMA,
+                    format!("the `schema` of {} `{}` does not compile", spec.kind, spec.name),
+                )
+                .at(at.span())
+                .label(e.to_string())
+                .help("write a JSON Schema of draft 2020-12 (the runtime validates with it)"),
+            );
+        }
     }
 }

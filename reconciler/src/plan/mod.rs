@@ -110,13 +110,7 @@ pub struct PlanObject {
 }
 
 /// The runtime sections of runtime.json and the kind of their entries.
-pub const RUNTIME_SECTIONS: [(&str, &str); 5] = [
-    ("agents", "Agent"),
-    ("topics", "Topic"),
-    ("workflows", "Workflow"),
-    ("accessPolicies", "AccessPolicy"),
-    ("alertRules", "AlertRule"),
-];
+pub use cortex_compiler::runtime_config::SECTIONS as RUNTIME_SECTIONS;
 
 /// Every object of a bundle, moved out of it: the Kubernetes objects, then
 /// the runtime objects (one per entry of runtime.json's sections).
