@@ -21,11 +21,16 @@
 
 mod executions;
 mod session;
+mod state;
 
 use std::time::Duration;
 
 pub use executions::{ExecutionList, ExecutionView, TaskView, TriggerView, WorkflowPause};
 pub use session::Session;
+pub use state::{
+    Cas, StateChangeEvent, StateConflictBody, StateDocument, StatePage, StateScope, StateWatch,
+    StateWritten,
+};
 
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -192,8 +197,8 @@ struct Outgoing<'a> {
 }
 
 #[derive(Deserialize)]
-struct ErrorBody {
-    error: ApiError,
+pub(crate) struct ErrorBody {
+    pub(crate) error: ApiError,
 }
 
 impl Client {
@@ -331,7 +336,7 @@ impl Client {
             return Err(Self::api_error(response).await);
         }
         let base = self.base.clone();
-        let mut buffer = String::new();
+        let mut buffer = state::SseBuffer::default();
         Ok(response
             .bytes_stream()
             .map(move |chunk| {
@@ -339,28 +344,19 @@ impl Client {
                     url: base.clone(),
                     source,
                 })?;
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
                 let mut out = Vec::new();
-                while let Some(end) = buffer.find("\n\n") {
-                    let event: String = buffer.drain(..end + 2).collect();
-                    let data: String = event
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("data:"))
-                        .map(str::trim_start)
-                        .collect();
-                    if !data.is_empty() {
-                        let delivery: Delivery =
-                            serde_json::from_str(&data).map_err(|e| ClientError::Api {
-                                status: 200,
-                                error: ApiError {
-                                    code: "bad_response".into(),
-                                    message: e.to_string(),
-                                    inbox: None,
-                                    pointer: None,
-                                },
-                            })?;
-                        out.push(Ok(delivery));
-                    }
+                for event in buffer.push(&chunk) {
+                    let delivery: Delivery =
+                        serde_json::from_str(&event.data).map_err(|e| ClientError::Api {
+                            status: 200,
+                            error: ApiError {
+                                code: "bad_response".into(),
+                                message: e.to_string(),
+                                inbox: None,
+                                pointer: None,
+                            },
+                        })?;
+                    out.push(Ok(delivery));
                 }
                 Ok::<_, ClientError>(futures::stream::iter(out))
             })

@@ -188,6 +188,7 @@ pub async fn start_on(
         header: Arc::new(Mutex::new(RuntimeStatus::default())),
         workflows,
         extra_metrics: options.extra_metrics.clone(),
+        state: crate::state::AgentState::new(store.clone(), broker.clone(), shutdown_rx.clone()),
     };
     let mut app = router(shared.clone());
     if let Some(extra) = options.extra_routes.clone() {

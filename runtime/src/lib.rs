@@ -16,6 +16,7 @@ pub mod private_files;
 pub mod process;
 pub mod secrets;
 pub mod server;
+pub mod state;
 pub mod status;
 pub mod store;
 pub mod supervisor;

@@ -31,6 +31,8 @@ pub struct Shared {
     pub workflows: crate::workflow::Workflows,
     /// More metrics written on `/metrics` (`cortex serve`'s).
     pub extra_metrics: Option<MetricsHook>,
+    /// Agent state.
+    pub state: Arc<crate::state::AgentState>,
 }
 
 /// Writes more metric families (Prometheus text) on `/metrics`.
@@ -64,7 +66,14 @@ impl Shared {
 
 async fn status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     match principal(&shared.broker, &headers) {
-        Ok(Principal::Operator) => axum::Json(shared.status()).into_response(),
+        Ok(Principal::Operator) => {
+            let mut status = shared.status();
+            match shared.state.scopes().await {
+                Ok(scopes) => status.states = scopes,
+                Err(e) => tracing::warn!(error = %e, "cannot read the state scopes for the status"),
+            }
+            axum::Json(status).into_response()
+        }
         Ok(Principal::Agent(a)) => BrokerError::Forbidden {
             who: a,
             action: "read",
@@ -156,6 +165,7 @@ pub fn render_metrics(shared: &Shared) -> String {
         &firing,
     );
     shared.workflows.metrics.render(&mut out);
+    shared.state.metrics.render(&mut out);
     if let Some(hook) = &shared.extra_metrics {
         (hook.0)(&mut out);
     }
@@ -224,6 +234,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/healthz", get(healthz))
         .with_state(shared.clone());
     super::broker::routes::routes(shared.broker.clone())
+        .merge(crate::state::http::routes(shared.state.clone()))
         .merge(crate::workflow::http::routes(shared))
         .merge(runtime)
         .fallback(super::broker::http::no_route)

@@ -76,6 +76,10 @@ pub struct RuntimeStatus {
     pub queues: Vec<InboxStatsView>,
     /// Alert rules firing.
     pub alerts_firing: Vec<String>,
+    /// Agent state scopes: declared ones and those written, with their
+    /// revision and key count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<crate::store::ScopeStats>,
 }
 
 /// [`InboxStats`] in the status JSON.

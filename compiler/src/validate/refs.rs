@@ -306,7 +306,10 @@ pub fn check_value_schemas(specs: &[ResolvedSpec], diags: &mut Diagnostics) {
             diags.push(
                 Diagnostic::error(
                     codes::BAD_JSON_SCHEMA,
-                    format!("the `schema` of {} `{}` does not compile", spec.kind, spec.name),
+                    format!(
+                        "the `schema` of {} `{}` does not compile",
+                        spec.kind, spec.name
+                    ),
                 )
                 .at(at.span())
                 .label(e.to_string())

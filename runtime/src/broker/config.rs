@@ -110,6 +110,8 @@ pub struct BrokerConfig {
     /// Inboxes of the runtime's own consumers: one per workflow with a
     /// topic trigger ([`workflow_inbox`]), subscribed to its topics.
     pub internal_inboxes: BTreeSet<String>,
+    /// Declared state scopes, by name ([`crate::state::rules`]).
+    pub states: HashMap<String, Arc<crate::state::rules::ScopeRules>>,
 }
 
 /// The inbox a workflow's topic triggers fill: `workflow/NAME` (agent
@@ -130,6 +132,14 @@ pub enum ConfigError {
     Schema {
         /// The topic.
         topic: String,
+        /// Why.
+        message: String,
+    },
+    /// A state scope's value schema that does not compile.
+    #[error("state {scope}: its schema does not compile: {message}")]
+    StateSchema {
+        /// The scope.
+        scope: String,
         /// Why.
         message: String,
     },
@@ -234,6 +244,7 @@ impl BrokerConfig {
             tokens,
             operator: Some(operator),
             internal_inboxes,
+            states: crate::state::rules::compile(config)?,
         })
     }
 }

@@ -80,7 +80,8 @@ pub enum StateOutcome {
         /// The current document.
         current: Option<StateEntry>,
     },
-    /// A delete of a key that does not exist, without `if_version`.
+    /// A delete of a key that does not exist (without `if_version`, or
+    /// with `0`).
     Missing,
 }
 
@@ -102,7 +103,8 @@ impl StateWrite {
             Some(wanted) if wanted != found => Decision::Refuse(StateOutcome::Conflict {
                 current: current.cloned(),
             }),
-            None if self.value.is_none() && current.is_none() => {
+            // Nothing to delete (with or without `ifVersion: 0`).
+            _ if self.value.is_none() && current.is_none() => {
                 Decision::Refuse(StateOutcome::Missing)
             }
             _ => Decision::Proceed,
@@ -236,6 +238,10 @@ mod tests {
         let delete = |v| write(None, v);
         assert_eq!(
             delete(None).decide(None),
+            Decision::Refuse(StateOutcome::Missing)
+        );
+        assert_eq!(
+            delete(Some(0)).decide(None),
             Decision::Refuse(StateOutcome::Missing)
         );
         assert_eq!(delete(None).decide(Some(&entry(3))), Decision::Proceed);
