@@ -323,6 +323,26 @@ pub enum Command {
         #[command(flatten)]
         common: OperateArgs,
     },
+    /// Show agent state on the running runtime: one key's document, a
+    /// scope's keys (SCOPE is a State's name or agents/NAME), or with
+    /// --watch its changes as they happen. With two arguments the first is
+    /// the project when it holds cortex.yaml, else they are SCOPE KEY.
+    State {
+        /// [DIR] SCOPE [KEY].
+        #[arg(num_args = 1..=3, value_names = ["DIR", "SCOPE", "KEY"], required = true)]
+        args: Vec<String>,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Follow the scope's changes (until Ctrl-C).
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: every change after this version (default: from now).
+        #[arg(long, requires = "watch")]
+        from_version: Option<u64>,
+        #[command(flatten)]
+        common: OperateArgs,
+    },
     /// Show one execution: its state and each task's.
     Execution {
         /// Project directory, then the execution id; the directory defaults to `.`.

@@ -198,7 +198,7 @@ fn schema_prints_valid_json_schemas() {
     );
     let all = cortex(&["schema"]);
     let combined: serde_json::Value = serde_json::from_slice(&all.stdout).expect("json");
-    assert_eq!(combined["allOf"].as_array().map(Vec::len), Some(10));
+    assert_eq!(combined["allOf"].as_array().map(Vec::len), Some(11));
     // Regression: it referred to `#/$defs/…` without holding `$defs`.
     let printed = String::from_utf8_lossy(&all.stdout);
     for reference in printed.split("\"#/$defs/").skip(1) {

@@ -335,3 +335,88 @@ async fn workflow_executions_resume_after_kill_9_without_rerunning_what_succeede
         twice.len()
     );
 }
+
+/// Agent state: `cortex up` is killed with SIGKILL while four writers
+/// count with compare-and-swap; after it, every write the runtime
+/// acknowledged is in the store (each key holds at least its last
+/// acknowledged count, and the log holds every acknowledged version), and a
+/// restarted runtime goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_state_writes_survive_kill_9() {
+    let repo = common::Repo::new();
+    repo.copy_dir(&common::fixture_path("runtime/state"), "");
+    let dir = repo.path().to_path_buf();
+    let mut child = up(&dir);
+    let (url, tokens) = connect(&dir, None).await;
+    let acked: Arc<Mutex<Vec<(String, u64, u64)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let client = Client::new(&url, "counter", &tokens["counter"]);
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            let desk = client.state("desk");
+            let key = format!("writer-{w}");
+            let mut version = 0;
+            for n in 0.. {
+                match desk.put_if(&key, &json!({ "n": n }), version).await {
+                    Ok(cortex_client::Cas::Written(v)) => {
+                        acked.lock().unwrap().push((key.clone(), n, v));
+                        version = v;
+                    }
+                    Ok(other) => panic!("{key}: nobody else writes it: {other:?}"),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // Kill once a few hundred writes were acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 300 {
+        assert!(Instant::now() < deadline, "the writers did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("kill -9");
+    child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let store = SqliteStore::open(&dir.join(".cortex/state.db")).unwrap();
+    let log = store.state_changes("desk", 0, 1_000_000).await.unwrap();
+    let logged: BTreeSet<u64> = log.changes.iter().map(|c| c.version).collect();
+    for (key, n, version) in &acked {
+        assert!(
+            logged.contains(version),
+            "{key}={n} (version {version}) was acknowledged but is not in the log"
+        );
+    }
+    for w in 0..4 {
+        let key = format!("writer-{w}");
+        let last = acked
+            .iter()
+            .filter(|(k, ..)| *k == key)
+            .map(|(_, n, _)| *n)
+            .max();
+        let stored = store.state_get("desk", &key).await.unwrap();
+        if let Some(last) = last {
+            let stored = stored.expect("an acknowledged key is there");
+            assert!(
+                stored.value["n"].as_u64().unwrap() >= last,
+                "{key}: stored {} < acknowledged {last}",
+                stored.value
+            );
+        }
+    }
+    store.close();
+    // A restarted runtime serves what was kept and takes new writes.
+    let mut child = up(&dir);
+    let (url, tokens) = connect(&dir, Some(&url)).await;
+    let desk = Client::new(&url, "counter", &tokens["counter"]).state("desk");
+    let doc = desk.get("writer-0").await.unwrap().expect("kept");
+    assert!(matches!(
+        desk.put_if("writer-0", &json!({"n": 1_000_000}), doc.version).await.unwrap(),
+        cortex_client::Cas::Written(v) if v > doc.version
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

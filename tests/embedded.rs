@@ -400,6 +400,53 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The example agents count what they handled in their own state scope
+    // (`cortex state`), and `cortex status` lists the scopes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let counted = loop {
+        let out = cortex(
+            dir,
+            &["state", "agents/triage", "handled", "--format", "json"],
+        );
+        if code(&out) == 0 {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "triage counted nothing: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(counted["value"].as_u64().unwrap() >= 1, "{counted}");
+    assert_eq!(counted["updatedBy"], json!("triage"));
+    // The classification was counted in the shared scope (State desk-stats).
+    let category = cortex(
+        dir,
+        &["state", "desk-stats", "category/other", "--format", "json"],
+    );
+    assert_eq!(code(&category), 0, "{}", text(&category.stderr));
+    let category: Value = serde_json::from_slice(&category.stdout).unwrap();
+    // (classified by the ticket pipeline, and by the escalation workflow
+    // the triaged ticket starts)
+    assert!(category["value"].as_u64().unwrap() >= 1, "{category}");
+    assert_eq!(category["updatedBy"], json!("triage"));
+    let listed = cortex(dir, &["state", "agents/triage"]);
+    assert!(
+        text(&listed.stdout).contains("handled"),
+        "{}",
+        text(&listed.stdout)
+    );
+    let scopes = status_json(dir)["states"].clone();
+    assert!(
+        scopes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["scope"] == json!("agents/triage") && s["keys"] == json!(1)),
+        "{scopes}"
+    );
+
     // A replica killed with SIGKILL is restarted, and healthy again.
     let victim = pids[0];
     rustix::process::kill_process(

@@ -9,7 +9,9 @@
 //! - `cortex-bench workflows`: the workflow runtime against Restate and
 //!   DBOS on the same workloads;
 //! - `cortex-bench serve`: `cortex serve`'s push → applied latency, its
-//!   no-op reconcile and its memory.
+//!   no-op reconcile and its memory;
+//! - `cortex-bench state`: agent state's CAS writes/s and watch latency
+//!   against etcd on the same workload.
 
 mod compiler;
 mod config;
@@ -21,6 +23,7 @@ mod kubernetes;
 mod runtime;
 mod serve;
 mod spread;
+mod state;
 mod workflows;
 
 use std::path::PathBuf;
@@ -43,6 +46,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure agent state against etcd (`CORTEX_BENCH_ETCD`, default
+    /// `etcd` on the PATH): CAS writes/s and watch latency.
+    State {
+        /// Seconds of CAS writes per engine.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Measure the workflow runtime against Restate and DBOS.
     Workflows(WorkflowArgs),
     /// Measure `cortex serve` (the release binary): push → applied, a
@@ -141,6 +151,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::State { seconds } => {
+            tokio_runtime()?.block_on(state::run(seconds))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { pushes } => {
             tokio_runtime()?.block_on(serve::run(pushes))?;
             Ok(ExitCode::SUCCESS)

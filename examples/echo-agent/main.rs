@@ -3,9 +3,12 @@
 //! their payload and passes every other message on to the topics it may
 //! publish to, adding its name to the payload's `handledBy` list (so a
 //! message's path through a pipeline of echo agents is visible at the
-//! end). An agent whose `config` lists `categories` stands in for a
+//! end). It counts what it handled in its own state scope
+//! (`agents/<name>`, key `handled`, compare-and-swap through
+//! `StateScope::update`, so replicas never lose a count). An agent whose `config` lists `categories` stands in for a
 //! classifier: its replies carry a `category`, the first listed one whose
-//! name appears in the request, else the last. It serves `GET /healthz` on `$PORT` for the health loop and exits
+//! name appears in the request, else the last; with `countIn: SCOPE` it
+//! also counts each category there, under `category/<name>`. It serves `GET /healthz` on `$PORT` for the health loop and exits
 //! on SIGTERM, or when the broker has been unreachable for 30 s (cortex is
 //! gone).
 //!
@@ -15,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use cortex_client::{Client, ClientError, Delivery, Session};
+use cortex_client::{Client, ClientError, Delivery, Session, StateScope};
 use serde_json::{Value, json};
 
 /// How long the broker may stay unreachable before the agent gives up.
@@ -47,17 +50,34 @@ fn classify(categories: &[Value], payload: &Value) -> Option<Value> {
         .cloned()
 }
 
+/// Adds one to `key`'s count in `state` (a failure is logged, never
+/// fatal: the message was handled).
+async fn count(state: &StateScope, key: &str) {
+    let counted = state
+        .update(key, |old| {
+            json!(old.and_then(Value::as_u64).unwrap_or(0) + 1)
+        })
+        .await;
+    if let Err(e) = counted {
+        eprintln!("cannot count {key} in {}: {e}", state.name());
+    }
+}
+
 async fn handle(
     session: &mut Session,
     agent: &str,
     topics: &[String],
     config: &Value,
+    shared: Option<&StateScope>,
     delivery: &Delivery,
 ) -> Result<(), ClientError> {
     let mut out = transformed(agent, &delivery.payload);
     if delivery.request {
         let categories = config.get("categories").and_then(Value::as_array);
         if let Some(category) = categories.and_then(|c| classify(c, &delivery.payload)) {
+            if let (Some(shared), Some(name)) = (shared, category.as_str()) {
+                count(shared, &format!("category/{name}")).await;
+            }
             out["category"] = category;
         }
         return session.reply(delivery.id, &out).await;
@@ -102,6 +122,11 @@ async fn work(client: Client) -> Result<(), ClientError> {
             .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
             .unwrap_or_default()
     );
+    let state = client.state(&format!("agents/{}", client.agent()));
+    let shared = config
+        .get("countIn")
+        .and_then(Value::as_str)
+        .map(|scope| client.state(scope));
     let mut unreachable_since: Option<Instant> = None;
     loop {
         // The agent socket: deliveries in, settlements and publishes out.
@@ -122,7 +147,19 @@ async fn work(client: Client) -> Result<(), ClientError> {
         while let Some(next) = session.next().await {
             let result = match next {
                 Ok(delivery) => {
-                    handle(&mut session, client.agent(), &topics, &config, &delivery).await
+                    let handled = handle(
+                        &mut session,
+                        client.agent(),
+                        &topics,
+                        &config,
+                        shared.as_ref(),
+                        &delivery,
+                    )
+                    .await;
+                    if handled.is_ok() {
+                        count(&state, "handled").await;
+                    }
+                    handled
                 }
                 Err(e) => Err(e),
             };

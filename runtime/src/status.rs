@@ -200,6 +200,16 @@ pub fn render_table(status: &RuntimeStatus) -> String {
             q.inbox, q.depth, q.in_flight, q.dead_letters, q.capacity
         );
     }
+    if !status.states.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<24} {:>9} {:>7}",
+            "STATE SCOPE", "VERSION", "KEYS"
+        );
+        for s in &status.states {
+            let _ = writeln!(out, "{:<24} {:>9} {:>7}", s.scope, s.version, s.keys);
+        }
+    }
     if !status.alerts_firing.is_empty() {
         let _ = writeln!(out, "\nalerts firing: {}", status.alerts_firing.join(", "));
     }

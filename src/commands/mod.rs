@@ -7,6 +7,7 @@ mod init;
 mod operate;
 mod schema;
 mod serve;
+mod state;
 mod target;
 mod up;
 mod validate;
@@ -162,6 +163,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             common,
         } => workflows::run(&args, &inputs, input_file, wait, &common),
         Command::Executions { args, common } => workflows::list(&args, &common),
+        Command::State {
+            args,
+            prefix,
+            watch,
+            from_version,
+            common,
+        } => state::show(
+            &args,
+            state::StateView {
+                prefix,
+                watch,
+                from_version,
+            },
+            &common,
+        ),
         Command::Execution { args, common } => workflows::act(&args, workflows::Act::Show, &common),
         Command::Cancel { args, common } => workflows::act(&args, workflows::Act::Cancel, &common),
         Command::Retry { args, common } => workflows::act(&args, workflows::Act::Retry, &common),

@@ -54,7 +54,7 @@ pub fn payload(inputs: &[String], file: Option<&Path>) -> anyhow::Result<Value> 
 }
 
 /// Runs `call` with the operator's client of the runtime running `dir`.
-fn with_client<F>(dir: &Path, common: &OperateArgs, call: F) -> anyhow::Result<ExitCode>
+pub(crate) fn with_client<F>(dir: &Path, common: &OperateArgs, call: F) -> anyhow::Result<ExitCode>
 where
     F: AsyncFnOnce(Client) -> anyhow::Result<ExitCode>,
 {

@@ -1,0 +1,286 @@
+//! `cortex-bench state`: agent state against etcd on the same workload, in
+//! one run, both over HTTP/JSON (cortex's state API; etcd's v3 JSON
+//! gateway), both acknowledging a write once it is on disk (cortex: SQLite
+//! WAL with `synchronous=FULL`; etcd: its WAL fsynced before the answer).
+//!
+//! - **CAS writes/s**: `WRITERS` concurrent writers, each on its own key,
+//!   read-modify-write with compare-and-swap on the version it last wrote
+//!   (cortex `PUT ifVersion`; etcd a transaction comparing `mod_revision`).
+//! - **Watch latency**: one watcher on the scope (etcd: the key prefix);
+//!   a writer writes one key at a time; the time from sending the write to
+//!   the watcher receiving its change, p50 and p99.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use cortex_client::Cas;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Concurrent CAS writers.
+pub const WRITERS: u64 = 64;
+/// Writes timed for the watch latency.
+const WATCHED_WRITES: usize = 300;
+
+/// One engine's figures.
+struct Figures {
+    writes_per_s: f64,
+    watch_p50: Duration,
+    watch_p99: Duration,
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Runs both engines for `seconds` of CAS writes each and prints the table.
+pub async fn run(seconds: u64) -> anyhow::Result<()> {
+    let etcd_bin = std::env::var("CORTEX_BENCH_ETCD").unwrap_or_else(|_| "etcd".into());
+    let cortex = cortex_figures(seconds).await?;
+    let etcd = etcd_figures(&etcd_bin, seconds).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "\nagent state, {WRITERS} CAS writers for {seconds} s each; watch latency over {WATCHED_WRITES} writes"
+    );
+    println!(
+        "{:<8} {:>14} {:>16} {:>16}",
+        "engine", "CAS writes/s", "watch p50 (ms)", "watch p99 (ms)"
+    );
+    for (name, f) in [("cortex", &cortex), ("etcd", &etcd)] {
+        println!(
+            "{name:<8} {:>14.0} {:>16.2} {:>16.2}",
+            f.writes_per_s,
+            ms(f.watch_p50),
+            ms(f.watch_p99)
+        );
+    }
+    println!(
+        "ratio cortex/etcd: writes {:.2}x, watch p50 {:.2}x",
+        cortex.writes_per_s / etcd.writes_per_s,
+        ms(cortex.watch_p50) / ms(etcd.watch_p50)
+    );
+    Ok(())
+}
+
+async fn cortex_figures(seconds: u64) -> anyhow::Result<Figures> {
+    let project = cortex_testkit::git::fixture_path("runtime/state");
+    let t = cortex_testkit::runtime::start_project(&project, false).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let scope = t.client("counter").state("agents/counter");
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("k{w}");
+            let mut version = 0;
+            let mut n = 0u64;
+            while Instant::now() < until {
+                match scope.put_if(&key, &json!(n), version).await? {
+                    Cas::Written(v) => {
+                        version = v;
+                        n += 1;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Cas::Conflict(_) => bail!("{key}: a conflict with no other writer"),
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    for task in tasks {
+        task.await??;
+    }
+    let writes_per_s = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // Watch latency.
+    let scope = t.client("counter").state("agents/counter");
+    let from = scope.list("", "", 1).await?.version;
+    let mut watch = scope.watch(from);
+    let mut latencies = Vec::with_capacity(WATCHED_WRITES);
+    for n in 0..WATCHED_WRITES {
+        let sent = Instant::now();
+        scope.put("watched", &json!(n)).await?;
+        let change = watch.next().await?;
+        anyhow::ensure!(change.key == "watched", "unexpected change {change:?}");
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    t.runtime.stop().await?;
+    Ok(Figures {
+        writes_per_s,
+        watch_p50: quantile(&latencies, 0.5),
+        watch_p99: quantile(&latencies, 0.99),
+    })
+}
+
+/// etcd on free ports in a temporary directory, stopped when dropped.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start_etcd(bin: &str) -> anyhow::Result<Etcd> {
+    let dir = tempfile::tempdir()?;
+    let (client, peer) = (free_port()?, free_port()?);
+    let url = format!("http://127.0.0.1:{client}");
+    let child = Command::new(bin)
+        .args([
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer}"),
+            "--log-level",
+            "error",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {bin} (scripts/bench installs it)"))?;
+    let etcd = Etcd {
+        child,
+        url,
+        _dir: dir,
+    };
+    let http = cortex_client::http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{}/health", etcd.url)).send().await
+            && r.status().is_success()
+        {
+            return Ok(etcd);
+        }
+        if Instant::now() > deadline {
+            bail!("etcd did not answer /health within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn b64(text: &str) -> String {
+    B64.encode(text)
+}
+
+/// A revision as etcd's JSON gateway writes it (int64 as a string).
+fn revision(v: &Value) -> u64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_u64())
+        .unwrap_or(0)
+}
+
+async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
+    let etcd = start_etcd(bin).await?;
+    let http = cortex_client::http_client();
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (http, url, done) = (http.clone(), etcd.url.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let key = b64(&format!("agents/counter/k{w}"));
+            let mut version = 0;
+            let mut n = 0u64;
+            while Instant::now() < until {
+                let txn = json!({
+                    "compare": [{ "key": key, "target": "MOD", "result": "EQUAL", "mod_revision": version.to_string() }],
+                    "success": [{ "request_put": { "key": key, "value": B64.encode(n.to_string()) } }],
+                });
+                let answer: Value = http
+                    .post(format!("{url}/v3/kv/txn"))
+                    .json(&txn)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                if answer["succeeded"] != json!(true) {
+                    bail!("{w}: a conflict with no other writer: {answer}");
+                }
+                version = revision(&answer["header"]["revision"]);
+                n += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    for task in tasks {
+        task.await??;
+    }
+    let writes_per_s = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // Watch latency: a watch on the prefix, one JSON object per line.
+    let prefix = "agents/counter/";
+    let watch = http
+        .post(format!("{}/v3/watch", etcd.url))
+        .json(&json!({ "create_request": { "key": b64(prefix), "range_end": b64("agents/counter0") } }))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut chunks = watch.bytes_stream();
+    let mut buffer = Vec::new();
+    let mut next_event = async || -> anyhow::Result<Value> {
+        loop {
+            if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let value: Value = serde_json::from_slice(&line)?;
+                if value["result"]["events"].is_array() {
+                    return Ok(value);
+                }
+                continue;
+            }
+            match chunks.next().await {
+                Some(chunk) => buffer.extend_from_slice(&chunk?),
+                None => bail!("etcd closed the watch"),
+            }
+        }
+    };
+    let mut latencies = Vec::with_capacity(WATCHED_WRITES);
+    for n in 0..WATCHED_WRITES {
+        let sent = Instant::now();
+        http.post(format!("{}/v3/kv/put", etcd.url))
+            .json(&json!({ "key": b64("agents/counter/watched"), "value": b64(&n.to_string()) }))
+            .send()
+            .await?
+            .error_for_status()?;
+        next_event().await?;
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    Ok(Figures {
+        writes_per_s,
+        watch_p50: quantile(&latencies, 0.5),
+        watch_p99: quantile(&latencies, 0.99),
+    })
+}
