@@ -1,5 +1,6 @@
 //! The agent socket: one WebSocket carrying the agent's deliveries in and
-//! its acks, nacks and replies out, without an HTTP request per message.
+//! its acks, nacks, replies, messages and agent-state calls out, without an
+//! HTTP request per message.
 //! The cheapest way to receive; see [`Client::session`](crate::Client::session).
 
 use std::collections::VecDeque;
@@ -15,7 +16,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::{ApiError, ClientError, Delivery, Published};
+use crate::{ApiError, Cas, ClientError, Delivery, Published, StateDocument, StateWritten};
 
 /// The socket's read buffer. tungstenite zeroes its whole read buffer on
 /// every read (128 KiB by default, most of the cost of a small frame);
@@ -66,6 +67,14 @@ struct Outgoing<'a> {
     reply: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    if_version: Option<u64>,
 }
 
 /// A delivery as it arrives: its payload still JSON text, so that one this
@@ -115,6 +124,12 @@ struct Incoming {
     reference: Option<u64>,
     #[serde(default)]
     published: Option<Published>,
+    /// The answer to a state call.
+    #[serde(default)]
+    state: Option<Value>,
+    /// The key as it is, with a 409.
+    #[serde(default)]
+    current: Option<StateDocument>,
 }
 
 impl Session {
@@ -244,7 +259,109 @@ impl Session {
     }
 
     /// A `send` or `publish` frame, and its answer.
-    async fn message(&mut self, mut frame: Outgoing<'_>) -> Result<Published, ClientError> {
+    async fn message(&mut self, frame: Outgoing<'_>) -> Result<Published, ClientError> {
+        let answer = self.call(frame).await?;
+        match (answer.error, answer.published) {
+            (Some(error), _) => Err(ClientError::Api {
+                status: answer.status,
+                error,
+            }),
+            (None, Some(published)) => Ok(published),
+            (None, None) => Err(self.unexpected("an answer with neither `published` nor `error`")),
+        }
+    }
+
+    /// One key's document from agent state, over the socket (as
+    /// [`crate::StateScope::get`]); `None` when it does not exist.
+    pub async fn state_get(
+        &mut self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<StateDocument>, ClientError> {
+        let answer = self.state_call("get", scope, key, None, None).await?;
+        if let Some(error) = answer.error {
+            return Err(ClientError::Api {
+                status: answer.status,
+                error,
+            });
+        }
+        match answer.state {
+            None | Some(Value::Null) => Ok(None),
+            Some(doc) => serde_json::from_value(doc)
+                .map(Some)
+                .map_err(|e| self.unexpected(&e.to_string())),
+        }
+    }
+
+    /// Writes a key of agent state over the socket, with compare-and-swap
+    /// when `if_version` is given (`Some(0)`: create only); answers once
+    /// durable.
+    pub async fn state_put(
+        &mut self,
+        scope: &str,
+        key: &str,
+        value: &Value,
+        if_version: Option<u64>,
+    ) -> Result<Cas, ClientError> {
+        self.state_cas("put", scope, key, Some(value), if_version)
+            .await
+    }
+
+    /// Deletes a key of agent state over the socket (compare-and-swap with
+    /// `if_version`).
+    pub async fn state_delete(
+        &mut self,
+        scope: &str,
+        key: &str,
+        if_version: Option<u64>,
+    ) -> Result<Cas, ClientError> {
+        self.state_cas("delete", scope, key, None, if_version).await
+    }
+
+    async fn state_cas(
+        &mut self,
+        op: &str,
+        scope: &str,
+        key: &str,
+        value: Option<&Value>,
+        if_version: Option<u64>,
+    ) -> Result<Cas, ClientError> {
+        let answer = self.state_call(op, scope, key, value, if_version).await?;
+        match answer.error {
+            Some(_) if answer.status == 409 => Ok(Cas::Conflict(answer.current)),
+            Some(error) => Err(ClientError::Api {
+                status: answer.status,
+                error,
+            }),
+            None => answer
+                .state
+                .and_then(|w| serde_json::from_value::<StateWritten>(w).ok())
+                .map(|w| Cas::Written(w.version))
+                .ok_or_else(|| self.unexpected("a state answer without a version")),
+        }
+    }
+
+    async fn state_call(
+        &mut self,
+        op: &str,
+        scope: &str,
+        key: &str,
+        value: Option<&Value>,
+        if_version: Option<u64>,
+    ) -> Result<Incoming, ClientError> {
+        self.call(Outgoing {
+            state: Some(op),
+            scope: Some(scope),
+            key: Some(key),
+            value,
+            if_version,
+            ..Outgoing::default()
+        })
+        .await
+    }
+
+    /// Sends `frame` with a new `ref` and reads until its answer.
+    async fn call(&mut self, mut frame: Outgoing<'_>) -> Result<Incoming, ClientError> {
         self.last_ref += 1;
         let reference = self.last_ref;
         frame.reference = Some(reference);
@@ -252,9 +369,16 @@ impl Session {
         self.answer(reference).await
     }
 
+    fn unexpected(&self, message: &str) -> ClientError {
+        ClientError::Socket {
+            url: self.url.clone(),
+            message: format!("unexpected answer from the broker: {message}"),
+        }
+    }
+
     /// Reads frames until the answer to `reference` comes, keeping
     /// deliveries and failures for [`Session::next`].
-    async fn answer(&mut self, reference: u64) -> Result<Published, ClientError> {
+    async fn answer(&mut self, reference: u64) -> Result<Incoming, ClientError> {
         loop {
             let incoming = match self.read().await {
                 Some(result) => result?,
@@ -265,21 +389,10 @@ impl Session {
                     });
                 }
             };
-            if incoming.reference != Some(reference) {
-                self.take(incoming);
-                continue;
+            if incoming.reference == Some(reference) {
+                return Ok(incoming);
             }
-            return match (incoming.error, incoming.published) {
-                (Some(error), _) => Err(ClientError::Api {
-                    status: incoming.status,
-                    error,
-                }),
-                (None, Some(published)) => Ok(published),
-                (None, None) => Err(ClientError::Socket {
-                    url: self.url.clone(),
-                    message: "an answer with neither `published` nor `error`".into(),
-                }),
-            };
+            self.take(incoming);
         }
     }
 

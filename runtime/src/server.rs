@@ -233,7 +233,9 @@ pub fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(shared.clone());
+    // The agent socket serves state calls too: it finds the state here.
     super::broker::routes::routes(shared.broker.clone())
+        .layer(axum::Extension(shared.state.clone()))
         .merge(crate::state::http::routes(shared.state.clone()))
         .merge(crate::workflow::http::routes(shared))
         .merge(runtime)

@@ -301,3 +301,63 @@ async fn a_watch_from_before_the_kept_history_is_told_to_list_again() {
         "declared scopes show unwritten"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_socket_carries_state_calls_with_the_same_rights_and_answers() {
+    let t = runtime().await;
+    let mut session = t.client("counter").session(8).await.unwrap();
+    assert_eq!(session.state_get("desk", "s").await.unwrap(), None);
+    let v = match session
+        .state_put("desk", "s", &json!({"n": 1}), Some(0))
+        .await
+        .unwrap()
+    {
+        Cas::Written(v) => v,
+        other => panic!("{other:?}"),
+    };
+    match session
+        .state_put("desk", "s", &json!({"n": 2}), Some(0))
+        .await
+        .unwrap()
+    {
+        Cas::Conflict(Some(current)) => {
+            assert_eq!((current.version, current.value), (v, json!({"n": 1})))
+        }
+        other => panic!("a create over an existing key: {other:?}"),
+    }
+    let doc = session.state_get("desk", "s").await.unwrap().unwrap();
+    assert_eq!((doc.version, doc.updated_by.as_str()), (v, "counter"));
+    // The same document over HTTP.
+    assert_eq!(
+        t.client("counter")
+            .state("desk")
+            .get("s")
+            .await
+            .unwrap()
+            .unwrap(),
+        doc
+    );
+    let (status, error) = api_error(
+        session
+            .state_put("desk", "s", &json!({"n": -5}), None)
+            .await,
+    );
+    assert_eq!((status, error.pointer.as_deref()), (400, Some("/n")));
+    assert!(
+        matches!(session.state_delete("desk", "s", Some(v)).await.unwrap(), Cas::Written(d) if d > v)
+    );
+    let mut reader = t.client("reader").session(8).await.unwrap();
+    let (status, _) = api_error(reader.state_put("desk", "x", &json!({"n": 1}), None).await);
+    assert_eq!(status, 403, "a reader may not write over the socket either");
+    // Deliveries still flow on a socket that made state calls.
+    t.operator()
+        .send("counter", None, &json!({"hi": 1}))
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(5), session.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.payload, json!({"hi": 1}));
+}

@@ -12,6 +12,15 @@
 //!   with `{"ref": n, "published": {"ids", "deliveredTo"}}`. Messages are
 //!   queued in the order their frames arrive.
 //!
+//! - `{"state": "get" | "put" | "delete", "scope", "key", "value"?,
+//!   "ifVersion"?, "ref": n}`: agent state ([`crate::state`]), with the same
+//!   rights and checks as over HTTP, answered with `{"ref": n, "state": …}`
+//!   (the document for a get — `null` when the key is missing —, `{key,
+//!   version}` for a put or delete) once durable, or with the HTTP API's
+//!   status and error (`"current"` added to a 409). State calls are
+//!   answered as each finishes: wait for an answer before the next call
+//!   when their order matters.
+//!
 //! One frame may carry both: `{"send": …, "ack": [ids]}` settles those
 //! deliveries with no frame of its own (the message is queued first). Acks
 //! are applied when their frame is read and made durable while the next
@@ -32,6 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -48,6 +58,7 @@ use tokio::sync::{Notify, mpsc};
 use super::http::{ApiQuery, MAX_BATCH, MAX_MESSAGE_BODY, agent_of, principal, wire};
 use super::inbox::Inbox;
 use super::{Accepted, Broker, BrokerError, Principal, Published, Recipient, Settled};
+use crate::state::{AgentState, StateError};
 
 /// Unsettled deliveries a socket holds when the agent does not say.
 pub const DEFAULT_PREFETCH: usize = 64;
@@ -70,10 +81,12 @@ const MAX_FRAME: usize = MAX_MESSAGE_BODY + 64 * 1024;
 /// is a plain `401`.
 pub(super) async fn upgrade(
     State(broker): State<Arc<Broker>>,
+    state: Option<Extension<Arc<AgentState>>>,
     ApiQuery(query): ApiQuery<SocketQuery>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, BrokerError> {
+    let state = state.map(|Extension(s)| s);
     let agent = agent_of(principal(&broker, &headers)?)?;
     let ws = ws.map_err(|e| BrokerError::BadRequest(e.body_text()))?;
     let inbox = broker.known_inbox(&agent)?;
@@ -85,7 +98,7 @@ pub(super) async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| serve(broker, agent, inbox, prefetch, socket))
+        .on_upgrade(move |socket| serve(broker, state, agent, inbox, prefetch, socket))
         .into_response())
 }
 
@@ -113,6 +126,14 @@ struct Incoming<'a> {
     reference: u64,
     #[serde(default, borrow)]
     reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    state: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    scope: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    value: Option<&'a RawValue>,
+    #[serde(default)]
+    if_version: Option<u64>,
 }
 
 impl Incoming<'_> {
@@ -195,6 +216,7 @@ enum Outgoing {
 /// the agent is removed (`inbox` then refuses to deliver).
 async fn serve(
     broker: Arc<Broker>,
+    state: Option<Arc<AgentState>>,
     agent: String,
     inbox: Arc<Inbox>,
     prefetch: usize,
@@ -205,6 +227,7 @@ async fn serve(
     let (out, mut outgoing) = mpsc::unbounded_channel::<Outgoing>();
     let reader = tokio::spawn(read(
         broker.clone(),
+        state,
         agent.clone(),
         frames,
         window.clone(),
@@ -274,6 +297,7 @@ async fn serve(
 /// socket.
 async fn read(
     broker: Arc<Broker>,
+    state: Option<Arc<AgentState>>,
     agent: String,
     mut frames: SplitStream<WebSocket>,
     window: Arc<Window>,
@@ -299,6 +323,36 @@ async fn read(
             }
         };
         let key = frame.key.as_deref();
+        if let Some(op) = &frame.state {
+            // Refused whole when it also carries a message or settlements.
+            let answer = if frame.send.is_some()
+                || frame.publish.is_some()
+                || frame.reply.is_some()
+                || frame.acks_and_nacks() > 0
+            {
+                answer_frame(
+                    Some(frame.reference),
+                    Err(&BrokerError::BadPayload(
+                        "a `state` frame carries nothing else".to_string(),
+                    )),
+                )
+            } else {
+                match state_call(state.as_ref(), &who, op, &frame) {
+                    Ok(call) => {
+                        let (out, reference) = (out.clone(), frame.reference);
+                        tokio::spawn(async move {
+                            let _ = out.send(Outgoing::Frame(state_frame(reference, call.await)));
+                        });
+                        continue;
+                    }
+                    Err(e) => state_frame(frame.reference, Err(e)),
+                }
+            };
+            if out.send(Outgoing::Frame(answer)).is_err() {
+                break;
+            }
+            continue;
+        }
         let recipient = match (&frame.send, &frame.publish) {
             (Some(_), Some(_)) => {
                 // Refused whole, settlements too: nothing is half-applied.
@@ -359,6 +413,79 @@ async fn read(
             }
         }
     }
+}
+
+/// A state call of a frame, ready to run (the frame's fields copied out).
+fn state_call(
+    state: Option<&Arc<AgentState>>,
+    who: &Principal,
+    op: &str,
+    frame: &Incoming<'_>,
+) -> Result<
+    impl std::future::Future<Output = Result<serde_json::Value, StateError>> + Send + 'static,
+    StateError,
+> {
+    let state = state
+        .cloned()
+        .ok_or_else(|| BrokerError::BadRequest("agent state is not served here".into()))?;
+    let (Some(scope), Some(key)) = (&frame.scope, &frame.key) else {
+        return Err(
+            BrokerError::BadRequest("a `state` frame needs `scope` and `key`".into()).into(),
+        );
+    };
+    let value = match (op, frame.value) {
+        ("put", Some(raw)) => Some(
+            serde_json::from_str::<serde_json::Value>(raw.get())
+                .map_err(|e| BrokerError::BadPayload(e.to_string()))?,
+        ),
+        ("put", None) => {
+            return Err(BrokerError::BadRequest("a `put` needs a `value`".into()).into());
+        }
+        ("get" | "delete", _) => None,
+        (other, _) => {
+            return Err(BrokerError::BadRequest(format!(
+                "`state` is get, put or delete, not {other:?}"
+            ))
+            .into());
+        }
+    };
+    let (who, scope, key, op) = (
+        who.clone(),
+        scope.to_string(),
+        key.to_string(),
+        op.to_string(),
+    );
+    let if_version = frame.if_version;
+    Ok(async move {
+        let answer = match op.as_str() {
+            "get" => match state.get(&who, &scope, &key).await {
+                Ok(doc) => serde_json::to_value(doc),
+                Err(StateError::NotFound { .. }) => Ok(serde_json::Value::Null),
+                Err(e) => return Err(e),
+            },
+            _ => serde_json::to_value(state.write(&who, &scope, &key, value, if_version).await?),
+        };
+        Ok(answer.unwrap_or_default())
+    })
+}
+
+/// The frame answering a state call.
+fn state_frame(reference: u64, result: Result<serde_json::Value, StateError>) -> String {
+    let frame = match result {
+        Ok(answer) => serde_json::json!({ "ref": reference, "state": answer }),
+        Err(e) => {
+            let mut frame = serde_json::json!({
+                "ref": reference,
+                "status": e.status().0.as_u16(),
+                "error": e.api_error(),
+            });
+            if let StateError::Conflict { current, .. } = &e {
+                frame["current"] = serde_json::to_value(current).unwrap_or_default();
+            }
+            frame
+        }
+    };
+    frame.to_string()
 }
 
 /// Applies one frame's nacks (its acks go through the writer, its reply
