@@ -74,7 +74,7 @@ impl StateError {
 struct ErrorBody {
     error: ApiError,
     #[serde(skip_serializing_if = "Option::is_none")]
-    current: Option<Option<StateDocument>>,
+    current: Option<Option<Box<StateDocument>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     compacted: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

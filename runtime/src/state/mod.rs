@@ -75,7 +75,7 @@ pub enum StateError {
         /// The version the caller expected.
         wanted: u64,
         /// The key now.
-        current: Option<StateDocument>,
+        current: Option<Box<StateDocument>>,
     },
     /// The value breaks the scope's schema (400).
     #[error("the value does not match the schema of state scope {scope} at {pointer}: {message}")]
@@ -297,7 +297,7 @@ impl AgentState {
                     scope: scope.to_string(),
                     key: key.to_string(),
                     wanted: if_version.unwrap_or(0),
-                    current: current.map(document),
+                    current: current.map(|c| Box::new(document(c))),
                 })
             }
             StateOutcome::Missing => Err(StateError::NotFound {
