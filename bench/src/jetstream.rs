@@ -9,7 +9,7 @@
 //! acknowledged; latency is publish call → durable acknowledgement.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -17,6 +17,8 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
+
+use crate::peer::{Killed, free_port};
 
 use crate::durable::{DurableFigures, PAYLOAD, System, drive};
 
@@ -51,22 +53,9 @@ pub fn version(binary: &Path) -> String {
 
 /// A `nats-server` child process, killed when dropped.
 struct Server {
-    child: Child,
+    _child: Killed,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 async fn start(binary: &Path, sync_always: bool) -> anyhow::Result<Server> {
@@ -93,7 +82,7 @@ async fn start(binary: &Path, sync_always: bool) -> anyhow::Result<Server> {
         .spawn()
         .with_context(|| format!("cannot run {}", binary.display()))?;
     let server = Server {
-        child,
+        _child: Killed(child),
         url: format!("nats://127.0.0.1:{port}"),
         _dir: dir,
     };

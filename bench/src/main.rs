@@ -20,6 +20,7 @@ mod durable;
 mod http;
 mod jetstream;
 mod kubernetes;
+mod peer;
 mod runtime;
 mod serve;
 mod spread;

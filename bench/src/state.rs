@@ -10,7 +10,9 @@
 //!   a writer writes one key at a time; the time from sending the write to
 //!   the watcher receiving its change, p50 and p99.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use crate::peer::{Killed, free_port, until_up};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -124,22 +126,9 @@ async fn cortex_figures(seconds: u64) -> anyhow::Result<Figures> {
 
 /// etcd on free ports in a temporary directory, stopped when dropped.
 struct Etcd {
-    child: Child,
+    _child: Killed,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 async fn start_etcd(bin: &str) -> anyhow::Result<Etcd> {
@@ -169,23 +158,16 @@ async fn start_etcd(bin: &str) -> anyhow::Result<Etcd> {
         .spawn()
         .with_context(|| format!("cannot start {bin} (scripts/bench installs it)"))?;
     let etcd = Etcd {
-        child,
+        _child: Killed(child),
         url,
         _dir: dir,
     };
-    let http = cortex_client::http_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{}/health", etcd.url)).send().await
-            && r.status().is_success()
-        {
-            return Ok(etcd);
-        }
-        if Instant::now() > deadline {
-            bail!("etcd did not answer /health within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_up(
+        &cortex_client::http_client(),
+        &format!("{}/health", etcd.url),
+    )
+    .await?;
+    Ok(etcd)
 }
 
 fn b64(text: &str) -> String {

@@ -9,7 +9,7 @@
 //! DAG of 10,000 tasks.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,8 @@ use cortex_client::Client;
 use cortex_runtime::store::{SqliteStore, Store};
 use cortex_runtime::workflow::{ExecutionState, Start};
 use serde_json::{Value, json};
+
+use crate::peer::{Killed, free_port, until_up};
 
 /// What to run.
 pub struct Request {
@@ -271,34 +273,6 @@ fn peers_dir() -> PathBuf {
     std::env::var_os("CORTEX_BENCH_PEERS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bench"))
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn until_up(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if http.get(url).send().await.is_ok() {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{url} did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn restate(request: &Request) -> anyhow::Result<Figures> {

@@ -107,6 +107,48 @@ impl Client {
         })
     }
 
+    /// Begins a stream transaction that writes `collections`, each commit
+    /// on disk before it is answered; answers its id.
+    pub(super) async fn begin(&self, collections: &[&str]) -> Result<String, Failure> {
+        let begun = self
+            .call(
+                Method::POST,
+                "/_api/transaction/begin",
+                Some(&json!({ "collections": { "write": collections }, "waitForSync": true })),
+                &[],
+            )
+            .await?;
+        begun
+            .pointer("/result/id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Failure {
+                status: None,
+                number: 0,
+                message: "a transaction began without an id".into(),
+            })
+    }
+
+    /// Commits the stream transaction `trx`.
+    pub(super) async fn commit(&self, trx: &str) -> Result<(), Failure> {
+        self.call(Method::PUT, &format!("/_api/transaction/{trx}"), None, &[])
+            .await
+            .map(drop)
+    }
+
+    /// Aborts the stream transaction `trx`, so nothing of it stays (best
+    /// effort: an unfinished transaction also times out on the server).
+    pub(super) async fn abort(&self, trx: &str) {
+        let _ = self
+            .call(
+                Method::DELETE,
+                &format!("/_api/transaction/{trx}"),
+                None,
+                &[],
+            )
+            .await;
+    }
+
     /// Runs `query` and collects every result, batch by batch.
     pub(super) async fn query(&self, query: &str, bind: Value) -> Result<Vec<Value>, Failure> {
         let first = self

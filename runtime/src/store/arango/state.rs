@@ -118,38 +118,13 @@ async fn try_write(client: &Client, write: &StateWrite) -> Result<Option<StateOu
         keys_delta(current.is_some(), write),
         write.compacted_at(version),
     );
-    let begun = client
-        .call(
-            Method::POST,
-            "/_api/transaction/begin",
-            Some(&json!({
-                "collections": { "write": ["state_scopes", "state_entries", "state_changes"] },
-                "waitForSync": true,
-            })),
-            &[],
-        )
+    let trx = client
+        .begin(&["state_scopes", "state_entries", "state_changes"])
         .await?;
-    let trx = begun
-        .pointer("/result/id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let written = write_in(client, &trx, write, &scope_doc, &stats, &next).await;
-    let finished = match written {
-        Ok(()) => {
-            client
-                .call(Method::PUT, &format!("/_api/transaction/{trx}"), None, &[])
-                .await
-        }
+    let finished = match write_in(client, &trx, write, &scope_doc, &stats, &next).await {
+        Ok(()) => client.commit(&trx).await,
         Err(f) => {
-            let _ = client
-                .call(
-                    Method::DELETE,
-                    &format!("/_api/transaction/{trx}"),
-                    None,
-                    &[],
-                )
-                .await;
+            client.abort(&trx).await;
             Err(f)
         }
     };

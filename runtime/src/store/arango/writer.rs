@@ -56,28 +56,14 @@ impl Writer {
     /// Commits `ops` in one stream transaction, in order.
     pub(super) async fn commit(&mut self, ops: &[&Op]) -> Result<(), String> {
         let client = self.client.clone();
-        let begun = client
-            .call(
-                Method::POST,
-                "/_api/transaction/begin",
-                Some(&json!({
-                    "collections": { "write": WRITE_COLLECTIONS },
-                    "waitForSync": true,
-                })),
-                &[],
-            )
+        let trx = client
+            .begin(&WRITE_COLLECTIONS)
             .await
             .map_err(|f| format!("ArangoDB: beginning a transaction: {}", f.describe()))?;
-        let trx = begun
-            .pointer("/result/id")
-            .and_then(Value::as_str)
-            .ok_or("ArangoDB: a transaction began without an id")?
-            .to_string();
-        let written = self.write_all(&trx, ops).await;
-        match written {
+        match self.write_all(&trx, ops).await {
             Ok(new_last) => {
                 client
-                    .call(Method::PUT, &format!("/_api/transaction/{trx}"), None, &[])
+                    .commit(&trx)
                     .await
                     .map_err(|f| format!("ArangoDB: committing: {}", f.describe()))?;
                 if new_last.is_some() {
@@ -86,16 +72,8 @@ impl Writer {
                 Ok(())
             }
             Err(f) => {
-                // Nothing of the batch stays: abort (best effort; an
-                // unfinished transaction also times out on the server).
-                let _ = client
-                    .call(
-                        Method::DELETE,
-                        &format!("/_api/transaction/{trx}"),
-                        None,
-                        &[],
-                    )
-                    .await;
+                // Nothing of the batch stays.
+                client.abort(&trx).await;
                 Err(format!("ArangoDB: writing: {}", f.describe()))
             }
         }
