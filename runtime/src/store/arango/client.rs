@@ -26,6 +26,13 @@ pub(super) struct Failure {
 }
 
 impl Failure {
+    /// Whether another writer came first ([`Client::swap`]'s 412, a 409
+    /// write-write conflict or a unique-key violation on an insert).
+    pub(super) fn lost_race(&self) -> bool {
+        self.status == Some(StatusCode::PRECONDITION_FAILED)
+            || self.status == Some(StatusCode::CONFLICT)
+    }
+
     pub(super) fn into_store_error(self, what: &str) -> StoreError {
         StoreError::Backend(format!("ArangoDB {what}: {}", self.describe()))
     }
@@ -105,6 +112,45 @@ impl Client {
             number: error.number,
             message: error.message,
         })
+    }
+
+    /// Writes `doc` as `collection/key` only if the document is still the
+    /// one read (`read`: its `_rev` sent as `If-Match`), or, when none was
+    /// read, only if none exists (an insert); inside `trx` when given. A
+    /// writer that came first makes it fail with 412 (or 409 on the insert):
+    /// [`Failure::lost_race`].
+    pub(super) async fn swap(
+        &self,
+        collection: &str,
+        key: &str,
+        mut doc: Value,
+        read: Option<&Value>,
+        trx: Option<&str>,
+    ) -> Result<Value, Failure> {
+        doc["_key"] = key.into();
+        let mut headers: Vec<(&str, &str)> =
+            trx.map(|t| ("x-arango-trx-id", t)).into_iter().collect();
+        match read.and_then(|d| d.get("_rev")).and_then(Value::as_str) {
+            Some(rev) => {
+                headers.push(("If-Match", rev));
+                self.call(
+                    Method::PUT,
+                    &format!("/_api/document/{collection}/{key}"),
+                    Some(&doc),
+                    &headers,
+                )
+                .await
+            }
+            None => {
+                self.call(
+                    Method::POST,
+                    &format!("/_api/document/{collection}"),
+                    Some(&doc),
+                    &headers,
+                )
+                .await
+            }
+        }
     }
 
     /// Begins a stream transaction that writes `collections`, each commit

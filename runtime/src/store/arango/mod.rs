@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -250,36 +250,15 @@ impl Store for ArangoStore {
             let revision = expected + 1;
             let mut stored = next;
             stored.revision = revision;
-            let doc = json!({ "_key": "applied", "revision": revision, "applied": stored });
-            let written = match current
-                .as_ref()
-                .and_then(|d| d.get("_rev"))
-                .and_then(Value::as_str)
-            {
-                // Replace only the revision read above.
-                Some(rev) => {
-                    client
-                        .call(
-                            Method::PUT,
-                            "/_api/document/state/applied",
-                            Some(&doc),
-                            &[("If-Match", rev)],
-                        )
-                        .await
-                }
-                // The first apply: an insert fails if another came first.
-                None => {
-                    client
-                        .call(Method::POST, "/_api/document/state", Some(&doc), &[])
-                        .await
-                }
-            };
+            let doc = json!({ "revision": revision, "applied": stored });
+            // Replaces only the revision read above; the first apply is an
+            // insert, which fails if another came first.
+            let written = client
+                .swap("state", "applied", doc, current.as_ref(), None)
+                .await;
             match written {
                 Ok(_) => Ok(revision),
-                Err(f)
-                    if f.status == Some(StatusCode::PRECONDITION_FAILED)
-                        || f.status == Some(StatusCode::CONFLICT) =>
-                {
+                Err(f) if f.lost_race() => {
                     let found = self.revision().await?;
                     Err(StoreError::Stale { expected, found })
                 }
@@ -391,11 +370,6 @@ impl Store for ArangoStore {
                 .document("meta", &key)
                 .await
                 .map_err(|f| f.into_store_error("reading a lease"))?;
-            let rev = current
-                .as_ref()
-                .and_then(|d| d.get("_rev"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
             let lease = current
                 .as_ref()
                 .and_then(|d| d.get("value").and_then(Value::as_str))
@@ -406,32 +380,13 @@ impl Store for ArangoStore {
             }
             let value =
                 serde_json::to_string(&next).map_err(|e| StoreError::Backend(e.to_string()))?;
-            let doc = json!({ "_key": key, "key": name, "value": value });
+            let doc = json!({ "key": name, "value": value });
             // A compare-and-swap on the document read above: of two
             // replicas asking at once, one writes and the other is told who.
-            let written = match &rev {
-                Some(rev) => {
-                    client
-                        .call(
-                            Method::PUT,
-                            &format!("/_api/document/meta/{key}"),
-                            Some(&doc),
-                            &[("If-Match", rev)],
-                        )
-                        .await
-                }
-                None => {
-                    client
-                        .call(Method::POST, "/_api/document/meta", Some(&doc), &[])
-                        .await
-                }
-            };
+            let written = client.swap("meta", &key, doc, current.as_ref(), None).await;
             match written {
                 Ok(_) => Ok(next),
-                Err(f)
-                    if f.status == Some(StatusCode::PRECONDITION_FAILED)
-                        || f.status == Some(StatusCode::CONFLICT) =>
-                {
+                Err(f) if f.lost_race() => {
                     let now = client
                         .document("meta", &key)
                         .await

@@ -22,7 +22,7 @@
 //! log is an ordinary collection any replica reads the same way, and the
 //! runtime wakes its watchers itself on its own writes.
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -61,9 +61,7 @@ fn change_key(scope: &str, version: u64) -> String {
 }
 
 fn lost_race(f: &Failure) -> bool {
-    f.status == Some(StatusCode::PRECONDITION_FAILED)
-        || f.number == ERROR_CONFLICT
-        || f.number == ERROR_UNIQUE
+    f.lost_race() || f.number == ERROR_CONFLICT || f.number == ERROR_UNIQUE
 }
 
 fn stats_of(doc: Option<&Value>, scope: &str) -> ScopeStats {
@@ -144,35 +142,16 @@ async fn write_in(
     next: &ScopeStats,
 ) -> Result<(), Failure> {
     let in_trx = [("x-arango-trx-id", trx)];
-    let scope_key = hashed(&write.scope);
-    let mut scope_body = serde_json::to_value(next).unwrap_or_default();
-    scope_body["_key"] = scope_key.clone().into();
-    match scope_doc
-        .as_ref()
-        .and_then(|d| d.get("_rev"))
-        .and_then(Value::as_str)
-    {
-        Some(rev) => {
-            client
-                .call(
-                    Method::PUT,
-                    &format!("/_api/document/state_scopes/{scope_key}"),
-                    Some(&scope_body),
-                    &[("x-arango-trx-id", trx), ("If-Match", rev)],
-                )
-                .await?;
-        }
-        None => {
-            client
-                .call(
-                    Method::POST,
-                    "/_api/document/state_scopes",
-                    Some(&scope_body),
-                    &in_trx,
-                )
-                .await?;
-        }
-    }
+    let scope_body = serde_json::to_value(next).unwrap_or_default();
+    client
+        .swap(
+            "state_scopes",
+            &hashed(&write.scope),
+            scope_body,
+            scope_doc.as_ref(),
+            Some(trx),
+        )
+        .await?;
     let entry_key = entry_key(&write.scope, &write.key);
     match write.entry(next.version) {
         Some(entry) => {
