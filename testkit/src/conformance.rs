@@ -703,6 +703,21 @@ async fn state(store: &dyn Store, f: &mut Vec<String>) -> Result<(), StoreError>
         "the kept changes, in version order",
         f,
     );
+    let head_only = store.state_changes(scope, 0, 0).await?;
+    check(
+        head_only.changes.is_empty() && head_only.head == 10 && head_only.compacted == 6,
+        "a limit of 0 answers the head and compaction point alone",
+        f,
+    );
+    check(
+        store
+            .state_changes(scope, u64::MAX, 10)
+            .await?
+            .changes
+            .is_empty(),
+        "nothing comes after the highest version",
+        f,
+    );
     let tail = store.state_changes(scope, 8, 1).await?;
     check(
         tail.changes.len() == 1

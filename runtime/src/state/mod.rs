@@ -319,7 +319,7 @@ impl AgentState {
         self.grant(who, scope, Access::Read)?;
         let limit = limit.clamp(1, MAX_PAGE);
         // The revision first: a watch from it misses nothing the page missed.
-        let version = self.store.state_changes(scope, u64::MAX, 1).await?.head;
+        let version = self.store.state_changes(scope, 0, 0).await?.head;
         let items: Vec<StateDocument> = self
             .store
             .state_list(scope, prefix, after, limit)
@@ -348,7 +348,7 @@ impl AgentState {
     ) -> Result<impl Stream<Item = Result<StateChange, StateError>> + Send + use<>, StateError>
     {
         self.grant(who, scope, Access::Read)?;
-        let log = self.store.state_changes(scope, u64::MAX, 1).await?;
+        let log = self.store.state_changes(scope, 0, 0).await?;
         let from = from.unwrap_or(log.head);
         if from < log.compacted {
             return Err(StateError::Compacted {

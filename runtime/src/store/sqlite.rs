@@ -912,7 +912,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT version, key, value, at_ms, by FROM state_changes WHERE scope = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
                 )?
-                .query_map(params![scope, after as i64, limit as i64], |row| {
+                .query_map(params![scope, i64::try_from(after).unwrap_or(i64::MAX), limit as i64], |row| {
                     let value: Option<String> = row.get(2)?;
                     Ok(StateChange {
                         version: row.get::<_, i64>(0)? as u64,
