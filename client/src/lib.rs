@@ -29,7 +29,7 @@ pub use executions::{ExecutionList, ExecutionView, TaskView, TriggerView, Workfl
 pub use session::Session;
 pub use state::{
     Cas, StateChangeEvent, StateConflictBody, StateDocument, StatePage, StateScope, StateWatch,
-    StateWritten,
+    StateWritten, Updated,
 };
 
 use futures::{Stream, StreamExt};

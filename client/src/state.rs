@@ -11,10 +11,10 @@
 //! # async fn run(client: cortex_client::Client) -> Result<(), cortex_client::ClientError> {
 //! let mine = client.state(&format!("agents/{}", client.agent()));
 //! // Counts with compare-and-swap, retrying when another replica wrote first.
-//! let doc = mine
+//! let counted = mine
 //!     .update("handled", |old| serde_json::json!(old.and_then(|v| v.as_u64()).unwrap_or(0) + 1))
 //!     .await?;
-//! println!("handled {} (version {})", doc.value, doc.version);
+//! println!("handled {} (version {})", counted.value, counted.version);
 //! # Ok(()) }
 //! ```
 
@@ -90,6 +90,15 @@ pub struct StateConflictBody {
     pub error: ApiError,
     /// The current document.
     pub current: Option<StateDocument>,
+}
+
+/// What [`StateScope::update`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Updated {
+    /// The value written.
+    pub value: Value,
+    /// Its version.
+    pub version: u64,
 }
 
 /// The outcome of a compare-and-swap.
@@ -249,12 +258,12 @@ impl StateScope {
     /// Reads the key, computes its next value with `f` (`None`: it does not
     /// exist) and writes it with compare-and-swap; when another writer came
     /// first, computes again from the value it wrote, after a short backoff
-    /// (5 ms doubling to 500 ms, with jitter). Answers the document written.
+    /// (5 ms doubling to 500 ms, with jitter). Answers what it wrote.
     pub async fn update(
         &self,
         key: &str,
         mut f: impl FnMut(Option<&Value>) -> Value,
-    ) -> Result<StateDocument, ClientError> {
+    ) -> Result<Updated, ClientError> {
         let mut current = self.get(key).await?;
         let mut pause = Duration::from_millis(5);
         for _ in 0..UPDATE_TRIES {
@@ -262,12 +271,9 @@ impl StateScope {
             let if_version = current.as_ref().map_or(0, |d| d.version);
             match self.put_if(key, &next, if_version).await? {
                 Cas::Written(version) => {
-                    return Ok(StateDocument {
-                        key: key.to_string(),
+                    return Ok(Updated {
                         value: next,
                         version,
-                        updated_at: String::new(),
-                        updated_by: self.client.agent.clone(),
                     });
                 }
                 Cas::Conflict(now) => {
@@ -365,9 +371,11 @@ impl StateWatch {
         self.last
     }
 
-    /// The next change. A broken connection is opened again from the last
-    /// version delivered, for as long as the runtime is unreachable for at
-    /// most a minute; other errors end the watch.
+    /// The next change. A broken connection (or a store error the runtime
+    /// reports on it) is opened again from the last version delivered, for
+    /// as long as the runtime is unreachable for at most a minute; a
+    /// version the scope no longer keeps (410 `compacted`) and refusals end
+    /// the watch.
     pub async fn next(&mut self) -> Result<StateChangeEvent, ClientError> {
         let mut down_since: Option<std::time::Instant> = None;
         loop {
@@ -408,10 +416,16 @@ impl StateWatch {
                                 let body: crate::ErrorBody = serde_json::from_str(&event.data)
                                     .map_err(|e| bad_response(e.to_string()))?;
                                 self.events = None;
-                                return Err(ClientError::Api {
-                                    status: 410,
-                                    error: body.error,
-                                });
+                                if body.error.code == "compacted" {
+                                    return Err(ClientError::Api {
+                                        status: 410,
+                                        error: body.error,
+                                    });
+                                }
+                                // The runtime could not read its store: resume
+                                // from the last version after a pause.
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                break;
                             }
                             _ => {}
                         }
