@@ -71,6 +71,14 @@ async fn compare_and_swap_creates_updates_and_deletes() {
     let rest = desk.list("t/", "t/2", 2).await.unwrap();
     assert_eq!(rest.items.len(), 1);
     assert_eq!(rest.next, None);
+    // Any key survives the URL: spaces, `?`, `#`, `%`, unicode.
+    let odd = "odd key?#%/ünï";
+    desk.put(odd, &json!({"n": 7})).await.unwrap();
+    let doc = desk.get(odd).await.unwrap().expect("found by the same key");
+    assert_eq!(doc.key, odd);
+    // `watch` alone is the watch, not a key; a longer key is fine.
+    desk.put("watch/list", &json!({"n": 8})).await.unwrap();
+    assert!(desk.get("watch/list").await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
