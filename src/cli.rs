@@ -340,6 +340,17 @@ pub enum Command {
         /// With --watch: every change after this version (default: from now).
         #[arg(long, requires = "watch")]
         from_version: Option<u64>,
+        /// Write KEY: this JSON value (audited as the operator's).
+        #[arg(long, value_name = "JSON", conflicts_with_all = ["watch", "delete"])]
+        set: Option<String>,
+        /// Delete KEY (audited as the operator's).
+        #[arg(long, conflicts_with = "watch")]
+        delete: bool,
+        /// With --set or --delete: only if KEY is at this version (0: with
+        /// --set, only if it does not exist); a mismatch exits 1 naming the
+        /// current version.
+        #[arg(long)]
+        if_version: Option<u64>,
         #[command(flatten)]
         common: OperateArgs,
     },

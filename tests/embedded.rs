@@ -431,6 +431,30 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
     // the triaged ticket starts)
     assert!(category["value"].as_u64().unwrap() >= 1, "{category}");
     assert_eq!(category["updatedBy"], json!("triage"));
+    // An operator's hand on state, with compare-and-swap.
+    let set = |extra: &[&str]| {
+        let mut args = vec!["state", "desk-stats", "category/manual"];
+        args.extend_from_slice(extra);
+        cortex(dir, &args)
+    };
+    let created = set(&["--set", "5", "--if-version", "0"]);
+    assert_eq!(code(&created), 0, "{}", text(&created.stderr));
+    assert!(text(&created.stdout).contains("desk-stats/category/manual: written at version"));
+    let again = set(&["--set", "6", "--if-version", "0"]);
+    assert_eq!(code(&again), 1);
+    assert!(
+        text(&again.stderr).contains("it is at version"),
+        "{}",
+        text(&again.stderr)
+    );
+    let refused = set(&["--set=-1"]);
+    assert_eq!(
+        code(&refused),
+        1,
+        "the scope's schema holds for the operator too"
+    );
+    let deleted = set(&["--delete"]);
+    assert_eq!(code(&deleted), 0, "{}", text(&deleted.stderr));
     let listed = cortex(dir, &["state", "agents/triage"]);
     assert!(
         text(&listed.stdout).contains("handled"),

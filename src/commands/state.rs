@@ -1,6 +1,7 @@
 //! `cortex state [DIR] SCOPE [KEY]`: the operator's view of agent state on
 //! the running runtime — one key's document, a scope's keys, or (with
-//! `--watch`) its changes as they happen.
+//! `--watch`) its changes as they happen — and a hand on it (`--set`,
+//! `--delete`, with compare-and-swap by `--if-version`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,15 +32,67 @@ pub struct StateView {
     pub watch: bool,
     /// With `watch`: from this version (default: from now).
     pub from_version: Option<u64>,
+    /// Write the key: this JSON.
+    pub set: Option<String>,
+    /// Delete the key.
+    pub delete: bool,
+    /// With `set` or `delete`: only at this version.
+    pub if_version: Option<u64>,
 }
 
 /// Runs `cortex state`.
 pub fn show(args: &[String], view: StateView, common: &OperateArgs) -> anyhow::Result<ExitCode> {
     let (dir, scope, key) = split(args)?;
     let (scope, key) = (scope.to_string(), key.map(str::to_string));
+    let value: Option<serde_json::Value> = view
+        .set
+        .as_deref()
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                anyhow::anyhow!("--set takes a JSON value ({e}); a string is '\"text\"'")
+            })
+        })
+        .transpose()?;
+    if (value.is_some() || view.delete) && key.is_none() {
+        anyhow::bail!("--set and --delete need a KEY: cortex state [DIR] SCOPE KEY --set JSON");
+    }
     let format = common.format;
     with_client(&dir, common, async move |client| {
         let state = client.state(&scope);
+        if let (Some(key), true) = (&key, value.is_some() || view.delete) {
+            let outcome = match (&value, view.if_version) {
+                (Some(v), Some(at)) => state.put_if(key, v, at).await?,
+                (Some(v), None) => cortex_client::Cas::Written(state.put(key, v).await?),
+                (None, Some(at)) => state.delete_if(key, at).await?,
+                (None, None) => match state.get(key).await? {
+                    Some(doc) => state.delete_if(key, doc.version).await?,
+                    None => anyhow::bail!("no key {key} in state scope {scope}"),
+                },
+            };
+            return match outcome {
+                cortex_client::Cas::Written(version) => {
+                    match format {
+                        OutputFormat::Json => println!(
+                            "{}",
+                            serde_json::json!({ "scope": scope, "key": key, "version": version })
+                        ),
+                        OutputFormat::Text => println!(
+                            "{scope}/{key}: {} at version {version}",
+                            if view.delete { "deleted" } else { "written" }
+                        ),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                cortex_client::Cas::Conflict(current) => anyhow::bail!(
+                    "{scope}/{key} is not at version {}: {}; nothing was written",
+                    view.if_version.unwrap_or(0),
+                    current.map_or("it does not exist".to_string(), |c| format!(
+                        "it is at version {} (by {})",
+                        c.version, c.updated_by
+                    ))
+                ),
+            };
+        }
         if view.watch {
             let from = match view.from_version {
                 Some(v) => v,

@@ -21,7 +21,8 @@ use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerError, Principal};
 use crate::store::{
-    ScopeStats, StateChange, StateEntry, StateOutcome, StateWrite, Store, StoreError, now_ms,
+    AuditEntry, Op, ScopeStats, StateChange, StateEntry, StateOutcome, StateWrite, Store,
+    StoreError, now_ms,
 };
 use rules::{Access, Granted, Refusal};
 
@@ -273,6 +274,7 @@ impl AgentState {
                 message: error.to_string(),
             });
         }
+        let deleting = value.is_none();
         let write = StateWrite {
             scope: scope.to_string(),
             key: key.to_string(),
@@ -286,6 +288,23 @@ impl AgentState {
             StateOutcome::Written { version } => {
                 self.metrics.written(scope);
                 self.wake(scope, version);
+                if *who == Principal::Operator {
+                    // A hand's change to what agents keep is audited.
+                    let audit = Op::Audit(AuditEntry {
+                        at_ms: now_ms(),
+                        actor: "operator".into(),
+                        action: if deleting {
+                            "state-delete"
+                        } else {
+                            "state-put"
+                        }
+                        .into(),
+                        detail: format!("{scope}/{key} version {version}"),
+                    });
+                    if let Err(e) = self.store.write(vec![audit]).await {
+                        tracing::warn!(error = %e, "cannot audit an operator's state write");
+                    }
+                }
                 Ok(StateWritten {
                     key: key.to_string(),
                     version,
