@@ -428,10 +428,19 @@ spec:
     - {{ name: syncer, rules: [{{ resources: [sync, status], verbs: [sync, get] }}] }}
     - {{ name: viewer, rules: [{{ resources: [status, workflows/hello], verbs: [get, list] }}] }}
     - {{ name: runner, rules: [{{ resources: [workflows/hello], verbs: [run, get] }}] }}
+    - {{ name: noter, rules: [{{ resources: [state/notes], verbs: [write, get, list] }}] }}
+    - {{ name: reader, rules: [{{ resources: [\"state/*\"], verbs: [get, list] }}] }}
   bindings:
     - {{ role: syncer, subjects: [{{ token: ci-bot }}] }}
     - {{ role: runner, subjects: [{{ token: ci-bot }}] }}
+    - {{ role: noter, subjects: [{{ token: ci-bot }}] }}
     - {{ role: viewer, subjects: [{{ group: support }}] }}
+    - {{ role: reader, subjects: [{{ group: support }}] }}
+---
+apiVersion: cortex.codevald.io/v1
+kind: State
+metadata: {{ name: notes }}
+spec: {{ writers: [worker] }}
 ---
 apiVersion: cortex.codevald.io/v1
 kind: Workflow
@@ -599,6 +608,66 @@ spec:
         vec!["workflows/hello: ok".into(), first.clone()],
     )
     .await;
+
+    // Agent state, decided per scope by the roles (`state/SCOPE`).
+    let put = |token: &'static str| {
+        cortex_client::http_client()
+            .put(format!("{url}/api/v1/state/notes/greeting"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "value": "hello", "ifVersion": 0 }))
+            .send()
+    };
+    assert_eq!(
+        put("ada-token").await.unwrap().status(),
+        403,
+        "a reader may not write"
+    );
+    let written: Value = put("bot-token").await.unwrap().json().await.unwrap();
+    assert_eq!(written["key"], "greeting", "{written}");
+    let conflict = put("bot-token").await.unwrap();
+    assert_eq!(conflict.status(), 409, "ifVersion 0 on an existing key");
+    let doc: Value = call(
+        Method::GET,
+        "/api/v1/state/notes/greeting",
+        Some("ada-token"),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        (doc["value"].clone(), doc["updatedBy"].clone()),
+        (Value::from("hello"), Value::from("cortex"))
+    );
+    expect(vec![
+        (
+            Method::GET,
+            "/api/v1/state/notes".into(),
+            Some("ada-token"),
+            200,
+        ),
+        (
+            Method::GET,
+            "/api/v1/state/agents/worker".into(),
+            Some("bot-token"),
+            403,
+        ),
+        (
+            Method::GET,
+            "/api/v1/state/nowhere/k".into(),
+            Some("ada-token"),
+            404,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/state/notes/greeting".into(),
+            None,
+            401,
+        ),
+    ])
+    .await;
+    audited("ci-bot", "state-put", vec!["notes/greeting version".into()]).await;
     served.stop().await;
 }
 

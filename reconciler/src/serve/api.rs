@@ -415,6 +415,7 @@ pub fn routes(context: Context) -> Router {
         .route("/api/v1/webhook", post(webhook))
         .route("/readyz", get(readyz))
         .merge(super::workflows::routes())
+        .merge(super::state::routes())
         .with_state(context)
 }
 

@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod source;
 pub mod standby;
+pub mod state;
 pub mod status;
 pub mod target;
 pub mod watcher;

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{AgentState, StateError, event};
-use crate::broker::BrokerError;
 use crate::broker::http::{ApiPath, ApiQuery, MAX_MESSAGE_BODY, principal, read_body};
+use crate::broker::{BrokerError, Principal};
 
 impl StateError {
     /// The HTTP status and code of this error.
@@ -166,6 +166,17 @@ struct PutBody {
     if_version: Option<u64>,
 }
 
+/// What a call under `/v1/state/` does, by its method and path: `get`,
+/// `list` (a page or the watch) or `write` (put, delete) — the verbs a
+/// role names (`cortex serve`'s API decides by them).
+pub fn verb(method: &Method, target: &Target) -> &'static str {
+    match (method, target) {
+        (&Method::PUT | &Method::DELETE, _) => "write",
+        (_, Target::Key(_)) => "get",
+        _ => "list",
+    }
+}
+
 async fn route(
     State(state): State<Arc<AgentState>>,
     method: Method,
@@ -175,30 +186,57 @@ async fn route(
     body: Body,
 ) -> Result<Response, StateError> {
     let who = principal(&state.broker, &headers)?;
-    let (scope, target) = parse(&path)?;
+    // Agents' own writes are their business; the operator's are audited.
+    let audit_as = (who == Principal::Operator).then_some("operator");
+    call(&state, &who, audit_as, method, &path, query, &headers, body).await
+}
+
+/// Serves one call under `/v1/state/` (`path` is what follows it) as
+/// `who`; a write that succeeds is written to the audit log as by
+/// `audit_as`, when given.
+#[allow(clippy::too_many_arguments)]
+pub async fn call(
+    state: &Arc<AgentState>,
+    who: &Principal,
+    audit_as: Option<&str>,
+    method: Method,
+    path: &str,
+    query: StateQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, StateError> {
+    let (scope, target) = parse(path)?;
+    let write = |key: &str, value: Option<Value>, if_version: Option<u64>| {
+        let (scope, key) = (scope.clone(), key.to_string());
+        async move {
+            let deleting = value.is_none();
+            let written = state.write(who, &scope, &key, value, if_version).await?;
+            if let Some(actor) = audit_as {
+                let action = if deleting {
+                    "state-delete"
+                } else {
+                    "state-put"
+                };
+                let detail = format!("{scope}/{key} version {}", written.version);
+                state.audit(actor, action, detail).await;
+            }
+            Ok::<_, StateError>(json(written))
+        }
+    };
     match (method, target) {
-        (Method::GET, Target::Key(key)) => Ok(json(state.get(&who, &scope, &key).await?)),
+        (Method::GET, Target::Key(key)) => Ok(json(state.get(who, &scope, &key).await?)),
         (Method::PUT, Target::Key(key)) => {
             let body = read_body(body, MAX_MESSAGE_BODY).await?;
             let put: PutBody = serde_json::from_slice(&body).map_err(|e| {
                 BrokerError::BadRequest(format!("expected {{\"value\", \"ifVersion\"?}}: {e}"))
             })?;
-            let if_version = put.if_version.or(query.if_version);
-            Ok(json(
-                &state
-                    .write(&who, &scope, &key, Some(put.value), if_version)
-                    .await?,
-            ))
+            write(&key, Some(put.value), put.if_version.or(query.if_version)).await
         }
-        (Method::DELETE, Target::Key(key)) => Ok(json(
-            &state
-                .write(&who, &scope, &key, None, query.if_version)
-                .await?,
-        )),
+        (Method::DELETE, Target::Key(key)) => write(&key, None, query.if_version).await,
         (Method::GET, Target::Scope) => Ok(json(
             &state
                 .list(
-                    &who,
+                    who,
                     &scope,
                     query.prefix.as_deref().unwrap_or(""),
                     query.after.as_deref().unwrap_or(""),
@@ -212,7 +250,7 @@ async fn route(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
             let from = resume.or(query.from_version);
-            let changes = state.watch(&who, &scope, from).await?;
+            let changes = state.watch(who, &scope, from).await?;
             let events = changes.map(|item| {
                 let event = match item {
                     Ok(change) => Event::default()

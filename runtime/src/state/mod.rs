@@ -274,7 +274,6 @@ impl AgentState {
                 message: error.to_string(),
             });
         }
-        let deleting = value.is_none();
         let write = StateWrite {
             scope: scope.to_string(),
             key: key.to_string(),
@@ -288,23 +287,6 @@ impl AgentState {
             StateOutcome::Written { version } => {
                 self.metrics.written(scope);
                 self.wake(scope, version);
-                if *who == Principal::Operator {
-                    // A hand's change to what agents keep is audited.
-                    let audit = Op::Audit(AuditEntry {
-                        at_ms: now_ms(),
-                        actor: "operator".into(),
-                        action: if deleting {
-                            "state-delete"
-                        } else {
-                            "state-put"
-                        }
-                        .into(),
-                        detail: format!("{scope}/{key} version {version}"),
-                    });
-                    if let Err(e) = self.store.write(vec![audit]).await {
-                        tracing::warn!(error = %e, "cannot audit an operator's state write");
-                    }
-                }
                 Ok(StateWritten {
                     key: key.to_string(),
                     version,
@@ -323,6 +305,20 @@ impl AgentState {
                 scope: scope.to_string(),
                 key: key.to_string(),
             }),
+        }
+    }
+
+    /// Writes `action` by `actor` to the audit log (a failure is logged:
+    /// the change it records was made).
+    pub async fn audit(&self, actor: &str, action: &str, detail: String) {
+        let entry = Op::Audit(AuditEntry {
+            at_ms: now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            detail,
+        });
+        if let Err(e) = self.store.write(vec![entry]).await {
+            tracing::warn!(error = %e, action, "cannot write a state change to the audit log");
         }
     }
 
