@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use cortex_runtime::broker::Principal;
-use cortex_runtime::state::http::{StateQuery, call, parse, verb};
+use cortex_runtime::state::http::{StateQuery, StateRequest, call, parse, verb};
 
 use super::api::{Context, authorize, leading, running};
 
@@ -47,18 +47,16 @@ async fn route(
         Err(refused) => return *refused,
     };
     let audit_as = (verb == "write").then_some(caller.name.as_str());
-    call(
-        &shared.state,
-        &Principal::Operator,
-        audit_as,
+    let request = StateRequest {
         method,
-        &path,
+        path: &path,
         query,
-        &headers,
+        headers: &headers,
         body,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    };
+    call(&shared.state, &Principal::Operator, audit_as, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The state routes (state: the API's context).

@@ -188,23 +188,45 @@ async fn route(
     let who = principal(&state.broker, &headers)?;
     // Agents' own writes are their business; the operator's are audited.
     let audit_as = (who == Principal::Operator).then_some("operator");
-    call(&state, &who, audit_as, method, &path, query, &headers, body).await
+    let request = StateRequest {
+        method,
+        path: &path,
+        query,
+        headers: &headers,
+        body,
+    };
+    call(&state, &who, audit_as, request).await
 }
 
-/// Serves one call under `/v1/state/` (`path` is what follows it) as
-/// `who`; a write that succeeds is written to the audit log as by
-/// `audit_as`, when given.
-#[allow(clippy::too_many_arguments)]
+/// One HTTP call under `/v1/state/`, as it came.
+pub struct StateRequest<'a> {
+    /// Its method.
+    pub method: Method,
+    /// The path after `/v1/state/`.
+    pub path: &'a str,
+    /// Its query.
+    pub query: StateQuery,
+    /// Its headers (`Last-Event-ID` resumes a watch).
+    pub headers: &'a HeaderMap,
+    /// Its body (a put's).
+    pub body: Body,
+}
+
+/// Serves one call under `/v1/state/` as `who`; a write that succeeds is
+/// written to the audit log as by `audit_as`, when given.
 pub async fn call(
     state: &Arc<AgentState>,
     who: &Principal,
     audit_as: Option<&str>,
-    method: Method,
-    path: &str,
-    query: StateQuery,
-    headers: &HeaderMap,
-    body: Body,
+    request: StateRequest<'_>,
 ) -> Result<Response, StateError> {
+    let StateRequest {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    } = request;
     let (scope, target) = parse(path)?;
     let write = |key: &str, value: Option<Value>, if_version: Option<u64>| {
         let (scope, key) = (scope.clone(), key.to_string());
