@@ -487,3 +487,25 @@ fn the_product_binary_carries_no_benchmarks_and_no_test_fakes() {
         );
     }
 }
+
+#[test]
+fn state_without_a_scope_says_what_is_missing() {
+    let out = cortex(&["state", "examples/support-desk"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(said.contains("name a scope too"), "{said}");
+    let bad = cortex(&[
+        "state",
+        "examples/support-desk",
+        "desk-stats",
+        "k",
+        "--set",
+        "{not json",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("--set takes a JSON value"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -12,11 +12,13 @@ use crate::commands::workflows::with_client;
 /// Where the arguments point: the project, the scope, maybe a key. With two
 /// arguments the first is the project when it holds `cortex.yaml`.
 fn split(args: &[String]) -> anyhow::Result<(PathBuf, &str, Option<&str>)> {
+    let is_project = |arg: &str| Path::new(arg).join("cortex.yaml").is_file();
     match args {
+        [dir] if is_project(dir) => anyhow::bail!(
+            "{dir} is a project: name a scope too (cortex state {dir} SCOPE [KEY]; `cortex status {dir}` lists the scopes)"
+        ),
         [scope] => Ok((PathBuf::from("."), scope, None)),
-        [dir, scope] if Path::new(dir).join("cortex.yaml").is_file() => {
-            Ok((PathBuf::from(dir), scope, None))
-        }
+        [dir, scope] if is_project(dir) => Ok((PathBuf::from(dir), scope, None)),
         [scope, key] => Ok((PathBuf::from("."), scope, Some(key))),
         [dir, scope, key] => Ok((PathBuf::from(dir), scope, Some(key))),
         _ => anyhow::bail!("usage: cortex state [DIR] SCOPE [KEY]"),
