@@ -6,13 +6,16 @@
 //! - **CAS writes/s**: `WRITERS` concurrent writers, each on its own key,
 //!   read-modify-write with compare-and-swap on the version it last wrote
 //!   (cortex `PUT ifVersion`; etcd a transaction comparing `mod_revision`).
+//! - **Contended increments/s**: `CONTENDERS` writers incrementing one key
+//!   with compare-and-swap; a loser takes the winner's value from the
+//!   refusal itself (cortex's 409 carries it; etcd's transaction reads it in
+//!   its failure branch) and tries again. The final value must equal the
+//!   increments that succeeded.
 //! - **Watch latency**: one watcher on the scope (etcd: the key prefix);
 //!   a writer writes one key at a time; the time from sending the write to
 //!   the watcher receiving its change, p50 and p99.
 
 use std::process::{Command, Stdio};
-
-use crate::peer::{Killed, free_port, until_up};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,16 +27,39 @@ use cortex_client::Cas;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::peer::{Killed, free_port, until_up};
+
 /// Concurrent CAS writers.
 pub const WRITERS: u64 = 64;
+/// Writers incrementing one key.
+pub const CONTENDERS: u64 = 8;
 /// Writes timed for the watch latency.
 const WATCHED_WRITES: usize = 300;
 
 /// One engine's figures.
 struct Figures {
     writes_per_s: f64,
+    contended_per_s: f64,
+    conflicts_per_s: f64,
     watch_p50: Duration,
     watch_p99: Duration,
+}
+
+/// Counts of a contended phase: increments that won, refusals.
+#[derive(Default)]
+struct Contended {
+    won: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl Contended {
+    fn rates(&self, elapsed: Duration) -> (f64, f64) {
+        let s = elapsed.as_secs_f64();
+        (
+            self.won.load(Ordering::Relaxed) as f64 / s,
+            self.lost.load(Ordering::Relaxed) as f64 / s,
+        )
+    }
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
@@ -50,23 +76,31 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let etcd = etcd_figures(&etcd_bin, seconds).await?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "\nagent state, {WRITERS} CAS writers for {seconds} s each; watch latency over {WATCHED_WRITES} writes"
+        "\nagent state: {WRITERS} CAS writers on their own keys, then {CONTENDERS} on one key, {seconds} s each; watch latency over {WATCHED_WRITES} writes"
     );
     println!(
-        "{:<8} {:>14} {:>16} {:>16}",
-        "engine", "CAS writes/s", "watch p50 (ms)", "watch p99 (ms)"
+        "{:<8} {:>14} {:>16} {:>12} {:>16} {:>16}",
+        "engine",
+        "CAS writes/s",
+        "contended inc/s",
+        "conflicts/s",
+        "watch p50 (ms)",
+        "watch p99 (ms)"
     );
     for (name, f) in [("cortex", &cortex), ("etcd", &etcd)] {
         println!(
-            "{name:<8} {:>14.0} {:>16.2} {:>16.2}",
+            "{name:<8} {:>14.0} {:>16.0} {:>12.0} {:>16.2} {:>16.2}",
             f.writes_per_s,
+            f.contended_per_s,
+            f.conflicts_per_s,
             ms(f.watch_p50),
             ms(f.watch_p99)
         );
     }
     println!(
-        "ratio cortex/etcd: writes {:.2}x, watch p50 {:.2}x",
+        "ratio cortex/etcd: writes {:.2}x, contended increments {:.2}x, watch p50 {:.2}x",
         cortex.writes_per_s / etcd.writes_per_s,
+        cortex.contended_per_s / etcd.contended_per_s,
         ms(cortex.watch_p50) / ms(etcd.watch_p50)
     );
     Ok(())
@@ -103,6 +137,46 @@ async fn cortex_figures(seconds: u64) -> anyhow::Result<Figures> {
         task.await??;
     }
     let writes_per_s = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // Contended: one key.
+    let counts = Arc::new(Contended::default());
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..CONTENDERS {
+        let scope = t.client("counter").state("agents/counter");
+        let counts = counts.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut version, mut n) = (0, 0);
+            while Instant::now() < until {
+                match scope.put_if("hot", &json!(n + 1), version).await? {
+                    Cas::Written(v) => {
+                        (version, n) = (v, n + 1);
+                        counts.won.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Cas::Conflict(current) => {
+                        (version, n) =
+                            current.map_or((0, 0), |c| (c.version, c.value.as_u64().unwrap_or(0)));
+                        counts.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    for task in tasks {
+        task.await??;
+    }
+    let (contended_per_s, conflicts_per_s) = counts.rates(started.elapsed());
+    let hot = t
+        .client("counter")
+        .state("agents/counter")
+        .get("hot")
+        .await?;
+    let won = counts.won.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        hot.as_ref().and_then(|d| d.value.as_u64()) == Some(won),
+        "cortex lost an increment: {won} won, the key holds {hot:?}"
+    );
     // Watch latency.
     let scope = t.client("counter").state("agents/counter");
     let from = scope.list("", "", 1).await?.version;
@@ -119,6 +193,8 @@ async fn cortex_figures(seconds: u64) -> anyhow::Result<Figures> {
     t.runtime.stop().await?;
     Ok(Figures {
         writes_per_s,
+        contended_per_s,
+        conflicts_per_s,
         watch_p50: quantile(&latencies, 0.5),
         watch_p99: quantile(&latencies, 0.99),
     })
@@ -222,6 +298,53 @@ async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
         task.await??;
     }
     let writes_per_s = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // Contended: one key; the failure branch reads it.
+    let counts = Arc::new(Contended::default());
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let hot = b64("agents/counter/hot");
+    let mut tasks = Vec::new();
+    for _ in 0..CONTENDERS {
+        let (http, url, counts, key) =
+            (http.clone(), etcd.url.clone(), counts.clone(), hot.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut version, mut n) = (0u64, 0u64);
+            while Instant::now() < until {
+                let txn = json!({
+                    "compare": [{ "key": key, "target": "MOD", "result": "EQUAL", "mod_revision": version.to_string() }],
+                    "success": [{ "request_put": { "key": key, "value": B64.encode((n + 1).to_string()) } }],
+                    "failure": [{ "request_range": { "key": key } }],
+                });
+                let answer: Value = http
+                    .post(format!("{url}/v3/kv/txn"))
+                    .json(&txn)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                if answer["succeeded"] == json!(true) {
+                    (version, n) = (revision(&answer["header"]["revision"]), n + 1);
+                    counts.won.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let kv = &answer["responses"][0]["response_range"]["kvs"][0];
+                    version = revision(&kv["mod_revision"]);
+                    n = kv["value"]
+                        .as_str()
+                        .and_then(|v| B64.decode(v).ok())
+                        .and_then(|v| String::from_utf8(v).ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    counts.lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    for task in tasks {
+        task.await??;
+    }
+    let (contended_per_s, conflicts_per_s) = counts.rates(started.elapsed());
     // Watch latency: a watch on the prefix, one JSON object per line.
     let prefix = "agents/counter/";
     let watch = http
@@ -262,6 +385,8 @@ async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
     latencies.sort();
     Ok(Figures {
         writes_per_s,
+        contended_per_s,
+        conflicts_per_s,
         watch_p50: quantile(&latencies, 0.5),
         watch_p99: quantile(&latencies, 0.99),
     })
