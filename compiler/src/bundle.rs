@@ -292,6 +292,28 @@ impl Bundle {
 
     /// Every output file of `cortex build -o OUT`, by relative path.
     pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        let files = std::sync::Mutex::new(BTreeMap::new());
+        let kept = self.emit(&|path, bytes| {
+            files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(path, bytes);
+            Ok(())
+        });
+        // Keeping files in memory cannot fail.
+        debug_assert!(kept.is_ok());
+        files.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands every output file to `sink` (its path under the output
+    /// directory, its content) as soon as it is made, each once, from
+    /// several threads at once; the first error `sink` answers stops the
+    /// rest. What [`Bundle::files`] collects; a build writes each file as
+    /// it comes, so the whole output is never in memory at once.
+    pub fn emit(
+        &self,
+        sink: &(dyn Fn(String, Vec<u8>) -> std::io::Result<()> + Sync),
+    ) -> std::io::Result<()> {
         // Emit every object's YAML over all cores first; the chart and
         // manifests.yaml then share it.
         {
@@ -300,19 +322,20 @@ impl Bundle {
                 o.yaml();
             });
         }
-        // The three outputs are independent: build them concurrently.
-        let ((chart, runtime), (manifests, inventory)) = rayon::join(
-            || rayon::join(|| self.chart_files(), || self.runtime_json()),
-            || rayon::join(|| self.manifests_yaml(), || self.inventory_json()),
+        // The outputs are independent: built (and handed over) concurrently.
+        let chart = || {
+            self.chart_files()
+                .into_iter()
+                .try_for_each(|(path, text)| sink(format!("chart/{path}"), text.into_bytes()))
+        };
+        let runtime = || sink("runtime.json".into(), self.runtime_json().into_bytes());
+        let manifests = || sink("manifests.yaml".into(), self.manifests_yaml().into_bytes());
+        let inventory = || sink("inventory.json".into(), self.inventory_json().into_bytes());
+        let ((a, b), (c, d)) = rayon::join(
+            || rayon::join(chart, runtime),
+            || rayon::join(manifests, inventory),
         );
-        let mut files: BTreeMap<String, Vec<u8>> = chart
-            .into_iter()
-            .map(|(path, text)| (format!("chart/{path}"), text.into_bytes()))
-            .collect();
-        files.insert("manifests.yaml".into(), manifests.into_bytes());
-        files.insert("runtime.json".into(), runtime.into_bytes());
-        files.insert("inventory.json".into(), inventory.into_bytes());
-        files
+        a.and(b).and(c).and(d)
     }
 
     /// Number of objects per kind, in apply order.

@@ -42,6 +42,15 @@ const MARKERS: [&str; 2] = ["inventory.json", "manifests.yaml"];
 
 /// Replaces `out` with exactly `files`.
 pub fn replace_dir(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), WriteError> {
+    replace_dir_with(out, |staging| write_all(staging, files))
+}
+
+/// [`replace_dir`], the new content written by `fill` into the staging
+/// directory it is given (an error from it leaves `out` as it was).
+pub fn replace_dir_with(
+    out: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), WriteError>,
+) -> Result<(), WriteError> {
     if out.exists() {
         if !out.is_dir() {
             return Err(WriteError::Refused(format!(
@@ -71,7 +80,10 @@ pub fn replace_dir(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), 
     let staging = parent.join(format!(".{base}.cortex-new-{}", std::process::id()));
     let old = parent.join(format!(".{base}.cortex-old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    if let Err(e) = write_all(&staging, files) {
+    if let Err(e) = std::fs::create_dir_all(&staging)
+        .with_context(|| format!("cannot create {}", staging.display()))
+        .and_then(|()| fill(&staging))
+    {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
@@ -95,17 +107,38 @@ pub fn replace_dir(out: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), 
 
 fn write_all(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), WriteError> {
     for (relative, content) in files {
-        let path = dir.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let mut file = std::fs::File::create(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        file.write_all(content)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_new(dir, relative, content)?;
     }
     Ok(())
+}
+
+/// Writes `content` as `relative` under `dir`, making its directories
+/// (a file of a build being staged).
+pub fn write_new(dir: &Path, relative: &str, content: &[u8]) -> Result<(), WriteError> {
+    let path = dir.join(relative);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes a build's output into `out` as [`replace_dir`] does, each file
+/// written as the bundle makes it ([`cortex_compiler::bundle::Bundle::emit`]):
+/// the whole output is never in memory at once.
+pub fn write_build(out: &Path, bundle: &cortex_compiler::bundle::Bundle) -> Result<(), WriteError> {
+    replace_dir_with(out, |staging| {
+        bundle
+            .emit(&|path, bytes| write_new(staging, &path, &bytes).map_err(std::io::Error::other))
+            .map_err(|source| WriteError::Io {
+                what: "writing the build".into(),
+                source,
+            })
+    })
 }
 
 /// Writes a file whole or not at all (a sibling temporary file renamed).

@@ -31,12 +31,15 @@ pub fn run(
             return Ok(ExitCode::from(1));
         }
     };
-    cortex_reconciler::write::replace_dir(out_dir, &bundle.files())?;
+    // The compile is not needed any more: freed on the other core while
+    // this one writes the output, so the output's text reuses its memory.
+    let freeing = std::thread::spawn(move || drop(result));
+    cortex_reconciler::write::write_build(out_dir, &bundle)?;
     print_summary(&bundle, env, out_dir)?;
+    let _ = freeing.join();
     // The process ends here: freeing hundreds of MiB of objects one by one
     // would only delay the exit (rustc does the same).
     std::mem::forget(bundle);
-    std::mem::forget(result);
     Ok(ExitCode::SUCCESS)
 }
 
