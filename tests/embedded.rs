@@ -537,6 +537,15 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
         "{}",
         text(&offline.stdout)
     );
+    // The state scopes too, with what the agents counted.
+    let offline_json = status_json(dir);
+    let scopes = offline_json["states"].as_array().unwrap();
+    assert!(
+        scopes
+            .iter()
+            .any(|s| s["scope"] == json!("desk-stats") && s["keys"].as_u64().unwrap() >= 1),
+        "{offline_json}"
+    );
 
     // Running it again resumes the stored revision.
     let mut again = Up::start(dir, &["--no-agents"]);

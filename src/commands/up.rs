@@ -277,21 +277,10 @@ async fn stored_status(store: &SqliteStore) -> anyhow::Result<Option<RuntimeStat
         }
     }
     status.queues = queues.into_values().collect();
-    let mut scopes: std::collections::BTreeMap<String, cortex_runtime::store::ScopeStats> = config
-        .states
-        .keys()
-        .map(|name| {
-            let empty = cortex_runtime::store::ScopeStats {
-                scope: name.clone(),
-                ..Default::default()
-            };
-            (name.clone(), empty)
-        })
-        .collect();
-    for stats in store.state_scopes().await? {
-        scopes.insert(stats.scope.clone(), stats);
-    }
-    status.states = scopes.into_values().collect();
+    status.states = cortex_runtime::store::state::with_declared(
+        config.states.keys(),
+        store.state_scopes().await?,
+    );
     Ok(Some(status))
 }
 

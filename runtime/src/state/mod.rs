@@ -392,24 +392,10 @@ impl AgentState {
     /// counters (zero for a scope never written).
     pub async fn scopes(&self) -> Result<Vec<ScopeStats>, StoreError> {
         let stored = self.store.state_scopes().await?;
-        let config = self.broker.config();
-        let mut all: std::collections::BTreeMap<String, ScopeStats> = config
-            .states
-            .keys()
-            .map(|name| {
-                (
-                    name.clone(),
-                    ScopeStats {
-                        scope: name.clone(),
-                        ..ScopeStats::default()
-                    },
-                )
-            })
-            .collect();
-        for stats in stored {
-            all.insert(stats.scope.clone(), stats);
-        }
-        Ok(all.into_values().collect())
+        Ok(crate::store::state::with_declared(
+            self.broker.config().states.keys(),
+            stored,
+        ))
     }
 }
 

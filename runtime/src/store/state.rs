@@ -181,6 +181,28 @@ impl ScopeStats {
     }
 }
 
+/// Every scope: the `declared` ones (zero counters until written) and
+/// those `stored`, by name.
+pub fn with_declared<'a>(
+    declared: impl IntoIterator<Item = &'a String>,
+    stored: Vec<ScopeStats>,
+) -> Vec<ScopeStats> {
+    let mut all: std::collections::BTreeMap<String, ScopeStats> = declared
+        .into_iter()
+        .map(|name| {
+            let empty = ScopeStats {
+                scope: name.clone(),
+                ..ScopeStats::default()
+            };
+            (name.clone(), empty)
+        })
+        .collect();
+    for stats in stored {
+        all.insert(stats.scope.clone(), stats);
+    }
+    all.into_values().collect()
+}
+
 /// How a write changes the number of keys: `+1` creates, `-1` deletes.
 pub fn keys_delta(existed: bool, write: &StateWrite) -> i64 {
     match (existed, write.value.is_some()) {
