@@ -62,6 +62,22 @@ impl Contended {
     }
 }
 
+/// Runs `n` copies of `task(i, until)`, `until` being `seconds` from now,
+/// and waits for them; answers how long they took.
+async fn timed<F, Fut>(n: u64, seconds: u64, task: F) -> anyhow::Result<Duration>
+where
+    F: Fn(u64, Instant) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(task(i, until))).collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed())
+}
+
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted
         .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
@@ -110,12 +126,10 @@ async fn cortex_figures(seconds: u64) -> anyhow::Result<Figures> {
     let project = cortex_testkit::git::fixture_path("runtime/state");
     let t = cortex_testkit::runtime::start_project(&project, false).await;
     let done = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for w in 0..WRITERS {
+    let elapsed = timed(WRITERS, seconds, |w, until| {
         let scope = t.client("counter").state("agents/counter");
         let done = done.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let key = format!("k{w}");
             let mut version = 0;
             let mut n = 0u64;
@@ -130,21 +144,16 @@ async fn cortex_figures(seconds: u64) -> anyhow::Result<Figures> {
                 }
             }
             anyhow::Ok(())
-        }));
-    }
-    let started = Instant::now();
-    for task in tasks {
-        task.await??;
-    }
-    let writes_per_s = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        }
+    })
+    .await?;
+    let writes_per_s = done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
     // Contended: one key.
     let counts = Arc::new(Contended::default());
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for _ in 0..CONTENDERS {
+    let elapsed = timed(CONTENDERS, seconds, |_, until| {
         let scope = t.client("counter").state("agents/counter");
         let counts = counts.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let (mut version, mut n) = (0, 0);
             while Instant::now() < until {
                 match scope.put_if("hot", &json!(n + 1), version).await? {
@@ -160,13 +169,10 @@ async fn cortex_figures(seconds: u64) -> anyhow::Result<Figures> {
                 }
             }
             anyhow::Ok(())
-        }));
-    }
-    let started = Instant::now();
-    for task in tasks {
-        task.await??;
-    }
-    let (contended_per_s, conflicts_per_s) = counts.rates(started.elapsed());
+        }
+    })
+    .await?;
+    let (contended_per_s, conflicts_per_s) = counts.rates(elapsed);
     let hot = t
         .client("counter")
         .state("agents/counter")
@@ -262,11 +268,9 @@ async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
     let etcd = start_etcd(bin).await?;
     let http = cortex_client::http_client();
     let done = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for w in 0..WRITERS {
+    let elapsed = timed(WRITERS, seconds, |w, until| {
         let (http, url, done) = (http.clone(), etcd.url.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
+        async move {
             let key = b64(&format!("agents/counter/k{w}"));
             let mut version = 0;
             let mut n = 0u64;
@@ -291,22 +295,17 @@ async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
                 done.fetch_add(1, Ordering::Relaxed);
             }
             anyhow::Ok(())
-        }));
-    }
-    let started = Instant::now();
-    for task in tasks {
-        task.await??;
-    }
-    let writes_per_s = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        }
+    })
+    .await?;
+    let writes_per_s = done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
     // Contended: one key; the failure branch reads it.
     let counts = Arc::new(Contended::default());
-    let until = Instant::now() + Duration::from_secs(seconds);
     let hot = b64("agents/counter/hot");
-    let mut tasks = Vec::new();
-    for _ in 0..CONTENDERS {
+    let elapsed = timed(CONTENDERS, seconds, |_, until| {
         let (http, url, counts, key) =
             (http.clone(), etcd.url.clone(), counts.clone(), hot.clone());
-        tasks.push(tokio::spawn(async move {
+        async move {
             let (mut version, mut n) = (0u64, 0u64);
             while Instant::now() < until {
                 let txn = json!({
@@ -338,13 +337,10 @@ async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
                 }
             }
             anyhow::Ok(())
-        }));
-    }
-    let started = Instant::now();
-    for task in tasks {
-        task.await??;
-    }
-    let (contended_per_s, conflicts_per_s) = counts.rates(started.elapsed());
+        }
+    })
+    .await?;
+    let (contended_per_s, conflicts_per_s) = counts.rates(elapsed);
     // Watch latency: a watch on the prefix, one JSON object per line.
     let prefix = "agents/counter/";
     let watch = http
