@@ -264,6 +264,31 @@ fn revision(v: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// etcd's compare-and-swap: `value` written to `key` (base64) if its
+/// `mod_revision` is `version` (0: it does not exist); the key read back
+/// in the failure branch.
+async fn etcd_cas(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    version: u64,
+    value: u64,
+) -> anyhow::Result<Value> {
+    let txn = json!({
+        "compare": [{ "key": key, "target": "MOD", "result": "EQUAL", "mod_revision": version.to_string() }],
+        "success": [{ "request_put": { "key": key, "value": B64.encode(value.to_string()) } }],
+        "failure": [{ "request_range": { "key": key } }],
+    });
+    Ok(http
+        .post(format!("{url}/v3/kv/txn"))
+        .json(&txn)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
     let etcd = start_etcd(bin).await?;
     let http = cortex_client::http_client();
@@ -275,18 +300,7 @@ async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
             let mut version = 0;
             let mut n = 0u64;
             while Instant::now() < until {
-                let txn = json!({
-                    "compare": [{ "key": key, "target": "MOD", "result": "EQUAL", "mod_revision": version.to_string() }],
-                    "success": [{ "request_put": { "key": key, "value": B64.encode(n.to_string()) } }],
-                });
-                let answer: Value = http
-                    .post(format!("{url}/v3/kv/txn"))
-                    .json(&txn)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+                let answer = etcd_cas(&http, &url, &key, version, n).await?;
                 if answer["succeeded"] != json!(true) {
                     bail!("{w}: a conflict with no other writer: {answer}");
                 }
@@ -308,19 +322,7 @@ async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
         async move {
             let (mut version, mut n) = (0u64, 0u64);
             while Instant::now() < until {
-                let txn = json!({
-                    "compare": [{ "key": key, "target": "MOD", "result": "EQUAL", "mod_revision": version.to_string() }],
-                    "success": [{ "request_put": { "key": key, "value": B64.encode((n + 1).to_string()) } }],
-                    "failure": [{ "request_range": { "key": key } }],
-                });
-                let answer: Value = http
-                    .post(format!("{url}/v3/kv/txn"))
-                    .json(&txn)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+                let answer = etcd_cas(&http, &url, &key, version, n + 1).await?;
                 if answer["succeeded"] == json!(true) {
                     (version, n) = (revision(&answer["header"]["revision"]), n + 1);
                     counts.won.fetch_add(1, Ordering::Relaxed);
