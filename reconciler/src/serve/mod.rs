@@ -439,44 +439,9 @@ impl Serve {
     }
 
     async fn reconcile_once(&mut self, trigger: &str) -> bool {
-        let source = self.options.source.clone();
-        let subdir = self.options.subdir.clone();
-        let fetched = tokio::task::spawn_blocking(move || source.fetch(subdir.as_deref()))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-        let pinned = self.pin.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.set(|s| s.pinned = pinned.clone());
-        let fetched = match (fetched, &pinned) {
-            (Ok(branch_head), Some(commit)) => {
-                // The branch's head is shown; the pinned commit is synced.
-                self.set(|s| s.head_commit = branch_head.commit.clone());
-                let source = self.options.source.clone();
-                let (commit, subdir) = (commit.clone(), self.options.subdir.clone());
-                tokio::task::spawn_blocking(move || source.pinned(&commit, subdir.as_deref()))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
-            }
-            (fetched, _) => fetched,
+        let Some(head) = self.fetch_head(trigger).await else {
+            return false;
         };
-        let head = match fetched {
-            Ok(head) => head,
-            Err(message) => {
-                tracing::warn!(error = %message, "cannot fetch the repository; trying again");
-                self.record(None, trigger, "failed", message.clone()).await;
-                self.fail(None, message, Vec::new());
-                return false;
-            }
-        };
-        let new_head = self
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .head_commit
-            != head.commit;
-        if new_head && pinned.is_none() {
-            self.head_seen = Some(Instant::now());
-        }
-        self.set(|s| s.head_commit = head.commit.clone());
         let key = self.compile_key(&head);
         if let Some(revision) = self.unchanged(key.as_ref()).await {
             // A sync asked for is kept and audited even when it had
@@ -489,65 +454,10 @@ impl Serve {
             self.set(|s| s.ready = true);
             return true;
         }
-        // What compiled last time is not compiled again (kept while it is
-        // needed: see `Serve::keep_compiled`).
-        let cached = self
-            .compiled
-            .as_ref()
-            .filter(|(compiled, _)| key.as_ref() == Some(compiled))
-            .map(|(_, desired)| desired.clone());
-        let desired = match cached {
-            Some(desired) => desired,
-            None => {
-                let options = Options {
-                    env: self.options.env.clone(),
-                };
-                let (project, at) = (head.project.clone(), head.at.clone());
-                self.metrics
-                    .compiles
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let compiled = compile::on_its_thread(project, at, options).await;
-                match compiled {
-                    Ok(Ok(desired)) => {
-                        let desired = Arc::new(desired);
-                        self.compiled = key.clone().map(|k| (k, desired.clone()));
-                        desired
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(commit = ?head.commit, error = %e, "the head does not compile; the last good revision stays");
-                        self.metrics
-                            .compile_failures
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let found = problems(&e);
-                        self.record(head.commit.clone(), trigger, "failed", e.to_string())
-                            .await;
-                        self.fail(head.commit.clone(), e.to_string(), found);
-                        return false;
-                    }
-                    Err(e) => {
-                        self.record(head.commit.clone(), trigger, "failed", e.clone())
-                            .await;
-                        self.fail(head.commit.clone(), e, Vec::new());
-                        return false;
-                    }
-                }
-            }
+        let Some(desired) = self.desired_of(&head, key.as_ref(), trigger).await else {
+            return false;
         };
-        // The head was synced before (so a change found now is drift): the
-        // same compile key — or, for a replica that has not synced yet, the
-        // commit the leader published.
-        let already = {
-            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            let same = match &self.synced_key {
-                Some(synced) => key.as_ref() == Some(synced),
-                None => {
-                    matches!(self.options.source, Source::Remote { .. })
-                        && s.synced_commit.is_some()
-                        && s.synced_commit == head.commit
-                }
-            };
-            same && s.last_error.is_none()
-        };
+        let already = self.synced_before(&head, key.as_ref());
         // The plan of the head against the target (none before the
         // runtime runs): shown on `GET /api/v1/plan`, and what a sync applies.
         let planned = match self.plan_head(&head.project, &desired).await {
@@ -569,37 +479,8 @@ impl Serve {
         }
         // Without a sync asked for, manual sync holds a new commit and no
         // self-heal holds drift: reported, not applied.
-        if !trigger.starts_with("api") {
-            let held = match &planned {
-                // A replica taking over runs what the leader synced.
-                None => (!self.options.auto_sync && !already).then(Vec::new),
-                Some(planned) => {
-                    let changed = planned.changed();
-                    let wait = if already {
-                        !self.options.self_heal
-                    } else {
-                        !self.options.auto_sync
-                    };
-                    (!changed.is_empty() && wait).then_some(changed)
-                }
-            };
-            if let Some(pending) = held {
-                if already {
-                    self.metrics
-                        .drift_detected
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                self.set(|s| {
-                    if already {
-                        s.drift = pending.clone();
-                    }
-                    s.pending = pending;
-                    s.sync_state = "out-of-sync".into();
-                    s.last_error = None;
-                    s.ready = true;
-                });
-                return true;
-            }
+        if !trigger.starts_with("api") && self.hold(planned.as_ref(), already) {
+            return true;
         }
         let applied = match (&self.up, &self.cluster, &planned) {
             (Some(up), _, Some(SyncPlan::Embedded(planned))) => up
@@ -699,6 +580,160 @@ impl Serve {
                 }
                 false
             }
+        }
+    }
+
+    /// Whether a reconcile not asked for holds what it found — a new commit
+    /// under manual sync, drift without self-heal — and reports it
+    /// out-of-sync instead of applying it.
+    fn hold(&self, planned: Option<&SyncPlan>, already: bool) -> bool {
+        let held = match planned {
+            // A replica taking over runs what the leader synced.
+            None => (!self.options.auto_sync && !already).then(Vec::new),
+            Some(planned) => {
+                let changed = planned.changed();
+                let wait = if already {
+                    !self.options.self_heal
+                } else {
+                    !self.options.auto_sync
+                };
+                (!changed.is_empty() && wait).then_some(changed)
+            }
+        };
+        if let Some(pending) = held {
+            if already {
+                self.metrics
+                    .drift_detected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.set(|s| {
+                if already {
+                    s.drift = pending.clone();
+                }
+                s.pending = pending;
+                s.sync_state = "out-of-sync".into();
+                s.last_error = None;
+                s.ready = true;
+            });
+            return true;
+        }
+        false
+    }
+
+    /// Fetches the branch (or the pinned commit) and shows its head; `None`
+    /// when the fetch failed (recorded and reported).
+    async fn fetch_head(&mut self, trigger: &str) -> Option<Head> {
+        let source = self.options.source.clone();
+        let subdir = self.options.subdir.clone();
+        let fetched = tokio::task::spawn_blocking(move || source.fetch(subdir.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let pinned = self.pin.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.set(|s| s.pinned = pinned.clone());
+        let fetched = match (fetched, &pinned) {
+            (Ok(branch_head), Some(commit)) => {
+                // The branch's head is shown; the pinned commit is synced.
+                self.set(|s| s.head_commit = branch_head.commit.clone());
+                let source = self.options.source.clone();
+                let (commit, subdir) = (commit.clone(), self.options.subdir.clone());
+                tokio::task::spawn_blocking(move || source.pinned(&commit, subdir.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            (fetched, _) => fetched,
+        };
+        let head = match fetched {
+            Ok(head) => head,
+            Err(message) => {
+                tracing::warn!(error = %message, "cannot fetch the repository; trying again");
+                self.record(None, trigger, "failed", message.clone()).await;
+                self.fail(None, message, Vec::new());
+                return None;
+            }
+        };
+        let new_head = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .head_commit
+            != head.commit;
+        if new_head && pinned.is_none() {
+            self.head_seen = Some(Instant::now());
+        }
+        self.set(|s| s.head_commit = head.commit.clone());
+        Some(head)
+    }
+
+    /// The head compiled (what compiled last time is reused); `None` when
+    /// it does not compile (recorded and reported; the last good revision
+    /// stays).
+    async fn desired_of(
+        &mut self,
+        head: &Head,
+        key: Option<&String>,
+        trigger: &str,
+    ) -> Option<Arc<compile::Compiled>> {
+        // What compiled last time is not compiled again (kept while it is
+        // needed: see `Serve::keep_compiled`).
+        let cached = self
+            .compiled
+            .as_ref()
+            .filter(|(compiled, _)| key == Some(compiled))
+            .map(|(_, desired)| desired.clone());
+        match cached {
+            Some(desired) => Some(desired),
+            None => {
+                let options = Options {
+                    env: self.options.env.clone(),
+                };
+                let (project, at) = (head.project.clone(), head.at.clone());
+                self.metrics
+                    .compiles
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let compiled = compile::on_its_thread(project, at, options).await;
+                match compiled {
+                    Ok(Ok(desired)) => {
+                        let desired = Arc::new(desired);
+                        self.compiled = key.cloned().map(|k| (k, desired.clone()));
+                        Some(desired)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(commit = ?head.commit, error = %e, "the head does not compile; the last good revision stays");
+                        self.metrics
+                            .compile_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let found = problems(&e);
+                        self.record(head.commit.clone(), trigger, "failed", e.to_string())
+                            .await;
+                        self.fail(head.commit.clone(), e.to_string(), found);
+                        None
+                    }
+                    Err(e) => {
+                        self.record(head.commit.clone(), trigger, "failed", e.clone())
+                            .await;
+                        self.fail(head.commit.clone(), e, Vec::new());
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the head was synced before, so that a change found now is
+    /// drift: the same compile key — or, for a replica that has not synced
+    /// yet, the commit the leader published.
+    fn synced_before(&self, head: &Head, key: Option<&String>) -> bool {
+        {
+            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            let same = match &self.synced_key {
+                Some(synced) => key == Some(synced),
+                None => {
+                    matches!(self.options.source, Source::Remote { .. })
+                        && s.synced_commit.is_some()
+                        && s.synced_commit == head.commit
+                }
+            };
+            same && s.last_error.is_none()
         }
     }
 
