@@ -4,8 +4,10 @@
 //! ([`Client::from_env`]): the broker's URL, its name and its token. It then
 //! receives deliveries from its inbox (long-poll with [`Client::receive`], a
 //! server-sent-event stream with [`Client::stream`], or the agent socket,
-//! [`Client::session`], the cheapest), acks, nacks or replies to each, and
-//! publishes to the topics its spec declares.
+//! [`Client::session`], the cheapest), acks, nacks or replies to each,
+//! publishes to the topics its spec declares, and keeps agent state
+//! ([`Client::state`]: versioned documents with compare-and-swap and
+//! watches).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), cortex_client::ClientError> {

@@ -1,5 +1,6 @@
 //! cortex-runtime: the runtime of the embedded target — the message broker,
-//! the local agent supervisor, the health loop and alerts, served over HTTP
+//! agent state, the workflow runtime, the local agent supervisor, the health
+//! loop and alerts, served over HTTP
 //! on one address — and the state stores it keeps its state in.
 
 pub mod agents;

@@ -1,5 +1,6 @@
 //! The runtime's HTTP server: the broker API, the workflow API
-//! ([`crate::workflow::http`]), `/v1/status` (operator
+//! ([`crate::workflow::http`]), agent state ([`crate::state::http`]),
+//! `/v1/status` (operator
 //! token), `/v1/identity` (the runtime proves it holds the operator token
 //! before a client sends it), `/metrics` (Prometheus text) and `/healthz`.
 

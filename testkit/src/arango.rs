@@ -6,7 +6,9 @@
 //! databases and collections (409 / 1207 when they exist), persistent
 //! indexes, single and multi-document reads and writes (`overwriteMode`,
 //! per-document errors in array answers, `If-Match` → 412), stream
-//! transactions (writes buffered until commit, dropped on abort) and AQL
+//! transactions (writes buffered until commit, dropped on abort, a commit
+//! refused with 409/1200 when another transaction changed one of their
+//! documents first) and AQL
 //! cursors paged by `batchSize` with bind-parameter checks. It has no AQL
 //! engine: it runs the store's own queries (`store::arango::queries`) and
 //! answers any other query with an error. What it cannot show (AQL

@@ -1,7 +1,8 @@
 //! What the broker needs from `runtime.json` and the applied tokens: topics
 //! (ordering, delivery, dead letters, retention, compiled schema,
-//! subscribers), agents (inbox, delivery, publish/subscribe rights) and who
-//! each token belongs to.
+//! subscribers), agents (inbox, delivery, publish/subscribe rights), who
+//! each token belongs to, and the declared state scopes' rights and schemas
+//! ([`crate::state::rules`]: swapped with the rest on every apply).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

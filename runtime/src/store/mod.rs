@@ -1,6 +1,6 @@
 //! Where the runtime keeps its state: the applied runtime config and its
-//! revision, messages waiting for delivery, health history, the audit log
-//! and small named values. One trait ([`Store`]), two implementations: the
+//! revision, messages waiting for delivery, health history, the audit log,
+//! small named values, workflow executions and agent state ([`state`]). One trait ([`Store`]), two implementations: the
 //! embedded SQLite file ([`sqlite::SqliteStore`], the default) and ArangoDB
 //! for several replicas sharing state ([`arango::ArangoStore`], a thin
 //! client of its HTTP API). `cortex-testkit`'s `conformance` module is the suite both must pass.
