@@ -1073,17 +1073,22 @@ fn serve_fetches_over_ssh_with_the_agents_key() {
     let user = Command::new("id").arg("-un").output().expect("id -un");
     let user = text(&user.stdout).trim().to_string();
     let url = format!("ssh://{user}@127.0.0.1:{port}{}", remote.path().display());
-    let state = tempfile::tempdir().unwrap();
-    let (child, api) = serve_with(
-        &url,
-        state.path(),
-        &[],
-        &[
-            ("SSH_AUTH_SOCK", &at("agent.sock")),
-            ("HOME", home.to_str().unwrap()),
-        ],
-    );
-    let child = Killed(child);
+    // `cortex serve` fetching with the agent's key, `home` holding (or not)
+    // the server's key among its known hosts.
+    let serve_from = |home: &Path| {
+        let state = tempfile::tempdir().unwrap();
+        let (child, api) = serve_with(
+            &url,
+            state.path(),
+            &[],
+            &[
+                ("SSH_AUTH_SOCK", &at("agent.sock")),
+                ("HOME", home.to_str().unwrap()),
+            ],
+        );
+        (Killed(child), api, state)
+    };
+    let (child, api, _state) = serve_from(&home);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let synced = runtime.block_on(api.until("the status awaited", |s| {
         s["syncState"] == json!("synced") || s["syncState"] == json!("error")
@@ -1094,17 +1099,7 @@ fn serve_fetches_over_ssh_with_the_agents_key() {
     // A server whose key is not known is refused, and said so.
     let stranger = dir.path().join("stranger");
     std::fs::create_dir_all(&stranger).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let (child, api) = serve_with(
-        &url,
-        state.path(),
-        &[],
-        &[
-            ("SSH_AUTH_SOCK", &at("agent.sock")),
-            ("HOME", stranger.to_str().unwrap()),
-        ],
-    );
-    let child = Killed(child);
+    let (child, api, _state) = serve_from(&stranger);
     let refused =
         runtime.block_on(api.until("the status awaited", |s| s["syncState"] == json!("error")));
     let message = refused["lastError"]["message"].as_str().unwrap_or_default();

@@ -31,12 +31,7 @@ impl DurableFigures {
     /// The figures of one run from its publish latencies.
     pub fn new(rate: f64, mut latencies: Vec<Duration>) -> DurableFigures {
         latencies.sort();
-        let at = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+        let at = |q: f64| crate::spread::quantile(&latencies, q);
         DurableFigures {
             rate,
             p50: at(0.50),

@@ -1,4 +1,5 @@
-//! How a benchmark reports repeated timings: runs, min, median, max.
+//! How a benchmark reports repeated timings: runs, min, median, max; and
+//! quantiles of latencies.
 
 use std::time::Duration;
 
@@ -35,6 +36,15 @@ impl std::fmt::Display for Spread {
             ms(self.max)
         )
     }
+}
+
+/// The `q` quantile (0–1) of `sorted`, by the index `len × q` (the last
+/// value for `q` = 1); the default when there are none.
+pub(crate) fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {

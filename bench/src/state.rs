@@ -28,6 +28,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::peer::{Killed, free_port, until_up};
+use crate::spread::{ms, quantile};
 
 /// Concurrent CAS writers.
 pub const WRITERS: u64 = 64;
@@ -43,6 +44,21 @@ struct Figures {
     conflicts_per_s: f64,
     watch_p50: Duration,
     watch_p99: Duration,
+}
+
+impl Figures {
+    /// The figures of one engine: its write rates, and its watch
+    /// latencies' quantiles.
+    fn new(writes_per_s: f64, contended: (f64, f64), mut latencies: Vec<Duration>) -> Figures {
+        latencies.sort();
+        Figures {
+            writes_per_s,
+            contended_per_s: contended.0,
+            conflicts_per_s: contended.1,
+            watch_p50: quantile(&latencies, 0.5),
+            watch_p99: quantile(&latencies, 0.99),
+        }
+    }
 }
 
 /// Counts of a contended phase: increments that won, refusals.
@@ -78,19 +94,11 @@ where
     Ok(started.elapsed())
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    sorted
-        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
-}
-
 /// Runs both engines for `seconds` of CAS writes each and prints the table.
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let etcd_bin = std::env::var("CORTEX_BENCH_ETCD").unwrap_or_else(|_| "etcd".into());
     let cortex = cortex_figures(seconds).await?;
     let etcd = etcd_figures(&etcd_bin, seconds).await?;
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "\nagent state: {WRITERS} CAS writers on their own keys, then {CONTENDERS} on one key, {seconds} s each; watch latency over {WATCHED_WRITES} writes"
     );
@@ -195,15 +203,12 @@ async fn cortex_figures(seconds: u64) -> anyhow::Result<Figures> {
         anyhow::ensure!(change.key == "watched", "unexpected change {change:?}");
         latencies.push(sent.elapsed());
     }
-    latencies.sort();
     t.runtime.stop().await?;
-    Ok(Figures {
+    Ok(Figures::new(
         writes_per_s,
-        contended_per_s,
-        conflicts_per_s,
-        watch_p50: quantile(&latencies, 0.5),
-        watch_p99: quantile(&latencies, 0.99),
-    })
+        (contended_per_s, conflicts_per_s),
+        latencies,
+    ))
 }
 
 /// etcd on free ports in a temporary directory, stopped when dropped.
@@ -380,12 +385,9 @@ async fn etcd_figures(bin: &str, seconds: u64) -> anyhow::Result<Figures> {
         next_event().await?;
         latencies.push(sent.elapsed());
     }
-    latencies.sort();
-    Ok(Figures {
+    Ok(Figures::new(
         writes_per_s,
-        contended_per_s,
-        conflicts_per_s,
-        watch_p50: quantile(&latencies, 0.5),
-        watch_p99: quantile(&latencies, 0.99),
-    })
+        (contended_per_s, conflicts_per_s),
+        latencies,
+    ))
 }
