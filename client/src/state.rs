@@ -204,7 +204,9 @@ impl StateScope {
     pub async fn put(&self, key: &str, value: &Value) -> Result<u64, ClientError> {
         match self.put_body(key, value, None).await? {
             Cas::Written(version) => Ok(version),
-            Cas::Conflict(_) => unreachable_conflict(),
+            // A write without ifVersion is never a conflict; a runtime
+            // that says otherwise is answered with an error, not a panic.
+            Cas::Conflict(_) => Err(bad_response("409 to a write without ifVersion".to_string())),
         }
     }
 
@@ -338,11 +340,6 @@ impl StateScope {
             buffered: std::collections::VecDeque::new(),
         }
     }
-}
-
-fn unreachable_conflict() -> ! {
-    // A write without ifVersion is never refused as a conflict.
-    panic!("the runtime answered 409 to a write without ifVersion")
 }
 
 /// `pause` with up to half of it added at random (spreads writers that

@@ -474,14 +474,11 @@ fn state_frame(reference: u64, result: Result<serde_json::Value, StateError>) ->
     let frame = match result {
         Ok(answer) => serde_json::json!({ "ref": reference, "state": answer }),
         Err(e) => {
-            let mut frame = serde_json::json!({
-                "ref": reference,
-                "status": e.status().0.as_u16(),
-                "error": e.api_error(),
-            });
-            if let StateError::Conflict { current, .. } = &e {
-                frame["current"] = serde_json::to_value(current).unwrap_or_default();
-            }
+            // The HTTP API's error body, with the reference and the status.
+            let mut frame =
+                serde_json::to_value(crate::state::http::ErrorBody::of(&e)).unwrap_or_default();
+            frame["ref"] = reference.into();
+            frame["status"] = e.status().0.as_u16().into();
             frame
         }
     };

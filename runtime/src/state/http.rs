@@ -69,9 +69,10 @@ impl StateError {
     }
 }
 
-/// An error body with what a 409 and a 410 add.
+/// An error body with what a 409 and a 410 add (the agent socket's state
+/// answers carry the same).
 #[derive(Serialize)]
-struct ErrorBody {
+pub(crate) struct ErrorBody {
     error: ApiError,
     #[serde(skip_serializing_if = "Option::is_none")]
     current: Option<Option<Box<StateDocument>>>,
@@ -82,7 +83,8 @@ struct ErrorBody {
 }
 
 impl ErrorBody {
-    fn of(error: &StateError) -> ErrorBody {
+    /// The body of `error`.
+    pub(crate) fn of(error: &StateError) -> ErrorBody {
         let mut body = ErrorBody {
             error: error.api_error(),
             current: None,
