@@ -455,6 +455,57 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
     );
     let deleted = set(&["--delete"]);
     assert_eq!(code(&deleted), 0, "{}", text(&deleted.stderr));
+    // `--watch` prints every change after a version, one JSON line each:
+    // here the whole history of desk-stats, ending with the delete above.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args([
+            "state",
+            "desk-stats",
+            "--watch",
+            "--from-version",
+            "0",
+            "--format",
+            "json",
+        ])
+        .current_dir(dir)
+        .env_remove("CORTEX_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cortex state --watch");
+    // Never a hang: the watch is stopped after 30 s whatever it printed.
+    let pid = rustix::process::Pid::from_raw(watch.id() as i32).unwrap();
+    let reaped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reaped_then = reaped.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        if !reaped_then.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    });
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut changes = Vec::new();
+    while let Some(Ok(line)) = lines.next() {
+        let change: Value = serde_json::from_str(&line).unwrap();
+        let done = change["key"] == json!("category/manual") && change["deleted"] == json!(true);
+        changes.push(change);
+        if done {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    reaped.store(true, std::sync::atomic::Ordering::SeqCst);
+    let versions: Vec<u64> = changes
+        .iter()
+        .map(|c| c["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=versions.len() as u64).collect::<Vec<_>>(),
+        "{changes:?}"
+    );
     let listed = cortex(dir, &["state", "agents/triage"]);
     assert!(
         text(&listed.stdout).contains("handled"),

@@ -178,6 +178,11 @@ async fn racing_writers_one_wins_the_other_gets_409_with_the_winners_value() {
         assert_eq!((lost.version, lost.value), (won, value), "round {round}");
         version = won;
     }
+    let metrics = cortex_runtime::server::render_metrics(&t.runtime.shared);
+    assert!(
+        metrics.contains("cortex_state_conflicts_total{scope=\"desk\"} 25"),
+        "one loser a round: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,6 +279,20 @@ async fn a_watch_resumes_across_a_runtime_restart_with_nothing_missed_or_repeate
     // A watch from an explicit version resumes there too.
     let mut from_seven = reader.state("desk").watch(7);
     assert_eq!(from_seven.next().await.unwrap().version, 8);
+    let metrics = cortex_runtime::server::render_metrics(&again.shared);
+    assert!(
+        metrics.contains("cortex_state_watchers 2\n"),
+        "the resumed watch and the one from 7 are open: {metrics}"
+    );
+    let delivered: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cortex_state_watch_lag_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        delivered >= 6,
+        "five changes to the resumed watch and at least one from 7 since the restart: {delivered}"
+    );
     again.stop().await.unwrap();
 }
 
