@@ -55,6 +55,9 @@ pub fn show(args: &[String], view: StateView, common: &OperateArgs) -> anyhow::R
             })
         })
         .transpose()?;
+    if view.if_version.is_some() && value.is_none() && !view.delete {
+        anyhow::bail!("--if-version goes with --set or --delete");
+    }
     if (value.is_some() || view.delete) && key.is_none() {
         anyhow::bail!("--set and --delete need a KEY: cortex state [DIR] SCOPE KEY --set JSON");
     }
