@@ -508,4 +508,14 @@ fn state_without_a_scope_says_what_is_missing() {
         "{}",
         text(&bad.stderr)
     );
+    let lone = cortex(&[
+        "state",
+        "examples/support-desk",
+        "desk-stats",
+        "k",
+        "--if-version",
+        "3",
+    ]);
+    assert_eq!(lone.status.code(), Some(1));
+    assert!(text(&lone.stderr).contains("--if-version goes with --set or --delete"));
 }
