@@ -147,7 +147,8 @@ fn helm_lints_and_templates_every_chart_to_exactly_the_manifests() {
         }
         let from_helm = parse_documents(&String::from_utf8_lossy(&template.stdout))
             .expect("helm output is YAML");
-        let from_cortex = parse_documents(&bundle.manifests_yaml()).expect("manifests are YAML");
+        let from_cortex =
+            parse_documents(&bundle.output().manifests_yaml()).expect("manifests are YAML");
         let index = |docs: Vec<Value>| {
             docs.into_iter()
                 .map(|d| (key(&d), d))
@@ -213,7 +214,7 @@ fn kubernetes_validate_accepts_every_example_strictly() {
         let bundle = build(&dir, env.as_deref());
         let out = tempfile::tempdir().expect("tempdir");
         let manifests = out.path().join("manifests.yaml");
-        std::fs::write(&manifests, bundle.manifests_yaml()).expect("write");
+        std::fs::write(&manifests, bundle.output().manifests_yaml()).expect("write");
         let run = Command::new(&validator)
             .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
             .arg(&manifests)
@@ -311,7 +312,7 @@ fn a_yaml_1_1_reader_reads_every_string_back_as_a_string() {
     )
     .unwrap();
     let bundle = build(dir.path(), None);
-    let manifests = bundle.manifests_yaml();
+    let manifests = bundle.output().manifests_yaml();
     let script = r#"
 import json, re, sys, yaml
 class Loader(yaml.SafeLoader):

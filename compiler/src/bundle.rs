@@ -4,6 +4,7 @@
 //! inventory.json). Output is deterministic: sorted keys, stable order.
 
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
@@ -34,9 +35,6 @@ pub struct Object {
     pub spec: Option<String>,
     /// The object (keys sorted: JSON maps are ordered in this build).
     pub body: Value,
-    /// The object as YAML, emitted on first use (manifests.yaml and the
-    /// chart share it; a plan never needs it).
-    yaml: std::sync::OnceLock<String>,
 }
 
 impl Object {
@@ -60,13 +58,12 @@ impl Object {
             template,
             spec,
             body,
-            yaml: std::sync::OnceLock::new(),
         }
     }
 
     /// The object as YAML.
-    pub fn yaml(&self) -> &str {
-        self.yaml.get_or_init(|| to_yaml(&self.body))
+    pub fn yaml(&self) -> String {
+        to_yaml(&self.body)
     }
 
     /// The API group (`""` for the core group).
@@ -76,18 +73,121 @@ impl Object {
 
     /// `group/kind/namespace/name`, the identity plans key on.
     pub fn identity(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.group(),
-            self.kind,
-            self.namespace.as_deref().unwrap_or(""),
-            self.name
-        )
+        self.head().identity()
     }
 
     /// SHA-256 of the canonical JSON of the object.
     pub fn content_hash(&self) -> String {
         canonical_hash(&self.body)
+    }
+
+    /// The object as the output files carry it, the body dropped.
+    pub fn into_emitted(self) -> Emitted {
+        let (yaml, hash) = (self.yaml(), self.content_hash());
+        Emitted {
+            api_version: self.api_version,
+            kind: self.kind,
+            namespace: self.namespace,
+            name: self.name,
+            template: self.template,
+            spec: self.spec,
+            yaml,
+            hash,
+        }
+    }
+}
+
+/// An object as the output files carry it: who it is, its YAML and the
+/// hash of its canonical JSON. What a build keeps of an object once it is
+/// rendered, a small part of the object's tree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Emitted {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+    /// The template (or manifest file) that rendered it.
+    pub template: String,
+    /// The spec it was rendered for, none for project-wide objects.
+    pub spec: Option<String>,
+    /// The object as YAML.
+    pub yaml: String,
+    /// SHA-256 of the object's canonical JSON.
+    pub hash: String,
+}
+
+/// The identifying fields of an object.
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'a> {
+    /// `apiVersion`.
+    pub api_version: &'a str,
+    /// `kind`.
+    pub kind: &'a str,
+    /// `metadata.namespace`.
+    pub namespace: Option<&'a str>,
+    /// `metadata.name`.
+    pub name: &'a str,
+}
+
+impl Head<'_> {
+    /// `group/kind/namespace/name`, the identity plans key on.
+    pub fn identity(&self) -> String {
+        let group = self.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        format!(
+            "{group}/{}/{}/{}",
+            self.kind,
+            self.namespace.unwrap_or(""),
+            self.name
+        )
+    }
+}
+
+/// What a [`Bundle`] holds of each object: the whole object ([`Object`],
+/// for plans and diffs) or what the output files need ([`Emitted`], for a
+/// build).
+pub trait Rendered: Send + Sized {
+    /// Made from a checked object (in the worker that rendered it).
+    fn from_object(object: Object) -> Self;
+    /// Who the object is.
+    fn head(&self) -> Head<'_>;
+}
+
+impl Rendered for Object {
+    fn from_object(object: Object) -> Self {
+        object
+    }
+    fn head(&self) -> Head<'_> {
+        Object::head(self)
+    }
+}
+
+impl Rendered for Emitted {
+    fn from_object(object: Object) -> Self {
+        object.into_emitted()
+    }
+    fn head(&self) -> Head<'_> {
+        Head {
+            api_version: &self.api_version,
+            kind: &self.kind,
+            namespace: self.namespace.as_deref(),
+            name: &self.name,
+        }
+    }
+}
+
+impl Object {
+    /// Who the object is.
+    pub fn head(&self) -> Head<'_> {
+        Head {
+            api_version: &self.api_version,
+            kind: &self.kind,
+            namespace: self.namespace.as_deref(),
+            name: &self.name,
+        }
     }
 }
 
@@ -149,33 +249,38 @@ pub fn kind_rank(kind: &str) -> usize {
         })
 }
 
-/// Everything a build produces.
+/// Everything a build produces: with whole objects for plans and diffs,
+/// or as an [`Output`] for the files of a build.
 #[derive(Clone, Debug)]
-pub struct Bundle {
+pub struct Bundle<O = Object> {
     /// Project facts.
     pub project: Project,
     /// The objects, in apply order (kind rank, then namespace and name).
-    pub objects: Vec<Object>,
+    pub objects: Vec<O>,
     /// The runtime configuration (runtime.json).
     pub runtime: Value,
     /// Pool usage at maximum scale.
     pub pools: Vec<PoolUsage>,
 }
 
-impl Bundle {
+/// A build's output: the objects as the files carry them.
+pub type Output = Bundle<Emitted>;
+
+impl<O: Rendered> Bundle<O> {
     /// Sorts the objects into apply order.
     pub fn new(
         project: Project,
-        mut objects: Vec<Object>,
+        mut objects: Vec<O>,
         runtime: Value,
         pools: Vec<PoolUsage>,
-    ) -> Bundle {
+    ) -> Bundle<O> {
         objects.sort_by(|a, b| {
-            (kind_rank(&a.kind), &a.kind, &a.namespace, &a.name).cmp(&(
-                kind_rank(&b.kind),
-                &b.kind,
-                &b.namespace,
-                &b.name,
+            let (a, b) = (a.head(), b.head());
+            (kind_rank(a.kind), a.kind, a.namespace, a.name).cmp(&(
+                kind_rank(b.kind),
+                b.kind,
+                b.namespace,
+                b.name,
             ))
         });
         Bundle {
@@ -186,38 +291,161 @@ impl Bundle {
         }
     }
 
-    /// `manifests.yaml`: every object as multi-document YAML.
-    pub fn manifests_yaml(&self) -> String {
-        let size = self.objects.iter().map(|o| o.yaml().len() + 4).sum();
-        let mut out = String::with_capacity(size);
+    /// Number of objects per kind, in apply order.
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
         for object in &self.objects {
-            out.push_str("---\n");
-            out.push_str(object.yaml());
+            let kind = object.head().kind;
+            match counts.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind.to_string(), 1)),
+            }
         }
-        out
+        counts
+    }
+}
+
+impl Bundle {
+    /// The output files' view of the bundle (each object's YAML and hash
+    /// made over all cores; the bundle is kept).
+    pub fn output(&self) -> Output {
+        use rayon::prelude::*;
+        Bundle {
+            project: self.project.clone(),
+            objects: self
+                .objects
+                .par_iter()
+                .with_min_len(64)
+                .map(|o| o.clone().into_emitted())
+                .collect(),
+            runtime: self.runtime.clone(),
+            pools: self.pools.clone(),
+        }
+    }
+
+    /// Every output file of `cortex build -o OUT`, by relative path.
+    pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        self.output().files()
+    }
+}
+
+/// Where [`Output::emit`] puts the files of a build.
+pub trait Sink: Sync {
+    /// Makes the file `path` (relative to the output directory) with what
+    /// `fill` writes into it; called once per file, from several threads.
+    fn file(
+        &self,
+        path: &str,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()>;
+}
+
+/// Files kept in memory, by path ([`Output::files`]).
+#[derive(Default)]
+struct InMemory(std::sync::Mutex<BTreeMap<String, Vec<u8>>>);
+
+impl Sink for InMemory {
+    fn file(
+        &self,
+        path: &str,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        fill(&mut bytes)?;
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_string(), bytes);
+        Ok(())
+    }
+}
+
+/// A file written into a string (the single-file accessors).
+fn text_of(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+    let mut bytes = Vec::new();
+    // Writing into memory cannot fail, and every writer writes UTF-8.
+    let _ = write(&mut bytes);
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// One line of `inventory.json`'s `objects` (fields in sorted order, as
+/// every JSON map cortex writes).
+#[derive(serde::Serialize)]
+struct InventoryObject<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    hash: &'a str,
+    identity: String,
+    kind: &'a str,
+    name: &'a str,
+    namespace: Option<&'a str>,
+    spec: Option<&'a str>,
+    template: &'a str,
+}
+
+/// One line of `inventory.json`'s `runtimeObjects`.
+#[derive(serde::Serialize)]
+struct InventoryRuntimeObject<'a> {
+    hash: String,
+    identity: String,
+    kind: &'a str,
+    name: &'a str,
+}
+
+/// `inventory.json`.
+#[derive(serde::Serialize)]
+struct Inventory<'a> {
+    environment: Option<&'a str>,
+    format_version: u32,
+    namespace: &'a str,
+    objects: Vec<InventoryObject<'a>>,
+    project: &'a str,
+    #[serde(rename = "runtimeObjects")]
+    runtime_objects: Vec<InventoryRuntimeObject<'a>>,
+}
+
+impl Output {
+    /// `manifests.yaml`: every object as multi-document YAML.
+    pub fn write_manifests(&self, out: &mut dyn Write) -> io::Result<()> {
+        for object in &self.objects {
+            out.write_all(b"---\n")?;
+            out.write_all(object.yaml.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// [`Output::write_manifests`] as a string.
+    pub fn manifests_yaml(&self) -> String {
+        text_of(|out| self.write_manifests(out))
     }
 
     /// `runtime.json`.
+    pub fn write_runtime(&self, out: &mut dyn Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, &self.runtime)?;
+        out.write_all(b"\n")
+    }
+
+    /// [`Output::write_runtime`] as a string.
     pub fn runtime_json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(&self.runtime).unwrap_or_default();
-        text.push('\n');
-        text
+        text_of(|out| self.write_runtime(out))
     }
 
     /// `inventory.json`: identity and content hash of every object,
     /// Kubernetes objects and runtime objects alike.
-    pub fn inventory_json(&self) -> String {
+    pub fn write_inventory(&self, out: &mut dyn Write) -> io::Result<()> {
         use rayon::prelude::*;
-        // Hashing is most of the work and each object's is independent.
-        let objects: Vec<Value> = self
+        let objects = self
             .objects
-            .par_iter()
-            .with_min_len(64)
-            .map(|o| {
-                json!({
-                    "apiVersion": o.api_version, "kind": o.kind, "namespace": o.namespace, "name": o.name,
-                    "identity": o.identity(), "hash": o.content_hash(), "template": o.template, "spec": o.spec,
-                })
+            .iter()
+            .map(|o| InventoryObject {
+                api_version: &o.api_version,
+                hash: &o.hash,
+                identity: Rendered::head(o).identity(),
+                kind: &o.kind,
+                name: &o.name,
+                namespace: o.namespace.as_deref(),
+                spec: o.spec.as_deref(),
+                template: &o.template,
             })
             .collect();
         let mut entries: Vec<(&str, &String, &Value)> = Vec::new();
@@ -226,32 +454,39 @@ impl Bundle {
                 entries.extend(map.iter().map(|(name, value)| (kind, name, value)));
             }
         }
-        let mut runtime_objects: Vec<Value> = entries
+        // Hashing is most of the work and each entry's is independent.
+        let mut runtime_objects: Vec<InventoryRuntimeObject> = entries
             .par_iter()
             .with_min_len(64)
-            .map(|(kind, name, value)| {
-                json!({ "kind": kind, "name": name, "identity": format!("{kind}/{name}"), "hash": canonical_hash(value) })
+            .map(|(kind, name, value)| InventoryRuntimeObject {
+                hash: canonical_hash(value),
+                identity: format!("{kind}/{name}"),
+                kind,
+                name,
             })
             .collect();
-        runtime_objects.sort_by(|a, b| a["identity"].as_str().cmp(&b["identity"].as_str()));
-        let inventory = json!({
-            "format_version": INVENTORY_FORMAT_VERSION,
-            "project": self.project.name,
-            "namespace": self.project.namespace,
-            "environment": self.project.environment,
-            "objects": objects,
-            "runtimeObjects": runtime_objects,
-        });
-        let mut text = serde_json::to_string_pretty(&inventory).unwrap_or_default();
-        text.push('\n');
-        text
+        runtime_objects.sort_by(|a, b| a.identity.cmp(&b.identity));
+        let inventory = Inventory {
+            environment: self.project.environment.as_deref(),
+            format_version: INVENTORY_FORMAT_VERSION,
+            namespace: &self.project.namespace,
+            objects,
+            project: &self.project.name,
+            runtime_objects,
+        };
+        serde_json::to_writer_pretty(&mut *out, &inventory)?;
+        out.write_all(b"\n")
+    }
+
+    /// [`Output::write_inventory`] as a string.
+    pub fn inventory_json(&self) -> String {
+        text_of(|out| self.write_inventory(out))
     }
 
     /// The Helm chart: `Chart.yaml`, `values.yaml` and the objects in
     /// `templates/objects-NNN.yaml` (apply order, at most 1 MiB per file),
     /// each escaped so that Helm prints it exactly as cortex rendered it.
-    pub fn chart_files(&self) -> BTreeMap<String, String> {
-        let mut files = BTreeMap::new();
+    fn write_chart(&self, sink: &dyn Sink) -> io::Result<()> {
         let chart = json!({
             "apiVersion": "v2",
             "name": self.project.chart_name,
@@ -260,94 +495,69 @@ impl Bundle {
             "type": "application",
             "annotations": { "cortex.codevald.io/project": self.project.name },
         });
-        files.insert("Chart.yaml".to_string(), to_yaml(&chart));
-        files.insert(
-            "values.yaml".to_string(),
-            "# Rendered by cortex: every object in templates/ is complete, so the chart\n# takes no values. Change the specs and run `cortex build` again.\n{}\n".to_string(),
-        );
-        // Objects in apply order, in files of at most CHART_FILE_BYTES (Helm
-        // refuses template files over 5 MiB; few files keep writes fast).
-        let mut chunk = String::with_capacity(CHART_FILE_BYTES);
-        let mut by_file: BTreeMap<String, String> = BTreeMap::new();
-        for object in &self.objects {
-            let text = escape_for_helm(object.yaml());
-            if !chunk.is_empty() && chunk.len() + text.len() > CHART_FILE_BYTES {
-                by_file.insert(
-                    format!("templates/objects-{:03}.yaml", by_file.len()),
-                    std::mem::take(&mut chunk),
-                );
+        sink.file("chart/Chart.yaml", &mut |out| {
+            out.write_all(to_yaml(&chart).as_bytes())
+        })?;
+        sink.file("chart/values.yaml", &mut |out| {
+            out.write_all(b"# Rendered by cortex: every object in templates/ is complete, so the chart\n# takes no values. Change the specs and run `cortex build` again.\n{}\n")
+        })?;
+        for (index, objects) in self.chart_chunks().into_iter().enumerate() {
+            sink.file(
+                &format!("chart/templates/objects-{index:03}.yaml"),
+                &mut |out| {
+                    for object in objects {
+                        out.write_all(b"---\n")?;
+                        out.write_all(escape_for_helm(&object.yaml).as_bytes())?;
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The objects of each chart template file, in apply order: files of at
+    /// most [`CHART_FILE_BYTES`] (Helm refuses template files over 5 MiB;
+    /// few files keep writes fast), a larger object alone in its file.
+    fn chart_chunks(&self) -> Vec<&[Emitted]> {
+        let mut chunks = Vec::new();
+        let (mut start, mut size) = (0, 0);
+        for (index, object) in self.objects.iter().enumerate() {
+            let len = escape_for_helm(&object.yaml).len() + 4;
+            if index > start && size + len > CHART_FILE_BYTES + 4 {
+                chunks.push(&self.objects[start..index]);
+                (start, size) = (index, 0);
             }
-            chunk.push_str("---\n");
-            chunk.push_str(&text);
+            size += len;
         }
-        if !chunk.is_empty() {
-            by_file.insert(
-                format!("templates/objects-{:03}.yaml", by_file.len()),
-                chunk,
-            );
+        if start < self.objects.len() {
+            chunks.push(&self.objects[start..]);
         }
-        files.extend(by_file);
-        files
+        chunks
     }
 
     /// Every output file of `cortex build -o OUT`, by relative path.
     pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
-        let files = std::sync::Mutex::new(BTreeMap::new());
-        let kept = self.emit(&|path, bytes| {
-            files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(path, bytes);
-            Ok(())
-        });
+        let files = InMemory::default();
         // Keeping files in memory cannot fail.
+        let kept = self.emit(&files);
         debug_assert!(kept.is_ok());
-        files.into_inner().unwrap_or_else(|p| p.into_inner())
+        files.0.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hands every output file to `sink` (its path under the output
-    /// directory, its content) as soon as it is made, each once, from
-    /// several threads at once; the first error `sink` answers stops the
-    /// rest. What [`Bundle::files`] collects; a build writes each file as
-    /// it comes, so the whole output is never in memory at once.
-    pub fn emit(
-        &self,
-        sink: &(dyn Fn(String, Vec<u8>) -> std::io::Result<()> + Sync),
-    ) -> std::io::Result<()> {
-        // Emit every object's YAML over all cores first; the chart and
-        // manifests.yaml then share it.
-        {
-            use rayon::prelude::*;
-            self.objects.par_iter().with_min_len(64).for_each(|o| {
-                o.yaml();
-            });
-        }
-        // The outputs are independent: built (and handed over) concurrently.
-        let chart = || {
-            self.chart_files()
-                .into_iter()
-                .try_for_each(|(path, text)| sink(format!("chart/{path}"), text.into_bytes()))
-        };
-        let runtime = || sink("runtime.json".into(), self.runtime_json().into_bytes());
-        let manifests = || sink("manifests.yaml".into(), self.manifests_yaml().into_bytes());
-        let inventory = || sink("inventory.json".into(), self.inventory_json().into_bytes());
+    /// Hands every output file to `sink`, each written as it is made (the
+    /// whole output is never in memory at once) and the files concurrently;
+    /// the first error stops the rest.
+    pub fn emit(&self, sink: &dyn Sink) -> io::Result<()> {
+        let chart = || self.write_chart(sink);
+        let runtime = || sink.file("runtime.json", &mut |out| self.write_runtime(out));
+        let manifests = || sink.file("manifests.yaml", &mut |out| self.write_manifests(out));
+        let inventory = || sink.file("inventory.json", &mut |out| self.write_inventory(out));
         let ((a, b), (c, d)) = rayon::join(
             || rayon::join(chart, runtime),
             || rayon::join(manifests, inventory),
         );
         a.and(b).and(c).and(d)
-    }
-
-    /// Number of objects per kind, in apply order.
-    pub fn counts(&self) -> Vec<(String, usize)> {
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        for object in &self.objects {
-            match counts.iter_mut().find(|(k, _)| *k == object.kind) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((object.kind.clone(), 1)),
-            }
-        }
-        counts
     }
 }
 
@@ -356,7 +566,10 @@ impl Bundle {
 /// prints the run literally (`{}}` → ``{{`{}}`}}``). Escaping whole runs
 /// matters: escaping only the `}}` of `{}}` would leave `{` right before
 /// the inserted `{{`, and Go's template lexer would read `{{{`.
-pub fn escape_for_helm(text: &str) -> String {
+pub fn escape_for_helm(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("{{") && !text.contains("}}") {
+        return std::borrow::Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find(['{', '}']) {
@@ -375,7 +588,7 @@ pub fn escape_for_helm(text: &str) -> String {
         rest = &rest[start + run_len..];
     }
     out.push_str(rest);
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]

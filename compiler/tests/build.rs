@@ -111,7 +111,7 @@ fn two_builds_are_byte_identical() {
 #[test]
 fn manifests_read_back_as_the_rendered_objects() {
     let bundle = build(&WorkTree::open(example()).expect("example"), Some("prod"));
-    let docs = parse_documents(&bundle.manifests_yaml()).expect("valid YAML");
+    let docs = parse_documents(&bundle.output().manifests_yaml()).expect("valid YAML");
     let bodies: Vec<&Value> = bundle.objects.iter().map(|o| &o.body).collect();
     assert_eq!(docs.iter().collect::<Vec<_>>(), bodies);
 }
@@ -372,7 +372,7 @@ fn runtime_config_compiles_workflows_to_dags() {
     .expect("json");
     assert_eq!(
         embedded,
-        serde_json::from_str::<Value>(&bundle.runtime_json()).expect("json")
+        serde_json::from_str::<Value>(&bundle.output().runtime_json()).expect("json")
     );
 }
 
@@ -468,11 +468,20 @@ fn runtime_shards_fit_the_limit_and_merge_back_to_the_whole() {
         None,
     );
     let limit = 64 * 1024;
-    let parts = shards(&bundle.runtime, limit);
-    assert!(parts.len() > 2, "a small limit needs several shards");
+    let texts = shards(&bundle.runtime, limit);
+    assert!(texts.len() > 2, "a small limit needs several shards");
+    let parts: Vec<Value> = texts
+        .iter()
+        .map(|t| serde_json::from_str(t).expect("json"))
+        .collect();
     let mut merged = parts[0].clone();
-    for part in &parts {
-        let size = serde_json::to_string(part).expect("json").len();
+    for (part, text) in parts.iter().zip(&texts) {
+        assert_eq!(
+            *text,
+            serde_json::to_string(part).expect("json"),
+            "compact JSON"
+        );
+        let size = text.len();
         assert!(size <= limit, "shard of {size} bytes");
         for section in ["agents", "workflows"] {
             for (name, value) in part[section].as_object().expect("map") {
@@ -563,7 +572,7 @@ spec: { podSelector: {}, policyTypes: [Ingress] }
     let at = |k: &str| kinds.iter().position(|x| *x == k).expect(k);
     assert!(at("CustomResourceDefinition") < at("ServiceAccount"));
     assert!(at("Deployment") < at("Widget"));
-    assert!(bundle.manifests_yaml().contains("kind: Widget"));
+    assert!(bundle.output().manifests_yaml().contains("kind: Widget"));
 }
 
 #[test]

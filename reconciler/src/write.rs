@@ -128,17 +128,39 @@ pub fn write_new(dir: &Path, relative: &str, content: &[u8]) -> Result<(), Write
 }
 
 /// Writes a build's output into `out` as [`replace_dir`] does, each file
-/// written as the bundle makes it ([`cortex_compiler::bundle::Bundle::emit`]):
+/// written as the bundle makes it ([`cortex_compiler::bundle::Output::emit`]):
 /// the whole output is never in memory at once.
-pub fn write_build(out: &Path, bundle: &cortex_compiler::bundle::Bundle) -> Result<(), WriteError> {
+pub fn write_build(out: &Path, bundle: &cortex_compiler::bundle::Output) -> Result<(), WriteError> {
     replace_dir_with(out, |staging| {
         bundle
-            .emit(&|path, bytes| write_new(staging, &path, &bytes).map_err(std::io::Error::other))
+            .emit(&Staging(staging))
             .map_err(|source| WriteError::Io {
                 what: "writing the build".into(),
                 source,
             })
     })
+}
+
+/// A build's files written into its staging directory as they are made.
+struct Staging<'a>(&'a Path);
+
+impl cortex_compiler::bundle::Sink for Staging<'_> {
+    fn file(
+        &self,
+        relative: &str,
+        fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let path = self.0.join(relative);
+        let named =
+            |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(named)?;
+        }
+        let file = std::fs::File::create(&path).map_err(named)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        fill(&mut out).map_err(named)?;
+        out.flush().map_err(named)
+    }
 }
 
 /// Writes a file whole or not at all (a sibling temporary file renamed).

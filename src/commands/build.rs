@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use cortex_compiler::graph::{GraphFormat, draw_with_states};
 use cortex_compiler::validate::pools::{format_cpu, format_memory};
-use cortex_compiler::{Kind, Options, compile, find_spec, render::render};
+use cortex_compiler::{Kind, Options, compile, find_spec, render::render_output};
 
 use crate::cli::DiagnosticFormat;
 use crate::output;
@@ -24,7 +24,7 @@ pub fn run(
     let Some(resolved) = result.validated() else {
         return Ok(ExitCode::from(1));
     };
-    let bundle = match render(resolved, &source) {
+    let bundle = match render_output(resolved, &source) {
         Ok(bundle) => bundle,
         Err(diags) => {
             output::diagnostics(&diags, &result.files, &prefix, format)?;
@@ -37,14 +37,14 @@ pub fn run(
     cortex_reconciler::write::write_build(out_dir, &bundle)?;
     print_summary(&bundle, env, out_dir)?;
     let _ = freeing.join();
-    // The process ends here: freeing hundreds of MiB of objects one by one
-    // would only delay the exit (rustc does the same).
+    // The process ends here: freeing the output's objects one by one would
+    // only delay the exit (rustc does the same).
     std::mem::forget(bundle);
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_summary(
-    bundle: &cortex_compiler::bundle::Bundle,
+    bundle: &cortex_compiler::bundle::Output,
     env: Option<String>,
     out_dir: &Path,
 ) -> anyhow::Result<()> {

@@ -4,18 +4,19 @@
 //! checked against its Kubernetes type.
 
 pub mod agent;
+pub mod builtin;
 pub mod check;
 pub mod manifests;
 pub mod runtime;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use minijinja::{Environment, UndefinedBehavior};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::bundle::{Bundle, Object, Project};
+use crate::bundle::{Bundle, Object, Output, Project, Rendered};
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use crate::document::Kind;
 use crate::resolve::Resolved;
@@ -145,10 +146,36 @@ pub fn render_with(
     source: &dyn Source,
     cache: Option<&RenderCache>,
 ) -> Result<Bundle, Diagnostics> {
+    render_inner(resolved, source, cache, Engine::BuiltIn)
+}
+
+/// Renders a validated project for its output files: each object is
+/// reduced to its YAML and hash as soon as it is checked, so the objects'
+/// trees are never all in memory at once (`cortex build`).
+pub fn render_output(resolved: &Resolved, source: &dyn Source) -> Result<Output, Diagnostics> {
+    render_inner(resolved, source, None, Engine::BuiltIn)
+}
+
+/// How the shipped templates a project does not override are rendered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    /// By their built-in form (what cortex does).
+    BuiltIn,
+    /// By minijinja from their text (what the tests compare it with).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Text,
+}
+
+fn render_inner<O: Rendered>(
+    resolved: &Resolved,
+    source: &dyn Source,
+    cache: Option<&RenderCache>,
+    engine: Engine,
+) -> Result<Bundle<O>, Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = project_facts(resolved);
-    let (mut env, templates_hash) = match template_environment(source) {
-        Ok(env) => env,
+    let mut templates = match Templates::load(source, engine) {
+        Ok(templates) => templates,
         Err(d) => return Err(Diagnostics::from(*d)),
     };
     let pools_by_name: BTreeMap<&str, &crate::resolve::ResolvedSpec> = resolved
@@ -158,28 +185,27 @@ pub fn render_with(
         .map(|s| (s.name.as_str(), s))
         .collect();
     // Agents render independently: spread them over the cores, each worker
-    // with its own copy of the template environment; results keep spec order.
+    // with its own copy of the templates; results keep spec order.
     let agents: Vec<&crate::resolve::ResolvedSpec> = resolved
         .specs
         .iter()
         .filter(|s| s.kind == Kind::Agent)
         .collect();
-    let rendered: Vec<(Vec<Object>, Diagnostics)> = agents
+    let rendered: Vec<(Vec<O>, Diagnostics)> = agents
         .par_iter()
         .with_min_len(64)
         .map_init(
-            || env.clone(),
-            |env, spec| {
+            || templates.clone(),
+            |templates, spec| {
                 let (mut objects, mut diags) = (Vec::new(), Diagnostics::new());
                 let ctx = agent::context(spec, &project, &pools_by_name);
                 let prepared = Prepared::new(&ctx);
-                let key = cache.map(|_| format!("{templates_hash}\n{}", prepared.json));
+                let key = cache.map(|_| format!("{}\n{}", templates.hash, prepared.json()));
                 if let Some(hit) = cache.zip(key.as_deref()).and_then(|(c, k)| c.get(k)) {
-                    return (hit, diags);
+                    return (hit.into_iter().map(O::from_object).collect(), diags);
                 }
                 for template in agent_templates(&ctx) {
-                    render_one(
-                        env,
+                    templates.render(
                         template,
                         &prepared,
                         (Some(&spec.id()), &spec.file),
@@ -192,21 +218,22 @@ pub fn render_with(
                 {
                     cache.insert(key, &objects);
                 }
-                (objects, diags)
+                (objects.into_iter().map(O::from_object).collect(), diags)
             },
         )
         .collect();
-    let mut objects = Vec::new();
+    let mut objects: Vec<O> = Vec::new();
     for (rendered_objects, rendered_diags) in rendered {
         objects.extend(rendered_objects);
         diags.extend(rendered_diags);
     }
-    let shipped = manifests::manifests(resolved, source, &project, &objects, &mut diags);
-    objects.extend(shipped);
+    let identities: BTreeSet<String> = objects.iter().map(|o| o.head().identity()).collect();
+    let shipped = manifests::manifests(resolved, source, &project, identities, &mut diags);
+    objects.extend(shipped.into_iter().map(O::from_object));
     let runtime = runtime::runtime_config(resolved);
     let shards = runtime::shards(&runtime, runtime::SHARD_BYTES);
     let shard_count = shards.len();
-    for (index, shard) in shards.iter().enumerate() {
+    for (index, shard_json) in shards.iter().enumerate() {
         let name = match index {
             0 => format!("{}-runtime", project.name),
             n => format!("{}-runtime-{n}", project.name),
@@ -214,11 +241,6 @@ pub fn render_with(
         let mut labels = agent::project_labels(&project);
         labels["cortex.codevald.io/runtime-shard"] =
             json!(format!("{}-of-{shard_count}", index + 1));
-        let shard_json = serde_json::to_string(shard).unwrap_or_default();
-        // The template sees a short placeholder for the shard's JSON, which
-        // is put in place after parsing: a 768 KiB string is not escaped by
-        // the template and scanned by the YAML parser. A template that does
-        // not place `runtime_json` as a whole value is rendered with it.
         let ctx = |runtime_json: &str| {
             json!({
                 "project": project.to_json(),
@@ -227,31 +249,46 @@ pub fn render_with(
                 "runtime_json": runtime_json,
             })
         };
+        let at = (None, &resolved.project.file);
         let mut rendered = Vec::new();
-        render_one(
-            &mut env,
-            "runtime-configmap.yaml.j2",
+        if templates.builtin.contains(RUNTIME_TEMPLATE) {
+            templates.render(
+                RUNTIME_TEMPLATE,
+                &Prepared::new(&ctx(shard_json)),
+                at,
+                &mut rendered,
+                &mut diags,
+            );
+            objects.extend(rendered.into_iter().map(O::from_object));
+            continue;
+        }
+        // A project's own template sees a short placeholder for the shard's
+        // JSON, which is put in place after parsing: a 768 KiB string is not
+        // escaped by the template and scanned by the YAML parser. A template
+        // that does not place `runtime_json` as a whole value is rendered
+        // with it.
+        templates.render(
+            RUNTIME_TEMPLATE,
             &Prepared::new(&ctx(RUNTIME_JSON_PLACEHOLDER)),
-            (None, &resolved.project.file),
+            at,
             &mut rendered,
             &mut diags,
         );
         let placed = rendered.len() == 1
             && rendered
                 .iter_mut()
-                .all(|o| put_in_place(&mut o.body, RUNTIME_JSON_PLACEHOLDER, &shard_json));
-        if placed {
-            objects.extend(rendered);
-        } else if !diags.has_errors() {
-            render_one(
-                &mut env,
-                "runtime-configmap.yaml.j2",
-                &Prepared::new(&ctx(&shard_json)),
-                (None, &resolved.project.file),
-                &mut objects,
+                .all(|o| put_in_place(&mut o.body, RUNTIME_JSON_PLACEHOLDER, shard_json));
+        if !placed && !diags.has_errors() {
+            rendered.clear();
+            templates.render(
+                RUNTIME_TEMPLATE,
+                &Prepared::new(&ctx(shard_json)),
+                at,
+                &mut rendered,
                 &mut diags,
             );
         }
+        objects.extend(rendered.into_iter().map(O::from_object));
     }
     if diags.has_errors() {
         diags.finish();
@@ -265,43 +302,161 @@ pub fn render_with(
     ))
 }
 
-/// The template environment, and a hash of every template's text.
-fn template_environment(
-    source: &dyn Source,
-) -> Result<(Environment<'static>, String), Box<Diagnostic>> {
-    let mut env = Environment::new();
-    let mut hasher = Sha256::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    for (name, default) in DEFAULT_TEMPLATES {
-        let path = format!("templates/{name}");
-        let at = crate::span::Span::file_only(std::sync::Arc::from(path.as_str()));
-        let fail = |code, message: String| Box::new(Diagnostic::error(code, message).at(&at));
-        let text = match source.read(&path) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map_err(|_| fail(codes::NOT_UTF8, format!("{path} is not UTF-8 text")))?,
-            Err(SourceError::NotFound(_)) => default.to_string(),
-            Err(e) => return Err(fail(codes::FILE_UNREADABLE, e.to_string())),
-        };
-        hasher.update(name.as_bytes());
-        hasher.update([0]);
-        hasher.update(text.as_bytes());
-        hasher.update([0]);
-        env.add_template_owned(name.to_string(), text)
-            .map_err(|e| {
-                let mut d = fail(
-                    codes::RENDER_TEMPLATE,
-                    format!("template `{name}` does not parse"),
-                );
-                d.label = Some(e.to_string());
-                d
-            })?;
+/// The template of the runtime configuration's ConfigMaps.
+const RUNTIME_TEMPLATE: &str = "runtime-configmap.yaml.j2";
+
+/// The object templates in use: the shipped ones a project does not
+/// override are built in ([`builtin`]); the rest render with minijinja.
+#[derive(Clone)]
+struct Templates {
+    env: Environment<'static>,
+    /// Templates rendered by their built-in form.
+    builtin: BTreeSet<&'static str>,
+    /// A hash of every template's text.
+    hash: String,
+}
+
+impl Templates {
+    /// Reads the project's overrides and parses every template in use.
+    fn load(source: &dyn Source, engine: Engine) -> Result<Templates, Box<Diagnostic>> {
+        let mut env = Environment::new();
+        let mut builtin = BTreeSet::new();
+        let mut hasher = Sha256::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        for (name, default) in DEFAULT_TEMPLATES {
+            let path = format!("templates/{name}");
+            let at = crate::span::Span::file_only(std::sync::Arc::from(path.as_str()));
+            let fail = |code, message: String| Box::new(Diagnostic::error(code, message).at(&at));
+            let text = match source.read(&path) {
+                Ok(bytes) => String::from_utf8(bytes)
+                    .map_err(|_| fail(codes::NOT_UTF8, format!("{path} is not UTF-8 text")))?,
+                Err(SourceError::NotFound(_)) => default.to_string(),
+                Err(e) => return Err(fail(codes::FILE_UNREADABLE, e.to_string())),
+            };
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            hasher.update([0]);
+            if engine == Engine::BuiltIn && text == *default && builtin::has(name) {
+                builtin.insert(*name);
+                continue;
+            }
+            env.add_template_owned(name.to_string(), text)
+                .map_err(|e| {
+                    let mut d = fail(
+                        codes::RENDER_TEMPLATE,
+                        format!("template `{name}` does not parse"),
+                    );
+                    d.label = Some(e.to_string());
+                    d
+                })?;
+        }
+        let hash: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Templates { env, builtin, hash })
     }
-    let hash: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((env, hash))
+
+    /// Renders `template` for `spec` (none: the project), checks the object
+    /// and adds it to `objects`; a problem becomes a diagnostic.
+    fn render(
+        &mut self,
+        template: &str,
+        ctx: &Prepared,
+        (spec, file): (Option<&str>, &std::sync::Arc<str>),
+        objects: &mut Vec<Object>,
+        diags: &mut Diagnostics,
+    ) {
+        let who = spec.map_or_else(|| "the project".to_string(), str::to_string);
+        let at = crate::span::Span::file_only(file.clone());
+        let body = if self.builtin.contains(template) {
+            builtin::render(template, ctx.ctx)
+        } else {
+            self.render_text(template, ctx, &who, &at, diags)
+        };
+        let Some(body) = body else { return };
+        let (Some(_), Some(kind), Some(name)) = (
+            body.get("apiVersion").and_then(Value::as_str),
+            body.get("kind").and_then(Value::as_str),
+            body.pointer("/metadata/name").and_then(Value::as_str),
+        ) else {
+            diags.push(
+                Diagnostic::error(codes::RENDER_NOT_AN_OBJECT, format!("template `{template}` rendered an object without apiVersion, kind or metadata.name for {who}"))
+                    .at(&at),
+            );
+            return;
+        };
+        let what = format!("{kind} `{name}` rendered by `{template}` for {who}");
+        if !check::check_object(&body, &what, "template", &at, diags) {
+            return;
+        }
+        push_object(template, spec, body, objects);
+    }
+
+    /// The one object a minijinja template renders, read back from its
+    /// YAML; none when it renders nothing or fails (a diagnostic then).
+    fn render_text(
+        &mut self,
+        template: &str,
+        ctx: &Prepared,
+        who: &str,
+        at: &crate::span::Span,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
+        self.env.set_fuel(Some(ctx.fuel()));
+        let text = match self
+            .env
+            .get_template(template)
+            .and_then(|t| t.render(ctx.value()))
+        {
+            Ok(text) => text,
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        codes::RENDER_TEMPLATE,
+                        format!("template `{template}` failed for {who}"),
+                    )
+                    .at(at)
+                    .label(format!("{e:#}"))
+                    .help("check the template (a project's own templates/ overrides cortex's)"),
+                );
+                return None;
+            }
+        };
+        let name: std::sync::Arc<str> = std::sync::Arc::from(format!("templates/{template}"));
+        let docs = match crate::yaml::parse_json(&name, &text) {
+            Ok(docs) => docs,
+            Err(d) => {
+                diags.push(
+                    Diagnostic::error(
+                        codes::RENDER_NOT_AN_OBJECT,
+                        format!("template `{template}` rendered invalid YAML for {who}"),
+                    )
+                    .at(at)
+                    .label(d.message),
+                );
+                return None;
+            }
+        };
+        let count = docs.len();
+        match <[Value; 1]>::try_from(docs) {
+            Ok([one]) => Some(one),
+            Err(_) if count == 0 => None, // the template chose to render nothing
+            Err(_) => {
+                diags.push(
+                    Diagnostic::error(
+                        codes::RENDER_NOT_AN_OBJECT,
+                        format!("template `{template}` rendered {count} documents for {who}"),
+                    )
+                    .at(at)
+                    .help("render one object per template"),
+                );
+                None
+            }
+        }
+    }
 }
 
 /// The templates rendered for one agent, given its context.
@@ -326,35 +481,39 @@ fn agent_templates(ctx: &Value) -> Vec<&'static str> {
     wanted
 }
 
-/// A template context converted once for all the templates that use it.
+/// A template context, with what minijinja needs made once on first use
+/// (built-in templates and cached agents need none of it).
 struct Prepared<'c> {
     ctx: &'c Value,
-    /// The context as templates see it, made on first use (a cached agent
-    /// never needs it).
+    /// The context as templates see it.
     value: std::sync::OnceLock<minijinja::Value>,
-    fuel: u64,
     /// The context as JSON (keys sorted): with the templates' hash, the
-    /// render cache's key.
-    json: String,
+    /// render cache's key; its length sets the fuel.
+    json: std::sync::OnceLock<String>,
 }
 
 impl<'c> Prepared<'c> {
     fn new(ctx: &'c Value) -> Prepared<'c> {
-        // Fuel is also charged per byte handled (`tojson` costs a quarter of
-        // a unit per byte), so the budget grows with the data the template
-        // is given: one unit per byte of context lets a template serialize
-        // all of it four times over, plus a million steps of its own.
-        let json = serde_json::to_string(ctx).unwrap_or_default();
         Prepared {
             ctx,
             value: std::sync::OnceLock::new(),
-            fuel: TEMPLATE_FUEL + json.len() as u64,
-            json,
+            json: std::sync::OnceLock::new(),
         }
     }
-}
 
-impl Prepared<'_> {
+    fn json(&self) -> &str {
+        self.json
+            .get_or_init(|| serde_json::to_string(self.ctx).unwrap_or_default())
+    }
+
+    /// Fuel is also charged per byte handled (`tojson` costs a quarter of a
+    /// unit per byte), so the budget grows with the data the template is
+    /// given: one unit per byte of context lets a template serialize all of
+    /// it four times over, plus a million steps of its own.
+    fn fuel(&self) -> u64 {
+        TEMPLATE_FUEL + self.json().len() as u64
+    }
+
     fn value(&self) -> &minijinja::Value {
         self.value
             .get_or_init(|| minijinja::Value::from(minijinja::value::Serde(self.ctx)))
@@ -364,84 +523,6 @@ impl Prepared<'_> {
 /// Fuel (minijinja's step budget) an object template may use beyond what
 /// its data costs: generous for any real template, finite for a runaway one.
 pub const TEMPLATE_FUEL: u64 = 1_000_000;
-
-fn render_one(
-    env: &mut Environment<'_>,
-    template: &str,
-    ctx: &Prepared,
-    (spec, file): (Option<&str>, &std::sync::Arc<str>),
-    objects: &mut Vec<Object>,
-    diags: &mut Diagnostics,
-) {
-    let who = spec.map_or_else(|| "the project".to_string(), str::to_string);
-    let at = crate::span::Span::file_only(file.clone());
-    env.set_fuel(Some(ctx.fuel));
-    let text = match env
-        .get_template(template)
-        .and_then(|t| t.render(ctx.value()))
-    {
-        Ok(text) => text,
-        Err(e) => {
-            diags.push(
-                Diagnostic::error(
-                    codes::RENDER_TEMPLATE,
-                    format!("template `{template}` failed for {who}"),
-                )
-                .at(&at)
-                .label(format!("{e:#}"))
-                .help("check the template (a project's own templates/ overrides cortex's)"),
-            );
-            return;
-        }
-    };
-    let name: std::sync::Arc<str> = std::sync::Arc::from(format!("templates/{template}"));
-    let docs = match crate::yaml::parse_json(&name, &text) {
-        Ok(docs) => docs,
-        Err(d) => {
-            diags.push(
-                Diagnostic::error(
-                    codes::RENDER_NOT_AN_OBJECT,
-                    format!("template `{template}` rendered invalid YAML for {who}"),
-                )
-                .at(&at)
-                .label(d.message),
-            );
-            return;
-        }
-    };
-    let count = docs.len();
-    let body = match <[Value; 1]>::try_from(docs) {
-        Ok([one]) => one,
-        Err(_) if count == 0 => return, // the template chose to render nothing
-        Err(_) => {
-            diags.push(
-                Diagnostic::error(
-                    codes::RENDER_NOT_AN_OBJECT,
-                    format!("template `{template}` rendered {count} documents for {who}"),
-                )
-                .at(&at)
-                .help("render one object per template"),
-            );
-            return;
-        }
-    };
-    let (Some(_), Some(kind), Some(name)) = (
-        body.get("apiVersion").and_then(Value::as_str),
-        body.get("kind").and_then(Value::as_str),
-        body.pointer("/metadata/name").and_then(Value::as_str),
-    ) else {
-        diags.push(
-            Diagnostic::error(codes::RENDER_NOT_AN_OBJECT, format!("template `{template}` rendered an object without apiVersion, kind or metadata.name for {who}"))
-                .at(&at),
-        );
-        return;
-    };
-    let what = format!("{kind} `{name}` rendered by `{template}` for {who}");
-    if !check::check_object(&body, &what, "template", &at, diags) {
-        return;
-    }
-    push_object(template, spec, body, objects);
-}
 
 fn push_object(template: &str, spec: Option<&str>, body: Value, objects: &mut Vec<Object>) {
     let field = |pointer: &str| {
@@ -469,6 +550,150 @@ fn push_object(template: &str, spec: Option<&str>, body: Value, objects: &mut Ve
 mod tests {
     use super::*;
 
+    fn projects() -> Vec<std::path::PathBuf> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut dirs = Vec::new();
+        for parent in [
+            "examples",
+            "fixtures/valid",
+            "fixtures/build",
+            "fixtures/plan",
+            "fixtures/runtime",
+        ] {
+            let mut found: Vec<_> = std::fs::read_dir(root.join(parent))
+                .expect(parent)
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.join("cortex.yaml").is_file())
+                .collect();
+            found.sort();
+            dirs.extend(found);
+        }
+        dirs
+    }
+
+    /// The built-in forms of the shipped templates make exactly the objects
+    /// minijinja renders from the templates' text, for every agent of every
+    /// example and fixture project that validates.
+    #[test]
+    fn built_in_templates_render_what_the_templates_render() {
+        let mut compared = 0;
+        let mut kinds = BTreeSet::new();
+        for dir in projects() {
+            let source = crate::WorkTree::open(&dir).expect("a project");
+            let result = crate::compile(&source, &crate::Options::default());
+            let Some(resolved) = result.validated() else {
+                continue;
+            };
+            let built_in: Bundle = render_inner(resolved, &source, None, Engine::BuiltIn)
+                .unwrap_or_else(|d| panic!("{}: {d:?}", dir.display()));
+            let text: Bundle = render_inner(resolved, &source, None, Engine::Text)
+                .unwrap_or_else(|d| panic!("{}: {d:?}", dir.display()));
+            assert_eq!(
+                built_in.objects.len(),
+                text.objects.len(),
+                "{}",
+                dir.display()
+            );
+            for (a, b) in built_in.objects.iter().zip(&text.objects) {
+                assert_eq!(a, b, "{}: {}", dir.display(), a.identity());
+                kinds.insert(a.kind.clone());
+            }
+            compared += built_in.objects.len();
+        }
+        assert!(compared > 100, "{compared}");
+        for kind in [
+            "ServiceAccount",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+        ] {
+            assert!(kinds.contains(kind), "no {kind} compared");
+        }
+    }
+
+    /// The built-in forms agree with the templates on contexts the
+    /// projects do not reach: every conditional of the templates both ways.
+    #[test]
+    fn built_in_templates_agree_on_every_branch() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
+        let source = crate::WorkTree::open(&dir).expect("the example");
+        let result = crate::compile(&source, &crate::Options::default());
+        let resolved = result.validated().expect("the example validates");
+        let project = project_facts(resolved);
+        let text = Templates::load(&source, Engine::Text).expect("templates");
+        let spec = resolved
+            .specs
+            .iter()
+            .find(|s| s.kind == Kind::Agent)
+            .expect("an agent");
+        let mut base = agent::context(spec, &project, &BTreeMap::new());
+        base["autoscaling"] =
+            json!({"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilization": null});
+        let variants: Vec<(&str, Value)> = vec![
+            ("/container/args", json!(["--verbose", "1"])),
+            ("/container/args", json!([])),
+            ("/container/command", json!(["/bin/agent"])),
+            ("/container/command", json!([])),
+            ("/container/command", Value::Null),
+            ("/container/ports", json!([])),
+            (
+                "/container/ports",
+                json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}]),
+            ),
+            (
+                "/container/probe",
+                json!({"exec": {"command": ["true"]}, "periodSeconds": 3}),
+            ),
+            ("/container/probe", Value::Null),
+            ("/pod/nodeSelector", json!({})),
+            ("/pod/nodeSelector", json!({"disk": "ssd"})),
+            ("/pod/tolerations", json!([])),
+            (
+                "/pod/tolerations",
+                json!([{"key": "gpu", "operator": "Exists"}]),
+            ),
+            ("/replicas", Value::Null),
+            ("/replicas", json!(0)),
+            (
+                "/autoscaling",
+                json!({"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 0}),
+            ),
+            (
+                "/autoscaling",
+                json!({"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 70}),
+            ),
+            (
+                "/autoscaling",
+                json!({"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": null}),
+            ),
+            ("/service_account/annotations", json!({"iam": "role/x"})),
+            ("/pod/automountServiceAccountToken", json!(true)),
+            ("/labels", json!({"a": "yes", "b": "1.0", "c": "{{ x }}"})),
+        ];
+        for (pointer, value) in variants {
+            let mut ctx = base.clone();
+            *ctx.pointer_mut(pointer)
+                .unwrap_or_else(|| panic!("{pointer}")) = value.clone();
+            let prepared = Prepared::new(&ctx);
+            for (template, _) in DEFAULT_TEMPLATES
+                .iter()
+                .filter(|(t, _)| *t != RUNTIME_TEMPLATE)
+            {
+                let rendered = text
+                    .env
+                    .get_template(template)
+                    .and_then(|t| t.render(prepared.value()))
+                    .expect("renders");
+                let read = crate::yaml::parse_json(&"t".into(), &rendered).expect("YAML");
+                let built = builtin::render(template, &ctx).expect("built in");
+                assert_eq!(read, vec![built], "{template} with {pointer} = {value}");
+            }
+        }
+    }
+
     /// Every object the default templates render for the example project
     /// takes the fast reader (`yaml::fast`), and it reads exactly what the
     /// full YAML parser reads.
@@ -479,7 +704,8 @@ mod tests {
         let result = crate::compile(&source, &crate::Options::default());
         let resolved = result.validated().expect("the example validates");
         let project = project_facts(resolved);
-        let (env, _) = template_environment(&source).expect("templates");
+        let templates = Templates::load(&source, Engine::Text).expect("templates");
+        let env = templates.env;
         let pools: BTreeMap<&str, &crate::resolve::ResolvedSpec> = resolved
             .specs
             .iter()

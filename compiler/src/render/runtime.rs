@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::document::Kind;
 use crate::node::Node;
@@ -298,25 +298,43 @@ pub fn topological_order(graph: &crate::validate::workflow::Dag<'_>) -> Vec<Stri
 /// compact JSON, each shaped like runtime.json itself: the first holds every
 /// small section, agents and workflows are spread over as many shards as
 /// they need, in name order. Merging the shards' maps gives back the whole.
-pub fn shards(runtime: &Value, limit: usize) -> Vec<Value> {
+/// Each shard is its compact JSON text, written from `runtime` without
+/// copying it.
+pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
     const BIG: [&str; 2] = ["agents", "workflows"];
-    // Every small section as it is; the big ones empty (not copied only to
-    // be replaced).
-    let mut base: Map<String, Value> = runtime
+    /// A section of a shard: a small one as it is, or some entries of a
+    /// big one.
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Part<'a> {
+        Whole(&'a Value),
+        Entries(BTreeMap<&'a str, &'a Value>),
+        Version(u32),
+    }
+    type Shard<'a> = BTreeMap<&'a str, Part<'a>>;
+    let new_shard = || -> Shard {
+        BTreeMap::from([
+            ("agents", Part::Entries(BTreeMap::new())),
+            ("format_version", Part::Version(FORMAT_VERSION)),
+            ("workflows", Part::Entries(BTreeMap::new())),
+        ])
+    };
+    let mut base: Shard = runtime
         .as_object()
         .into_iter()
         .flatten()
         .map(|(key, value)| {
-            let value = if BIG.contains(&key.as_str()) {
-                json!({})
+            let part = if BIG.contains(&key.as_str()) {
+                Part::Entries(BTreeMap::new())
             } else {
-                value.clone()
+                Part::Whole(value)
             };
-            (key.clone(), value)
+            (key.as_str(), part)
         })
         .collect();
     for section in BIG {
-        base.entry(section).or_insert_with(|| json!({}));
+        base.entry(section)
+            .or_insert_with(|| Part::Entries(BTreeMap::new()));
     }
     let big: Vec<(&str, &str, &Value)> = BIG
         .iter()
@@ -332,24 +350,25 @@ pub fn shards(runtime: &Value, limit: usize) -> Vec<Value> {
         .with_min_len(64)
         .map(|(_, name, value)| compact_len(value) + name.len() + 8)
         .collect();
-    let base = Value::Object(base);
     let mut size = compact_len(&base);
     let mut out = vec![base];
     for ((section, name, value), entry) in big.into_iter().zip(sizes) {
         if size + entry > limit && size > 0 {
-            out.push(json!({ "format_version": FORMAT_VERSION, "agents": {}, "workflows": {} }));
+            out.push(new_shard());
             size = 0;
         }
-        if let Some(shard) = out.last_mut() {
-            shard[section][name] = value.clone();
+        if let Some(Part::Entries(entries)) = out.last_mut().and_then(|s| s.get_mut(section)) {
+            entries.insert(name, value);
         }
         size += entry;
     }
-    out
+    out.par_iter()
+        .map(|shard| serde_json::to_string(shard).unwrap_or_default())
+        .collect()
 }
 
 /// Length of `value` as compact JSON, counted without building the text.
-pub fn compact_len(value: &Value) -> usize {
+pub fn compact_len(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
