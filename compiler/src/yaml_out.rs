@@ -12,20 +12,31 @@ pub fn to_yaml(value: &Value) -> String {
         Value::Object(map) if !map.is_empty() => emit_map(value, 0, &mut out),
         Value::Array(items) if !items.is_empty() => emit_seq(value, 0, &mut out),
         other => {
-            out.push_str(&scalar(other));
+            push_scalar(other, &mut out);
             out.push('\n');
         }
     }
     out
 }
 
+/// Appends `count` spaces.
+fn indent_by(count: usize, out: &mut String) {
+    const SPACES: &str = "                                                                ";
+    let mut left = count;
+    while left > 0 {
+        let step = left.min(SPACES.len());
+        out.push_str(&SPACES[..step]);
+        left -= step;
+    }
+}
+
 fn emit_map(value: &Value, indent: usize, out: &mut String) {
     let Value::Object(map) = value else { return };
     for (i, (key, v)) in map.iter().enumerate() {
         if i > 0 || !out.ends_with("- ") {
-            out.push_str(&" ".repeat(indent));
+            indent_by(indent, out);
         }
-        out.push_str(&key_text(key));
+        push_string(key, out);
         out.push(':');
         emit_value(v, indent, out);
     }
@@ -34,7 +45,7 @@ fn emit_map(value: &Value, indent: usize, out: &mut String) {
 fn emit_seq(value: &Value, indent: usize, out: &mut String) {
     let Value::Array(items) = value else { return };
     for item in items {
-        out.push_str(&" ".repeat(indent));
+        indent_by(indent, out);
         out.push_str("- ");
         match item {
             Value::Object(m) if !m.is_empty() => emit_map(item, indent + 2, out),
@@ -47,7 +58,7 @@ fn emit_seq(value: &Value, indent: usize, out: &mut String) {
                 emit_string_block(s, indent + 2, out);
             }
             other => {
-                out.push_str(&scalar(other));
+                push_scalar(other, out);
                 out.push('\n');
             }
         }
@@ -68,7 +79,7 @@ fn emit_value(value: &Value, indent: usize, out: &mut String) {
         Value::String(s) if block_literal(s).is_some() => emit_string_block(s, indent + 2, out),
         other => {
             out.push(' ');
-            out.push_str(&scalar(other));
+            push_scalar(other, out);
             out.push('\n');
         }
     }
@@ -81,7 +92,7 @@ fn emit_string_block(s: &str, indent: usize, out: &mut String) {
     out.push('\n');
     for line in s.strip_suffix('\n').unwrap_or(s).split('\n') {
         if !line.is_empty() {
-            out.push_str(&" ".repeat(indent));
+            indent_by(indent, out);
             out.push_str(line);
         }
         out.push('\n');
@@ -103,21 +114,25 @@ fn block_literal(s: &str) -> Option<&'static str> {
     Some(if s.ends_with('\n') { "|" } else { "|-" })
 }
 
-fn key_text(key: &str) -> String {
-    if is_plain_safe(key) {
-        key.to_string()
+/// Appends a string (a key or a value): plain when that reads back the
+/// same, else double-quoted JSON.
+fn push_string(s: &str, out: &mut String) {
+    if is_plain_safe(s) {
+        out.push_str(s);
     } else {
-        serde_json::to_string(key).unwrap_or_default()
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
     }
 }
 
-/// A scalar as YAML text.
-pub fn scalar(value: &Value) -> String {
+/// Appends a scalar (an empty map or list in flow style).
+fn push_scalar(value: &Value, out: &mut String) {
     match value {
-        Value::String(s) if is_plain_safe(s) => s.clone(),
-        Value::Object(_) => "{}".into(),
-        Value::Array(_) => "[]".into(),
-        other => serde_json::to_string(other).unwrap_or_default(),
+        Value::String(s) => push_string(s, out),
+        Value::Object(_) => out.push_str("{}"),
+        Value::Array(_) => out.push_str("[]"),
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
     }
 }
 
@@ -126,7 +141,7 @@ pub fn scalar(value: &Value) -> String {
 /// which Helm and kubectl use; PyYAML): not a boolean, null, number in any
 /// base or form, timestamp, `=` or `<<` in either.
 pub fn is_plain_safe(s: &str) -> bool {
-    if s.is_empty() || s.trim() != s {
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
         return false;
     }
     /// Booleans and nulls of YAML 1.2 and 1.1 (`y` and `n` are 1.1
@@ -151,9 +166,22 @@ pub fn is_plain_safe(s: &str) -> bool {
     if "-?:,[]{}#&*!|>'\"%@`".contains(first) && !dash_ok {
         return false;
     }
-    !(s.contains(": ") || s.contains(" #") || s.ends_with(':'))
-        && s.chars().all(|c| !c.is_control())
-        && !s.contains(['{', '}', '[', ']', ',', '\t'])
+    if s.ends_with(':') {
+        return false;
+    }
+    // One pass: no `: `, no ` #`, no flow indicator or tab, no control
+    // character (C0, DEL, and C1, which UTF-8 writes as 0xC2 0x80–0x9F).
+    let bytes = s.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        let next = bytes.get(i + 1).copied();
+        match b {
+            b':' => next != Some(b' '),
+            b' ' => next != Some(b'#'),
+            b'{' | b'}' | b'[' | b']' | b',' => false,
+            0xC2 => !next.is_some_and(|n| (0x80..=0x9F).contains(&n)),
+            _ => b >= 0x20 && b != 0x7F,
+        }
+    })
 }
 
 /// YAML 1.1 timestamps begin with a date: `2001-12-14`, `2001-1-2t…`.
@@ -263,6 +291,20 @@ mod tests {
             "yay", "nope", "1.4.2", "v1", "250m", "3d", "--serve", "a=b", "2001-12", "y2k",
         ] {
             assert!(is_plain_safe(s), "{s} needs no quotes");
+        }
+    }
+
+    /// Indicators, tabs and control characters (C0, DEL, C1) anywhere in a
+    /// string make it quoted; other non-ASCII text stays plain.
+    #[test]
+    fn indicators_and_control_characters_are_quoted() {
+        for s in ["a: b", "a #b", "a:", "{x", "x}", "[", "a,b", "a\tb", "a\u{7f}", "a\u{85}b", "a\u{9f}", "\u{a0}x", "x\u{2003}"] {
+            assert!(!is_plain_safe(s), "{s:?} must be quoted");
+            round_trip(&json!({ "v": s }));
+        }
+        for s in ["a:b", "a#b", "é", "naïve", "x\u{a0}y", "日本", "a - b"] {
+            assert!(is_plain_safe(s), "{s:?} needs no quotes");
+            round_trip(&json!({ "v": s }));
         }
     }
 
