@@ -298,7 +298,21 @@ mod tests {
     /// string make it quoted; other non-ASCII text stays plain.
     #[test]
     fn indicators_and_control_characters_are_quoted() {
-        for s in ["a: b", "a #b", "a:", "{x", "x}", "[", "a,b", "a\tb", "a\u{7f}", "a\u{85}b", "a\u{9f}", "\u{a0}x", "x\u{2003}"] {
+        for s in [
+            "a: b",
+            "a #b",
+            "a:",
+            "{x",
+            "x}",
+            "[",
+            "a,b",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{9f}",
+            "\u{a0}x",
+            "x\u{2003}",
+        ] {
             assert!(!is_plain_safe(s), "{s:?} must be quoted");
             round_trip(&json!({ "v": s }));
         }

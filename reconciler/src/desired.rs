@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cortex_compiler::bundle::Project;
-use cortex_compiler::render::{RenderCache, render_with};
+use cortex_compiler::render::render;
 use cortex_compiler::{Diagnostics, Options, Resolved, Source, SourceMap, WorkTree, compile};
 
 use crate::plan::{self, PlanObject, PlanOptions, Revision, Side};
@@ -65,7 +65,7 @@ fn summary(diagnostics: &Diagnostics) -> String {
 
 /// Compiles and renders the project in `dir` as it is at `at`.
 pub fn desired_at(dir: &Path, at: &At, options: &Options) -> Result<Desired, DesiredError> {
-    compile_at(dir, at, options)?.render(None)
+    compile_at(dir, at, options)?.render()
 }
 
 /// A project read and compiled without errors, not rendered yet.
@@ -120,8 +120,8 @@ fn compile_at(dir: &Path, at: &At, options: &Options) -> Result<Compiled, Desire
 }
 
 impl Compiled {
-    fn render(self, cache: Option<&RenderCache>) -> Result<Desired, DesiredError> {
-        match render_with(&self.resolved, self.source.as_ref(), cache) {
+    fn render(self) -> Result<Desired, DesiredError> {
+        match render(&self.resolved, self.source.as_ref()) {
             Ok(bundle) => {
                 let (project, objects) = plan::into_objects(bundle);
                 Ok(Desired {
@@ -140,32 +140,26 @@ impl Compiled {
     }
 }
 
-/// Compiles and renders both sides of a diff. The two compiles run at
-/// once; the old side is then rendered (over every core), and the new
-/// side after it with the old side's render cache, so each agent whose
-/// inputs did not change between the revisions is rendered once.
+/// Compiles and renders both sides of a diff, each on a thread of its own
+/// (rendering spreads each side's agents over every core).
 pub fn desired_pair(
     dir: &Path,
     from: &At,
     to: &At,
     options: &Options,
 ) -> (Result<Desired, DesiredError>, Result<Desired, DesiredError>) {
-    let cache = RenderCache::default();
     std::thread::scope(|scope| {
-        let new = scope.spawn(|| compile_at(dir, to, options));
-        let old = compile_at(dir, from, options).and_then(|c| c.render(Some(&cache)));
-        let new = new
-            .join()
-            .unwrap_or_else(|_| {
-                Err(DesiredError::Unreadable {
-                    path: dir.display().to_string(),
-                    message: format!(
-                        "{}: compiling the new side failed unexpectedly",
-                        dir.display()
-                    ),
-                })
+        let new = scope.spawn(|| compile_at(dir, to, options).and_then(Compiled::render));
+        let old = compile_at(dir, from, options).and_then(Compiled::render);
+        let new = new.join().unwrap_or_else(|_| {
+            Err(DesiredError::Unreadable {
+                path: dir.display().to_string(),
+                message: format!(
+                    "{}: compiling the new side failed unexpectedly",
+                    dir.display()
+                ),
             })
-            .and_then(|c| c.render(Some(&cache)));
+        });
         (old, new)
     })
 }

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use minijinja::{Environment, UndefinedBehavior};
 use rayon::prelude::*;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::bundle::{Bundle, Object, Output, Project, Rendered};
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
@@ -84,27 +83,6 @@ pub fn project_facts(resolved: &Resolved) -> Project {
     }
 }
 
-/// Rendered objects keyed by everything that determines them: the text of
-/// every template and the whole template context. Rendering two revisions
-/// of a project with one cache (the two sides of a diff) renders each agent
-/// whose inputs did not change once.
-#[derive(Debug, Default)]
-pub struct RenderCache {
-    rendered: std::sync::Mutex<std::collections::HashMap<String, Vec<Object>>>,
-}
-
-impl RenderCache {
-    fn get(&self, key: &str) -> Option<Vec<Object>> {
-        self.rendered.lock().ok()?.get(key).cloned()
-    }
-
-    fn insert(&self, key: String, objects: &[Object]) {
-        if let Ok(mut map) = self.rendered.lock() {
-            map.insert(key, objects.to_vec());
-        }
-    }
-}
-
 /// What the runtime ConfigMap's template first sees as `runtime_json`.
 const RUNTIME_JSON_PLACEHOLDER: &str = "@@cortex:runtime.json@@";
 
@@ -137,23 +115,14 @@ fn put_in_place(value: &mut Value, placeholder: &str, text: &str) -> bool {
 /// Renders a validated project. `source` provides the project's own
 /// template overrides (`templates/<name>`).
 pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagnostics> {
-    render_with(resolved, source, None)
-}
-
-/// [`render`], reusing (and filling) a cache of checked objects.
-pub fn render_with(
-    resolved: &Resolved,
-    source: &dyn Source,
-    cache: Option<&RenderCache>,
-) -> Result<Bundle, Diagnostics> {
-    render_inner(resolved, source, cache, Engine::BuiltIn)
+    render_inner(resolved, source, Engine::BuiltIn)
 }
 
 /// Renders a validated project for its output files: each object is
 /// reduced to its YAML and hash as soon as it is checked, so the objects'
 /// trees are never all in memory at once (`cortex build`).
 pub fn render_output(resolved: &Resolved, source: &dyn Source) -> Result<Output, Diagnostics> {
-    render_inner(resolved, source, None, Engine::BuiltIn)
+    render_inner(resolved, source, Engine::BuiltIn)
 }
 
 /// How the shipped templates a project does not override are rendered.
@@ -169,7 +138,6 @@ enum Engine {
 fn render_inner<O: Rendered>(
     resolved: &Resolved,
     source: &dyn Source,
-    cache: Option<&RenderCache>,
     engine: Engine,
 ) -> Result<Bundle<O>, Diagnostics> {
     let mut diags = Diagnostics::new();
@@ -200,10 +168,6 @@ fn render_inner<O: Rendered>(
                 let (mut objects, mut diags) = (Vec::new(), Diagnostics::new());
                 let ctx = agent::context(spec, &project, &pools_by_name);
                 let prepared = Prepared::new(&ctx);
-                let key = cache.map(|_| format!("{}\n{}", templates.hash, prepared.json()));
-                if let Some(hit) = cache.zip(key.as_deref()).and_then(|(c, k)| c.get(k)) {
-                    return (hit.into_iter().map(O::from_object).collect(), diags);
-                }
                 for template in agent_templates(&ctx) {
                     templates.render(
                         template,
@@ -212,11 +176,6 @@ fn render_inner<O: Rendered>(
                         &mut objects,
                         &mut diags,
                     );
-                }
-                if let (Some(cache), Some(key)) = (cache, key)
-                    && diags.is_empty()
-                {
-                    cache.insert(key, &objects);
                 }
                 (objects.into_iter().map(O::from_object).collect(), diags)
             },
@@ -312,8 +271,6 @@ struct Templates {
     env: Environment<'static>,
     /// Templates rendered by their built-in form.
     builtin: BTreeSet<&'static str>,
-    /// A hash of every template's text.
-    hash: String,
 }
 
 impl Templates {
@@ -321,7 +278,6 @@ impl Templates {
     fn load(source: &dyn Source, engine: Engine) -> Result<Templates, Box<Diagnostic>> {
         let mut env = Environment::new();
         let mut builtin = BTreeSet::new();
-        let mut hasher = Sha256::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         for (name, default) in DEFAULT_TEMPLATES {
             let path = format!("templates/{name}");
@@ -333,10 +289,6 @@ impl Templates {
                 Err(SourceError::NotFound(_)) => default.to_string(),
                 Err(e) => return Err(fail(codes::FILE_UNREADABLE, e.to_string())),
             };
-            hasher.update(name.as_bytes());
-            hasher.update([0]);
-            hasher.update(text.as_bytes());
-            hasher.update([0]);
             if engine == Engine::BuiltIn && text == *default && builtin::has(name) {
                 builtin.insert(*name);
                 continue;
@@ -351,12 +303,7 @@ impl Templates {
                     d
                 })?;
         }
-        let hash: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok(Templates { env, builtin, hash })
+        Ok(Templates { env, builtin })
     }
 
     /// Renders `template` for `spec` (none: the project), checks the object
@@ -482,13 +429,12 @@ fn agent_templates(ctx: &Value) -> Vec<&'static str> {
 }
 
 /// A template context, with what minijinja needs made once on first use
-/// (built-in templates and cached agents need none of it).
+/// (built-in templates need none of it).
 struct Prepared<'c> {
     ctx: &'c Value,
     /// The context as templates see it.
     value: std::sync::OnceLock<minijinja::Value>,
-    /// The context as JSON (keys sorted): with the templates' hash, the
-    /// render cache's key; its length sets the fuel.
+    /// The context as JSON: its length sets the fuel.
     json: std::sync::OnceLock<String>,
 }
 
@@ -585,9 +531,9 @@ mod tests {
             let Some(resolved) = result.validated() else {
                 continue;
             };
-            let built_in: Bundle = render_inner(resolved, &source, None, Engine::BuiltIn)
+            let built_in: Bundle = render_inner(resolved, &source, Engine::BuiltIn)
                 .unwrap_or_else(|d| panic!("{}: {d:?}", dir.display()));
-            let text: Bundle = render_inner(resolved, &source, None, Engine::Text)
+            let text: Bundle = render_inner(resolved, &source, Engine::Text)
                 .unwrap_or_else(|d| panic!("{}: {d:?}", dir.display()));
             assert_eq!(
                 built_in.objects.len(),
