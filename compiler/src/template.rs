@@ -39,32 +39,56 @@ pub fn context(resolved: &Resolved) -> serde_json::Value {
 
 /// Evaluates the templates of every spec of `resolved` in place.
 pub fn render_templates(resolved: &mut Resolved, diags: &mut Diagnostics) {
+    use rayon::prelude::*;
     let ctx = context(resolved);
-    let mut engine = Engine::new(ctx);
+    // Specs are templated independently: spread them over the cores, each
+    // worker with an engine (and a cache of evaluated strings) of its own.
+    let per_spec: Vec<Diagnostics> = resolved
+        .specs
+        .par_iter_mut()
+        .with_min_len(64)
+        .map_init(
+            || Engine::new(ctx.clone()),
+            |engine, spec| {
+                let mut failed = Diagnostics::new();
+                template_spec(engine, spec, &mut failed);
+                failed
+            },
+        )
+        .collect();
     let mut failed = Diagnostics::new();
-    for spec in &mut resolved.specs {
-        let cursor = Schemas::get().cursor(spec.kind);
-        // Most values hold no template: find the few strings that do, then
-        // place only those in the schema.
-        let mut found = Vec::new();
-        spec.node.walk(&mut String::new(), &mut |pointer, node| {
-            if node.as_str().is_some_and(is_template) {
-                found.push(pointer.to_string());
-            }
-        });
-        for pointer in found {
-            if is_verbatim_path(cursor, &pointer) {
-                continue;
-            }
-            if let Some(node) = node_at_mut(&mut spec.node, &pointer) {
-                engine.evaluate_node(node, cursor.at_pointer(&pointer), &mut failed);
-            }
-        }
+    for found in per_spec {
+        failed.extend(found);
     }
     resolved
         .template_failures
         .extend(failed.iter().filter_map(|d| d.span.clone()));
     diags.extend(failed);
+}
+
+/// Evaluates the template strings of one spec in place.
+fn template_spec(
+    engine: &mut Engine,
+    spec: &mut crate::resolve::ResolvedSpec,
+    failed: &mut Diagnostics,
+) {
+    let cursor = Schemas::get().cursor(spec.kind);
+    // Most values hold no template: find the few strings that do, then
+    // place only those in the schema.
+    let mut found = Vec::new();
+    spec.node.walk(&mut String::new(), &mut |pointer, node| {
+        if node.as_str().is_some_and(is_template) {
+            found.push(pointer.to_string());
+        }
+    });
+    for pointer in found {
+        if is_verbatim_path(cursor, &pointer) {
+            continue;
+        }
+        if let Some(node) = node_at_mut(&mut spec.node, &pointer) {
+            engine.evaluate_node(node, cursor.at_pointer(&pointer), failed);
+        }
+    }
 }
 
 #[derive(Clone)]

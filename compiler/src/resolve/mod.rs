@@ -3,7 +3,10 @@
 //! Each spec is resolved as `merge(resolved parent, own document)`, then the
 //! environment's patches for it are merged on top. Parents are resolved once
 //! and memoized, so a template patched by the environment passes the patched
-//! value to every spec that extends it.
+//! value to every spec that extends it. Specs that others extend are
+//! resolved first, one chain at a time; the rest (most of a project: the
+//! agents and workflows themselves) then each merge over a resolved parent,
+//! independently, over every core.
 
 pub mod merge;
 
@@ -92,6 +95,7 @@ pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> R
     let index = index_specs(&docs.specs, diags);
     let environment = env.and_then(|name| select_environment(&docs, name, diags));
     let patches = collect_patches(&docs, &index, environment, diags);
+    let extended = extended_specs(&docs.specs, &index);
     let mut resolver = Resolver {
         docs: &docs.specs,
         index: &index,
@@ -99,14 +103,41 @@ pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> R
         memo: vec![State::Pending; docs.specs.len()],
         diags,
     };
-    let shared: Vec<(bool, std::rc::Rc<ResolvedSpec>)> =
-        (0..docs.specs.len()).map(|i| resolver.resolve(i)).collect();
-    // With the memo gone, each spec has one owner left: taken, not copied.
+    for i in (0..docs.specs.len()).filter(|&i| extended[i]) {
+        resolver.resolve(i);
+    }
+    let memo = std::mem::take(&mut resolver.memo);
     drop(resolver);
+    let leaves: Vec<(usize, (bool, Arc<ResolvedSpec>), Diagnostics)> = {
+        use rayon::prelude::*;
+        (0..docs.specs.len())
+            .into_par_iter()
+            .with_min_len(64)
+            .filter(|&i| !extended[i])
+            .map(|i| {
+                let mut found = Diagnostics::new();
+                let leaf = resolve_leaf(&docs.specs, &index, &patches, &memo, i, &mut found);
+                (i, leaf, found)
+            })
+            .collect()
+    };
+    let mut shared: Vec<Option<(bool, Arc<ResolvedSpec>)>> = memo
+        .into_iter()
+        .map(|state| match state {
+            State::Done(spec) => Some((spec.complete, spec)),
+            _ => None,
+        })
+        .collect();
+    for (i, leaf, found) in leaves {
+        shared[i] = Some(leaf);
+        diags.extend(found);
+    }
+    // With the memo gone, each spec has one owner left: taken, not copied.
     let specs: Vec<ResolvedSpec> = shared
         .into_iter()
+        .flatten()
         .map(|(complete, spec)| {
-            let mut spec = std::rc::Rc::try_unwrap(spec).unwrap_or_else(|spec| (*spec).clone());
+            let mut spec = Arc::try_unwrap(spec).unwrap_or_else(|spec| (*spec).clone());
             spec.complete = complete;
             spec
         })
@@ -312,7 +343,7 @@ enum State {
     Pending,
     Visiting,
     /// Resolved: shared with the children that extend it, never copied.
-    Done(std::rc::Rc<ResolvedSpec>),
+    Done(Arc<ResolvedSpec>),
 }
 
 struct Resolver<'a> {
@@ -327,80 +358,27 @@ impl Resolver<'_> {
     /// Resolves spec `i`; the flag is false when the chain is broken (the
     /// spec is still resolved as far as possible, so its own mistakes are
     /// reported too).
-    fn resolve(&mut self, i: usize) -> (bool, std::rc::Rc<ResolvedSpec>) {
+    fn resolve(&mut self, i: usize) -> (bool, Arc<ResolvedSpec>) {
         match &self.memo[i] {
-            State::Done(spec) => return (spec.complete, std::rc::Rc::clone(spec)),
-            State::Visiting => return (false, std::rc::Rc::new(self.alone(i))),
+            State::Done(spec) => return (spec.complete, Arc::clone(spec)),
+            State::Visiting => return (false, Arc::new(self.alone(i))),
             State::Pending => {}
         }
         self.memo[i] = State::Visiting;
         let doc = &self.docs[i];
-        let schema = Schemas::get().cursor(doc.kind);
-        let extends = doc.node.path(&["spec", "extends"]);
-        let mut ok = true;
-        let (mut node, mut chain) = match extends {
+        let parent = match doc.node.path(&["spec", "extends"]) {
             Some(parent_node) if !doc.kind.parents().is_empty() => {
                 match self.parent(i, parent_node) {
-                    Some(p) => {
-                        let (parent_ok, parent) = self.resolve(p);
-                        ok = parent_ok;
-                        let merged =
-                            merge::merge(Some(&parent.node), &doc.node, schema, self.diags);
-                        let mut chain = vec![doc.name.clone()];
-                        chain.extend(parent.chain.iter().cloned());
-                        (merged, chain)
-                    }
-                    None => {
-                        ok = false;
-                        (
-                            merge::normalize(&doc.node, schema, self.diags),
-                            vec![doc.name.clone()],
-                        )
-                    }
+                    Some(p) => Parent::Found(self.resolve(p)),
+                    None => Parent::Missing,
                 }
             }
-            Some(parent_node) => {
-                self.diags.push(
-                    Diagnostic::error(
-                        codes::EXTENDS_WRONG_FAMILY,
-                        format!("{} cannot use `extends`", doc.kind),
-                    )
-                    .at(parent_node.span())
-                    .help("only Agent, AgentTemplate, Workflow and WorkflowTemplate inherit"),
-                );
-                ok = false;
-                (
-                    merge::normalize(&doc.node, schema, self.diags),
-                    vec![doc.name.clone()],
-                )
-            }
-            None => (
-                merge::normalize(&doc.node, schema, self.diags),
-                vec![doc.name.clone()],
-            ),
+            Some(parent_node) => Parent::WrongFamily(parent_node),
+            None => Parent::None,
         };
-        if let Some(spec) = spec_map_mut(&mut node) {
-            spec.remove("extends");
-        }
-        for patch in self.patches.get(&i).into_iter().flatten() {
-            let spec_schema = schema.property("spec");
-            if let Some(spec_node) = node_spec_mut(&mut node) {
-                *spec_node = merge::merge(Some(spec_node), patch, spec_schema, self.diags);
-            }
-        }
-        chain.dedup();
-        let resolved = ResolvedSpec {
-            kind: doc.kind,
-            name: doc.name.clone(),
-            name_span: doc.name_span.clone(),
-            file: doc.file.clone(),
-            chain,
-            complete: ok,
-            node,
-        };
-        let resolved = std::rc::Rc::new(resolved);
-        self.memo[i] = State::Done(std::rc::Rc::clone(&resolved));
-        (ok, resolved)
+        let resolved = Arc::new(assemble(doc, parent, self.patches.get(&i), self.diags));
+        self.memo[i] = State::Done(Arc::clone(&resolved));
+        (resolved.complete, resolved)
     }
 
     fn alone(&mut self, i: usize) -> ResolvedSpec {
@@ -421,74 +399,7 @@ impl Resolver<'_> {
     /// Finds the parent named by `extends`, reporting unknown names, wrong
     /// kinds and cycles.
     fn parent(&mut self, i: usize, parent_node: &Node) -> Option<usize> {
-        let doc = &self.docs[i];
-        let Some(parent_name) = parent_node.as_str() else {
-            self.diags.push(
-                Diagnostic::error(
-                    codes::SCHEMA_WRONG_TYPE,
-                    format!(
-                        "`extends` must be a name, found {}",
-                        parent_node.type_name()
-                    ),
-                )
-                .at(parent_node.span()),
-            );
-            return None;
-        };
-        let found = doc
-            .kind
-            .parents()
-            .iter()
-            .find_map(|k| self.index.get(&(*k, parent_name.to_string())).copied());
-        let Some(p) = found else {
-            let other_kind = Kind::ALL
-                .into_iter()
-                .find(|k| self.index.contains_key(&(*k, parent_name.to_string())));
-            let diag = match other_kind {
-                Some(k) => Diagnostic::error(
-                    codes::EXTENDS_WRONG_FAMILY,
-                    format!(
-                        "{} `{}` cannot extend {k} `{parent_name}`",
-                        doc.kind, doc.name
-                    ),
-                )
-                .at(parent_node.span())
-                .label(format!(
-                    "this is {} {k}",
-                    crate::diagnostic::article(k.as_str())
-                ))
-                .help(format!(
-                    "{} {} extends one of: {}",
-                    crate::diagnostic::article(doc.kind.as_str()),
-                    doc.kind,
-                    doc.kind
-                        .parents()
-                        .iter()
-                        .map(|k| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-                None => {
-                    let candidates = self
-                        .docs
-                        .iter()
-                        .filter(|d| doc.kind.parents().contains(&d.kind) && d.name != doc.name)
-                        .map(|d| d.name.as_str());
-                    Diagnostic::error(
-                        codes::UNKNOWN_PARENT,
-                        format!(
-                            "`{}` extends `{parent_name}`, which does not exist",
-                            doc.name
-                        ),
-                    )
-                    .at(parent_node.span())
-                    .label("unknown parent")
-                    .maybe_help(did_you_mean(parent_name, candidates))
-                }
-            };
-            self.diags.push(diag);
-            return None;
-        };
+        let p = find_parent(self.docs, self.index, i, parent_node, self.diags)?;
         if matches!(self.memo[p], State::Visiting) || p == i {
             self.report_cycle(i, p);
             return None;
@@ -557,6 +468,203 @@ impl Resolver<'_> {
             }
         }
         self.diags.push(diag);
+    }
+}
+
+/// Finds the parent named by `extends` of spec `i`, reporting unknown names
+/// and wrong kinds.
+fn find_parent(
+    docs: &[Document],
+    index: &Index,
+    i: usize,
+    parent_node: &Node,
+    diags: &mut Diagnostics,
+) -> Option<usize> {
+    let doc = &docs[i];
+    let Some(parent_name) = parent_node.as_str() else {
+        diags.push(
+            Diagnostic::error(
+                codes::SCHEMA_WRONG_TYPE,
+                format!(
+                    "`extends` must be a name, found {}",
+                    parent_node.type_name()
+                ),
+            )
+            .at(parent_node.span()),
+        );
+        return None;
+    };
+    let found = doc
+        .kind
+        .parents()
+        .iter()
+        .find_map(|k| index.get(&(*k, parent_name.to_string())).copied());
+    let Some(p) = found else {
+        let other_kind = Kind::ALL
+            .into_iter()
+            .find(|k| index.contains_key(&(*k, parent_name.to_string())));
+        let diag = match other_kind {
+            Some(k) => Diagnostic::error(
+                codes::EXTENDS_WRONG_FAMILY,
+                format!(
+                    "{} `{}` cannot extend {k} `{parent_name}`",
+                    doc.kind, doc.name
+                ),
+            )
+            .at(parent_node.span())
+            .label(format!(
+                "this is {} {k}",
+                crate::diagnostic::article(k.as_str())
+            ))
+            .help(format!(
+                "{} {} extends one of: {}",
+                crate::diagnostic::article(doc.kind.as_str()),
+                doc.kind,
+                doc.kind
+                    .parents()
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None => {
+                let candidates = docs
+                    .iter()
+                    .filter(|d| doc.kind.parents().contains(&d.kind) && d.name != doc.name)
+                    .map(|d| d.name.as_str());
+                Diagnostic::error(
+                    codes::UNKNOWN_PARENT,
+                    format!(
+                        "`{}` extends `{parent_name}`, which does not exist",
+                        doc.name
+                    ),
+                )
+                .at(parent_node.span())
+                .label("unknown parent")
+                .maybe_help(did_you_mean(parent_name, candidates))
+            }
+        };
+        diags.push(diag);
+        return None;
+    };
+    Some(p)
+}
+
+/// What a spec's `extends` found.
+enum Parent<'d> {
+    /// No `extends`.
+    None,
+    /// `extends` on a kind that does not inherit.
+    WrongFamily(&'d Node),
+    /// A parent that does not exist, or a cycle (reported already).
+    Missing,
+    /// The resolved parent, and whether its own chain is whole.
+    Found((bool, Arc<ResolvedSpec>)),
+}
+
+/// Which specs another spec extends (the ones resolved first).
+fn extended_specs(docs: &[Document], index: &Index) -> Vec<bool> {
+    let mut extended = vec![false; docs.len()];
+    for doc in docs {
+        let Some(name) = doc.node.str_at(&["spec", "extends"]) else {
+            continue;
+        };
+        if let Some(p) = doc
+            .kind
+            .parents()
+            .iter()
+            .find_map(|k| index.get(&(*k, name.to_string())).copied())
+        {
+            extended[p] = true;
+        }
+    }
+    extended
+}
+
+/// Resolves a spec no other spec extends, its parent (if any) resolved
+/// already.
+fn resolve_leaf(
+    docs: &[Document],
+    index: &Index,
+    patches: &HashMap<usize, Vec<&Node>>,
+    memo: &[State],
+    i: usize,
+    diags: &mut Diagnostics,
+) -> (bool, Arc<ResolvedSpec>) {
+    let doc = &docs[i];
+    let parent = match doc.node.path(&["spec", "extends"]) {
+        Some(parent_node) if !doc.kind.parents().is_empty() => {
+            match find_parent(docs, index, i, parent_node, diags).map(|p| &memo[p]) {
+                Some(State::Done(spec)) => Parent::Found((spec.complete, Arc::clone(spec))),
+                _ => Parent::Missing,
+            }
+        }
+        Some(parent_node) => Parent::WrongFamily(parent_node),
+        None => Parent::None,
+    };
+    let resolved = assemble(doc, parent, patches.get(&i), diags);
+    (resolved.complete, Arc::new(resolved))
+}
+
+/// A spec merged over its parent, the environment's patches on top.
+fn assemble(
+    doc: &Document,
+    parent: Parent<'_>,
+    patches: Option<&Vec<&Node>>,
+    diags: &mut Diagnostics,
+) -> ResolvedSpec {
+    let schema = Schemas::get().cursor(doc.kind);
+    let alone = |diags: &mut Diagnostics| {
+        (
+            merge::normalize(&doc.node, schema, diags),
+            vec![doc.name.clone()],
+        )
+    };
+    let mut ok = true;
+    let (mut node, mut chain) = match parent {
+        Parent::Found((parent_ok, parent)) => {
+            ok = parent_ok;
+            let merged = merge::merge(Some(&parent.node), &doc.node, schema, diags);
+            let mut chain = vec![doc.name.clone()];
+            chain.extend(parent.chain.iter().cloned());
+            (merged, chain)
+        }
+        Parent::Missing => {
+            ok = false;
+            alone(diags)
+        }
+        Parent::WrongFamily(parent_node) => {
+            diags.push(
+                Diagnostic::error(
+                    codes::EXTENDS_WRONG_FAMILY,
+                    format!("{} cannot use `extends`", doc.kind),
+                )
+                .at(parent_node.span())
+                .help("only Agent, AgentTemplate, Workflow and WorkflowTemplate inherit"),
+            );
+            ok = false;
+            alone(diags)
+        }
+        Parent::None => alone(diags),
+    };
+    if let Some(spec) = spec_map_mut(&mut node) {
+        spec.remove("extends");
+    }
+    for patch in patches.into_iter().flatten() {
+        let spec_schema = schema.property("spec");
+        if let Some(spec_node) = node_spec_mut(&mut node) {
+            *spec_node = merge::merge(Some(spec_node), patch, spec_schema, diags);
+        }
+    }
+    chain.dedup();
+    ResolvedSpec {
+        kind: doc.kind,
+        name: doc.name.clone(),
+        name_span: doc.name_span.clone(),
+        file: doc.file.clone(),
+        chain,
+        complete: ok,
+        node,
     }
 }
 
