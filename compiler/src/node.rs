@@ -342,15 +342,20 @@ impl Node {
             Value::Map(m) => {
                 for e in m {
                     pointer.push('/');
-                    pointer.push_str(&e.key.replace('~', "~0").replace('/', "~1"));
+                    if e.key.contains(['~', '/']) {
+                        pointer.push_str(&e.key.replace('~', "~0").replace('/', "~1"));
+                    } else {
+                        pointer.push_str(&e.key);
+                    }
                     e.value.walk(pointer, visit);
                     pointer.truncate(len);
                 }
             }
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    pointer.push('/');
-                    pointer.push_str(&i.to_string());
+                    use std::fmt::Write;
+                    // Writing into a string cannot fail.
+                    let _ = write!(pointer, "/{i}");
                     item.walk(pointer, visit);
                     pointer.truncate(len);
                 }
