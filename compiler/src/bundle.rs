@@ -1,7 +1,10 @@
 //! The output of a build: Kubernetes objects, the runtime configuration,
 //! and an inventory with a content hash of every object; and the files of
 //! `cortex build -o OUT` (chart, manifests.yaml, runtime.json,
-//! inventory.json). Output is deterministic: sorted keys, stable order.
+//! inventory.json), written as streams into a [`Sink`]. A [`Bundle`] holds
+//! whole objects (plans and diffs compare them); an [`Output`] holds each
+//! object as its YAML and hash only (a build). Output is deterministic:
+//! sorted keys, stable order.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -68,7 +71,7 @@ impl Object {
 
     /// The API group (`""` for the core group).
     pub fn group(&self) -> &str {
-        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+        self.head().group()
     }
 
     /// `group/kind/namespace/name`, the identity plans key on.
@@ -133,12 +136,17 @@ pub struct Head<'a> {
     pub name: &'a str,
 }
 
-impl Head<'_> {
+impl<'a> Head<'a> {
+    /// The API group (`""` for the core group).
+    pub fn group(&self) -> &'a str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+    }
+
     /// `group/kind/namespace/name`, the identity plans key on.
     pub fn identity(&self) -> String {
-        let group = self.api_version.rsplit_once('/').map_or("", |(g, _)| g);
         format!(
-            "{group}/{}/{}/{}",
+            "{}/{}/{}/{}",
+            self.group(),
             self.kind,
             self.namespace.unwrap_or(""),
             self.name

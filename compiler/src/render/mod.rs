@@ -1,7 +1,7 @@
 //! Stage 5: render a validated project into Kubernetes objects (from the
-//! minijinja templates of `templates/`, a project's own `templates/`
-//! overriding one by name) and the runtime configuration. Every object is
-//! checked against its Kubernetes type.
+//! templates of `templates/` — built in, see [`builtin`] — or a project's
+//! own `templates/<name>`, rendered with minijinja) and the runtime
+//! configuration. Every object is checked against its Kubernetes type.
 
 pub mod agent;
 pub mod builtin;
@@ -208,44 +208,40 @@ fn render_inner<O: Rendered>(
                 "runtime_json": runtime_json,
             })
         };
-        let at = (None, &resolved.project.file);
-        let mut rendered = Vec::new();
-        if templates.builtin.contains(RUNTIME_TEMPLATE) {
+        let render = |templates: &mut Templates,
+                      runtime_json: &str,
+                      into: &mut Vec<Object>,
+                      diags: &mut Diagnostics| {
+            let at = (None, &resolved.project.file);
             templates.render(
                 RUNTIME_TEMPLATE,
-                &Prepared::new(&ctx(shard_json)),
+                &Prepared::new(&ctx(runtime_json)),
                 at,
-                &mut rendered,
-                &mut diags,
+                into,
+                diags,
             );
-            objects.extend(rendered.into_iter().map(O::from_object));
-            continue;
-        }
-        // A project's own template sees a short placeholder for the shard's
-        // JSON, which is put in place after parsing: a 768 KiB string is not
-        // escaped by the template and scanned by the YAML parser. A template
-        // that does not place `runtime_json` as a whole value is rendered
-        // with it.
-        templates.render(
-            RUNTIME_TEMPLATE,
-            &Prepared::new(&ctx(RUNTIME_JSON_PLACEHOLDER)),
-            at,
-            &mut rendered,
-            &mut diags,
-        );
-        let placed = rendered.len() == 1
-            && rendered
-                .iter_mut()
-                .all(|o| put_in_place(&mut o.body, RUNTIME_JSON_PLACEHOLDER, shard_json));
+        };
+        let mut rendered = Vec::new();
+        let built_in = templates.builtin.contains(RUNTIME_TEMPLATE);
+        // A project's own template first sees a short placeholder for the
+        // shard's JSON, which is put in place after parsing: a 768 KiB string
+        // is not escaped by the template and scanned by the YAML parser. A
+        // template that does not place `runtime_json` as a whole value is
+        // rendered again with it.
+        let first = if built_in {
+            shard_json.as_str()
+        } else {
+            RUNTIME_JSON_PLACEHOLDER
+        };
+        render(&mut templates, first, &mut rendered, &mut diags);
+        let placed = built_in
+            || rendered.len() == 1
+                && rendered
+                    .iter_mut()
+                    .all(|o| put_in_place(&mut o.body, RUNTIME_JSON_PLACEHOLDER, shard_json));
         if !placed && !diags.has_errors() {
             rendered.clear();
-            templates.render(
-                RUNTIME_TEMPLATE,
-                &Prepared::new(&ctx(shard_json)),
-                at,
-                &mut rendered,
-                &mut diags,
-            );
+            render(&mut templates, shard_json, &mut rendered, &mut diags);
         }
         objects.extend(rendered.into_iter().map(O::from_object));
     }
