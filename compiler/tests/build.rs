@@ -312,6 +312,43 @@ fn a_project_template_with_a_typo_is_a_build_error_naming_template_and_agent() {
     );
 }
 
+/// A project's own runtime ConfigMap template gets the runtime config's
+/// JSON wherever it puts it: as a whole value (put in place after the
+/// template ran) or inside a larger string (rendered again with the JSON).
+#[test]
+fn a_project_runtime_template_gets_the_runtime_json_as_a_value_or_in_a_string() {
+    let shipped = include_str!("../../templates/runtime-configmap.yaml.j2");
+    for (template, key, prefix) in [
+        (
+            shipped.replace("runtime.json:", "config.json:"),
+            "config.json",
+            "",
+        ),
+        (
+            shipped.replace(
+                "runtime.json: {{ runtime_json | tojson }}",
+                "wrapped: {{ (\"json:\" ~ runtime_json) | tojson }}",
+            ),
+            "wrapped",
+            "json:",
+        ),
+    ] {
+        let mut source = hello_with("");
+        source.insert("templates/runtime-configmap.yaml.j2", template);
+        let bundle = build(&source, None);
+        let map = bundle
+            .objects
+            .iter()
+            .find(|o| o.template == "runtime-configmap.yaml.j2")
+            .expect("the runtime ConfigMap");
+        let text = map.body["data"][key].as_str().expect(key);
+        let json = text.strip_prefix(prefix).expect("the prefix");
+        let runtime: Value = serde_json::from_str(json).expect("the runtime config as JSON");
+        assert_eq!(runtime, bundle.runtime, "{key}");
+        assert!(!text.contains("@@cortex"), "no placeholder left: {text}");
+    }
+}
+
 #[test]
 fn a_project_template_overrides_the_default_by_name() {
     let mut source = hello_with("");
