@@ -2,6 +2,7 @@
 //! no duplicate keys, bounded alias expansion, no merge keys or custom tags,
 //! bounded nesting.
 
+mod build;
 mod cause;
 pub(crate) mod fast;
 
@@ -11,8 +12,8 @@ use saphyr::{MarkedYaml, Scalar, ScanError, YamlData, YamlLoader};
 use saphyr_parser::{Event, Parser, SpannedEventReceiver};
 
 use crate::diagnostic::{Diagnostic, codes};
-use crate::node::{Entry, Map, Node, Value};
-use crate::span::{Provenance, Span};
+use crate::node::{Node, Value};
+use crate::span::Span;
 
 /// Most nodes alias expansion may produce in one file. Hand-written specs
 /// stay far below it; a "billion laughs" file hits it within milliseconds.
@@ -24,32 +25,49 @@ pub const MAX_DEPTH: usize = 64;
 /// Parses every document of `text` (the content of `file`). Empty documents
 /// (only comments, or a trailing `---`) are skipped.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> {
-    let converter = Converter {
-        file: file.clone(),
-        owner: Arc::from(""),
-    };
-    load_documents(file, text)?
-        .iter()
-        .map(|doc| converter.node(doc, 0))
-        .collect()
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut builder = build::Builder::new(file, text);
+    feed(file, text, &mut |event, span| builder.event(event, span))?;
+    Ok(builder.into_documents())
 }
 
-/// Scans `text` into its non-empty documents: duplicate keys, alias
-/// expansion past [`MAX_ALIAS_NODES`] and nesting past [`MAX_DEPTH`] are
-/// errors; a byte-order mark is ignored.
-///
-/// The parser's events are fed to the loader here, one by one, rather than
-/// through `Parser::load`, which recurses once per nesting level (a
-/// 5,000-deep `- - - … 1` overflowed the stack): the depth is counted as
-/// the events come, and nothing deeper than [`MAX_DEPTH`] is ever built.
+/// Scans `text` into its non-empty documents as the parser's own tree (for
+/// [`parse_json_located`]): duplicate keys, alias expansion past
+/// [`MAX_ALIAS_NODES`] and nesting past [`MAX_DEPTH`] are errors; a
+/// byte-order mark is ignored.
 fn load_documents<'t>(
     file: &Arc<str>,
     text: &'t str,
 ) -> Result<Vec<MarkedYaml<'t>>, Box<Diagnostic>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let parser = Parser::new_from_str(text);
     let mut loader: YamlLoader<'_, MarkedYaml<'_>> = YamlLoader::default();
     loader.alias_limit(MAX_ALIAS_NODES);
+    feed(file, text, &mut |event, span| {
+        loader.on_event(event, span);
+        match loader.error() {
+            Some(err) => Err(Box::new(scan_error(file, text, err))),
+            None => Ok(()),
+        }
+    })?;
+    let mut docs = loader.into_documents();
+    docs.retain(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)));
+    Ok(docs)
+}
+
+/// Parses `text` (the byte-order mark taken off) and hands each event to
+/// `on`; a scanner error, an unknown anchor and nesting past [`MAX_DEPTH`]
+/// stop it with a diagnostic, as does the first error `on` answers.
+///
+/// The events are handed over one by one rather than through
+/// `Parser::load`, which recurses once per nesting level (a 5,000-deep
+/// `- - - … 1` overflowed the stack): the depth is counted as the events
+/// come, and nothing deeper than [`MAX_DEPTH`] is ever built.
+fn feed<'t>(
+    file: &Arc<str>,
+    text: &'t str,
+    on: &mut dyn FnMut(Event<'t>, saphyr_parser::Span) -> Result<(), Box<Diagnostic>>,
+) -> Result<(), Box<Diagnostic>> {
+    let parser = Parser::new_from_str(text);
     let mut open = 0usize;
     // Anchors are per document (`Parser::load` cleared them; its iterator
     // does not): an alias to another document's anchor is unknown.
@@ -84,14 +102,9 @@ fn load_documents<'t>(
         if anchor > 0 {
             anchors.insert(anchor);
         }
-        loader.on_event(event, span);
-        if let Some(err) = loader.error() {
-            return Err(Box::new(scan_error(file, text, err)));
-        }
+        on(event, span)?;
     }
-    let mut docs = loader.into_documents();
-    docs.retain(|doc| !matches!(doc.data, YamlData::Value(Scalar::Null)));
-    Ok(docs)
+    Ok(())
 }
 
 /// The one-character span at character `index` of `text`.
@@ -183,109 +196,6 @@ fn scan_error(file: &Arc<str>, text: &str, err: &ScanError) -> Diagnostic {
     match help {
         Some(h) => diag.help(h),
         None => diag,
-    }
-}
-
-struct Converter {
-    file: Arc<str>,
-    owner: Arc<str>,
-}
-
-impl Converter {
-    fn span(&self, node: &MarkedYaml<'_>) -> Span {
-        let (start, end) = (node.span.start, node.span.end);
-        Span {
-            file: self.file.clone(),
-            line: start.line() as u32,
-            col: start.col() as u32 + 1,
-            start: start.index() as u32,
-            end: end.index().max(start.index()) as u32,
-        }
-    }
-
-    fn prov(&self, node: &MarkedYaml<'_>) -> Provenance {
-        Provenance {
-            span: self.span(node),
-            spec: self.owner.clone(),
-        }
-    }
-
-    fn unsupported(&self, node: &MarkedYaml<'_>, what: &str, help: &str) -> Box<Diagnostic> {
-        Box::new(
-            Diagnostic::error(codes::UNSUPPORTED_YAML, format!("{what} is not supported"))
-                .at(&self.span(node))
-                .help(help.to_string()),
-        )
-    }
-
-    fn node(&self, node: &MarkedYaml<'_>, depth: usize) -> Result<Node, Box<Diagnostic>> {
-        if depth > MAX_DEPTH {
-            return Err(Box::new(
-                Diagnostic::error(
-                    codes::UNSUPPORTED_YAML,
-                    format!("nesting deeper than {MAX_DEPTH} levels is not supported"),
-                )
-                .at(&self.span(node)),
-            ));
-        }
-        let value = match &node.data {
-            YamlData::Value(scalar) => scalar_value(scalar),
-            YamlData::Representation(raw, _, _) => Value::Str(raw.to_string()),
-            YamlData::Sequence(items) => Value::Seq(
-                items
-                    .iter()
-                    .map(|item| self.node(item, depth + 1))
-                    .collect::<Result<_, _>>()?,
-            ),
-            YamlData::Mapping(mapping) => {
-                let mut map = Map::new();
-                for (key, value) in mapping {
-                    let key_text = match &key.data {
-                        YamlData::Value(Scalar::String(s)) => s.to_string(),
-                        YamlData::Value(Scalar::Integer(i)) => i.to_string(),
-                        YamlData::Value(Scalar::Boolean(b)) => b.to_string(),
-                        YamlData::Value(Scalar::FloatingPoint(f)) => f.to_string(),
-                        _ => {
-                            return Err(self.unsupported(
-                                key,
-                                "a null or non-scalar mapping key",
-                                "use a plain string as the key",
-                            ));
-                        }
-                    };
-                    if key_text == "<<" {
-                        return Err(self.unsupported(
-                            key,
-                            "the YAML merge key `<<`",
-                            "share values with `extends` (an AgentTemplate or WorkflowTemplate) instead",
-                        ));
-                    }
-                    map.insert(Entry {
-                        key: key_text,
-                        key_span: self.span(key),
-                        value: self.node(value, depth + 1)?,
-                    });
-                }
-                Value::Map(map)
-            }
-            YamlData::Tagged(tag, _) => {
-                return Err(self.unsupported(
-                    node,
-                    &format!("the YAML tag `{tag}`"),
-                    "remove the tag; quote the value to make it a string",
-                ));
-            }
-            YamlData::Alias(_) | YamlData::BadValue => {
-                return Err(Box::new(
-                    Diagnostic::error(
-                        codes::YAML_SYNTAX,
-                        "invalid YAML value (a tag that does not fit its value, or an unresolved alias)",
-                    )
-                    .at(&self.span(node)),
-                ));
-            }
-        };
-        Ok(Node::new(value, self.prov(node)))
     }
 }
 
