@@ -556,13 +556,19 @@ mod tests {
         }
     }
 
+    /// The example project, compiled.
+    fn example() -> (crate::WorkTree, crate::Compilation) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
+        let source = crate::WorkTree::open(&dir).expect("the example");
+        let result = crate::compile(&source, &crate::Options::default());
+        (source, result)
+    }
+
     /// The built-in forms agree with the templates on contexts the
     /// projects do not reach: every conditional of the templates both ways.
     #[test]
     fn built_in_templates_agree_on_every_branch() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
-        let source = crate::WorkTree::open(&dir).expect("the example");
-        let result = crate::compile(&source, &crate::Options::default());
+        let (source, result) = example();
         let resolved = result.validated().expect("the example validates");
         let project = project_facts(resolved);
         let text = Templates::load(&source, Engine::Text).expect("templates");
@@ -641,9 +647,7 @@ mod tests {
     /// full YAML parser reads.
     #[test]
     fn rendered_objects_take_the_fast_reader_and_read_the_same() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
-        let source = crate::WorkTree::open(&dir).expect("the example");
-        let result = crate::compile(&source, &crate::Options::default());
+        let (source, result) = example();
         let resolved = result.validated().expect("the example validates");
         let project = project_facts(resolved);
         let templates = Templates::load(&source, Engine::Text).expect("templates");
