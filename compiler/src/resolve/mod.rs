@@ -365,17 +365,12 @@ impl Resolver<'_> {
             State::Pending => {}
         }
         self.memo[i] = State::Visiting;
-        let doc = &self.docs[i];
-        let parent = match doc.node.path(&["spec", "extends"]) {
-            Some(parent_node) if !doc.kind.parents().is_empty() => {
-                match self.parent(i, parent_node) {
-                    Some(p) => Parent::Found(self.resolve(p)),
-                    None => Parent::Missing,
-                }
-            }
-            Some(parent_node) => Parent::WrongFamily(parent_node),
-            None => Parent::None,
-        };
+        let docs = self.docs;
+        let doc = &docs[i];
+        let parent = parent_of(doc, |parent_node| match self.parent(i, parent_node) {
+            Some(p) => Parent::Found(self.resolve(p)),
+            None => Parent::Missing,
+        });
         let resolved = Arc::new(assemble(doc, parent, self.patches.get(&i), self.diags));
         self.memo[i] = State::Done(Arc::clone(&resolved));
         (resolved.complete, resolved)
@@ -412,16 +407,11 @@ impl Resolver<'_> {
         let mut cycle = vec![to];
         let mut at = to;
         while at != from && cycle.len() <= self.docs.len() {
-            let Some(next) = self.docs[at]
+            let doc = &self.docs[at];
+            let Some(next) = doc
                 .node
                 .str_at(&["spec", "extends"])
-                .and_then(|name| {
-                    self.docs[at]
-                        .kind
-                        .parents()
-                        .iter()
-                        .find_map(|k| self.index.get(&(*k, name.to_string())).copied())
-                })
+                .and_then(|name| lookup_parent(doc, name, self.index))
             else {
                 break;
             };
@@ -494,12 +484,7 @@ fn find_parent(
         );
         return None;
     };
-    let found = doc
-        .kind
-        .parents()
-        .iter()
-        .find_map(|k| index.get(&(*k, parent_name.to_string())).copied());
-    let Some(p) = found else {
+    let Some(p) = lookup_parent(doc, parent_name, index) else {
         let other_kind = Kind::ALL
             .into_iter()
             .find(|k| index.contains_key(&(*k, parent_name.to_string())));
@@ -562,6 +547,24 @@ enum Parent<'d> {
     Found((bool, Arc<ResolvedSpec>)),
 }
 
+/// The spec of a kind `doc` may extend named `name`.
+fn lookup_parent(doc: &Document, name: &str, index: &Index) -> Option<usize> {
+    doc.kind
+        .parents()
+        .iter()
+        .find_map(|k| index.get(&(*k, name.to_string())).copied())
+}
+
+/// What `doc`'s `extends` names: `find` looks up a parent of a kind that
+/// inherits.
+fn parent_of<'d>(doc: &'d Document, find: impl FnOnce(&'d Node) -> Parent<'d>) -> Parent<'d> {
+    match doc.node.path(&["spec", "extends"]) {
+        Some(parent_node) if !doc.kind.parents().is_empty() => find(parent_node),
+        Some(parent_node) => Parent::WrongFamily(parent_node),
+        None => Parent::None,
+    }
+}
+
 /// Which specs another spec extends (the ones resolved first).
 fn extended_specs(docs: &[Document], index: &Index) -> Vec<bool> {
     let mut extended = vec![false; docs.len()];
@@ -569,12 +572,7 @@ fn extended_specs(docs: &[Document], index: &Index) -> Vec<bool> {
         let Some(name) = doc.node.str_at(&["spec", "extends"]) else {
             continue;
         };
-        if let Some(p) = doc
-            .kind
-            .parents()
-            .iter()
-            .find_map(|k| index.get(&(*k, name.to_string())).copied())
-        {
+        if let Some(p) = lookup_parent(doc, name, index) {
             extended[p] = true;
         }
     }
@@ -592,16 +590,12 @@ fn resolve_leaf(
     diags: &mut Diagnostics,
 ) -> (bool, Arc<ResolvedSpec>) {
     let doc = &docs[i];
-    let parent = match doc.node.path(&["spec", "extends"]) {
-        Some(parent_node) if !doc.kind.parents().is_empty() => {
-            match find_parent(docs, index, i, parent_node, diags).map(|p| &memo[p]) {
-                Some(State::Done(spec)) => Parent::Found((spec.complete, Arc::clone(spec))),
-                _ => Parent::Missing,
-            }
+    let parent = parent_of(doc, |parent_node| {
+        match find_parent(docs, index, i, parent_node, diags).map(|p| &memo[p]) {
+            Some(State::Done(spec)) => Parent::Found((spec.complete, Arc::clone(spec))),
+            _ => Parent::Missing,
         }
-        Some(parent_node) => Parent::WrongFamily(parent_node),
-        None => Parent::None,
-    };
+    });
     let resolved = assemble(doc, parent, patches.get(&i), diags);
     (resolved.complete, Arc::new(resolved))
 }
