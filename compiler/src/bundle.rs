@@ -84,18 +84,28 @@ impl Object {
         canonical_hash(&self.body)
     }
 
-    /// The object as the output files carry it, the body dropped.
-    pub fn into_emitted(self) -> Emitted {
-        let (yaml, hash) = (self.yaml(), self.content_hash());
+    /// The object as the output files carry it: who it is, its YAML and
+    /// its hash.
+    pub fn to_emitted(&self) -> Emitted {
         Emitted {
-            api_version: self.api_version,
-            kind: self.kind,
-            namespace: self.namespace,
-            name: self.name,
-            template: self.template,
-            spec: self.spec,
-            yaml,
-            hash,
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            template: self.template.clone(),
+            spec: self.spec.clone(),
+            yaml: self.yaml(),
+            hash: self.content_hash(),
+        }
+    }
+
+    /// Who the object is.
+    pub fn head(&self) -> Head<'_> {
+        Head {
+            api_version: &self.api_version,
+            kind: &self.kind,
+            namespace: self.namespace.as_deref(),
+            name: &self.name,
         }
     }
 }
@@ -174,22 +184,11 @@ impl Rendered for Object {
 }
 
 impl Rendered for Emitted {
+    /// The body is dropped with `object`, in the worker that rendered it.
     fn from_object(object: Object) -> Self {
-        object.into_emitted()
+        object.to_emitted()
     }
     fn head(&self) -> Head<'_> {
-        Head {
-            api_version: &self.api_version,
-            kind: &self.kind,
-            namespace: self.namespace.as_deref(),
-            name: &self.name,
-        }
-    }
-}
-
-impl Object {
-    /// Who the object is.
-    pub fn head(&self) -> Head<'_> {
         Head {
             api_version: &self.api_version,
             kind: &self.kind,
@@ -324,7 +323,7 @@ impl Bundle {
                 .objects
                 .par_iter()
                 .with_min_len(64)
-                .map(|o| o.clone().into_emitted())
+                .map(Object::to_emitted)
                 .collect(),
             runtime: self.runtime.clone(),
             pools: self.pools.clone(),
@@ -509,13 +508,13 @@ impl Output {
         sink.file("chart/values.yaml", &mut |out| {
             out.write_all(b"# Rendered by cortex: every object in templates/ is complete, so the chart\n# takes no values. Change the specs and run `cortex build` again.\n{}\n")
         })?;
-        for (index, objects) in self.chart_chunks().into_iter().enumerate() {
+        for (index, texts) in self.chart_chunks().iter().enumerate() {
             sink.file(
                 &format!("chart/templates/objects-{index:03}.yaml"),
                 &mut |out| {
-                    for object in objects {
+                    for text in texts {
                         out.write_all(b"---\n")?;
-                        out.write_all(escape_for_helm(&object.yaml).as_bytes())?;
+                        out.write_all(text.as_bytes())?;
                     }
                     Ok(())
                 },
@@ -524,22 +523,25 @@ impl Output {
         Ok(())
     }
 
-    /// The objects of each chart template file, in apply order: files of at
-    /// most [`CHART_FILE_BYTES`] (Helm refuses template files over 5 MiB;
-    /// few files keep writes fast), a larger object alone in its file.
-    fn chart_chunks(&self) -> Vec<&[Emitted]> {
-        let mut chunks = Vec::new();
-        let (mut start, mut size) = (0, 0);
-        for (index, object) in self.objects.iter().enumerate() {
-            let len = escape_for_helm(&object.yaml).len() + 4;
-            if index > start && size + len > CHART_FILE_BYTES + 4 {
-                chunks.push(&self.objects[start..index]);
-                (start, size) = (index, 0);
+    /// The objects' YAML escaped for Helm, in apply order, grouped into the
+    /// chart's template files: at most [`CHART_FILE_BYTES`] each (Helm
+    /// refuses template files over 5 MiB; few files keep writes fast), a
+    /// larger object alone in its file. Only the few objects with braces to
+    /// escape are copied.
+    fn chart_chunks(&self) -> Vec<Vec<std::borrow::Cow<'_, str>>> {
+        let mut chunks: Vec<Vec<std::borrow::Cow<'_, str>>> = Vec::new();
+        let mut size = 0;
+        for object in &self.objects {
+            let text = escape_for_helm(&object.yaml);
+            let len = text.len() + 4;
+            match chunks.last_mut() {
+                Some(chunk) if size + len <= CHART_FILE_BYTES + 4 => chunk.push(text),
+                _ => {
+                    chunks.push(vec![text]);
+                    size = 0;
+                }
             }
             size += len;
-        }
-        if start < self.objects.len() {
-            chunks.push(&self.objects[start..]);
         }
         chunks
     }
@@ -554,8 +556,9 @@ impl Output {
     }
 
     /// Hands every output file to `sink`, each written as it is made (the
-    /// whole output is never in memory at once) and the files concurrently;
-    /// the first error stops the rest.
+    /// whole output is never in memory at once). The chart, runtime.json,
+    /// manifests.yaml and inventory.json are made concurrently; the chart
+    /// stops at its first failed file, and the first error is returned.
     pub fn emit(&self, sink: &dyn Sink) -> io::Result<()> {
         let chart = || self.write_chart(sink);
         let runtime = || sink.file("runtime.json", &mut |out| self.write_runtime(out));

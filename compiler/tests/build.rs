@@ -492,6 +492,64 @@ fn the_generated_benchmark_project_renders() {
     );
 }
 
+/// The chart's objects fill template files of at most CHART_FILE_BYTES,
+/// in apply order, each file as full as the next object allows.
+#[test]
+fn chart_files_are_packed_in_apply_order_up_to_the_limit() {
+    use cortex_compiler::bundle::{CHART_FILE_BYTES, escape_for_helm};
+    use cortex_testkit::generate::{Shape, memory_source};
+    let bundle = build(
+        &memory_source(Shape {
+            agents: 600,
+            workflows: 10,
+            tasks: 5,
+        }),
+        None,
+    );
+    let output = bundle.output();
+    let files = output.files();
+    let chart: Vec<&Vec<u8>> = files
+        .iter()
+        .filter(|(path, _)| path.starts_with("chart/templates/objects-"))
+        .map(|(_, bytes)| bytes)
+        .collect();
+    assert!(chart.len() > 1, "{} files", chart.len());
+    let documents: Vec<String> = output
+        .objects
+        .iter()
+        .map(|o| format!("---\n{}", escape_for_helm(&o.yaml)))
+        .collect();
+    assert_eq!(
+        chart
+            .iter()
+            .map(|b| b.as_slice())
+            .collect::<Vec<_>>()
+            .concat(),
+        documents.concat().into_bytes(),
+        "every object once, in apply order"
+    );
+    let mut next = 0;
+    for (index, file) in chart.iter().enumerate() {
+        let mut size = 0;
+        while size < file.len() {
+            size += documents[next].len();
+            next += 1;
+        }
+        assert_eq!(size, file.len(), "file {index} holds whole documents");
+        assert!(
+            file.len() <= CHART_FILE_BYTES,
+            "file {index}: {} bytes",
+            file.len()
+        );
+        if let Some(following) = documents.get(next) {
+            assert!(
+                file.len() + following.len() > CHART_FILE_BYTES + 4,
+                "file {index} could hold one more"
+            );
+        }
+    }
+}
+
 #[test]
 fn runtime_shards_fit_the_limit_and_merge_back_to_the_whole() {
     use cortex_compiler::render::runtime::shards;
