@@ -16,9 +16,10 @@ pub struct Node {
 }
 
 /// A YAML value (core schema) whose children are [`Node`]s.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Value {
     /// `null`, `~` or an empty value.
+    #[default]
     Null,
     /// `true` / `false`.
     Bool(bool),
@@ -158,6 +159,33 @@ impl Map {
         self.entries.is_empty()
     }
 
+    /// The map with each value replaced by `f(key, value)`; keys and their
+    /// order stay as they are.
+    pub fn map_values(self, mut f: impl FnMut(&str, Node) -> Node) -> Map {
+        let entries = self
+            .entries
+            .into_iter()
+            .map(
+                |Entry {
+                     key,
+                     key_span,
+                     value,
+                 }| {
+                    let value = f(&key, value);
+                    Entry {
+                        key,
+                        key_span,
+                        value,
+                    }
+                },
+            )
+            .collect();
+        Map {
+            entries,
+            index: self.index,
+        }
+    }
+
     /// Keeps only the entries for which `keep` returns true.
     pub fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
         let before = self.entries.len();
@@ -165,6 +193,14 @@ impl Map {
         if self.entries.len() != before && self.index.is_some() {
             self.reindex();
         }
+    }
+}
+
+impl IntoIterator for Map {
+    type Item = Entry;
+    type IntoIter = std::vec::IntoIter<Entry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
     }
 }
 

@@ -132,8 +132,8 @@ proptest! {
         let (parent, _, _) = resolve_pair(&agent_doc("parent", None, &config, &env), &agent_doc("child", Some("parent"), &Tree::Leaf(0), &[]));
         let cursor = Schemas::get().cursor(Kind::AgentTemplate);
         let mut diags = Diagnostics::new();
-        let once = merge(Some(&parent), &parent, cursor, &mut diags);
-        let again = merge(Some(&parent), &parent, cursor, &mut diags);
+        let once = merge(Some(parent.value.clone()), parent.clone(), cursor, &mut diags);
+        let again = merge(Some(parent.value.clone()), parent.clone(), cursor, &mut diags);
         prop_assert!(diags.is_empty());
         prop_assert_eq!(once.to_json(), again.to_json());
         prop_assert_eq!(once.to_json(), parent.to_json());

@@ -8,43 +8,47 @@
 //! deletes a keyed entry, `$patch: replace` replaces a mapping (or, as a lone
 //! entry of a keyed list, the inherited list).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
-use crate::node::{Map, Node, Value};
+use crate::node::{Entry, Map, Node, Value};
 use crate::schema::Cursor;
+use crate::span::Span;
 
 /// The directive key.
 pub const PATCH: &str = "$patch";
 
 /// Merges `child` over `parent`; with no parent, normalizes `child` (drops
 /// null keys and directives). Misused directives are reported to `diags`.
+///
+/// Both are taken by value: the child's nodes move into the result and the
+/// parent's values are merged where they stand, so no subtree is copied
+/// (a caller whose parent is shared copies it once, at the top).
 pub fn merge(
-    parent: Option<&Node>,
-    child: &Node,
+    parent: Option<Value>,
+    child: Node,
     schema: Cursor<'_>,
     diags: &mut Diagnostics,
 ) -> Node {
-    match &child.value {
-        Value::Map(map) => merge_map(parent, child, map, schema, diags),
-        Value::Seq(items) => merge_seq(parent, child, items, schema, diags),
-        _ => child.clone(),
+    let Node { value, prov } = child;
+    match value {
+        Value::Map(map) => Node::new(Value::Map(merge_map(parent, map, schema, diags)), prov),
+        Value::Seq(items) => Node::new(Value::Seq(merge_seq(parent, items, schema, diags)), prov),
+        value => Node::new(value, prov),
     }
 }
 
 /// Normalizes a value that has no parent.
-pub fn normalize(node: &Node, schema: Cursor<'_>, diags: &mut Diagnostics) -> Node {
+pub fn normalize(node: Node, schema: Cursor<'_>, diags: &mut Diagnostics) -> Node {
     merge(None, node, schema, diags)
 }
 
-fn merge_map(
-    parent: Option<&Node>,
-    child: &Node,
-    map: &Map,
-    schema: Cursor<'_>,
-    diags: &mut Diagnostics,
-) -> Node {
-    let mut parent_map = parent.and_then(Node::as_map);
+fn merge_map(parent: Option<Value>, map: Map, schema: Cursor<'_>, diags: &mut Diagnostics) -> Map {
+    let mut parent_map = match parent {
+        Some(Value::Map(parent_map)) => Some(parent_map),
+        _ => None,
+    };
     if let Some(entry) = map.entry(PATCH) {
         match entry.value.as_str() {
             Some("replace") => parent_map = None,
@@ -59,7 +63,13 @@ fn merge_map(
     if schema.replaces_whole() {
         parent_map = None;
     }
-    let mut result = parent_map.cloned().unwrap_or_default();
+    let Some(mut result) = parent_map else {
+        // Nothing inherited: the child's entries stay in their places
+        // (their keys are unique), less nulls and directives.
+        let mut map = map;
+        map.retain(|entry| entry.key != PATCH && entry.value.value != Value::Null);
+        return map.map_values(|key, value| normalize(value, schema.property(key), diags));
+    };
     if let Some(variants) = schema.union()
         && let Some(chosen) = variants.iter().find(|v| map.get(v).is_some())
     {
@@ -73,30 +83,25 @@ fn merge_map(
             result.remove(&entry.key);
             continue;
         }
-        let merged = merge(
-            result.get(&entry.key),
-            &entry.value,
-            schema.property(&entry.key),
-            diags,
-        );
-        let mut new_entry = entry.clone();
-        new_entry.value = merged;
-        result.insert(new_entry);
+        let inherited = result
+            .get_mut(&entry.key)
+            .map(|node| std::mem::take(&mut node.value));
+        let value = merge(inherited, entry.value, schema.property(&entry.key), diags);
+        result.insert(Entry { value, ..entry });
     }
-    Node::new(Value::Map(result), child.prov.clone())
+    result
 }
 
 fn merge_seq(
-    parent: Option<&Node>,
-    child: &Node,
-    items: &[Node],
+    parent: Option<Value>,
+    items: Vec<Node>,
     schema: Cursor<'_>,
     diags: &mut Diagnostics,
-) -> Node {
+) -> Vec<Node> {
     let item_schema = schema.items();
     let Some(key) = schema.merge_key() else {
-        let merged = items
-            .iter()
+        return items
+            .into_iter()
             .map(|item| {
                 if let Some(entry) = item.as_map().and_then(|m| m.entry(PATCH)) {
                     diags.push(
@@ -106,29 +111,21 @@ fn merge_seq(
                             .help("write the complete list; only keyed lists (env, ports, volumes, tasks, triggers, roles) merge by entry"),
                     );
                 }
-                match &item.value {
-                    Value::Map(map) if map.get(PATCH).is_some() => {
-                        let mut stripped = map.clone();
-                        stripped.remove(PATCH);
-                        let stripped = Node::new(Value::Map(stripped), item.prov.clone());
-                        normalize(&stripped, item_schema, diags)
-                    }
-                    _ => normalize(item, item_schema, diags),
-                }
+                normalize(without_directive(item), item_schema, diags)
             })
             .collect();
-        return Node::new(Value::Seq(merged), child.prov.clone());
     };
     let replace_all = items.iter().any(|item| {
         item.as_map().is_some_and(|m| {
             m.get(key).is_none() && m.get(PATCH).and_then(Node::as_str) == Some("replace")
         })
     });
-    let mut result: Vec<Node> = match parent.and_then(Node::as_seq) {
-        Some(inherited) if !replace_all => inherited.to_vec(),
+    let mut result: Vec<Node> = match parent {
+        Some(Value::Seq(inherited)) if !replace_all => inherited,
         _ => Vec::new(),
     };
-    let mut seen: HashMap<String, &Node> = HashMap::new();
+    // Where the first entry of each name is written, for duplicates.
+    let mut seen: HashMap<String, Span> = HashMap::new();
     for item in items {
         let Some(map) = item.as_map() else {
             diags.push(
@@ -153,23 +150,24 @@ fn merge_seq(
             }
             continue;
         };
-        if let Some(first) = seen.get(&name) {
+        let key_span = map.get(key).map_or(item.span(), Node::span);
+        if let Some(first) = seen.get(name.as_ref()) {
             diags.push(
                 Diagnostic::error(
                     codes::KEYED_ENTRY_DUPLICATE,
                     format!("duplicate entry `{name}`"),
                 )
-                .at(map.get(key).map_or(item.span(), Node::span))
+                .at(key_span)
                 .label("second entry with this name")
-                .with_label(first.span(), "first entry")
+                .with_label(first, "first entry")
                 .help("merge the two entries into one"),
             );
             continue;
         }
-        seen.insert(name.clone(), map.get(key).unwrap_or(item));
+        seen.insert(name.to_string(), key_span.clone());
         let position = result
             .iter()
-            .position(|r| r.get(key).and_then(key_text).as_deref() == Some(name.as_str()));
+            .position(|r| r.get(key).and_then(key_text).as_deref() == Some(name.as_ref()));
         match directive.map(|d| (d, d.as_str())) {
             Some((d, Some("delete"))) => match position {
                 Some(at) => {
@@ -194,18 +192,33 @@ fn merge_seq(
             }
             Some((d, _)) => diags.push(unknown_directive(d)),
             None => match position {
-                Some(at) => result[at] = merge(Some(&result[at]), item, item_schema, diags),
+                Some(at) => {
+                    let inherited = std::mem::take(&mut result[at].value);
+                    result[at] = merge(Some(inherited), item, item_schema, diags);
+                }
                 None => result.push(normalize(item, item_schema, diags)),
             },
         }
     }
-    Node::new(Value::Seq(result), child.prov.clone())
+    result
 }
 
-fn key_text(node: &Node) -> Option<String> {
+/// `item` without its `$patch` key (reported already where it is misused).
+fn without_directive(item: Node) -> Node {
+    match item.value {
+        Value::Map(mut map) if map.get(PATCH).is_some() => {
+            map.remove(PATCH);
+            Node::new(Value::Map(map), item.prov)
+        }
+        value => Node::new(value, item.prov),
+    }
+}
+
+/// The name a keyed entry is merged on, as text.
+fn key_text(node: &Node) -> Option<Cow<'_, str>> {
     match &node.value {
-        Value::Str(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
+        Value::Str(s) => Some(Cow::Borrowed(s)),
+        Value::Int(i) => Some(Cow::Owned(i.to_string())),
         _ => None,
     }
 }

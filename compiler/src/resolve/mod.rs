@@ -91,7 +91,7 @@ pub struct Resolved {
 }
 
 /// Resolves every spec of `docs` for environment `env`.
-pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> Resolved {
+pub fn resolve(mut docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> Resolved {
     let index = index_specs(&docs.specs, diags);
     let environment = env.and_then(|name| select_environment(&docs, name, diags));
     let patches = collect_patches(&docs, &index, environment, diags);
@@ -108,15 +108,27 @@ pub fn resolve(docs: Documents, env: Option<&str>, diags: &mut Diagnostics) -> R
     }
     let memo = std::mem::take(&mut resolver.memo);
     drop(resolver);
+    // No spec extends a leaf: its document's tree moves into its resolved
+    // spec instead of being copied.
+    let leaf_nodes: Vec<(usize, Node)> = docs
+        .specs
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| !extended[*i])
+        .map(|(i, doc)| {
+            let emptied = Node::new(Value::Null, doc.node.prov.clone());
+            (i, std::mem::replace(&mut doc.node, emptied))
+        })
+        .collect();
     let leaves: Vec<(usize, (bool, Arc<ResolvedSpec>), Diagnostics)> = {
         use rayon::prelude::*;
-        (0..docs.specs.len())
+        let specs = &docs.specs;
+        leaf_nodes
             .into_par_iter()
             .with_min_len(64)
-            .filter(|&i| !extended[i])
-            .map(|i| {
+            .map(|(i, node)| {
                 let mut found = Diagnostics::new();
-                let leaf = resolve_leaf(&docs.specs, &index, &patches, &memo, i, &mut found);
+                let leaf = resolve_leaf(specs, &index, &patches, &memo, (i, node), &mut found);
                 (i, leaf, found)
             })
             .collect()
@@ -248,13 +260,13 @@ fn select_environment(docs: &Documents, name: &str, diags: &mut Diagnostics) -> 
 
 /// Checks every environment's patch targets; returns the selected one's
 /// patches by spec index.
-fn collect_patches<'d>(
-    docs: &'d Documents,
+fn collect_patches(
+    docs: &Documents,
     index: &Index,
     selected: Option<usize>,
     diags: &mut Diagnostics,
-) -> HashMap<usize, Vec<&'d Node>> {
-    let mut out: HashMap<usize, Vec<&Node>> = HashMap::new();
+) -> HashMap<usize, Vec<Node>> {
+    let mut out: HashMap<usize, Vec<Node>> = HashMap::new();
     for (env_index, env) in docs.environments.iter().enumerate() {
         let Some(patches) = env.node.path(&["spec", "patches"]).and_then(Node::as_seq) else {
             continue;
@@ -275,7 +287,7 @@ fn collect_patches<'d>(
                 continue;
             };
             if Some(env_index) == selected {
-                out.entry(spec_index).or_default().push(body);
+                out.entry(spec_index).or_default().push(body.clone());
             }
         }
     }
@@ -349,7 +361,7 @@ enum State {
 struct Resolver<'a> {
     docs: &'a [Document],
     index: &'a Index,
-    patches: &'a HashMap<usize, Vec<&'a Node>>,
+    patches: &'a HashMap<usize, Vec<Node>>,
     memo: Vec<State>,
     diags: &'a mut Diagnostics,
 }
@@ -367,11 +379,19 @@ impl Resolver<'_> {
         self.memo[i] = State::Visiting;
         let docs = self.docs;
         let doc = &docs[i];
-        let parent = parent_of(doc, |parent_node| match self.parent(i, parent_node) {
-            Some(p) => Parent::Found(self.resolve(p)),
-            None => Parent::Missing,
+        let parent = parent_of(doc.kind, &doc.node, |parent_node| {
+            match self.parent(i, parent_node) {
+                Some(p) => Parent::Found(self.resolve(p)),
+                None => Parent::Missing,
+            }
         });
-        let resolved = Arc::new(assemble(doc, parent, self.patches.get(&i), self.diags));
+        let resolved = Arc::new(assemble(
+            doc,
+            doc.node.clone(),
+            parent,
+            self.patches.get(&i),
+            self.diags,
+        ));
         self.memo[i] = State::Done(Arc::clone(&resolved));
         (resolved.complete, resolved)
     }
@@ -379,7 +399,11 @@ impl Resolver<'_> {
     fn alone(&mut self, i: usize) -> ResolvedSpec {
         let doc = &self.docs[i];
         let mut scratch = Diagnostics::new();
-        let node = merge::normalize(&doc.node, Schemas::get().cursor(doc.kind), &mut scratch);
+        let node = merge::normalize(
+            doc.node.clone(),
+            Schemas::get().cursor(doc.kind),
+            &mut scratch,
+        );
         ResolvedSpec {
             kind: doc.kind,
             name: doc.name.clone(),
@@ -536,11 +560,11 @@ fn find_parent(
 }
 
 /// What a spec's `extends` found.
-enum Parent<'d> {
+enum Parent {
     /// No `extends`.
     None,
-    /// `extends` on a kind that does not inherit.
-    WrongFamily(&'d Node),
+    /// `extends` (written here) on a kind that does not inherit.
+    WrongFamily(Span),
     /// A parent that does not exist, or a cycle (reported already).
     Missing,
     /// The resolved parent, and whether its own chain is whole.
@@ -555,12 +579,12 @@ fn lookup_parent(doc: &Document, name: &str, index: &Index) -> Option<usize> {
         .find_map(|k| index.get(&(*k, name.to_string())).copied())
 }
 
-/// What `doc`'s `extends` names: `find` looks up a parent of a kind that
-/// inherits.
-fn parent_of<'d>(doc: &'d Document, find: impl FnOnce(&'d Node) -> Parent<'d>) -> Parent<'d> {
-    match doc.node.path(&["spec", "extends"]) {
-        Some(parent_node) if !doc.kind.parents().is_empty() => find(parent_node),
-        Some(parent_node) => Parent::WrongFamily(parent_node),
+/// What the `extends` of `node`, a spec of `kind`, names: `find` looks up
+/// a parent of a kind that inherits.
+fn parent_of(kind: Kind, node: &Node, find: impl FnOnce(&Node) -> Parent) -> Parent {
+    match node.path(&["spec", "extends"]) {
+        Some(parent_node) if !kind.parents().is_empty() => find(parent_node),
+        Some(parent_node) => Parent::WrongFamily(parent_node.span().clone()),
         None => Parent::None,
     }
 }
@@ -580,66 +604,68 @@ fn extended_specs(docs: &[Document], index: &Index) -> Vec<bool> {
 }
 
 /// Resolves a spec no other spec extends, its parent (if any) resolved
-/// already.
+/// already; `node` is the tree of its document `i`.
 fn resolve_leaf(
     docs: &[Document],
     index: &Index,
-    patches: &HashMap<usize, Vec<&Node>>,
+    patches: &HashMap<usize, Vec<Node>>,
     memo: &[State],
-    i: usize,
+    (i, node): (usize, Node),
     diags: &mut Diagnostics,
 ) -> (bool, Arc<ResolvedSpec>) {
     let doc = &docs[i];
-    let parent = parent_of(doc, |parent_node| {
+    let parent = parent_of(doc.kind, &node, |parent_node| {
         match find_parent(docs, index, i, parent_node, diags).map(|p| &memo[p]) {
             Some(State::Done(spec)) => Parent::Found((spec.complete, Arc::clone(spec))),
             _ => Parent::Missing,
         }
     });
-    let resolved = assemble(doc, parent, patches.get(&i), diags);
+    let resolved = assemble(doc, node, parent, patches.get(&i), diags);
     (resolved.complete, Arc::new(resolved))
 }
 
 /// A spec merged over its parent, the environment's patches on top.
 fn assemble(
     doc: &Document,
-    parent: Parent<'_>,
-    patches: Option<&Vec<&Node>>,
+    node: Node,
+    parent: Parent,
+    patches: Option<&Vec<Node>>,
     diags: &mut Diagnostics,
 ) -> ResolvedSpec {
     let schema = Schemas::get().cursor(doc.kind);
-    let alone = |diags: &mut Diagnostics| {
-        (
-            merge::normalize(&doc.node, schema, diags),
-            vec![doc.name.clone()],
-        )
-    };
     let mut ok = true;
-    let (mut node, mut chain) = match parent {
+    let inherited = match parent {
         Parent::Found((parent_ok, parent)) => {
             ok = parent_ok;
-            let merged = merge::merge(Some(&parent.node), &doc.node, schema, diags);
-            let mut chain = vec![doc.name.clone()];
-            chain.extend(parent.chain.iter().cloned());
-            (merged, chain)
+            Some(parent)
         }
         Parent::Missing => {
             ok = false;
-            alone(diags)
+            None
         }
-        Parent::WrongFamily(parent_node) => {
+        Parent::WrongFamily(extends) => {
             diags.push(
                 Diagnostic::error(
                     codes::EXTENDS_WRONG_FAMILY,
                     format!("{} cannot use `extends`", doc.kind),
                 )
-                .at(parent_node.span())
+                .at(&extends)
                 .help("only Agent, AgentTemplate, Workflow and WorkflowTemplate inherit"),
             );
             ok = false;
-            alone(diags)
+            None
         }
-        Parent::None => alone(diags),
+        Parent::None => None,
+    };
+    let mut chain = vec![doc.name.clone()];
+    // The parent is shared with its other children: its tree is copied once
+    // here and merged under the child's in place.
+    let mut node = match inherited {
+        Some(parent) => {
+            chain.extend(parent.chain.iter().cloned());
+            merge::merge(Some(parent.node.value.clone()), node, schema, diags)
+        }
+        None => merge::normalize(node, schema, diags),
     };
     if let Some(spec) = spec_map_mut(&mut node) {
         spec.remove("extends");
@@ -647,7 +673,8 @@ fn assemble(
     for patch in patches.into_iter().flatten() {
         let spec_schema = schema.property("spec");
         if let Some(spec_node) = node_spec_mut(&mut node) {
-            *spec_node = merge::merge(Some(spec_node), patch, spec_schema, diags);
+            let under = std::mem::take(&mut spec_node.value);
+            *spec_node = merge::merge(Some(under), patch.clone(), spec_schema, diags);
         }
     }
     chain.dedup();

@@ -62,24 +62,40 @@ pub fn validate(resolved: &Resolved, diags: &mut Diagnostics) {
         schema_check::check(Kind::Environment, &env.node, true, diags);
         formats::check(&env.node, schemas.cursor(Kind::Environment), diags);
     }
-    // Specs are checked independently: spread them over the cores.
-    let per_spec: Vec<Diagnostics> = resolved
-        .specs
-        .par_iter()
-        .with_min_len(64)
-        .map(|spec| {
+    // Each spec's own checks and the checks between specs are independent:
+    // both run at once, the first spread over the cores by spec. Findings
+    // keep this order: every spec's own, then those between specs.
+    let (per_spec, between) = rayon::join(
+        || {
+            resolved
+                .specs
+                .par_iter()
+                .with_min_len(64)
+                .map(|spec| {
+                    let mut found = Diagnostics::new();
+                    schema_check::check(spec.kind, &spec.node, spec.complete, &mut found);
+                    formats::check(&spec.node, schemas.cursor(spec.kind), &mut found);
+                    refs::check_name(spec, &mut found);
+                    refs::check_bounds(spec, &mut found);
+                    refs::check_value_schema(spec, &mut found);
+                    found
+                })
+                .collect::<Vec<Diagnostics>>()
+        },
+        || {
             let mut found = Diagnostics::new();
-            schema_check::check(spec.kind, &spec.node, spec.complete, &mut found);
-            formats::check(&spec.node, schemas.cursor(spec.kind), &mut found);
+            check_between_specs(resolved, &mut found);
             found
-        })
-        .collect();
+        },
+    );
     for found in per_spec {
         diags.extend(found);
     }
-    refs::check_names(&resolved.specs, diags);
-    refs::check_bounds(&resolved.specs, diags);
-    refs::check_value_schemas(&resolved.specs, diags);
+    diags.extend(between);
+}
+
+/// The checks that look across specs: references, workflows, pools.
+fn check_between_specs(resolved: &Resolved, diags: &mut Diagnostics) {
     if resolved.incomplete {
         // Specs of files that failed to load are missing; every reference
         // to them would be reported as unknown.

@@ -10,37 +10,35 @@ use crate::resolve::ResolvedSpec;
 use crate::validate::Catalog;
 use crate::validate::formats::check_dns;
 
-/// Checks the `metadata.name` of every spec against the rules of its kind.
-pub fn check_names(specs: &[ResolvedSpec], diags: &mut Diagnostics) {
-    for spec in specs {
-        let dotted = matches!(
-            spec.kind,
-            Kind::Topic | Kind::Workflow | Kind::WorkflowTemplate | Kind::State
-        );
-        if spec.kind == Kind::State && spec.name == "agents" {
-            diags.push(
-                Diagnostic::error(codes::RESERVED_NAME, "a State may not be called `agents`")
-                    .at(&spec.name_span)
-                    .label("`agents/NAME` is the scope each agent owns")
-                    .help("choose another name, e.g. `agent-notes`"),
-            );
-        }
-        let (max, rule) = if dotted {
-            (253, "a DNS-1123 subdomain")
-        } else {
-            (63, "a DNS-1123 label")
-        };
-        if let Err(why) = check_dns(&spec.name, max, dotted) {
-            diags.push(
-                Diagnostic::error(
-                    codes::BAD_NAME,
-                    format!("invalid {} name `{}`", spec.kind, spec.name),
-                )
+/// Checks a spec's `metadata.name` against the rules of its kind.
+pub fn check_name(spec: &ResolvedSpec, diags: &mut Diagnostics) {
+    let dotted = matches!(
+        spec.kind,
+        Kind::Topic | Kind::Workflow | Kind::WorkflowTemplate | Kind::State
+    );
+    if spec.kind == Kind::State && spec.name == "agents" {
+        diags.push(
+            Diagnostic::error(codes::RESERVED_NAME, "a State may not be called `agents`")
                 .at(&spec.name_span)
-                .label(why)
-                .help(format!("{} names must be {rule}", spec.kind)),
-            );
-        }
+                .label("`agents/NAME` is the scope each agent owns")
+                .help("choose another name, e.g. `agent-notes`"),
+        );
+    }
+    let (max, rule) = if dotted {
+        (253, "a DNS-1123 subdomain")
+    } else {
+        (63, "a DNS-1123 label")
+    };
+    if let Err(why) = check_dns(&spec.name, max, dotted) {
+        diags.push(
+            Diagnostic::error(
+                codes::BAD_NAME,
+                format!("invalid {} name `{}`", spec.kind, spec.name),
+            )
+            .at(&spec.name_span)
+            .label(why)
+            .help(format!("{} names must be {rule}", spec.kind)),
+        );
     }
 }
 
@@ -232,46 +230,44 @@ fn check_health_port(spec: &ResolvedSpec, body: &Node, diags: &mut Diagnostics) 
     }
 }
 
-/// Lower bounds above upper bounds.
-pub fn check_bounds(specs: &[ResolvedSpec], diags: &mut Diagnostics) {
+/// Lower bounds above upper bounds in a spec.
+pub fn check_bounds(spec: &ResolvedSpec, diags: &mut Diagnostics) {
     use crate::validate::formats::parse_duration_ms;
-    for spec in specs {
-        let Some(body) = spec.spec() else { continue };
-        if let (Some(min), Some(max)) = (
-            body.path(&["autoscaling", "minReplicas"]),
-            body.path(&["autoscaling", "maxReplicas"]),
-        ) && let (Some(lo), Some(hi)) = (min.as_i64(), max.as_i64())
+    let Some(body) = spec.spec() else { return };
+    if let (Some(min), Some(max)) = (
+        body.path(&["autoscaling", "minReplicas"]),
+        body.path(&["autoscaling", "maxReplicas"]),
+    ) && let (Some(lo), Some(hi)) = (min.as_i64(), max.as_i64())
+        && lo > hi
+    {
+        diags.push(
+            Diagnostic::error(
+                codes::BAD_RANGE,
+                format!("`minReplicas` ({lo}) is above `maxReplicas` ({hi})"),
+            )
+            .at(min.span())
+            .with_label(max.span(), "maximum set here"),
+        );
+    }
+    let mut backoffs: Vec<&Node> = Vec::new();
+    collect_backoffs(body, &mut backoffs);
+    for backoff in backoffs {
+        let parse = |k: &str| {
+            backoff
+                .get(k)
+                .and_then(|n| Some((n, parse_duration_ms(n.as_str()?).ok()?)))
+        };
+        if let (Some((initial, lo)), Some((max, hi))) = (parse("initial"), parse("max"))
             && lo > hi
         {
             diags.push(
                 Diagnostic::error(
                     codes::BAD_RANGE,
-                    format!("`minReplicas` ({lo}) is above `maxReplicas` ({hi})"),
+                    "backoff `initial` is longer than its `max`",
                 )
-                .at(min.span())
+                .at(initial.span())
                 .with_label(max.span(), "maximum set here"),
             );
-        }
-        let mut backoffs: Vec<&Node> = Vec::new();
-        collect_backoffs(body, &mut backoffs);
-        for backoff in backoffs {
-            let parse = |k: &str| {
-                backoff
-                    .get(k)
-                    .and_then(|n| Some((n, parse_duration_ms(n.as_str()?).ok()?)))
-            };
-            if let (Some((initial, lo)), Some((max, hi))) = (parse("initial"), parse("max"))
-                && lo > hi
-            {
-                diags.push(
-                    Diagnostic::error(
-                        codes::BAD_RANGE,
-                        "backoff `initial` is longer than its `max`",
-                    )
-                    .at(initial.span())
-                    .with_label(max.span(), "maximum set here"),
-                );
-            }
         }
     }
 }
@@ -292,29 +288,27 @@ fn collect_backoffs<'a>(node: &'a Node, out: &mut Vec<&'a Node>) {
 
 /// A Topic's and a State's `schema` must compile: the runtime validates
 /// every payload or value against it.
-pub fn check_value_schemas(specs: &[ResolvedSpec], diags: &mut Diagnostics) {
-    for spec in specs {
-        if !matches!(spec.kind, Kind::Topic | Kind::State) {
-            continue;
-        }
-        let Some(schema) = spec.spec().and_then(|b| b.get("schema")) else {
-            continue;
-        };
-        if let Err(e) = jsonschema::validator_for(&schema.to_json()) {
-            // Point at the part of the schema that is wrong.
-            let at = schema.pointer(e.instance_path().as_str()).unwrap_or(schema);
-            diags.push(
-                Diagnostic::error(
-                    codes::BAD_JSON_SCHEMA,
-                    format!(
-                        "the `schema` of {} `{}` does not compile",
-                        spec.kind, spec.name
-                    ),
-                )
-                .at(at.span())
-                .label(e.to_string())
-                .help("write a JSON Schema of draft 2020-12 (the runtime validates with it)"),
-            );
-        }
+pub fn check_value_schema(spec: &ResolvedSpec, diags: &mut Diagnostics) {
+    if !matches!(spec.kind, Kind::Topic | Kind::State) {
+        return;
+    }
+    let Some(schema) = spec.spec().and_then(|b| b.get("schema")) else {
+        return;
+    };
+    if let Err(e) = jsonschema::validator_for(&schema.to_json()) {
+        // Point at the part of the schema that is wrong.
+        let at = schema.pointer(e.instance_path().as_str()).unwrap_or(schema);
+        diags.push(
+            Diagnostic::error(
+                codes::BAD_JSON_SCHEMA,
+                format!(
+                    "the `schema` of {} `{}` does not compile",
+                    spec.kind, spec.name
+                ),
+            )
+            .at(at.span())
+            .label(e.to_string())
+            .help("write a JSON Schema of draft 2020-12 (the runtime validates with it)"),
+        );
     }
 }

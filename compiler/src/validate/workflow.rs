@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
+
 use crate::diagnostic::{Diagnostic, Diagnostics, codes, did_you_mean};
 use crate::document::Kind;
 use crate::node::{Node, Value};
@@ -102,95 +104,113 @@ pub fn dag(spec: &Node) -> Dag<'_> {
 
 /// Checks every Workflow.
 pub fn check(specs: &[ResolvedSpec], catalog: &Catalog<'_>, diags: &mut Diagnostics) {
-    for spec in specs.iter().filter(|s| s.kind == Kind::Workflow) {
-        let Some(body) = spec.spec() else { continue };
-        check_variants(body, diags);
-        let dag = dag(body);
-        for (name, task) in &dag.tasks {
-            for dep in task
-                .get("dependsOn")
-                .and_then(Node::as_seq)
-                .unwrap_or_default()
-            {
-                let Some(dep_name) = dep.as_str() else {
-                    continue;
-                };
-                if !dag.tasks.contains_key(dep_name) {
-                    diags.push(
-                        Diagnostic::error(
-                            codes::UNKNOWN_TASK,
-                            format!(
-                                "task `{name}` depends on `{dep_name}`, which is not a task of {}",
-                                spec.id()
-                            ),
-                        )
-                        .at(dep.span())
-                        .maybe_help(did_you_mean(
-                            dep_name,
-                            dag.tasks.keys().copied().filter(|t| t != name),
-                        )),
-                    );
-                } else if dep_name == *name {
-                    diags.push(
-                        Diagnostic::error(
-                            codes::WORKFLOW_CYCLE,
-                            format!("task `{name}` depends on itself"),
-                        )
-                        .at(dep.span())
-                        .help("remove it from its own `dependsOn`"),
-                    );
-                }
-            }
-            if let Some(agent) = task.get("agent")
-                && let Some(agent_name) = agent.as_str().filter(|a| !catalog.agents.contains_key(a))
-            {
-                let is_template = catalog.agent_templates.contains(agent_name);
+    // Workflows are checked independently: spread them over the cores;
+    // their findings keep spec order.
+    let workflows: Vec<&ResolvedSpec> = specs.iter().filter(|s| s.kind == Kind::Workflow).collect();
+    let found: Vec<Diagnostics> = workflows
+        .par_iter()
+        .with_min_len(8)
+        .map(|spec| {
+            let mut found = Diagnostics::new();
+            check_workflow(spec, catalog, &mut found);
+            found
+        })
+        .collect();
+    for found in found {
+        diags.extend(found);
+    }
+}
+
+/// Checks one workflow: task variants, dependencies, cycles and the
+/// references of task inputs.
+fn check_workflow(spec: &ResolvedSpec, catalog: &Catalog<'_>, diags: &mut Diagnostics) {
+    let Some(body) = spec.spec() else { return };
+    check_variants(body, diags);
+    let dag = dag(body);
+    for (name, task) in &dag.tasks {
+        for dep in task
+            .get("dependsOn")
+            .and_then(Node::as_seq)
+            .unwrap_or_default()
+        {
+            let Some(dep_name) = dep.as_str() else {
+                continue;
+            };
+            if !dag.tasks.contains_key(dep_name) {
                 diags.push(
                     Diagnostic::error(
-                        codes::UNKNOWN_AGENT,
-                        format!("task `{name}` sends to unknown agent `{agent_name}`"),
+                        codes::UNKNOWN_TASK,
+                        format!(
+                            "task `{name}` depends on `{dep_name}`, which is not a task of {}",
+                            spec.id()
+                        ),
                     )
-                    .at(agent.span())
-                    .label(if is_template {
-                        "this is an AgentTemplate, which does not run"
-                    } else {
-                        "no Agent has this name"
-                    })
-                    .maybe_help(did_you_mean(agent_name, catalog.agents.keys().copied())),
+                    .at(dep.span())
+                    .maybe_help(did_you_mean(
+                        dep_name,
+                        dag.tasks.keys().copied().filter(|t| t != name),
+                    )),
+                );
+            } else if dep_name == *name {
+                diags.push(
+                    Diagnostic::error(
+                        codes::WORKFLOW_CYCLE,
+                        format!("task `{name}` depends on itself"),
+                    )
+                    .at(dep.span())
+                    .help("remove it from its own `dependsOn`"),
                 );
             }
         }
-        if let Some(cycle) = dag.find_cycle().filter(|c| c.len() > 2) {
-            let first = dag.tasks[cycle[0]];
-            let mut diag = Diagnostic::error(
-                codes::WORKFLOW_CYCLE,
-                format!("cycle in workflow `{}`: {}", spec.name, cycle.join(" → ")),
-            )
-            .at(first.get("dependsOn").map_or(first.span(), Node::span))
-            .label(format!("`{}` depends on `{}`", cycle[0], cycle[1]))
-            .help("remove one of these `dependsOn` links");
-            for pair in cycle.windows(2).skip(1) {
-                if let Some(deps) = dag.tasks[pair[0]].get("dependsOn") {
-                    diag = diag.with_label(
-                        deps.span(),
-                        format!("`{}` depends on `{}`", pair[0], pair[1]),
-                    );
-                }
-            }
-            diags.push(diag);
+        if let Some(agent) = task.get("agent")
+            && let Some(agent_name) = agent.as_str().filter(|a| !catalog.agents.contains_key(a))
+        {
+            let is_template = catalog.agent_templates.contains(agent_name);
+            diags.push(
+                Diagnostic::error(
+                    codes::UNKNOWN_AGENT,
+                    format!("task `{name}` sends to unknown agent `{agent_name}`"),
+                )
+                .at(agent.span())
+                .label(if is_template {
+                    "this is an AgentTemplate, which does not run"
+                } else {
+                    "no Agent has this name"
+                })
+                .maybe_help(did_you_mean(agent_name, catalog.agents.keys().copied())),
+            );
         }
-        let has_trigger = body
-            .get("triggers")
-            .and_then(Node::as_seq)
-            .is_some_and(|t| !t.is_empty());
-        for (name, task) in &dag.tasks {
-            if dag.deps[name].iter().any(|d| !dag.tasks.contains_key(d)) {
-                continue; // its unknown dependency is reported already
+    }
+    if let Some(cycle) = dag.find_cycle().filter(|c| c.len() > 2) {
+        let first = dag.tasks[cycle[0]];
+        let mut diag = Diagnostic::error(
+            codes::WORKFLOW_CYCLE,
+            format!("cycle in workflow `{}`: {}", spec.name, cycle.join(" → ")),
+        )
+        .at(first.get("dependsOn").map_or(first.span(), Node::span))
+        .label(format!("`{}` depends on `{}`", cycle[0], cycle[1]))
+        .help("remove one of these `dependsOn` links");
+        for pair in cycle.windows(2).skip(1) {
+            if let Some(deps) = dag.tasks[pair[0]].get("dependsOn") {
+                diag = diag.with_label(
+                    deps.span(),
+                    format!("`{}` depends on `{}`", pair[0], pair[1]),
+                );
             }
-            if let Some(input) = task.get("input") {
-                let ancestors = dag.ancestors(name);
-                check_references(input, name, &dag, &ancestors, has_trigger, diags);
-            }
+        }
+        diags.push(diag);
+    }
+    let has_trigger = body
+        .get("triggers")
+        .and_then(Node::as_seq)
+        .is_some_and(|t| !t.is_empty());
+    for (name, task) in &dag.tasks {
+        if dag.deps[name].iter().any(|d| !dag.tasks.contains_key(d)) {
+            continue; // its unknown dependency is reported already
+        }
+        if let Some(input) = task.get("input") {
+            let ancestors = dag.ancestors(name);
+            check_references(input, name, &dag, &ancestors, has_trigger, diags);
         }
     }
 }
