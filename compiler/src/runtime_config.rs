@@ -133,6 +133,37 @@ impl RuntimeConfig {
         // Plain data with string keys always converts.
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+
+    /// As JSON, like [`RuntimeConfig::to_value`]; the agents and workflows,
+    /// most of a big project's config, are converted entry by entry over
+    /// every core.
+    pub fn into_value(mut self) -> Value {
+        let agents = std::mem::take(&mut self.agents);
+        let workflows = std::mem::take(&mut self.workflows);
+        let mut value = self.to_value();
+        let (agents, workflows) = rayon::join(
+            || entries_to_value(&agents),
+            || entries_to_value(&workflows),
+        );
+        value["agents"] = agents;
+        value["workflows"] = workflows;
+        value
+    }
+}
+
+/// A map of entries as a JSON object, its entries converted in parallel.
+fn entries_to_value<T: Serialize + Sync>(entries: &BTreeMap<String, T>) -> Value {
+    use rayon::prelude::*;
+    let entries: Vec<(&String, &T)> = entries.iter().collect();
+    let converted: Vec<(String, Value)> = entries
+        .par_iter()
+        .with_min_len(64)
+        .map(|(name, entry)| {
+            let value = serde_json::to_value(entry).unwrap_or(Value::Null);
+            ((*name).clone(), value)
+        })
+        .collect();
+    Value::Object(converted.into_iter().collect())
 }
 
 /// One agent.
@@ -630,5 +661,27 @@ mod tests {
         );
         let back = RuntimeConfig::from_value(&config.to_value()).expect("reads");
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn converting_in_parallel_gives_the_same_json() {
+        let mut config = RuntimeConfig {
+            project: "p".into(),
+            ..RuntimeConfig::default()
+        };
+        for i in 0..200 {
+            let agent = AgentEntry {
+                replicas: i,
+                ..AgentEntry::default()
+            };
+            config.agents.insert(format!("agent-{i:03}"), agent);
+            config
+                .workflows
+                .insert(format!("flow-{i:03}"), WorkflowEntry::default());
+        }
+        config.topics.insert("t".into(), TopicEntry::default());
+        let whole = config.to_value();
+        assert_eq!(whole["agents"]["agent-007"]["replicas"], 7);
+        assert_eq!(config.into_value(), whole);
     }
 }

@@ -142,7 +142,7 @@ fn render_inner<O: Rendered>(
 ) -> Result<Bundle<O>, Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = project_facts(resolved);
-    let mut templates = match Templates::load(source, engine) {
+    let templates = match Templates::load(source, engine) {
         Ok(templates) => templates,
         Err(d) => return Err(Diagnostics::from(*d)),
     };
@@ -159,28 +159,39 @@ fn render_inner<O: Rendered>(
         .iter()
         .filter(|s| s.kind == Kind::Agent)
         .collect();
-    let rendered: Vec<(Vec<O>, Diagnostics)> = agents
-        .par_iter()
-        .with_min_len(64)
-        .map_init(
-            || templates.clone(),
-            |templates, spec| {
-                let (mut objects, mut diags) = (Vec::new(), Diagnostics::new());
-                let ctx = agent::context(spec, &project, &pools_by_name);
-                let prepared = Prepared::new(&ctx);
-                for template in agent_templates(&ctx) {
-                    templates.render(
-                        template,
-                        &prepared,
-                        (Some(&spec.id()), &spec.file),
-                        &mut objects,
-                        &mut diags,
-                    );
-                }
-                (objects.into_iter().map(O::from_object).collect(), diags)
-            },
-        )
-        .collect();
+    // The runtime configuration does not depend on the objects: it is
+    // built and split into shards while the agents render.
+    let (rendered, (runtime, shards)) = rayon::join(
+        || {
+            agents
+                .par_iter()
+                .with_min_len(64)
+                .map_init(
+                    || templates.clone(),
+                    |templates, spec| {
+                        let (mut objects, mut diags) = (Vec::new(), Diagnostics::new());
+                        let ctx = agent::context(spec, &project, &pools_by_name);
+                        let prepared = Prepared::new(&ctx);
+                        for template in agent_templates(&ctx) {
+                            templates.render(
+                                template,
+                                &prepared,
+                                (Some(&spec.id()), &spec.file),
+                                &mut objects,
+                                &mut diags,
+                            );
+                        }
+                        (objects.into_iter().map(O::from_object).collect(), diags)
+                    },
+                )
+                .collect::<Vec<(Vec<O>, Diagnostics)>>()
+        },
+        || {
+            let runtime = runtime::runtime_config(resolved);
+            let shards = runtime::shards(&runtime, runtime::SHARD_BYTES);
+            (runtime, shards)
+        },
+    );
     let mut objects: Vec<O> = Vec::new();
     for (rendered_objects, rendered_diags) in rendered {
         objects.extend(rendered_objects);
@@ -189,17 +200,66 @@ fn render_inner<O: Rendered>(
     let identities: BTreeSet<String> = objects.iter().map(|o| o.head().identity()).collect();
     let shipped = manifests::manifests(resolved, source, &project, identities, &mut diags);
     objects.extend(shipped.into_iter().map(O::from_object));
-    let runtime = runtime::runtime_config(resolved);
-    let shards = runtime::shards(&runtime, runtime::SHARD_BYTES);
+    // Each shard's ConfigMap is rendered, checked and emitted on its own.
     let shard_count = shards.len();
-    for (index, shard_json) in shards.iter().enumerate() {
-        let name = match index {
+    let shard_objects: Vec<(Vec<O>, Diagnostics)> = shards
+        .par_iter()
+        .enumerate()
+        .map_init(
+            || templates.clone(),
+            |templates, (index, shard_json)| {
+                let at = RuntimeShard {
+                    index,
+                    count: shard_count,
+                    json: shard_json,
+                };
+                let (objects, diags) = at.render(templates, &project, resolved);
+                (objects.into_iter().map(O::from_object).collect(), diags)
+            },
+        )
+        .collect();
+    for (shard_objects, shard_diags) in shard_objects {
+        objects.extend(shard_objects);
+        diags.extend(shard_diags);
+    }
+    if diags.has_errors() {
+        diags.finish();
+        return Err(diags);
+    }
+    Ok(Bundle::new(
+        project,
+        objects,
+        runtime,
+        pools::usage(&resolved.specs),
+    ))
+}
+
+/// One shard of the runtime configuration, to become a ConfigMap.
+struct RuntimeShard<'a> {
+    /// Its place among the shards, from 0.
+    index: usize,
+    /// How many shards there are.
+    count: usize,
+    /// Its compact JSON.
+    json: &'a str,
+}
+
+impl RuntimeShard<'_> {
+    /// The shard's ConfigMap, rendered by the runtime template and checked.
+    fn render(
+        &self,
+        templates: &mut Templates,
+        project: &Project,
+        resolved: &Resolved,
+    ) -> (Vec<Object>, Diagnostics) {
+        let mut diags = Diagnostics::new();
+        let name = match self.index {
             0 => format!("{}-runtime", project.name),
             n => format!("{}-runtime-{n}", project.name),
         };
-        let mut labels = agent::project_labels(&project);
+        let mut labels = agent::project_labels(project);
         labels["cortex.codevald.io/runtime-shard"] =
-            json!(format!("{}-of-{shard_count}", index + 1));
+            json!(format!("{}-of-{}", self.index + 1, self.count));
         let ctx = |runtime_json: &str| {
             json!({
                 "project": project.to_json(),
@@ -229,32 +289,22 @@ fn render_inner<O: Rendered>(
         // template that does not place `runtime_json` as a whole value is
         // rendered again with it.
         let first = if built_in {
-            shard_json.as_str()
+            self.json
         } else {
             RUNTIME_JSON_PLACEHOLDER
         };
-        render(&mut templates, first, &mut rendered, &mut diags);
+        render(templates, first, &mut rendered, &mut diags);
         let placed = built_in
             || rendered.len() == 1
                 && rendered
                     .iter_mut()
-                    .all(|o| put_in_place(&mut o.body, RUNTIME_JSON_PLACEHOLDER, shard_json));
+                    .all(|o| put_in_place(&mut o.body, RUNTIME_JSON_PLACEHOLDER, self.json));
         if !placed && !diags.has_errors() {
             rendered.clear();
-            render(&mut templates, shard_json, &mut rendered, &mut diags);
+            render(templates, self.json, &mut rendered, &mut diags);
         }
-        objects.extend(rendered.into_iter().map(O::from_object));
+        (rendered, diags)
     }
-    if diags.has_errors() {
-        diags.finish();
-        return Err(diags);
-    }
-    Ok(Bundle::new(
-        project,
-        objects,
-        runtime,
-        pools::usage(&resolved.specs),
-    ))
 }
 
 /// The template of the runtime configuration's ConfigMaps.

@@ -70,7 +70,7 @@ fn delivery(value: Option<&Value>) -> Delivery {
 /// Builds the runtime configuration of a validated project (as JSON with
 /// sorted keys: runtime.json).
 pub fn runtime_config(resolved: &Resolved) -> Value {
-    typed_runtime_config(resolved).to_value()
+    typed_runtime_config(resolved).into_value()
 }
 
 /// Builds the runtime configuration of a validated project.
