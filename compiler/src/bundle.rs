@@ -428,7 +428,7 @@ impl Output {
 
     /// `runtime.json`.
     pub fn write_runtime(&self, out: &mut dyn Write) -> io::Result<()> {
-        serde_json::to_writer_pretty(&mut *out, &self.runtime)?;
+        crate::pretty_json::write_pretty(out, &self.runtime)?;
         out.write_all(b"\n")
     }
 

@@ -14,20 +14,33 @@ pub fn canonical_json(value: &Value) -> String {
 /// Lower-case hex SHA-256 of the canonical JSON of `value`, hashed as it
 /// is serialized (the text is never held in memory).
 pub fn canonical_hash(value: &Value) -> String {
-    struct Hashing(Sha256);
+    /// SHA-256 fed in blocks: the serializer writes a few bytes at a time.
+    struct Hashing {
+        sha: Sha256,
+        pending: Vec<u8>,
+    }
     impl std::io::Write for Hashing {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.update(bytes);
+            self.pending.extend_from_slice(bytes);
+            if self.pending.len() >= HASH_BLOCK {
+                self.sha.update(&self.pending);
+                self.pending.clear();
+            }
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let mut hashing = Hashing(Sha256::new());
+    const HASH_BLOCK: usize = 8192;
+    let mut hashing = Hashing {
+        sha: Sha256::new(),
+        pending: Vec::with_capacity(HASH_BLOCK * 2),
+    };
     // Writing a `Value` into a sink that never fails cannot fail.
     let _ = serde_json::to_writer(&mut hashing, value);
-    hex(&hashing.0.finalize())
+    hashing.sha.update(&hashing.pending);
+    hex(&hashing.sha.finalize())
 }
 
 /// Lower-case hex SHA-256.
@@ -43,4 +56,22 @@ fn hex(digest: &[u8]) -> String {
         out.push(HEX[usize::from(b & 0x0f)] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_hash_is_that_of_the_canonical_text_at_any_size() {
+        for n in [0, 1, 300, 5_000] {
+            let value = json!({
+                "items": (0..n).map(|i| json!({"i": i, "s": "x".repeat(i % 7)})).collect::<Vec<_>>(),
+            });
+            let text = canonical_json(&value);
+            assert_eq!(canonical_hash(&value), sha256_hex(text.as_bytes()), "{n}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod graph;
 pub mod hash;
 pub mod load;
 pub mod node;
+pub mod pretty_json;
 pub mod render;
 pub mod resolve;
 pub mod runtime_config;
