@@ -267,7 +267,7 @@ fn yaml_of(value: &Value) -> String {
 
 /// A unified diff of the two objects as YAML (`null` for a missing side).
 pub fn unified(old: &Value, new: &Value, id: &ObjectId, context: usize) -> String {
-    let (a, b) = (yaml_of(old), yaml_of(new));
+    let (a, b) = rayon::join(|| yaml_of(old), || yaml_of(new));
     let diff = TextDiff::configure()
         .timeout(std::time::Duration::from_secs(2))
         .diff_lines(&a, &b);

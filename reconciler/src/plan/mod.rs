@@ -387,10 +387,12 @@ pub fn diff(
         Declarations::new(from.resolved),
         Declarations::new(to.resolved),
     );
-    // Objects are compared independently: spread them over the cores.
+    // Objects are compared independently: spread them over the cores, in
+    // pieces small enough that two big changes next to each other (the
+    // runtime shards) can go to different cores.
     let changes: Vec<Change> = pairs
         .into_par_iter()
-        .with_min_len(256)
+        .with_min_len(16)
         .filter_map(|pair| match pair {
             (Some(old), Some(new)) => Some(update(old, new, &declared.1, &spec_changes, options)),
             (None, Some(new)) => Some(one_sided(new, Action::Create, &declared.1, options)),
@@ -443,9 +445,15 @@ fn update(
     let old_body = options.masker.mask(old);
     let new_body = options.masker.mask(new);
     change.action = Action::Update;
-    change.fields = fields::diff(&old_body, &new_body);
+    // The changed fields and the text diff are independent, and each is
+    // long for a big object (a runtime shard holds 768 KiB of JSON).
+    let (fields, diff) = rayon::join(
+        || fields::diff(&old_body, &new_body),
+        || fields::unified(&old_body, &new_body, &new.id, options.context_lines),
+    );
+    change.fields = fields;
     spec_changes.attribute(new, &mut change.fields);
-    change.diff = fields::unified(&old_body, &new_body, &new.id, options.context_lines);
+    change.diff = diff;
     change
 }
 
