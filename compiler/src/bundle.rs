@@ -21,9 +21,11 @@ pub const CHART_FILE_BYTES: usize = 1024 * 1024;
 /// Version of the inventory.json layout.
 pub const INVENTORY_FORMAT_VERSION: u32 = 1;
 
-/// One rendered Kubernetes object.
+/// One rendered Kubernetes object: who it is, and its body — the whole
+/// tree ([`Object`], the default, for plans and diffs) or what the output
+/// files carry of it ([`Emitted`], for a build).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Object {
+pub struct Object<B = Value> {
     /// `apiVersion`.
     pub api_version: String,
     /// `kind`.
@@ -32,12 +34,48 @@ pub struct Object {
     pub namespace: Option<String>,
     /// `metadata.name`.
     pub name: String,
-    /// The template that rendered it.
+    /// The template (or manifest file) that rendered it.
     pub template: String,
     /// The spec it was rendered for (`Agent/triage`), none for project-wide objects.
     pub spec: Option<String>,
-    /// The object (keys sorted: JSON maps are ordered in this build).
-    pub body: Value,
+    /// The object (keys sorted: JSON maps are ordered in this build), or
+    /// its text.
+    pub body: B,
+}
+
+/// What a build keeps of an object once it is rendered, a small part of
+/// the object's tree: its YAML and the hash of its canonical JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Text {
+    /// The object as YAML.
+    pub yaml: String,
+    /// SHA-256 of the object's canonical JSON.
+    pub hash: String,
+}
+
+/// An object as the output files carry it.
+pub type Emitted = Object<Text>;
+
+impl<B> Object<B> {
+    /// Who the object is.
+    pub fn head(&self) -> Head<'_> {
+        Head {
+            api_version: &self.api_version,
+            kind: &self.kind,
+            namespace: self.namespace.as_deref(),
+            name: &self.name,
+        }
+    }
+
+    /// The API group (`""` for the core group).
+    pub fn group(&self) -> &str {
+        self.head().group()
+    }
+
+    /// `group/kind/namespace/name`, the identity plans key on.
+    pub fn identity(&self) -> String {
+        self.head().identity()
+    }
 }
 
 impl Object {
@@ -69,16 +107,6 @@ impl Object {
         to_yaml(&self.body)
     }
 
-    /// The API group (`""` for the core group).
-    pub fn group(&self) -> &str {
-        self.head().group()
-    }
-
-    /// `group/kind/namespace/name`, the identity plans key on.
-    pub fn identity(&self) -> String {
-        self.head().identity()
-    }
-
     /// SHA-256 of the canonical JSON of the object.
     pub fn content_hash(&self) -> String {
         canonical_hash(&self.body)
@@ -94,43 +122,12 @@ impl Object {
             name: self.name.clone(),
             template: self.template.clone(),
             spec: self.spec.clone(),
-            yaml: self.yaml(),
-            hash: self.content_hash(),
+            body: Text {
+                yaml: self.yaml(),
+                hash: self.content_hash(),
+            },
         }
     }
-
-    /// Who the object is.
-    pub fn head(&self) -> Head<'_> {
-        Head {
-            api_version: &self.api_version,
-            kind: &self.kind,
-            namespace: self.namespace.as_deref(),
-            name: &self.name,
-        }
-    }
-}
-
-/// An object as the output files carry it: who it is, its YAML and the
-/// hash of its canonical JSON. What a build keeps of an object once it is
-/// rendered, a small part of the object's tree.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Emitted {
-    /// `apiVersion`.
-    pub api_version: String,
-    /// `kind`.
-    pub kind: String,
-    /// `metadata.namespace`.
-    pub namespace: Option<String>,
-    /// `metadata.name`.
-    pub name: String,
-    /// The template (or manifest file) that rendered it.
-    pub template: String,
-    /// The spec it was rendered for, none for project-wide objects.
-    pub spec: Option<String>,
-    /// The object as YAML.
-    pub yaml: String,
-    /// SHA-256 of the object's canonical JSON.
-    pub hash: String,
 }
 
 /// The identifying fields of an object.
@@ -189,12 +186,7 @@ impl Rendered for Emitted {
         object.to_emitted()
     }
     fn head(&self) -> Head<'_> {
-        Head {
-            api_version: &self.api_version,
-            kind: &self.kind,
-            namespace: self.namespace.as_deref(),
-            name: &self.name,
-        }
+        Object::head(self)
     }
 }
 
@@ -416,7 +408,7 @@ impl Output {
     pub fn write_manifests(&self, out: &mut dyn Write) -> io::Result<()> {
         for object in &self.objects {
             out.write_all(b"---\n")?;
-            out.write_all(object.yaml.as_bytes())?;
+            out.write_all(object.body.yaml.as_bytes())?;
         }
         Ok(())
     }
@@ -446,7 +438,7 @@ impl Output {
             .iter()
             .map(|o| InventoryObject {
                 api_version: &o.api_version,
-                hash: &o.hash,
+                hash: &o.body.hash,
                 identity: Rendered::head(o).identity(),
                 kind: &o.kind,
                 name: &o.name,
@@ -532,7 +524,7 @@ impl Output {
         let mut chunks: Vec<Vec<std::borrow::Cow<'_, str>>> = Vec::new();
         let mut size = 0;
         for object in &self.objects {
-            let text = escape_for_helm(&object.yaml);
+            let text = escape_for_helm(&object.body.yaml);
             let len = text.len() + 4;
             match chunks.last_mut() {
                 Some(chunk) if size + len <= CHART_FILE_BYTES + 4 => chunk.push(text),

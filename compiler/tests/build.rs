@@ -517,7 +517,7 @@ fn chart_files_are_packed_in_apply_order_up_to_the_limit() {
     let documents: Vec<String> = output
         .objects
         .iter()
-        .map(|o| format!("---\n{}", escape_for_helm(&o.yaml)))
+        .map(|o| format!("---\n{}", escape_for_helm(&o.body.yaml)))
         .collect();
     assert_eq!(
         chart

@@ -146,12 +146,7 @@ fn render_inner<O: Rendered>(
         Ok(templates) => templates,
         Err(d) => return Err(Diagnostics::from(*d)),
     };
-    let pools_by_name: BTreeMap<&str, &crate::resolve::ResolvedSpec> = resolved
-        .specs
-        .iter()
-        .filter(|s| s.kind == Kind::ResourcePool)
-        .map(|s| (s.name.as_str(), s))
-        .collect();
+    let pools_by_name = pools_by_name(resolved);
     // Agents render independently: spread them over the cores, each worker
     // with its own copy of the templates; results keep spec order.
     let agents: Vec<&crate::resolve::ResolvedSpec> = resolved
@@ -305,6 +300,16 @@ impl RuntimeShard<'_> {
         }
         (rendered, diags)
     }
+}
+
+/// The project's resource pools by name (an agent's context reads its pool).
+fn pools_by_name(resolved: &Resolved) -> BTreeMap<&str, &crate::resolve::ResolvedSpec> {
+    resolved
+        .specs
+        .iter()
+        .filter(|s| s.kind == Kind::ResourcePool)
+        .map(|s| (s.name.as_str(), s))
+        .collect()
 }
 
 /// The template of the runtime configuration's ConfigMaps.
@@ -702,12 +707,7 @@ mod tests {
         let project = project_facts(resolved);
         let templates = Templates::load(&source, Engine::Text).expect("templates");
         let env = templates.env;
-        let pools: BTreeMap<&str, &crate::resolve::ResolvedSpec> = resolved
-            .specs
-            .iter()
-            .filter(|s| s.kind == Kind::ResourcePool)
-            .map(|s| (s.name.as_str(), s))
-            .collect();
+        let pools = pools_by_name(resolved);
         let mut checked = 0;
         for spec in resolved.specs.iter().filter(|s| s.kind == Kind::Agent) {
             let ctx = agent::context(spec, &project, &pools);

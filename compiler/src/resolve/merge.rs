@@ -44,7 +44,12 @@ pub fn normalize(node: Node, schema: Cursor<'_>, diags: &mut Diagnostics) -> Nod
     merge(None, node, schema, diags)
 }
 
-fn merge_map(parent: Option<Value>, map: Map, schema: Cursor<'_>, diags: &mut Diagnostics) -> Map {
+fn merge_map(
+    parent: Option<Value>,
+    mut map: Map,
+    schema: Cursor<'_>,
+    diags: &mut Diagnostics,
+) -> Map {
     let mut parent_map = match parent {
         Some(Value::Map(parent_map)) => Some(parent_map),
         _ => None,
@@ -66,7 +71,6 @@ fn merge_map(parent: Option<Value>, map: Map, schema: Cursor<'_>, diags: &mut Di
     let Some(mut result) = parent_map else {
         // Nothing inherited: the child's entries stay in their places
         // (their keys are unique), less nulls and directives.
-        let mut map = map;
         map.retain(|entry| entry.key != PATCH && entry.value.value != Value::Null);
         return map.map_values(|key, value| normalize(value, schema.property(key), diags));
     };

@@ -1,6 +1,6 @@
-//! Stage 4: validation of resolved, templated specs. Schema first, then the
-//! semantic rules, each family in its own module. Every problem is
-//! collected; nothing stops at the first.
+//! Stage 4: validation of resolved, templated specs: each spec's schema and
+//! own rules, and the rules between specs, each family in its own module.
+//! Every problem is collected; nothing stops at the first.
 
 pub mod formats;
 pub mod pools;
