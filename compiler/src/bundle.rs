@@ -161,32 +161,25 @@ impl<'a> Head<'a> {
     }
 }
 
-/// What a [`Bundle`] holds of each object: the whole object ([`Object`],
-/// for plans and diffs) or what the output files need ([`Emitted`], for a
-/// build).
-pub trait Rendered: Send + Sized {
-    /// Made from a checked object (in the worker that rendered it).
-    fn from_object(object: Object) -> Self;
-    /// Who the object is.
-    fn head(&self) -> Head<'_>;
+/// What a [`Bundle`] holds of each object's body: the whole tree
+/// ([`Value`], for plans and diffs) or what the output files need
+/// ([`Text`], for a build).
+pub trait Body: Send + Sized {
+    /// The object with this body, made from a checked object (in the worker
+    /// that rendered it).
+    fn from_object(object: Object) -> Object<Self>;
 }
 
-impl Rendered for Object {
-    fn from_object(object: Object) -> Self {
+impl Body for Value {
+    fn from_object(object: Object) -> Object {
         object
     }
-    fn head(&self) -> Head<'_> {
-        Object::head(self)
-    }
 }
 
-impl Rendered for Emitted {
-    /// The body is dropped with `object`, in the worker that rendered it.
-    fn from_object(object: Object) -> Self {
+impl Body for Text {
+    /// The tree is dropped with `object`, in the worker that rendered it.
+    fn from_object(object: Object) -> Emitted {
         object.to_emitted()
-    }
-    fn head(&self) -> Head<'_> {
-        Object::head(self)
     }
 }
 
@@ -251,11 +244,11 @@ pub fn kind_rank(kind: &str) -> usize {
 /// Everything a build produces: with whole objects for plans and diffs,
 /// or as an [`Output`] for the files of a build.
 #[derive(Clone, Debug)]
-pub struct Bundle<O = Object> {
+pub struct Bundle<B = Value> {
     /// Project facts.
     pub project: Project,
     /// The objects, in apply order (kind rank, then namespace and name).
-    pub objects: Vec<O>,
+    pub objects: Vec<Object<B>>,
     /// The runtime configuration (runtime.json).
     pub runtime: Value,
     /// Pool usage at maximum scale.
@@ -263,16 +256,16 @@ pub struct Bundle<O = Object> {
 }
 
 /// A build's output: the objects as the files carry them.
-pub type Output = Bundle<Emitted>;
+pub type Output = Bundle<Text>;
 
-impl<O: Rendered> Bundle<O> {
+impl<B> Bundle<B> {
     /// Sorts the objects into apply order.
     pub fn new(
         project: Project,
-        mut objects: Vec<O>,
+        mut objects: Vec<Object<B>>,
         runtime: Value,
         pools: Vec<PoolUsage>,
-    ) -> Bundle<O> {
+    ) -> Bundle<B> {
         objects.sort_by(|a, b| {
             let (a, b) = (a.head(), b.head());
             (kind_rank(a.kind), a.kind, a.namespace, a.name).cmp(&(
@@ -439,7 +432,7 @@ impl Output {
             .map(|o| InventoryObject {
                 api_version: &o.api_version,
                 hash: &o.body.hash,
-                identity: Rendered::head(o).identity(),
+                identity: o.identity(),
                 kind: &o.kind,
                 name: &o.name,
                 namespace: o.namespace.as_deref(),

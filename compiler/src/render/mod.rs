@@ -15,7 +15,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::bundle::{Bundle, Object, Output, Project, Rendered};
+use crate::bundle::{Body, Bundle, Object, Output, Project};
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use crate::document::Kind;
 use crate::resolve::Resolved;
@@ -135,11 +135,11 @@ enum Engine {
     Text,
 }
 
-fn render_inner<O: Rendered>(
+fn render_inner<B: Body>(
     resolved: &Resolved,
     source: &dyn Source,
     engine: Engine,
-) -> Result<Bundle<O>, Diagnostics> {
+) -> Result<Bundle<B>, Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = project_facts(resolved);
     let templates = match Templates::load(source, engine) {
@@ -176,10 +176,10 @@ fn render_inner<O: Rendered>(
                                 &mut diags,
                             );
                         }
-                        (objects.into_iter().map(O::from_object).collect(), diags)
+                        (objects.into_iter().map(B::from_object).collect(), diags)
                     },
                 )
-                .collect::<Vec<(Vec<O>, Diagnostics)>>()
+                .collect::<Vec<(Vec<Object<B>>, Diagnostics)>>()
         },
         || {
             let runtime = runtime::runtime_config(resolved);
@@ -187,17 +187,17 @@ fn render_inner<O: Rendered>(
             (runtime, shards)
         },
     );
-    let mut objects: Vec<O> = Vec::new();
+    let mut objects: Vec<Object<B>> = Vec::new();
     for (rendered_objects, rendered_diags) in rendered {
         objects.extend(rendered_objects);
         diags.extend(rendered_diags);
     }
     let identities: BTreeSet<String> = objects.iter().map(|o| o.head().identity()).collect();
     let shipped = manifests::manifests(resolved, source, &project, identities, &mut diags);
-    objects.extend(shipped.into_iter().map(O::from_object));
+    objects.extend(shipped.into_iter().map(B::from_object));
     // Each shard's ConfigMap is rendered, checked and emitted on its own.
     let shard_count = shards.len();
-    let shard_objects: Vec<(Vec<O>, Diagnostics)> = shards
+    let shard_objects: Vec<(Vec<Object<B>>, Diagnostics)> = shards
         .par_iter()
         .enumerate()
         .map_init(
@@ -209,7 +209,7 @@ fn render_inner<O: Rendered>(
                     json: shard_json,
                 };
                 let (objects, diags) = at.render(templates, &project, resolved);
-                (objects.into_iter().map(O::from_object).collect(), diags)
+                (objects.into_iter().map(B::from_object).collect(), diags)
             },
         )
         .collect();
