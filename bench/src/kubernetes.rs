@@ -51,7 +51,7 @@ pub fn kubernetes_plan(runs: usize, out: &mut impl Write) -> anyhow::Result<()> 
         .filter(|o| o.id.kind == "Deployment")
         .take(CHANGED)
     {
-        object.body["spec"]["template"]["spec"]["containers"][0]["image"] =
+        std::sync::Arc::make_mut(&mut object.body)["spec"]["template"]["spec"]["containers"][0]["image"] =
             json!("registry.example/agent:2.0.0");
     }
 

@@ -76,6 +76,19 @@ impl<B> Object<B> {
     pub fn identity(&self) -> String {
         self.head().identity()
     }
+
+    /// The same object with its body made into another form.
+    pub fn map_body<C>(self, into: impl FnOnce(B) -> C) -> Object<C> {
+        Object {
+            api_version: self.api_version,
+            kind: self.kind,
+            namespace: self.namespace,
+            name: self.name,
+            template: self.template,
+            spec: self.spec,
+            body: into(self.body),
+        }
+    }
 }
 
 impl Object {
@@ -176,6 +189,12 @@ impl Body for Value {
     }
 }
 
+impl Body for std::sync::Arc<Value> {
+    fn from_object(object: Object) -> Object<Self> {
+        object.map_body(std::sync::Arc::new)
+    }
+}
+
 impl Body for Text {
     /// The tree is dropped with `object`, in the worker that rendered it.
     fn from_object(object: Object) -> Emitted {
@@ -184,7 +203,7 @@ impl Body for Text {
 }
 
 /// Project facts every template sees.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Project {
     /// Project name.
     pub name: String,

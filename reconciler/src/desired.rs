@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use cortex_compiler::bundle::Bundle;
 use cortex_compiler::bundle::Project;
-use cortex_compiler::render::render;
+use cortex_compiler::render::{Shared, render, render_shared};
 use cortex_compiler::{Diagnostics, Options, Resolved, Source, SourceMap, WorkTree, compile};
 
 use crate::plan::{self, PlanObject, PlanOptions, Revision, Side};
@@ -120,8 +121,18 @@ fn compile_at(dir: &Path, at: &At, options: &Options) -> Result<Compiled, Desire
 }
 
 impl Compiled {
+    /// Renders the project on its own.
     fn render(self) -> Result<Desired, DesiredError> {
-        match render(&self.resolved, self.source.as_ref()) {
+        let rendered = render(&self.resolved, self.source.as_ref());
+        self.finish(rendered)
+    }
+
+    /// The desired state of a render of this project, or why there is none.
+    fn finish<B: Into<Shared>>(
+        self,
+        rendered: Result<Bundle<B>, Diagnostics>,
+    ) -> Result<Desired, DesiredError> {
+        match rendered {
             Ok(bundle) => {
                 let (project, objects) = plan::into_objects(bundle);
                 Ok(Desired {
@@ -140,8 +151,10 @@ impl Compiled {
     }
 }
 
-/// Compiles and renders both sides of a diff, each on a thread of its own
-/// (rendering spreads each side's agents over every core).
+/// Compiles and renders both sides of a diff. The new side compiles on a
+/// thread of its own while the old side compiles and renders; it is
+/// rendered last, taking the old side's objects for every agent whose
+/// inputs did not change ([`cortex_compiler::render::memo`]).
 pub fn desired_pair(
     dir: &Path,
     from: &At,
@@ -149,8 +162,12 @@ pub fn desired_pair(
     options: &Options,
 ) -> (Result<Desired, DesiredError>, Result<Desired, DesiredError>) {
     std::thread::scope(|scope| {
-        let new = scope.spawn(|| compile_at(dir, to, options).and_then(Compiled::render));
-        let old = compile_at(dir, from, options).and_then(Compiled::render);
+        let new = scope.spawn(|| compile_at(dir, to, options));
+        let old = compile_at(dir, from, options);
+        let old_rendered = old
+            .as_ref()
+            .ok()
+            .map(|c| render_shared(&c.resolved, c.source.as_ref(), None));
         let new = new.join().unwrap_or_else(|_| {
             Err(DesiredError::Unreadable {
                 path: dir.display().to_string(),
@@ -160,8 +177,33 @@ pub fn desired_pair(
                 ),
             })
         });
-        (old, new)
+        let memo = match &old_rendered {
+            Some(Ok((_, memo))) => Some(memo),
+            _ => None,
+        };
+        let new_rendered = new
+            .as_ref()
+            .ok()
+            .map(|c| render_shared(&c.resolved, c.source.as_ref(), memo));
+        let old_rendered = old_rendered.map(|r| r.map(|(bundle, _)| bundle));
+        let new_rendered = new_rendered.map(|r| r.map(|(bundle, _)| bundle));
+        (
+            old.and_then(|c| finish(c, old_rendered)),
+            new.and_then(|c| finish(c, new_rendered)),
+        )
     })
+}
+
+/// A compiled side's desired state from its render (made whenever the side
+/// compiled).
+fn finish(
+    compiled: Compiled,
+    rendered: Option<Result<Bundle<Shared>, Diagnostics>>,
+) -> Result<Desired, DesiredError> {
+    match rendered {
+        Some(rendered) => compiled.finish(rendered),
+        None => compiled.render(),
+    }
 }
 
 /// The plan that takes `from` to `to`.

@@ -399,7 +399,7 @@ fn kube(kind: &str, name: &str, body: serde_json::Value) -> PlanObject {
         },
         api_version: Some("v1".into()),
         spec: None,
-        body,
+        body: body.into(),
     }
 }
 
@@ -546,4 +546,37 @@ fn a_comment_over_the_github_limit_is_shortened_but_keeps_its_table() {
     assert!(comment.contains("changed objects are not shown"));
     let shown = comment.matches("<details>").count();
     assert!(shown > 100 && shown < 3000, "{shown}");
+}
+
+/// `cortex diff` renders the new side after the old one, taking the objects
+/// of unchanged agents from it: its plan is the plan of two renders made
+/// on their own, field for field and line for line.
+#[test]
+fn the_paired_render_plans_what_two_separate_renders_plan() {
+    let repo = support_desk_repo();
+    repo.branch_and_switch("changes");
+    edit(&repo, "agents/triage.yaml", "replicas: 2", "replicas: 3");
+    edit(
+        &repo,
+        "pools.yaml",
+        "effect: NoSchedule",
+        "effect: NoExecute",
+    );
+    repo.commit("triage scales, the batch pool's taint changes");
+    let (from, to) = (At::Revision("main".into()), At::Revision("changes".into()));
+    let (old, new) = cortex_reconciler::desired_pair(repo.path(), &from, &to, &Options::default());
+    let paired = plan_between(&old.expect("old"), &new.expect("new"), &options());
+    let separate = plan(repo.path(), "main", "changes", None);
+    assert_eq!(render_json(&paired), render_json(&separate));
+    assert_eq!(render_text(&paired, true), render_text(&separate, true));
+    let updated: Vec<String> = paired.changed().map(|c| c.id.to_string()).collect();
+    // triage's replicas reach its runtime entry (an autoscaler sizes its
+    // Deployment); the pool's taint reaches crm-lookup's Deployment.
+    for expected in ["Agent/triage", "Deployment/crm-lookup"] {
+        assert!(
+            updated.iter().any(|u| u == expected),
+            "{expected} not in {updated:?}"
+        );
+    }
+    assert!(!updated.iter().any(|u| u.contains("writer")), "{updated:?}");
 }

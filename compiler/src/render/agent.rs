@@ -32,11 +32,11 @@ pub const PROBE_FAILURE_THRESHOLD: i64 = 3;
 pub const PROJECT_LABEL: &str = "cortex.codevald.io/project";
 
 /// The template context of one agent.
-pub fn context(
-    spec: &ResolvedSpec,
-    project: &Project,
-    pools: &BTreeMap<&str, &ResolvedSpec>,
-) -> Value {
+///
+/// It is made from `spec`, the pool the agent runs in and the project facts,
+/// and from nothing else: agents whose three are the same have the same
+/// context, and so the same objects ([`super::memo`] relies on it).
+pub fn context(spec: &ResolvedSpec, pool: Option<&ResolvedSpec>, project: &Project) -> Value {
     let body = spec.spec().map(Node::to_json).unwrap_or_else(|| json!({}));
     let name = spec.name.as_str();
     let labels = labels(spec, &body, project);
@@ -77,10 +77,6 @@ pub fn context(
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
-    let pool = body
-        .get("pool")
-        .and_then(Value::as_str)
-        .and_then(|p| pools.get(p));
     let mut tolerations: Vec<Value> = pool
         .and_then(|p| p.spec())
         .and_then(|s| s.get("tolerations"))
@@ -182,6 +178,15 @@ fn labels(spec: &ResolvedSpec, body: &Value, project: &Project) -> Map<String, V
         labels.insert(key.to_string(), json!(value));
     }
     labels
+}
+
+/// The resource pool `spec` names (`spec.pool`), among `pools` by name.
+pub fn pool_of<'r>(
+    spec: &ResolvedSpec,
+    pools: &BTreeMap<&str, &'r ResolvedSpec>,
+) -> Option<&'r ResolvedSpec> {
+    let name = spec.spec()?.get("pool")?.as_str()?;
+    pools.get(name).copied()
 }
 
 /// The project-level labels (the runtime ConfigMap).

@@ -7,9 +7,11 @@ pub mod agent;
 pub mod builtin;
 pub mod check;
 pub mod manifests;
+pub mod memo;
 pub mod runtime;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
 use rayon::prelude::*;
@@ -18,9 +20,11 @@ use serde_json::{Value, json};
 use crate::bundle::{Body, Bundle, Object, Output, Project};
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use crate::document::Kind;
-use crate::resolve::Resolved;
+use crate::resolve::{Resolved, ResolvedSpec};
 use crate::source::{Source, SourceError};
 use crate::validate::pools;
+
+pub use memo::Memo;
 
 /// The object templates cortex ships, by file name.
 pub const DEFAULT_TEMPLATES: &[(&str, &str)] = &[
@@ -115,14 +119,37 @@ fn put_in_place(value: &mut Value, placeholder: &str, text: &str) -> bool {
 /// Renders a validated project. `source` provides the project's own
 /// template overrides (`templates/<name>`).
 pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagnostics> {
-    render_inner(resolved, source, Engine::BuiltIn)
+    render_inner(resolved, source, Engine::BuiltIn, None).map(|(bundle, _)| bundle)
 }
 
 /// Renders a validated project for its output files: each object is
 /// reduced to its YAML and hash as soon as it is checked, so the objects'
 /// trees are never all in memory at once (`cortex build`).
 pub fn render_output(resolved: &Resolved, source: &dyn Source) -> Result<Output, Diagnostics> {
-    render_inner(resolved, source, Engine::BuiltIn)
+    render_inner(resolved, source, Engine::BuiltIn, None).map(|(bundle, _)| bundle)
+}
+
+/// An object's body shared between renders: an agent that is the same in
+/// two revisions has the same objects, not copies.
+pub type Shared = Arc<Value>;
+
+/// Renders a validated project to compare it with another revision of it
+/// (`cortex diff`). Each agent whose spec, pool and project facts are the
+/// same as in `previous` (a render of the other revision, with the same
+/// templates) gets that render's objects instead of being rendered again
+/// ([`memo`]). Returns the bundle and this render's memo, for a render
+/// after it.
+pub fn render_shared<'r>(
+    resolved: &'r Resolved,
+    source: &dyn Source,
+    previous: Option<&Memo<'_, Shared>>,
+) -> Result<(Bundle<Shared>, Memo<'r, Shared>), Diagnostics> {
+    let (bundle, memo) = render_inner(resolved, source, Engine::BuiltIn, Some(previous))?;
+    // A render asked to keep a memo always returns one.
+    Ok((
+        bundle,
+        memo.unwrap_or_else(|| Memo::new(Arc::default(), project_facts(resolved))),
+    ))
 }
 
 /// How the shipped templates a project does not override are rendered.
@@ -135,17 +162,24 @@ enum Engine {
     Text,
 }
 
-fn render_inner<B: Body>(
-    resolved: &Resolved,
+/// `memo`: none for a render that keeps no memo; some (with the previous
+/// render's memo, if any) for one that reuses and keeps one.
+fn render_inner<'r, B: Body + Clone + Sync>(
+    resolved: &'r Resolved,
     source: &dyn Source,
     engine: Engine,
-) -> Result<Bundle<B>, Diagnostics> {
+    memo: Option<Option<&Memo<'_, B>>>,
+) -> Result<(Bundle<B>, Option<Memo<'r, B>>), Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = project_facts(resolved);
     let templates = match Templates::load(source, engine) {
         Ok(templates) => templates,
         Err(d) => return Err(Diagnostics::from(*d)),
     };
+    let keep = memo.is_some();
+    let previous = memo
+        .flatten()
+        .filter(|m| m.same_setting(&templates.sources, &project));
     let pools_by_name = pools_by_name(resolved);
     // Agents render independently: spread them over the cores, each worker
     // with its own copy of the templates; results keep spec order.
@@ -164,8 +198,12 @@ fn render_inner<B: Body>(
                 .map_init(
                     || templates.clone(),
                     |templates, spec| {
+                        let pool = agent::pool_of(spec, &pools_by_name);
+                        if let Some(objects) = previous.and_then(|m| m.objects(spec, pool)) {
+                            return (objects, Diagnostics::new(), pool);
+                        }
+                        let ctx = agent::context(spec, pool, &project);
                         let (mut objects, mut diags) = (Vec::new(), Diagnostics::new());
-                        let ctx = agent::context(spec, &project, &pools_by_name);
                         let prepared = Prepared::new(&ctx);
                         for template in agent_templates(&ctx) {
                             templates.render(
@@ -176,10 +214,11 @@ fn render_inner<B: Body>(
                                 &mut diags,
                             );
                         }
-                        (objects.into_iter().map(B::from_object).collect(), diags)
+                        let objects = objects.into_iter().map(B::from_object).collect();
+                        (objects, diags, pool)
                     },
                 )
-                .collect::<Vec<(Vec<Object<B>>, Diagnostics)>>()
+                .collect::<Vec<(Vec<Object<B>>, Diagnostics, Option<&ResolvedSpec>)>>()
         },
         || {
             let runtime = runtime::runtime_config(resolved);
@@ -188,7 +227,13 @@ fn render_inner<B: Body>(
         },
     );
     let mut objects: Vec<Object<B>> = Vec::new();
-    for (rendered_objects, rendered_diags) in rendered {
+    let mut kept = keep.then(|| Memo::new(templates.sources.clone(), project.clone()));
+    for (spec, (rendered_objects, rendered_diags, pool)) in agents.iter().zip(rendered) {
+        if let Some(memo) = kept.as_mut()
+            && rendered_diags.is_empty()
+        {
+            memo.keep(spec, pool, rendered_objects.clone());
+        }
         objects.extend(rendered_objects);
         diags.extend(rendered_diags);
     }
@@ -221,12 +266,8 @@ fn render_inner<B: Body>(
         diags.finish();
         return Err(diags);
     }
-    Ok(Bundle::new(
-        project,
-        objects,
-        runtime,
-        pools::usage(&resolved.specs),
-    ))
+    let bundle = Bundle::new(project, objects, runtime, pools::usage(&resolved.specs));
+    Ok((bundle, kept))
 }
 
 /// One shard of the runtime configuration, to become a ConfigMap.
@@ -322,6 +363,8 @@ struct Templates {
     env: Environment<'static>,
     /// Templates rendered by their built-in form.
     builtin: BTreeSet<&'static str>,
+    /// Every template's name and text (a render's objects depend on them).
+    sources: Arc<Vec<(String, String)>>,
 }
 
 impl Templates {
@@ -329,6 +372,7 @@ impl Templates {
     fn load(source: &dyn Source, engine: Engine) -> Result<Templates, Box<Diagnostic>> {
         let mut env = Environment::new();
         let mut builtin = BTreeSet::new();
+        let mut sources = Vec::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         for (name, default) in DEFAULT_TEMPLATES {
             let path = format!("templates/{name}");
@@ -340,6 +384,7 @@ impl Templates {
                 Err(SourceError::NotFound(_)) => default.to_string(),
                 Err(e) => return Err(fail(codes::FILE_UNREADABLE, e.to_string())),
             };
+            sources.push((name.to_string(), text.clone()));
             if engine == Engine::BuiltIn && text == *default && builtin::has(name) {
                 builtin.insert(*name);
                 continue;
@@ -354,7 +399,11 @@ impl Templates {
                     d
                 })?;
         }
-        Ok(Templates { env, builtin })
+        Ok(Templates {
+            env,
+            builtin,
+            sources: Arc::new(sources),
+        })
     }
 
     /// Renders `template` for `spec` (none: the project), checks the object
@@ -582,9 +631,11 @@ mod tests {
             let Some(resolved) = result.validated() else {
                 continue;
             };
-            let built_in: Bundle = render_inner(resolved, &source, Engine::BuiltIn)
+            let built_in: Bundle = render_inner(resolved, &source, Engine::BuiltIn, None)
+                .map(|(bundle, _)| bundle)
                 .unwrap_or_else(|d| panic!("{}: {d:?}", dir.display()));
-            let text: Bundle = render_inner(resolved, &source, Engine::Text)
+            let text: Bundle = render_inner(resolved, &source, Engine::Text, None)
+                .map(|(bundle, _)| bundle)
                 .unwrap_or_else(|d| panic!("{}: {d:?}", dir.display()));
             assert_eq!(
                 built_in.objects.len(),
@@ -619,6 +670,132 @@ mod tests {
         (source, result)
     }
 
+    /// The example's files in memory, with `edits` (file, from, to) made.
+    fn example_with(edits: &[(&str, &str, &str)]) -> crate::MemorySource {
+        fn read(dir: &std::path::Path, prefix: &str, source: &mut crate::MemorySource) {
+            for entry in std::fs::read_dir(dir).expect("read the example") {
+                let path = entry.expect("entry").path();
+                let name = format!(
+                    "{prefix}{}",
+                    path.file_name().and_then(|n| n.to_str()).expect("name")
+                );
+                if path.is_dir() {
+                    read(&path, &format!("{name}/"), source);
+                } else {
+                    source.insert(name, std::fs::read(&path).expect("read"));
+                }
+            }
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
+        let mut source = crate::MemorySource::new();
+        read(&dir, "", &mut source);
+        for (file, from, to) in edits {
+            let text = String::from_utf8(source.files()[*file].clone()).expect("text");
+            assert!(text.contains(from), "{from} not in {file}");
+            source.insert(file.to_string(), text.replacen(from, to, 1).into_bytes());
+        }
+        source
+    }
+
+    /// Renders `source` sharing bodies, after a render whose memo is `previous`.
+    fn render_after<'r>(
+        resolved: &'r Resolved,
+        source: &crate::MemorySource,
+        previous: Option<&Memo<'_, Shared>>,
+    ) -> (Bundle<Shared>, Memo<'r, Shared>) {
+        render_shared(resolved, source, previous).expect("renders")
+    }
+
+    /// The agents whose objects a render took from `before` (the same
+    /// allocations), and those it rendered again.
+    fn taken_and_rendered(
+        after: &Bundle<Shared>,
+        before: &Bundle<Shared>,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut taken, mut rendered) = (BTreeSet::new(), BTreeSet::new());
+        for object in &after.objects {
+            let Some(spec) = object.spec.clone().filter(|s| s.starts_with("Agent/")) else {
+                continue;
+            };
+            let same = before
+                .objects
+                .iter()
+                .any(|o| o.identity() == object.identity() && Arc::ptr_eq(&o.body, &object.body));
+            if same { &mut taken } else { &mut rendered }.insert(spec);
+        }
+        (taken.into_iter().collect(), rendered.into_iter().collect())
+    }
+
+    /// A render after another takes the objects of the agents whose spec,
+    /// pool and project are unchanged, renders the others, and makes what
+    /// a render on its own makes.
+    #[test]
+    fn a_second_render_takes_only_unchanged_agents_from_the_first() {
+        let old_source = example_with(&[]);
+        let new_source = example_with(&[
+            ("agents/triage.yaml", "replicas: 2", "replicas: 3"),
+            ("pools.yaml", "effect: NoSchedule", "effect: NoExecute"),
+        ]);
+        let old = crate::compile(&old_source, &crate::Options::default());
+        let new = crate::compile(&new_source, &crate::Options::default());
+        let (old, new) = (old.validated().expect("old"), new.validated().expect("new"));
+        let (first, memo) = render_after(old, &old_source, None);
+        assert_eq!(memo.len(), 4);
+        let (second, _) = render_after(new, &new_source, Some(&memo));
+        let (alone, _) = render_after(new, &new_source, None);
+        assert_eq!(second.objects, alone.objects);
+        assert_eq!(second.runtime, alone.runtime);
+        let (taken, rendered) = taken_and_rendered(&second, &first);
+        // triage changed; crm-lookup runs in the pool that changed.
+        assert_eq!(taken, ["Agent/reviewer", "Agent/writer"]);
+        assert_eq!(rendered, ["Agent/crm-lookup", "Agent/triage"]);
+        // What changed shows: triage's new replica count, crm-lookup's
+        // new toleration.
+        let body = |bundle: &Bundle<Shared>, kind: &str, name: &str| {
+            let object = bundle
+                .objects
+                .iter()
+                .find(|o| o.kind == kind && o.name == name);
+            Value::clone(&object.expect("the object").body)
+        };
+        assert_ne!(
+            body(&second, "Deployment", "crm-lookup"),
+            body(&first, "Deployment", "crm-lookup")
+        );
+        assert_eq!(
+            body(&second, "Deployment", "writer"),
+            body(&first, "Deployment", "writer")
+        );
+    }
+
+    /// Another template text, or other project facts, and nothing is taken
+    /// from the first render.
+    #[test]
+    fn a_second_render_with_other_templates_or_project_facts_renders_everything() {
+        let old_source = example_with(&[]);
+        let old = crate::compile(&old_source, &crate::Options::default());
+        let old = old.validated().expect("old");
+        let (first, memo) = render_after(old, &old_source, None);
+        let configmap = DEFAULT_TEMPLATES
+            .iter()
+            .find(|(name, _)| *name == "configmap.yaml.j2")
+            .map(|(_, text)| format!("{text}\n# edited\n"))
+            .expect("the configmap template");
+        let other_template = example_with(&[]).with("templates/configmap.yaml.j2", configmap);
+        let other_project =
+            example_with(&[("cortex.yaml", "name: support-desk", "name: help-desk")]);
+        for source in [other_template, other_project] {
+            let new = crate::compile(&source, &crate::Options::default());
+            let new = new.validated().expect("new");
+            let (second, _) = render_after(new, &source, Some(&memo));
+            let (alone, _) = render_after(new, &source, None);
+            assert_eq!(second.objects, alone.objects);
+            let (taken, rendered) = taken_and_rendered(&second, &first);
+            assert!(taken.is_empty(), "{taken:?}");
+            assert_eq!(rendered.len(), 4, "{rendered:?}");
+        }
+    }
+
     /// The built-in forms agree with the templates on contexts the
     /// projects do not reach: every conditional of the templates both ways.
     #[test]
@@ -632,7 +809,7 @@ mod tests {
             .iter()
             .find(|s| s.kind == Kind::Agent)
             .expect("an agent");
-        let mut base = agent::context(spec, &project, &BTreeMap::new());
+        let mut base = agent::context(spec, None, &project);
         base["autoscaling"] =
             json!({"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilization": null});
         let variants: Vec<(&str, Value)> = vec![
@@ -710,7 +887,7 @@ mod tests {
         let pools = pools_by_name(resolved);
         let mut checked = 0;
         for spec in resolved.specs.iter().filter(|s| s.kind == Kind::Agent) {
-            let ctx = agent::context(spec, &project, &pools);
+            let ctx = agent::context(spec, agent::pool_of(spec, &pools), &project);
             let prepared = Prepared::new(&ctx);
             for template in agent_templates(&ctx) {
                 let text = env

@@ -6,6 +6,8 @@
 //! string holding a JSON document (a ConfigMap's `config.json`, the runtime
 //! config) is compared field by field inside the document.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::Value;
 use similar::TextDiff;
@@ -97,15 +99,76 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// One side of a comparison: an object (`null` for a missing one) and the
+/// JSON documents its strings hold, parsed once for both the field list
+/// and the text diff (a runtime shard holds 768 KiB of JSON).
+pub struct Parsed<'a> {
+    value: &'a Value,
+    /// By the JSON pointer of the string that holds each.
+    documents: HashMap<String, Value>,
+}
+
+impl<'a> Parsed<'a> {
+    /// `value` with its embedded documents parsed.
+    pub fn new(value: &'a Value) -> Parsed<'a> {
+        fn collect(value: &Value, pointer: &mut String, out: &mut HashMap<String, Value>) {
+            let len = pointer.len();
+            match value {
+                Value::String(s) => {
+                    if let Some(document) = embedded_json(s) {
+                        out.insert(pointer.clone(), document);
+                    }
+                }
+                Value::Object(map) => {
+                    for (key, v) in map {
+                        pointer.push('/');
+                        pointer.push_str(&cortex_compiler::node::pointer_token(key));
+                        collect(v, pointer, out);
+                        pointer.truncate(len);
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, v) in items.iter().enumerate() {
+                        pointer.push('/');
+                        pointer.push_str(&i.to_string());
+                        collect(v, pointer, out);
+                        pointer.truncate(len);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut documents = HashMap::new();
+        collect(value, &mut String::new(), &mut documents);
+        Parsed { value, documents }
+    }
+}
+
 /// Every changed field between `old` and `new` (either may be `null` for a
 /// missing object), in document order.
-pub fn diff(old: &Value, new: &Value) -> Vec<FieldChange> {
+pub fn diff(old: &Parsed, new: &Parsed) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    walk(Some(old), Some(new), &Path::default(), &mut out);
+    let documents = (&old.documents, &new.documents);
+    walk(
+        Some(old.value),
+        Some(new.value),
+        &Path::default(),
+        documents,
+        &mut out,
+    );
     out
 }
 
-fn walk(old: Option<&Value>, new: Option<&Value>, path: &Path, out: &mut Vec<FieldChange>) {
+/// The documents of each side, by pointer (empty inside a document).
+type Documents<'d> = (&'d HashMap<String, Value>, &'d HashMap<String, Value>);
+
+fn walk(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    path: &Path,
+    documents: Documents<'_>,
+    out: &mut Vec<FieldChange>,
+) {
     match (old, new) {
         (Some(a), Some(b)) if a == b => {}
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
@@ -113,18 +176,21 @@ fn walk(old: Option<&Value>, new: Option<&Value>, path: &Path, out: &mut Vec<Fie
             keys.sort();
             keys.dedup();
             for key in keys {
-                walk(a.get(key), b.get(key), &path.key(key), out);
+                walk(a.get(key), b.get(key), &path.key(key), documents, out);
             }
         }
         (Some(Value::Array(a)), Some(Value::Array(b))) if !all_scalars(a) || !all_scalars(b) => {
-            walk_list(a, b, path, out)
+            walk_list(a, b, path, documents, out)
         }
-        (Some(Value::String(a)), Some(Value::String(b))) if path.inner.is_none() => {
-            match (embedded_json(a), embedded_json(b)) {
+        (Some(Value::String(_)), Some(Value::String(_))) if path.inner.is_none() => {
+            match (
+                documents.0.get(&path.pointer),
+                documents.1.get(&path.pointer),
+            ) {
                 (Some(a), Some(b)) => {
                     let mut inner = path.clone();
                     inner.inner = Some(String::new());
-                    walk(Some(&a), Some(&b), &inner, out);
+                    walk(Some(a), Some(b), &inner, documents, out);
                 }
                 _ => out.push(leaf(path, old, new)),
             }
@@ -179,21 +245,27 @@ fn pair_value(item: &Value) -> Option<&Value> {
         .flatten()
 }
 
-fn walk_list(a: &[Value], b: &[Value], path: &Path, out: &mut Vec<FieldChange>) {
+fn walk_list(
+    a: &[Value],
+    b: &[Value],
+    path: &Path,
+    documents: Documents<'_>,
+    out: &mut Vec<FieldChange>,
+) {
     let (Some(old_names), Some(new_names)) = (names(a), names(b)) else {
         for i in 0..a.len().max(b.len()) {
-            walk(a.get(i), b.get(i), &path.item(i, None), out);
+            walk(a.get(i), b.get(i), &path.item(i, None), documents, out);
         }
         return;
     };
     let before = out.len();
     for (i, name) in new_names.iter().enumerate() {
         let old = old_names.iter().position(|n| n == name).map(|j| &a[j]);
-        item(old, Some(&b[i]), &path.item(i, Some(name)), out);
+        item(old, Some(&b[i]), &path.item(i, Some(name)), documents, out);
     }
     for (j, name) in old_names.iter().enumerate() {
         if !new_names.contains(name) {
-            item(Some(&a[j]), None, &path.item(j, Some(name)), out);
+            item(Some(&a[j]), None, &path.item(j, Some(name)), documents, out);
         }
     }
     if out.len() == before && old_names != new_names {
@@ -208,7 +280,13 @@ fn walk_list(a: &[Value], b: &[Value], path: &Path, out: &mut Vec<FieldChange>) 
     }
 }
 
-fn item(old: Option<&Value>, new: Option<&Value>, path: &Path, out: &mut Vec<FieldChange>) {
+fn item(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    path: &Path,
+    documents: Documents<'_>,
+    out: &mut Vec<FieldChange>,
+) {
     let old_pair = old.map(pair_value);
     let new_pair = new.map(pair_value);
     let all_pairs = old_pair.is_none_or(|p| p.is_some()) && new_pair.is_none_or(|p| p.is_some());
@@ -220,7 +298,7 @@ fn item(old: Option<&Value>, new: Option<&Value>, path: &Path, out: &mut Vec<Fie
             last.path = path.display.clone();
         }
     } else {
-        walk(old, new, path, out);
+        walk(old, new, path, documents, out);
     }
 }
 
@@ -237,46 +315,66 @@ fn embedded_json(text: &str) -> Option<Value> {
 
 /// The object as a reviewer reads it: strings holding JSON documents are
 /// pretty-printed so that line diffs show the changed lines.
-fn for_display(value: &Value) -> Value {
+fn for_display(value: &Value, pointer: &mut String, documents: &HashMap<String, Value>) -> Value {
+    let len = pointer.len();
     match value {
-        Value::String(s) => match embedded_json(s) {
+        Value::String(_) => match documents.get(pointer.as_str()) {
             Some(doc) => {
-                let mut pretty = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                let mut pretty = serde_json::to_string_pretty(doc).unwrap_or_default();
                 pretty.push('\n');
                 Value::String(pretty)
             }
             None => value.clone(),
         },
-        Value::Array(items) => Value::Array(items.iter().map(for_display).collect()),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    pointer.push('/');
+                    pointer.push_str(&i.to_string());
+                    let shown = for_display(v, pointer, documents);
+                    pointer.truncate(len);
+                    shown
+                })
+                .collect(),
+        ),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), for_display(v)))
+                .map(|(k, v)| {
+                    pointer.push('/');
+                    pointer.push_str(&cortex_compiler::node::pointer_token(k));
+                    let shown = for_display(v, pointer, documents);
+                    pointer.truncate(len);
+                    (k.clone(), shown)
+                })
                 .collect(),
         ),
         other => other.clone(),
     }
 }
 
-fn yaml_of(value: &Value) -> String {
-    if value.is_null() {
+fn yaml_of(side: &Parsed) -> String {
+    if side.value.is_null() {
         String::new()
     } else {
-        cortex_compiler::yaml_out::to_yaml(&for_display(value))
+        let shown = for_display(side.value, &mut String::new(), &side.documents);
+        cortex_compiler::yaml_out::to_yaml(&shown)
     }
 }
 
 /// A unified diff of the two objects as YAML (`null` for a missing side).
-pub fn unified(old: &Value, new: &Value, id: &ObjectId, context: usize) -> String {
+pub fn unified(old: &Parsed, new: &Parsed, id: &ObjectId, context: usize) -> String {
     let (a, b) = rayon::join(|| yaml_of(old), || yaml_of(new));
     let diff = TextDiff::configure()
         .timeout(std::time::Duration::from_secs(2))
         .diff_lines(&a, &b);
-    let old_name = if old.is_null() {
+    let old_name = if old.value.is_null() {
         "/dev/null".to_string()
     } else {
         format!("a/{id}")
     };
-    let new_name = if new.is_null() {
+    let new_name = if new.value.is_null() {
         "/dev/null".to_string()
     } else {
         format!("b/{id}")
@@ -294,7 +392,7 @@ mod tests {
     use super::*;
 
     fn paths(old: Value, new: Value) -> Vec<(String, Option<Value>, Option<Value>)> {
-        diff(&old, &new)
+        diff(&Parsed::new(&old), &Parsed::new(&new))
             .into_iter()
             .map(|f| (f.path, f.old, f.new))
             .collect()
@@ -344,7 +442,7 @@ mod tests {
     fn json_inside_strings_is_compared_inside() {
         let old = json!({"data": {"config.json": "{\"model\": \"a\", \"t\": 1}"}});
         let new = json!({"data": {"config.json": "{\"model\": \"b\", \"t\": 1}"}});
-        let changes = diff(&old, &new);
+        let changes = diff(&Parsed::new(&old), &Parsed::new(&new));
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].path, r#"data["config.json"].model"#);
         assert_eq!(changes[0].pointer, "/data/config.json");
@@ -367,7 +465,8 @@ mod tests {
             namespace: None,
             name: "t".into(),
         };
-        let text = unified(&json!({"a": 1, "b": 2}), &json!({"a": 1, "b": 3}), &id, 3);
+        let (old, new) = (json!({"a": 1, "b": 2}), json!({"a": 1, "b": 3}));
+        let text = unified(&Parsed::new(&old), &Parsed::new(&new), &id, 3);
         assert!(text.contains("-b: 2\n+b: 3\n"), "{text}");
         assert!(text.starts_with("--- a/Topic/t\n+++ b/Topic/t\n"), "{text}");
     }

@@ -16,6 +16,7 @@ pub mod source_ref;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use cortex_compiler::bundle::Project;
 use cortex_compiler::bundle::{Bundle, kind_rank};
@@ -105,8 +106,10 @@ pub struct PlanObject {
     pub api_version: Option<String>,
     /// The spec it was rendered from (`Agent/triage`), when known.
     pub spec: Option<String>,
-    /// The object.
-    pub body: Value,
+    /// The object; shared with the other side of a diff when the same
+    /// render made both (an unchanged agent's objects), so comparing them
+    /// is comparing two pointers.
+    pub body: Arc<Value>,
 }
 
 /// The runtime sections of runtime.json and the kind of their entries.
@@ -114,7 +117,7 @@ pub use cortex_compiler::runtime_config::SECTIONS as RUNTIME_SECTIONS;
 
 /// Every object of a bundle, moved out of it: the Kubernetes objects, then
 /// the runtime objects (one per entry of runtime.json's sections).
-pub fn into_objects(bundle: Bundle) -> (Project, Vec<PlanObject>) {
+pub fn into_objects<B: Into<Arc<Value>>>(bundle: Bundle<B>) -> (Project, Vec<PlanObject>) {
     let Bundle {
         project,
         objects,
@@ -133,7 +136,7 @@ pub fn into_objects(bundle: Bundle) -> (Project, Vec<PlanObject>) {
             },
             api_version: Some(o.api_version),
             spec: o.spec,
-            body: o.body,
+            body: o.body.into(),
         })
         .collect();
     out.extend(runtime_objects(std::mem::take(&mut runtime)));
@@ -157,7 +160,7 @@ pub fn runtime_objects(mut runtime: Value) -> Vec<PlanObject> {
                     },
                     api_version: None,
                     spec: Some(format!("{kind}/{name}")),
-                    body,
+                    body: Arc::new(body),
                 });
             }
         }
@@ -438,18 +441,23 @@ fn update(
     options: &PlanOptions,
 ) -> Change {
     let mut change = change_of(new, Action::Unchanged);
-    if old.body == new.body {
+    // The same body (an unchanged agent's objects in a diff) needs no walk.
+    if Arc::ptr_eq(&old.body, &new.body) || old.body == new.body {
         return change;
     }
     change.source = new.spec.as_deref().and_then(|s| declared.of(s));
-    let old_body = options.masker.mask(old);
-    let new_body = options.masker.mask(new);
+    let (old_body, new_body) =
+        rayon::join(|| options.masker.mask(old), || options.masker.mask(new));
     change.action = Action::Update;
     // The changed fields and the text diff are independent, and each is
     // long for a big object (a runtime shard holds 768 KiB of JSON).
+    let (old_side, new_side) = rayon::join(
+        || fields::Parsed::new(&old_body),
+        || fields::Parsed::new(&new_body),
+    );
     let (fields, diff) = rayon::join(
-        || fields::diff(&old_body, &new_body),
-        || fields::unified(&old_body, &new_body, &new.id, options.context_lines),
+        || fields::diff(&old_side, &new_side),
+        || fields::unified(&old_side, &new_side, &new.id, options.context_lines),
     );
     change.fields = fields;
     spec_changes.attribute(new, &mut change.fields);
@@ -466,9 +474,11 @@ fn one_sided(
     let mut change = change_of(object, action);
     change.source = object.spec.as_deref().and_then(|s| declared.of(s));
     let body = options.masker.mask(object);
+    let (none, body) = (Value::Null, fields::Parsed::new(&body));
+    let none = fields::Parsed::new(&none);
     change.diff = match action {
-        Action::Create => fields::unified(&Value::Null, &body, &object.id, options.context_lines),
-        _ => fields::unified(&body, &Value::Null, &object.id, options.context_lines),
+        Action::Create => fields::unified(&none, &body, &object.id, options.context_lines),
+        _ => fields::unified(&body, &none, &object.id, options.context_lines),
     };
     change
 }

@@ -124,7 +124,7 @@ pub fn embedded_objects(desired: &Desired) -> Vec<PlanObject> {
                         .and_then(|s| s.get(field))
                         .map(|n| n.to_json())
                         .unwrap_or_else(|| Value::Array(Vec::new()));
-                    if let Value::Object(body) = &mut o.body {
+                    if let Value::Object(body) = std::sync::Arc::make_mut(&mut o.body) {
                         body.insert(field.to_string(), value);
                     }
                 }
@@ -152,7 +152,7 @@ pub fn runtime_config(desired: &Desired, objects: &[PlanObject]) -> Value {
         let entries: Map<String, Value> = objects
             .iter()
             .filter(|o| o.id.kind == kind)
-            .map(|o| (o.id.name.clone(), o.body.clone()))
+            .map(|o| (o.id.name.clone(), Value::clone(&o.body)))
             .collect();
         out.insert(section.into(), Value::Object(entries));
     }

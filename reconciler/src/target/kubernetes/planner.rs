@@ -460,7 +460,7 @@ fn plan_object(id: ObjectId, api_version: &str, spec: Option<String>, body: Valu
         id,
         api_version: Some(api_version.to_string()),
         spec,
-        body,
+        body: body.into(),
     }
 }
 
