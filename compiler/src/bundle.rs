@@ -6,7 +6,7 @@
 //! object as its YAML and hash only (a build). Output is deterministic:
 //! sorted keys, stable order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
 use serde_json::{Value, json};
@@ -270,6 +270,11 @@ pub struct Bundle<B = Value> {
     pub objects: Vec<Object<B>>,
     /// The runtime configuration (runtime.json).
     pub runtime: Value,
+    /// Content hashes of the entries of `runtime`'s sections, by section
+    /// and name, where the render already made them (it serializes the
+    /// agents and workflows for the runtime shards); the inventory hashes
+    /// the others itself.
+    pub runtime_hashes: HashMap<String, HashMap<String, String>>,
     /// Pool usage at maximum scale.
     pub pools: Vec<PoolUsage>,
 }
@@ -298,6 +303,7 @@ impl<B> Bundle<B> {
             project,
             objects,
             runtime,
+            runtime_hashes: HashMap::new(),
             pools,
         }
     }
@@ -330,6 +336,7 @@ impl Bundle {
                 .map(Object::to_emitted)
                 .collect(),
             runtime: self.runtime.clone(),
+            runtime_hashes: self.runtime_hashes.clone(),
             pools: self.pools.clone(),
         }
     }
@@ -459,18 +466,23 @@ impl Output {
                 template: &o.template,
             })
             .collect();
-        let mut entries: Vec<(&str, &String, &Value)> = Vec::new();
+        let mut entries: Vec<(&str, &str, &String, &Value)> = Vec::new();
         for (section, kind) in crate::runtime_config::SECTIONS {
             if let Some(map) = self.runtime.get(section).and_then(Value::as_object) {
-                entries.extend(map.iter().map(|(name, value)| (kind, name, value)));
+                entries.extend(map.iter().map(|(name, value)| (section, kind, name, value)));
             }
         }
         // Hashing is most of the work and each entry's is independent.
         let mut runtime_objects: Vec<InventoryRuntimeObject> = entries
             .par_iter()
             .with_min_len(64)
-            .map(|(kind, name, value)| InventoryRuntimeObject {
-                hash: canonical_hash(value),
+            .map(|(section, kind, name, value)| InventoryRuntimeObject {
+                hash: self
+                    .runtime_hashes
+                    .get(*section)
+                    .and_then(|hashes| hashes.get(name.as_str()))
+                    .cloned()
+                    .unwrap_or_else(|| canonical_hash(value)),
                 identity: format!("{kind}/{name}"),
                 kind,
                 name,

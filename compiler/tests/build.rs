@@ -585,6 +585,21 @@ fn runtime_shards_fit_the_limit_and_merge_back_to_the_whole() {
         }
     }
     assert_eq!(merged, bundle.runtime);
+    // The entries serialized for the shards give the inventory its hashes:
+    // each is the content hash of the entry.
+    let hashes = cortex_compiler::render::runtime::sharded(&bundle.runtime, limit).hashes;
+    for (section, count) in [("agents", 120), ("workflows", 40)] {
+        let entries = bundle.runtime[section].as_object().expect("map");
+        assert_eq!(entries.len(), count);
+        assert_eq!(hashes[section].len(), count);
+        for (name, value) in entries {
+            assert_eq!(
+                hashes[section][name],
+                cortex_compiler::hash::canonical_hash(value),
+                "{section}/{name}"
+            );
+        }
+    }
     // The rendered ConfigMaps are the shards, labelled i-of-n.
     let maps: Vec<_> = bundle
         .objects

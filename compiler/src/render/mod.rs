@@ -190,7 +190,7 @@ fn render_inner<'r, B: Body + Clone + Sync>(
         .collect();
     // The runtime configuration does not depend on the objects: it is
     // built and split into shards while the agents render.
-    let (rendered, (runtime, shards)) = rayon::join(
+    let (rendered, (runtime, sharded)) = rayon::join(
         || {
             agents
                 .par_iter()
@@ -222,8 +222,8 @@ fn render_inner<'r, B: Body + Clone + Sync>(
         },
         || {
             let runtime = runtime::runtime_config(resolved);
-            let shards = runtime::shards(&runtime, runtime::SHARD_BYTES);
-            (runtime, shards)
+            let sharded = runtime::sharded(&runtime, runtime::SHARD_BYTES);
+            (runtime, sharded)
         },
     );
     let mut objects: Vec<Object<B>> = Vec::new();
@@ -241,6 +241,7 @@ fn render_inner<'r, B: Body + Clone + Sync>(
     let shipped = manifests::manifests(resolved, source, &project, identities, &mut diags);
     objects.extend(shipped.into_iter().map(B::from_object));
     // Each shard's ConfigMap is rendered, checked and emitted on its own.
+    let runtime::Sharded { shards, hashes } = sharded;
     let shard_count = shards.len();
     let shard_objects: Vec<(Vec<Object<B>>, Diagnostics)> = shards
         .par_iter()
@@ -266,7 +267,8 @@ fn render_inner<'r, B: Body + Clone + Sync>(
         diags.finish();
         return Err(diags);
     }
-    let bundle = Bundle::new(project, objects, runtime, pools::usage(&resolved.specs));
+    let mut bundle = Bundle::new(project, objects, runtime, pools::usage(&resolved.specs));
+    bundle.runtime_hashes = hashes;
     Ok((bundle, kept))
 }
 

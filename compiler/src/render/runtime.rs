@@ -3,7 +3,7 @@
 //! and workflows compiled to DAGs (topological order, ancestors, resolved
 //! defaults). Durations are milliseconds; every default is filled in.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -301,22 +301,68 @@ pub fn topological_order(graph: &crate::validate::workflow::Dag<'_>) -> Vec<Stri
 /// Each shard is its compact JSON text, written from `runtime` without
 /// copying it.
 pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
+    sharded(runtime, limit).shards
+}
+
+/// The runtime configuration in shards ([`shards`]), and the content hash
+/// of every entry of its big sections (the inventory's runtime objects):
+/// each entry is serialized once, for both.
+pub struct Sharded {
+    /// Each shard's compact JSON.
+    pub shards: Vec<String>,
+    /// SHA-256 of each agent's and workflow's canonical JSON, by section,
+    /// then name.
+    pub hashes: HashMap<String, HashMap<String, String>>,
+}
+
+/// [`shards`], with the entries' hashes.
+pub fn sharded(runtime: &Value, limit: usize) -> Sharded {
     const BIG: [&str; 2] = ["agents", "workflows"];
     /// A section of a shard: a small one as it is, or some entries of a
-    /// big one.
-    #[derive(serde::Serialize)]
-    #[serde(untagged)]
+    /// big one (name and compact JSON of each).
     enum Part<'a> {
         Whole(&'a Value),
-        Entries(BTreeMap<&'a str, &'a Value>),
+        Entries(Vec<(&'a str, &'a str)>),
         Version(u32),
     }
     type Shard<'a> = BTreeMap<&'a str, Part<'a>>;
+    /// The shard's compact JSON, as serde_json writes the same map.
+    fn text(shard: &Shard<'_>) -> String {
+        let key = |k: &str| serde_json::to_string(k).unwrap_or_default();
+        let mut out = String::from("{");
+        for (i, (name, part)) in shard.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&key(name));
+            out.push(':');
+            match part {
+                Part::Whole(value) => {
+                    out.push_str(&serde_json::to_string(value).unwrap_or_default())
+                }
+                Part::Version(version) => out.push_str(&version.to_string()),
+                Part::Entries(entries) => {
+                    out.push('{');
+                    for (j, (name, json)) in entries.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&key(name));
+                        out.push(':');
+                        out.push_str(json);
+                    }
+                    out.push('}');
+                }
+            }
+        }
+        out.push('}');
+        out
+    }
     let new_shard = || -> Shard {
         BTreeMap::from([
-            ("agents", Part::Entries(BTreeMap::new())),
+            ("agents", Part::Entries(Vec::new())),
             ("format_version", Part::Version(FORMAT_VERSION)),
-            ("workflows", Part::Entries(BTreeMap::new())),
+            ("workflows", Part::Entries(Vec::new())),
         ])
     };
     let mut base: Shard = runtime
@@ -325,7 +371,7 @@ pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
         .flatten()
         .map(|(key, value)| {
             let part = if BIG.contains(&key.as_str()) {
-                Part::Entries(BTreeMap::new())
+                Part::Entries(Vec::new())
             } else {
                 Part::Whole(value)
             };
@@ -334,7 +380,7 @@ pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
         .collect();
     for section in BIG {
         base.entry(section)
-            .or_insert_with(|| Part::Entries(BTreeMap::new()));
+            .or_insert_with(|| Part::Entries(Vec::new()));
     }
     let big: Vec<(&str, &str, &Value)> = BIG
         .iter()
@@ -344,27 +390,39 @@ pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
                 .map(move |(name, value)| (section, name.as_str(), value))
         })
         .collect();
-    // Entry sizes are independent: measure them over every core.
-    let sizes: Vec<usize> = big
+    // Each entry's compact JSON (its canonical form) and its hash, over
+    // every core.
+    let texts: Vec<(String, String)> = big
         .par_iter()
         .with_min_len(64)
-        .map(|(_, name, value)| compact_len(value) + name.len() + 8)
+        .map(|(_, _, value)| {
+            let json = crate::hash::canonical_json(value);
+            let hash = crate::hash::sha256_hex(json.as_bytes());
+            (json, hash)
+        })
         .collect();
-    let mut size = compact_len(&base);
+    let mut size = text(&base).len();
     let mut out = vec![base];
-    for ((section, name, value), entry) in big.into_iter().zip(sizes) {
+    for ((section, name, _), (json, _)) in big.iter().zip(&texts) {
+        let entry = json.len() + name.len() + 8;
         if size + entry > limit && size > 0 {
             out.push(new_shard());
             size = 0;
         }
         if let Some(Part::Entries(entries)) = out.last_mut().and_then(|s| s.get_mut(section)) {
-            entries.insert(name, value);
+            entries.push((name, json));
         }
         size += entry;
     }
-    out.par_iter()
-        .map(|shard| serde_json::to_string(shard).unwrap_or_default())
-        .collect()
+    let shards = out.par_iter().map(text).collect();
+    let mut hashes: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for ((section, name, _), (_, hash)) in big.iter().zip(&texts) {
+        hashes
+            .entry(section.to_string())
+            .or_default()
+            .insert(name.to_string(), hash.clone());
+    }
+    Sharded { shards, hashes }
 }
 
 /// Length of `value` as compact JSON, counted without building the text.
