@@ -6,12 +6,14 @@
 //! object as its YAML and hash only (a build). Output is deterministic:
 //! sorted keys, stable order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
 use crate::hash::canonical_hash;
+use crate::runtime_config::RuntimeConfig;
+pub use crate::runtime_text::RuntimeText;
 use crate::validate::pools::PoolUsage;
 use crate::yaml_out::to_yaml;
 
@@ -263,33 +265,58 @@ pub fn kind_rank(kind: &str) -> usize {
 /// Everything a build produces: with whole objects for plans and diffs,
 /// or as an [`Output`] for the files of a build.
 #[derive(Clone, Debug)]
-pub struct Bundle<B = Value> {
+pub struct Bundle<B = Value, R = Value> {
     /// Project facts.
     pub project: Project,
     /// The objects, in apply order (kind rank, then namespace and name).
     pub objects: Vec<Object<B>>,
-    /// The runtime configuration (runtime.json).
-    pub runtime: Value,
-    /// Content hashes of the entries of `runtime`'s sections, by section
-    /// and name, where the render already made them (it serializes the
-    /// agents and workflows for the runtime shards); the inventory hashes
-    /// the others itself.
-    pub runtime_hashes: HashMap<String, HashMap<String, String>>,
+    /// The runtime configuration (runtime.json): as JSON, or for a build's
+    /// files as [`RuntimeText`].
+    pub runtime: R,
     /// Pool usage at maximum scale.
     pub pools: Vec<PoolUsage>,
 }
 
-/// A build's output: the objects as the files carry them.
-pub type Output = Bundle<Text>;
+/// What a [`Bundle`] holds of the runtime configuration.
+pub trait Runtime: Send + Sized {
+    /// Made from the typed config.
+    fn from_config(config: RuntimeConfig) -> Self;
+    /// Its shards' compact JSON, each at most `limit` bytes
+    /// ([`crate::render::runtime::shards`]).
+    fn shards(&self, limit: usize) -> Vec<String>;
+}
 
-impl<B> Bundle<B> {
+impl Runtime for Value {
+    fn from_config(config: RuntimeConfig) -> Value {
+        config.into_value()
+    }
+
+    fn shards(&self, limit: usize) -> Vec<String> {
+        crate::render::runtime::shards(self, limit)
+    }
+}
+
+impl Runtime for RuntimeText {
+    fn from_config(config: RuntimeConfig) -> RuntimeText {
+        RuntimeText::from_config(config)
+    }
+
+    fn shards(&self, limit: usize) -> Vec<String> {
+        crate::render::runtime::shards_of(self, limit)
+    }
+}
+
+/// A build's output: the objects as the files carry them.
+pub type Output = Bundle<Text, RuntimeText>;
+
+impl<B, R> Bundle<B, R> {
     /// Sorts the objects into apply order.
     pub fn new(
         project: Project,
         mut objects: Vec<Object<B>>,
-        runtime: Value,
+        runtime: R,
         pools: Vec<PoolUsage>,
-    ) -> Bundle<B> {
+    ) -> Bundle<B, R> {
         objects.sort_by(|a, b| {
             let (a, b) = (a.head(), b.head());
             (kind_rank(a.kind), a.kind, a.namespace, a.name).cmp(&(
@@ -303,7 +330,6 @@ impl<B> Bundle<B> {
             project,
             objects,
             runtime,
-            runtime_hashes: HashMap::new(),
             pools,
         }
     }
@@ -335,8 +361,7 @@ impl Bundle {
                 .with_min_len(64)
                 .map(Object::to_emitted)
                 .collect(),
-            runtime: self.runtime.clone(),
-            runtime_hashes: self.runtime_hashes.clone(),
+            runtime: RuntimeText::from_value(&self.runtime),
             pools: self.pools.clone(),
         }
     }
@@ -439,7 +464,7 @@ impl Output {
 
     /// `runtime.json`.
     pub fn write_runtime(&self, out: &mut dyn Write) -> io::Result<()> {
-        crate::pretty_json::write_pretty(out, &self.runtime)?;
+        self.runtime.write_pretty(out)?;
         out.write_all(b"\n")
     }
 
@@ -451,7 +476,6 @@ impl Output {
     /// `inventory.json`: identity and content hash of every object,
     /// Kubernetes objects and runtime objects alike.
     pub fn write_inventory(&self, out: &mut dyn Write) -> io::Result<()> {
-        use rayon::prelude::*;
         let objects = self
             .objects
             .iter()
@@ -466,28 +490,20 @@ impl Output {
                 template: &o.template,
             })
             .collect();
-        let mut entries: Vec<(&str, &str, &String, &Value)> = Vec::new();
+        let mut runtime_objects: Vec<InventoryRuntimeObject> = Vec::new();
         for (section, kind) in crate::runtime_config::SECTIONS {
-            if let Some(map) = self.runtime.get(section).and_then(Value::as_object) {
-                entries.extend(map.iter().map(|(name, value)| (section, kind, name, value)));
-            }
+            runtime_objects.extend(
+                self.runtime
+                    .hashes(section)
+                    .into_iter()
+                    .map(|(name, hash)| InventoryRuntimeObject {
+                        hash,
+                        identity: format!("{kind}/{name}"),
+                        kind,
+                        name,
+                    }),
+            );
         }
-        // Hashing is most of the work and each entry's is independent.
-        let mut runtime_objects: Vec<InventoryRuntimeObject> = entries
-            .par_iter()
-            .with_min_len(64)
-            .map(|(section, kind, name, value)| InventoryRuntimeObject {
-                hash: self
-                    .runtime_hashes
-                    .get(*section)
-                    .and_then(|hashes| hashes.get(name.as_str()))
-                    .cloned()
-                    .unwrap_or_else(|| canonical_hash(value)),
-                identity: format!("{kind}/{name}"),
-                kind,
-                name,
-            })
-            .collect();
         runtime_objects.sort_by(|a, b| a.identity.cmp(&b.identity));
         let inventory = Inventory {
             environment: self.project.environment.as_deref(),

@@ -95,6 +95,79 @@ fn indented(value: &Value, depth: usize) -> Vec<u8> {
     out
 }
 
+/// Compact JSON text (as serde_json writes it) made pretty as
+/// [`write_pretty`] writes the same value `depth` levels deep: a pass over
+/// the bytes, the structure read from brackets, commas and colons outside
+/// strings (the two forms escape strings alike).
+pub fn reindent(compact: &str, depth: usize, out: &mut Vec<u8>) {
+    fn line(out: &mut Vec<u8>, level: usize) {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b' ', 2 * level));
+    }
+    let bytes = compact.as_bytes();
+    let mut level = depth;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
+        if in_string {
+            out.push(b);
+            match b {
+                b'\\' => {
+                    if let Some(escaped) = bytes.get(i) {
+                        out.push(*escaped);
+                        i += 1;
+                    }
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                out.push(b);
+            }
+            b'{' | b'[' => {
+                out.push(b);
+                let close = if b == b'{' { b'}' } else { b']' };
+                if bytes.get(i) == Some(&close) {
+                    out.push(close);
+                    i += 1;
+                } else {
+                    level += 1;
+                    line(out, level);
+                }
+            }
+            b'}' | b']' => {
+                level = level.saturating_sub(1);
+                line(out, level);
+                out.push(b);
+            }
+            b',' => {
+                out.push(b);
+                line(out, level);
+            }
+            b':' => out.extend_from_slice(b": "),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Writes `"key": ` at `depth`, the start of an object's member.
+pub fn member_key(out: &mut dyn Write, key: &str, depth: usize) -> io::Result<()> {
+    indent(out, depth)?;
+    serde_json::to_writer(&mut *out, key)?;
+    out.write_all(b": ")
+}
+
+/// Writes `value` as a member's value `depth` levels deep (after its key).
+pub fn write_value_at(out: &mut dyn Write, value: &Value, depth: usize) -> io::Result<()> {
+    write_at(out, value, depth)
+}
+
 fn indent(out: &mut dyn Write, depth: usize) -> io::Result<()> {
     for _ in 0..depth {
         out.write_all(b"  ")?;
@@ -143,6 +216,33 @@ mod tests {
         for value in values {
             let expected = serde_json::to_string_pretty(&value).expect("serializes");
             assert_eq!(pretty(&value), expected);
+            for depth in [0, 1, 3] {
+                let mut reindented = Vec::new();
+                reindent(
+                    &serde_json::to_string(&value).expect("json"),
+                    depth,
+                    &mut reindented,
+                );
+                assert_eq!(
+                    String::from_utf8(reindented).expect("utf-8"),
+                    String::from_utf8(indented(&value, depth)).expect("utf-8"),
+                    "{value} at depth {depth}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn reindenting_keeps_strings_whole() {
+        let value = json!({
+            "braces": "{[,:]}", "escaped": "a \" quote, a \\ and \"{\"", "unicode": "é ✓ \u{7}",
+            "empty": {"o": {}, "a": []}, "numbers": [-1.5e-7, 0, 12345678901234u64],
+        });
+        let mut out = Vec::new();
+        reindent(&serde_json::to_string(&value).expect("json"), 0, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            serde_json::to_string_pretty(&value).expect("pretty")
+        );
     }
 }

@@ -552,7 +552,7 @@ fn chart_files_are_packed_in_apply_order_up_to_the_limit() {
 
 #[test]
 fn runtime_shards_fit_the_limit_and_merge_back_to_the_whole() {
-    use cortex_compiler::render::runtime::shards;
+    use cortex_compiler::render::runtime::{shards, shards_of};
     use cortex_testkit::generate::{Shape, memory_source};
     let bundle = build(
         &memory_source(Shape {
@@ -585,21 +585,32 @@ fn runtime_shards_fit_the_limit_and_merge_back_to_the_whole() {
         }
     }
     assert_eq!(merged, bundle.runtime);
-    // The entries serialized for the shards give the inventory its hashes:
-    // each is the content hash of the entry.
-    let hashes = cortex_compiler::render::runtime::sharded(&bundle.runtime, limit).hashes;
+    // A build's form of the config holds each agent's and workflow's text
+    // and hash: the text is the entry's compact JSON, the hash its content
+    // hash, and runtime.json made from the texts is the config's.
+    let text = cortex_compiler::runtime_text::RuntimeText::from_value(&bundle.runtime);
     for (section, count) in [("agents", 120), ("workflows", 40)] {
         let entries = bundle.runtime[section].as_object().expect("map");
+        let texts = text.entries(section).expect("a big section");
         assert_eq!(entries.len(), count);
-        assert_eq!(hashes[section].len(), count);
-        for (name, value) in entries {
+        assert_eq!(texts.len(), count);
+        for ((name, value), entry) in entries.iter().zip(texts) {
+            assert_eq!(*name, entry.name);
+            assert_eq!(entry.json, serde_json::to_string(value).expect("json"));
             assert_eq!(
-                hashes[section][name],
+                entry.hash,
                 cortex_compiler::hash::canonical_hash(value),
                 "{section}/{name}"
             );
         }
     }
+    let mut pretty = Vec::new();
+    text.write_pretty(&mut pretty).expect("writes");
+    assert_eq!(
+        String::from_utf8(pretty).expect("utf-8"),
+        serde_json::to_string_pretty(&bundle.runtime).expect("pretty")
+    );
+    assert_eq!(shards_of(&text, limit), texts);
     // The rendered ConfigMaps are the shards, labelled i-of-n.
     let maps: Vec<_> = bundle
         .objects

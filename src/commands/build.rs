@@ -70,12 +70,7 @@ fn print_summary(
         ("workflows", "workflows"),
     ]
     .iter()
-    .map(|(key, word)| {
-        format!(
-            "{} {word}",
-            bundle.runtime[key].as_object().map_or(0, |m| m.len())
-        )
-    })
+    .map(|(key, word)| format!("{} {word}", bundle.runtime.count(key)))
     .collect();
     writeln!(out, "  runtime: {}", runtime_counts.join(", "))?;
     for pool in &bundle.pools {

@@ -17,7 +17,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::bundle::{Body, Bundle, Object, Output, Project};
+use crate::bundle::{Body, Bundle, Object, Output, Project, Runtime};
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use crate::document::Kind;
 use crate::resolve::{Resolved, ResolvedSpec};
@@ -164,12 +164,12 @@ enum Engine {
 
 /// `memo`: none for a render that keeps no memo; some (with the previous
 /// render's memo, if any) for one that reuses and keeps one.
-fn render_inner<'r, B: Body + Clone + Sync>(
+fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
     resolved: &'r Resolved,
     source: &dyn Source,
     engine: Engine,
     memo: Option<Option<&Memo<'_, B>>>,
-) -> Result<(Bundle<B>, Option<Memo<'r, B>>), Diagnostics> {
+) -> Result<(Bundle<B, R>, Option<Memo<'r, B>>), Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = project_facts(resolved);
     let templates = match Templates::load(source, engine) {
@@ -190,7 +190,7 @@ fn render_inner<'r, B: Body + Clone + Sync>(
         .collect();
     // The runtime configuration does not depend on the objects: it is
     // built and split into shards while the agents render.
-    let (rendered, (runtime, sharded)) = rayon::join(
+    let (rendered, (runtime, shards)) = rayon::join(
         || {
             agents
                 .par_iter()
@@ -221,9 +221,9 @@ fn render_inner<'r, B: Body + Clone + Sync>(
                 .collect::<Vec<(Vec<Object<B>>, Diagnostics, Option<&ResolvedSpec>)>>()
         },
         || {
-            let runtime = runtime::runtime_config(resolved);
-            let sharded = runtime::sharded(&runtime, runtime::SHARD_BYTES);
-            (runtime, sharded)
+            let runtime = R::from_config(runtime::typed_runtime_config(resolved));
+            let shards = runtime.shards(runtime::SHARD_BYTES);
+            (runtime, shards)
         },
     );
     let mut objects: Vec<Object<B>> = Vec::new();
@@ -241,7 +241,6 @@ fn render_inner<'r, B: Body + Clone + Sync>(
     let shipped = manifests::manifests(resolved, source, &project, identities, &mut diags);
     objects.extend(shipped.into_iter().map(B::from_object));
     // Each shard's ConfigMap is rendered, checked and emitted on its own.
-    let runtime::Sharded { shards, hashes } = sharded;
     let shard_count = shards.len();
     let shard_objects: Vec<(Vec<Object<B>>, Diagnostics)> = shards
         .par_iter()
@@ -267,8 +266,7 @@ fn render_inner<'r, B: Body + Clone + Sync>(
         diags.finish();
         return Err(diags);
     }
-    let mut bundle = Bundle::new(project, objects, runtime, pools::usage(&resolved.specs));
-    bundle.runtime_hashes = hashes;
+    let bundle = Bundle::new(project, objects, runtime, pools::usage(&resolved.specs));
     Ok((bundle, kept))
 }
 

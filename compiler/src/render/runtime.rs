@@ -3,7 +3,7 @@
 //! and workflows compiled to DAGs (topological order, ancestors, resolved
 //! defaults). Durations are milliseconds; every default is filled in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use crate::runtime_config::{
     AgentEntry, AlertRuleEntry, Backoff, Delivery, HealthEntry, Inbox, Recovery, Retries,
     RuntimeConfig, StateScopeEntry, TaskEntry, TopicEntry, WorkflowEntry,
 };
+use crate::runtime_text::{BIG_SECTIONS, RuntimeText};
 use crate::validate::formats::parse_duration_ms;
 use crate::validate::pools::max_replicas;
 use crate::validate::workflow::dag;
@@ -298,26 +299,14 @@ pub fn topological_order(graph: &crate::validate::workflow::Dag<'_>) -> Vec<Stri
 /// compact JSON, each shaped like runtime.json itself: the first holds every
 /// small section, agents and workflows are spread over as many shards as
 /// they need, in name order. Merging the shards' maps gives back the whole.
-/// Each shard is its compact JSON text, written from `runtime` without
-/// copying it.
+/// Each shard is its compact JSON text.
 pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
-    sharded(runtime, limit).shards
+    shards_of(&RuntimeText::from_value(runtime), limit)
 }
 
-/// The runtime configuration in shards ([`shards`]), and the content hash
-/// of every entry of its big sections (the inventory's runtime objects):
-/// each entry is serialized once, for both.
-pub struct Sharded {
-    /// Each shard's compact JSON.
-    pub shards: Vec<String>,
-    /// SHA-256 of each agent's and workflow's canonical JSON, by section,
-    /// then name.
-    pub hashes: HashMap<String, HashMap<String, String>>,
-}
-
-/// [`shards`], with the entries' hashes.
-pub fn sharded(runtime: &Value, limit: usize) -> Sharded {
-    const BIG: [&str; 2] = ["agents", "workflows"];
+/// [`shards`] of a config whose agents and workflows are texts already:
+/// the shards are cut from them.
+pub fn shards_of(runtime: &RuntimeText, limit: usize) -> Vec<String> {
     /// A section of a shard: a small one as it is, or some entries of a
     /// big one (name and compact JSON of each).
     enum Part<'a> {
@@ -366,11 +355,12 @@ pub fn sharded(runtime: &Value, limit: usize) -> Sharded {
         ])
     };
     let mut base: Shard = runtime
+        .rest
         .as_object()
         .into_iter()
         .flatten()
         .map(|(key, value)| {
-            let part = if BIG.contains(&key.as_str()) {
+            let part = if BIG_SECTIONS.contains(&key.as_str()) {
                 Part::Entries(Vec::new())
             } else {
                 Part::Whole(value)
@@ -378,51 +368,26 @@ pub fn sharded(runtime: &Value, limit: usize) -> Sharded {
             (key.as_str(), part)
         })
         .collect();
-    for section in BIG {
+    for section in BIG_SECTIONS {
         base.entry(section)
             .or_insert_with(|| Part::Entries(Vec::new()));
     }
-    let big: Vec<(&str, &str, &Value)> = BIG
-        .iter()
-        .filter_map(|section| Some((*section, runtime.get(*section)?.as_object()?)))
-        .flat_map(|(section, map)| {
-            map.iter()
-                .map(move |(name, value)| (section, name.as_str(), value))
-        })
-        .collect();
-    // Each entry's compact JSON (its canonical form) and its hash, over
-    // every core.
-    let texts: Vec<(String, String)> = big
-        .par_iter()
-        .with_min_len(64)
-        .map(|(_, _, value)| {
-            let json = crate::hash::canonical_json(value);
-            let hash = crate::hash::sha256_hex(json.as_bytes());
-            (json, hash)
-        })
-        .collect();
     let mut size = text(&base).len();
     let mut out = vec![base];
-    for ((section, name, _), (json, _)) in big.iter().zip(&texts) {
-        let entry = json.len() + name.len() + 8;
-        if size + entry > limit && size > 0 {
-            out.push(new_shard());
-            size = 0;
+    for (section, entries) in &runtime.sections {
+        for entry in entries {
+            let length = entry.json.len() + entry.name.len() + 8;
+            if size + length > limit && size > 0 {
+                out.push(new_shard());
+                size = 0;
+            }
+            if let Some(Part::Entries(list)) = out.last_mut().and_then(|s| s.get_mut(section)) {
+                list.push((&entry.name, &entry.json));
+            }
+            size += length;
         }
-        if let Some(Part::Entries(entries)) = out.last_mut().and_then(|s| s.get_mut(section)) {
-            entries.push((name, json));
-        }
-        size += entry;
     }
-    let shards = out.par_iter().map(text).collect();
-    let mut hashes: HashMap<String, HashMap<String, String>> = HashMap::new();
-    for ((section, name, _), (_, hash)) in big.iter().zip(&texts) {
-        hashes
-            .entry(section.to_string())
-            .or_default()
-            .insert(name.to_string(), hash.clone());
-    }
-    Sharded { shards, hashes }
+    out.par_iter().map(text).collect()
 }
 
 /// Length of `value` as compact JSON, counted without building the text.

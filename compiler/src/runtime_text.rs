@@ -1,0 +1,211 @@
+//! The runtime configuration as a build's files need it: its small sections
+//! as JSON, and each agent and workflow — most of a big project's config —
+//! as its compact JSON text and content hash, made once from the typed
+//! config, entry by entry over every core.
+//!
+//! From those texts come the runtime shards (cut, not serialized again),
+//! the inventory's hashes and `runtime.json` (the texts made pretty). The
+//! whole config is never a JSON tree in memory: each entry's tree lives only
+//! while its text is written.
+
+use std::io::{self, Write};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::hash::{canonical_hash, canonical_json, sha256_hex};
+use crate::pretty_json;
+use crate::runtime_config::RuntimeConfig;
+
+/// The sections whose entries are kept as text.
+pub const BIG_SECTIONS: [&str; 2] = ["agents", "workflows"];
+
+/// The runtime configuration with its agents and workflows as text.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeText {
+    /// Everything but the entries of [`BIG_SECTIONS`] (there: empty maps).
+    pub rest: Value,
+    /// The entries of each of [`BIG_SECTIONS`], in name order.
+    pub sections: Vec<(&'static str, Vec<EntryText>)>,
+}
+
+/// One entry of a big section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryText {
+    /// Its name (the key in its section).
+    pub name: String,
+    /// Its compact JSON, keys sorted: its canonical form.
+    pub json: String,
+    /// SHA-256 of `json`: its content hash.
+    pub hash: String,
+}
+
+impl EntryText {
+    fn new(name: String, value: &Value) -> EntryText {
+        let json = canonical_json(value);
+        let hash = sha256_hex(json.as_bytes());
+        EntryText { name, json, hash }
+    }
+}
+
+impl RuntimeText {
+    /// Made from the typed config, which it consumes.
+    pub fn from_config(mut config: RuntimeConfig) -> RuntimeText {
+        let agents = std::mem::take(&mut config.agents);
+        let workflows = std::mem::take(&mut config.workflows);
+        let rest = config.to_value();
+        drop(config);
+        let (agents, workflows) = rayon::join(|| entries(agents), || entries(workflows));
+        RuntimeText {
+            rest,
+            sections: vec![("agents", agents), ("workflows", workflows)],
+        }
+    }
+
+    /// Made from the config as JSON.
+    pub fn from_value(runtime: &Value) -> RuntimeText {
+        let mut rest = without_big_sections(runtime);
+        let sections = BIG_SECTIONS
+            .iter()
+            .map(|section| {
+                let entries: Vec<(&String, &Value)> = runtime
+                    .get(*section)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let texts = entries
+                    .par_iter()
+                    .with_min_len(64)
+                    .map(|(name, value)| EntryText::new((*name).clone(), value))
+                    .collect();
+                (*section, texts)
+            })
+            .collect();
+        for section in BIG_SECTIONS {
+            if let (Some(map), Some(_)) = (rest.as_object_mut(), runtime.get(section)) {
+                map.insert(section.to_string(), Value::Object(Default::default()));
+            }
+        }
+        RuntimeText { rest, sections }
+    }
+
+    /// The entries of `section`, if it is one of [`BIG_SECTIONS`].
+    pub fn entries(&self, section: &str) -> Option<&[EntryText]> {
+        self.sections
+            .iter()
+            .find(|(name, _)| *name == section)
+            .map(|(_, entries)| entries.as_slice())
+    }
+
+    /// How many entries `section` has.
+    pub fn count(&self, section: &str) -> usize {
+        match self.entries(section) {
+            Some(entries) => entries.len(),
+            None => self
+                .rest
+                .get(section)
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len()),
+        }
+    }
+
+    /// The content hash of every entry of `section`, with its name.
+    pub fn hashes(&self, section: &str) -> Vec<(&str, String)> {
+        match self.entries(section) {
+            Some(entries) => entries
+                .iter()
+                .map(|e| (e.name.as_str(), e.hash.clone()))
+                .collect(),
+            None => {
+                let entries: Vec<(&String, &Value)> = self
+                    .rest
+                    .get(section)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                entries
+                    .par_iter()
+                    .with_min_len(64)
+                    .map(|(name, value)| (name.as_str(), canonical_hash(value)))
+                    .collect()
+            }
+        }
+    }
+
+    /// Writes `runtime.json` (without its final line break) as
+    /// [`pretty_json::write_pretty`] writes the whole config.
+    pub fn write_pretty(&self, out: &mut dyn Write) -> io::Result<()> {
+        let Some(members) = self.rest.as_object() else {
+            return pretty_json::write_pretty(out, &self.rest);
+        };
+        if members.is_empty() {
+            return out.write_all(b"{}");
+        }
+        out.write_all(b"{")?;
+        for (i, (key, value)) in members.iter().enumerate() {
+            out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+            pretty_json::member_key(out, key, 1)?;
+            match self.entries(key) {
+                Some(entries) => write_entries(out, entries)?,
+                None => pretty_json::write_value_at(out, value, 1)?,
+            }
+        }
+        out.write_all(b"\n}")
+    }
+}
+
+/// A big section's entries as its pretty object, one level deep; each
+/// entry made pretty on its own core.
+fn write_entries(out: &mut dyn Write, entries: &[EntryText]) -> io::Result<()> {
+    if entries.is_empty() {
+        return out.write_all(b"{}");
+    }
+    let texts: Vec<Vec<u8>> = entries
+        .par_iter()
+        .with_min_len(16)
+        .map(|entry| {
+            let mut text = Vec::with_capacity(entry.json.len() * 2);
+            // Writing into a vector cannot fail.
+            let _ = pretty_json::member_key(&mut text, &entry.name, 2);
+            pretty_json::reindent(&entry.json, 2, &mut text);
+            text
+        })
+        .collect();
+    out.write_all(b"{")?;
+    for (i, text) in texts.iter().enumerate() {
+        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+        out.write_all(text)?;
+    }
+    out.write_all(b"\n  }")
+}
+
+/// Each entry of a map as its text, converted over every core and dropped
+/// as it goes.
+fn entries<T: Serialize + Send>(map: std::collections::BTreeMap<String, T>) -> Vec<EntryText> {
+    let entries: Vec<(String, T)> = map.into_iter().collect();
+    entries
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|(name, entry)| {
+            // Plain data with string keys always converts.
+            let value = serde_json::to_value(&entry).unwrap_or(Value::Null);
+            EntryText::new(name, &value)
+        })
+        .collect()
+}
+
+/// A copy of the config as JSON without [`BIG_SECTIONS`].
+fn without_big_sections(runtime: &Value) -> Value {
+    match runtime.as_object() {
+        Some(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| !BIG_SECTIONS.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        ),
+        None => runtime.clone(),
+    }
+}
