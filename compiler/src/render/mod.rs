@@ -162,6 +162,9 @@ enum Engine {
     Text,
 }
 
+/// A render's bundle, and its memo when it was asked to keep one.
+type Rendered<'r, B, R> = (Bundle<B, R>, Option<Memo<'r, B>>);
+
 /// `memo`: none for a render that keeps no memo; some (with the previous
 /// render's memo, if any) for one that reuses and keeps one.
 fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
@@ -169,7 +172,7 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
     source: &dyn Source,
     engine: Engine,
     memo: Option<Option<&Memo<'_, B>>>,
-) -> Result<(Bundle<B, R>, Option<Memo<'r, B>>), Diagnostics> {
+) -> Result<Rendered<'r, B, R>, Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = project_facts(resolved);
     let templates = match Templates::load(source, engine) {
