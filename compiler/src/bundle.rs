@@ -2,9 +2,10 @@
 //! and an inventory with a content hash of every object; and the files of
 //! `cortex build -o OUT` (chart, manifests.yaml, runtime.json,
 //! inventory.json), written as streams into a [`Sink`]. A [`Bundle`] holds
-//! whole objects (plans and diffs compare them); an [`Output`] holds each
-//! object as its YAML and hash only (a build). Output is deterministic:
-//! sorted keys, stable order.
+//! whole objects and the runtime config as JSON (plans and diffs compare
+//! them); an [`Output`] holds each object as its YAML and hash only, and
+//! the runtime config as [`RuntimeText`] (a build). Output is
+//! deterministic: sorted keys, stable order.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
