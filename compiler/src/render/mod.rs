@@ -119,14 +119,14 @@ fn put_in_place(value: &mut Value, placeholder: &str, text: &str) -> bool {
 /// Renders a validated project. `source` provides the project's own
 /// template overrides (`templates/<name>`).
 pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagnostics> {
-    render_inner(resolved, source, Engine::BuiltIn, None).map(|(bundle, _)| bundle)
+    render_inner(resolved, source, Engine::BuiltIn, Memos::Neither).map(|(bundle, _)| bundle)
 }
 
 /// Renders a validated project for its output files: each object is
 /// reduced to its YAML and hash as soon as it is checked, so the objects'
 /// trees are never all in memory at once (`cortex build`).
 pub fn render_output(resolved: &Resolved, source: &dyn Source) -> Result<Output, Diagnostics> {
-    render_inner(resolved, source, Engine::BuiltIn, None).map(|(bundle, _)| bundle)
+    render_inner(resolved, source, Engine::BuiltIn, Memos::Neither).map(|(bundle, _)| bundle)
 }
 
 /// An object's body shared between renders: an agent that is the same in
@@ -144,7 +144,7 @@ pub fn render_shared<'r>(
     source: &dyn Source,
     previous: Option<&Memo<'_, Shared>>,
 ) -> Result<(Bundle<Shared>, Memo<'r, Shared>), Diagnostics> {
-    let (bundle, memo) = render_inner(resolved, source, Engine::BuiltIn, Some(previous))?;
+    let (bundle, memo) = render_inner(resolved, source, Engine::BuiltIn, Memos::Keep { previous })?;
     // A render asked to keep a memo always returns one.
     Ok((
         bundle,
@@ -165,13 +165,19 @@ enum Engine {
 /// A render's bundle, and its memo when it was asked to keep one.
 type Rendered<'r, B, R> = (Bundle<B, R>, Option<Memo<'r, B>>);
 
-/// `memo`: none for a render that keeps no memo; some (with the previous
-/// render's memo, if any) for one that reuses and keeps one.
+/// What a render does with memos ([`memo`]).
+enum Memos<'m, 'p, B> {
+    /// It neither takes from one nor keeps one (a build, a plan).
+    Neither,
+    /// It takes what it can from `previous`, if any, and keeps its own.
+    Keep { previous: Option<&'m Memo<'p, B>> },
+}
+
 fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
     resolved: &'r Resolved,
     source: &dyn Source,
     engine: Engine,
-    memo: Option<Option<&Memo<'_, B>>>,
+    memos: Memos<'_, '_, B>,
 ) -> Result<Rendered<'r, B, R>, Diagnostics> {
     let mut diags = Diagnostics::new();
     let project = project_facts(resolved);
@@ -179,10 +185,11 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
         Ok(templates) => templates,
         Err(d) => return Err(Diagnostics::from(*d)),
     };
-    let keep = memo.is_some();
-    let previous = memo
-        .flatten()
-        .filter(|m| m.same_setting(&templates.sources, &project));
+    let (keep, previous) = match memos {
+        Memos::Neither => (false, None),
+        Memos::Keep { previous } => (true, previous),
+    };
+    let previous = previous.filter(|m| m.same_setting(&templates.sources, &project));
     let pools_by_name = pools_by_name(resolved);
     // Agents render independently: spread them over the cores, each worker
     // with its own copy of the templates; results keep spec order.
@@ -634,10 +641,10 @@ mod tests {
             let Some(resolved) = result.validated() else {
                 continue;
             };
-            let built_in: Bundle = render_inner(resolved, &source, Engine::BuiltIn, None)
+            let built_in: Bundle = render_inner(resolved, &source, Engine::BuiltIn, Memos::Neither)
                 .map(|(bundle, _)| bundle)
                 .unwrap_or_else(|d| panic!("{}: {d:?}", dir.display()));
-            let text: Bundle = render_inner(resolved, &source, Engine::Text, None)
+            let text: Bundle = render_inner(resolved, &source, Engine::Text, Memos::Neither)
                 .map(|(bundle, _)| bundle)
                 .unwrap_or_else(|d| panic!("{}: {d:?}", dir.display()));
             assert_eq!(
