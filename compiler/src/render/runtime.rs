@@ -389,22 +389,3 @@ pub fn shards_of(runtime: &RuntimeText, limit: usize) -> Vec<String> {
     }
     out.par_iter().map(text).collect()
 }
-
-/// Length of `value` as compact JSON, counted without building the text.
-pub fn compact_len(value: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    match serde_json::to_writer(&mut count, value) {
-        Ok(()) => count.0,
-        Err(_) => 0,
-    }
-}
