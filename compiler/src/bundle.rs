@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::hash::canonical_hash;
 use crate::runtime_config::RuntimeConfig;
+pub use crate::runtime_shared::{SharedRuntime, Taken};
 pub use crate::runtime_text::RuntimeText;
 use crate::validate::pools::PoolUsage;
 use crate::yaml_out::to_yaml;
@@ -280,11 +281,44 @@ pub struct Bundle<B = Value, R = Value> {
 
 /// What a [`Bundle`] holds of the runtime configuration.
 pub trait Runtime: Send + Sized {
+    /// Whether it can take agents' and workflows' entries from another
+    /// render ([`SharedRuntime`] can).
+    const TAKES: bool = false;
     /// Made from the typed config.
     fn from_config(config: RuntimeConfig) -> Self;
+    /// Made from the typed config and the entries taken from another
+    /// render (the config has none of those).
+    fn from_config_taking(config: RuntimeConfig, taken: Vec<Taken>) -> Self {
+        debug_assert!(taken.is_empty(), "only a form that TAKES takes entries");
+        Self::from_config(config)
+    }
+    /// The entries another render may take.
+    fn shared_entries(&self) -> Vec<Taken> {
+        Vec::new()
+    }
     /// Its shards' compact JSON, each at most `limit` bytes
     /// ([`crate::render::runtime::shards`]).
     fn shards(&self, limit: usize) -> Vec<String>;
+}
+
+impl Runtime for SharedRuntime {
+    const TAKES: bool = true;
+
+    fn from_config(config: RuntimeConfig) -> SharedRuntime {
+        SharedRuntime::from_config(config, Vec::new())
+    }
+
+    fn from_config_taking(config: RuntimeConfig, taken: Vec<Taken>) -> SharedRuntime {
+        SharedRuntime::from_config(config, taken)
+    }
+
+    fn shared_entries(&self) -> Vec<Taken> {
+        self.entries()
+    }
+
+    fn shards(&self, limit: usize) -> Vec<String> {
+        crate::render::runtime::shards_of(&self.text(), limit)
+    }
 }
 
 impl Runtime for Value {

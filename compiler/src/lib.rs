@@ -23,6 +23,7 @@ pub mod pretty_json;
 pub mod render;
 pub mod resolve;
 pub mod runtime_config;
+pub mod runtime_shared;
 pub mod runtime_text;
 pub mod schema;
 pub mod source;

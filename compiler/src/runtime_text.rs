@@ -42,7 +42,8 @@ pub struct EntryText {
 }
 
 impl EntryText {
-    fn new(name: String, value: &Value) -> EntryText {
+    /// The entry `name` with the value `value`.
+    pub fn new(name: String, value: &Value) -> EntryText {
         let json = canonical_json(value);
         let hash = sha256_hex(json.as_bytes());
         EntryText { name, json, hash }

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use cortex_compiler::bundle::Bundle;
 use cortex_compiler::bundle::Project;
+use cortex_compiler::bundle::{Bundle, SharedRuntime};
 use cortex_compiler::render::{Shared, render, render_shared};
 use cortex_compiler::{Diagnostics, Options, Resolved, Source, SourceMap, WorkTree, compile};
 
@@ -128,9 +128,9 @@ impl Compiled {
     }
 
     /// The desired state of a render of this project, or why there is none.
-    fn finish<B: Into<Shared>>(
+    fn finish<B: Into<Shared>, R: plan::RuntimeObjects>(
         self,
-        rendered: Result<Bundle<B>, Diagnostics>,
+        rendered: Result<Bundle<B, R>, Diagnostics>,
     ) -> Result<Desired, DesiredError> {
         match rendered {
             Ok(bundle) => {
@@ -198,7 +198,7 @@ pub fn desired_pair(
 /// compiled).
 fn finish(
     compiled: Compiled,
-    rendered: Option<Result<Bundle<Shared>, Diagnostics>>,
+    rendered: Option<Result<Bundle<Shared, SharedRuntime>, Diagnostics>>,
 ) -> Result<Desired, DesiredError> {
     match rendered {
         Some(rendered) => compiled.finish(rendered),

@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::bundle::{Object, Project};
+use crate::bundle::{Object, Project, Taken};
+use crate::document::Kind;
 use crate::resolve::ResolvedSpec;
 
 /// Each agent's inputs and objects from one render of a project; it
@@ -26,6 +27,9 @@ pub struct Memo<'r, B> {
     project: Project,
     /// By agent name.
     agents: HashMap<&'r str, Kept<'r, B>>,
+    /// The runtime entries of agents and workflows, with their specs, by
+    /// kind and name (when the render's runtime config shares them).
+    entries: HashMap<(Kind, &'r str), (&'r ResolvedSpec, Taken)>,
 }
 
 /// One agent as a render left it.
@@ -42,6 +46,7 @@ impl<'r, B: Clone> Memo<'r, B> {
             templates,
             project,
             agents: HashMap::new(),
+            entries: HashMap::new(),
         }
     }
 
@@ -83,6 +88,44 @@ impl<'r, B: Clone> Memo<'r, B> {
                 objects,
             },
         );
+    }
+
+    /// Keeps the runtime entries of `specs` (agents and workflows) among
+    /// `entries`.
+    pub(super) fn keep_entries(&mut self, specs: &'r [ResolvedSpec], entries: Vec<Taken>) {
+        let index: HashMap<(&str, &str), usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (section, name, _))| ((*section, name.as_str()), i))
+            .collect();
+        for spec in specs {
+            let section = match spec.kind {
+                Kind::Agent => "agents",
+                Kind::Workflow => "workflows",
+                _ => continue,
+            };
+            if let Some(&i) = index.get(&(section, spec.name.as_str())) {
+                let kept = (spec, entries[i].clone());
+                self.entries.insert((spec.kind, spec.name.as_str()), kept);
+            }
+        }
+    }
+
+    /// The runtime entries of the agents and workflows among `specs` whose
+    /// spec is the same value as when a render kept them.
+    pub(super) fn taken_entries(&self, specs: &[ResolvedSpec]) -> Vec<Taken>
+    where
+        B: Sync,
+    {
+        use rayon::prelude::*;
+        specs
+            .par_iter()
+            .with_min_len(64)
+            .filter_map(|spec| {
+                let (kept, entry) = self.entries.get(&(spec.kind, spec.name.as_str()))?;
+                kept.node.same_value(&spec.node).then(|| entry.clone())
+            })
+            .collect()
     }
 
     /// How many agents it holds.

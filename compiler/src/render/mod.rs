@@ -17,7 +17,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::bundle::{Body, Bundle, Object, Output, Project, Runtime};
+use crate::bundle::{Body, Bundle, Object, Output, Project, Runtime, SharedRuntime};
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use crate::document::Kind;
 use crate::resolve::{Resolved, ResolvedSpec};
@@ -143,7 +143,7 @@ pub fn render_shared<'r>(
     resolved: &'r Resolved,
     source: &dyn Source,
     previous: Option<&Memo<'_, Shared>>,
-) -> Result<(Bundle<Shared>, Memo<'r, Shared>), Diagnostics> {
+) -> Result<(Bundle<Shared, SharedRuntime>, Memo<'r, Shared>), Diagnostics> {
     let (bundle, memo) = render_inner(resolved, source, Engine::BuiltIn, Memos::Keep { previous })?;
     // A render asked to keep a memo always returns one.
     Ok((
@@ -231,7 +231,26 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
                 .collect::<Vec<(Vec<Object<B>>, Diagnostics, Option<&ResolvedSpec>)>>()
         },
         || {
-            let runtime = R::from_config(runtime::typed_runtime_config(resolved));
+            // Entries whose spec did not change since `previous` are
+            // taken from it, not built ([`memo`]).
+            let taken = match previous {
+                Some(memo) if R::TAKES => memo.taken_entries(&resolved.specs),
+                _ => Vec::new(),
+            };
+            let names: std::collections::HashSet<(&str, &str)> = taken
+                .iter()
+                .map(|(section, name, _)| (*section, name.as_str()))
+                .collect();
+            let is_taken = |spec: &ResolvedSpec| {
+                let section = if spec.kind == Kind::Agent {
+                    "agents"
+                } else {
+                    "workflows"
+                };
+                names.contains(&(section, spec.name.as_str()))
+            };
+            let config = runtime::typed_runtime_config_except(resolved, &is_taken);
+            let runtime = R::from_config_taking(config, taken);
             let shards = runtime.shards(runtime::SHARD_BYTES);
             (runtime, shards)
         },
@@ -277,6 +296,9 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
         return Err(diags);
     }
     let bundle = Bundle::new(project, objects, runtime, pools::usage(&resolved.specs));
+    if let Some(memo) = kept.as_mut() {
+        memo.keep_entries(&resolved.specs, bundle.runtime.shared_entries());
+    }
     Ok((bundle, kept))
 }
 
@@ -712,15 +734,15 @@ mod tests {
         resolved: &'r Resolved,
         source: &crate::MemorySource,
         previous: Option<&Memo<'_, Shared>>,
-    ) -> (Bundle<Shared>, Memo<'r, Shared>) {
+    ) -> (Bundle<Shared, SharedRuntime>, Memo<'r, Shared>) {
         render_shared(resolved, source, previous).expect("renders")
     }
 
     /// The agents whose objects a render took from `before` (the same
     /// allocations), and those it rendered again.
     fn taken_and_rendered(
-        after: &Bundle<Shared>,
-        before: &Bundle<Shared>,
+        after: &Bundle<Shared, SharedRuntime>,
+        before: &Bundle<Shared, SharedRuntime>,
     ) -> (Vec<String>, Vec<String>) {
         let (mut taken, mut rendered) = (BTreeSet::new(), BTreeSet::new());
         for object in &after.objects {
@@ -761,13 +783,29 @@ mod tests {
         assert_eq!(rendered, ["Agent/crm-lookup", "Agent/triage"]);
         // What changed shows: triage's new replica count, crm-lookup's
         // new toleration.
-        let body = |bundle: &Bundle<Shared>, kind: &str, name: &str| {
+        let body = |bundle: &Bundle<Shared, SharedRuntime>, kind: &str, name: &str| {
             let object = bundle
                 .objects
                 .iter()
                 .find(|o| o.kind == kind && o.name == name);
             Value::clone(&object.expect("the object").body)
         };
+        // Runtime entries are made from their spec alone: only triage's is
+        // made again; the others, and every workflow's, are the first
+        // render's.
+        for (section, name, shared) in [
+            ("agents", "triage", false),
+            ("agents", "crm-lookup", true),
+            ("agents", "writer", true),
+            ("workflows", "ticket-pipeline", true),
+        ] {
+            let (a, b) = (
+                first.runtime.entry(section, name),
+                second.runtime.entry(section, name),
+            );
+            let (a, b) = (a.expect("first"), b.expect("second"));
+            assert_eq!(Arc::ptr_eq(a, b), shared, "{section}/{name}");
+        }
         assert_ne!(
             body(&second, "Deployment", "crm-lookup"),
             body(&first, "Deployment", "crm-lookup")

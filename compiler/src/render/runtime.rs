@@ -76,6 +76,16 @@ pub fn runtime_config(resolved: &Resolved) -> Value {
 
 /// Builds the runtime configuration of a validated project.
 pub fn typed_runtime_config(resolved: &Resolved) -> RuntimeConfig {
+    typed_runtime_config_except(resolved, &|_| false)
+}
+
+/// [`typed_runtime_config`] without the entries of the agents and
+/// workflows `taken` says are taken from elsewhere (a previous render of
+/// the same specs: an entry is made from its spec alone).
+pub fn typed_runtime_config_except(
+    resolved: &Resolved,
+    taken: &(dyn Fn(&ResolvedSpec) -> bool + Sync),
+) -> RuntimeConfig {
     let of = |kind: Kind| resolved.specs.iter().filter(move |s| s.kind == kind);
     let agent_specs: Vec<&ResolvedSpec> = of(Kind::Agent).collect();
     let mut subscriptions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -98,6 +108,7 @@ pub fn typed_runtime_config(resolved: &Resolved) -> RuntimeConfig {
     let agents: BTreeMap<String, AgentEntry> = agent_specs
         .par_iter()
         .with_min_len(64)
+        .filter(|spec| !taken(spec))
         .map(|spec| (spec.name.clone(), agent(spec)))
         .collect::<Vec<_>>()
         .into_iter()
@@ -124,6 +135,7 @@ pub fn typed_runtime_config(resolved: &Resolved) -> RuntimeConfig {
     let workflows: BTreeMap<String, WorkflowEntry> = workflow_specs
         .par_iter()
         .with_min_len(16)
+        .filter(|spec| !taken(spec))
         .map(|spec| (spec.name.clone(), workflow(spec)))
         .collect::<Vec<_>>()
         .into_iter()

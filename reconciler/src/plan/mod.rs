@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use cortex_compiler::bundle::Project;
-use cortex_compiler::bundle::{Bundle, kind_rank};
+use cortex_compiler::bundle::{Bundle, SharedRuntime, kind_rank};
 use cortex_compiler::resolve::Resolved;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -117,11 +117,13 @@ pub use cortex_compiler::runtime_config::SECTIONS as RUNTIME_SECTIONS;
 
 /// Every object of a bundle, moved out of it: the Kubernetes objects, then
 /// the runtime objects (one per entry of runtime.json's sections).
-pub fn into_objects<B: Into<Arc<Value>>>(bundle: Bundle<B>) -> (Project, Vec<PlanObject>) {
+pub fn into_objects<B: Into<Arc<Value>>, R: RuntimeObjects>(
+    bundle: Bundle<B, R>,
+) -> (Project, Vec<PlanObject>) {
     let Bundle {
         project,
         objects,
-        mut runtime,
+        runtime,
         ..
     } = bundle;
     let mut out: Vec<PlanObject> = objects
@@ -139,8 +141,60 @@ pub fn into_objects<B: Into<Arc<Value>>>(bundle: Bundle<B>) -> (Project, Vec<Pla
             body: o.body.into(),
         })
         .collect();
-    out.extend(runtime_objects(std::mem::take(&mut runtime)));
+    out.extend(runtime.into_runtime_objects());
     (project, out)
+}
+
+/// A runtime config that becomes plan objects, one per entry.
+pub trait RuntimeObjects {
+    /// Its entries as runtime objects, section by section
+    /// ([`RUNTIME_SECTIONS`]), in name order.
+    fn into_runtime_objects(self) -> Vec<PlanObject>;
+}
+
+impl RuntimeObjects for Value {
+    fn into_runtime_objects(self) -> Vec<PlanObject> {
+        runtime_objects(self)
+    }
+}
+
+impl RuntimeObjects for SharedRuntime {
+    /// The agents and workflows keep their shared entries.
+    fn into_runtime_objects(self) -> Vec<PlanObject> {
+        let SharedRuntime { rest, sections } = self;
+        let mut small = runtime_objects(rest).into_iter().peekable();
+        let mut out = Vec::new();
+        for (section, kind) in RUNTIME_SECTIONS {
+            match sections.iter().find(|(s, _)| *s == section) {
+                Some((_, entries)) => out.extend(
+                    entries
+                        .iter()
+                        .map(|(name, body)| runtime_object(kind, name, body.clone())),
+                ),
+                None => {
+                    while let Some(object) = small.next_if(|o| o.id.kind == kind) {
+                        out.push(object);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn runtime_object(kind: &str, name: &str, body: Arc<Value>) -> PlanObject {
+    PlanObject {
+        id: ObjectId {
+            target: Realm::Runtime,
+            group: String::new(),
+            kind: kind.to_string(),
+            namespace: None,
+            name: name.to_string(),
+        },
+        api_version: None,
+        spec: Some(format!("{kind}/{name}")),
+        body,
+    }
 }
 
 /// The runtime objects of a runtime config (runtime.json): one per entry
@@ -150,18 +204,7 @@ pub fn runtime_objects(mut runtime: Value) -> Vec<PlanObject> {
     for (section, kind) in RUNTIME_SECTIONS {
         if let Some(Value::Object(entries)) = runtime.get_mut(section).map(Value::take) {
             for (name, body) in entries {
-                out.push(PlanObject {
-                    id: ObjectId {
-                        target: Realm::Runtime,
-                        group: String::new(),
-                        kind: kind.to_string(),
-                        namespace: None,
-                        name: name.clone(),
-                    },
-                    api_version: None,
-                    spec: Some(format!("{kind}/{name}")),
-                    body: Arc::new(body),
-                });
+                out.push(runtime_object(kind, &name, Arc::new(body)));
             }
         }
     }

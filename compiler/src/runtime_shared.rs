@@ -1,0 +1,111 @@
+//! The runtime configuration as a diff compares it: its small sections as
+//! JSON, and each agent and workflow entry behind an `Arc`.
+//!
+//! An entry is made from its spec alone, so where a spec is the same value
+//! in both revisions of a diff, the second render takes the first one's
+//! entry instead of building it again ([`crate::render::memo`]); the two
+//! sides then share it, and the plan compares it by pointer.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::runtime_config::RuntimeConfig;
+use crate::runtime_text::{EntryText, RuntimeText};
+
+/// An entry taken from another render: its section, name and value.
+pub type Taken = (&'static str, String, Arc<Value>);
+
+/// A section's entries, by name, in name order.
+pub type Entries = Vec<(String, Arc<Value>)>;
+
+/// The runtime configuration with its agents and workflows shared.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SharedRuntime {
+    /// Everything but the agents' and workflows' entries (there: empty
+    /// maps).
+    pub rest: Value,
+    /// The entries of agents and workflows, in name order.
+    pub sections: Vec<(&'static str, Entries)>,
+}
+
+impl SharedRuntime {
+    /// Made from the typed config, which it consumes, and the entries
+    /// `taken` from another render (the config has none of those).
+    pub fn from_config(mut config: RuntimeConfig, taken: Vec<Taken>) -> SharedRuntime {
+        let agents = std::mem::take(&mut config.agents);
+        let workflows = std::mem::take(&mut config.workflows);
+        let rest = config.to_value();
+        drop(config);
+        let (mut agents, mut workflows) = rayon::join(|| entries(agents), || entries(workflows));
+        for (section, name, value) in taken {
+            match section {
+                "agents" => agents.push((name, value)),
+                _ => workflows.push((name, value)),
+            }
+        }
+        agents.sort_by(|a, b| a.0.cmp(&b.0));
+        workflows.sort_by(|a, b| a.0.cmp(&b.0));
+        SharedRuntime {
+            rest,
+            sections: vec![("agents", agents), ("workflows", workflows)],
+        }
+    }
+
+    /// Every entry of agents and workflows, shared.
+    pub fn entries(&self) -> Vec<Taken> {
+        self.sections
+            .iter()
+            .flat_map(|(section, entries)| {
+                entries
+                    .iter()
+                    .map(move |(name, value)| (*section, name.clone(), value.clone()))
+            })
+            .collect()
+    }
+
+    /// The entry `name` of `section` (`agents` or `workflows`).
+    pub fn entry(&self, section: &str, name: &str) -> Option<&Arc<Value>> {
+        let (_, entries) = self.sections.iter().find(|(s, _)| *s == section)?;
+        let at = entries
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()?;
+        Some(&entries[at].1)
+    }
+
+    /// As text, for its shards.
+    pub fn text(&self) -> RuntimeText {
+        let sections = self
+            .sections
+            .iter()
+            .map(|(section, entries)| {
+                let texts = entries
+                    .par_iter()
+                    .with_min_len(64)
+                    .map(|(name, value)| EntryText::new(name.clone(), value))
+                    .collect();
+                (*section, texts)
+            })
+            .collect();
+        RuntimeText {
+            rest: self.rest.clone(),
+            sections,
+        }
+    }
+}
+
+/// Each entry of a map as a shared JSON value, converted over every core.
+fn entries<T: Serialize + Send>(map: std::collections::BTreeMap<String, T>) -> Entries {
+    let entries: Vec<(String, T)> = map.into_iter().collect();
+    entries
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|(name, entry)| {
+            // Plain data with string keys always converts.
+            let value = serde_json::to_value(&entry).unwrap_or(Value::Null);
+            (name, Arc::new(value))
+        })
+        .collect()
+}
