@@ -151,6 +151,26 @@ impl RuntimeConfig {
     }
 }
 
+/// Each entry of `map` as JSON, handed with its name to `into`, over every
+/// core; each entry's tree lives only until `into` returns with it (the
+/// agents and workflows of a big project, made into text or shared).
+pub fn entries_as<T: Serialize + Send, U: Send>(
+    map: BTreeMap<String, T>,
+    into: impl Fn(String, Value) -> U + Sync,
+) -> Vec<U> {
+    use rayon::prelude::*;
+    let entries: Vec<(String, T)> = map.into_iter().collect();
+    entries
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|(name, entry)| {
+            // Plain data with string keys always converts.
+            let value = serde_json::to_value(&entry).unwrap_or(Value::Null);
+            into(name, value)
+        })
+        .collect()
+}
+
 /// A map of entries as a JSON object, its entries converted in parallel.
 fn entries_to_value<T: Serialize + Sync>(entries: &BTreeMap<String, T>) -> Value {
     use rayon::prelude::*;

@@ -9,10 +9,9 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::runtime_config::RuntimeConfig;
+use crate::runtime_config::{RuntimeConfig, entries_as};
 use crate::runtime_text::{EntryText, RuntimeText};
 
 /// An entry taken from another render: its section, name and value.
@@ -39,7 +38,11 @@ impl SharedRuntime {
         let workflows = std::mem::take(&mut config.workflows);
         let rest = config.to_value();
         drop(config);
-        let (mut agents, mut workflows) = rayon::join(|| entries(agents), || entries(workflows));
+        let shared = |name, value| (name, Arc::new(value));
+        let (mut agents, mut workflows) = rayon::join(
+            || entries_as(agents, shared),
+            || entries_as(workflows, shared),
+        );
         for (section, name, value) in taken {
             match section {
                 "agents" => agents.push((name, value)),
@@ -94,18 +97,4 @@ impl SharedRuntime {
             sections,
         }
     }
-}
-
-/// Each entry of a map as a shared JSON value, converted over every core.
-fn entries<T: Serialize + Send>(map: std::collections::BTreeMap<String, T>) -> Entries {
-    let entries: Vec<(String, T)> = map.into_iter().collect();
-    entries
-        .into_par_iter()
-        .with_min_len(64)
-        .map(|(name, entry)| {
-            // Plain data with string keys always converts.
-            let value = serde_json::to_value(&entry).unwrap_or(Value::Null);
-            (name, Arc::new(value))
-        })
-        .collect()
 }

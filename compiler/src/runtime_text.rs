@@ -11,12 +11,11 @@
 use std::io::{self, Write};
 
 use rayon::prelude::*;
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::hash::{canonical_hash, canonical_json, sha256_hex};
 use crate::pretty_json;
-use crate::runtime_config::RuntimeConfig;
+use crate::runtime_config::{RuntimeConfig, entries_as};
 
 /// The sections whose entries are kept as text.
 pub const BIG_SECTIONS: [&str; 2] = ["agents", "workflows"];
@@ -57,7 +56,9 @@ impl RuntimeText {
         let workflows = std::mem::take(&mut config.workflows);
         let rest = config.to_value();
         drop(config);
-        let (agents, workflows) = rayon::join(|| entries(agents), || entries(workflows));
+        let text = |name, value: Value| EntryText::new(name, &value);
+        let (agents, workflows) =
+            rayon::join(|| entries_as(agents, text), || entries_as(workflows, text));
         RuntimeText {
             rest,
             sections: vec![("agents", agents), ("workflows", workflows)],
@@ -181,21 +182,6 @@ fn write_entries(out: &mut dyn Write, entries: &[EntryText]) -> io::Result<()> {
         out.write_all(text)?;
     }
     out.write_all(b"\n  }")
-}
-
-/// Each entry of a map as its text, converted over every core and dropped
-/// as it goes.
-fn entries<T: Serialize + Send>(map: std::collections::BTreeMap<String, T>) -> Vec<EntryText> {
-    let entries: Vec<(String, T)> = map.into_iter().collect();
-    entries
-        .into_par_iter()
-        .with_min_len(64)
-        .map(|(name, entry)| {
-            // Plain data with string keys always converts.
-            let value = serde_json::to_value(&entry).unwrap_or(Value::Null);
-            EntryText::new(name, &value)
-        })
-        .collect()
 }
 
 /// A copy of the config as JSON without [`BIG_SECTIONS`].
