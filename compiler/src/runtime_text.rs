@@ -13,12 +13,22 @@ use std::io::{self, Write};
 use rayon::prelude::*;
 use serde_json::Value;
 
+use crate::document::Kind;
 use crate::hash::{canonical_hash, canonical_json, sha256_hex};
 use crate::pretty_json;
 use crate::runtime_config::{RuntimeConfig, entries_as};
 
 /// The sections whose entries are kept as text.
 pub const BIG_SECTIONS: [&str; 2] = ["agents", "workflows"];
+
+/// The one of [`BIG_SECTIONS`] that holds the entries of `kind`.
+pub fn section_of(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Agent => Some("agents"),
+        Kind::Workflow => Some("workflows"),
+        _ => None,
+    }
+}
 
 /// The runtime configuration with its agents and workflows as text.
 #[derive(Clone, Debug, Default, PartialEq)]

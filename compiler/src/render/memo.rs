@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::bundle::{Object, Project, Taken};
 use crate::document::Kind;
 use crate::resolve::ResolvedSpec;
+use crate::runtime_text::section_of;
 
 /// Each agent's inputs and objects from one render of a project; it
 /// borrows that render's resolved specs.
@@ -99,10 +100,8 @@ impl<'r, B: Clone> Memo<'r, B> {
             .map(|(i, (section, name, _))| ((*section, name.as_str()), i))
             .collect();
         for spec in specs {
-            let section = match spec.kind {
-                Kind::Agent => "agents",
-                Kind::Workflow => "workflows",
-                _ => continue,
+            let Some(section) = section_of(spec.kind) else {
+                continue;
             };
             if let Some(&i) = index.get(&(section, spec.name.as_str())) {
                 let kept = (spec, entries[i].clone());

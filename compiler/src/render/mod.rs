@@ -242,12 +242,8 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
                 .map(|(section, name, _)| (*section, name.as_str()))
                 .collect();
             let is_taken = |spec: &ResolvedSpec| {
-                let section = if spec.kind == Kind::Agent {
-                    "agents"
-                } else {
-                    "workflows"
-                };
-                names.contains(&(section, spec.name.as_str()))
+                crate::runtime_text::section_of(spec.kind)
+                    .is_some_and(|section| names.contains(&(section, spec.name.as_str())))
             };
             let config = runtime::typed_runtime_config_except(resolved, &is_taken);
             let runtime = R::from_config_taking(config, taken);
