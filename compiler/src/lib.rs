@@ -78,8 +78,18 @@ impl Compilation {
 
 /// Runs the front end on a project: load, resolve, template, validate.
 pub fn compile(source: &dyn Source, options: &Options) -> Compilation {
+    compile_sharing(source, options, load::Sharing::Alone)
+}
+
+/// [`compile`], sharing parsed files with a compile of another revision of
+/// the same project as `sharing` says (`cortex diff`: [`load::shared`]).
+pub fn compile_sharing(
+    source: &dyn Source,
+    options: &Options,
+    sharing: load::Sharing,
+) -> Compilation {
     let mut diags = Diagnostics::new();
-    let Some(docs) = load::load(source, &mut diags) else {
+    let Some(docs) = load::load_sharing(source, &mut diags, sharing) else {
         diags.finish();
         return Compilation {
             resolved: None,

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use globset::GlobBuilder;
-use rayon::prelude::*;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, codes, did_you_mean};
 use crate::document::{API_VERSION, Document, Kind};
@@ -13,6 +12,10 @@ use crate::node::Node;
 use crate::source::{Source, SourceError, check_relative};
 use crate::span::{SourceMap, Span};
 use crate::yaml;
+
+pub mod shared;
+
+pub use shared::Sharing;
 
 /// The project file at the root of every project.
 pub const PROJECT_FILE: &str = "cortex.yaml";
@@ -37,6 +40,16 @@ pub struct Documents {
 /// Loads a project. Returns `None` when `cortex.yaml` itself is unusable;
 /// every problem found is pushed to `diags`.
 pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Option<Documents> {
+    load_sharing(source, diags, Sharing::Alone)
+}
+
+/// [`load`], sharing parsed files with another compile as `sharing` says
+/// ([`shared`]).
+pub fn load_sharing(
+    source: &dyn Source,
+    diags: &mut Diagnostics,
+    sharing: Sharing,
+) -> Option<Documents> {
     let mut loader = Loader {
         source,
         diags,
@@ -57,10 +70,7 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Option<Documents> {
                 .map(|text| (file, text))
         })
         .collect();
-    let parsed: Vec<_> = texts
-        .par_iter()
-        .map(|(file, text)| yaml::parse(file, text))
-        .collect();
+    let parsed = sharing.parse(&texts);
     for ((file, _), result) in texts.iter().zip(parsed) {
         let nodes = loader.parsed(result).unwrap_or_default();
         let docs: Vec<Document> = nodes

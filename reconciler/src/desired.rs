@@ -5,8 +5,11 @@ use std::path::Path;
 
 use cortex_compiler::bundle::Project;
 use cortex_compiler::bundle::{Bundle, SharedRuntime};
+use cortex_compiler::load::Sharing;
 use cortex_compiler::render::{Shared, render, render_shared};
-use cortex_compiler::{Diagnostics, Options, Resolved, Source, SourceMap, WorkTree, compile};
+use cortex_compiler::{
+    Diagnostics, Options, Resolved, Source, SourceMap, WorkTree, compile_sharing,
+};
 
 use crate::plan::{self, PlanObject, PlanOptions, Revision, Side};
 use crate::source::git::{GitError, GitTree};
@@ -66,7 +69,7 @@ fn summary(diagnostics: &Diagnostics) -> String {
 
 /// Compiles and renders the project in `dir` as it is at `at`.
 pub fn desired_at(dir: &Path, at: &At, options: &Options) -> Result<Desired, DesiredError> {
-    compile_at(dir, at, options)?.render()
+    compile_at(dir, at, options, Sharing::Alone)?.render()
 }
 
 /// A project read and compiled without errors, not rendered yet.
@@ -77,7 +80,12 @@ struct Compiled {
     files: SourceMap,
 }
 
-fn compile_at(dir: &Path, at: &At, options: &Options) -> Result<Compiled, DesiredError> {
+fn compile_at(
+    dir: &Path,
+    at: &At,
+    options: &Options,
+    sharing: Sharing,
+) -> Result<Compiled, DesiredError> {
     let (source, revision): (Box<dyn Source + Send>, Revision) = match at {
         At::WorkTree => {
             let source = WorkTree::open(dir).map_err(|e| DesiredError::Unreadable {
@@ -99,7 +107,7 @@ fn compile_at(dir: &Path, at: &At, options: &Options) -> Result<Compiled, Desire
             (Box::new(source), revision)
         }
     };
-    let compilation = compile(source.as_ref(), options);
+    let compilation = compile_sharing(source.as_ref(), options, sharing);
     match compilation.validated().is_some() {
         true => Ok(Compiled {
             resolved: compilation
@@ -152,8 +160,9 @@ impl Compiled {
 }
 
 /// Compiles and renders both sides of a diff. The new side compiles on a
-/// thread of its own while the old side compiles and renders; it is
-/// rendered last, taking the old side's objects for every agent whose
+/// thread of its own while the old side compiles and renders, taking the
+/// old side's parse of every file whose text is the same
+/// ([`cortex_compiler::load::shared`]); it is rendered last, taking the old side's objects for every agent whose
 /// inputs did not change ([`cortex_compiler::render::memo`]).
 pub fn desired_pair(
     dir: &Path,
@@ -162,8 +171,11 @@ pub fn desired_pair(
     options: &Options,
 ) -> (Result<Desired, DesiredError>, Result<Desired, DesiredError>) {
     std::thread::scope(|scope| {
-        let new = scope.spawn(|| compile_at(dir, to, options));
-        let old = compile_at(dir, from, options);
+        // Most files are the same in both revisions: the new side takes
+        // the old side's parse of each of those.
+        let (offer, take) = Sharing::pair();
+        let new = scope.spawn(|| compile_at(dir, to, options, take));
+        let old = compile_at(dir, from, options, offer);
         let old_rendered = old
             .as_ref()
             .ok()
