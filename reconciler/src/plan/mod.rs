@@ -112,6 +112,14 @@ pub struct PlanObject {
     pub body: Arc<Value>,
 }
 
+impl PlanObject {
+    /// Whether `other` has the same body: the same shared one (an unchanged
+    /// agent's objects in a diff) needs no walk.
+    fn same_body(&self, other: &PlanObject) -> bool {
+        Arc::ptr_eq(&self.body, &other.body) || self.body == other.body
+    }
+}
+
 /// The runtime sections of runtime.json and the kind of their entries.
 pub use cortex_compiler::runtime_config::SECTIONS as RUNTIME_SECTIONS;
 
@@ -404,6 +412,9 @@ impl Default for PlanOptions {
     }
 }
 
+/// An object's old and new form (either missing: created or deleted).
+type Pair<'p> = (Option<&'p PlanObject>, Option<&'p PlanObject>);
+
 /// Compares two sides object by object.
 pub fn diff(
     from: Side<'_>,
@@ -414,12 +425,12 @@ pub fn diff(
 ) -> Plan {
     let mut old: BTreeMap<&ObjectId, &PlanObject> =
         from.objects.iter().map(|o| (&o.id, o)).collect();
-    let mut pairs: Vec<(Option<&PlanObject>, Option<&PlanObject>)> = Vec::new();
+    let mut pairs: Vec<Pair<'_>> = Vec::new();
     for object in to.objects {
         pairs.push((old.remove(&object.id), Some(object)));
     }
     pairs.extend(old.into_values().map(|o| (Some(o), None)));
-    fn id_of<'p>(pair: &(Option<&'p PlanObject>, Option<&'p PlanObject>)) -> Option<&'p ObjectId> {
+    fn id_of<'p>(pair: &Pair<'p>) -> Option<&'p ObjectId> {
         pair.1.or(pair.0).map(|o| &o.id)
     }
     pairs.sort_by(|a, b| {
@@ -428,22 +439,47 @@ pub fn diff(
             .cmp(&id_of(b).map(ObjectId::order))
     });
 
-    let spec_changes = SpecChanges::new(from.resolved, to.resolved);
-    let declared = (
-        Declarations::new(from.resolved),
-        Declarations::new(to.resolved),
+    let (spec_changes, declared) = rayon::join(
+        || SpecChanges::new(from.resolved, to.resolved),
+        || {
+            (
+                Declarations::new(from.resolved),
+                Declarations::new(to.resolved),
+            )
+        },
     );
-    // Objects are compared independently: spread them over the cores, in
-    // pieces small enough that two big changes next to each other (the
-    // runtime shards) can go to different cores.
-    let changes: Vec<Change> = pairs
+    // Most pairs hold the same object (an unchanged agent's, in a diff):
+    // those are found first, in pieces over the cores. Each other pair is
+    // then compared as a task of its own, so that big ones (the runtime
+    // shards, 768 KiB of JSON each) go to different cores.
+    let sorted: Vec<Result<Change, Pair<'_>>> = pairs
         .into_par_iter()
-        .with_min_len(16)
-        .filter_map(|pair| match pair {
+        .with_min_len(64)
+        .map(|pair| match pair {
+            (Some(old), Some(new)) if old.same_body(new) => Ok(change_of(new, Action::Unchanged)),
+            other => Err(other),
+        })
+        .collect();
+    let to_compare: Vec<Pair<'_>> = sorted
+        .iter()
+        .filter_map(|r| r.as_ref().err().copied())
+        .collect();
+    let compared: Vec<Option<Change>> = to_compare
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|pair| match pair {
             (Some(old), Some(new)) => Some(update(old, new, &declared.1, &spec_changes, options)),
             (None, Some(new)) => Some(one_sided(new, Action::Create, &declared.1, options)),
             (Some(old), None) => Some(one_sided(old, Action::Delete, &declared.0, options)),
             (None, None) => None,
+        })
+        .collect();
+    let mut compared = compared.into_iter();
+    let changes: Vec<Change> = sorted
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(unchanged) => Some(unchanged),
+            Err(_) => compared.next().flatten(),
         })
         .collect();
     let mut summary = Summary::default();
@@ -484,8 +520,7 @@ fn update(
     options: &PlanOptions,
 ) -> Change {
     let mut change = change_of(new, Action::Unchanged);
-    // The same body (an unchanged agent's objects in a diff) needs no walk.
-    if Arc::ptr_eq(&old.body, &new.body) || old.body == new.body {
+    if old.same_body(new) {
         return change;
     }
     change.source = new.spec.as_deref().and_then(|s| declared.of(s));
