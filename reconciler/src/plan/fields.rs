@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::Value;
-use similar::TextDiff;
 
 use crate::plan::ObjectId;
 use crate::plan::source_ref::SourceRef;
@@ -366,9 +365,6 @@ fn yaml_of(side: &Parsed) -> String {
 /// A unified diff of the two objects as YAML (`null` for a missing side).
 pub fn unified(old: &Parsed, new: &Parsed, id: &ObjectId, context: usize) -> String {
     let (a, b) = rayon::join(|| yaml_of(old), || yaml_of(new));
-    let diff = TextDiff::configure()
-        .timeout(std::time::Duration::from_secs(2))
-        .diff_lines(&a, &b);
     let old_name = if old.value.is_null() {
         "/dev/null".to_string()
     } else {
@@ -379,10 +375,7 @@ pub fn unified(old: &Parsed, new: &Parsed, id: &ObjectId, context: usize) -> Str
     } else {
         format!("b/{id}")
     };
-    diff.unified_diff()
-        .context_radius(context)
-        .header(&old_name, &new_name)
-        .to_string()
+    crate::plan::line_diff::unified(&a, &b, context, (&old_name, &new_name))
 }
 
 #[cfg(test)]

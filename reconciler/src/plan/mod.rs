@@ -9,6 +9,7 @@
 //! before anything is compared, so no rendering can print one.
 
 pub mod fields;
+pub mod line_diff;
 pub mod mask;
 pub mod provenance;
 pub mod render;

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use cortex_compiler::node::{Node, Value as NodeValue};
 use cortex_compiler::resolve::{Resolved, ResolvedSpec};
 use cortex_compiler::span::SourceMap;
+use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::plan::fields::FieldChange;
@@ -99,23 +100,25 @@ impl SpecChanges {
             &old.project.node,
             &new.project.node,
         ));
-        for (id, old_node, new_node) in pairs {
-            if old_node.same_value(new_node) {
-                continue;
-            }
-            let mut changes = Vec::new();
-            compare(
-                Some(old_node),
-                Some(new_node),
-                new_node,
-                "",
-                &values,
-                &mut changes,
-            );
-            if !changes.is_empty() {
-                by_spec.insert(id, changes);
-            }
-        }
+        // Specs compare independently: over every core.
+        let changed: Vec<(String, Vec<SpecChange>)> = pairs
+            .into_par_iter()
+            .with_min_len(64)
+            .filter(|(_, old_node, new_node)| !old_node.same_value(new_node))
+            .filter_map(|(id, old_node, new_node)| {
+                let mut changes = Vec::new();
+                compare(
+                    Some(old_node),
+                    Some(new_node),
+                    new_node,
+                    "",
+                    &values,
+                    &mut changes,
+                );
+                (!changes.is_empty()).then_some((id, changes))
+            })
+            .collect();
+        by_spec.extend(changed);
         // A spec on one side only explains, as a whole, what it adds to or
         // removes from other objects (a topic's subscribers).
         let new_ids: std::collections::HashSet<String> = new.specs.iter().map(|s| s.id()).collect();
