@@ -358,10 +358,17 @@ impl Node {
     /// (provenance and key order ignored).
     pub fn same_value(&self, other: &Node) -> bool {
         match (&self.value, &other.value) {
+            // Keys are mostly in the same order: a key found in the same
+            // place needs no lookup.
             (Value::Map(a), Value::Map(b)) => {
                 a.len() == b.len()
-                    && a.iter()
-                        .all(|e| b.get(&e.key).is_some_and(|other| e.value.same_value(other)))
+                    && a.iter().zip(b.iter()).all(|(e, in_place)| {
+                        if e.key == in_place.key {
+                            e.value.same_value(&in_place.value)
+                        } else {
+                            b.get(&e.key).is_some_and(|other| e.value.same_value(other))
+                        }
+                    })
             }
             (Value::Seq(a), Value::Seq(b)) => {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_value(y))
@@ -404,4 +411,34 @@ impl Node {
 /// Escapes one JSON-pointer token.
 pub fn pointer_token(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    fn node(file: &str, text: &str) -> super::Node {
+        let file: Arc<str> = Arc::from(file);
+        crate::yaml::parse(&file, text).expect("parses").remove(0)
+    }
+
+    #[test]
+    fn same_value_ignores_where_values_came_from_and_key_order() {
+        let a = node("a.yaml", "x: 1\ny: {p: [1, 2], q: s}\nz: null\n");
+        let moved = node("b.yaml", "\n\nx: 1\nz: null\ny: {q: s, p: [1, 2]}\n");
+        assert!(a.same_value(&moved) && moved.same_value(&a));
+    }
+
+    #[test]
+    fn same_value_sees_a_changed_value_in_place_or_out_of_place() {
+        let a = node("a.yaml", "x: 1\ny: {p: [1, 2], q: s}\n");
+        for other in [
+            "x: 1\ny: {p: [1, 3], q: s}\n",
+            "y: {q: s, p: [1, 3]}\nx: 1\n",
+            "x: 1\ny: {p: [1, 2], r: s}\n",
+            "x: 1\ny: {p: [1, 2]}\n",
+        ] {
+            assert!(!a.same_value(&node("b.yaml", other)), "{other}");
+        }
+    }
 }
