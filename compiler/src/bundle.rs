@@ -317,7 +317,7 @@ impl Runtime for SharedRuntime {
     }
 
     fn shards(&self, limit: usize) -> Vec<String> {
-        crate::render::runtime::shards_of(&self.text(), limit)
+        SharedRuntime::shards(self, limit)
     }
 }
 

@@ -4,21 +4,42 @@
 //! An entry is made from its spec alone, so where a spec is the same value
 //! in both revisions of a diff, the second render takes the first one's
 //! entry instead of building it again ([`crate::render::memo`]); the two
-//! sides then share it, and the plan compares it by pointer.
+//! sides then share it, and the plan compares it by pointer. Each entry's
+//! compact JSON is made with it, once, so that the shards are cut from
+//! texts and a taken entry's text is taken with it.
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use serde_json::Value;
 
+use crate::hash::canonical_json;
+use crate::render::runtime::{ShardSection, shards_from};
 use crate::runtime_config::{RuntimeConfig, entries_as};
-use crate::runtime_text::{EntryText, RuntimeText};
 
-/// An entry taken from another render: its section, name and value.
-pub type Taken = (&'static str, String, Arc<Value>);
+/// An agent's or workflow's entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Its value.
+    pub value: Arc<Value>,
+    /// Its compact JSON, keys sorted (what the shards hold).
+    pub json: Arc<str>,
+}
+
+impl Entry {
+    /// The entry holding `value`.
+    pub fn new(value: Value) -> Entry {
+        Entry {
+            json: canonical_json(&value).into(),
+            value: Arc::new(value),
+        }
+    }
+}
+
+/// An entry taken from another render: its section, name and entry.
+pub type Taken = (&'static str, String, Entry);
 
 /// A section's entries, by name, in name order.
-pub type Entries = Vec<(String, Arc<Value>)>;
+pub type Entries = Vec<(String, Entry)>;
 
 /// The runtime configuration with its agents and workflows shared.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,7 +59,7 @@ impl SharedRuntime {
         let workflows = std::mem::take(&mut config.workflows);
         let rest = config.to_value();
         drop(config);
-        let shared = |name, value| (name, Arc::new(value));
+        let shared = |name, value| (name, Entry::new(value));
         let (mut agents, mut workflows) = rayon::join(
             || entries_as(agents, shared),
             || entries_as(workflows, shared),
@@ -70,7 +91,7 @@ impl SharedRuntime {
     }
 
     /// The entry `name` of `section` (`agents` or `workflows`).
-    pub fn entry(&self, section: &str, name: &str) -> Option<&Arc<Value>> {
+    pub fn entry(&self, section: &str, name: &str) -> Option<&Entry> {
         let (_, entries) = self.sections.iter().find(|(s, _)| *s == section)?;
         let at = entries
             .binary_search_by(|(n, _)| n.as_str().cmp(name))
@@ -78,23 +99,20 @@ impl SharedRuntime {
         Some(&entries[at].1)
     }
 
-    /// As text, for its shards.
-    pub fn text(&self) -> RuntimeText {
-        let sections = self
+    /// Its shards' compact JSON, cut from the entries' texts
+    /// ([`crate::render::runtime::shards`]).
+    pub fn shards(&self, limit: usize) -> Vec<String> {
+        let sections: Vec<ShardSection<'_>> = self
             .sections
             .iter()
             .map(|(section, entries)| {
                 let texts = entries
-                    .par_iter()
-                    .with_min_len(64)
-                    .map(|(name, value)| EntryText::new(name.clone(), value))
+                    .iter()
+                    .map(|(name, entry)| (name.as_str(), &*entry.json))
                     .collect();
                 (*section, texts)
             })
             .collect();
-        RuntimeText {
-            rest: self.rest.clone(),
-            sections,
-        }
+        shards_from(&self.rest, &sections, limit)
     }
 }

@@ -773,6 +773,16 @@ mod tests {
         let (alone, _) = render_after(new, &new_source, None);
         assert_eq!(second.objects, alone.objects);
         assert_eq!(second.runtime, alone.runtime);
+        // Shards cut from the entries' texts (some taken) are those of the
+        // config as JSON, at any size.
+        let plain = render(new, &new_source).expect("renders");
+        for limit in [200, 1_000, runtime::SHARD_BYTES] {
+            assert_eq!(
+                second.runtime.shards(limit),
+                runtime::shards(&plain.runtime, limit),
+                "{limit}"
+            );
+        }
         let (taken, rendered) = taken_and_rendered(&second, &first);
         // triage changed; crm-lookup runs in the pool that changed.
         assert_eq!(taken, ["Agent/reviewer", "Agent/writer"]);
@@ -800,7 +810,8 @@ mod tests {
                 second.runtime.entry(section, name),
             );
             let (a, b) = (a.expect("first"), b.expect("second"));
-            assert_eq!(Arc::ptr_eq(a, b), shared, "{section}/{name}");
+            assert_eq!(Arc::ptr_eq(&a.value, &b.value), shared, "{section}/{name}");
+            assert_eq!(Arc::ptr_eq(&a.json, &b.json), shared, "{section}/{name}");
         }
         assert_ne!(
             body(&second, "Deployment", "crm-lookup"),

@@ -319,6 +319,27 @@ pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
 /// [`shards`] of a config whose agents and workflows are texts already:
 /// the shards are cut from them.
 pub fn shards_of(runtime: &RuntimeText, limit: usize) -> Vec<String> {
+    let sections: Vec<ShardSection<'_>> = runtime
+        .sections
+        .iter()
+        .map(|(section, entries)| {
+            let texts = entries
+                .iter()
+                .map(|entry| (entry.name.as_str(), entry.json.as_str()))
+                .collect();
+            (*section, texts)
+        })
+        .collect();
+    shards_from(&runtime.rest, &sections, limit)
+}
+
+/// A big section's entries as the shards take them: its name, and the
+/// name and compact JSON of each entry, in name order.
+pub type ShardSection<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
+/// [`shards`] of the small sections `rest` and the entries of the big
+/// ones, `sections`.
+pub fn shards_from(rest: &Value, sections: &[ShardSection<'_>], limit: usize) -> Vec<String> {
     /// A section of a shard: a small one as it is, or some entries of a
     /// big one (name and compact JSON of each).
     enum Part<'a> {
@@ -366,8 +387,7 @@ pub fn shards_of(runtime: &RuntimeText, limit: usize) -> Vec<String> {
             ("workflows", Part::Entries(Vec::new())),
         ])
     };
-    let mut base: Shard = runtime
-        .rest
+    let mut base: Shard = rest
         .as_object()
         .into_iter()
         .flatten()
@@ -386,15 +406,15 @@ pub fn shards_of(runtime: &RuntimeText, limit: usize) -> Vec<String> {
     }
     let mut size = text(&base).len();
     let mut out = vec![base];
-    for (section, entries) in &runtime.sections {
-        for entry in entries {
-            let length = entry.json.len() + entry.name.len() + 8;
+    for (section, entries) in sections {
+        for (name, json) in entries {
+            let length = json.len() + name.len() + 8;
             if size + length > limit && size > 0 {
                 out.push(new_shard());
                 size = 0;
             }
             if let Some(Part::Entries(list)) = out.last_mut().and_then(|s| s.get_mut(section)) {
-                list.push((&entry.name, &entry.json));
+                list.push((name, json));
             }
             size += length;
         }

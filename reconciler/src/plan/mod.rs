@@ -178,7 +178,7 @@ impl RuntimeObjects for SharedRuntime {
                 Some((_, entries)) => out.extend(
                     entries
                         .iter()
-                        .map(|(name, body)| runtime_object(kind, name, body.clone())),
+                        .map(|(name, entry)| runtime_object(kind, name, entry.value.clone())),
                 ),
                 None => {
                     while let Some(object) = small.next_if(|o| o.id.kind == kind) {
