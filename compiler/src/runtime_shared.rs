@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::hash::canonical_json;
-use crate::render::runtime::{ShardSection, shards_from};
+use crate::render::runtime::{shard_sections, shards_from};
 use crate::runtime_config::{RuntimeConfig, entries_as};
 
 /// An agent's or workflow's entry.
@@ -102,17 +102,9 @@ impl SharedRuntime {
     /// Its shards' compact JSON, cut from the entries' texts
     /// ([`crate::render::runtime::shards`]).
     pub fn shards(&self, limit: usize) -> Vec<String> {
-        let sections: Vec<ShardSection<'_>> = self
-            .sections
-            .iter()
-            .map(|(section, entries)| {
-                let texts = entries
-                    .iter()
-                    .map(|(name, entry)| (name.as_str(), &*entry.json))
-                    .collect();
-                (*section, texts)
-            })
-            .collect();
+        let sections = shard_sections(&self.sections, |(name, entry)| {
+            (name.as_str(), &*entry.json)
+        });
         shards_from(&self.rest, &sections, limit)
     }
 }

@@ -319,23 +319,27 @@ pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
 /// [`shards`] of a config whose agents and workflows are texts already:
 /// the shards are cut from them.
 pub fn shards_of(runtime: &RuntimeText, limit: usize) -> Vec<String> {
-    let sections: Vec<ShardSection<'_>> = runtime
-        .sections
-        .iter()
-        .map(|(section, entries)| {
-            let texts = entries
-                .iter()
-                .map(|entry| (entry.name.as_str(), entry.json.as_str()))
-                .collect();
-            (*section, texts)
-        })
-        .collect();
+    let sections = shard_sections(&runtime.sections, |entry| {
+        (entry.name.as_str(), entry.json.as_str())
+    });
     shards_from(&runtime.rest, &sections, limit)
 }
 
 /// A big section's entries as the shards take them: its name, and the
 /// name and compact JSON of each entry, in name order.
 pub type ShardSection<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
+/// The big sections of a runtime config whose entries are `E`, as the
+/// shards take them (`text` gives an entry's name and compact JSON).
+pub fn shard_sections<'a, E>(
+    sections: &'a [(&'static str, Vec<E>)],
+    text: impl Fn(&'a E) -> (&'a str, &'a str),
+) -> Vec<ShardSection<'a>> {
+    sections
+        .iter()
+        .map(|(section, entries)| (*section, entries.iter().map(&text).collect()))
+        .collect()
+}
 
 /// [`shards`] of the small sections `rest` and the entries of the big
 /// ones, `sections`.
