@@ -6,7 +6,7 @@ use std::path::Path;
 use cortex_compiler::bundle::Project;
 use cortex_compiler::bundle::{Bundle, SharedRuntime};
 use cortex_compiler::load::Sharing;
-use cortex_compiler::render::{Shared, render, render_shared};
+use cortex_compiler::render::{Shared, render, render_shared, render_taking};
 use cortex_compiler::{
     Diagnostics, Options, Resolved, Source, SourceMap, WorkTree, compile_sharing,
 };
@@ -179,7 +179,7 @@ pub fn desired_pair(
         let old_rendered = old
             .as_ref()
             .ok()
-            .map(|c| render_shared(&c.resolved, c.source.as_ref(), None));
+            .map(|c| render_shared(&c.resolved, c.source.as_ref()));
         let new = new.join().unwrap_or_else(|_| {
             Err(DesiredError::Unreadable {
                 path: dir.display().to_string(),
@@ -196,9 +196,8 @@ pub fn desired_pair(
         let new_rendered = new
             .as_ref()
             .ok()
-            .map(|c| render_shared(&c.resolved, c.source.as_ref(), memo));
+            .map(|c| render_taking(&c.resolved, c.source.as_ref(), memo));
         let old_rendered = old_rendered.map(|r| r.map(|(bundle, _)| bundle));
-        let new_rendered = new_rendered.map(|r| r.map(|(bundle, _)| bundle));
         (
             old.and_then(|c| finish(c, old_rendered)),
             new.and_then(|c| finish(c, new_rendered)),

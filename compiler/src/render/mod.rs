@@ -134,22 +134,35 @@ pub fn render_output(resolved: &Resolved, source: &dyn Source) -> Result<Output,
 pub type Shared = Arc<Value>;
 
 /// Renders a validated project to compare it with another revision of it
-/// (`cortex diff`). Each agent whose spec, pool and project facts are the
-/// same as in `previous` (a render of the other revision, with the same
-/// templates) gets that render's objects instead of being rendered again
-/// ([`memo`]). Returns the bundle and this render's memo, for a render
-/// after it.
+/// (`cortex diff`'s first revision), keeping a memo of each agent's inputs
+/// and objects for [`render_taking`] ([`memo`]).
 pub fn render_shared<'r>(
     resolved: &'r Resolved,
     source: &dyn Source,
-    previous: Option<&Memo<'_, Shared>>,
 ) -> Result<(Bundle<Shared, SharedRuntime>, Memo<'r, Shared>), Diagnostics> {
-    let (bundle, memo) = render_inner(resolved, source, Engine::BuiltIn, Memos::Keep { previous })?;
+    let (bundle, memo) = render_inner(resolved, source, Engine::BuiltIn, Memos::Keep)?;
     // A render asked to keep a memo always returns one.
     Ok((
         bundle,
         memo.unwrap_or_else(|| Memo::new(Arc::default(), project_facts(resolved))),
     ))
+}
+
+/// Renders a validated project after [`render_shared`] rendered another
+/// revision of it (`cortex diff`'s second revision): each agent whose
+/// spec, pool and project facts are the same as in `previous` (with the
+/// same templates) gets that render's objects instead of being rendered
+/// again ([`memo`]). Keeps no memo: nothing renders after it.
+pub fn render_taking(
+    resolved: &Resolved,
+    source: &dyn Source,
+    previous: Option<&Memo<'_, Shared>>,
+) -> Result<Bundle<Shared, SharedRuntime>, Diagnostics> {
+    let memos = match previous {
+        Some(previous) => Memos::Take { previous },
+        None => Memos::Neither,
+    };
+    render_inner(resolved, source, Engine::BuiltIn, memos).map(|(bundle, _)| bundle)
 }
 
 /// How the shipped templates a project does not override are rendered.
@@ -169,8 +182,10 @@ type Rendered<'r, B, R> = (Bundle<B, R>, Option<Memo<'r, B>>);
 enum Memos<'m, 'p, B> {
     /// It neither takes from one nor keeps one (a build, a plan).
     Neither,
-    /// It takes what it can from `previous`, if any, and keeps its own.
-    Keep { previous: Option<&'m Memo<'p, B>> },
+    /// It keeps its own, for a render after it.
+    Keep,
+    /// It takes what it can from `previous`.
+    Take { previous: &'m Memo<'p, B> },
 }
 
 fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
@@ -187,7 +202,8 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
     };
     let (keep, previous) = match memos {
         Memos::Neither => (false, None),
-        Memos::Keep { previous } => (true, previous),
+        Memos::Keep => (true, None),
+        Memos::Take { previous } => (false, Some(previous)),
     };
     let previous = previous.filter(|m| m.same_setting(&templates.sources, &project));
     let pools_by_name = pools_by_name(resolved);
@@ -725,13 +741,22 @@ mod tests {
         source
     }
 
-    /// Renders `source` sharing bodies, after a render whose memo is `previous`.
-    fn render_after<'r>(
+    /// Renders `source` sharing bodies, keeping a memo.
+    fn render_first<'r>(
         resolved: &'r Resolved,
         source: &crate::MemorySource,
-        previous: Option<&Memo<'_, Shared>>,
     ) -> (Bundle<Shared, SharedRuntime>, Memo<'r, Shared>) {
-        render_shared(resolved, source, previous).expect("renders")
+        render_shared(resolved, source).expect("renders")
+    }
+
+    /// Renders `source` sharing bodies, after a render whose memo is
+    /// `previous` (or on its own).
+    fn render_after(
+        resolved: &Resolved,
+        source: &crate::MemorySource,
+        previous: Option<&Memo<'_, Shared>>,
+    ) -> Bundle<Shared, SharedRuntime> {
+        render_taking(resolved, source, previous).expect("renders")
     }
 
     /// The agents whose objects a render took from `before` (the same
@@ -767,10 +792,10 @@ mod tests {
         let old = crate::compile(&old_source, &crate::Options::default());
         let new = crate::compile(&new_source, &crate::Options::default());
         let (old, new) = (old.validated().expect("old"), new.validated().expect("new"));
-        let (first, memo) = render_after(old, &old_source, None);
+        let (first, memo) = render_first(old, &old_source);
         assert_eq!(memo.len(), 4);
-        let (second, _) = render_after(new, &new_source, Some(&memo));
-        let (alone, _) = render_after(new, &new_source, None);
+        let second = render_after(new, &new_source, Some(&memo));
+        let alone = render_after(new, &new_source, None);
         assert_eq!(second.objects, alone.objects);
         assert_eq!(second.runtime, alone.runtime);
         // Shards cut from the entries' texts (some taken) are those of the
@@ -830,7 +855,7 @@ mod tests {
         let old_source = example_with(&[]);
         let old = crate::compile(&old_source, &crate::Options::default());
         let old = old.validated().expect("old");
-        let (first, memo) = render_after(old, &old_source, None);
+        let (first, memo) = render_first(old, &old_source);
         let configmap = DEFAULT_TEMPLATES
             .iter()
             .find(|(name, _)| *name == "configmap.yaml.j2")
@@ -842,8 +867,8 @@ mod tests {
         for source in [other_template, other_project] {
             let new = crate::compile(&source, &crate::Options::default());
             let new = new.validated().expect("new");
-            let (second, _) = render_after(new, &source, Some(&memo));
-            let (alone, _) = render_after(new, &source, None);
+            let second = render_after(new, &source, Some(&memo));
+            let alone = render_after(new, &source, None);
             assert_eq!(second.objects, alone.objects);
             let (taken, rendered) = taken_and_rendered(&second, &first);
             assert!(taken.is_empty(), "{taken:?}");
