@@ -103,42 +103,28 @@ fn is_identifier(s: &str) -> bool {
 /// and the text diff (a runtime shard holds 768 KiB of JSON).
 pub struct Parsed<'a> {
     value: &'a Value,
-    /// By the JSON pointer of the string that holds each.
-    documents: HashMap<String, Value>,
+    /// By the text of the string that holds each (the same text holds the
+    /// same document wherever it is).
+    documents: HashMap<&'a str, Value>,
 }
 
 impl<'a> Parsed<'a> {
     /// `value` with its embedded documents parsed.
     pub fn new(value: &'a Value) -> Parsed<'a> {
-        fn collect(value: &Value, pointer: &mut String, out: &mut HashMap<String, Value>) {
-            let len = pointer.len();
+        fn collect<'a>(value: &'a Value, out: &mut HashMap<&'a str, Value>) {
             match value {
                 Value::String(s) => {
                     if let Some(document) = embedded_json(s) {
-                        out.insert(pointer.clone(), document);
+                        out.insert(s, document);
                     }
                 }
-                Value::Object(map) => {
-                    for (key, v) in map {
-                        pointer.push('/');
-                        pointer.push_str(&cortex_compiler::node::pointer_token(key));
-                        collect(v, pointer, out);
-                        pointer.truncate(len);
-                    }
-                }
-                Value::Array(items) => {
-                    for (i, v) in items.iter().enumerate() {
-                        pointer.push('/');
-                        pointer.push_str(&i.to_string());
-                        collect(v, pointer, out);
-                        pointer.truncate(len);
-                    }
-                }
+                Value::Object(map) => map.values().for_each(|v| collect(v, out)),
+                Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
                 _ => {}
             }
         }
         let mut documents = HashMap::new();
-        collect(value, &mut String::new(), &mut documents);
+        collect(value, &mut documents);
         Parsed { value, documents }
     }
 }
@@ -158,8 +144,8 @@ pub fn diff(old: &Parsed, new: &Parsed) -> Vec<FieldChange> {
     out
 }
 
-/// The documents of each side, by pointer (empty inside a document).
-type Documents<'d> = (&'d HashMap<String, Value>, &'d HashMap<String, Value>);
+/// The documents of each side, by the text that holds each.
+type Documents<'d> = (&'d HashMap<&'d str, Value>, &'d HashMap<&'d str, Value>);
 
 fn walk(
     old: Option<&Value>,
@@ -181,11 +167,8 @@ fn walk(
         (Some(Value::Array(a)), Some(Value::Array(b))) if !all_scalars(a) || !all_scalars(b) => {
             walk_list(a, b, path, documents, out)
         }
-        (Some(Value::String(_)), Some(Value::String(_))) if path.inner.is_none() => {
-            match (
-                documents.0.get(&path.pointer),
-                documents.1.get(&path.pointer),
-            ) {
+        (Some(Value::String(a)), Some(Value::String(b))) if path.inner.is_none() => {
+            match (documents.0.get(a.as_str()), documents.1.get(b.as_str())) {
                 (Some(a), Some(b)) => {
                     let mut inner = path.clone();
                     inner.inner = Some(String::new());
@@ -314,10 +297,9 @@ fn embedded_json(text: &str) -> Option<Value> {
 
 /// The object as a reviewer reads it: strings holding JSON documents are
 /// pretty-printed so that line diffs show the changed lines.
-fn for_display(value: &Value, pointer: &mut String, documents: &HashMap<String, Value>) -> Value {
-    let len = pointer.len();
+fn for_display(value: &Value, documents: &HashMap<&str, Value>) -> Value {
     match value {
-        Value::String(_) => match documents.get(pointer.as_str()) {
+        Value::String(s) => match documents.get(s.as_str()) {
             Some(doc) => {
                 let mut pretty = serde_json::to_string_pretty(doc).unwrap_or_default();
                 pretty.push('\n');
@@ -325,28 +307,12 @@ fn for_display(value: &Value, pointer: &mut String, documents: &HashMap<String, 
             }
             None => value.clone(),
         },
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    pointer.push('/');
-                    pointer.push_str(&i.to_string());
-                    let shown = for_display(v, pointer, documents);
-                    pointer.truncate(len);
-                    shown
-                })
-                .collect(),
-        ),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| for_display(v, documents)).collect())
+        }
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| {
-                    pointer.push('/');
-                    pointer.push_str(&cortex_compiler::node::pointer_token(k));
-                    let shown = for_display(v, pointer, documents);
-                    pointer.truncate(len);
-                    (k.clone(), shown)
-                })
+                .map(|(k, v)| (k.clone(), for_display(v, documents)))
                 .collect(),
         ),
         other => other.clone(),
@@ -357,7 +323,7 @@ fn yaml_of(side: &Parsed) -> String {
     if side.value.is_null() {
         String::new()
     } else {
-        let shown = for_display(side.value, &mut String::new(), &side.documents);
+        let shown = for_display(side.value, &side.documents);
         cortex_compiler::yaml_out::to_yaml(&shown)
     }
 }
@@ -440,6 +406,22 @@ mod tests {
         assert_eq!(changes[0].path, r#"data["config.json"].model"#);
         assert_eq!(changes[0].pointer, "/data/config.json");
         assert_eq!(changes[0].inner.as_deref(), Some("/model"));
+    }
+
+    #[test]
+    fn json_inside_a_moved_named_item_is_compared_with_its_own_old_form() {
+        let old = json!({"c": [
+            {"name": "a", "cfg": "{\"x\": 1}"},
+            {"name": "b", "cfg": "{\"y\": 1}"},
+        ]});
+        let new = json!({"c": [
+            {"name": "b", "cfg": "{\"y\": 2}"},
+            {"name": "a", "cfg": "{\"x\": 1}"},
+        ]});
+        assert_eq!(
+            paths(old, new),
+            vec![("c[b].cfg.y".into(), Some(json!(1)), Some(json!(2)))]
+        );
     }
 
     #[test]
