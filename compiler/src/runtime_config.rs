@@ -141,9 +141,11 @@ impl RuntimeConfig {
         let agents = std::mem::take(&mut self.agents);
         let workflows = std::mem::take(&mut self.workflows);
         let mut value = self.to_value();
+        let as_object =
+            |entries: Vec<(String, Value)>| Value::Object(entries.into_iter().collect());
         let (agents, workflows) = rayon::join(
-            || entries_to_value(&agents),
-            || entries_to_value(&workflows),
+            || as_object(entries_as(agents, |name, value| (name, value))),
+            || as_object(entries_as(workflows, |name, value| (name, value))),
         );
         value["agents"] = agents;
         value["workflows"] = workflows;
@@ -169,21 +171,6 @@ pub fn entries_as<T: Serialize + Send, U: Send>(
             into(name, value)
         })
         .collect()
-}
-
-/// A map of entries as a JSON object, its entries converted in parallel.
-fn entries_to_value<T: Serialize + Sync>(entries: &BTreeMap<String, T>) -> Value {
-    use rayon::prelude::*;
-    let entries: Vec<(&String, &T)> = entries.iter().collect();
-    let converted: Vec<(String, Value)> = entries
-        .par_iter()
-        .with_min_len(64)
-        .map(|(name, entry)| {
-            let value = serde_json::to_value(entry).unwrap_or(Value::Null);
-            ((*name).clone(), value)
-        })
-        .collect();
-    Value::Object(converted.into_iter().collect())
 }
 
 /// One agent.

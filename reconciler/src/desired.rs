@@ -162,8 +162,9 @@ impl Compiled {
 /// Compiles and renders both sides of a diff. The new side compiles on a
 /// thread of its own while the old side compiles and renders, taking the
 /// old side's parse of every file whose text is the same
-/// ([`cortex_compiler::load::shared`]); it is rendered last, taking the old side's objects for every agent whose
-/// inputs did not change ([`cortex_compiler::render::memo`]).
+/// ([`cortex_compiler::load::shared`]); it is rendered last, taking the old
+/// side's objects for every agent whose inputs did not change
+/// ([`cortex_compiler::render::memo`]).
 pub fn desired_pair(
     dir: &Path,
     from: &At,

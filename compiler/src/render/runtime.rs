@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::document::Kind;
+use crate::hash::canonical_json;
 use crate::node::Node;
 use crate::resolve::{Resolved, ResolvedSpec};
 use crate::runtime_config::{
@@ -313,7 +314,26 @@ pub fn topological_order(graph: &crate::validate::workflow::Dag<'_>) -> Vec<Stri
 /// they need, in name order. Merging the shards' maps gives back the whole.
 /// Each shard is its compact JSON text.
 pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
-    shards_of(&RuntimeText::from_value(runtime), limit)
+    // Each entry's text, made over every core (no hash: shards need none).
+    let texts: Vec<(&'static str, Vec<(&str, String)>)> = BIG_SECTIONS
+        .iter()
+        .map(|section| {
+            let entries: Vec<(&String, &Value)> = runtime
+                .get(*section)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .collect();
+            let texts = entries
+                .par_iter()
+                .with_min_len(64)
+                .map(|(name, value)| (name.as_str(), canonical_json(value)))
+                .collect();
+            (*section, texts)
+        })
+        .collect();
+    let sections = shard_sections(&texts, |(name, json)| (*name, json.as_str()));
+    shards_from(runtime, &sections, limit)
 }
 
 /// [`shards`] of a config whose agents and workflows are texts already:
@@ -341,8 +361,9 @@ pub fn shard_sections<'a, E>(
         .collect()
 }
 
-/// [`shards`] of the small sections `rest` and the entries of the big
-/// ones, `sections`.
+/// [`shards`] of the small sections of `rest` and the entries of the big
+/// ones, `sections` (what `rest` holds under a big section's name is not
+/// read).
 pub fn shards_from(rest: &Value, sections: &[ShardSection<'_>], limit: usize) -> Vec<String> {
     /// A section of a shard: a small one as it is, or some entries of a
     /// big one (name and compact JSON of each).

@@ -553,8 +553,8 @@ fn one_sided(
     let mut change = change_of(object, action);
     change.source = object.spec.as_deref().and_then(|s| declared.of(s));
     let body = options.masker.mask(object);
-    let (none, body) = (Value::Null, fields::Parsed::new(&body));
-    let none = fields::Parsed::new(&none);
+    let null = Value::Null;
+    let (none, body) = (fields::Parsed::new(&null), fields::Parsed::new(&body));
     change.diff = match action {
         Action::Create => fields::unified(&none, &body, &object.id, options.context_lines),
         _ => fields::unified(&body, &none, &object.id, options.context_lines),
