@@ -78,23 +78,9 @@ impl RuntimeText {
     /// Made from the config as JSON.
     pub fn from_value(runtime: &Value) -> RuntimeText {
         let mut rest = without_big_sections(runtime);
-        let sections = BIG_SECTIONS
-            .iter()
-            .map(|section| {
-                let entries: Vec<(&String, &Value)> = runtime
-                    .get(*section)
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                let texts = entries
-                    .par_iter()
-                    .with_min_len(64)
-                    .map(|(name, value)| EntryText::new((*name).clone(), value))
-                    .collect();
-                (*section, texts)
-            })
-            .collect();
+        let sections = map_big_entries(runtime, |name, value| {
+            EntryText::new(name.to_string(), value)
+        });
         for section in BIG_SECTIONS {
             if let (Some(map), Some(_)) = (rest.as_object_mut(), runtime.get(section)) {
                 map.insert(section.to_string(), Value::Object(Default::default()));
@@ -192,6 +178,32 @@ fn write_entries(out: &mut dyn Write, entries: &[EntryText]) -> io::Result<()> {
         out.write_all(text)?;
     }
     out.write_all(b"\n  }")
+}
+
+/// Each entry of each of [`BIG_SECTIONS`] of a config as JSON made into
+/// a `T` by `into` (name and value), entries over every core, in name
+/// order.
+pub fn map_big_entries<'v, T: Send>(
+    runtime: &'v Value,
+    into: impl Fn(&'v str, &'v Value) -> T + Sync,
+) -> Vec<(&'static str, Vec<T>)> {
+    BIG_SECTIONS
+        .iter()
+        .map(|section| {
+            let entries: Vec<(&String, &Value)> = runtime
+                .get(*section)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .collect();
+            let made = entries
+                .par_iter()
+                .with_min_len(64)
+                .map(|(name, value)| into(name.as_str(), value))
+                .collect();
+            (*section, made)
+        })
+        .collect()
 }
 
 /// A copy of the config as JSON without [`BIG_SECTIONS`].

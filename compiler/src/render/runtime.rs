@@ -16,7 +16,7 @@ use crate::runtime_config::{
     AgentEntry, AlertRuleEntry, Backoff, Delivery, HealthEntry, Inbox, Recovery, Retries,
     RuntimeConfig, StateScopeEntry, TaskEntry, TopicEntry, WorkflowEntry,
 };
-use crate::runtime_text::{BIG_SECTIONS, RuntimeText};
+use crate::runtime_text::{BIG_SECTIONS, RuntimeText, map_big_entries};
 use crate::validate::formats::parse_duration_ms;
 use crate::validate::pools::max_replicas;
 use crate::validate::workflow::dag;
@@ -314,24 +314,8 @@ pub fn topological_order(graph: &crate::validate::workflow::Dag<'_>) -> Vec<Stri
 /// they need, in name order. Merging the shards' maps gives back the whole.
 /// Each shard is its compact JSON text.
 pub fn shards(runtime: &Value, limit: usize) -> Vec<String> {
-    // Each entry's text, made over every core (no hash: shards need none).
-    let texts: Vec<(&'static str, Vec<(&str, String)>)> = BIG_SECTIONS
-        .iter()
-        .map(|section| {
-            let entries: Vec<(&String, &Value)> = runtime
-                .get(*section)
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .collect();
-            let texts = entries
-                .par_iter()
-                .with_min_len(64)
-                .map(|(name, value)| (name.as_str(), canonical_json(value)))
-                .collect();
-            (*section, texts)
-        })
-        .collect();
+    // Each entry's text (no hash: shards need none).
+    let texts = map_big_entries(runtime, |name, value| (name, canonical_json(value)));
     let sections = shard_sections(&texts, |(name, json)| (*name, json.as_str()));
     shards_from(runtime, &sections, limit)
 }
