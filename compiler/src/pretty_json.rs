@@ -95,6 +95,147 @@ fn indented(value: &Value, depth: usize) -> Vec<u8> {
     out
 }
 
+/// The pretty form of `text` when it is a JSON text exactly as serde_json
+/// writes the value it holds ([`is_own_compact`]): made by re-indenting
+/// its bytes ([`reindent`]), which is what `serde_json::to_string_pretty`
+/// of the parsed value writes, without building the value. `None` for any
+/// other text.
+pub fn pretty_of_compact(text: &str) -> Option<String> {
+    if !is_own_compact(text) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 2);
+    reindent(text, 0, &mut out);
+    String::from_utf8(out).ok()
+}
+
+/// Whether valid JSON `text` is what `serde_json::to_string` writes for
+/// the value it holds: no whitespace between tokens, each object's keys in
+/// strictly rising order (a key with an escape is not accepted), strings
+/// escaped as serde_json escapes them, and numbers as it prints them.
+/// Only for text that parses: it checks the form, not the grammar.
+pub fn is_own_compact(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    // Per open container: whether it is an object, and its last key.
+    let mut open: Vec<(bool, Option<&[u8]>)> = Vec::new();
+    // In an object, whether the next string is a key.
+    let mut key_next = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let Some(end) = string_end(bytes, i + 1) else {
+                    return false;
+                };
+                if key_next {
+                    let key = &bytes[i + 1..end];
+                    let Some((_, last)) = open.last_mut() else {
+                        return false;
+                    };
+                    if key.contains(&b'\\') || last.is_some_and(|last| last >= key) {
+                        return false;
+                    }
+                    *last = Some(key);
+                    key_next = false;
+                }
+                i = end + 1;
+            }
+            b'{' | b'[' => {
+                let object = bytes[i] == b'{';
+                open.push((object, None));
+                key_next = object;
+                i += 1;
+            }
+            b'}' | b']' => {
+                open.pop();
+                key_next = false;
+                i += 1;
+            }
+            b',' => {
+                key_next = open.last().is_some_and(|(object, _)| *object);
+                i += 1;
+            }
+            b':' => i += 1,
+            b't' | b'f' | b'n' => {
+                i += bytes[i..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphabetic())
+                    .count()
+            }
+            b'-' | b'0'..=b'9' => {
+                let length = bytes[i..]
+                    .iter()
+                    .take_while(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .count();
+                if !is_own_number(&text[i..i + length]) {
+                    return false;
+                }
+                i += length;
+            }
+            // Whitespace, or anything else.
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The index of the quote that closes the string whose text starts at
+/// `start`, when every escape in it is one serde_json writes: `\"`, `\\`,
+/// `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00xx` (lower-case hex) for the
+/// other control characters.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    loop {
+        let at = i + bytes
+            .get(i..)?
+            .iter()
+            .position(|b| *b == b'"' || *b == b'\\')?;
+        if bytes[at] == b'"' {
+            return Some(at);
+        }
+        match bytes.get(at + 1)? {
+            b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => i = at + 2,
+            b'u' => {
+                let hex = bytes.get(at + 2..at + 6)?;
+                let code = std::str::from_utf8(hex).ok().and_then(|h| {
+                    u8::from_str_radix(h, 16)
+                        .ok()
+                        .filter(|_| h.starts_with("00"))
+                });
+                let lower = hex.iter().all(|b| !b.is_ascii_uppercase());
+                match code {
+                    Some(c)
+                        if c < 0x20 && lower && !matches!(c, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) =>
+                    {
+                        i = at + 6
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Whether serde_json prints the number that `literal` parses to as
+/// `literal`.
+fn is_own_number(literal: &str) -> bool {
+    let digits = literal.strip_prefix('-').unwrap_or(literal);
+    let integer = digits.bytes().all(|b| b.is_ascii_digit());
+    if integer {
+        // Integers that fit 64 bits print as written, unless they have a
+        // leading zero or are `-0` (which parses as a float).
+        let fits = match literal.starts_with('-') {
+            true => literal.parse::<i64>().is_ok(),
+            false => literal.parse::<u64>().is_ok(),
+        };
+        return fits && (digits == "0" || !digits.starts_with('0')) && literal != "-0";
+    }
+    literal
+        .parse::<serde_json::Number>()
+        .is_ok_and(|n| n.to_string() == literal)
+}
+
 /// Compact JSON text (as serde_json writes it) made pretty as
 /// [`write_pretty`] writes the same value `depth` levels deep: a pass over
 /// the bytes, the structure read from brackets, commas and colons outside
@@ -244,5 +385,161 @@ mod tests {
             String::from_utf8(out).expect("utf-8"),
             serde_json::to_string_pretty(&value).expect("pretty")
         );
+    }
+
+    /// Any JSON value: keys drawn from `key_chars`, strings from characters
+    /// serde_json writes plain and ones it escapes.
+    fn any_value(key_chars: &'static [char]) -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = |chars: &'static [char]| {
+            proptest::collection::vec(proptest::sample::select(chars), 0..4)
+                .prop_map(|c| c.into_iter().collect::<String>())
+        };
+        const CHARS: &[char] = &[
+            'a', 'B', '"', '\\', '/', '\n', '\u{8}', '\u{1}', '\u{1f}', '\u{7f}', 'é', '\u{2028}',
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            (-1000i32..1000, -12i32..12)
+                .prop_map(|(m, e)| Value::from(f64::from(m) * 10f64.powi(e))),
+            text(CHARS).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(text(key_chars), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn pick(choices: &mut impl Iterator<Item = u8>, n: u8) -> u8 {
+        choices.next().unwrap_or(0) % n
+    }
+
+    /// `value`'s JSON with the deviations `choices` pick: spaces, keys out
+    /// of order, other escapes and other forms of the same numbers.
+    fn variant_text(value: &Value, choices: &mut impl Iterator<Item = u8>, out: &mut String) {
+        match value {
+            Value::String(s) => {
+                out.push('"');
+                for c in s.chars() {
+                    match (c, pick(choices, 4)) {
+                        ('/', 0) => out.push_str("\\/"),
+                        ('\u{8}', 0) => out.push_str("\\u0008"),
+                        ('\u{1f}', 0) => out.push_str("\\u001F"),
+                        ('a', 0) => out.push_str("\\u0061"),
+                        _ => {
+                            let quoted = serde_json::to_string(&c.to_string()).expect("json");
+                            out.push_str(&quoted[1..quoted.len() - 1]);
+                        }
+                    }
+                }
+                out.push('"');
+            }
+            Value::Number(n) => {
+                let text = n.to_string();
+                match pick(choices, 4) {
+                    0 if !text.contains(['.', 'e']) => out.push_str(&format!("{text}.0")),
+                    1 if !text.contains('e') => out.push_str(&format!("{text}e0")),
+                    _ => out.push_str(&text),
+                }
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if pick(choices, 8) == 0 {
+                        out.push(' ');
+                    }
+                    variant_text(item, choices, out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                if pick(choices, 3) == 0 {
+                    entries.reverse();
+                }
+                out.push('{');
+                for (i, (key, item)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    variant_text(&Value::from(key.as_str()), choices, out);
+                    out.push_str(if pick(choices, 8) == 0 { ": " } else { ":" });
+                    variant_text(item, choices, out);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    proptest::proptest! {
+        /// serde_json's own compact text is accepted (when no key needs an
+        /// escape) and re-indented into its own pretty text.
+        #[test]
+        fn serde_jsons_own_text_is_made_pretty_as_serde_json_does(
+            value in any_value(&['a', 'b', 'Z', '_', '1', 'é'])
+        ) {
+            let text = serde_json::to_string(&value).expect("json");
+            proptest::prop_assert!(is_own_compact(&text), "{}", text);
+            proptest::prop_assert_eq!(
+                pretty_of_compact(&text),
+                Some(serde_json::to_string_pretty(&value).expect("pretty"))
+            );
+        }
+
+        /// A text that is accepted is the text serde_json writes for what it
+        /// holds, whatever spaces, key order, escapes and number forms it has.
+        #[test]
+        fn an_accepted_text_is_serde_jsons_own(
+            value in any_value(&['a', 'b', '"', '\\', '/', '\u{1}', 'é']),
+            choices in proptest::collection::vec(proptest::prelude::any::<u8>(), 64),
+        ) {
+            let mut text = String::new();
+            variant_text(&value, &mut choices.into_iter().cycle(), &mut text);
+            let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
+            let own = serde_json::to_string(&parsed).expect("json");
+            proptest::prop_assert!(!is_own_compact(&text) || own == text, "{}", text);
+        }
+    }
+
+    #[test]
+    fn other_forms_of_a_value_are_not_accepted() {
+        for text in [
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a": 1}"#,
+            r#"["\/"]"#,
+            r#"["\u0041"]"#,
+            r#"["\u001F"]"#,
+            r#"["\u0008"]"#,
+            "[1.0e0]",
+            "[1E5]",
+            "[-0]",
+            "[100000000000000000000]",
+            r#"{"a\"b":1}"#,
+        ] {
+            assert!(!is_own_compact(text), "{text}");
+            assert_eq!(pretty_of_compact(text), None);
+        }
+        for text in [
+            r#"{"a":[1,-2,0.5,1e-7,"\u001f\b\n"],"b":{}}"#,
+            "[]",
+            "null",
+            r#""x""#,
+        ] {
+            assert!(is_own_compact(text), "{text}");
+        }
     }
 }

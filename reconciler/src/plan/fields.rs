@@ -6,10 +6,11 @@
 //! string holding a JSON document (a ConfigMap's `config.json`, the runtime
 //! config) is compared field by field inside the document.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::plan::ObjectId;
 use crate::plan::source_ref::SourceRef;
@@ -99,23 +100,24 @@ fn is_identifier(s: &str) -> bool {
 }
 
 /// One side of a comparison: an object (`null` for a missing one) and the
-/// JSON documents its strings hold, parsed once for both the field list
-/// and the text diff (a runtime shard holds 768 KiB of JSON).
+/// texts of its strings that hold a JSON document. A document is checked,
+/// not parsed into a tree: a runtime shard holds 768 KiB of JSON of which
+/// a change touches a few entries, so only the parts whose texts differ
+/// are parsed ([`walk_document`]), and a document is shown by re-indenting
+/// its text when serde_json wrote it ([`pretty_document`]).
 pub struct Parsed<'a> {
     value: &'a Value,
-    /// By the text of the string that holds each (the same text holds the
-    /// same document wherever it is).
-    documents: HashMap<&'a str, Value>,
+    documents: HashSet<&'a str>,
 }
 
 impl<'a> Parsed<'a> {
-    /// `value` with its embedded documents parsed.
+    /// `value` with its embedded documents found.
     pub fn new(value: &'a Value) -> Parsed<'a> {
-        fn collect<'a>(value: &'a Value, out: &mut HashMap<&'a str, Value>) {
+        fn collect<'a>(value: &'a Value, out: &mut HashSet<&'a str>) {
             match value {
                 Value::String(s) => {
-                    if let Some(document) = embedded_json(s) {
-                        out.insert(s, document);
+                    if holds_document(s) {
+                        out.insert(s);
                     }
                 }
                 Value::Object(map) => map.values().for_each(|v| collect(v, out)),
@@ -123,7 +125,7 @@ impl<'a> Parsed<'a> {
                 _ => {}
             }
         }
-        let mut documents = HashMap::new();
+        let mut documents = HashSet::new();
         collect(value, &mut documents);
         Parsed { value, documents }
     }
@@ -144,8 +146,8 @@ pub fn diff(old: &Parsed, new: &Parsed) -> Vec<FieldChange> {
     out
 }
 
-/// The documents of each side, by the text that holds each.
-type Documents<'d> = (&'d HashMap<&'d str, Value>, &'d HashMap<&'d str, Value>);
+/// The texts of each side's strings that hold a document.
+type Documents<'d> = (&'d HashSet<&'d str>, &'d HashSet<&'d str>);
 
 fn walk(
     old: Option<&Value>,
@@ -167,15 +169,14 @@ fn walk(
         (Some(Value::Array(a)), Some(Value::Array(b))) if !all_scalars(a) || !all_scalars(b) => {
             walk_list(a, b, path, documents, out)
         }
-        (Some(Value::String(a)), Some(Value::String(b))) if path.inner.is_none() => {
-            match (documents.0.get(a.as_str()), documents.1.get(b.as_str())) {
-                (Some(a), Some(b)) => {
-                    let mut inner = path.clone();
-                    inner.inner = Some(String::new());
-                    walk(Some(a), Some(b), &inner, documents, out);
-                }
-                _ => out.push(leaf(path, old, new)),
-            }
+        (Some(Value::String(a)), Some(Value::String(b)))
+            if path.inner.is_none()
+                && documents.0.contains(a.as_str())
+                && documents.1.contains(b.as_str()) =>
+        {
+            let mut inner = path.clone();
+            inner.inner = Some(String::new());
+            walk_document(a, b, &inner, out);
         }
         _ => out.push(leaf(path, old, new)),
     }
@@ -284,29 +285,111 @@ fn item(
     }
 }
 
-/// A string that holds a JSON object or array, parsed.
-fn embedded_json(text: &str) -> Option<Value> {
-    let trimmed = text.trim_start();
-    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
-        return None;
+/// Compares two different JSON texts as [`walk`] compares the values they
+/// hold, parsing only what it must: members whose texts are the same are
+/// equal, and objects are split into their members' texts until the texts
+/// differ; what differs is parsed and walked. (Fields inside a document
+/// are never documents themselves.)
+fn walk_document(old: &str, new: &str, path: &Path, out: &mut Vec<FieldChange>) {
+    if old == new {
+        return;
     }
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .filter(|v| v.is_object() || v.is_array())
+    let no_documents = HashSet::new();
+    let (Some(old_members), Some(new_members)) = (members(old), members(new)) else {
+        let (old, new) = (parse_checked(old), parse_checked(new));
+        walk(
+            Some(&old),
+            Some(&new),
+            path,
+            (&no_documents, &no_documents),
+            out,
+        );
+        return;
+    };
+    let mut keys: Vec<&String> = old_members.keys().chain(new_members.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let path = path.key(key);
+        match (old_members.get(key), new_members.get(key)) {
+            (Some(old), Some(new)) => walk_document(old.get(), new.get(), &path, out),
+            (old, new) => {
+                let old = old.map(|raw| parse_checked(raw.get()));
+                let new = new.map(|raw| parse_checked(raw.get()));
+                walk(
+                    old.as_ref(),
+                    new.as_ref(),
+                    &path,
+                    (&no_documents, &no_documents),
+                    out,
+                );
+            }
+        }
+    }
+}
+
+/// The members of a JSON object's text, each as its own text (`None` for
+/// any other value).
+fn members(text: &str) -> Option<BTreeMap<String, &RawValue>> {
+    text.trim_start()
+        .starts_with('{')
+        .then(|| serde_json::from_str(text).ok())
+        .flatten()
+}
+
+/// A part of a document that [`holds_document`] checked (`null` is never
+/// returned for one: every part of a checked document parses).
+fn parse_checked(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// The deepest nesting serde_json parses into a value (deeper text is an
+/// error, and is compared as a plain string).
+const DEEPEST_DOCUMENT: usize = 127;
+
+/// Whether a string holds a JSON object or array that serde_json parses
+/// into a value: checked by a scan, without building the value.
+fn holds_document(text: &str) -> bool {
+    let trimmed = text.trim_start();
+    (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && nesting(text) <= DEEPEST_DOCUMENT
+        && serde_json::from_str::<&RawValue>(text).is_ok()
+}
+
+/// How deeply the brackets outside strings nest in `text`.
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for byte in text.bytes() {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') | (false, b'"') => in_string = !in_string,
+            (false, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// A document as a reviewer reads it, pretty-printed: re-indented when it
+/// is serde_json's own compact text (a runtime shard), else parsed and
+/// printed.
+fn pretty_document(text: &str) -> String {
+    let mut pretty = cortex_compiler::pretty_json::pretty_of_compact(text)
+        .unwrap_or_else(|| serde_json::to_string_pretty(&parse_checked(text)).unwrap_or_default());
+    pretty.push('\n');
+    pretty
 }
 
 /// The object as a reviewer reads it: strings holding JSON documents are
 /// pretty-printed so that line diffs show the changed lines.
-fn for_display(value: &Value, documents: &HashMap<&str, Value>) -> Value {
+fn for_display(value: &Value, documents: &HashSet<&str>) -> Value {
     match value {
-        Value::String(s) => match documents.get(s.as_str()) {
-            Some(doc) => {
-                let mut pretty = serde_json::to_string_pretty(doc).unwrap_or_default();
-                pretty.push('\n');
-                Value::String(pretty)
-            }
-            None => value.clone(),
-        },
+        Value::String(s) if documents.contains(s.as_str()) => Value::String(pretty_document(s)),
         Value::Array(items) => {
             Value::Array(items.iter().map(|v| for_display(v, documents)).collect())
         }
@@ -444,5 +527,109 @@ mod tests {
         let text = unified(&Parsed::new(&old), &Parsed::new(&new), &id, 3);
         assert!(text.contains("-b: 2\n+b: 3\n"), "{text}");
         assert!(text.starts_with("--- a/Topic/t\n+++ b/Topic/t\n"), "{text}");
+    }
+
+    #[test]
+    fn the_deepest_document_is_the_deepest_serde_json_parses() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let deepest = nested(DEEPEST_DOCUMENT);
+        let deeper = nested(DEEPEST_DOCUMENT + 1);
+        assert!(serde_json::from_str::<Value>(&deepest).is_ok());
+        assert!(serde_json::from_str::<Value>(&deeper).is_err());
+        assert!(holds_document(&deepest));
+        assert!(!holds_document(&deeper));
+        assert_eq!(nesting(r#"{"a": "[[[\"{", "b": [[1]]}"#), 3);
+    }
+
+    #[test]
+    fn a_document_that_serde_json_did_not_write_is_shown_as_it_would_write_it() {
+        let text = r#"{ "b": [1.0, {"y": "\u0041"}], "a": 2 }"#;
+        let parsed: Value = serde_json::from_str(text).expect("json");
+        let expected = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&parsed).expect("pretty")
+        );
+        assert_eq!(pretty_document(text), expected);
+        let compact = serde_json::to_string(&parsed).expect("json");
+        assert_eq!(pretty_document(&compact), expected);
+    }
+
+    /// Values small enough that two drawn at random share parts.
+    fn small_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(json!(null)),
+            Just(json!(1)),
+            Just(json!(1.5)),
+            Just(json!("x")),
+            Just(json!("{a")),
+            Just(json!([1, 2])),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            let key = proptest::sample::select(vec!["a", "b", "c d", "name", "é"]);
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::vec(
+                    (
+                        proptest::sample::select(vec!["n1", "n2", "n3"]),
+                        inner.clone()
+                    ),
+                    0..3
+                )
+                .prop_map(|items| Value::from(
+                    items
+                        .into_iter()
+                        .map(|(n, v)| json!({"name": n, "v": v}))
+                        .collect::<Vec<_>>()
+                )),
+                proptest::collection::btree_map(key, inner, 0..4).prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    /// A JSON text of `value`, compact or pretty.
+    fn text_of(value: &Value, pretty: bool) -> String {
+        match pretty {
+            true => serde_json::to_string_pretty(value),
+            false => serde_json::to_string(value),
+        }
+        .expect("json")
+    }
+
+    proptest::proptest! {
+        /// Two documents held in strings are compared as the values they
+        /// hold are, part by part, whatever form their texts have.
+        #[test]
+        fn documents_compare_as_their_values_do(
+            old in small_value(),
+            new in small_value(),
+            old_pretty in proptest::prelude::any::<bool>(),
+            new_pretty in proptest::prelude::any::<bool>(),
+        ) {
+            let as_values = diff(
+                &Parsed::new(&json!({"doc": old})),
+                &Parsed::new(&json!({"doc": new})),
+            );
+            let (old_doc, new_doc) = (
+                json!({"doc": text_of(&old, old_pretty)}),
+                json!({"doc": text_of(&new, new_pretty)}),
+            );
+            let as_texts = diff(&Parsed::new(&old_doc), &Parsed::new(&new_doc));
+            let documents = old.is_object() || old.is_array();
+            let both = documents && (new.is_object() || new.is_array());
+            if both {
+                let seen: Vec<(String, String, Option<Value>, Option<Value>)> = as_texts
+                    .into_iter()
+                    .map(|f| (f.path, format!("{}{}", f.pointer, f.inner.unwrap_or_default()), f.old, f.new))
+                    .collect();
+                let expected: Vec<(String, String, Option<Value>, Option<Value>)> = as_values
+                    .into_iter()
+                    .map(|f| (f.path, f.pointer, f.old, f.new))
+                    .collect();
+                proptest::prop_assert_eq!(seen, expected);
+            }
+        }
     }
 }
