@@ -276,6 +276,8 @@ struct TreeNode {
     union: Option<Vec<String>>,
     verbatim: bool,
     secret: bool,
+    /// Whether a secret is here or anywhere under here.
+    holds_secret: bool,
     format: Option<String>,
     types: Option<Vec<String>>,
 }
@@ -295,7 +297,36 @@ impl Tree {
         let mut tree = Tree { nodes: Vec::new() };
         let mut memo = HashMap::new();
         tree.node(root, root, &mut memo);
+        tree.mark_secret_holders();
         tree
+    }
+
+    /// Marks every node under which a secret can be: until no mark
+    /// changes, as schemas refer to themselves.
+    fn mark_secret_holders(&mut self) {
+        for node in &mut self.nodes {
+            node.holds_secret = node.secret;
+        }
+        loop {
+            let mut changed = false;
+            for id in 0..self.nodes.len() {
+                let node = &self.nodes[id];
+                let below = node
+                    .properties
+                    .iter()
+                    .map(|(_, child)| *child)
+                    .chain(node.additional)
+                    .chain(node.items)
+                    .any(|child| self.nodes[child].holds_secret);
+                if below && !node.holds_secret {
+                    self.nodes[id].holds_secret = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
     }
 
     fn node(
@@ -479,6 +510,12 @@ impl<'a> Cursor<'a> {
     /// Whether the value is secret (`x-cortex-secret`).
     pub fn is_secret(&self) -> bool {
         self.here().is_some_and(|n| n.secret)
+    }
+
+    /// Whether a value marked `x-cortex-secret` can be here or anywhere
+    /// under here (a walk looking for secrets skips the rest).
+    pub fn holds_secret(&self) -> bool {
+        self.here().is_some_and(|n| n.holds_secret)
     }
 
     /// The cortex format checked here (`x-cortex-format`).

@@ -133,6 +133,9 @@ impl Masker {
 }
 
 fn collect_marked(node: &Node, cursor: Cursor<'_>, out: &mut Vec<Value>) {
+    if !cursor.holds_secret() {
+        return;
+    }
     if cursor.is_secret() {
         let value = node.to_json();
         if !out.contains(&value) {
@@ -214,5 +217,45 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, Masker::with_key([1; 16]).token(&json!("hunter2")));
         assert_ne!(a, Masker::with_key([1; 16]).token(&json!("hunter3")));
+    }
+
+    /// Every secret value under `node`, looking everywhere.
+    fn every_marked(node: &Node, cursor: Cursor<'_>, out: &mut Vec<Value>) {
+        if cursor.is_secret() && !out.contains(&node.to_json()) {
+            out.push(node.to_json());
+        }
+        match &node.value {
+            NodeValue::Map(map) => map
+                .iter()
+                .for_each(|e| every_marked(&e.value, cursor.property(&e.key), out)),
+            NodeValue::Seq(items) => items
+                .iter()
+                .for_each(|item| every_marked(item, cursor.items(), out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn learning_skips_only_what_holds_no_secret() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
+        let source = cortex_compiler::WorkTree::open(&dir).expect("example");
+        let resolved = cortex_compiler::compile(&source, &Default::default())
+            .resolved
+            .expect("compiles");
+        let mut masker = Masker::with_key([3; 16]);
+        masker.learn(&resolved);
+        let mut everywhere = Vec::new();
+        for spec in &resolved.specs {
+            every_marked(&spec.node, Schemas::get().cursor(spec.kind), &mut everywhere);
+        }
+        assert!(everywhere.contains(&json!({"name": "crm", "key": "token"})), "{everywhere:?}");
+        assert!(everywhere.contains(&json!({"name": "llm-keys", "key": "api-key"})));
+        let mut learned = masker.marked.clone();
+        learned.sort_by_key(|v| v.to_string());
+        everywhere.sort_by_key(|v| v.to_string());
+        assert_eq!(learned, everywhere);
+        let agent = Schemas::get().cursor(cortex_compiler::Kind::Agent);
+        assert!(agent.holds_secret());
+        assert!(!agent.property("metadata").holds_secret());
     }
 }
