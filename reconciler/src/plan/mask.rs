@@ -246,9 +246,16 @@ mod tests {
         masker.learn(&resolved);
         let mut everywhere = Vec::new();
         for spec in &resolved.specs {
-            every_marked(&spec.node, Schemas::get().cursor(spec.kind), &mut everywhere);
+            every_marked(
+                &spec.node,
+                Schemas::get().cursor(spec.kind),
+                &mut everywhere,
+            );
         }
-        assert!(everywhere.contains(&json!({"name": "crm", "key": "token"})), "{everywhere:?}");
+        assert!(
+            everywhere.contains(&json!({"name": "crm", "key": "token"})),
+            "{everywhere:?}"
+        );
         assert!(everywhere.contains(&json!({"name": "llm-keys", "key": "api-key"})));
         let mut learned = masker.marked.clone();
         learned.sort_by_key(|v| v.to_string());
