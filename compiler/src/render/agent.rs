@@ -109,45 +109,60 @@ pub fn context(spec: &ResolvedSpec, pool: Option<&ResolvedSpec>, project: &Proje
         capabilities["add"] = add.clone();
     }
 
-    json!({
-        "project": project.to_json(),
-        "agent": { "name": name, "spec": body },
-        "labels": labels,
-        "selector": selector,
-        "annotations": annotations,
-        "replicas": if autoscaling.is_some() { Value::Null } else { json!(replicas) },
-        "autoscaling": autoscaling.clone().unwrap_or(Value::Null),
-        "pdb": replicas.max(min_replicas) > 1,
-        "config_map_name": config_map_name,
-        "config_data": config_data,
-        "service_ports": service_ports(&body),
-        "service_account": { "annotations": body.pointer("/serviceAccount/annotations").cloned().unwrap_or(json!({})) },
-        "pod": {
-            "annotations": { "checksum/config": checksum },
-            "automountServiceAccountToken": automount,
-            "securityContext": pod_security,
-            "nodeSelector": node_selector,
-            "tolerations": tolerations,
-            "volumes": volumes,
-        },
-        "container": {
-            "image": body.get("image").cloned().unwrap_or(Value::Null),
-            "command": body.get("command").cloned().unwrap_or(Value::Null),
-            "args": body.get("args").cloned().unwrap_or(Value::Null),
-            "env": env(&body, project),
-            "envFrom": [{ "configMapRef": { "name": format!("{name}-config") } }],
-            "ports": container_ports(&body),
-            "resources": resources(&body),
-            "probe": probe(&body),
-            "securityContext": {
-                "allowPrivilegeEscalation": security.get("allowPrivilegeEscalation").cloned().unwrap_or(json!(false)),
-                "readOnlyRootFilesystem": security.get("readOnlyRootFilesystem").cloned().unwrap_or(json!(true)),
-                "runAsNonRoot": security.get("runAsNonRoot").cloned().unwrap_or(json!(true)),
-                "capabilities": capabilities,
-            },
-            "volumeMounts": mounts,
-        },
-    })
+    let service_account = object! {
+        "annotations" => body
+            .pointer("/serviceAccount/annotations")
+            .cloned()
+            .unwrap_or(json!({})),
+    };
+    let pod = object! {
+        "annotations" => object! { "checksum/config" => checksum },
+        "automountServiceAccountToken" => automount,
+        "securityContext" => pod_security,
+        "nodeSelector" => node_selector,
+        "tolerations" => tolerations,
+        "volumes" => volumes,
+    };
+    let container_security = object! {
+        "allowPrivilegeEscalation" => security
+            .get("allowPrivilegeEscalation")
+            .cloned()
+            .unwrap_or(json!(false)),
+        "readOnlyRootFilesystem" => security
+            .get("readOnlyRootFilesystem")
+            .cloned()
+            .unwrap_or(json!(true)),
+        "runAsNonRoot" => security.get("runAsNonRoot").cloned().unwrap_or(json!(true)),
+        "capabilities" => capabilities,
+    };
+    let container = object! {
+        "image" => body.get("image").cloned().unwrap_or(Value::Null),
+        "command" => body.get("command").cloned().unwrap_or(Value::Null),
+        "args" => body.get("args").cloned().unwrap_or(Value::Null),
+        "env" => env(&body, project),
+        "envFrom" => json!([{ "configMapRef": { "name": format!("{name}-config") } }]),
+        "ports" => container_ports(&body),
+        "resources" => resources(&body),
+        "probe" => probe(&body),
+        "securityContext" => container_security,
+        "volumeMounts" => mounts,
+    };
+    object! {
+        "project" => project.to_json(),
+        "service_ports" => service_ports(&body),
+        "agent" => object! { "name" => name, "spec" => body },
+        "labels" => labels,
+        "selector" => selector,
+        "annotations" => annotations,
+        "replicas" => if autoscaling.is_some() { Value::Null } else { json!(replicas) },
+        "autoscaling" => autoscaling.unwrap_or(Value::Null),
+        "pdb" => replicas.max(min_replicas) > 1,
+        "config_map_name" => config_map_name,
+        "config_data" => config_data,
+        "service_account" => service_account,
+        "pod" => pod,
+        "container" => container,
+    }
 }
 
 fn labels(spec: &ResolvedSpec, body: &Value, project: &Project) -> Map<String, Value> {

@@ -115,7 +115,10 @@ fn deployment(ctx: &Value) -> Value {
             pod_spec.insert(key.into(), pod[key].clone());
         }
     }
-    pod_spec.insert("containers".into(), json!([agent]));
+    pod_spec.insert(
+        "containers".into(),
+        Value::Array(vec![Value::Object(agent)]),
+    );
     pod_spec.insert("volumes".into(), pod["volumes"].clone());
 
     let mut spec = Map::new();
@@ -125,14 +128,15 @@ fn deployment(ctx: &Value) -> Value {
     spec.insert("revisionHistoryLimit".into(), json!(5));
     spec.insert(
         "selector".into(),
-        json!({ "matchLabels": ctx["selector"].clone() }),
+        object! { "matchLabels" => ctx["selector"].clone() },
     );
+    let pod_metadata = object! {
+        "labels" => ctx["labels"].clone(),
+        "annotations" => pod["annotations"].clone(),
+    };
     spec.insert(
         "template".into(),
-        json!({
-            "metadata": { "labels": ctx["labels"].clone(), "annotations": pod["annotations"].clone() },
-            "spec": Value::Object(pod_spec),
-        }),
+        object! { "metadata" => pod_metadata, "spec" => pod_spec },
     );
     let mut deployment = object("apps/v1", "Deployment", metadata);
     deployment.insert("spec".into(), Value::Object(spec));
@@ -143,11 +147,11 @@ fn service(ctx: &Value) -> Value {
     let mut service = object("v1", "Service", metadata(ctx, &ctx["agent"]["name"]));
     service.insert(
         "spec".into(),
-        json!({
-            "type": "ClusterIP",
-            "selector": ctx["selector"].clone(),
-            "ports": ctx["service_ports"].clone(),
-        }),
+        object! {
+            "type" => "ClusterIP",
+            "selector" => ctx["selector"].clone(),
+            "ports" => ctx["service_ports"].clone(),
+        },
     );
     Value::Object(service)
 }
@@ -187,7 +191,10 @@ fn disruption_budget(ctx: &Value) -> Value {
     let mut budget = object("policy/v1", "PodDisruptionBudget", metadata);
     budget.insert(
         "spec".into(),
-        json!({ "maxUnavailable": 1, "selector": { "matchLabels": ctx["selector"].clone() } }),
+        object! {
+            "maxUnavailable" => 1,
+            "selector" => object! { "matchLabels" => ctx["selector"].clone() },
+        },
     );
     Value::Object(budget)
 }
@@ -196,7 +203,7 @@ fn runtime_config_map(ctx: &Value) -> Value {
     let mut map = object("v1", "ConfigMap", metadata(ctx, &ctx["name"]));
     map.insert(
         "data".into(),
-        json!({ "runtime.json": ctx["runtime_json"].clone() }),
+        object! { "runtime.json" => ctx["runtime_json"].clone() },
     );
     Value::Object(map)
 }

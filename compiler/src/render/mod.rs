@@ -3,6 +3,18 @@
 //! own `templates/<name>`, rendered with minijinja) and the runtime
 //! configuration. Every object is checked against its Kubernetes type.
 
+/// A JSON object of `key => value` pairs, each value moved in by
+/// `Value::from`. (`json!` copies every value it is given by serializing
+/// it, which for an agent's context and objects is most of their cost.)
+macro_rules! object {
+    ($($key:expr => $value:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut map = serde_json::Map::new();
+        $( map.insert(String::from($key), serde_json::Value::from($value)); )*
+        serde_json::Value::Object(map)
+    }};
+}
+
 pub mod agent;
 pub mod builtin;
 pub mod check;

@@ -15,7 +15,7 @@ pub mod provenance;
 pub mod render;
 pub mod source_ref;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -424,28 +424,18 @@ pub fn diff(
     project: (&str, Option<&str>, &str),
     options: &PlanOptions,
 ) -> Plan {
-    let mut old: BTreeMap<&ObjectId, &PlanObject> =
-        from.objects.iter().map(|o| (&o.id, o)).collect();
-    let mut pairs: Vec<Pair<'_>> = Vec::new();
-    for object in to.objects {
-        pairs.push((old.remove(&object.id), Some(object)));
-    }
-    pairs.extend(old.into_values().map(|o| (Some(o), None)));
-    fn id_of<'p>(pair: &Pair<'p>) -> Option<&'p ObjectId> {
-        pair.1.or(pair.0).map(|o| &o.id)
-    }
-    pairs.sort_by(|a, b| {
-        id_of(a)
-            .map(ObjectId::order)
-            .cmp(&id_of(b).map(ObjectId::order))
-    });
-
-    let (spec_changes, declared) = rayon::join(
-        || SpecChanges::new(from.resolved, to.resolved),
+    // Pairing the objects and reading the specs' changes are independent.
+    let (pairs, (spec_changes, declared)) = rayon::join(
+        || pairs_of(from.objects, to.objects),
         || {
-            (
-                Declarations::new(from.resolved),
-                Declarations::new(to.resolved),
+            rayon::join(
+                || SpecChanges::new(from.resolved, to.resolved),
+                || {
+                    (
+                        Declarations::new(from.resolved),
+                        Declarations::new(to.resolved),
+                    )
+                },
             )
         },
     );
@@ -498,6 +488,21 @@ pub fn diff(
         summary,
         changes,
     }
+}
+
+/// Each object of `to` with its old form, then each object only in `from`,
+/// in plan order.
+fn pairs_of<'p>(from: &'p [PlanObject], to: &'p [PlanObject]) -> Vec<Pair<'p>> {
+    let mut old: HashMap<&ObjectId, &PlanObject> = from.iter().map(|o| (&o.id, o)).collect();
+    let mut pairs: Vec<Pair<'p>> = to
+        .iter()
+        .map(|object| (old.remove(&object.id), Some(object)))
+        .collect();
+    let mut deleted: Vec<&PlanObject> = old.into_values().collect();
+    deleted.sort_by(|a, b| a.id.cmp(&b.id));
+    pairs.extend(deleted.into_iter().map(|o| (Some(o), None)));
+    pairs.sort_by_cached_key(|(old, new)| new.or(*old).map(|o| o.id.order()));
+    pairs
 }
 
 fn change_of(object: &PlanObject, action: Action) -> Change {
