@@ -194,19 +194,44 @@ pub fn is_plain_safe(s: &str) -> bool {
     if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
         return false;
     }
-    /// Booleans and nulls of YAML 1.2 and 1.1 (`y` and `n` are 1.1
-    /// booleans), YAML 1.1's value key `=` and merge key `<<`.
-    const RESERVED: [&str; 28] = [
-        "null", "Null", "NULL", "~", "true", "True", "TRUE", "false", "False", "FALSE", "yes",
-        "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF", "y", "Y", "n", "N",
-        "=", "<<",
-    ];
     let first_byte = s.as_bytes()[0];
     let may_be_number = first_byte.is_ascii_digit() || matches!(first_byte, b'+' | b'-' | b'.');
     if may_be_number && (s.parse::<f64>().is_ok() || looks_numeric(s) || looks_like_a_date(s)) {
         return false;
     }
-    if s.len() <= 5 && RESERVED.contains(&s) {
+    // Booleans and nulls of YAML 1.2 and 1.1 (`y` and `n` are 1.1
+    // booleans), YAML 1.1's value key `=` and merge key `<<`.
+    if matches!(
+        s,
+        "null"
+            | "Null"
+            | "NULL"
+            | "~"
+            | "true"
+            | "True"
+            | "TRUE"
+            | "false"
+            | "False"
+            | "FALSE"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+            | "y"
+            | "Y"
+            | "n"
+            | "N"
+            | "="
+            | "<<"
+    ) {
         return false;
     }
     let mut chars = s.chars();
