@@ -115,10 +115,8 @@ impl<'a> Parsed<'a> {
     pub fn new(value: &'a Value) -> Parsed<'a> {
         fn collect<'a>(value: &'a Value, out: &mut HashSet<&'a str>) {
             match value {
-                Value::String(s) => {
-                    if holds_document(s) {
-                        out.insert(s);
-                    }
+                Value::String(s) if holds_document(s) => {
+                    out.insert(s);
                 }
                 Value::Object(map) => map.values().for_each(|v| collect(v, out)),
                 Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
