@@ -348,19 +348,20 @@ impl<B, R> Bundle<B, R> {
     /// Sorts the objects into apply order.
     pub fn new(
         project: Project,
-        mut objects: Vec<Object<B>>,
+        objects: Vec<Object<B>>,
         runtime: R,
         pools: Vec<PoolUsage>,
     ) -> Bundle<B, R> {
-        objects.sort_by(|a, b| {
+        // Each object's rank is found once, not at every comparison.
+        let mut ranked: Vec<(usize, Object<B>)> = objects
+            .into_iter()
+            .map(|o| (kind_rank(&o.kind), o))
+            .collect();
+        ranked.sort_by(|(rank_a, a), (rank_b, b)| {
             let (a, b) = (a.head(), b.head());
-            (kind_rank(a.kind), a.kind, a.namespace, a.name).cmp(&(
-                kind_rank(b.kind),
-                b.kind,
-                b.namespace,
-                b.name,
-            ))
+            (rank_a, a.kind, a.namespace, a.name).cmp(&(rank_b, b.kind, b.namespace, b.name))
         });
+        let objects: Vec<Object<B>> = ranked.into_iter().map(|(_, o)| o).collect();
         Bundle {
             project,
             objects,

@@ -39,13 +39,14 @@ const CLUSTER_SCOPED: [&str; 12] = [
     "APIService",
 ];
 
-/// The objects of `spec.manifests`; `rendered` are the identities of
-/// cortex's own objects, which a manifest may not redefine.
+/// The objects of `spec.manifests`; `rendered` gives the identities of
+/// cortex's own objects, which a manifest may not redefine (made only when
+/// the project has manifests).
 pub fn manifests(
     resolved: &Resolved,
     source: &dyn Source,
     project: &Project,
-    rendered: BTreeSet<String>,
+    rendered: impl FnOnce() -> BTreeSet<String>,
     diags: &mut Diagnostics,
 ) -> Vec<Object> {
     // Their path diagnostics were made when the project was validated.
@@ -122,7 +123,7 @@ pub fn manifests(
                 .map(str::to_string)
         })
         .collect();
-    let mut seen = rendered;
+    let mut seen = rendered();
     let mut out = Vec::new();
     for (at, mut body) in bodies {
         let file = at.file.clone();

@@ -290,7 +290,7 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
         objects.extend(rendered_objects);
         diags.extend(rendered_diags);
     }
-    let identities: BTreeSet<String> = objects.iter().map(|o| o.head().identity()).collect();
+    let identities = || objects.iter().map(|o| o.head().identity()).collect();
     let shipped = manifests::manifests(resolved, source, &project, identities, &mut diags);
     objects.extend(shipped.into_iter().map(B::from_object));
     // Each shard's ConfigMap is rendered, checked and emitted on its own.
