@@ -88,6 +88,7 @@ pub fn compile_sharing(
     options: &Options,
     sharing: load::Sharing,
 ) -> Compilation {
+    schema::Schemas::warm_up();
     let mut diags = Diagnostics::new();
     let Some(docs) = load::load_sharing(source, &mut diags, sharing) else {
         diags.finish();

@@ -62,6 +62,18 @@ impl Schemas {
         &SCHEMAS
     }
 
+    /// Starts compiling the schemas on a thread of their own, when they are
+    /// not compiled yet: a compile reads and parses its files meanwhile (and
+    /// a diff waits for libgit2 to set up), instead of waiting for them when
+    /// it first validates.
+    pub fn warm_up() {
+        if LazyLock::get(&SCHEMAS).is_none() {
+            std::thread::spawn(|| {
+                Schemas::get();
+            });
+        }
+    }
+
     fn build() -> Schemas {
         // The schemas are part of the binary and covered by tests; a broken
         // one is a build defect, not user input.

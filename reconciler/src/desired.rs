@@ -171,6 +171,7 @@ pub fn desired_pair(
     to: &At,
     options: &Options,
 ) -> (Result<Desired, DesiredError>, Result<Desired, DesiredError>) {
+    cortex_compiler::schema::Schemas::warm_up();
     std::thread::scope(|scope| {
         // Most files are the same in both revisions: the new side takes
         // the old side's parse of each of those.
