@@ -292,17 +292,8 @@ fn walk_document(old: &str, new: &str, path: &Path, out: &mut Vec<FieldChange>) 
     if old == new {
         return;
     }
-    let no_documents = HashSet::new();
     let (Some(old_members), Some(new_members)) = (members(old), members(new)) else {
-        let (old, new) = (parse_checked(old), parse_checked(new));
-        walk(
-            Some(&old),
-            Some(&new),
-            path,
-            (&no_documents, &no_documents),
-            out,
-        );
-        return;
+        return walk_parsed(Some(old), Some(new), path, out);
     };
     let mut keys: Vec<&String> = old_members.keys().chain(new_members.keys()).collect();
     keys.sort();
@@ -311,19 +302,23 @@ fn walk_document(old: &str, new: &str, path: &Path, out: &mut Vec<FieldChange>) 
         let path = path.key(key);
         match (old_members.get(key), new_members.get(key)) {
             (Some(old), Some(new)) => walk_document(old.get(), new.get(), &path, out),
-            (old, new) => {
-                let old = old.map(|raw| parse_checked(raw.get()));
-                let new = new.map(|raw| parse_checked(raw.get()));
-                walk(
-                    old.as_ref(),
-                    new.as_ref(),
-                    &path,
-                    (&no_documents, &no_documents),
-                    out,
-                );
-            }
+            (old, new) => walk_parsed(old.map(|r| r.get()), new.map(|r| r.get()), &path, out),
         }
     }
+}
+
+/// Parses the parts of a document that differ (either may be missing) and
+/// walks them as values.
+fn walk_parsed(old: Option<&str>, new: Option<&str>, path: &Path, out: &mut Vec<FieldChange>) {
+    let (old, new) = (old.map(parse_checked), new.map(parse_checked));
+    let no_documents = HashSet::new();
+    walk(
+        old.as_ref(),
+        new.as_ref(),
+        path,
+        (&no_documents, &no_documents),
+        out,
+    );
 }
 
 /// The members of a JSON object's text, each as its own text (`None` for
