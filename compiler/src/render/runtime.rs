@@ -222,22 +222,27 @@ fn agent(spec: &ResolvedSpec) -> AgentEntry {
 }
 
 fn workflow(spec: &ResolvedSpec) -> WorkflowEntry {
-    let b = body(spec);
+    let mut b = body(spec);
     let base = WorkflowEntry::default();
     let Some(spec_node) = spec.spec() else {
         return base;
     };
     let graph = dag(spec_node);
+    // The tasks are taken out of the body so their inputs move, not copy.
+    let task_list = b.get_mut("tasks").map(Value::take);
     let default_timeout = ms(b.pointer("/defaults/timeout"), defaults::TASK_TIMEOUT_MS);
     let default_retries = b.pointer("/defaults/retries");
     let order = topological_order(&graph);
     let mut tasks = BTreeMap::new();
-    for task in b
-        .get("tasks")
-        .and_then(Value::as_array)
+    for mut task in task_list
+        .and_then(|list| match list {
+            Value::Array(list) => Some(list),
+            _ => None,
+        })
         .into_iter()
         .flatten()
     {
+        let input = task.get_mut("input").map_or(Value::Null, Value::take);
         let Some(name) = task.get("name").and_then(Value::as_str) else {
             continue;
         };
@@ -246,12 +251,8 @@ fn workflow(spec: &ResolvedSpec) -> WorkflowEntry {
             agent: typed(task.get("agent"), None),
             run: typed(task.get("run"), None),
             depends_on: typed(task.get("dependsOn"), Vec::new()),
-            ancestors: graph
-                .ancestors(name)
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            input: task.get("input").cloned().unwrap_or(Value::Null),
+            ancestors: graph.ancestors(name).names().map(str::to_string).collect(),
+            input,
             timeout_ms: ms(task.get("timeout"), default_timeout),
             retries: Retries {
                 limit: typed(retries.and_then(|r| r.get("limit")), 0),
@@ -270,42 +271,15 @@ fn workflow(spec: &ResolvedSpec) -> WorkflowEntry {
     }
 }
 
-/// Kahn's algorithm; ties broken by name so the order is stable.
+/// The workflow's tasks in dependency order ([`Dag::topological_order`]).
+///
+/// [`Dag::topological_order`]: crate::validate::workflow::Dag::topological_order
 pub fn topological_order(graph: &crate::validate::workflow::Dag<'_>) -> Vec<String> {
-    let mut remaining: BTreeMap<&str, usize> = graph
-        .tasks
-        .keys()
-        .map(|t| {
-            (
-                *t,
-                graph.deps[t]
-                    .iter()
-                    .filter(|d| graph.tasks.contains_key(*d))
-                    .count(),
-            )
-        })
-        .collect();
-    let mut order = Vec::new();
-    let mut ready: BTreeSet<&str> = remaining
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(t, _)| *t)
-        .collect();
-    while let Some(task) = ready.pop_first() {
-        remaining.remove(task);
-        order.push(task.to_string());
-        for (other, deps) in &graph.deps {
-            if deps.contains(&task)
-                && let Some(n) = remaining.get_mut(other)
-            {
-                *n -= 1;
-                if *n == 0 {
-                    ready.insert(other);
-                }
-            }
-        }
-    }
-    order
+    graph
+        .topological_order()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Splits the runtime configuration into shards of at most `limit` bytes of

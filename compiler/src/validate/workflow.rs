@@ -18,21 +18,61 @@ pub struct Dag<'a> {
     pub tasks: BTreeMap<&'a str, &'a Node>,
     /// `dependsOn` of each task (only names that exist).
     pub deps: BTreeMap<&'a str, Vec<&'a str>>,
+    /// Task names in name order: a task's index in [`TaskSet`]s and `edges`.
+    names: Vec<&'a str>,
+    /// Each task's distinct dependencies that are tasks, as indices.
+    edges: Vec<Vec<usize>>,
 }
 
 impl<'a> Dag<'a> {
     /// Every task the given task transitively depends on.
-    pub fn ancestors(&self, task: &str) -> BTreeSet<&'a str> {
-        let mut out = BTreeSet::new();
-        let mut stack: Vec<&str> = self.deps.get(task).cloned().unwrap_or_default();
+    pub fn ancestors(&self, task: &str) -> TaskSet<'_, 'a> {
+        let mut set = TaskSet {
+            dag: self,
+            bits: vec![0; self.names.len().div_ceil(64)],
+        };
+        let mut stack: Vec<usize> = self
+            .index(task)
+            .map(|i| self.edges[i].clone())
+            .unwrap_or_default();
         while let Some(t) = stack.pop() {
-            if let Some((name, _)) = self.tasks.get_key_value(t)
-                && out.insert(*name)
-            {
-                stack.extend(self.deps.get(t).cloned().unwrap_or_default());
+            if set.insert(t) {
+                stack.extend_from_slice(&self.edges[t]);
             }
         }
-        out
+        set
+    }
+
+    /// The tasks in an order where each comes after its dependencies
+    /// (Kahn's algorithm, ties broken by name so the order is stable).
+    /// Tasks on a cycle, and those depending on one, are left out.
+    pub fn topological_order(&self) -> Vec<&'a str> {
+        let mut remaining: Vec<usize> = self.edges.iter().map(Vec::len).collect();
+        let mut dependents = vec![Vec::new(); self.names.len()];
+        for (task, deps) in self.edges.iter().enumerate() {
+            for &dep in deps {
+                dependents[dep].push(task);
+            }
+        }
+        // Indices follow names, so the smallest ready index is the first name.
+        let mut ready: BTreeSet<usize> = (0..self.names.len())
+            .filter(|&t| remaining[t] == 0)
+            .collect();
+        let mut order = Vec::with_capacity(self.names.len());
+        while let Some(task) = ready.pop_first() {
+            order.push(self.names[task]);
+            for &other in &dependents[task] {
+                remaining[other] -= 1;
+                if remaining[other] == 0 {
+                    ready.insert(other);
+                }
+            }
+        }
+        order
+    }
+
+    fn index(&self, task: &str) -> Option<usize> {
+        self.names.binary_search(&task).ok()
     }
 
     /// A cycle of `dependsOn`, if any, as task names (first repeated last).
@@ -81,6 +121,41 @@ impl<'a> Dag<'a> {
     }
 }
 
+/// A set of one workflow's tasks, one bit per task in name order.
+pub struct TaskSet<'d, 'a> {
+    dag: &'d Dag<'a>,
+    bits: Vec<u64>,
+}
+
+impl<'a> TaskSet<'_, 'a> {
+    /// Whether the set holds the task of that name.
+    pub fn contains(&self, task: &str) -> bool {
+        self.dag.index(task).is_some_and(|i| self.has(i))
+    }
+
+    /// The names in the set, in name order.
+    pub fn names(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.dag
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.has(*i))
+            .map(|(_, name)| *name)
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.bits[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    /// Adds task `i`; false if it was there.
+    fn insert(&mut self, i: usize) -> bool {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let new = self.bits[word] & bit == 0;
+        self.bits[word] |= bit;
+        new
+    }
+}
+
 /// Builds the DAG of a workflow spec.
 pub fn dag(spec: &Node) -> Dag<'_> {
     let mut tasks = BTreeMap::new();
@@ -99,7 +174,25 @@ pub fn dag(spec: &Node) -> Dag<'_> {
             .collect();
         deps.insert(name, list);
     }
-    Dag { tasks, deps }
+    let names: Vec<&str> = tasks.keys().copied().collect();
+    let edges = deps
+        .values()
+        .map(|list| {
+            let mut ids: Vec<usize> = list
+                .iter()
+                .filter_map(|d| names.binary_search(d).ok())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        })
+        .collect();
+    Dag {
+        tasks,
+        deps,
+        names,
+        edges,
+    }
 }
 
 /// Checks every Workflow.
@@ -290,7 +383,7 @@ fn check_references(
     input: &Node,
     task: &str,
     dag: &Dag<'_>,
-    ancestors: &BTreeSet<&str>,
+    ancestors: &TaskSet<'_, '_>,
     has_trigger: bool,
     diags: &mut Diagnostics,
 ) {
@@ -357,5 +450,88 @@ mod tests {
             vec![Err("$(trigger.payload")]
         );
         assert!(runtime_refs("no references").is_empty());
+    }
+
+    /// The old walks over names, kept as the reference the indexed ones
+    /// must agree with.
+    fn ancestors_by_name<'a>(dag: &Dag<'a>, task: &str) -> BTreeSet<&'a str> {
+        let mut out = BTreeSet::new();
+        let mut stack: Vec<&str> = dag.deps.get(task).cloned().unwrap_or_default();
+        while let Some(t) = stack.pop() {
+            if let Some((name, _)) = dag.tasks.get_key_value(t)
+                && out.insert(*name)
+            {
+                stack.extend(dag.deps.get(t).cloned().unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    fn order_by_name<'a>(dag: &Dag<'a>) -> Vec<&'a str> {
+        let mut remaining: BTreeMap<&str, usize> = dag
+            .tasks
+            .keys()
+            .map(|t| {
+                (
+                    *t,
+                    dag.deps[t]
+                        .iter()
+                        .filter(|d| dag.tasks.contains_key(*d))
+                        .count(),
+                )
+            })
+            .collect();
+        let mut ready: BTreeSet<&str> = remaining
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(t, _)| *t)
+            .collect();
+        let mut order = Vec::new();
+        while let Some(task) = ready.pop_first() {
+            remaining.remove(task);
+            order.push(task);
+            for (other, deps) in &dag.deps {
+                if deps.contains(&task)
+                    && let Some(n) = remaining.get_mut(other)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        ready.insert(other);
+                    }
+                }
+            }
+        }
+        order
+    }
+
+    proptest::proptest! {
+        /// Over random graphs (past one 64-task word, with cycles, self
+        /// links and unknown names), the indexed ancestors and order equal
+        /// the walks over names.
+        #[test]
+        fn indexed_walks_agree_with_walks_by_name(
+            deps in proptest::collection::vec(
+                proptest::collection::btree_set(0usize..90, 0..5),
+                1..80,
+            )
+        ) {
+            let mut text = String::from("tasks:\n");
+            for (i, list) in deps.iter().enumerate() {
+                let names: Vec<String> = list.iter().map(|d| format!("t{d}")).collect();
+                text.push_str(&format!("  - name: t{i}\n    dependsOn: [{}]\n", names.join(", ")));
+            }
+            let docs = crate::yaml::parse(&std::sync::Arc::from("w.yaml"), &text).unwrap();
+            let dag = dag(&docs[0]);
+            for name in dag.tasks.keys() {
+                let indexed = dag.ancestors(name);
+                let expected = ancestors_by_name(&dag, name);
+                proptest::prop_assert_eq!(indexed.names().collect::<BTreeSet<_>>(), expected.clone());
+                proptest::prop_assert!(indexed.names().is_sorted());
+                for other in dag.tasks.keys().chain([&"t95"]) {
+                    proptest::prop_assert_eq!(indexed.contains(other), expected.contains(other));
+                }
+            }
+            proptest::prop_assert_eq!(dag.topological_order(), order_by_name(&dag));
+        }
     }
 }
