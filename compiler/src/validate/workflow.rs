@@ -14,9 +14,9 @@ use crate::validate::schema_check::union_diagnostic;
 
 /// A workflow's tasks with their dependencies, by name.
 pub struct Dag<'a> {
-    /// Task nodes by name, in declaration order of the names.
+    /// Task nodes by name.
     pub tasks: BTreeMap<&'a str, &'a Node>,
-    /// `dependsOn` of each task (only names that exist).
+    /// `dependsOn` of each task as written, names that are no task included.
     pub deps: BTreeMap<&'a str, Vec<&'a str>>,
     /// Task names in name order: a task's index in [`TaskSet`]s and `edges`.
     names: Vec<&'a str>,
@@ -102,7 +102,7 @@ impl<'a> Dag<'a> {
             }
             marks.insert(task, Mark::Open);
             path.push(task);
-            for dep in dag.deps.get(task).cloned().unwrap_or_default() {
+            for &dep in dag.deps.get(task).into_iter().flatten() {
                 if let Some(cycle) = visit(dag, dep, marks, path) {
                     return Some(cycle);
                 }
