@@ -84,6 +84,7 @@ pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<Exi
     scale_inputs(runs.max(1), &mut out)?;
     build_and_helm(&source, runs.max(1), &mut out)?;
     diff_revisions(shape, &dir, runs.max(1), &mut out)?;
+    commands_as_processes(&dir, runs.max(1), &mut out)?;
     crate::kubernetes::kubernetes_plan(runs.max(1), &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -352,6 +353,32 @@ fn diff_revisions(
         text_len,
         md_len,
         Spread::of(&mut timings)
+    )?;
+    Ok(())
+}
+
+/// Times `cortex validate` and `cortex diff` of the generated project as
+/// processes, as a user runs them (their targets are the commands' times):
+/// each process pays for what the in-process runs share, its start, fresh
+/// memory and its exit. The two alternate, so a slow spell hits both.
+fn commands_as_processes(dir: &Path, runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
+    let cortex = crate::cortex_binary()?;
+    let mut validate = std::process::Command::new(&cortex);
+    validate.arg("validate").arg(dir);
+    let mut diff = std::process::Command::new(&cortex);
+    diff.arg("diff")
+        .arg(dir)
+        .args(["--from", "HEAD~1", "--to", "HEAD"]);
+    let (mut validates, mut diffs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        validates.push(time_process(&mut validate, "cortex validate")?);
+        diffs.push(time_process(&mut diff, "cortex diff")?);
+    }
+    writeln!(
+        out,
+        "as processes, alternating: cortex validate {}; cortex diff --from HEAD~1 --to HEAD {}",
+        Spread::of(&mut validates),
+        Spread::of(&mut diffs)
     )?;
     Ok(())
 }

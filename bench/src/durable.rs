@@ -31,7 +31,8 @@ impl DurableFigures {
     /// The figures of one run from its publish latencies.
     pub fn new(rate: f64, mut latencies: Vec<Duration>) -> DurableFigures {
         latencies.sort();
-        let at = |q: f64| crate::spread::quantile(&latencies, q);
+        // A run always publishes: no latency reads as zero, not a panic.
+        let at = |q: f64| crate::spread::quantile(&latencies, q).unwrap_or_default();
         DurableFigures {
             rate,
             p50: at(0.50),

@@ -103,12 +103,9 @@ pub async fn run(
     Ok(String::from_utf8_lossy(&child.stdout).trim().to_string())
 }
 
+/// The `p` quantile of latencies in µs, in ms (NaN when none arrived).
 fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
+    crate::spread::quantile(sorted, p).map_or(f64::NAN, |us| us as f64 / 1000.0)
 }
 
 /// Who sends the benchmark's messages, and how deliveries are acked.

@@ -38,15 +38,32 @@ impl std::fmt::Display for Spread {
     }
 }
 
-/// The `q` quantile (0–1) of `sorted`, by the index `len × q` (the last
-/// value for `q` = 1); the default when there are none.
-pub(crate) fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
-    sorted
-        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
+/// The `q` quantile (0–1) of `sorted` by nearest rank: the smallest value
+/// with at least `q` of the values at or below it (the first for `q` = 0,
+/// the last for `q` = 1); none when there are no values. Every benchmark
+/// takes its percentiles here, so their figures mean the same thing.
+pub(crate) fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_are_nearest_ranks() {
+        let values: Vec<u32> = (1..=100).collect();
+        assert_eq!(quantile(&values, 0.0), Some(1));
+        assert_eq!(quantile(&values, 0.5), Some(50));
+        assert_eq!(quantile(&values, 0.99), Some(99));
+        assert_eq!(quantile(&values, 1.0), Some(100));
+        assert_eq!(quantile(&[7], 0.99), Some(7));
+        assert_eq!(quantile(&[1, 2, 3], 0.5), Some(2));
+        assert_eq!(quantile::<u32>(&[], 0.5), None);
+    }
 }

@@ -55,8 +55,8 @@ impl Figures {
             writes_per_s,
             contended_per_s: contended.0,
             conflicts_per_s: contended.1,
-            watch_p50: quantile(&latencies, 0.5),
-            watch_p99: quantile(&latencies, 0.99),
+            watch_p50: quantile(&latencies, 0.5).unwrap_or_default(),
+            watch_p99: quantile(&latencies, 0.99).unwrap_or_default(),
         }
     }
 }

@@ -90,15 +90,11 @@ fn engine_name(engine: &str) -> String {
     }
 }
 
-/// The `p` quantile (0–1) of `values` (nearest rank).
+/// The `p` quantile (0–1) of `values` (NaN when there are none).
 fn percentile(values: &[f64], p: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+    crate::spread::quantile(&sorted, p).unwrap_or(f64::NAN)
 }
 
 fn print_table(request: &Request, results: &[(String, Figures)]) {
