@@ -185,75 +185,7 @@ pub enum Command {
     /// not compile keeps the last good one and is reported on `GET
     /// /api/v1/status`. Replicas on one state directory (or one cluster)
     /// elect a leader. Ctrl-C stops it.
-    Serve {
-        /// The repository: a URL (`https://`, `ssh://`, `git@host:path`,
-        /// `file://`) or a bare repository, fetched into the state
-        /// directory's cache; or a directory, read as it is on disk and
-        /// watched.
-        #[arg(long)]
-        repo: String,
-        /// The branch followed (a fetched repository).
-        #[arg(long, default_value = "main")]
-        branch: String,
-        /// The project's directory inside the repository.
-        #[arg(long = "path", value_name = "SUBDIR")]
-        subdir: Option<PathBuf>,
-        /// Environment overlay to apply.
-        #[arg(long, short = 'e', env = "CORTEX_ENV")]
-        env: Option<String>,
-        /// How often the repository is fetched (e.g. 30s, 1m).
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
-        interval: std::time::Duration,
-        /// Address of the API and the runtime (port 0: any free port).
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        listen: std::net::SocketAddr,
-        /// State directory (store, cache of the repository, logs).
-        #[arg(long, default_value = ".cortex-serve")]
-        state: PathBuf,
-        /// Log format (logs go to stderr; filter with CORTEX_LOG).
-        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
-        /// Do not start the agents.
-        #[arg(long)]
-        no_agents: bool,
-        /// The environment variable holding the secret of `POST
-        /// /api/v1/webhook` (GitHub's X-Hub-Signature-256); without it the
-        /// webhook is off.
-        #[arg(long, value_name = "VAR")]
-        webhook_secret_env: Option<String>,
-        /// `auto`: apply each new commit; `manual`: report it (`out-of-sync`)
-        /// until `POST /api/v1/sync`.
-        #[arg(long, value_enum, default_value_t = SyncMode::Auto)]
-        sync: SyncMode,
-        /// Put drift back at once, also with `--sync manual` (self-heal is
-        /// on with `--sync auto`, off with `manual`).
-        #[arg(long, conflicts_with = "no_self_heal")]
-        self_heal: bool,
-        /// Report drift instead of putting it back.
-        #[arg(long)]
-        no_self_heal: bool,
-        /// More API tokens (YAML: a list of `{name, sha256, groups}`); the
-        /// project's AccessPolicy bindings give them roles.
-        #[arg(long, value_name = "FILE")]
-        tokens: Option<PathBuf>,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-        /// Kubernetes target: delete objects cortex owns that left the
-        /// project (without it they are kept and listed in the status'
-        /// notes). The embedded target always applies whole revisions.
-        #[arg(long)]
-        prune: bool,
-        /// The environment variable holding the token sent to an http(s)
-        /// remote (as basic authentication's password); ssh remotes use
-        /// the ssh-agent.
-        #[arg(long, value_name = "VAR", default_value = "CORTEX_GIT_TOKEN")]
-        git_token_env: String,
-        /// Leader election between replicas on one state directory: the
-        /// leader's lease lasts this long unrenewed; a standby takes over
-        /// within it when the leader dies.
-        #[arg(long, default_value = "15s", value_parser = parse_duration)]
-        lease: std::time::Duration,
-    },
+    Serve(ServeArgs),
     /// Show the agents, their health and the queues of the project's
     /// runtime (or of its state store when no runtime is running).
     Status {
@@ -490,6 +422,91 @@ pub enum OutputFormat {
     Json,
 }
 
+/// `cortex serve`'s flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The repository: a URL (`https://`, `ssh://`, `git@host:path`,
+    /// `file://`) or a bare repository, fetched into the state
+    /// directory's cache; or a directory, read as it is on disk and
+    /// watched.
+    #[arg(long)]
+    pub repo: String,
+    /// The branch followed (a fetched repository).
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// The project's directory inside the repository.
+    #[arg(long = "path", value_name = "SUBDIR")]
+    pub subdir: Option<PathBuf>,
+    /// Environment overlay to apply.
+    #[arg(long, short = 'e', env = "CORTEX_ENV")]
+    pub env: Option<String>,
+    /// How often the repository is fetched (e.g. 30s, 1m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Address of the API and the runtime (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: std::net::SocketAddr,
+    /// State directory (store, cache of the repository, logs).
+    #[arg(long, default_value = ".cortex-serve")]
+    pub state: PathBuf,
+    /// Log format (logs go to stderr; filter with CORTEX_LOG).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Do not start the agents.
+    #[arg(long)]
+    pub no_agents: bool,
+    /// The environment variable holding the secret of `POST
+    /// /api/v1/webhook` (GitHub's X-Hub-Signature-256); without it the
+    /// webhook is off.
+    #[arg(long, value_name = "VAR")]
+    pub webhook_secret_env: Option<String>,
+    /// `auto`: apply each new commit; `manual`: report it (`out-of-sync`)
+    /// until `POST /api/v1/sync`.
+    #[arg(long, value_enum, default_value_t = SyncMode::Auto)]
+    pub sync: SyncMode,
+    /// Put drift back at once, also with `--sync manual` (self-heal is
+    /// on with `--sync auto`, off with `manual`).
+    #[arg(long, conflicts_with = "no_self_heal")]
+    pub self_heal: bool,
+    /// Report drift instead of putting it back.
+    #[arg(long)]
+    pub no_self_heal: bool,
+    /// More API tokens (YAML: a list of `{name, sha256, groups}`); the
+    /// project's AccessPolicy bindings give them roles.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Kubernetes target: delete objects cortex owns that left the
+    /// project (without it they are kept and listed in the status'
+    /// notes). The embedded target always applies whole revisions.
+    #[arg(long)]
+    pub prune: bool,
+    /// The environment variable holding the token sent to an http(s)
+    /// remote (as basic authentication's password); ssh remotes use
+    /// the ssh-agent.
+    #[arg(long, value_name = "VAR", default_value = "CORTEX_GIT_TOKEN")]
+    pub git_token_env: String,
+    /// Leader election between replicas on one state directory: the
+    /// leader's lease lasts this long unrenewed; a standby takes over
+    /// within it when the leader dies.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease: std::time::Duration,
+}
+
+impl ServeArgs {
+    /// Whether each new commit is applied as it comes (`--sync auto`).
+    pub fn auto_sync(&self) -> bool {
+        self.sync == SyncMode::Auto
+    }
+
+    /// Whether drift is put back at once: `--self-heal`, or `--sync auto`
+    /// without `--no-self-heal`.
+    pub fn self_heals(&self) -> bool {
+        self.self_heal || (self.auto_sync() && !self.no_self_heal)
+    }
+}
+
 /// Which cluster.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ClusterArgs {
@@ -565,4 +582,42 @@ pub enum StatusFormat {
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     cortex_compiler::validate::formats::parse_duration_ms(text)
         .map(std::time::Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command, ServeArgs};
+
+    fn serve(flags: &[&str]) -> ServeArgs {
+        let argv = ["cortex", "serve", "--repo", "r"].iter().chain(flags);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_self_heals_with_auto_sync_unless_told_otherwise() {
+        let default = serve(&[]);
+        assert!(default.auto_sync() && default.self_heals());
+        let reported = serve(&["--no-self-heal"]);
+        assert!(reported.auto_sync() && !reported.self_heals());
+        let manual = serve(&["--sync", "manual"]);
+        assert!(!manual.auto_sync() && !manual.self_heals());
+        let manual_healing = serve(&["--sync", "manual", "--self-heal"]);
+        assert!(!manual_healing.auto_sync() && manual_healing.self_heals());
+        assert!(
+            Cli::try_parse_from([
+                "cortex",
+                "serve",
+                "--repo",
+                "r",
+                "--self-heal",
+                "--no-self-heal"
+            ])
+            .is_err()
+        );
+    }
 }

@@ -2,8 +2,8 @@
 //! lock (one runtime per store), open the store, take the address (a busy
 //! port changes nothing), apply the project when it differs from what the
 //! store holds, start the runtime. `cortex up` calls it; `cortex serve`
-//! calls it with a store of its own and applies later revisions to the
-//! running project ([`Up::apply`]).
+//! calls it with the store it already holds open ([`RuntimeStore::Shared`])
+//! and applies later revisions to the running project ([`Up::apply`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,7 +94,25 @@ pub struct Up {
     /// The directory beside the store (logs, secrets, agent configs).
     pub state_dir: PathBuf,
     store: Arc<SqliteStore>,
+    /// Whether stopping closes the store (it opened it).
+    owns_store: bool,
     _lock: ApplyLock,
+}
+
+/// The state store a runtime runs on.
+pub enum RuntimeStore {
+    /// The store at this path, opened for the runtime and closed when it
+    /// stops (`cortex up`).
+    Open(PathBuf),
+    /// A store the caller holds open at `path` and keeps open after the
+    /// runtime stops (`cortex serve`: its lease, audit log and published
+    /// status live there, and one writer serves them all).
+    Shared {
+        /// Where it is.
+        path: PathBuf,
+        /// The open store.
+        store: Arc<SqliteStore>,
+    },
 }
 
 impl Up {
@@ -154,10 +172,13 @@ impl Up {
         Ok(self.store.revision().await?)
     }
 
-    /// Stops the agents, then the broker, then closes the store.
+    /// Stops the agents, then the broker, then closes the store if the
+    /// runtime opened it.
     pub async fn stop(self) -> Result<(), UpError> {
         let stopped = self.running.stop().await;
-        self.store.close();
+        if self.owns_store {
+            self.store.close();
+        }
         stopped.map_err(UpError::from)
     }
 }
@@ -166,19 +187,25 @@ impl Up {
 /// the state store the project names.
 pub async fn up(dir: &Path, desired: &Desired, options: UpOptions) -> Result<Up, UpError> {
     let state = embedded::state_path(dir, desired);
-    up_with_store(dir, desired, options, state).await
+    up_with_store(dir, desired, options, RuntimeStore::Open(state)).await
 }
 
-/// [`up`] with the state store at `state` (`cortex serve` keeps its own).
+/// [`up`] on the state store `store` names (`cortex serve` keeps its own).
 pub async fn up_with_store(
     dir: &Path,
     desired: &Desired,
     options: UpOptions,
-    state: PathBuf,
+    store: RuntimeStore,
 ) -> Result<Up, UpError> {
+    let state = match &store {
+        RuntimeStore::Open(path) | RuntimeStore::Shared { path, .. } => path.clone(),
+    };
     // One runtime per store: a second would deliver the same messages.
     let lock = ApplyLock::acquire_runtime(&state, &holder_identity())?;
-    let store = Arc::new(SqliteStore::open(&state)?);
+    let (store, owns_store) = match store {
+        RuntimeStore::Open(path) => (Arc::new(SqliteStore::open(&path)?), true),
+        RuntimeStore::Shared { store, .. } => (store, false),
+    };
     match start(dir, desired, options, &state, &store).await {
         Ok((running, applied)) => {
             let project_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -188,11 +215,14 @@ pub async fn up_with_store(
                 state_dir: state.parent().map_or(project_dir, Path::to_path_buf),
                 state,
                 store,
+                owns_store,
                 _lock: lock,
             })
         }
         Err(e) => {
-            store.close();
+            if owns_store {
+                store.close();
+            }
             Err(e)
         }
     }
@@ -247,4 +277,74 @@ async fn start(
     )
     .await?;
     Ok((running, applied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{At, desired_at};
+
+    fn options() -> UpOptions {
+        UpOptions {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            supervise: false,
+            poll: Duration::from_millis(50),
+            alert_period: Duration::from_secs(1),
+            routes: None,
+            metrics: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_store_carries_the_runtime_and_stays_open_after_it_stops() {
+        let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/support-desk");
+        let desired = desired_at(
+            &project,
+            &At::WorkTree,
+            &cortex_compiler::Options::default(),
+        )
+        .expect("the example compiles");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let store = Arc::new(SqliteStore::open(&path).expect("the store opens"));
+        let up = up_with_store(
+            &project,
+            &desired,
+            options(),
+            RuntimeStore::Shared {
+                path: path.clone(),
+                store: store.clone(),
+            },
+        )
+        .await
+        .expect("the runtime starts");
+        assert!(
+            matches!(up.applied, Applied::Revision { .. }),
+            "a first apply"
+        );
+        assert!(
+            store.applied().await.expect("readable").is_some(),
+            "the runtime's revision is in the caller's store"
+        );
+        up.stop().await.expect("the runtime stops");
+        let audit = || {
+            vec![cortex_runtime::store::Op::Audit(
+                cortex_runtime::store::AuditEntry {
+                    at_ms: cortex_runtime::store::now_ms(),
+                    actor: "test".into(),
+                    action: "after-stop".into(),
+                    detail: String::new(),
+                },
+            )]
+        };
+        store
+            .write(audit())
+            .await
+            .expect("the caller's store takes writes after the runtime stopped");
+        store.close();
+        assert!(matches!(
+            store.write(audit()).await,
+            Err(StoreError::Closed)
+        ));
+    }
 }

@@ -1,37 +1,14 @@
 //! `cortex serve`: the reconciler in the foreground until Ctrl-C.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use cortex_reconciler::serve::{Serve, ServeOptions, ServeTarget, Source};
 use cortex_reconciler::target::kubernetes::ConnectOptions;
 
-use crate::cli::LogFormat;
+use crate::cli::ServeArgs;
 use crate::commands::target::{failed, runtime};
 use crate::commands::up::{init_logging, terminated};
-
-/// `cortex serve`'s options.
-pub struct Request {
-    pub repo: String,
-    pub branch: String,
-    pub subdir: Option<PathBuf>,
-    pub env: Option<String>,
-    pub interval: Duration,
-    pub listen: SocketAddr,
-    pub state: PathBuf,
-    pub log_format: LogFormat,
-    pub agents: bool,
-    pub webhook_secret_env: Option<String>,
-    pub auto_sync: bool,
-    pub self_heal: bool,
-    pub tokens: Option<PathBuf>,
-    pub cluster: crate::cli::ClusterArgs,
-    pub prune: bool,
-    pub lease: Duration,
-    pub git_token_env: String,
-}
 
 /// What `--repo` names: a URL or a bare repository is fetched into the
 /// cache; any other directory is read as it is on disk.
@@ -55,7 +32,7 @@ fn source(repo: &str, branch: &str, state: &Path, token_env: &str) -> Source {
 }
 
 /// `cortex serve`.
-pub fn run(request: Request) -> anyhow::Result<ExitCode> {
+pub fn run(request: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(request.log_format);
     let webhook_secret = match &request.webhook_secret_env {
         Some(var) => match std::env::var(var) {
@@ -68,6 +45,7 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         },
         None => None,
     };
+    let (auto_sync, self_heal) = (request.auto_sync(), request.self_heals());
     let state = std::path::absolute(&request.state).unwrap_or(request.state.clone());
     let target = match request.cluster.target {
         crate::cli::TargetArg::Embedded => ServeTarget::Embedded,
@@ -92,10 +70,10 @@ pub fn run(request: Request) -> anyhow::Result<ExitCode> {
         interval: request.interval,
         state: state.clone(),
         listen: request.listen,
-        supervise: request.agents,
+        supervise: !request.no_agents,
         webhook_secret,
-        auto_sync: request.auto_sync,
-        self_heal: request.self_heal,
+        auto_sync,
+        self_heal,
         tokens_file: request.tokens,
         lease: request.lease,
     };

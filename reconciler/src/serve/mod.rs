@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use cortex_runtime::store::SqliteStore;
 use cortex_runtime::tokens::{self, TokenHash};
 
-use crate::up::{Up, UpOptions, up_with_store};
+use crate::up::{RuntimeStore, Up, UpOptions, up_with_store};
 pub use source::{Head, Source};
 pub use status::{
     HISTORY, LastError, ObjectView, ProblemView, ServeStatus, SharedHistory, SharedPin,
@@ -763,7 +763,15 @@ impl Serve {
         project: &Path,
         desired: &crate::Desired,
     ) -> Result<String, crate::up::UpError> {
-        // The runtime takes the address over (with the API on it).
+        // The runtime takes the address over (with the API on it), and
+        // runs on serve's own store: one writer for both.
+        let store = match &self.store {
+            Some(store) => RuntimeStore::Shared {
+                path: self.state_path(),
+                store: store.clone(),
+            },
+            None => RuntimeStore::Open(self.state_path()),
+        };
         self.stop_standalone().await;
         let up = up_with_store(
             project,
@@ -781,7 +789,7 @@ impl Serve {
                     }))
                 }),
             },
-            self.state_path(),
+            store,
         )
         .await?;
         let url = up.running.url.clone();
