@@ -384,12 +384,7 @@ impl Node {
         match &self.value {
             Value::Map(m) => {
                 for e in m {
-                    pointer.push('/');
-                    if e.key.contains(['~', '/']) {
-                        pointer.push_str(&e.key.replace('~', "~0").replace('/', "~1"));
-                    } else {
-                        pointer.push_str(&e.key);
-                    }
+                    push_pointer_token(pointer, &e.key);
                     e.value.walk(pointer, visit);
                     pointer.truncate(len);
                 }
@@ -410,7 +405,30 @@ impl Node {
 
 /// Escapes one JSON-pointer token.
 pub fn pointer_token(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
+    let mut token = String::with_capacity(key.len());
+    push_escaped(&mut token, key);
+    token
+}
+
+/// Appends `/` and `key` as a JSON-pointer token to `pointer`, without
+/// making a string for the token (walks do this for every key they pass).
+pub fn push_pointer_token(pointer: &mut String, key: &str) {
+    pointer.push('/');
+    push_escaped(pointer, key);
+}
+
+fn push_escaped(out: &mut String, key: &str) {
+    if !key.contains(['~', '/']) {
+        out.push_str(key);
+        return;
+    }
+    for c in key.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -420,6 +438,17 @@ mod tests {
     fn node(file: &str, text: &str) -> super::Node {
         let file: Arc<str> = Arc::from(file);
         crate::yaml::parse(&file, text).expect("parses").remove(0)
+    }
+
+    #[test]
+    fn pointer_tokens_escape_tilde_before_slash() {
+        assert_eq!(super::pointer_token("a/b~c"), "a~1b~0c");
+        assert_eq!(super::pointer_token("~1"), "~01");
+        assert_eq!(super::pointer_token("plain"), "plain");
+        let mut pointer = String::from("/spec");
+        super::push_pointer_token(&mut pointer, "x/y");
+        super::push_pointer_token(&mut pointer, "");
+        assert_eq!(pointer, "/spec/x~1y/");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! (no NUL character); and union mappings
 //! (`x-cortex-union`) with more than one variant set.
 
+use std::fmt::Write;
+
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
-use crate::node::{Node, Value, pointer_token};
+use crate::node::{Node, Value, push_pointer_token};
 use crate::schema::Cursor;
 use crate::validate::schema_check::{location, union_diagnostic};
 
@@ -37,8 +39,7 @@ fn walk(node: &Node, schema: Cursor<'_>, pointer: &mut String, diags: &mut Diagn
                 }
             }
             for entry in map {
-                pointer.push('/');
-                pointer.push_str(&pointer_token(&entry.key));
+                push_pointer_token(pointer, &entry.key);
                 walk(&entry.value, schema.property(&entry.key), pointer, diags);
                 pointer.truncate(len);
             }
@@ -46,7 +47,8 @@ fn walk(node: &Node, schema: Cursor<'_>, pointer: &mut String, diags: &mut Diagn
         Value::Seq(items) => {
             let item_schema = schema.items();
             for (i, item) in items.iter().enumerate() {
-                pointer.push_str(&format!("/{i}"));
+                // Writing into a string cannot fail.
+                let _ = write!(pointer, "/{i}");
                 walk(item, item_schema, pointer, diags);
                 pointer.truncate(len);
             }

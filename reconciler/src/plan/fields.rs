@@ -77,17 +77,11 @@ impl Path {
     }
 
     fn push_token(&mut self, token: &str) {
-        let token = cortex_compiler::node::pointer_token(token);
-        match &mut self.inner {
-            Some(inner) => {
-                inner.push('/');
-                inner.push_str(&token);
-            }
-            None => {
-                self.pointer.push('/');
-                self.pointer.push_str(&token);
-            }
-        }
+        let pointer = match &mut self.inner {
+            Some(inner) => inner,
+            None => &mut self.pointer,
+        };
+        cortex_compiler::node::push_pointer_token(pointer, token);
     }
 }
 
