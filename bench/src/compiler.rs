@@ -360,7 +360,10 @@ fn diff_revisions(
 /// Times `cortex validate` and `cortex diff` of the generated project as
 /// processes, as a user runs them (their targets are the commands' times):
 /// each process pays for what the in-process runs share, its start, fresh
-/// memory and its exit. The two alternate, so a slow spell hits both.
+/// memory and its exit. When helm is installed, each round also times
+/// `helm template` of the project's chart, and both commands are reported
+/// as a share of helm's time in their round: this machine's speed moves by
+/// half from hour to hour, and a ratio to a peer run beside them does not.
 fn commands_as_processes(dir: &Path, runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
     let cortex = crate::cortex_binary()?;
     let mut validate = std::process::Command::new(&cortex);
@@ -369,10 +372,31 @@ fn commands_as_processes(dir: &Path, runs: usize, out: &mut impl Write) -> anyho
     diff.arg("diff")
         .arg(dir)
         .args(["--from", "HEAD~1", "--to", "HEAD"]);
+    let target = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let mut helm = match find_helm() {
+        Some(helm) => {
+            let chart = target.path().join("out");
+            let mut build = std::process::Command::new(&cortex);
+            build.arg("build").arg(dir).arg("-o").arg(&chart);
+            time_process(&mut build, "cortex build")?;
+            let mut helm = std::process::Command::new(helm);
+            helm.args(["template", "release"]).arg(chart.join("chart"));
+            Some(helm)
+        }
+        None => None,
+    };
     let (mut validates, mut diffs) = (Vec::new(), Vec::new());
+    let (mut validate_shares, mut diff_shares) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        validates.push(time_process(&mut validate, "cortex validate")?);
-        diffs.push(time_process(&mut diff, "cortex diff")?);
+        let validate_time = time_process(&mut validate, "cortex validate")?;
+        let diff_time = time_process(&mut diff, "cortex diff")?;
+        if let Some(helm) = &mut helm {
+            let helm_time = time_process(helm, "helm template")?.as_secs_f64();
+            validate_shares.push(validate_time.as_secs_f64() / helm_time);
+            diff_shares.push(diff_time.as_secs_f64() / helm_time);
+        }
+        validates.push(validate_time);
+        diffs.push(diff_time);
     }
     writeln!(
         out,
@@ -380,6 +404,23 @@ fn commands_as_processes(dir: &Path, runs: usize, out: &mut impl Write) -> anyho
         Spread::of(&mut validates),
         Spread::of(&mut diffs)
     )?;
+    if helm.is_some() {
+        let share = |shares: &mut Vec<f64>| {
+            shares.sort_by(f64::total_cmp);
+            format!(
+                "min {:.3}, median {:.3}, max {:.3}",
+                shares[0],
+                shares[shares.len() / 2],
+                shares[shares.len() - 1]
+            )
+        };
+        writeln!(
+            out,
+            "as a share of helm template's time in the same round: cortex validate {}; cortex diff {}",
+            share(&mut validate_shares),
+            share(&mut diff_shares)
+        )?;
+    }
     Ok(())
 }
 
