@@ -102,10 +102,10 @@ pub fn compile_sharing(
     template::render_templates(&mut resolved, &mut diags);
     let mut checks = Diagnostics::new();
     validate::validate(&resolved, &mut checks);
-    // The paths `spec.manifests` names are checked here as `build` checks
-    // them (outside the root, glob syntax, no match), so `validate` refuses
-    // what `build` would.
-    render::manifests::matched_files(&resolved, source, &mut checks);
+    // `spec.manifests` is checked here as `build` checks it (the paths:
+    // outside the root, glob syntax, no match; each file templated, parsed
+    // and its objects checked), so `validate` refuses what `build` would.
+    render::manifests::check(&resolved, source, &mut checks);
     for d in checks.into_vec() {
         if !d
             .span

@@ -628,8 +628,32 @@ fn runtime_shards_fit_the_limit_and_merge_back_to_the_whole() {
     );
 }
 
-/// The hello example shipping `files` through `spec.manifests: ["k8s/*.yaml"]`.
+/// The hello example shipping `files` through `spec.manifests: ["k8s/*.yaml"]`,
+/// built: the compile's diagnostics when it does not validate, else the
+/// render's.
 fn hello_shipping(files: &[(&str, &str)]) -> (MemorySource, Result<Bundle, String>) {
+    let source = hello_source_shipping(files);
+    let result = compile(&source, &Options::default());
+    let Some(resolved) = result.validated() else {
+        let diagnostics = render_text(&result.diagnostics, &result.files, "", false);
+        return (source, Err(diagnostics));
+    };
+    let bundle = render(resolved, &source).map_err(|d| render_text(&d, &result.files, "", false));
+    (source, bundle)
+}
+
+/// The diagnostics `cortex validate` reports for the hello example
+/// shipping `files`, when there are errors.
+fn validate_shipping(files: &[(&str, &str)]) -> Result<(), String> {
+    let source = hello_source_shipping(files);
+    let result = compile(&source, &Options::default());
+    match result.diagnostics.has_errors() {
+        true => Err(render_text(&result.diagnostics, &result.files, "", false)),
+        false => Ok(()),
+    }
+}
+
+fn hello_source_shipping(files: &[(&str, &str)]) -> MemorySource {
     let mut source = hello_with("");
     let project = String::from_utf8(source.files()["cortex.yaml"].clone()).expect("utf-8");
     source.insert(
@@ -642,10 +666,7 @@ fn hello_shipping(files: &[(&str, &str)]) -> (MemorySource, Result<Bundle, Strin
     for (path, text) in files {
         source.insert(*path, *text);
     }
-    let result = compile(&source, &Options::default());
-    let resolved = result.validated().expect("the specs are valid");
-    let bundle = render(resolved, &source).map_err(|d| render_text(&d, &result.files, "", false));
-    (source, bundle)
+    source
 }
 
 /// A CRD and a custom resource of it (`fixtures/manifests/widgets.yaml`).
@@ -698,6 +719,42 @@ spec: { podSelector: {}, policyTypes: [Ingress] }
 
 #[test]
 fn bad_manifests_are_diagnosed_at_their_file() {
+    // `validate` refuses what `build` would, but for an object cortex
+    // renders itself, which needs the render.
+    for (file, text, validates) in [
+        (
+            "k8s/typo.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: x }\ndatta: {}\n",
+            false,
+        ),
+        (
+            "k8s/missing.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: \"{{ values.nope }}\" }\n",
+            false,
+        ),
+        (
+            "k8s/dup.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: x }\ndata: { a: '1', a: '2' }\n",
+            false,
+        ),
+        ("k8s/bare.yaml", "apiVersion: v1\nkind: ConfigMap\n", false),
+        (
+            "k8s/twice.yaml",
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: { name: greeter }\n",
+            true,
+        ),
+    ] {
+        let validated = validate_shipping(&[(file, text)]);
+        assert_eq!(validated.is_ok(), validates, "{file}: {validated:?}");
+        if let Err(found) = validated {
+            assert!(found.contains(file), "{file}: {found}");
+        }
+        assert!(
+            hello_shipping(&[(file, text)]).1.is_err(),
+            "{file}: build refuses it"
+        );
+    }
+
     let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: fine }\n---\n# the second\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: extra }\ndatta: { a: b }\n";
     let err = hello_shipping(&[("k8s/typo.yaml", typo)])
         .1
