@@ -255,6 +255,36 @@ fn init_scaffolds_a_valid_project_and_never_overwrites() {
     );
 }
 
+/// A project's own template is rendered by `validate`, which refuses what
+/// `build` would; a project without one is not rendered (its objects come
+/// from cortex's built-in templates).
+#[test]
+fn validate_renders_a_project_with_templates_of_its_own() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("desk");
+    let dir_text = dir.to_str().expect("utf-8");
+    assert_eq!(cortex(&["init", dir_text]).status.code(), Some(0));
+    let shipped = std::fs::read_to_string(repo().join("templates/deployment.yaml.j2"))
+        .expect("the shipped template");
+    std::fs::create_dir_all(dir.join("templates")).expect("templates/");
+    let own = dir.join("templates/deployment.yaml.j2");
+    std::fs::write(&own, &shipped).expect("write");
+    let out = cortex(&["validate", dir_text]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::fs::write(
+        &own,
+        shipped.replace("revisionHistoryLimit: 5", "revisionHistoryLimt: 5"),
+    )
+    .expect("write");
+    let out = cortex(&["validate", dir_text]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error[CX0603]") && err.contains("revisionHistoryLimt"),
+        "{err}"
+    );
+}
+
 #[test]
 fn explain_code_describes_codes() {
     let out = cortex(&["explain-code", "cx0302"]);

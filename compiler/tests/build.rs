@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use cortex_compiler::bundle::Bundle;
 use cortex_compiler::diagnostic::{codes, render::render_text};
 use cortex_compiler::graph::{GraphFormat, draw, draw_with_states};
-use cortex_compiler::render::render;
+use cortex_compiler::render::{check_by_rendering, render};
 use cortex_compiler::yaml_out::parse_documents;
 use cortex_compiler::{MemorySource, Options, Source, WorkTree, compile, find_spec};
 use serde_json::{Value, json};
@@ -303,6 +303,19 @@ fn a_project_template_with_a_typo_is_a_build_error_naming_template_and_agent() {
     let diags = render(result.validated().expect("valid"), &source).expect_err("typo is an error");
     let d = diags.iter().next().expect("one diagnostic");
     assert_eq!(d.code, codes::RENDER_UNKNOWN_FIELD);
+    // `validate` renders such a project, and finds the same.
+    let checked = check_by_rendering(result.validated().expect("valid"), &source)
+        .expect("a project with a template of its own is rendered");
+    assert_eq!(
+        checked.iter().next().map(|d| d.code),
+        Some(codes::RENDER_UNKNOWN_FIELD)
+    );
+    let plain = hello_with("");
+    let result = compile(&plain, &Options::default());
+    assert!(
+        check_by_rendering(result.validated().expect("valid"), &plain).is_none(),
+        "only cortex's built-in templates: not rendered"
+    );
     assert!(
         d.message.contains("deployment.yaml.j2")
             && d.message.contains("Agent/greeter")
@@ -643,10 +656,15 @@ fn hello_shipping(files: &[(&str, &str)]) -> (MemorySource, Result<Bundle, Strin
 }
 
 /// The diagnostics `cortex validate` reports for the hello example
-/// shipping `files`, when there are errors.
+/// shipping `files`, when there are errors: the compile's, then a render's
+/// (a project that ships manifests is rendered).
 fn validate_shipping(files: &[(&str, &str)]) -> Result<(), String> {
     let source = hello_source_shipping(files);
-    let result = compile(&source, &Options::default());
+    let mut result = compile(&source, &Options::default());
+    if let Some(resolved) = result.validated() {
+        let rendered = check_by_rendering(resolved, &source).expect("it ships manifests");
+        result.diagnostics.extend(rendered);
+    }
     match result.diagnostics.has_errors() {
         true => Err(render_text(&result.diagnostics, &result.files, "", false)),
         false => Ok(()),
@@ -719,9 +737,9 @@ spec: { podSelector: {}, policyTypes: [Ingress] }
 
 #[test]
 fn bad_manifests_are_diagnosed_at_their_file() {
-    // `validate` refuses what `build` would, but for an object cortex
-    // renders itself, which needs the render.
-    for (file, text, validates) in [
+    // `validate` refuses what `build` would: the compile finds the first
+    // four, the render of a project that ships manifests the last.
+    for (file, text, compiles) in [
         (
             "k8s/typo.yaml",
             "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: x }\ndatta: {}\n",
@@ -744,11 +762,13 @@ fn bad_manifests_are_diagnosed_at_their_file() {
             true,
         ),
     ] {
-        let validated = validate_shipping(&[(file, text)]);
-        assert_eq!(validated.is_ok(), validates, "{file}: {validated:?}");
-        if let Err(found) = validated {
-            assert!(found.contains(file), "{file}: {found}");
-        }
+        let source = hello_source_shipping(&[(file, text)]);
+        let compiled = !compile(&source, &Options::default())
+            .diagnostics
+            .has_errors();
+        assert_eq!(compiled, compiles, "{file}");
+        let found = validate_shipping(&[(file, text)]).expect_err("validate refuses it");
+        assert!(found.contains(file), "{file}: {found}");
         assert!(
             hello_shipping(&[(file, text)]).1.is_err(),
             "{file}: build refuses it"

@@ -11,7 +11,15 @@ use crate::output;
 
 pub fn run(dir: &Path, env: Option<String>, format: DiagnosticFormat) -> anyhow::Result<ExitCode> {
     let source = super::open_project(dir)?;
-    let result = compile(&source, &Options { env: env.clone() });
+    let mut result = compile(&source, &Options { env: env.clone() });
+    // A project with templates of its own or shipped manifests is also
+    // rendered, so `validate` refuses what `build` would.
+    if let Some(resolved) = result.validated()
+        && let Some(found) = cortex_compiler::render::check_by_rendering(resolved, &source)
+    {
+        result.diagnostics.extend(found);
+        result.diagnostics.finish();
+    }
     let prefix = output::prefix_of(dir);
     output::diagnostics(&result.diagnostics, &result.files, &prefix, format)?;
     if result.diagnostics.has_errors() {

@@ -134,6 +134,28 @@ pub fn render(resolved: &Resolved, source: &dyn Source) -> Result<Bundle, Diagno
     render_inner(resolved, source, Engine::BuiltIn, Memos::Neither).map(|(bundle, _)| bundle)
 }
 
+/// The diagnostics of a render of a validated project, when the compile
+/// cannot foresee what rendering finds (`cortex validate`): the project
+/// has templates of its own (`templates/<name>`: one may fail, or render
+/// an object its Kubernetes type refuses), or ships manifests (one may
+/// redefine an object the specs render). `None` when it has neither: its
+/// objects come from cortex's built-in templates, and only `build` renders
+/// them.
+pub fn check_by_rendering(resolved: &Resolved, source: &dyn Source) -> Option<Diagnostics> {
+    let own_templates = DEFAULT_TEMPLATES.iter().any(|(name, _)| {
+        !matches!(
+            source.read(&format!("templates/{name}")),
+            Err(SourceError::NotFound(_))
+        )
+    });
+    let ships_manifests =
+        !manifests::matched_files(resolved, source, &mut Diagnostics::new()).is_empty();
+    if !own_templates && !ships_manifests {
+        return None;
+    }
+    Some(render(resolved, source).err().unwrap_or_default())
+}
+
 /// Renders a validated project for its output files: each object is
 /// reduced to its YAML and hash as soon as it is checked, so the objects'
 /// trees are never all in memory at once (`cortex build`).
