@@ -269,7 +269,7 @@ fn within_budget(node: &Node, budget: &mut usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, parse_json_located};
+    use super::super::{parse, parse_json_by_tree, parse_json_located};
     use crate::diagnostic::codes;
     use crate::node::Node;
     use std::sync::Arc;
@@ -294,13 +294,34 @@ mod tests {
         for text in texts {
             let nodes = parse(&file(), text).unwrap_or_else(|d| panic!("{text}: {}", d.message));
             let json: Vec<serde_json::Value> = nodes.iter().map(Node::to_json).collect();
-            let expected: Vec<serde_json::Value> = parse_json_located(&file(), text)
-                .expect("parses")
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect();
+            let expected = parse_json_by_tree(&file(), text).expect("parses");
             assert_eq!(json, expected, "{text}");
         }
+    }
+
+    /// Manifests and other YAML read as JSON keep the spec language's key
+    /// rules: the parser's own tree kept `1` and `"1"` apart, then JSON
+    /// made them one key and silently kept the second value.
+    #[test]
+    fn documents_read_as_json_refuse_a_key_written_twice() {
+        let text = "data:\n  1: a\n  \"1\": b\n";
+        assert_eq!(
+            parse_json_by_tree(&file(), text).expect("the tree reads it"),
+            vec![serde_json::json!({"data": {"1": "b"}})],
+            "what was read before: one value lost"
+        );
+        let error = parse_json_located(&file(), text).expect_err("a duplicate key");
+        assert_eq!(error.code, codes::DUPLICATE_KEY);
+        assert_eq!(error.span.as_ref().map(|s| s.line), Some(3));
+        let docs =
+            parse_json_located(&file(), "# a comment\n---\na: 1\n---\nb: [2]\n").expect("parses");
+        let starts: Vec<(u32, u32)> = docs.iter().map(|(at, _)| (at.line, at.start)).collect();
+        assert_eq!(
+            starts,
+            [(3, 16), (5, 25)],
+            "each document where its value starts"
+        );
+        assert!(docs.iter().all(|(at, _)| at.start == at.end), "of no width");
     }
 
     #[test]

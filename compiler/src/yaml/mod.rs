@@ -8,8 +8,12 @@ pub(crate) mod fast;
 
 use std::sync::Arc;
 
-use saphyr::{MarkedYaml, Scalar, ScanError, YamlData, YamlLoader};
-use saphyr_parser::{Event, Parser, SpannedEventReceiver};
+#[cfg(test)]
+use saphyr::{MarkedYaml, YamlData, YamlLoader};
+use saphyr::{Scalar, ScanError};
+#[cfg(test)]
+use saphyr_parser::SpannedEventReceiver;
+use saphyr_parser::{Event, Parser};
 
 use crate::diagnostic::{Diagnostic, codes};
 use crate::node::{Node, Value};
@@ -31,10 +35,11 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> 
     Ok(builder.into_documents())
 }
 
-/// Scans `text` into its non-empty documents as the parser's own tree (for
-/// [`parse_json_located`]): duplicate keys, alias expansion past
+/// Scans `text` into its non-empty documents as the parser's own tree (the
+/// tests' independent reading of what [`parse`] builds): duplicate keys, alias expansion past
 /// [`MAX_ALIAS_NODES`] and nesting past [`MAX_DEPTH`] are errors; a
 /// byte-order mark is ignored.
+#[cfg(test)]
 fn load_documents<'t>(
     file: &Arc<str>,
     text: &'t str,
@@ -237,29 +242,45 @@ pub fn parse_json(file: &Arc<str>, text: &str) -> Result<Vec<serde_json::Value>,
 }
 
 /// [`parse_json`], each document with the position where it starts
-/// (a span of no width: for naming the document in diagnostics).
+/// (a span of no width: for naming the document in diagnostics). The
+/// documents are read as spec files are ([`parse`]), by the same rules: a
+/// key written twice, also as `1` and `"1"`, is a duplicate, not a value
+/// silently replaced.
 pub fn parse_json_located(
     file: &Arc<str>,
     text: &str,
 ) -> Result<Vec<(Span, serde_json::Value)>, Box<Diagnostic>> {
+    Ok(parse(file, text)?
+        .iter()
+        .map(|doc| {
+            let start = doc.span();
+            let at = Span {
+                end: start.start,
+                ..start.clone()
+            };
+            (at, doc.to_json())
+        })
+        .collect())
+}
+
+/// The documents of `text` read through the parser's own tree: what
+/// [`parse_json_located`] read before it went through [`parse`], kept as
+/// the tests' independent reading.
+#[cfg(test)]
+pub(crate) fn parse_json_by_tree(
+    file: &Arc<str>,
+    text: &str,
+) -> Result<Vec<serde_json::Value>, Box<Diagnostic>> {
     load_documents(file, text)?
         .iter()
         .map(|doc| {
-            let start = doc.span.start;
-            let at = Span {
-                file: file.clone(),
-                line: start.line() as u32,
-                col: start.col() as u32 + 1,
-                start: start.index() as u32,
-                end: start.index() as u32,
-            };
             json_of(doc, 0)
-                .map(|value| (at, value))
                 .map_err(|what| Box::new(Diagnostic::error(codes::UNSUPPORTED_YAML, what)))
         })
         .collect()
 }
 
+#[cfg(test)]
 fn json_of(node: &MarkedYaml<'_>, depth: usize) -> Result<serde_json::Value, String> {
     use serde_json::Value as J;
     if depth > MAX_DEPTH {
