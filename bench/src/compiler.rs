@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::spread::{Spread, ms};
+use crate::spread::{Spread, min_median_max, ms};
 
 use anyhow::Context;
 use cortex_compiler::{Options, WorkTree, compile};
@@ -223,19 +223,16 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
         builds.push(build_time);
         helms.push(helm_time);
     }
-    ratios.sort_by(f64::total_cmp);
     writeln!(
         out,
         "as processes, alternating: cortex build {}; helm template of the same chart {}",
         Spread::of(&mut builds),
         Spread::of(&mut helms)
     )?;
+    let [min, median, max] = min_median_max(&mut ratios);
     writeln!(
         out,
-        "helm template ÷ cortex build, per pair: min {:.1}x, median {:.1}x, max {:.1}x (in-process build median {:.0} ms)",
-        ratios[0],
-        ratios[ratios.len() / 2],
-        ratios[ratios.len() - 1],
+        "helm template ÷ cortex build, per pair: min {min:.1}x, median {median:.1}x, max {max:.1}x (in-process build median {:.0} ms)",
         ms(build_median)
     )?;
     // Peak memory, each as a process of its own. Helm's peak moves from
@@ -246,8 +243,8 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
         helm_peaks.push(peak_memory(&mut helm_process)? as f64 / 1024.0);
     }
     let range = |peaks: &mut Vec<f64>| {
-        peaks.sort_by(f64::total_cmp);
-        format!("{:.0}–{:.0} MiB", peaks[0], peaks[peaks.len() - 1])
+        let [min, _, max] = min_median_max(peaks);
+        format!("{min:.0}–{max:.0} MiB")
     };
     writeln!(
         out,
@@ -406,13 +403,8 @@ fn commands_as_processes(dir: &Path, runs: usize, out: &mut impl Write) -> anyho
     )?;
     if helm.is_some() {
         let share = |shares: &mut Vec<f64>| {
-            shares.sort_by(f64::total_cmp);
-            format!(
-                "min {:.3}, median {:.3}, max {:.3}",
-                shares[0],
-                shares[shares.len() / 2],
-                shares[shares.len() - 1]
-            )
+            let [min, median, max] = min_median_max(shares);
+            format!("min {min:.3}, median {median:.3}, max {max:.3}")
         };
         writeln!(
             out,

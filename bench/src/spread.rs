@@ -38,6 +38,18 @@ impl std::fmt::Display for Spread {
     }
 }
 
+/// Sorts `values` (at least one) and gives their minimum, median and
+/// maximum.
+pub(crate) fn min_median_max(values: &mut [f64]) -> [f64; 3] {
+    values.sort_by(f64::total_cmp);
+    let at = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
+    [
+        at(0),
+        at(values.len() / 2),
+        at(values.len().saturating_sub(1)),
+    ]
+}
+
 /// The `q` quantile (0–1) of `sorted` by nearest rank: the smallest value
 /// with at least `q` of the values at or below it (the first for `q` = 0,
 /// the last for `q` = 1); none when there are no values. Every benchmark
@@ -53,7 +65,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use super::{min_median_max, quantile};
 
     #[test]
     fn quantiles_are_nearest_ranks() {
@@ -65,5 +77,12 @@ mod tests {
         assert_eq!(quantile(&[7], 0.99), Some(7));
         assert_eq!(quantile(&[1, 2, 3], 0.5), Some(2));
         assert_eq!(quantile::<u32>(&[], 0.5), None);
+    }
+
+    #[test]
+    fn min_median_max_sorts_first() {
+        assert_eq!(min_median_max(&mut [3.0, 1.0, 2.0]), [1.0, 2.0, 3.0]);
+        assert_eq!(min_median_max(&mut [5.0]), [5.0; 3]);
+        assert!(min_median_max(&mut []).iter().all(|v| v.is_nan()));
     }
 }

@@ -102,10 +102,10 @@ pub fn compile_sharing(
     template::render_templates(&mut resolved, &mut diags);
     let mut checks = Diagnostics::new();
     validate::validate(&resolved, &mut checks);
-    // `spec.manifests` is checked here as `build` checks it (the paths:
-    // outside the root, glob syntax, no match; each file templated, parsed
-    // and its objects checked), so `validate` refuses what `build` would.
-    render::manifests::check(&resolved, source, &mut checks);
+    // The paths `spec.manifests` names are checked here as `build` checks
+    // them (outside the root, glob syntax, no match); the files themselves
+    // are read by a render ([`check`] renders a project that ships them).
+    render::manifests::matched_files(&resolved, source, &mut checks);
     for d in checks.into_vec() {
         if !d
             .span
@@ -122,6 +122,22 @@ pub fn compile_sharing(
         diagnostics: diags,
         files,
     }
+}
+
+/// What `cortex validate` reports: [`compile`], then, when the project
+/// compiles but the compile cannot foresee what a render finds (it has
+/// templates of its own or ships manifests), the render's diagnostics
+/// ([`render::check_by_rendering`]), so `validate` refuses what `build`
+/// would.
+pub fn check(source: &dyn Source, options: &Options) -> Compilation {
+    let mut compilation = compile(source, options);
+    if let Some(resolved) = compilation.validated()
+        && let Some(found) = render::check_by_rendering(resolved, source)
+    {
+        compilation.diagnostics.extend(found);
+        compilation.diagnostics.finish();
+    }
+    compilation
 }
 
 /// Finds a spec by `kind/name` (kind case-insensitive, e.g. `agent/triage`).

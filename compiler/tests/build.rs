@@ -10,7 +10,7 @@ use cortex_compiler::diagnostic::{codes, render::render_text};
 use cortex_compiler::graph::{GraphFormat, draw, draw_with_states};
 use cortex_compiler::render::{check_by_rendering, render};
 use cortex_compiler::yaml_out::parse_documents;
-use cortex_compiler::{MemorySource, Options, Source, WorkTree, compile, find_spec};
+use cortex_compiler::{MemorySource, Options, Source, WorkTree, check, compile, find_spec};
 use serde_json::{Value, json};
 
 fn example() -> PathBuf {
@@ -656,15 +656,10 @@ fn hello_shipping(files: &[(&str, &str)]) -> (MemorySource, Result<Bundle, Strin
 }
 
 /// The diagnostics `cortex validate` reports for the hello example
-/// shipping `files`, when there are errors: the compile's, then a render's
-/// (a project that ships manifests is rendered).
+/// shipping `files`, when there are errors.
 fn validate_shipping(files: &[(&str, &str)]) -> Result<(), String> {
     let source = hello_source_shipping(files);
-    let mut result = compile(&source, &Options::default());
-    if let Some(resolved) = result.validated() {
-        let rendered = check_by_rendering(resolved, &source).expect("it ships manifests");
-        result.diagnostics.extend(rendered);
-    }
+    let result = check(&source, &Options::default());
     match result.diagnostics.has_errors() {
         true => Err(render_text(&result.diagnostics, &result.files, "", false)),
         false => Ok(()),
@@ -737,36 +732,27 @@ spec: { podSelector: {}, policyTypes: [Ingress] }
 
 #[test]
 fn bad_manifests_are_diagnosed_at_their_file() {
-    // `validate` refuses what `build` would: the compile finds the first
-    // four, the render of a project that ships manifests the last.
-    for (file, text, compiles) in [
+    // `validate` refuses what `build` would: it renders a project that
+    // ships manifests.
+    for (file, text) in [
         (
             "k8s/typo.yaml",
             "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: x }\ndatta: {}\n",
-            false,
         ),
         (
             "k8s/missing.yaml",
             "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: \"{{ values.nope }}\" }\n",
-            false,
         ),
         (
             "k8s/dup.yaml",
             "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: x }\ndata: { a: '1', a: '2' }\n",
-            false,
         ),
-        ("k8s/bare.yaml", "apiVersion: v1\nkind: ConfigMap\n", false),
+        ("k8s/bare.yaml", "apiVersion: v1\nkind: ConfigMap\n"),
         (
             "k8s/twice.yaml",
             "apiVersion: v1\nkind: ServiceAccount\nmetadata: { name: greeter }\n",
-            true,
         ),
     ] {
-        let source = hello_source_shipping(&[(file, text)]);
-        let compiled = !compile(&source, &Options::default())
-            .diagnostics
-            .has_errors();
-        assert_eq!(compiled, compiles, "{file}");
         let found = validate_shipping(&[(file, text)]).expect_err("validate refuses it");
         assert!(found.contains(file), "{file}: {found}");
         assert!(

@@ -1,5 +1,5 @@
-//! Golden tests over `fixtures/`: every `invalid/<case>` must produce
-//! exactly one diagnostic whose code is the case's prefix (`cx0201-…` →
+//! Golden tests over `fixtures/`: every `invalid/<case>` must produce,
+//! as `cortex validate` reports it ([`check`]), exactly one diagnostic whose code is the case's prefix (`cx0201-…` →
 //! `CX0201`), at the line its `at` file names (`agents.yaml:27`, written
 //! by hand from reading the input, never blessed), rendered exactly as
 //! `expected.txt` says;
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use cortex_compiler::diagnostic::render::render_text;
 use cortex_compiler::explain::explain;
-use cortex_compiler::{Options, WorkTree, compile};
+use cortex_compiler::{Options, WorkTree, check, compile};
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -86,7 +86,7 @@ fn invalid_fixtures_report_their_one_defect() {
             .expect("utf-8 name");
         let expected_code = name.split('-').next().expect("code prefix").to_uppercase();
         let source = WorkTree::open(dir).expect("open fixture");
-        let result = compile(&source, &options(dir));
+        let result = check(&source, &options(dir));
         let diags: Vec<_> = result.diagnostics.iter().collect();
         if diags.len() != 1 {
             let codes: Vec<String> = diags

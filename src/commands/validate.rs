@@ -4,22 +4,16 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use cortex_compiler::{Kind, Options, compile};
+use cortex_compiler::{Kind, Options, check};
 
 use crate::cli::DiagnosticFormat;
 use crate::output;
 
 pub fn run(dir: &Path, env: Option<String>, format: DiagnosticFormat) -> anyhow::Result<ExitCode> {
     let source = super::open_project(dir)?;
-    let mut result = compile(&source, &Options { env: env.clone() });
     // A project with templates of its own or shipped manifests is also
     // rendered, so `validate` refuses what `build` would.
-    if let Some(resolved) = result.validated()
-        && let Some(found) = cortex_compiler::render::check_by_rendering(resolved, &source)
-    {
-        result.diagnostics.extend(found);
-        result.diagnostics.finish();
-    }
+    let result = check(&source, &Options { env: env.clone() });
     let prefix = output::prefix_of(dir);
     output::diagnostics(&result.diagnostics, &result.files, &prefix, format)?;
     if result.diagnostics.has_errors() {

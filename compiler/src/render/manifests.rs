@@ -185,20 +185,6 @@ pub fn manifests(
     out
 }
 
-/// Checks `spec.manifests` as a build reads them, without rendering the
-/// specs: the patterns (see [`matched_files`]), then each matched file
-/// templated, parsed (YAML errors, duplicate keys) and each document
-/// checked as a Kubernetes object of its type, and against the other
-/// manifests' names. Whether a manifest redefines an object cortex renders
-/// from the specs needs that render: `build` and `plan` check it.
-pub fn check(resolved: &Resolved, source: &dyn Source, diags: &mut Diagnostics) {
-    if matched_files(resolved, source, diags).is_empty() {
-        return;
-    }
-    let project = crate::render::project_facts(resolved);
-    manifests(resolved, source, &project, BTreeSet::new, diags);
-}
-
 /// The files `spec.manifests` matches, sorted, each once; a pattern that
 /// leads outside the project, does not parse or matches nothing is a
 /// diagnostic.
