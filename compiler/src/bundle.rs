@@ -107,7 +107,8 @@ impl Object {
     ) -> Object {
         Object {
             namespace: body
-                .pointer("/metadata/namespace")
+                .get("metadata")
+                .and_then(|metadata| metadata.get("namespace"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
             api_version,
@@ -202,7 +203,10 @@ impl Body for std::sync::Arc<Value> {
 impl Body for Text {
     /// The tree is dropped with `object`, in the worker that rendered it.
     fn from_object(object: Object) -> Emitted {
-        object.to_emitted()
+        object.map_body(|body| Text {
+            yaml: to_yaml(&body),
+            hash: canonical_hash(&body),
+        })
     }
 }
 
@@ -646,7 +650,7 @@ impl Output {
 /// matters: escaping only the `}}` of `{}}` would leave `{` right before
 /// the inserted `{{`, and Go's template lexer would read `{{{`.
 pub fn escape_for_helm(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains("{{") && !text.contains("}}") {
+    if !has_double_brace(text.as_bytes()) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -670,9 +674,24 @@ pub fn escape_for_helm(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Whether `bytes` holds `{{` or `}}` (one pass over the braces alone).
+fn has_double_brace(bytes: &[u8]) -> bool {
+    memchr::memchr2_iter(b'{', b'}', bytes).any(|at| bytes.get(at + 1) == Some(&bytes[at]))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::escape_for_helm;
+    use super::{escape_for_helm, has_double_brace};
+
+    #[test]
+    fn double_braces_are_found_wherever_they_are() {
+        for text in ["{{", "}}", "a{{", "{}}", "x { y }} z", "{{{"] {
+            assert!(has_double_brace(text.as_bytes()), "{text}");
+        }
+        for text in ["", "{", "{ }", "{}{}", "}{", "a{b}c", "{\n{"] {
+            assert!(!has_double_brace(text.as_bytes()), "{text}");
+        }
+    }
 
     #[test]
     fn helm_escaping_covers_both_delimiters() {

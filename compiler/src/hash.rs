@@ -15,17 +15,24 @@ pub fn canonical_json(value: &Value) -> String {
 /// is serialized (the text is never held in memory).
 pub fn canonical_hash(value: &Value) -> String {
     /// SHA-256 fed in blocks: the serializer writes a few bytes at a time.
+    /// The block is on the stack (no allocation per object hashed).
     struct Hashing {
         sha: Sha256,
-        pending: Vec<u8>,
+        block: [u8; HASH_BLOCK],
+        filled: usize,
     }
     impl std::io::Write for Hashing {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.pending.extend_from_slice(bytes);
-            if self.pending.len() >= HASH_BLOCK {
-                self.sha.update(&self.pending);
-                self.pending.clear();
+            if self.filled + bytes.len() > HASH_BLOCK {
+                self.sha.update(&self.block[..self.filled]);
+                self.filled = 0;
+                if bytes.len() > HASH_BLOCK {
+                    self.sha.update(bytes);
+                    return Ok(bytes.len());
+                }
             }
+            self.block[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
+            self.filled += bytes.len();
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -35,11 +42,12 @@ pub fn canonical_hash(value: &Value) -> String {
     const HASH_BLOCK: usize = 8192;
     let mut hashing = Hashing {
         sha: Sha256::new(),
-        pending: Vec::with_capacity(HASH_BLOCK * 2),
+        block: [0; HASH_BLOCK],
+        filled: 0,
     };
     // Writing a `Value` into a sink that never fails cannot fail.
     let _ = serde_json::to_writer(&mut hashing, value);
-    hashing.sha.update(&hashing.pending);
+    hashing.sha.update(&hashing.block[..hashing.filled]);
     hex(&hashing.sha.finalize())
 }
 

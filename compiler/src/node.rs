@@ -117,16 +117,30 @@ impl Map {
     pub fn insert(&mut self, entry: Entry) {
         match self.position(&entry.key) {
             Some(at) => self.entries[at] = entry,
-            None => {
-                if let Some(index) = &mut self.index {
-                    index.insert(entry.key.clone(), self.entries.len());
-                }
-                self.entries.push(entry);
-                if self.index.is_none() && self.entries.len() >= INDEX_FROM {
-                    self.reindex();
-                }
-            }
+            None => self.append(entry),
         }
+    }
+
+    /// Appends an entry whose key is not in the map.
+    fn append(&mut self, entry: Entry) {
+        if let Some(index) = &mut self.index {
+            index.insert(entry.key.clone(), self.entries.len());
+        }
+        self.entries.push(entry);
+        if self.index.is_none() && self.entries.len() >= INDEX_FROM {
+            self.reindex();
+        }
+    }
+
+    /// Appends `entry` when its key is not in the map yet, and says whether
+    /// it did (one lookup where `get` then `insert` would take two).
+    #[must_use]
+    pub fn insert_new(&mut self, entry: Entry) -> bool {
+        if self.position(&entry.key).is_some() {
+            return false;
+        }
+        self.append(entry);
+        true
     }
 
     /// Removes `key` and returns its entry.

@@ -274,7 +274,8 @@ fn eval_failure(detail: String) -> Failure {
 
 /// Whether `s` holds template syntax at all (the fast path skips the rest).
 pub fn is_template(s: &str) -> bool {
-    s.contains("{{") || s.contains("{%") || s.contains("{#")
+    let bytes = s.as_bytes();
+    memchr::memchr_iter(b'{', bytes).any(|at| matches!(bytes.get(at + 1), Some(b'{' | b'%' | b'#')))
 }
 
 /// The expression of a string that is exactly one `{{ … }}`.
@@ -315,4 +316,35 @@ fn node_at_mut<'n>(node: &'n mut Node, pointer: &str) -> Option<&'n mut Node> {
         };
     }
     Some(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_template;
+
+    #[test]
+    fn template_markers_are_found_where_contains_finds_them() {
+        let texts = [
+            "",
+            "{",
+            "plain",
+            "{{ x }}",
+            "a {% if %}",
+            "{# note #}",
+            "{ {",
+            "{}",
+            "x{",
+            "{{",
+            "{%",
+            "{#",
+            "}}",
+            "{ # }",
+            "json {\"a\": {\"b\": 1}}",
+            "ü{{",
+        ];
+        for text in texts {
+            let by_contains = text.contains("{{") || text.contains("{%") || text.contains("{#");
+            assert_eq!(is_template(text), by_contains, "{text:?}");
+        }
+    }
 }

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 /// One YAML document for `value` (without the `---` separator).
 pub fn to_yaml(value: &Value) -> String {
-    let mut out = String::new();
+    // Most objects take one to four KiB: start at one, not at eight bytes.
+    let mut out = String::with_capacity(1024);
     match value {
         Value::Object(map) if !map.is_empty() => emit_map(value, 0, &mut out),
         Value::Array(items) if !items.is_empty() => emit_seq(value, 0, &mut out),
@@ -191,6 +192,21 @@ fn push_scalar(value: &Value, out: &mut String) {
 /// which Helm and kubectl use; PyYAML): not a boolean, null, number in any
 /// base or form, timestamp, `=` or `<<` in either.
 pub fn is_plain_safe(s: &str) -> bool {
+    // Most keys and values are words: a letter, then letters, digits and
+    // `_./-`. Of those, only the reserved words read back as another type.
+    let bytes = s.as_bytes();
+    let word = bytes.first().is_some_and(u8::is_ascii_alphabetic)
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'-'));
+    if word {
+        return !is_reserved_word(s);
+    }
+    is_plain_safe_in_full(s)
+}
+
+/// [`is_plain_safe`] for any string.
+fn is_plain_safe_in_full(s: &str) -> bool {
     if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
         return false;
     }
@@ -199,9 +215,38 @@ pub fn is_plain_safe(s: &str) -> bool {
     if may_be_number && (s.parse::<f64>().is_ok() || looks_numeric(s) || looks_like_a_date(s)) {
         return false;
     }
-    // Booleans and nulls of YAML 1.2 and 1.1 (`y` and `n` are 1.1
-    // booleans), YAML 1.1's value key `=` and merge key `<<`.
-    if matches!(
+    if is_reserved_word(s) {
+        return false;
+    }
+    let mut chars = s.chars();
+    let first = chars.next().unwrap_or(' ');
+    // `-` may start a plain scalar when a non-space follows (`--serve`).
+    let dash_ok = first == '-' && chars.next().is_some_and(|c| !c.is_whitespace());
+    if "-?:,[]{}#&*!|>'\"%@`".contains(first) && !dash_ok {
+        return false;
+    }
+    if s.ends_with(':') {
+        return false;
+    }
+    // One pass: no `: `, no ` #`, no flow indicator or tab, no control
+    // character (C0, DEL, and C1, which UTF-8 writes as 0xC2 0x80–0x9F).
+    let bytes = s.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        let next = bytes.get(i + 1).copied();
+        match b {
+            b':' => next != Some(b' '),
+            b' ' => next != Some(b'#'),
+            b'{' | b'}' | b'[' | b']' | b',' => false,
+            0xC2 => !next.is_some_and(|n| (0x80..=0x9F).contains(&n)),
+            _ => b >= 0x20 && b != 0x7F,
+        }
+    })
+}
+
+/// Booleans and nulls of YAML 1.2 and 1.1 (`y` and `n` are 1.1
+/// booleans), YAML 1.1's value key `=` and merge key `<<`.
+fn is_reserved_word(s: &str) -> bool {
+    matches!(
         s,
         "null"
             | "Null"
@@ -231,32 +276,7 @@ pub fn is_plain_safe(s: &str) -> bool {
             | "N"
             | "="
             | "<<"
-    ) {
-        return false;
-    }
-    let mut chars = s.chars();
-    let first = chars.next().unwrap_or(' ');
-    // `-` may start a plain scalar when a non-space follows (`--serve`).
-    let dash_ok = first == '-' && chars.next().is_some_and(|c| !c.is_whitespace());
-    if "-?:,[]{}#&*!|>'\"%@`".contains(first) && !dash_ok {
-        return false;
-    }
-    if s.ends_with(':') {
-        return false;
-    }
-    // One pass: no `: `, no ` #`, no flow indicator or tab, no control
-    // character (C0, DEL, and C1, which UTF-8 writes as 0xC2 0x80–0x9F).
-    let bytes = s.as_bytes();
-    bytes.iter().enumerate().all(|(i, &b)| {
-        let next = bytes.get(i + 1).copied();
-        match b {
-            b':' => next != Some(b' '),
-            b' ' => next != Some(b'#'),
-            b'{' | b'}' | b'[' | b']' | b',' => false,
-            0xC2 => !next.is_some_and(|n| (0x80..=0x9F).contains(&n)),
-            _ => b >= 0x20 && b != 0x7F,
-        }
-    })
+    )
 }
 
 /// YAML 1.1 timestamps begin with a date: `2001-12-14`, `2001-1-2t…`.
@@ -283,7 +303,7 @@ fn looks_numeric(s: &str) -> bool {
         || (t.contains(':')
             && t.split(':')
                 .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit() || c == '.')))
-        || t.replace('_', "").parse::<f64>().is_ok() && t.contains('_')
+        || t.contains('_') && t.replace('_', "").parse::<f64>().is_ok()
 }
 
 /// Parses multi-document YAML into JSON values (empty documents skipped),
@@ -324,6 +344,24 @@ mod tests {
                 .all(|l| !l.ends_with([' ', '\t']) && l.chars().all(|c| !c.is_control() || c == '\t'));
             proptest::prop_assert_eq!(is_clean_block(s.as_bytes()), by_chars, "{:?}", s);
             proptest::prop_assert_eq!(is_clean_block_bytewise(s.as_bytes()), by_chars, "{:?}", s);
+        }
+
+        /// The words' shortcut answers what the full check answers: strings
+        /// of word characters, reserved words' letters and the characters
+        /// that make a string a number, a date or an indicator.
+        #[test]
+        fn the_words_shortcut_agrees_with_the_full_check(
+            chars in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    'a', 'e', 'E', 'n', 'N', 'o', 'O', 'y', 'Y', 'f', 't', 'r', 'u', 'l', 's',
+                    '0', '1', '9', 'x', 'b', '_', '.', '/', '-', '+', ':', ' ', '#', '~', '<',
+                    '=', '{', '\t',
+                ]),
+                0..6,
+            )
+        ) {
+            let s: String = chars.into_iter().collect();
+            proptest::prop_assert_eq!(is_plain_safe(&s), is_plain_safe_in_full(&s), "{:?}", s);
         }
     }
 

@@ -212,14 +212,18 @@ impl<'t> Builder<'t> {
                 let Some((key_node, key_mark)) = key.take() else {
                     return Ok(());
                 };
-                let text = match &key_node.value {
-                    Value::Str(s) => s.clone(),
+                let Node {
+                    value: key_value,
+                    prov: key_prov,
+                } = key_node;
+                let text = match key_value {
+                    Value::Str(s) => s,
                     Value::Int(i) => i.to_string(),
                     Value::Bool(b) => b.to_string(),
                     Value::Float(f) => f.to_string(),
                     _ => {
                         return Err(Builder::unsupported(
-                            key_node.span(),
+                            &key_prov.span,
                             "a null or non-scalar mapping key",
                             "use a plain string as the key",
                         ));
@@ -227,20 +231,20 @@ impl<'t> Builder<'t> {
                 };
                 if text == "<<" {
                     return Err(Builder::unsupported(
-                        key_node.span(),
+                        &key_prov.span,
                         "the YAML merge key `<<`",
                         "share values with `extends` (an AgentTemplate or WorkflowTemplate) instead",
                     ));
                 }
-                if map.get(&text).is_some() {
+                let entry = Entry {
+                    key: text,
+                    key_span: key_prov.span,
+                    value: node,
+                };
+                if !map.insert_new(entry) {
                     let err = ScanError::new_str(key_mark, "duplicated key in mapping");
                     return Err(Box::new(scan_error(&self.file, self.text, &err)));
                 }
-                map.insert(Entry {
-                    key: text,
-                    key_span: key_node.prov.span,
-                    value: node,
-                });
             }
         }
         Ok(())
