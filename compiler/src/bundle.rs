@@ -553,8 +553,12 @@ impl Output {
             project: &self.project.name,
             runtime_objects,
         };
-        serde_json::to_writer_pretty(&mut *out, &inventory)?;
-        out.write_all(b"\n")
+        // The serializer writes a few bytes at a time: into a buffer of
+        // its own, not through the sink's `dyn Write` call by call.
+        let mut buffered = io::BufWriter::with_capacity(1 << 16, &mut *out);
+        serde_json::to_writer_pretty(&mut buffered, &inventory)?;
+        buffered.write_all(b"\n")?;
+        buffered.flush()
     }
 
     /// [`Output::write_inventory`] as a string.

@@ -132,15 +132,21 @@ impl Map {
         }
     }
 
-    /// Appends `entry` when its key is not in the map yet, and says whether
-    /// it did (one lookup where `get` then `insert` would take two).
-    #[must_use]
-    pub fn insert_new(&mut self, entry: Entry) -> bool {
-        if self.position(&entry.key).is_some() {
-            return false;
+    /// A map of `entries` whose keys are all different, with `index` when
+    /// the builder kept one (key → position) or built here when there are
+    /// [`INDEX_FROM`] entries or more.
+    pub(crate) fn from_unique_entries(
+        entries: Vec<Entry>,
+        index: Option<std::collections::HashMap<String, usize>>,
+    ) -> Map {
+        let mut map = Map {
+            entries,
+            index: index.map(Box::new),
+        };
+        if map.index.is_none() && map.entries.len() >= INDEX_FROM {
+            map.reindex();
         }
-        self.append(entry);
-        true
+        map
     }
 
     /// Removes `key` and returns its entry.

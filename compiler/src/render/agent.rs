@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use super::json_at;
 use crate::bundle::Project;
 use crate::hash::canonical_hash;
 use crate::node::Node;
@@ -71,8 +72,7 @@ pub fn context(spec: &ResolvedSpec, pool: Option<&ResolvedSpec>, project: &Proje
         .and_then(|a| a["minReplicas"].as_i64())
         .unwrap_or(replicas);
     let security = body.get("security").cloned().unwrap_or_else(|| json!({}));
-    let automount = body
-        .pointer("/serviceAccount/automountToken")
+    let automount = json_at(&body, &["serviceAccount", "automountToken"])
         .or_else(|| security.get("automountServiceAccountToken"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
@@ -102,16 +102,14 @@ pub fn context(spec: &ResolvedSpec, pool: Option<&ResolvedSpec>, project: &Proje
         pod_security["runAsUser"] = user.clone();
     }
     let mut capabilities = json!({ "drop": ["ALL"] });
-    if let Some(add) = security
-        .pointer("/capabilities/add")
+    if let Some(add) = json_at(&security, &["capabilities", "add"])
         .filter(|a| a.as_array().is_some_and(|l| !l.is_empty()))
     {
         capabilities["add"] = add.clone();
     }
 
     let service_account = object! {
-        "annotations" => body
-            .pointer("/serviceAccount/annotations")
+        "annotations" => json_at(&body, &["serviceAccount", "annotations"])
             .cloned()
             .unwrap_or(json!({})),
     };
@@ -281,10 +279,7 @@ fn service_ports(body: &Value) -> Vec<Value> {
 fn resources(body: &Value) -> Value {
     let mut out = Map::new();
     for section in ["requests", "limits"] {
-        if let Some(map) = body
-            .pointer(&format!("/resources/{section}"))
-            .and_then(Value::as_object)
-        {
+        if let Some(map) = json_at(body, &["resources", section]).and_then(Value::as_object) {
             let values: Map<String, Value> = map
                 .iter()
                 .map(|(k, v)| {
@@ -300,15 +295,15 @@ fn resources(body: &Value) -> Value {
     Value::Object(out)
 }
 
-fn seconds(body: &Value, pointer: &str, default: u64) -> u64 {
-    body.pointer(pointer)
+fn seconds(body: &Value, path: &[&str], default: u64) -> u64 {
+    json_at(body, path)
         .and_then(Value::as_str)
         .and_then(|d| parse_duration_ms(d).ok())
         .map_or(default, |ms| ms.div_ceil(1000).max(1))
 }
 
 fn probe(body: &Value) -> Value {
-    let Some(check) = body.pointer("/health/check") else {
+    let Some(check) = json_at(body, &["health", "check"]) else {
         return Value::Null;
     };
     let mut probe = if let Some(http) = check.get("http") {
@@ -320,10 +315,9 @@ fn probe(body: &Value) -> Value {
     } else {
         return Value::Null;
     };
-    probe["periodSeconds"] = json!(seconds(body, "/health/interval", PROBE_PERIOD_SECONDS));
-    probe["timeoutSeconds"] = json!(seconds(body, "/health/timeout", PROBE_TIMEOUT_SECONDS));
-    probe["failureThreshold"] = body
-        .pointer("/health/failureThreshold")
+    probe["periodSeconds"] = json!(seconds(body, &["health", "interval"], PROBE_PERIOD_SECONDS));
+    probe["timeoutSeconds"] = json!(seconds(body, &["health", "timeout"], PROBE_TIMEOUT_SECONDS));
+    probe["failureThreshold"] = json_at(body, &["health", "failureThreshold"])
         .cloned()
         .unwrap_or(json!(PROBE_FAILURE_THRESHOLD));
     probe

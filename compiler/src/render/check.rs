@@ -84,12 +84,8 @@ pub fn check_object(
     at: &crate::span::Span,
     diags: &mut Diagnostics,
 ) -> bool {
-    let field = |pointer: &str| {
-        body.pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    let (api_version, kind) = (field("/apiVersion"), field("/kind"));
+    let field = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or_default();
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
     match check(body) {
         Ok(()) => true,
         Err(Problem::UnknownFields(paths)) => {

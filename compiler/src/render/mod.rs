@@ -36,6 +36,16 @@ use crate::resolve::{Resolved, ResolvedSpec};
 use crate::source::{Source, SourceError};
 use crate::validate::pools;
 
+/// The value at `path` (keys, or list positions written as numbers) in
+/// `value`: `Value::pointer` without its two strings per key.
+pub(crate) fn json_at<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(value, |at, key| match at {
+        Value::Object(map) => map.get(*key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
 pub use memo::Memo;
 
 /// The object templates cortex ships, by file name.
@@ -505,7 +515,7 @@ impl Templates {
         let (Some(_), Some(kind), Some(name)) = (
             body.get("apiVersion").and_then(Value::as_str),
             body.get("kind").and_then(Value::as_str),
-            body.pointer("/metadata/name").and_then(Value::as_str),
+            json_at(&body, &["metadata", "name"]).and_then(Value::as_str),
         ) else {
             diags.push(
                 Diagnostic::error(codes::RENDER_NOT_AN_OBJECT, format!("template `{template}` rendered an object without apiVersion, kind or metadata.name for {who}"))

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
+use super::json_at;
 use crate::document::Kind;
 use crate::hash::canonical_json;
 use crate::node::Node;
@@ -148,7 +149,7 @@ pub fn typed_runtime_config_except(
         .filter_map(|s| {
             let b = body(s);
             let mut rule: AlertRuleEntry = serde_json::from_value(b.clone()).ok()?;
-            rule.when.for_ms = ms(b.pointer("/when/for"), 0);
+            rule.when.for_ms = ms(json_at(&b, &["when", "for"]), 0);
             Some((s.name.clone(), rule))
         })
         .collect();
@@ -209,12 +210,15 @@ fn agent(spec: &ResolvedSpec) -> AgentEntry {
         local: typed(b.get("local"), None),
         health,
         recovery: Recovery {
-            backoff: backoff(b.pointer("/recovery/backoff")),
+            backoff: backoff(json_at(&b, &["recovery", "backoff"])),
         },
         inbox: Inbox {
-            capacity: typed(b.pointer("/messaging/inbox/capacity"), base.inbox.capacity),
+            capacity: typed(
+                json_at(&b, &["messaging", "inbox", "capacity"]),
+                base.inbox.capacity,
+            ),
         },
-        delivery: delivery(b.pointer("/messaging/delivery")),
+        delivery: delivery(json_at(&b, &["messaging", "delivery"])),
         config: b.get("config").cloned().unwrap_or(base.config),
         env: Vec::new(),
         ports: Vec::new(),
@@ -230,8 +234,11 @@ fn workflow(spec: &ResolvedSpec) -> WorkflowEntry {
     let graph = dag(spec_node);
     // The tasks are taken out of the body so their inputs move, not copy.
     let task_list = b.get_mut("tasks").map(Value::take);
-    let default_timeout = ms(b.pointer("/defaults/timeout"), defaults::TASK_TIMEOUT_MS);
-    let default_retries = b.pointer("/defaults/retries");
+    let default_timeout = ms(
+        json_at(&b, &["defaults", "timeout"]),
+        defaults::TASK_TIMEOUT_MS,
+    );
+    let default_retries = json_at(&b, &["defaults", "retries"]);
     let order = topological_order(&graph);
     let mut tasks = BTreeMap::new();
     for mut task in task_list

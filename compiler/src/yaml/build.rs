@@ -14,19 +14,26 @@ use saphyr_parser::Event;
 
 use super::{MAX_ALIAS_NODES, scalar_value, scan_error};
 use crate::diagnostic::{Diagnostic, codes};
-use crate::node::{Entry, Map, Node, Value};
+use crate::node::{Entry, INDEX_FROM, Map, Node, Value};
 use crate::span::{Provenance, Span};
 
-/// A collection being read.
+/// A collection being read. Its items or entries so far are the tail of
+/// the builder's shared `items` or `entries`, from `first` on: one vector
+/// per kind grows to the deepest nesting once, and each finished
+/// collection is moved out of it at its exact size (vectors grown one
+/// element at a time were a sixth of parsing).
 enum Frame<'t> {
     Seq {
-        items: Vec<Node>,
+        first: usize,
         start: Marker,
         anchor: usize,
         tag: Option<Cow<'t, Tag>>,
     },
     Map {
-        map: Map,
+        first: usize,
+        /// Key → position among the map's entries, from
+        /// [`INDEX_FROM`] entries on (duplicate keys found in linear time).
+        index: Option<HashMap<String, usize>>,
         start: Marker,
         anchor: usize,
         tag: Option<Cow<'t, Tag>>,
@@ -42,6 +49,10 @@ pub(super) struct Builder<'t> {
     /// The owner every node starts with (set later by `set_owner`).
     owner: Arc<str>,
     stack: Vec<Frame<'t>>,
+    /// The items of every sequence being read, innermost last.
+    items: Vec<Node>,
+    /// The entries of every mapping being read, innermost last.
+    entries: Vec<Entry>,
     root: Option<Node>,
     docs: Vec<Node>,
     anchors: HashMap<usize, Node>,
@@ -56,6 +67,8 @@ impl<'t> Builder<'t> {
             text,
             owner: Arc::from(""),
             stack: Vec::new(),
+            items: Vec::new(),
+            entries: Vec::new(),
             root: None,
             docs: Vec::new(),
             anchors: HashMap::new(),
@@ -128,13 +141,14 @@ impl<'t> Builder<'t> {
                 None => return Err(Builder::bad_value(&self.span(mark, at.end))),
             },
             Event::SequenceStart(anchor, tag) => self.stack.push(Frame::Seq {
-                items: Vec::new(),
+                first: self.items.len(),
                 start: mark,
                 anchor,
                 tag,
             }),
             Event::MappingStart(anchor, tag) => self.stack.push(Frame::Map {
-                map: Map::new(),
+                first: self.entries.len(),
+                index: None,
                 start: mark,
                 anchor,
                 tag,
@@ -143,18 +157,32 @@ impl<'t> Builder<'t> {
             Event::SequenceEnd | Event::MappingEnd => {
                 let (value, start, anchor, tag) = match self.stack.pop() {
                     Some(Frame::Seq {
-                        items,
+                        first,
                         start,
                         anchor,
                         tag,
-                    }) => (Value::Seq(items), start, anchor, tag),
+                    }) => (
+                        Value::Seq(self.items.drain(first..).collect()),
+                        start,
+                        anchor,
+                        tag,
+                    ),
                     Some(Frame::Map {
-                        map,
+                        first,
+                        index,
                         start,
                         anchor,
                         tag,
                         ..
-                    }) => (Value::Map(map), start, anchor, tag),
+                    }) => {
+                        let entries = self.entries.drain(first..).collect();
+                        (
+                            Value::Map(Map::from_unique_entries(entries, index)),
+                            start,
+                            anchor,
+                            tag,
+                        )
+                    }
                     None => return Ok(()),
                 };
                 let span = self.span(start, mark);
@@ -204,11 +232,13 @@ impl<'t> Builder<'t> {
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Seq { .. }) => self.items.push(node),
             Some(Frame::Map {
                 key: key @ None, ..
             }) => *key = Some((node, mark)),
-            Some(Frame::Map { map, key, .. }) => {
+            Some(Frame::Map {
+                first, index, key, ..
+            }) => {
                 let Some((key_node, key_mark)) = key.take() else {
                     return Ok(());
                 };
@@ -236,15 +266,32 @@ impl<'t> Builder<'t> {
                         "share values with `extends` (an AgentTemplate or WorkflowTemplate) instead",
                     ));
                 }
-                let entry = Entry {
-                    key: text,
-                    key_span: key_prov.span,
-                    value: node,
+                let own = &self.entries[*first..];
+                let taken = match index {
+                    Some(index) => index.contains_key(&text),
+                    None => own.iter().any(|e| e.key == text),
                 };
-                if !map.insert_new(entry) {
+                if taken {
                     let err = ScanError::new_str(key_mark, "duplicated key in mapping");
                     return Err(Box::new(scan_error(&self.file, self.text, &err)));
                 }
+                let at = own.len();
+                if let Some(index) = index {
+                    index.insert(text.clone(), at);
+                } else if at + 1 >= INDEX_FROM {
+                    let mut built: HashMap<String, usize> = own
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (e.key.clone(), i))
+                        .collect();
+                    built.insert(text.clone(), at);
+                    *index = Some(built);
+                }
+                self.entries.push(Entry {
+                    key: text,
+                    key_span: key_prov.span,
+                    value: node,
+                });
             }
         }
         Ok(())
@@ -275,7 +322,7 @@ fn within_budget(node: &Node, budget: &mut usize) -> bool {
 mod tests {
     use super::super::{parse, parse_json_by_tree, parse_json_located};
     use crate::diagnostic::codes;
-    use crate::node::Node;
+    use crate::node::{INDEX_FROM, Node};
     use std::sync::Arc;
 
     fn file() -> Arc<str> {
@@ -369,6 +416,37 @@ mod tests {
                 "{text}: {}",
                 d.message
             );
+        }
+    }
+
+    /// Mappings and sequences nested inside each other share the builder's
+    /// vectors: each keeps its own entries, the same key may appear at
+    /// every level, and a key written twice is found before and after the
+    /// map keeps an index (from `INDEX_FROM` keys on).
+    #[test]
+    fn nested_collections_keep_their_own_entries() {
+        let wide: String = (0..INDEX_FROM + 4)
+            .map(|i| {
+                format!("k{i}:\n  k{i}: [{i}, {{k{i}: x}}]\n  inner: {{a: 1, b: [2, {{a: 3}}]}}\n")
+            })
+            .collect();
+        let nodes = parse(&file(), &wide).expect("no key is written twice at one level");
+        let json: Vec<serde_json::Value> = nodes.iter().map(Node::to_json).collect();
+        assert_eq!(json, parse_json_by_tree(&file(), &wide).expect("parses"));
+        let map = nodes[0].as_map().expect("a map");
+        assert_eq!(map.len(), INDEX_FROM + 4);
+        assert!(
+            map.get(&format!("k{}", INDEX_FROM + 3)).is_some(),
+            "found by the index"
+        );
+        for (again, line) in [(2, INDEX_FROM + 5), (INDEX_FROM + 1, INDEX_FROM + 5)] {
+            let text: String = (0..INDEX_FROM + 4)
+                .map(|i| format!("k{i}: {i}\n"))
+                .chain([format!("k{again}: again\n")])
+                .collect();
+            let d = parse(&file(), &text).expect_err("a key written twice");
+            assert_eq!(d.code, codes::DUPLICATE_KEY);
+            assert_eq!(d.span.as_ref().map(|s| s.line as usize), Some(line));
         }
     }
 
