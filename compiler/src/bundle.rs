@@ -169,13 +169,20 @@ impl<'a> Head<'a> {
 
     /// `group/kind/namespace/name`, the identity plans key on.
     pub fn identity(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.group(),
-            self.kind,
-            self.namespace.unwrap_or(""),
-            self.name
-        )
+        let (group, namespace) = (self.group(), self.namespace.unwrap_or(""));
+        let mut identity = String::with_capacity(
+            group.len() + self.kind.len() + namespace.len() + self.name.len() + 3,
+        );
+        for (i, part) in [group, self.kind, namespace, self.name]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                identity.push('/');
+            }
+            identity.push_str(part);
+        }
+        identity
     }
 }
 

@@ -20,6 +20,7 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value};
 
 use crate::document::Kind;
+use crate::validate::node_json::NodeJson;
 
 const DEFS: &str = include_str!("../../schemas/defs.json");
 
@@ -43,8 +44,8 @@ fn kind_source(kind: Kind) -> &'static str {
 pub struct KindSchema {
     /// The self-contained schema document.
     pub bundled: Value,
-    /// The compiled validator.
-    pub validator: jsonschema::Validator,
+    /// The compiled validator, which reads spec trees in place.
+    pub validator: jsonschema::Validator<NodeJson>,
     /// The schema as a pre-resolved tree for walking alongside instances.
     tree: Tree,
 }
@@ -83,7 +84,7 @@ impl Schemas {
             .into_iter()
             .map(|kind| {
                 let bundled = bundle(kind_source(kind), &shared);
-                let validator = jsonschema::options()
+                let validator = jsonschema::options_for::<NodeJson>()
                     .build(&bundled)
                     .unwrap_or_else(|e| panic!("schema of {kind} compiles: {e}"));
                 let tree = Tree::compile(&bundled);

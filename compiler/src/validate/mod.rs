@@ -3,6 +3,7 @@
 //! Every problem is collected; nothing stops at the first.
 
 pub mod formats;
+pub mod node_json;
 pub mod pools;
 pub mod refs;
 pub mod schema_check;
