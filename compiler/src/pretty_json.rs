@@ -114,7 +114,7 @@ pub fn pretty_of_compact(text: &str) -> Option<String> {
 /// strictly rising order (a key with an escape is not accepted), strings
 /// escaped as serde_json escapes them, and numbers as it prints them.
 /// Only for text that parses: it checks the form, not the grammar.
-fn is_own_compact(text: &str) -> bool {
+pub(crate) fn is_own_compact(text: &str) -> bool {
     let bytes = text.as_bytes();
     // Per open container: whether it is an object, and its last key.
     let mut open: Vec<(bool, Option<&[u8]>)> = Vec::new();

@@ -7,6 +7,12 @@
 //! fields are refused (`deny_unknown_fields`), so a misspelled field is an
 //! error naming it, never a silent default ([`RuntimeConfig::from_value`]).
 //! Durations are milliseconds.
+//!
+//! The fields of an agent's and a workflow's entry, and of every type in
+//! them, are declared in the order of their JSON names: serialized as it
+//! stands, an entry is already its canonical text (compact, keys sorted),
+//! which a build takes without sorting it through a JSON tree
+//! ([`crate::runtime_text`] checks the order of every text it takes).
 
 use std::collections::BTreeMap;
 
@@ -177,35 +183,35 @@ pub fn entries_as<T: Serialize + Send, U: Send>(
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct AgentEntry {
-    /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
-    /// Topics it receives.
-    pub subscribe: Vec<String>,
-    /// Topics it may publish to.
-    pub publish: Vec<String>,
-    /// Replicas to run.
-    pub replicas: u32,
-    /// Most replicas it can scale to.
-    pub max_replicas: u32,
-    /// How the embedded target runs it, when it does.
-    pub local: Option<LocalRun>,
-    /// Its health check, when it has one.
-    pub health: Option<HealthEntry>,
-    /// Restarts after failures.
-    pub recovery: Recovery,
-    /// Its inbox.
-    pub inbox: Inbox,
-    /// Delivery of direct messages to it.
-    pub delivery: Delivery,
     /// `spec.config`, handed to the agent as a file.
     pub config: Value,
+    /// Delivery of direct messages to it.
+    pub delivery: Delivery,
     /// Environment of its local process (the embedded target adds it; in a
     /// cluster it lives in the Deployment).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Its health check, when it has one.
+    pub health: Option<HealthEntry>,
+    /// Its inbox.
+    pub inbox: Inbox,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// How the embedded target runs it, when it does.
+    pub local: Option<LocalRun>,
+    /// Most replicas it can scale to.
+    pub max_replicas: u32,
     /// Ports it declares (the embedded target adds them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
+    /// Topics it may publish to.
+    pub publish: Vec<String>,
+    /// Restarts after failures.
+    pub recovery: Recovery,
+    /// Replicas to run.
+    pub replicas: u32,
+    /// Topics it receives.
+    pub subscribe: Vec<String>,
 }
 
 impl Default for AgentEntry {
@@ -242,12 +248,12 @@ pub struct LocalRun {
 pub struct HealthEntry {
     /// What to probe (none: the process being up is its health).
     pub check: Option<HealthCheck>,
+    /// Failed checks in a row before unhealthy.
+    pub failure_threshold: u32,
     /// Time between checks.
     pub interval_ms: u64,
     /// Time one check may take.
     pub timeout_ms: u64,
-    /// Failed checks in a row before unhealthy.
-    pub failure_threshold: u32,
 }
 
 impl Default for HealthEntry {
@@ -346,10 +352,10 @@ impl Default for Inbox {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct Delivery {
-    /// Attempts before a message is dead-lettered.
-    pub max_attempts: u32,
     /// Time to ack a delivery before it is redelivered.
     pub ack_timeout_ms: u64,
+    /// Attempts before a message is dead-lettered.
+    pub max_attempts: u32,
 }
 
 impl Default for Delivery {
@@ -367,22 +373,22 @@ impl Default for Delivery {
 pub struct EnvVar {
     /// Variable name.
     pub name: String,
-    /// Literal value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Value>,
     /// Or a key of a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// Literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
 }
 
 /// A key of a named secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
-    /// Secret name.
-    pub name: String,
     /// Key in it.
     pub key: String,
+    /// Secret name.
+    pub name: String,
 }
 
 /// A port an agent declares.
@@ -460,8 +466,6 @@ impl Default for StateScopeEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct WorkflowEntry {
-    /// What starts an execution.
-    pub triggers: Vec<Trigger>,
     /// Tasks of one execution running at once.
     pub concurrency: u64,
     /// Executions running at once.
@@ -472,6 +476,8 @@ pub struct WorkflowEntry {
     pub order: Vec<String>,
     /// Tasks by name.
     pub tasks: BTreeMap<String, TaskEntry>,
+    /// What starts an execution.
+    pub triggers: Vec<Trigger>,
 }
 
 impl Default for WorkflowEntry {
@@ -491,17 +497,17 @@ impl Default for WorkflowEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
-    /// Trigger name.
-    pub name: String,
-    /// Every message on this topic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
-    /// A cron schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
     /// By hand (an operator's command).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual: Option<Manual>,
+    /// Trigger name.
+    pub name: String,
+    /// A cron schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Every message on this topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// The (empty) settings of a manual trigger.
@@ -516,19 +522,19 @@ pub struct TaskEntry {
     /// The agent it sends its input to (or `run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Every task it depends on, directly or not.
+    pub ancestors: Vec<String>,
+    /// Tasks that must succeed first.
+    pub depends_on: Vec<String>,
+    /// Its input, with `$(…)` references.
+    pub input: Value,
+    /// Attempts after a failure.
+    pub retries: Retries,
     /// The command it runs (or `agent`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<RunCommand>,
-    /// Tasks that must succeed first.
-    pub depends_on: Vec<String>,
-    /// Every task it depends on, directly or not.
-    pub ancestors: Vec<String>,
-    /// Its input, with `$(…)` references.
-    pub input: Value,
     /// Time one attempt may take.
     pub timeout_ms: u64,
-    /// Attempts after a failure.
-    pub retries: Retries,
 }
 
 impl Default for TaskEntry {
@@ -557,10 +563,10 @@ pub struct RunCommand {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retries {
-    /// Retries after the first attempt.
-    pub limit: u64,
     /// Delay between attempts.
     pub backoff: Backoff,
+    /// Retries after the first attempt.
+    pub limit: u64,
 }
 
 /// One alert rule.

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::document::Kind;
 use crate::hash::{canonical_hash, canonical_json, sha256_hex};
 use crate::pretty_json;
-use crate::runtime_config::{RuntimeConfig, entries_as};
+use crate::runtime_config::RuntimeConfig;
 
 /// The sections whose entries are kept as text.
 pub const BIG_SECTIONS: [&str; 2] = ["agents", "workflows"];
@@ -57,6 +57,35 @@ impl EntryText {
         let hash = sha256_hex(json.as_bytes());
         EntryText { name, json, hash }
     }
+
+    /// The entry `name` of the typed config. Its types declare their
+    /// fields in the order of their JSON names, so the text serde_json
+    /// writes for it is usually canonical already: that is checked
+    /// ([`pretty_json::is_own_compact`]: every object's keys rising), and
+    /// only an entry whose text is not goes through a JSON tree to be
+    /// sorted.
+    pub fn of_typed<T: serde::Serialize>(name: String, entry: &T) -> EntryText {
+        match serde_json::to_string(entry) {
+            Ok(json) if pretty_json::is_own_compact(&json) => {
+                let hash = sha256_hex(json.as_bytes());
+                EntryText { name, json, hash }
+            }
+            // Plain data with string keys always converts.
+            _ => EntryText::new(name, &serde_json::to_value(entry).unwrap_or(Value::Null)),
+        }
+    }
+}
+
+/// Each entry of `map` as its text, in name order, over every core.
+fn entry_texts<T: serde::Serialize + Send>(
+    map: std::collections::BTreeMap<String, T>,
+) -> Vec<EntryText> {
+    let entries: Vec<(String, T)> = map.into_iter().collect();
+    entries
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|(name, entry)| EntryText::of_typed(name, &entry))
+        .collect()
 }
 
 impl RuntimeText {
@@ -66,9 +95,7 @@ impl RuntimeText {
         let workflows = std::mem::take(&mut config.workflows);
         let rest = config.to_value();
         drop(config);
-        let text = |name, value: Value| EntryText::new(name, &value);
-        let (agents, workflows) =
-            rayon::join(|| entries_as(agents, text), || entries_as(workflows, text));
+        let (agents, workflows) = rayon::join(|| entry_texts(agents), || entry_texts(workflows));
         RuntimeText {
             rest,
             sections: vec![("agents", agents), ("workflows", workflows)],
@@ -216,5 +243,108 @@ fn without_big_sections(runtime: &Value) -> Value {
                 .collect(),
         ),
         None => runtime.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::EntryText;
+    use crate::hash::canonical_json;
+    use crate::runtime_config::*;
+
+    /// An entry's text as its type writes it, checked for canonical form.
+    fn written_as_it_stands<T: serde::Serialize>(entry: &T) -> String {
+        let text = serde_json::to_string(entry).expect("serializes");
+        assert!(
+            crate::pretty_json::is_own_compact(&text),
+            "fields out of the order of their JSON names: {text}"
+        );
+        text
+    }
+
+    /// Every field of an agent's and a workflow's entry set, so each type
+    /// in them writes every key: their declared order is their keys'.
+    #[test]
+    fn entries_with_every_field_are_written_in_canonical_order() {
+        let agent = AgentEntry {
+            labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
+            subscribe: vec!["in".into()],
+            publish: vec!["out".into()],
+            local: Some(LocalRun {
+                command: vec!["run".into()],
+            }),
+            health: Some(HealthEntry {
+                check: Some(HealthCheck::Http {
+                    path: Some("/healthz".into()),
+                    port: PortRef::Name("http".into()),
+                }),
+                ..HealthEntry::default()
+            }),
+            config: json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": null}}),
+            env: vec![EnvVar {
+                name: "TOKEN".into(),
+                value: Some(json!("x")),
+                secret_ref: Some(SecretKeyRef {
+                    name: "s".into(),
+                    key: "k".into(),
+                }),
+            }],
+            ports: vec![Port {
+                name: "http".into(),
+                port: Some(8080),
+                protocol: Some("TCP".into()),
+            }],
+            ..AgentEntry::default()
+        };
+        let task = TaskEntry {
+            agent: Some("a".into()),
+            run: Some(RunCommand {
+                command: vec!["true".into()],
+            }),
+            depends_on: vec!["first".into()],
+            ancestors: vec!["first".into()],
+            input: json!({"q": "$(first.output)", "p": 1}),
+            ..TaskEntry::default()
+        };
+        let workflow = WorkflowEntry {
+            triggers: vec![Trigger {
+                name: "t".into(),
+                topic: Some("in".into()),
+                schedule: Some("* * * * *".into()),
+                manual: Some(Manual {}),
+            }],
+            order: vec!["first".into(), "second".into()],
+            tasks: BTreeMap::from([("second".to_string(), task)]),
+            ..WorkflowEntry::default()
+        };
+        for (text, value) in [
+            (written_as_it_stands(&agent), serde_json::to_value(&agent)),
+            (
+                written_as_it_stands(&workflow),
+                serde_json::to_value(&workflow),
+            ),
+        ] {
+            assert_eq!(text, canonical_json(&value.expect("converts")));
+        }
+        let taken = EntryText::of_typed("a".into(), &agent);
+        assert_eq!(taken.json, written_as_it_stands(&agent));
+        assert_eq!(taken.hash, crate::hash::sha256_hex(taken.json.as_bytes()));
+    }
+
+    /// A type whose fields are not in the order of their keys still gets
+    /// its canonical text, through a JSON tree.
+    #[test]
+    fn an_entry_out_of_order_is_sorted() {
+        #[derive(serde::Serialize)]
+        struct OutOfOrder {
+            zeta: u8,
+            alpha: u8,
+        }
+        let taken = EntryText::of_typed("x".into(), &OutOfOrder { zeta: 1, alpha: 2 });
+        assert_eq!(taken.json, r#"{"alpha":2,"zeta":1}"#);
     }
 }
