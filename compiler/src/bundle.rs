@@ -57,6 +57,16 @@ pub struct Text {
     pub hash: String,
 }
 
+impl Text {
+    /// What the output files carry of the object `body`.
+    pub fn of(body: &Value) -> Text {
+        Text {
+            yaml: to_yaml(body),
+            hash: canonical_hash(body),
+        }
+    }
+}
+
 /// An object as the output files carry it.
 pub type Emitted = Object<Text>;
 
@@ -120,16 +130,6 @@ impl Object {
         }
     }
 
-    /// The object as YAML.
-    pub fn yaml(&self) -> String {
-        to_yaml(&self.body)
-    }
-
-    /// SHA-256 of the canonical JSON of the object.
-    pub fn content_hash(&self) -> String {
-        canonical_hash(&self.body)
-    }
-
     /// The object as the output files carry it: who it is, its YAML and
     /// its hash.
     pub fn to_emitted(&self) -> Emitted {
@@ -140,10 +140,7 @@ impl Object {
             name: self.name.clone(),
             template: self.template.clone(),
             spec: self.spec.clone(),
-            body: Text {
-                yaml: self.yaml(),
-                hash: self.content_hash(),
-            },
+            body: Text::of(&self.body),
         }
     }
 }
@@ -210,10 +207,7 @@ impl Body for std::sync::Arc<Value> {
 impl Body for Text {
     /// The tree is dropped with `object`, in the worker that rendered it.
     fn from_object(object: Object) -> Emitted {
-        object.map_body(|body| Text {
-            yaml: to_yaml(&body),
-            hash: canonical_hash(&body),
-        })
+        object.map_body(|body| Text::of(&body))
     }
 }
 

@@ -53,16 +53,52 @@ pub struct Entry {
 #[derive(Clone, Debug, Default)]
 pub struct Map {
     entries: Vec<Entry>,
-    /// Key → position in `entries`, once there are [`INDEX_FROM`] entries
-    /// (boxed: most maps have none, and a map's size is every node's:
-    /// eight bytes here instead of the forty-eight of a `HashMap`).
-    #[allow(clippy::box_collection)]
-    index: Option<Box<std::collections::HashMap<String, usize>>>,
+    /// Key → position in `entries`, once there are [`INDEX_FROM`] entries.
+    index: KeyIndex,
 }
 
 /// Entries from which a [`Map`] keeps a hash index: below it a linear
 /// scan of short keys is as fast as hashing.
 pub const INDEX_FROM: usize = 16;
+
+/// Key → position among a map's entries, kept from [`INDEX_FROM`] entries
+/// on (the YAML builder keeps one the same way while it reads a mapping).
+/// Boxed: most maps have none, and a map's size is every node's: eight
+/// bytes here instead of the forty-eight of a `HashMap`.
+#[allow(clippy::box_collection)]
+pub(crate) type KeyIndex = Option<Box<std::collections::HashMap<String, usize>>>;
+
+/// Where `key` is among `entries`: through `index` when there is one,
+/// else by a scan.
+pub(crate) fn find_key(entries: &[Entry], index: &KeyIndex, key: &str) -> Option<usize> {
+    match index {
+        Some(index) => index.get(key).copied(),
+        None => entries.iter().position(|e| e.key == key),
+    }
+}
+
+/// Notes in `index` the last of `entries`, just pushed, building the index
+/// once the entries reach [`INDEX_FROM`].
+pub(crate) fn index_last(entries: &[Entry], index: &mut KeyIndex) {
+    let Some(last) = entries.len().checked_sub(1) else {
+        return;
+    };
+    match index {
+        Some(index) => {
+            index.insert(entries[last].key.clone(), last);
+        }
+        None if entries.len() >= INDEX_FROM => *index = Some(Box::new(build_index(entries))),
+        None => {}
+    }
+}
+
+fn build_index(entries: &[Entry]) -> std::collections::HashMap<String, usize> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(at, e)| (e.key.clone(), at))
+        .collect()
+}
 
 impl PartialEq for Map {
     fn eq(&self, other: &Map) -> bool {
@@ -77,24 +113,14 @@ impl Map {
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        match &self.index {
-            Some(index) => index.get(key).copied(),
-            None => self.entries.iter().position(|e| e.key == key),
-        }
+        find_key(&self.entries, &self.index, key)
     }
 
     /// Builds the index again from the entries (after a removal), or drops
     /// it when the map is small again.
     fn reindex(&mut self) {
-        self.index = (self.entries.len() >= INDEX_FROM).then(|| {
-            Box::new(
-                self.entries
-                    .iter()
-                    .enumerate()
-                    .map(|(at, e)| (e.key.clone(), at))
-                    .collect(),
-            )
-        });
+        self.index =
+            (self.entries.len() >= INDEX_FROM).then(|| Box::new(build_index(&self.entries)));
     }
 
     /// The entry for `key`.
@@ -123,30 +149,14 @@ impl Map {
 
     /// Appends an entry whose key is not in the map.
     fn append(&mut self, entry: Entry) {
-        if let Some(index) = &mut self.index {
-            index.insert(entry.key.clone(), self.entries.len());
-        }
         self.entries.push(entry);
-        if self.index.is_none() && self.entries.len() >= INDEX_FROM {
-            self.reindex();
-        }
+        index_last(&self.entries, &mut self.index);
     }
 
-    /// A map of `entries` whose keys are all different, with `index` when
-    /// the builder kept one (key → position) or built here when there are
-    /// [`INDEX_FROM`] entries or more.
-    pub(crate) fn from_unique_entries(
-        entries: Vec<Entry>,
-        index: Option<std::collections::HashMap<String, usize>>,
-    ) -> Map {
-        let mut map = Map {
-            entries,
-            index: index.map(Box::new),
-        };
-        if map.index.is_none() && map.entries.len() >= INDEX_FROM {
-            map.reindex();
-        }
-        map
+    /// A map of `entries`, whose keys are all different, with the `index`
+    /// [`index_last`] kept of them.
+    pub(crate) fn from_unique_entries(entries: Vec<Entry>, index: KeyIndex) -> Map {
+        Map { entries, index }
     }
 
     /// Removes `key` and returns its entry.

@@ -159,24 +159,31 @@ impl RuntimeConfig {
     }
 }
 
-/// Each entry of `map` as JSON, handed with its name to `into`, over every
-/// core; each entry's tree lives only until `into` returns with it (the
-/// agents and workflows of a big project, made into text or shared).
-pub fn entries_as<T: Serialize + Send, U: Send>(
+/// Each entry of `map`, handed with its name to `into`, over every core
+/// (the agents and workflows of a big project), in name order.
+pub fn each_entry<T: Send, U: Send>(
     map: BTreeMap<String, T>,
-    into: impl Fn(String, Value) -> U + Sync,
+    into: impl Fn(String, T) -> U + Sync,
 ) -> Vec<U> {
     use rayon::prelude::*;
     let entries: Vec<(String, T)> = map.into_iter().collect();
     entries
         .into_par_iter()
         .with_min_len(64)
-        .map(|(name, entry)| {
-            // Plain data with string keys always converts.
-            let value = serde_json::to_value(&entry).unwrap_or(Value::Null);
-            into(name, value)
-        })
+        .map(|(name, entry)| into(name, entry))
         .collect()
+}
+
+/// [`each_entry`] with each entry as JSON; each entry's tree lives only
+/// until `into` returns with it (made into text or shared).
+pub fn entries_as<T: Serialize + Send, U: Send>(
+    map: BTreeMap<String, T>,
+    into: impl Fn(String, Value) -> U + Sync,
+) -> Vec<U> {
+    // Plain data with string keys always converts.
+    each_entry(map, |name, entry| {
+        into(name, serde_json::to_value(&entry).unwrap_or(Value::Null))
+    })
 }
 
 /// One agent.

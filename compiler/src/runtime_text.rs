@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::document::Kind;
 use crate::hash::{canonical_hash, canonical_json, sha256_hex};
 use crate::pretty_json;
-use crate::runtime_config::RuntimeConfig;
+use crate::runtime_config::{RuntimeConfig, each_entry};
 
 /// The sections whose entries are kept as text.
 pub const BIG_SECTIONS: [&str; 2] = ["agents", "workflows"];
@@ -76,18 +76,6 @@ impl EntryText {
     }
 }
 
-/// Each entry of `map` as its text, in name order, over every core.
-fn entry_texts<T: serde::Serialize + Send>(
-    map: std::collections::BTreeMap<String, T>,
-) -> Vec<EntryText> {
-    let entries: Vec<(String, T)> = map.into_iter().collect();
-    entries
-        .into_par_iter()
-        .with_min_len(64)
-        .map(|(name, entry)| EntryText::of_typed(name, &entry))
-        .collect()
-}
-
 impl RuntimeText {
     /// Made from the typed config, which it consumes.
     pub fn from_config(mut config: RuntimeConfig) -> RuntimeText {
@@ -95,7 +83,10 @@ impl RuntimeText {
         let workflows = std::mem::take(&mut config.workflows);
         let rest = config.to_value();
         drop(config);
-        let (agents, workflows) = rayon::join(|| entry_texts(agents), || entry_texts(workflows));
+        let (agents, workflows) = rayon::join(
+            || each_entry(agents, |name, entry| EntryText::of_typed(name, &entry)),
+            || each_entry(workflows, |name, entry| EntryText::of_typed(name, &entry)),
+        );
         RuntimeText {
             rest,
             sections: vec![("agents", agents), ("workflows", workflows)],

@@ -14,7 +14,7 @@ use saphyr_parser::Event;
 
 use super::{MAX_ALIAS_NODES, scalar_value, scan_error};
 use crate::diagnostic::{Diagnostic, codes};
-use crate::node::{Entry, INDEX_FROM, Map, Node, Value};
+use crate::node::{Entry, KeyIndex, Map, Node, Value, find_key, index_last};
 use crate::span::{Provenance, Span};
 
 /// A collection being read. Its items or entries so far are the tail of
@@ -31,9 +31,9 @@ enum Frame<'t> {
     },
     Map {
         first: usize,
-        /// Key → position among the map's entries, from
-        /// [`INDEX_FROM`] entries on (duplicate keys found in linear time).
-        index: Option<HashMap<String, usize>>,
+        /// Its keys' positions, kept as a [`Map`] keeps them (duplicate
+        /// keys found in linear time).
+        index: KeyIndex,
         start: Marker,
         anchor: usize,
         tag: Option<Cow<'t, Tag>>,
@@ -266,32 +266,16 @@ impl<'t> Builder<'t> {
                         "share values with `extends` (an AgentTemplate or WorkflowTemplate) instead",
                     ));
                 }
-                let own = &self.entries[*first..];
-                let taken = match index {
-                    Some(index) => index.contains_key(&text),
-                    None => own.iter().any(|e| e.key == text),
-                };
-                if taken {
+                if find_key(&self.entries[*first..], index, &text).is_some() {
                     let err = ScanError::new_str(key_mark, "duplicated key in mapping");
                     return Err(Box::new(scan_error(&self.file, self.text, &err)));
-                }
-                let at = own.len();
-                if let Some(index) = index {
-                    index.insert(text.clone(), at);
-                } else if at + 1 >= INDEX_FROM {
-                    let mut built: HashMap<String, usize> = own
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| (e.key.clone(), i))
-                        .collect();
-                    built.insert(text.clone(), at);
-                    *index = Some(built);
                 }
                 self.entries.push(Entry {
                     key: text,
                     key_span: key_prov.span,
                     value: node,
                 });
+                index_last(&self.entries[*first..], index);
             }
         }
         Ok(())
