@@ -82,9 +82,9 @@ pub fn run(shape: Shape, runs: usize, keep: Option<&Path>) -> anyhow::Result<Exi
     )?;
     writeln!(out, "validate, {}", Spread::of(&mut timings))?;
     scale_inputs(runs.max(1), &mut out)?;
-    build_and_helm(&source, runs.max(1), &mut out)?;
+    let built = build_and_helm(&source, runs.max(1), &mut out)?;
     diff_revisions(shape, &dir, runs.max(1), &mut out)?;
-    commands_as_processes(&dir, runs.max(1), &mut out)?;
+    commands_as_processes(&dir, &built.path().join("out"), runs.max(1), &mut out)?;
     crate::kubernetes::kubernetes_plan(runs.max(1), &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -156,7 +156,12 @@ fn scale_inputs(runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
 
 /// Times `build` (compile, render, write the output directory) and, when
 /// helm is installed, `helm template` on the same chart, in one run.
-fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
+/// Returns the directory holding the build's output (in `out`).
+fn build_and_helm(
+    source: &WorkTree,
+    runs: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<tempfile::TempDir> {
     let target = tempfile::tempdir().context("cannot create a temporary directory")?;
     let out_dir = target.path().join("out");
     let mut timings = Vec::new();
@@ -201,7 +206,7 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
             out,
             "helm template: skipped (helm not found on PATH or in .tools/bin; scripts/test installs it)"
         )?;
-        return Ok(());
+        return Ok(target);
     };
     // Helm is a process: so is cortex here. Alternating pairs, so a slow
     // spell of this machine hits both, and the ratio is taken per pair.
@@ -215,19 +220,20 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
     helm_process
         .args(["template", "release"])
         .arg(out_dir.join("chart"));
-    let (mut builds, mut helms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs.min(5) {
-        let build_time = time_process(&mut build_process, "cortex build")?;
-        let helm_time = time_process(&mut helm_process, "helm template")?;
-        ratios.push(helm_time.as_secs_f64() / build_time.as_secs_f64());
-        builds.push(build_time);
-        helms.push(helm_time);
-    }
+    let mut times = alternate(
+        &mut [
+            (&mut build_process, "cortex build"),
+            (&mut helm_process, "helm template"),
+        ],
+        runs.min(5),
+    )?;
+    // Ratios pair the rounds: taken before the times are sorted.
+    let mut ratios = shares(&times[1], &times[0]);
     writeln!(
         out,
         "as processes, alternating: cortex build {}; helm template of the same chart {}",
-        Spread::of(&mut builds),
-        Spread::of(&mut helms)
+        Spread::of(&mut times[0]),
+        Spread::of(&mut times[1])
     )?;
     let [min, median, max] = min_median_max(&mut ratios);
     writeln!(
@@ -252,7 +258,32 @@ fn build_and_helm(source: &WorkTree, runs: usize, out: &mut impl Write) -> anyho
         range(&mut build_peaks),
         range(&mut helm_peaks)
     )?;
-    Ok(())
+    Ok(target)
+}
+
+/// Runs each of `commands` once a round, in turn, for `rounds` rounds, so a
+/// slow spell of this machine hits all of them alike; each command's times,
+/// in the order given.
+fn alternate(
+    commands: &mut [(&mut std::process::Command, &str)],
+    rounds: usize,
+) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let mut times = vec![Vec::with_capacity(rounds); commands.len()];
+    for _ in 0..rounds {
+        for ((command, what), taken) in commands.iter_mut().zip(&mut times) {
+            taken.push(time_process(command, what)?);
+        }
+    }
+    Ok(times)
+}
+
+/// Each of `parts` over the time of the same round in `wholes`.
+fn shares(parts: &[Duration], wholes: &[Duration]) -> Vec<f64> {
+    parts
+        .iter()
+        .zip(wholes)
+        .map(|(part, whole)| part.as_secs_f64() / whole.as_secs_f64())
+        .collect()
 }
 
 /// Runs `command` (output discarded) to its end and returns how long it took.
@@ -358,10 +389,16 @@ fn diff_revisions(
 /// processes, as a user runs them (their targets are the commands' times):
 /// each process pays for what the in-process runs share, its start, fresh
 /// memory and its exit. When helm is installed, each round also times
-/// `helm template` of the project's chart, and both commands are reported
+/// `helm template` of the chart in `built` (the build's output directory),
+/// and both commands are reported
 /// as a share of helm's time in their round: this machine's speed moves by
 /// half from hour to hour, and a ratio to a peer run beside them does not.
-fn commands_as_processes(dir: &Path, runs: usize, out: &mut impl Write) -> anyhow::Result<()> {
+fn commands_as_processes(
+    dir: &Path,
+    built: &Path,
+    runs: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let cortex = crate::cortex_binary()?;
     let mut validate = std::process::Command::new(&cortex);
     validate.arg("validate").arg(dir);
@@ -369,39 +406,31 @@ fn commands_as_processes(dir: &Path, runs: usize, out: &mut impl Write) -> anyho
     diff.arg("diff")
         .arg(dir)
         .args(["--from", "HEAD~1", "--to", "HEAD"]);
-    let target = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let mut helm = match find_helm() {
-        Some(helm) => {
-            let chart = target.path().join("out");
-            let mut build = std::process::Command::new(&cortex);
-            build.arg("build").arg(dir).arg("-o").arg(&chart);
-            time_process(&mut build, "cortex build")?;
-            let mut helm = std::process::Command::new(helm);
-            helm.args(["template", "release"]).arg(chart.join("chart"));
-            Some(helm)
-        }
-        None => None,
-    };
-    let (mut validates, mut diffs) = (Vec::new(), Vec::new());
-    let (mut validate_shares, mut diff_shares) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let validate_time = time_process(&mut validate, "cortex validate")?;
-        let diff_time = time_process(&mut diff, "cortex diff")?;
-        if let Some(helm) = &mut helm {
-            let helm_time = time_process(helm, "helm template")?.as_secs_f64();
-            validate_shares.push(validate_time.as_secs_f64() / helm_time);
-            diff_shares.push(diff_time.as_secs_f64() / helm_time);
-        }
-        validates.push(validate_time);
-        diffs.push(diff_time);
+    let mut helm = find_helm().map(|helm| {
+        let mut helm = std::process::Command::new(helm);
+        helm.args(["template", "release"]).arg(built.join("chart"));
+        helm
+    });
+    let mut commands = vec![
+        (&mut validate, "cortex validate"),
+        (&mut diff, "cortex diff"),
+    ];
+    if let Some(helm) = &mut helm {
+        commands.push((helm, "helm template"));
     }
+    let mut times = alternate(&mut commands, runs)?;
+    // Shares pair the rounds: taken before the times are sorted.
+    let round_shares = match &times[..] {
+        [validates, diffs, helms] => Some((shares(validates, helms), shares(diffs, helms))),
+        _ => None,
+    };
     writeln!(
         out,
         "as processes, alternating: cortex validate {}; cortex diff --from HEAD~1 --to HEAD {}",
-        Spread::of(&mut validates),
-        Spread::of(&mut diffs)
+        Spread::of(&mut times[0]),
+        Spread::of(&mut times[1])
     )?;
-    if helm.is_some() {
+    if let Some((mut validate_shares, mut diff_shares)) = round_shares {
         let share = |shares: &mut Vec<f64>| {
             let [min, median, max] = min_median_max(shares);
             format!("min {min:.3}, median {median:.3}, max {max:.3}")

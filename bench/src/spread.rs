@@ -18,7 +18,7 @@ impl Spread {
         Spread {
             runs: timings.len(),
             min: timings.first().copied().unwrap_or_default(),
-            median: timings.get(timings.len() / 2).copied().unwrap_or_default(),
+            median: quantile(timings, 0.5).unwrap_or_default(),
             max: timings.last().copied().unwrap_or_default(),
         }
     }
@@ -39,15 +39,11 @@ impl std::fmt::Display for Spread {
 }
 
 /// Sorts `values` (at least one) and gives their minimum, median and
-/// maximum.
+/// maximum (the median by [`quantile`]'s rule, as every figure).
 pub(crate) fn min_median_max(values: &mut [f64]) -> [f64; 3] {
     values.sort_by(f64::total_cmp);
-    let at = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
-    [
-        at(0),
-        at(values.len() / 2),
-        at(values.len().saturating_sub(1)),
-    ]
+    let at = |q: f64| quantile(values, q).unwrap_or(f64::NAN);
+    [at(0.0), at(0.5), at(1.0)]
 }
 
 /// The `q` quantile (0–1) of `sorted` by nearest rank: the smallest value
@@ -83,6 +79,13 @@ mod tests {
     fn min_median_max_sorts_first() {
         assert_eq!(min_median_max(&mut [3.0, 1.0, 2.0]), [1.0, 2.0, 3.0]);
         assert_eq!(min_median_max(&mut [5.0]), [5.0; 3]);
+        // An even count's median is the lower middle, as `quantile` takes it.
+        assert_eq!(min_median_max(&mut [4.0, 1.0, 3.0, 2.0]), [1.0, 2.0, 4.0]);
+        let mut timings = [4, 1, 3, 2].map(std::time::Duration::from_millis);
+        assert_eq!(
+            super::Spread::of(&mut timings).median,
+            std::time::Duration::from_millis(2)
+        );
         assert!(min_median_max(&mut []).iter().all(|v| v.is_nan()));
     }
 }
