@@ -92,20 +92,34 @@ fn tick_seconds(id: &str) -> u64 {
     id.rsplit_once("-s").expect("a tick id").1.parse().unwrap()
 }
 
+/// The minute boundary strictly after `ms`, in milliseconds.
+fn next_minute_ms(ms: u64) -> u64 {
+    (ms / 60_000 + 1) * 60_000
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_schedule_runs_at_every_tick() {
     let store = MemoryStore::new();
+    // The scheduler's wall clock starts somewhere in [before, after]; the
+    // paused clock then runs to 30 s past the third minute boundary after
+    // `after`, so ticks never fall near the end of the wait.
+    let before = now_ms();
     let (workflows, _stop) = scheduler(&store).await;
-    let started = now_ms() / 1000;
-    tokio::time::sleep(Duration::from_secs(3 * 60 + 1)).await;
+    let after = now_ms();
+    let first = next_minute_ms(after);
+    let end = first + 2 * 60_000 + 30_000;
+    tokio::time::sleep(Duration::from_millis(end - after)).await;
     let executions = workflows.list(Some("minutely")).await.unwrap();
     let ticks: Vec<u64> = executions.iter().map(|e| tick_seconds(&e.id)).collect();
-    assert_eq!(ticks.len(), 3, "{executions:#?}");
-    // On the minute, one minute apart, the first within a minute of the start.
+    // A boundary between `before` and `after` is a tick only if the
+    // scheduler's clock started before it: one more, a minute earlier.
+    let straddled = next_minute_ms(before) < first;
+    let expected = if straddled && ticks.len() == 4 { 4 } else { 3 };
+    assert_eq!(ticks.len(), expected, "{executions:#?}");
+    // On the minute, one minute apart, the last the third after `after`.
     assert!(ticks.iter().all(|t| t % 60 == 0));
-    assert_eq!(ticks[1] - ticks[0], 60);
-    assert_eq!(ticks[2] - ticks[1], 60);
-    assert!(ticks[0] > started && ticks[0] <= started + 60);
+    assert!(ticks.windows(2).all(|w| w[1] - w[0] == 60), "{ticks:?}");
+    assert_eq!(ticks.last().copied(), Some((first + 2 * 60_000) / 1000));
     for e in &executions {
         assert_eq!(e.trigger.name, "tick");
         assert_eq!(e.state, "queued", "the workflow is paused");
@@ -127,10 +141,16 @@ async fn the_tick_missed_while_the_runtime_was_down_runs_once_on_start() {
         .await
         .unwrap();
     let (workflows, _stop) = scheduler(&store).await;
+    let after = now_ms();
     let executions = workflows.list(Some("minutely")).await.unwrap();
     assert_eq!(executions.len(), 1, "{executions:#?}");
-    let latest = now / 60_000 * 60;
-    assert_eq!(tick_seconds(&executions[0].id), latest);
+    // The latest boundary before the scheduler's start, which lies in
+    // [now, after]: the two differ only if a minute turned in between.
+    let latest = [now / 60_000 * 60, after / 60_000 * 60];
+    assert!(
+        latest.contains(&tick_seconds(&executions[0].id)),
+        "{executions:#?}"
+    );
     // And a first start records no backlog: a new store starts from now.
     let fresh = MemoryStore::new();
     let (workflows, _stop) = scheduler(&fresh).await;
