@@ -5,6 +5,7 @@
 mod build;
 mod cause;
 pub(crate) mod fast;
+mod simple;
 
 use std::sync::Arc;
 
@@ -30,6 +31,15 @@ pub const MAX_DEPTH: usize = 64;
 /// (only comments, or a trailing `---`) are skipped.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(docs) = simple::documents(file, text) {
+        return Ok(docs);
+    }
+    parse_in_full(file, text)
+}
+
+/// [`parse`] by the full parser, for any text (the byte-order mark taken
+/// off).
+fn parse_in_full(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> {
     let mut builder = build::Builder::new(file, text);
     feed(file, text, &mut |event, span| builder.event(event, span))?;
     Ok(builder.into_documents())
