@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use k8s_openapi::api::{apps, autoscaling, core, networking, policy, rbac};
 
+use super::unknown_fields;
 use crate::diagnostic::{Diagnostic, Diagnostics, codes};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
@@ -21,6 +22,29 @@ pub enum Problem {
 
 /// Checks `object` when its kind is known; `Ok` for unknown kinds.
 pub fn check(object: &Value) -> Result<(), Problem> {
+    check_by::<Tracking>(object)
+}
+
+/// How an object is read into its type, its unknown fields listed.
+trait Reader {
+    fn read<T: DeserializeOwned>(object: &Value) -> Result<(), Problem>;
+}
+
+/// Reads with [`unknown_fields`] (keys borrowed from the object).
+struct Tracking;
+
+impl Reader for Tracking {
+    fn read<T: DeserializeOwned>(object: &Value) -> Result<(), Problem> {
+        let mut unknown = Vec::new();
+        match unknown_fields::deserialize::<T>(object, &mut unknown) {
+            Err(e) => Err(Problem::Invalid(e.to_string())),
+            Ok(_) if !unknown.is_empty() => Err(Problem::UnknownFields(unknown)),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+fn check_by<R: Reader>(object: &Value) -> Result<(), Problem> {
     let api_version = object
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -30,48 +54,31 @@ pub fn check(object: &Value) -> Result<(), Problem> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     match (api_version, kind) {
-        ("apps/v1", "Deployment") => typed::<apps::v1::Deployment>(object),
-        ("apps/v1", "StatefulSet") => typed::<apps::v1::StatefulSet>(object),
-        ("v1", "ServiceAccount") => typed::<core::v1::ServiceAccount>(object),
-        ("v1", "ConfigMap") => typed::<core::v1::ConfigMap>(object),
-        ("v1", "Secret") => typed::<core::v1::Secret>(object),
-        ("v1", "Service") => typed::<core::v1::Service>(object),
-        ("v1", "Namespace") => typed::<core::v1::Namespace>(object),
+        ("apps/v1", "Deployment") => R::read::<apps::v1::Deployment>(object),
+        ("apps/v1", "StatefulSet") => R::read::<apps::v1::StatefulSet>(object),
+        ("v1", "ServiceAccount") => R::read::<core::v1::ServiceAccount>(object),
+        ("v1", "ConfigMap") => R::read::<core::v1::ConfigMap>(object),
+        ("v1", "Secret") => R::read::<core::v1::Secret>(object),
+        ("v1", "Service") => R::read::<core::v1::Service>(object),
+        ("v1", "Namespace") => R::read::<core::v1::Namespace>(object),
         ("autoscaling/v2", "HorizontalPodAutoscaler") => {
-            typed::<autoscaling::v2::HorizontalPodAutoscaler>(object)
+            R::read::<autoscaling::v2::HorizontalPodAutoscaler>(object)
         }
-        ("policy/v1", "PodDisruptionBudget") => typed::<policy::v1::PodDisruptionBudget>(object),
-        ("networking.k8s.io/v1", "NetworkPolicy") => typed::<networking::v1::NetworkPolicy>(object),
-        ("networking.k8s.io/v1", "Ingress") => typed::<networking::v1::Ingress>(object),
-        ("rbac.authorization.k8s.io/v1", "Role") => typed::<rbac::v1::Role>(object),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => typed::<rbac::v1::RoleBinding>(object),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => typed::<rbac::v1::ClusterRole>(object),
+        ("policy/v1", "PodDisruptionBudget") => R::read::<policy::v1::PodDisruptionBudget>(object),
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            R::read::<networking::v1::NetworkPolicy>(object)
+        }
+        ("networking.k8s.io/v1", "Ingress") => R::read::<networking::v1::Ingress>(object),
+        ("rbac.authorization.k8s.io/v1", "Role") => R::read::<rbac::v1::Role>(object),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => R::read::<rbac::v1::RoleBinding>(object),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => R::read::<rbac::v1::ClusterRole>(object),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-            typed::<rbac::v1::ClusterRoleBinding>(object)
+            R::read::<rbac::v1::ClusterRoleBinding>(object)
         }
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
-            typed::<apiextensions::CustomResourceDefinition>(object)
+            R::read::<apiextensions::CustomResourceDefinition>(object)
         }
         _ => Ok(()),
-    }
-}
-
-fn typed<T: DeserializeOwned>(object: &Value) -> Result<(), Problem> {
-    let mut unknown = Vec::new();
-    let result: Result<T, _> = serde_ignored::deserialize(object, |path| {
-        // `?` stands for an Option wrapper, not a field the user wrote.
-        let path = path.to_string();
-        unknown.push(
-            path.split('.')
-                .filter(|s| *s != "?")
-                .collect::<Vec<_>>()
-                .join("."),
-        );
-    });
-    match result {
-        Err(e) => Err(Problem::Invalid(e.to_string())),
-        Ok(_) if !unknown.is_empty() => Err(Problem::UnknownFields(unknown)),
-        Ok(_) => Ok(()),
     }
 }
 
@@ -119,6 +126,143 @@ pub fn check_object(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The reading [`Tracking`] replaced: `serde_ignored`, which copies
+    /// every key to know the paths.
+    struct SerdeIgnored;
+
+    impl Reader for SerdeIgnored {
+        fn read<T: DeserializeOwned>(object: &Value) -> Result<(), Problem> {
+            let mut unknown = Vec::new();
+            let result: Result<T, _> = serde_ignored::deserialize(object, |path| {
+                // `?` stands for an Option wrapper, not a field the user wrote.
+                let path = path.to_string();
+                unknown.push(
+                    path.split('.')
+                        .filter(|s| *s != "?")
+                        .collect::<Vec<_>>()
+                        .join("."),
+                );
+            });
+            match result {
+                Err(e) => Err(Problem::Invalid(e.to_string())),
+                Ok(_) if !unknown.is_empty() => Err(Problem::UnknownFields(unknown)),
+                Ok(_) => Ok(()),
+            }
+        }
+    }
+
+    /// Objects of every checked kind, written out with most of their
+    /// fields.
+    fn objects() -> Vec<Value> {
+        let meta = json!({ "name": "x", "namespace": "n", "labels": { "app": "x" }, "annotations": { "a.b/c": "d" } });
+        let container = json!({
+            "name": "agent", "image": "r/x:1", "command": ["run"], "args": ["--a"],
+            "env": [{ "name": "A", "value": "1" }, { "name": "S", "valueFrom": { "secretKeyRef": { "name": "s", "key": "k" } } }],
+            "envFrom": [{ "configMapRef": { "name": "c" } }],
+            "ports": [{ "name": "http", "containerPort": 8080, "protocol": "TCP" }],
+            "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": 1 } },
+            "livenessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 10 },
+            "securityContext": { "runAsNonRoot": true, "capabilities": { "drop": ["ALL"] }, "seccompProfile": { "type": "RuntimeDefault" } },
+            "volumeMounts": [{ "name": "v", "mountPath": "/v", "readOnly": true }]
+        });
+        let pod = json!({
+            "metadata": { "labels": { "app": "x" }, "annotations": { "h": "1" } },
+            "spec": {
+                "serviceAccountName": "x", "automountServiceAccountToken": false,
+                "securityContext": { "fsGroup": 1000 }, "nodeSelector": { "pool": "a" },
+                "tolerations": [{ "key": "k", "operator": "Exists", "effect": "NoSchedule" }],
+                "containers": [container], "volumes": [{ "name": "v", "configMap": { "name": "c", "items": [{ "key": "a", "path": "a" }] } }]
+            }
+        });
+        vec![
+            json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": { "replicas": 2, "revisionHistoryLimit": 5, "selector": { "matchLabels": { "app": "x" } }, "template": pod } }),
+            json!({ "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": { "serviceName": "x", "selector": { "matchExpressions": [{ "key": "a", "operator": "In", "values": ["b"] }] }, "template": pod } }),
+            json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": false }),
+            json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": { "a": "1", "runtime.json": "{}" } }),
+            json!({ "apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "stringData": { "k": "v" } }),
+            json!({ "apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": { "type": "ClusterIP", "selector": { "app": "x" }, "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] } }),
+            json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": meta }),
+            json!({ "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta, "spec": { "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "x" }, "minReplicas": 1, "maxReplicas": 3, "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 70 } } }] } }),
+            json!({ "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta, "spec": { "maxUnavailable": 1, "selector": { "matchLabels": { "app": "x" } } } }),
+            json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta, "spec": { "podSelector": {}, "ingress": [{ "from": [{ "podSelector": { "matchLabels": { "a": "b" } } }], "ports": [{ "port": 80 }] }] } }),
+            json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [{ "apiGroups": [""], "resources": ["pods"], "verbs": ["get"] }] }),
+            json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta, "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "x" }, "subjects": [{ "kind": "ServiceAccount", "name": "x" }] }),
+            json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": meta, "spec": { "group": "e.com", "scope": "Namespaced", "names": { "kind": "W", "plural": "ws" }, "versions": [{ "name": "v1", "served": true, "storage": true, "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true, "default": { "a": [1, { "b": null }] } } } }] } }),
+        ]
+    }
+
+    /// Every way to change one place of `value`: an unknown field added to
+    /// an object, a value of another type, an extra item.
+    fn variants(value: &Value, out: &mut Vec<Value>, rebuild: &dyn Fn(Value) -> Value) {
+        let others = [
+            json!(null),
+            json!(true),
+            json!(7),
+            json!(-1.5),
+            json!("s"),
+            json!([1]),
+            json!({ "k": 1 }),
+        ];
+        for other in &others {
+            if std::mem::discriminant(other) != std::mem::discriminant(value) {
+                out.push(rebuild(other.clone()));
+            }
+        }
+        match value {
+            Value::Object(map) => {
+                let mut more = map.clone();
+                more.insert("bogusField".into(), json!({ "deep": [1] }));
+                out.push(rebuild(Value::Object(more)));
+                for (key, inner) in map {
+                    let rebuild_inner = |v: Value| {
+                        let mut map = map.clone();
+                        map.insert(key.clone(), v);
+                        rebuild(Value::Object(map))
+                    };
+                    variants(inner, out, &rebuild_inner);
+                }
+            }
+            Value::Array(items) => {
+                let mut more = items.clone();
+                more.push(json!({ "name": "extra", "bogus": 1 }));
+                out.push(rebuild(Value::Array(more)));
+                for (i, inner) in items.iter().enumerate() {
+                    let rebuild_inner = |v: Value| {
+                        let mut items = items.clone();
+                        items[i] = v;
+                        rebuild(Value::Array(items))
+                    };
+                    variants(inner, out, &rebuild_inner);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The borrowed-key reading finds what `serde_ignored` found — the
+    /// same unknown paths in the same order, the same error — on every
+    /// kind's object and on every one-place change of it.
+    #[test]
+    fn tracking_reads_as_serde_ignored_did() {
+        let (mut cases, mut unknown, mut invalid) = (0, 0, 0);
+        for object in objects() {
+            assert_eq!(check_by::<Tracking>(&object), Ok(()), "{object:#}");
+            let mut changed = Vec::new();
+            variants(&object, &mut changed, &|v| v);
+            for case in changed {
+                let tracked = check_by::<Tracking>(&case);
+                assert_eq!(tracked, check_by::<SerdeIgnored>(&case), "{case:#}");
+                cases += 1;
+                unknown += usize::from(matches!(tracked, Err(Problem::UnknownFields(_))));
+                invalid += usize::from(matches!(tracked, Err(Problem::Invalid(_))));
+            }
+        }
+        assert!(
+            cases > 1000 && unknown > 100 && invalid > 300,
+            "{cases} cases: {unknown} unknown, {invalid} invalid"
+        );
+    }
 
     #[test]
     fn a_misspelled_field_is_found_with_its_path() {

@@ -21,6 +21,7 @@ pub mod check;
 pub mod manifests;
 pub mod memo;
 pub mod runtime;
+mod unknown_fields;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
