@@ -446,64 +446,67 @@ impl<'t> Reader<'t> {
     }
 
     fn flow_sequence(&mut self) -> Step<()> {
+        self.flow_collection(
+            Event::SequenceStart(0, None),
+            Event::SequenceEnd,
+            b']',
+            Reader::flow_node,
+        )
+    }
+
+    fn flow_mapping(&mut self) -> Step<()> {
+        self.flow_collection(
+            Event::MappingStart(0, None),
+            Event::MappingEnd,
+            b'}',
+            Reader::flow_entry,
+        )
+    }
+
+    /// A flow collection at the cursor, closed by `close` on the same line,
+    /// each of its members read by `member`.
+    fn flow_collection(
+        &mut self,
+        start: Event<'t>,
+        end: Event<'t>,
+        close: u8,
+        member: fn(&mut Self) -> Step<()>,
+    ) -> Step<()> {
         self.open()?;
-        self.emit(Event::SequenceStart(0, None), self.at, self.at)?;
+        self.emit(start, self.at, self.at)?;
         self.at += 1;
         self.skip_spaces();
-        if self.here() != b']' {
+        if self.here() != close {
             loop {
-                self.flow_node()?;
+                member(self)?;
                 self.skip_spaces();
                 match self.here() {
                     b',' => {
                         self.at += 1;
                         self.skip_spaces();
-                        if self.here() == b']' {
+                        if self.here() == close {
                             return Err(Unsupported);
                         }
                     }
-                    b']' => break,
+                    b if b == close => break,
                     _ => return Err(Unsupported),
                 }
             }
         }
-        self.emit(Event::SequenceEnd, self.at, self.at)?;
+        self.emit(end, self.at, self.at)?;
         self.at += 1;
         self.depth -= 1;
         Ok(())
     }
 
-    fn flow_mapping(&mut self) -> Step<()> {
-        self.open()?;
-        self.emit(Event::MappingStart(0, None), self.at, self.at)?;
-        self.at += 1;
+    /// A flow mapping's `key: value`.
+    fn flow_entry(&mut self) -> Step<()> {
+        self.key()?;
         self.skip_spaces();
-        if self.here() != b'}' {
-            loop {
-                self.key()?;
-                self.skip_spaces();
-                if matches!(self.here(), b',' | b'}') {
-                    return Err(Unsupported);
-                }
-                self.flow_node()?;
-                self.skip_spaces();
-                match self.here() {
-                    b',' => {
-                        self.at += 1;
-                        self.skip_spaces();
-                        if self.here() == b'}' {
-                            return Err(Unsupported);
-                        }
-                    }
-                    b'}' => break,
-                    _ => return Err(Unsupported),
-                }
-            }
+        if matches!(self.here(), b',' | b'}') {
+            return Err(Unsupported);
         }
-        self.emit(Event::MappingEnd, self.at, self.at)?;
-        self.at += 1;
-        self.depth -= 1;
-        Ok(())
+        self.flow_node()
     }
 
     /// A plain scalar inside a flow collection: it ends at a flow
