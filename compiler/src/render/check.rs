@@ -35,12 +35,17 @@ struct Tracking;
 
 impl Reader for Tracking {
     fn read<T: DeserializeOwned>(object: &Value) -> Result<(), Problem> {
-        let mut unknown = Vec::new();
-        match unknown_fields::deserialize::<T>(object, &mut unknown) {
-            Err(e) => Err(Problem::Invalid(e.to_string())),
-            Ok(_) if !unknown.is_empty() => Err(Problem::UnknownFields(unknown)),
-            Ok(_) => Ok(()),
-        }
+        let (result, unknown) = unknown_fields::deserialize::<T>(object);
+        problem(result, unknown)
+    }
+}
+
+/// What a reading found: its error, else the fields its type ignores.
+fn problem<T>(result: Result<T, serde_json::Error>, unknown: Vec<String>) -> Result<(), Problem> {
+    match result {
+        Err(e) => Err(Problem::Invalid(e.to_string())),
+        Ok(_) if !unknown.is_empty() => Err(Problem::UnknownFields(unknown)),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -135,20 +140,9 @@ mod tests {
         fn read<T: DeserializeOwned>(object: &Value) -> Result<(), Problem> {
             let mut unknown = Vec::new();
             let result: Result<T, _> = serde_ignored::deserialize(object, |path| {
-                // `?` stands for an Option wrapper, not a field the user wrote.
-                let path = path.to_string();
-                unknown.push(
-                    path.split('.')
-                        .filter(|s| *s != "?")
-                        .collect::<Vec<_>>()
-                        .join("."),
-                );
+                unknown.push(unknown_fields::written(&path.to_string()));
             });
-            match result {
-                Err(e) => Err(Problem::Invalid(e.to_string())),
-                Ok(_) if !unknown.is_empty() => Err(Problem::UnknownFields(unknown)),
-                Ok(_) => Ok(()),
-            }
+            problem(result, unknown)
         }
     }
 
@@ -187,6 +181,9 @@ mod tests {
             json!({ "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta, "spec": { "maxUnavailable": 1, "selector": { "matchLabels": { "app": "x" } } } }),
             json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta, "spec": { "podSelector": {}, "ingress": [{ "from": [{ "podSelector": { "matchLabels": { "a": "b" } } }], "ports": [{ "port": 80 }] }] } }),
             json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [{ "apiGroups": [""], "resources": ["pods"], "verbs": ["get"] }] }),
+            json!({ "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": { "ingressClassName": "nginx", "tls": [{ "hosts": ["a.example"], "secretName": "t" }], "rules": [{ "host": "a.example", "http": { "paths": [{ "path": "/", "pathType": "Prefix", "backend": { "service": { "name": "x", "port": { "name": "http" } } } }] } }] } }),
+            json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta, "rules": [{ "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch"] }] }),
+            json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta, "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "x" }, "subjects": [{ "kind": "User", "name": "u", "apiGroup": "rbac.authorization.k8s.io" }] }),
             json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta, "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "x" }, "subjects": [{ "kind": "ServiceAccount", "name": "x" }] }),
             json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": meta, "spec": { "group": "e.com", "scope": "Namespaced", "names": { "kind": "W", "plural": "ws" }, "versions": [{ "name": "v1", "served": true, "storage": true, "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true, "default": { "a": [1, { "b": null }] } } } }] } }),
         ]
@@ -242,12 +239,21 @@ mod tests {
 
     /// The borrowed-key reading finds what `serde_ignored` found — the
     /// same unknown paths in the same order, the same error — on every
-    /// kind's object and on every one-place change of it.
+    /// checked kind's object and on every one-place change of it.
     #[test]
     fn tracking_reads_as_serde_ignored_did() {
         let (mut cases, mut unknown, mut invalid) = (0, 0, 0);
-        for object in objects() {
+        let objects = objects();
+        assert_eq!(objects.len(), 16, "one object of each kind checked");
+        for object in objects {
             assert_eq!(check_by::<Tracking>(&object), Ok(()), "{object:#}");
+            let mut unknown_at_top = object.clone();
+            unknown_at_top["bogusField"] = json!(1);
+            assert_eq!(
+                check_by::<Tracking>(&unknown_at_top),
+                Err(Problem::UnknownFields(vec!["bogusField".into()])),
+                "a kind that is checked: {object:#}"
+            );
             let mut changed = Vec::new();
             variants(&object, &mut changed, &|v| v);
             for case in changed {

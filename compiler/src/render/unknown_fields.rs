@@ -1,7 +1,7 @@
 //! Reads a JSON value into a type and lists the fields the type has no
 //! place for ([`deserialize`]): what `serde_ignored` reported, with the
 //! same paths, but keys are borrowed from the value instead of copied
-//! for every field of every object (a third of checking objects).
+//! for every field of every object (half of checking objects).
 //!
 //! [`Tracked`] is serde_json's own reading of a `&Value`: scalars, enums
 //! and identifiers go straight to it, with the caller's visitor, so values
@@ -57,20 +57,27 @@ impl Display for Path<'_, '_> {
     }
 }
 
-/// Reads `value` as a `T`; the paths of the fields `T` ignores (dotted,
-/// options and newtypes left out) go to `unknown`.
+/// Reads `value` as a `T`: the result, and the paths of the fields `T`
+/// ignores (as [`written`]).
 pub fn deserialize<'de, T: de::Deserialize<'de>>(
     value: &'de Value,
-    unknown: &mut Vec<String>,
-) -> Result<T, Error> {
-    let sink = RefCell::new(std::mem::take(unknown));
+) -> (Result<T, Error>, Vec<String>) {
+    let sink = RefCell::new(Vec::new());
     let result = T::deserialize(Tracked {
         value,
         path: &Path::Root,
         sink: &sink,
     });
-    *unknown = sink.into_inner();
-    result
+    (result, sink.into_inner())
+}
+
+/// A path as the user wrote it: its display (`serde_ignored`'s form)
+/// without the `?` that options and newtypes add.
+pub(super) fn written(path: &str) -> String {
+    path.split('.')
+        .filter(|s| *s != "?")
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// A value being read, where it sits, and where ignored paths go.
@@ -82,13 +89,7 @@ struct Tracked<'p, 'de> {
 
 impl<'p, 'de> Tracked<'p, 'de> {
     fn ignored(&self) {
-        let path = self.path.to_string();
-        let path = path
-            .split('.')
-            .filter(|s| *s != "?")
-            .collect::<Vec<_>>()
-            .join(".");
-        self.sink.borrow_mut().push(path);
+        self.sink.borrow_mut().push(written(&self.path.to_string()));
     }
 
     /// serde_json's `visit_array_ref`, its items tracked.
