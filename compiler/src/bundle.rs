@@ -357,16 +357,29 @@ impl<B, R> Bundle<B, R> {
         runtime: R,
         pools: Vec<PoolUsage>,
     ) -> Bundle<B, R> {
-        // Each object's rank is found once, not at every comparison.
-        let mut ranked: Vec<(usize, Object<B>)> = objects
-            .into_iter()
-            .map(|o| (kind_rank(&o.kind), o))
+        // Each object's rank is found once, not at every comparison, and
+        // the keys are sorted, not the objects: an object is moved once,
+        // not at every step of the sort. Ties keep the order given.
+        let mut order: Vec<(usize, usize)> = objects
+            .iter()
+            .enumerate()
+            .map(|(at, o)| (kind_rank(&o.kind), at))
             .collect();
-        ranked.sort_by(|(rank_a, a), (rank_b, b)| {
-            let (a, b) = (a.head(), b.head());
-            (rank_a, a.kind, a.namespace, a.name).cmp(&(rank_b, b.kind, b.namespace, b.name))
+        order.sort_unstable_by(|&(rank_a, a), &(rank_b, b)| {
+            let (head_a, head_b) = (objects[a].head(), objects[b].head());
+            (rank_a, head_a.kind, head_a.namespace, head_a.name, a).cmp(&(
+                rank_b,
+                head_b.kind,
+                head_b.namespace,
+                head_b.name,
+                b,
+            ))
         });
-        let objects: Vec<Object<B>> = ranked.into_iter().map(|(_, o)| o).collect();
+        let mut slots: Vec<Option<Object<B>>> = objects.into_iter().map(Some).collect();
+        let objects: Vec<Object<B>> = order
+            .iter()
+            .filter_map(|&(_, at)| slots[at].take())
+            .collect();
         Bundle {
             project,
             objects,
@@ -655,27 +668,30 @@ impl Output {
 /// matters: escaping only the `}}` of `{}}` would leave `{` right before
 /// the inserted `{{`, and Go's template lexer would read `{{{`.
 pub fn escape_for_helm(text: &str) -> std::borrow::Cow<'_, str> {
-    if !has_double_brace(text.as_bytes()) {
+    let bytes = text.as_bytes();
+    if !has_double_brace(bytes) {
         return std::borrow::Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(['{', '}']) {
-        out.push_str(&rest[..start]);
-        let run_len = rest[start..]
-            .find(|c| c != '{' && c != '}')
-            .unwrap_or(rest.len() - start);
-        let run = &rest[start..start + run_len];
-        if run.contains("{{") || run.contains("}}") {
+    let mut out = String::with_capacity(text.len() + 64);
+    // `text[..copied]` is in `out`; braces are searched from `at`.
+    let (mut copied, mut at) = (0, 0);
+    while let Some(found) = memchr::memchr2(b'{', b'}', &bytes[at..]) {
+        let start = at + found;
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b != b'{' && b != b'}')
+            .map_or(bytes.len(), |length| start + length);
+        // A run of braces holds `{{` or `}}` where two neighbours match.
+        if bytes[start..end].windows(2).any(|pair| pair[0] == pair[1]) {
+            out.push_str(&text[copied..start]);
             out.push_str("{{`");
-            out.push_str(run);
+            out.push_str(&text[start..end]);
             out.push_str("`}}");
-        } else {
-            out.push_str(run);
+            copied = end;
         }
-        rest = &rest[start + run_len..];
+        at = end;
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
     std::borrow::Cow::Owned(out)
 }
 
@@ -686,7 +702,42 @@ fn has_double_brace(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{escape_for_helm, has_double_brace};
+    use super::{Bundle, Object, Project, escape_for_helm, has_double_brace};
+
+    #[test]
+    fn objects_are_put_in_apply_order_and_ties_keep_their_order() {
+        let object = |kind: &str, name: &str, template: &str| {
+            Object::new(
+                "v1".into(),
+                kind.into(),
+                name.into(),
+                template.into(),
+                None,
+                serde_json::json!({"metadata": {"name": name}}),
+            )
+        };
+        let given = vec![
+            object("Service", "b", "1"),
+            object("Deployment", "a", "2"),
+            object("Service", "a", "3"),
+            object("ConfigMap", "z", "4"),
+            object("Service", "b", "5"),
+            object("Namespace", "n", "6"),
+            object("ConfigMap", "z", "7"),
+        ];
+        let project = Project {
+            name: "p".into(),
+            namespace: "ns".into(),
+            environment: None,
+            chart_name: "p".into(),
+            chart_version: "0.1.0".into(),
+            chart_description: String::new(),
+            broker_url: String::new(),
+        };
+        let bundle = Bundle::new(project, given, (), Vec::new());
+        let order: Vec<&str> = bundle.objects.iter().map(|o| o.template.as_str()).collect();
+        assert_eq!(order, ["6", "4", "7", "3", "1", "5", "2"]);
+    }
 
     #[test]
     fn double_braces_are_found_wherever_they_are() {
@@ -695,6 +746,37 @@ mod tests {
         }
         for text in ["", "{", "{ }", "{}{}", "}{", "a{b}c", "{\n{"] {
             assert!(!has_double_brace(text.as_bytes()), "{text}");
+        }
+    }
+
+    /// The escaping as first written, by characters: the reference.
+    fn escape_by_chars(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find(['{', '}']) {
+            out.push_str(&rest[..start]);
+            let run_len = rest[start..]
+                .find(|c| c != '{' && c != '}')
+                .unwrap_or(rest.len() - start);
+            let run = &rest[start..start + run_len];
+            if run.contains("{{") || run.contains("}}") {
+                out.push_str("{{`");
+                out.push_str(run);
+                out.push_str("`}}");
+            } else {
+                out.push_str(run);
+            }
+            rest = &rest[start + run_len..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn helm_escaping_is_the_reference_one(text in "[{}a é`\n]{0,24}") {
+            let escaped = escape_for_helm(&text);
+            proptest::prop_assert_eq!(escaped.as_ref(), escape_by_chars(&text));
         }
     }
 

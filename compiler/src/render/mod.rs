@@ -259,9 +259,10 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
         .iter()
         .filter(|s| s.kind == Kind::Agent)
         .collect();
-    // The runtime configuration does not depend on the objects: it is
-    // built and split into shards while the agents render.
-    let (rendered, (runtime, shards)) = rayon::join(
+    // The runtime configuration and the pools' usage do not depend on the
+    // objects: they are made (the configuration split into shards) while
+    // the agents render.
+    let (rendered, (runtime, shards, usage)) = rayon::join(
         || {
             agents
                 .par_iter()
@@ -309,10 +310,14 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
             let config = runtime::typed_runtime_config_except(resolved, &is_taken);
             let runtime = R::from_config_taking(config, taken);
             let shards = runtime.shards(runtime::SHARD_BYTES);
-            (runtime, shards)
+            (runtime, shards, pools::usage(&resolved.specs))
         },
     );
-    let mut objects: Vec<Object<B>> = Vec::new();
+    // Room for the agents' objects and one ConfigMap per shard: the vector
+    // is not grown (each step a copy of every object) while the main
+    // thread alone fills it.
+    let rendered_count: usize = rendered.iter().map(|(objects, ..)| objects.len()).sum();
+    let mut objects: Vec<Object<B>> = Vec::with_capacity(rendered_count + shards.len());
     let mut kept = keep.then(|| Memo::new(templates.sources.clone(), project.clone()));
     for (spec, (rendered_objects, rendered_diags, pool)) in agents.iter().zip(rendered) {
         if let Some(memo) = kept.as_mut()
@@ -352,7 +357,7 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
         diags.finish();
         return Err(diags);
     }
-    let bundle = Bundle::new(project, objects, runtime, pools::usage(&resolved.specs));
+    let bundle = Bundle::new(project, objects, runtime, usage);
     if let Some(memo) = kept.as_mut() {
         memo.keep_entries(&resolved.specs, bundle.runtime.shared_entries());
     }

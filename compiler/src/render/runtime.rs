@@ -8,10 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use super::json_at;
 use crate::document::Kind;
 use crate::hash::canonical_json;
-use crate::node::Node;
+use crate::node::{Node, from_node};
 use crate::resolve::{Resolved, ResolvedSpec};
 use crate::runtime_config::{
     AgentEntry, AlertRuleEntry, Backoff, Delivery, HealthEntry, Inbox, Recovery, Retries,
@@ -28,26 +27,30 @@ pub const SHARD_BYTES: usize = 768 * 1024;
 
 pub use crate::runtime_config::{FORMAT_VERSION, defaults};
 
-fn ms(value: Option<&Value>, default: u64) -> u64 {
+fn ms(value: Option<&Node>, default: u64) -> u64 {
     value
-        .and_then(Value::as_str)
+        .and_then(Node::as_str)
         .and_then(|s| parse_duration_ms(s).ok())
         .unwrap_or(default)
 }
 
 /// A value of the (validated) spec as the type the runtime reads, or the
-/// default when absent.
-fn typed<T: serde::de::DeserializeOwned>(value: Option<&Value>, default: T) -> T {
-    value
-        .and_then(|v| T::deserialize(v).ok())
-        .unwrap_or(default)
+/// default when absent. It is read from the spec's nodes as it would be
+/// from their JSON ([`from_node`]), without making the JSON.
+fn typed<'a, T: serde::Deserialize<'a>>(value: Option<&'a Node>, default: T) -> T {
+    value.and_then(|v| from_node(v).ok()).unwrap_or(default)
+}
+
+/// A value of the spec as JSON (where the runtime keeps it as written).
+fn json(value: Option<&Node>) -> Option<Value> {
+    value.map(Node::to_json)
 }
 
 fn body(spec: &ResolvedSpec) -> Value {
     spec.spec().map(Node::to_json).unwrap_or_else(|| json!({}))
 }
 
-fn backoff(value: Option<&Value>) -> Backoff {
+fn backoff(value: Option<&Node>) -> Backoff {
     let base = Backoff::default();
     let Some(b) = value else {
         return base;
@@ -55,14 +58,11 @@ fn backoff(value: Option<&Value>) -> Backoff {
     Backoff {
         initial_ms: ms(b.get("initial"), base.initial_ms),
         max_ms: ms(b.get("max"), base.max_ms),
-        multiplier: b
-            .get("multiplier")
-            .and_then(Value::as_f64)
-            .unwrap_or(base.multiplier),
+        multiplier: typed(b.get("multiplier"), base.multiplier),
     }
 }
 
-fn delivery(value: Option<&Value>) -> Delivery {
+fn delivery(value: Option<&Node>) -> Delivery {
     let base = Delivery::default();
     Delivery {
         max_attempts: typed(value.and_then(|d| d.get("maxAttempts")), base.max_attempts),
@@ -117,14 +117,15 @@ pub fn typed_runtime_config_except(
         .collect();
     let topics: BTreeMap<String, TopicEntry> = of(Kind::Topic)
         .map(|spec| {
-            let b = body(spec);
+            let b = spec.spec();
+            let at = |key: &str| b.and_then(|b| b.get(key));
             let base = TopicEntry::default();
             let entry = TopicEntry {
-                ordering: typed(b.get("ordering"), base.ordering),
-                retention_ms: ms(b.get("retention"), base.retention_ms),
-                delivery: delivery(b.get("delivery")),
-                dead_letter: typed(b.get("deadLetter"), None),
-                schema: b.get("schema").cloned(),
+                ordering: typed(at("ordering"), base.ordering),
+                retention_ms: ms(at("retention"), base.retention_ms),
+                delivery: delivery(at("delivery")),
+                dead_letter: typed(at("deadLetter"), None),
+                schema: json(at("schema")),
                 subscribers: subscriptions
                     .get(&spec.name)
                     .map(|s| s.iter().cloned().collect())
@@ -148,20 +149,21 @@ pub fn typed_runtime_config_except(
     let alert_rules: BTreeMap<String, AlertRuleEntry> = of(Kind::AlertRule)
         .filter_map(|s| {
             let b = body(s);
-            let mut rule: AlertRuleEntry = serde_json::from_value(b.clone()).ok()?;
-            rule.when.for_ms = ms(json_at(&b, &["when", "for"]), 0);
+            let mut rule: AlertRuleEntry = serde_json::from_value(b).ok()?;
+            rule.when.for_ms = ms(s.spec().and_then(|b| b.path(&["when", "for"])), 0);
             Some((s.name.clone(), rule))
         })
         .collect();
     let states: BTreeMap<String, StateScopeEntry> = of(Kind::State)
         .map(|s| {
-            let b = body(s);
+            let b = s.spec();
+            let at = |key: &str| b.and_then(|b| b.get(key));
             let base = StateScopeEntry::default();
             let entry = StateScopeEntry {
-                readers: typed(b.get("readers"), base.readers),
-                writers: typed(b.get("writers"), base.writers),
-                schema: b.get("schema").cloned(),
-                history: typed(b.get("history"), base.history),
+                readers: typed(at("readers"), base.readers),
+                writers: typed(at("writers"), base.writers),
+                schema: json(at("schema")),
+                history: typed(at("history"), base.history),
             };
             (s.name.clone(), entry)
         })
@@ -182,9 +184,10 @@ pub fn typed_runtime_config_except(
 
 /// The runtime entry of one agent.
 fn agent(spec: &ResolvedSpec) -> AgentEntry {
-    let b = body(spec);
+    let b = spec.spec();
+    let at = |path: &[&str]| b.and_then(|b| b.path(path));
     let base = AgentEntry::default();
-    let health = b.get("health").map(|h| {
+    let health = at(&["health"]).map(|h| {
         let base = HealthEntry::default();
         HealthEntry {
             check: typed(h.get("check"), None),
@@ -194,63 +197,39 @@ fn agent(spec: &ResolvedSpec) -> AgentEntry {
         }
     });
     AgentEntry {
-        labels: typed(
-            spec.node
-                .path(&["metadata", "labels"])
-                .map(Node::to_json)
-                .as_ref(),
-            base.labels,
-        ),
-        subscribe: typed(b.get("subscribe"), base.subscribe),
-        publish: typed(b.get("publish"), base.publish),
-        replicas: typed(b.get("replicas"), base.replicas),
-        max_replicas: spec
-            .spec()
-            .map_or(1, |s| u32::try_from(max_replicas(s)).unwrap_or(u32::MAX)),
-        local: typed(b.get("local"), None),
+        labels: typed(spec.node.path(&["metadata", "labels"]), base.labels),
+        subscribe: typed(at(&["subscribe"]), base.subscribe),
+        publish: typed(at(&["publish"]), base.publish),
+        replicas: typed(at(&["replicas"]), base.replicas),
+        max_replicas: b.map_or(1, |s| u32::try_from(max_replicas(s)).unwrap_or(u32::MAX)),
+        local: typed(at(&["local"]), None),
         health,
         recovery: Recovery {
-            backoff: backoff(json_at(&b, &["recovery", "backoff"])),
+            backoff: backoff(at(&["recovery", "backoff"])),
         },
         inbox: Inbox {
-            capacity: typed(
-                json_at(&b, &["messaging", "inbox", "capacity"]),
-                base.inbox.capacity,
-            ),
+            capacity: typed(at(&["messaging", "inbox", "capacity"]), base.inbox.capacity),
         },
-        delivery: delivery(json_at(&b, &["messaging", "delivery"])),
-        config: b.get("config").cloned().unwrap_or(base.config),
+        delivery: delivery(at(&["messaging", "delivery"])),
+        config: json(at(&["config"])).unwrap_or(base.config),
         env: Vec::new(),
         ports: Vec::new(),
     }
 }
 
+/// The runtime entry of one workflow.
 fn workflow(spec: &ResolvedSpec) -> WorkflowEntry {
-    let mut b = body(spec);
     let base = WorkflowEntry::default();
-    let Some(spec_node) = spec.spec() else {
+    let Some(b) = spec.spec() else {
         return base;
     };
-    let graph = dag(spec_node);
-    // The tasks are taken out of the body so their inputs move, not copy.
-    let task_list = b.get_mut("tasks").map(Value::take);
-    let default_timeout = ms(
-        json_at(&b, &["defaults", "timeout"]),
-        defaults::TASK_TIMEOUT_MS,
-    );
-    let default_retries = json_at(&b, &["defaults", "retries"]);
+    let graph = dag(b);
+    let default_timeout = ms(b.path(&["defaults", "timeout"]), defaults::TASK_TIMEOUT_MS);
+    let default_retries = b.path(&["defaults", "retries"]);
     let order = topological_order(&graph);
     let mut tasks = BTreeMap::new();
-    for mut task in task_list
-        .and_then(|list| match list {
-            Value::Array(list) => Some(list),
-            _ => None,
-        })
-        .into_iter()
-        .flatten()
-    {
-        let input = task.get_mut("input").map_or(Value::Null, Value::take);
-        let Some(name) = task.get("name").and_then(Value::as_str) else {
+    for task in b.get("tasks").and_then(Node::as_seq).into_iter().flatten() {
+        let Some(name) = task.get("name").and_then(Node::as_str) else {
             continue;
         };
         let retries = task.get("retries").or(default_retries);
@@ -259,7 +238,7 @@ fn workflow(spec: &ResolvedSpec) -> WorkflowEntry {
             run: typed(task.get("run"), None),
             depends_on: typed(task.get("dependsOn"), Vec::new()),
             ancestors: graph.ancestors(name).names().map(str::to_string).collect(),
-            input,
+            input: json(task.get("input")).unwrap_or(Value::Null),
             timeout_ms: ms(task.get("timeout"), default_timeout),
             retries: Retries {
                 limit: typed(retries.and_then(|r| r.get("limit")), 0),

@@ -6,6 +6,10 @@
 
 use crate::span::{Provenance, Span};
 
+mod de;
+
+pub use de::from_node;
+
 /// A value with its provenance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
