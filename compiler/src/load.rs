@@ -416,12 +416,12 @@ impl Loader<'_> {
             return None;
         };
         let name_span = name_node.span().clone();
-        let owner: Arc<str> = match kind {
-            Kind::Environment => Arc::from(format!("env {name}")),
-            Kind::Project => Arc::from("project"),
-            _ => Arc::from(name.as_str()),
-        };
-        yaml::set_owner(&mut node, &owner);
+        let owner = owner(kind, &name);
+        // Files parsed for the specs have their owners set already, over
+        // every core ([`header_owner`]).
+        if node.prov.spec != owner {
+            yaml::set_owner(&mut node, &owner);
+        }
         Some(Document {
             kind,
             name,
@@ -430,6 +430,41 @@ impl Loader<'_> {
             node,
         })
     }
+}
+
+/// The spec that owns the nodes of a document of `kind` named `name` (as
+/// provenance names it).
+fn owner(kind: Kind, name: &str) -> Arc<str> {
+    match kind {
+        Kind::Environment => Arc::from(format!("env {name}")),
+        Kind::Project => Arc::from("project"),
+        _ => Arc::from(name),
+    }
+}
+
+/// The owner of a document whose header [`Loader::document`] accepts
+/// (this `apiVersion`, a known kind, a string name), read from the
+/// document alone: set while files are parsed in parallel, so that the
+/// documents are not walked again one by one.
+fn header_owner(node: &Node) -> Option<Arc<str>> {
+    let map = node.as_map()?;
+    if map.get("apiVersion")?.as_str()? != API_VERSION {
+        return None;
+    }
+    let kind = Kind::parse(map.get("kind")?.as_str()?)?;
+    let name = map.get("metadata")?.get("name")?.as_str()?;
+    Some(owner(kind, name))
+}
+
+/// Parses `text` and gives each document the owner its header names.
+fn parse_owned(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Box<Diagnostic>> {
+    let mut nodes = yaml::parse(file, text)?;
+    for node in &mut nodes {
+        if let Some(owner) = header_owner(node) {
+            yaml::set_owner(node, &owner);
+        }
+    }
+    Ok(nodes)
 }
 
 /// The directory part of a glob before its first wildcard (`agents/**/*.yaml`
@@ -465,7 +500,40 @@ fn source_diagnostic(err: &SourceError, at: &Span) -> Diagnostic {
 
 #[cfg(test)]
 mod tests {
-    use super::literal_prefix;
+    use std::sync::Arc;
+
+    use super::{literal_prefix, parse_owned};
+    use crate::node::{Node, Value};
+
+    /// Every owner in the tree of `node`.
+    fn owners(node: &Node, into: &mut Vec<String>) {
+        into.push(node.prov.spec.to_string());
+        match &node.value {
+            Value::Seq(items) => items.iter().for_each(|n| owners(n, into)),
+            Value::Map(map) => map.iter().for_each(|e| owners(&e.value, into)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn parsed_documents_are_owned_by_the_spec_their_header_names() {
+        let text = "apiVersion: cortex.codevald.io/v1\nkind: Agent\nmetadata: { name: triage }\nspec: { env: [ { name: A, value: b } ] }\n---\napiVersion: cortex.codevald.io/v1\nkind: Environment\nmetadata: { name: prod }\nspec: {}\n---\napiVersion: cortex.codevald.io/v1\nkind: Nope\nmetadata: { name: x }\n";
+        let file: Arc<str> = Arc::from("agents.yaml");
+        let nodes = parse_owned(&file, text).expect("parses");
+        let unowned = crate::yaml::parse(&file, text).expect("parses")[2]
+            .prov
+            .spec
+            .to_string();
+        for (node, owner) in nodes.iter().zip(["triage", "env prod", unowned.as_str()]) {
+            let mut found = Vec::new();
+            owners(node, &mut found);
+            assert!(found.len() > 3);
+            assert!(
+                found.iter().all(|o| o == owner),
+                "{found:?} against {owner}"
+            );
+        }
+    }
 
     #[test]
     fn literal_prefix_stops_at_the_first_wildcard() {

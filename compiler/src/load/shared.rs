@@ -14,7 +14,6 @@ use rayon::prelude::*;
 
 use crate::diagnostic::Diagnostic;
 use crate::node::Node;
-use crate::yaml;
 
 /// A file read for a compile: its path and its text.
 pub(super) type FileText = (Arc<str>, Arc<str>);
@@ -52,13 +51,13 @@ impl Sharing {
         match self {
             Sharing::Alone => texts
                 .par_iter()
-                .map(|(file, text)| yaml::parse(file, text))
+                .map(|(file, text)| super::parse_owned(file, text))
                 .collect(),
             Sharing::Offer(offer) => {
                 let (parsed, copies): (Vec<ParseResult>, Vec<Option<Vec<Node>>>) = texts
                     .par_iter()
                     .map(|(file, text)| {
-                        let result = yaml::parse(file, text);
+                        let result = super::parse_owned(file, text);
                         let copy = result.as_ref().ok().cloned();
                         (result, copy)
                     })
@@ -92,7 +91,7 @@ impl Sharing {
                     .zip(taken)
                     .map(|((file, text), taken)| match taken {
                         Some(nodes) => Ok(nodes),
-                        None => yaml::parse(file, text),
+                        None => super::parse_owned(file, text),
                     })
                     .collect()
             }
