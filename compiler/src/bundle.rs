@@ -501,6 +501,67 @@ struct Inventory<'a> {
     runtime_objects: Vec<InventoryRuntimeObject<'a>>,
 }
 
+/// `inventory` as `serde_json::to_writer_pretty` writes it, and a line
+/// break: each object's lines made on their own, over every core (one
+/// serializer over the whole list was one core's work while the others
+/// had finished theirs).
+fn write_inventory_pretty(inventory: &Inventory<'_>, out: &mut dyn Write) -> io::Result<()> {
+    use crate::pretty_json::{member_key, reindent};
+    use rayon::prelude::*;
+    /// The list's items as they appear two levels deep.
+    fn items<T: serde::Serialize + Sync>(list: &[T]) -> Vec<Vec<u8>> {
+        list.par_iter()
+            .with_min_len(256)
+            .map(|item| {
+                // Plain data with string keys always serializes.
+                let compact = serde_json::to_string(item).unwrap_or_default();
+                let mut text = Vec::with_capacity(compact.len() * 2);
+                text.extend_from_slice(b"    ");
+                reindent(&compact, 2, &mut text);
+                text
+            })
+            .collect()
+    }
+    fn list(out: &mut dyn Write, items: &[Vec<u8>]) -> io::Result<()> {
+        if items.is_empty() {
+            return out.write_all(b"[]");
+        }
+        out.write_all(b"[\n")?;
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",\n")?;
+            }
+            out.write_all(item)?;
+        }
+        out.write_all(b"\n  ]")
+    }
+    let (objects, runtime_objects) = rayon::join(
+        || items(&inventory.objects),
+        || items(&inventory.runtime_objects),
+    );
+    fn scalar<T: serde::Serialize>(out: &mut dyn Write, key: &str, value: &T) -> io::Result<()> {
+        member_key(out, key, 1)?;
+        Ok(serde_json::to_writer(out, value)?)
+    }
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    out.write_all(b"{\n")?;
+    scalar(&mut out, "environment", &inventory.environment)?;
+    out.write_all(b",\n")?;
+    scalar(&mut out, "format_version", &inventory.format_version)?;
+    out.write_all(b",\n")?;
+    scalar(&mut out, "namespace", &inventory.namespace)?;
+    out.write_all(b",\n")?;
+    member_key(&mut out, "objects", 1)?;
+    list(&mut out, &objects)?;
+    out.write_all(b",\n")?;
+    scalar(&mut out, "project", &inventory.project)?;
+    out.write_all(b",\n")?;
+    member_key(&mut out, "runtimeObjects", 1)?;
+    list(&mut out, &runtime_objects)?;
+    out.write_all(b"\n}\n")?;
+    out.flush()
+}
+
 impl Output {
     /// `manifests.yaml`: every object as multi-document YAML.
     pub fn write_manifests(&self, out: &mut dyn Write) -> io::Result<()> {
@@ -567,12 +628,7 @@ impl Output {
             project: &self.project.name,
             runtime_objects,
         };
-        // The serializer writes a few bytes at a time: into a buffer of
-        // its own, not through the sink's `dyn Write` call by call.
-        let mut buffered = io::BufWriter::with_capacity(1 << 16, &mut *out);
-        serde_json::to_writer_pretty(&mut buffered, &inventory)?;
-        buffered.write_all(b"\n")?;
-        buffered.flush()
+        write_inventory_pretty(&inventory, out)
     }
 
     /// [`Output::write_inventory`] as a string.
@@ -746,6 +802,47 @@ mod tests {
         }
         for text in ["", "{", "{ }", "{}{}", "}{", "a{b}c", "{\n{"] {
             assert!(!has_double_brace(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_inventory_is_written_as_serde_jsons_pretty_printer_writes_it() {
+        use super::{Inventory, InventoryObject, InventoryRuntimeObject, write_inventory_pretty};
+        let object = |i: usize| InventoryObject {
+            api_version: "apps/v1",
+            hash: "ab12",
+            identity: format!("apps/Deployment/ns/a{i}"),
+            kind: "Deployment",
+            name: if i % 3 == 0 { "q\"uote\\d\n" } else { "plain" },
+            namespace: (i % 2 == 0).then_some("ns"),
+            spec: (i % 5 != 0).then_some("agent/a"),
+            template: "deployment.yaml.j2",
+        };
+        for (objects, runtime) in [(0, 0), (1, 0), (0, 2), (700, 300)] {
+            let inventory = Inventory {
+                environment: (objects % 2 == 1).then_some("prod"),
+                format_version: 3,
+                namespace: "team \"a\"",
+                objects: (0..objects).map(object).collect(),
+                project: "p",
+                runtime_objects: (0..runtime)
+                    .map(|i| InventoryRuntimeObject {
+                        hash: format!("{i:x}"),
+                        identity: format!("agent/a{i}"),
+                        kind: "agent",
+                        name: "a",
+                    })
+                    .collect(),
+            };
+            let mut ours = Vec::new();
+            write_inventory_pretty(&inventory, &mut ours).expect("written");
+            let mut theirs = serde_json::to_vec_pretty(&inventory).expect("serialized");
+            theirs.push(b'\n');
+            assert_eq!(
+                String::from_utf8(ours),
+                String::from_utf8(theirs),
+                "{objects} {runtime}"
+            );
         }
     }
 

@@ -88,10 +88,11 @@ fn check_by<R: Reader>(object: &Value) -> Result<(), Problem> {
 }
 
 /// Checks an object against its Kubernetes type (known kinds only);
-/// `what` names it in the messages, `written_in` says where to fix it.
+/// `what` names it in the messages (made only for one), `written_in`
+/// says where to fix it.
 pub fn check_object(
     body: &Value,
-    what: &str,
+    what: &dyn Fn() -> String,
     written_in: &str,
     at: &crate::span::Span,
     diags: &mut Diagnostics,
@@ -104,7 +105,7 @@ pub fn check_object(
             diags.push(
                 Diagnostic::error(
                     codes::RENDER_UNKNOWN_FIELD,
-                    format!("{what} has unknown fields: {}", paths.join(", ")),
+                    format!("{} has unknown fields: {}", what(), paths.join(", ")),
                 )
                 .at(at)
                 .help(format!(
@@ -117,7 +118,7 @@ pub fn check_object(
             diags.push(
                 Diagnostic::error(
                     codes::RENDER_INVALID_OBJECT,
-                    format!("{what} is not a valid {kind}"),
+                    format!("{} is not a valid {kind}", what()),
                 )
                 .at(at)
                 .label(why),

@@ -163,7 +163,7 @@ pub fn manifests(
         )));
         labels[PROJECT_LABEL] = json!(project.name);
         let what = format!("{kind} `{name}` of manifest {file}");
-        if !crate::render::check::check_object(&body, &what, "manifest", &at, diags) {
+        if !crate::render::check::check_object(&body, &|| what.clone(), "manifest", &at, diags) {
             continue;
         }
         let object = Object::new(api_version, kind, name, file.to_string(), None, body);

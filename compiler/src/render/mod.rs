@@ -529,7 +529,7 @@ impl Templates {
             );
             return;
         };
-        let what = format!("{kind} `{name}` rendered by `{template}` for {who}");
+        let what = || format!("{kind} `{name}` rendered by `{template}` for {who}");
         if !check::check_object(&body, &what, "template", &at, diags) {
             return;
         }
