@@ -225,7 +225,7 @@ fn build_and_helm(
             (&mut build_process, "cortex build"),
             (&mut helm_process, "helm template"),
         ],
-        runs.min(5),
+        runs,
     )?;
     // Ratios pair the rounds: taken before the times are sorted.
     let mut ratios = shares(&times[1], &times[0]);

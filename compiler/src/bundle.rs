@@ -813,9 +813,13 @@ mod tests {
             hash: "ab12",
             identity: format!("apps/Deployment/ns/a{i}"),
             kind: "Deployment",
-            name: if i % 3 == 0 { "q\"uote\\d\n" } else { "plain" },
-            namespace: (i % 2 == 0).then_some("ns"),
-            spec: (i % 5 != 0).then_some("agent/a"),
+            name: if i.is_multiple_of(3) {
+                "q\"uote\\d\n"
+            } else {
+                "plain"
+            },
+            namespace: i.is_multiple_of(2).then_some("ns"),
+            spec: (!i.is_multiple_of(5)).then_some("agent/a"),
             template: "deployment.yaml.j2",
         };
         for (objects, runtime) in [(0, 0), (1, 0), (0, 2), (700, 300)] {
