@@ -506,7 +506,7 @@ struct Inventory<'a> {
 /// serializer over the whole list was one core's work while the others
 /// had finished theirs).
 fn write_inventory_pretty(inventory: &Inventory<'_>, out: &mut dyn Write) -> io::Result<()> {
-    use crate::pretty_json::{member_key, reindent};
+    use crate::pretty_json::{member_key, reindent, write_members};
     use rayon::prelude::*;
     /// The list's items as they appear two levels deep.
     fn items<T: serde::Serialize + Sync>(list: &[T]) -> Vec<Vec<u8>> {
@@ -521,19 +521,6 @@ fn write_inventory_pretty(inventory: &Inventory<'_>, out: &mut dyn Write) -> io:
                 text
             })
             .collect()
-    }
-    fn list(out: &mut dyn Write, items: &[Vec<u8>]) -> io::Result<()> {
-        if items.is_empty() {
-            return out.write_all(b"[]");
-        }
-        out.write_all(b"[\n")?;
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.write_all(b",\n")?;
-            }
-            out.write_all(item)?;
-        }
-        out.write_all(b"\n  ]")
     }
     let (objects, runtime_objects) = rayon::join(
         || items(&inventory.objects),
@@ -552,12 +539,12 @@ fn write_inventory_pretty(inventory: &Inventory<'_>, out: &mut dyn Write) -> io:
     scalar(&mut out, "namespace", &inventory.namespace)?;
     out.write_all(b",\n")?;
     member_key(&mut out, "objects", 1)?;
-    list(&mut out, &objects)?;
+    write_members(&mut out, *b"[]", &objects, 1)?;
     out.write_all(b",\n")?;
     scalar(&mut out, "project", &inventory.project)?;
     out.write_all(b",\n")?;
     member_key(&mut out, "runtimeObjects", 1)?;
-    list(&mut out, &runtime_objects)?;
+    write_members(&mut out, *b"[]", &runtime_objects, 1)?;
     out.write_all(b"\n}\n")?;
     out.flush()
 }

@@ -297,6 +297,29 @@ pub fn reindent(compact: &str, depth: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// Writes an object (`brackets` `{}`) or an array (`[]`) whose members
+/// are made already, each with its own lines at `depth + 1` (an object's
+/// member with its key), as the value of a member at `depth`: `{}` or `[]`
+/// when there are none.
+pub fn write_members(
+    out: &mut dyn Write,
+    brackets: [u8; 2],
+    members: &[Vec<u8>],
+    depth: usize,
+) -> io::Result<()> {
+    if members.is_empty() {
+        return out.write_all(&brackets);
+    }
+    out.write_all(&brackets[..1])?;
+    for (i, member) in members.iter().enumerate() {
+        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+        out.write_all(member)?;
+    }
+    out.write_all(b"\n")?;
+    indent(out, depth)?;
+    out.write_all(&brackets[1..])
+}
+
 /// Writes `"key": ` at `depth`, the start of an object's member.
 pub fn member_key(out: &mut dyn Write, key: &str, depth: usize) -> io::Result<()> {
     indent(out, depth)?;

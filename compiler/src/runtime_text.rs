@@ -176,9 +176,6 @@ impl RuntimeText {
 /// A big section's entries as its pretty object, one level deep; each
 /// entry made pretty on its own core.
 fn write_entries(out: &mut dyn Write, entries: &[EntryText]) -> io::Result<()> {
-    if entries.is_empty() {
-        return out.write_all(b"{}");
-    }
     let texts: Vec<Vec<u8>> = entries
         .par_iter()
         .with_min_len(16)
@@ -190,12 +187,7 @@ fn write_entries(out: &mut dyn Write, entries: &[EntryText]) -> io::Result<()> {
             text
         })
         .collect();
-    out.write_all(b"{")?;
-    for (i, text) in texts.iter().enumerate() {
-        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
-        out.write_all(text)?;
-    }
-    out.write_all(b"\n  }")
+    pretty_json::write_members(out, *b"{}", &texts, 1)
 }
 
 /// Each entry of each of [`BIG_SECTIONS`] of a config as JSON made into

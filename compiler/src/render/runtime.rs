@@ -42,7 +42,7 @@ fn typed<'a, T: serde::Deserialize<'a>>(value: Option<&'a Node>, default: T) -> 
 }
 
 /// A value of the spec as JSON (where the runtime keeps it as written).
-fn json(value: Option<&Node>) -> Option<Value> {
+fn as_json(value: Option<&Node>) -> Option<Value> {
     value.map(Node::to_json)
 }
 
@@ -125,7 +125,7 @@ pub fn typed_runtime_config_except(
                 retention_ms: ms(at("retention"), base.retention_ms),
                 delivery: delivery(at("delivery")),
                 dead_letter: typed(at("deadLetter"), None),
-                schema: json(at("schema")),
+                schema: as_json(at("schema")),
                 subscribers: subscriptions
                     .get(&spec.name)
                     .map(|s| s.iter().cloned().collect())
@@ -162,7 +162,7 @@ pub fn typed_runtime_config_except(
             let entry = StateScopeEntry {
                 readers: typed(at("readers"), base.readers),
                 writers: typed(at("writers"), base.writers),
-                schema: json(at("schema")),
+                schema: as_json(at("schema")),
                 history: typed(at("history"), base.history),
             };
             (s.name.clone(), entry)
@@ -211,7 +211,7 @@ fn agent(spec: &ResolvedSpec) -> AgentEntry {
             capacity: typed(at(&["messaging", "inbox", "capacity"]), base.inbox.capacity),
         },
         delivery: delivery(at(&["messaging", "delivery"])),
-        config: json(at(&["config"])).unwrap_or(base.config),
+        config: as_json(at(&["config"])).unwrap_or(base.config),
         env: Vec::new(),
         ports: Vec::new(),
     }
@@ -238,7 +238,7 @@ fn workflow(spec: &ResolvedSpec) -> WorkflowEntry {
             run: typed(task.get("run"), None),
             depends_on: typed(task.get("dependsOn"), Vec::new()),
             ancestors: graph.ancestors(name).names().map(str::to_string).collect(),
-            input: json(task.get("input")).unwrap_or(Value::Null),
+            input: as_json(task.get("input")).unwrap_or(Value::Null),
             timeout_ms: ms(task.get("timeout"), default_timeout),
             retries: Retries {
                 limit: typed(retries.and_then(|r| r.get("limit")), 0),
