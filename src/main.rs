@@ -10,9 +10,11 @@ use clap::Parser;
 
 /// The compiler allocates many small values (specs, JSON, YAML); mimalloc
 /// measured 20–30% faster than the system allocator on `cortex build`.
-/// Built without transparent huge pages (`no_thp`): with them, memory a
-/// compile freed stayed resident in 2 MiB pages, and `cortex serve` of the
-/// 2,000-agent project sat at 117 MB instead of 94 MB (docs/serve.md).
+/// It asks for transparent huge pages, which spare a build most of its
+/// page faults; the daemons turn them off for themselves, since memory a
+/// compile freed stayed resident in 2 MiB pages (`cortex serve` of the
+/// 2,000-agent project sat at 117 MB instead of 94 MB, docs/serve.md):
+/// `cortex_runtime::pages`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -30,8 +30,20 @@ pub struct UpRequest {
     pub agents: bool,
 }
 
+/// What a long-running command (`up`, `serve`) does first: its logs, then
+/// small memory pages, so that what a compile frees can go back to the
+/// system while the daemon runs on (`cortex_runtime::pages`).
+pub(crate) fn start_daemon(format: LogFormat) {
+    init_logging(format);
+    if let Err(e) = cortex_runtime::pages::keep_small_pages() {
+        tracing::warn!(
+            "cannot turn transparent huge pages off ({e}): memory a compile frees may stay resident"
+        );
+    }
+}
+
 /// Logs to stderr, filtered by `CORTEX_LOG` (default `info`).
-pub(crate) fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORTEX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -121,7 +133,7 @@ pub(crate) fn terminated() -> impl std::future::Future<Output = ()> {
 
 /// `cortex up`.
 pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
-    init_logging(request.log_format);
+    start_daemon(request.log_format);
     let Some(desired) = compile(dir, request.env.clone(), PlanFormat::Text)? else {
         return Ok(ExitCode::from(1));
     };
