@@ -641,13 +641,13 @@ impl Output {
         sink.file("chart/values.yaml", &mut |out| {
             out.write_all(b"# Rendered by cortex: every object in templates/ is complete, so the chart\n# takes no values. Change the specs and run `cortex build` again.\n{}\n")
         })?;
-        for (index, texts) in self.chart_chunks().iter().enumerate() {
+        for (index, chunk) in self.chart_chunks().into_iter().enumerate() {
             sink.file(
                 &format!("chart/templates/objects-{index:03}.yaml"),
                 &mut |out| {
-                    for text in texts {
+                    for object in &self.objects[chunk.clone()] {
                         out.write_all(b"---\n")?;
-                        out.write_all(text.as_bytes())?;
+                        write_escaped_for_helm(&object.body.yaml, out)?;
                     }
                     Ok(())
                 },
@@ -656,21 +656,20 @@ impl Output {
         Ok(())
     }
 
-    /// The objects' YAML escaped for Helm, in apply order, grouped into the
-    /// chart's template files: at most [`CHART_FILE_BYTES`] each (Helm
-    /// refuses template files over 5 MiB; few files keep writes fast), a
-    /// larger object alone in its file. Only the few objects with braces to
-    /// escape are copied.
-    fn chart_chunks(&self) -> Vec<Vec<std::borrow::Cow<'_, str>>> {
-        let mut chunks: Vec<Vec<std::borrow::Cow<'_, str>>> = Vec::new();
+    /// The objects (by position, in apply order) of each of the chart's
+    /// template files: at most [`CHART_FILE_BYTES`] of YAML escaped for Helm
+    /// each (Helm refuses template files over 5 MiB; few files keep writes
+    /// fast), a larger object alone in its file. Nothing is copied: each
+    /// object is escaped as its file is written.
+    fn chart_chunks(&self) -> Vec<std::ops::Range<usize>> {
+        let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
         let mut size = 0;
-        for object in &self.objects {
-            let text = escape_for_helm(&object.body.yaml);
-            let len = text.len() + 4;
+        for (index, object) in self.objects.iter().enumerate() {
+            let len = escaped_len_for_helm(&object.body.yaml) + 4;
             match chunks.last_mut() {
-                Some(chunk) if size + len <= CHART_FILE_BYTES + 4 => chunk.push(text),
+                Some(chunk) if size + len <= CHART_FILE_BYTES + 4 => chunk.end = index + 1,
                 _ => {
-                    chunks.push(vec![text]);
+                    chunks.push(index..index + 1);
                     size = 0;
                 }
             }
@@ -711,12 +710,40 @@ impl Output {
 /// matters: escaping only the `}}` of `{}}` would leave `{` right before
 /// the inserted `{{`, and Go's template lexer would read `{{{`.
 pub fn escape_for_helm(text: &str) -> std::borrow::Cow<'_, str> {
-    let bytes = text.as_bytes();
-    if !has_double_brace(bytes) {
+    if !has_double_brace(text.as_bytes()) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 64);
-    // `text[..copied]` is in `out`; braces are searched from `at`.
+    let done: Result<(), std::convert::Infallible> = escape_in_pieces(text, |piece| {
+        out.push_str(piece);
+        Ok(())
+    });
+    let Ok(()) = done;
+    std::borrow::Cow::Owned(out)
+}
+
+/// Writes `text` escaped for Helm ([`escape_for_helm`]) without copying it.
+fn write_escaped_for_helm(text: &str, out: &mut dyn Write) -> io::Result<()> {
+    escape_in_pieces(text, |piece| out.write_all(piece.as_bytes()))
+}
+
+/// The length of `text` escaped for Helm ([`escape_for_helm`]).
+fn escaped_len_for_helm(text: &str) -> usize {
+    let mut len = 0;
+    let done: Result<(), std::convert::Infallible> = escape_in_pieces(text, |piece| {
+        len += piece.len();
+        Ok(())
+    });
+    let Ok(()) = done;
+    len
+}
+
+/// Hands `text` escaped for Helm to `piece`, in order: the text between
+/// brace runs as it is, and each run holding `{{` or `}}` (two matching
+/// neighbours) wrapped as a literal, ``{{`…`}}``.
+fn escape_in_pieces<E>(text: &str, mut piece: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
+    let bytes = text.as_bytes();
+    // `text[..copied]` is handed on; braces are searched from `at`.
     let (mut copied, mut at) = (0, 0);
     while let Some(found) = memchr::memchr2(b'{', b'}', &bytes[at..]) {
         let start = at + found;
@@ -724,18 +751,16 @@ pub fn escape_for_helm(text: &str) -> std::borrow::Cow<'_, str> {
             .iter()
             .position(|&b| b != b'{' && b != b'}')
             .map_or(bytes.len(), |length| start + length);
-        // A run of braces holds `{{` or `}}` where two neighbours match.
         if bytes[start..end].windows(2).any(|pair| pair[0] == pair[1]) {
-            out.push_str(&text[copied..start]);
-            out.push_str("{{`");
-            out.push_str(&text[start..end]);
-            out.push_str("`}}");
+            piece(&text[copied..start])?;
+            piece("{{`")?;
+            piece(&text[start..end])?;
+            piece("`}}")?;
             copied = end;
         }
         at = end;
     }
-    out.push_str(&text[copied..]);
-    std::borrow::Cow::Owned(out)
+    piece(&text[copied..])
 }
 
 /// Whether `bytes` holds `{{` or `}}` (one pass over the braces alone).
@@ -745,7 +770,10 @@ fn has_double_brace(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bundle, Object, Project, escape_for_helm, has_double_brace};
+    use super::{
+        Bundle, Object, Project, escape_for_helm, escaped_len_for_helm, has_double_brace,
+        write_escaped_for_helm,
+    };
 
     #[test]
     fn objects_are_put_in_apply_order_and_ties_keep_their_order() {
@@ -863,8 +891,14 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn helm_escaping_is_the_reference_one(text in "[{}a é`\n]{0,24}") {
+            let reference = escape_by_chars(&text);
             let escaped = escape_for_helm(&text);
-            proptest::prop_assert_eq!(escaped.as_ref(), escape_by_chars(&text));
+            proptest::prop_assert_eq!(escaped.as_ref(), reference.as_str());
+            // The chart's files are written, and sized, without the copy.
+            let mut written = Vec::new();
+            write_escaped_for_helm(&text, &mut written).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(written).unwrap(), reference.as_str());
+            proptest::prop_assert_eq!(escaped_len_for_helm(&text), reference.len());
         }
     }
 
