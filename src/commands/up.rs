@@ -30,14 +30,16 @@ pub struct UpRequest {
     pub agents: bool,
 }
 
-/// What a long-running command (`up`, `serve`) does first: its logs, then
-/// small memory pages, so that what a compile frees can go back to the
-/// system while the daemon runs on (`cortex_runtime::pages`).
+/// What a long-running command (`up`, `serve`) does first: its logs, and
+/// a word when it could not turn transparent huge pages off (`main` does,
+/// see `cortex_runtime::pages`), for memory a compile frees may then stay
+/// resident while the daemon runs on.
 pub(crate) fn start_daemon(format: LogFormat) {
     init_logging(format);
-    if let Err(e) = cortex_runtime::pages::keep_small_pages() {
+    #[cfg(target_os = "linux")]
+    if !cortex_runtime::pages::small_pages() {
         tracing::warn!(
-            "cannot turn transparent huge pages off ({e}): memory a compile frees may stay resident"
+            "transparent huge pages stay on (the kernel refused to turn them off): memory a compile frees may stay resident"
         );
     }
 }
