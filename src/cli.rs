@@ -402,14 +402,6 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// Whether the command runs until it is stopped (`up`, `serve`): it
-    /// keeps small memory pages (`cortex_runtime::pages`).
-    pub fn is_daemon(&self) -> bool {
-        matches!(self, Command::Up { .. } | Command::Serve(_))
-    }
-}
-
 /// What every command that talks to the running runtime takes.
 #[derive(Clone, Debug, clap::Args)]
 pub struct OperateArgs {

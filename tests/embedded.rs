@@ -224,18 +224,6 @@ fn status_json(dir: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
-/// Whether a process may use transparent huge pages: `THP_enabled` of its
-/// `/proc` status, 0 once it turned them off (`PR_SET_THP_DISABLE`).
-#[cfg(target_os = "linux")]
-fn huge_pages_allowed(pid: u32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
-    let value = status
-        .lines()
-        .find_map(|line| line.strip_prefix("THP_enabled:"))
-        .expect("a THP_enabled line (Linux 5.0 and later)");
-    value.trim() == "1"
-}
-
 fn pid_alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -287,20 +275,6 @@ fn up_runs_the_example_agents_messages_flow_and_ctrl_c_stops_everything() {
         })
         .collect();
     assert_eq!(pids.len(), 8);
-
-    // The daemon keeps small memory pages; its agents get the setting
-    // cortex was started with (this test's), not the daemon's.
-    #[cfg(target_os = "linux")]
-    {
-        assert!(
-            !huge_pages_allowed(up.pid()),
-            "cortex up keeps transparent huge pages on"
-        );
-        let inherited = huge_pages_allowed(std::process::id());
-        for pid in &pids {
-            assert_eq!(huge_pages_allowed(*pid as u32), inherited, "agent {pid}");
-        }
-    }
 
     // A second `cortex up` on the same store is refused, naming the first.
     let second = cortex(dir, &["up", "--listen", "127.0.0.1:0"]);
@@ -934,11 +908,6 @@ fn serve_runs_the_head_of_a_repository_and_stops_on_ctrl_c() {
     assert_eq!(status["syncedCommit"], json!(head));
     assert_eq!(status["syncedRevision"], json!(1));
     assert_eq!(status["leader"], json!(true));
-    #[cfg(target_os = "linux")]
-    assert!(
-        !huge_pages_allowed(child.id()),
-        "cortex serve keeps transparent huge pages on"
-    );
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let exit = child.wait().unwrap();

@@ -13,7 +13,6 @@ pub mod engine;
 pub mod health;
 pub mod leftovers;
 pub mod metrics;
-pub mod pages;
 pub mod private_files;
 pub mod process;
 pub mod secrets;

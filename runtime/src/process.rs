@@ -167,9 +167,6 @@ impl Launcher for LocalLauncher {
 /// leaving them running, reparented to init. The supervisors spawn from
 /// the runtime's worker threads, which live as long as the runtime.
 ///
-/// The child also gets back the transparent huge pages setting cortex was
-/// started with, which a daemon turns off for itself ([`crate::pages`]).
-///
 /// The one `unsafe` of cortex: the death signal can only be set in the
 /// child, between `fork` and `exec`, which std offers only through
 /// `pre_exec`.
@@ -179,12 +176,10 @@ pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
     use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
     let parent = getpid();
     // SAFETY: the closure runs in the forked child before `exec`. It makes
-    // at most three system calls (prctl twice, getppid) and allocates
-    // nothing: an error from rustix becomes an io::Error from its raw OS
-    // error number.
+    // two system calls (prctl, getppid) and allocates nothing: an error
+    // from rustix becomes an io::Error from its raw OS error number.
     unsafe {
         command.pre_exec(move || {
-            crate::pages::restore_in_child()?;
             set_parent_process_death_signal(Some(Signal::KILL))?;
             // The parent may have died before the signal was set.
             if getppid() != Some(parent) {

@@ -8,7 +8,7 @@ use cortex_reconciler::target::kubernetes::ConnectOptions;
 
 use crate::cli::ServeArgs;
 use crate::commands::target::{failed, runtime};
-use crate::commands::up::{start_daemon, terminated};
+use crate::commands::up::{init_logging, terminated};
 
 /// What `--repo` names: a URL or a bare repository is fetched into the
 /// cache; any other directory is read as it is on disk.
@@ -33,7 +33,7 @@ fn source(repo: &str, branch: &str, state: &Path, token_env: &str) -> Source {
 
 /// `cortex serve`.
 pub fn run(request: ServeArgs) -> anyhow::Result<ExitCode> {
-    start_daemon(request.log_format);
+    init_logging(request.log_format);
     let webhook_secret = match &request.webhook_secret_env {
         Some(var) => match std::env::var(var) {
             Ok(secret) if !secret.is_empty() => Some(secret.into_bytes()),

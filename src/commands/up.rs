@@ -30,22 +30,8 @@ pub struct UpRequest {
     pub agents: bool,
 }
 
-/// What a long-running command (`up`, `serve`) does first: its logs, and
-/// a word when it could not turn transparent huge pages off (`main` does,
-/// see `cortex_runtime::pages`), for memory a compile frees may then stay
-/// resident while the daemon runs on.
-pub(crate) fn start_daemon(format: LogFormat) {
-    init_logging(format);
-    #[cfg(target_os = "linux")]
-    if !cortex_runtime::pages::small_pages() {
-        tracing::warn!(
-            "transparent huge pages stay on (the kernel refused to turn them off): memory a compile frees may stay resident"
-        );
-    }
-}
-
 /// Logs to stderr, filtered by `CORTEX_LOG` (default `info`).
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORTEX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -135,7 +121,7 @@ pub(crate) fn terminated() -> impl std::future::Future<Output = ()> {
 
 /// `cortex up`.
 pub fn up(dir: &Path, request: UpRequest) -> anyhow::Result<ExitCode> {
-    start_daemon(request.log_format);
+    init_logging(request.log_format);
     let Some(desired) = compile(dir, request.env.clone(), PlanFormat::Text)? else {
         return Ok(ExitCode::from(1));
     };
