@@ -9,7 +9,9 @@ use serde_json::Value;
 ///
 /// Written into a buffer each thread keeps, then copied at its length: a
 /// build keeps 10,000 objects' texts, and a string grown by doubling
-/// carries up to as much again unused.
+/// carries up to as much again unused. A buffer grown past
+/// [`KEPT_BUFFER_BYTES`] by one large object is let go (a daemon's threads
+/// live on).
 pub fn to_yaml(value: &Value) -> String {
     thread_local! {
         static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
@@ -17,9 +19,17 @@ pub fn to_yaml(value: &Value) -> String {
     BUFFER.with_borrow_mut(|out| {
         out.clear();
         write_document(value, out);
-        out.as_str().to_owned()
+        let text = out.as_str().to_owned();
+        if out.capacity() > KEPT_BUFFER_BYTES {
+            *out = String::new();
+        }
+        text
     })
 }
+
+/// The largest YAML buffer a thread keeps between objects: most objects
+/// take one to four KiB.
+const KEPT_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Appends the YAML document for `value` to `out`.
 fn write_document(value: &Value, out: &mut String) {
@@ -473,5 +483,17 @@ mod tests {
     #[test]
     fn keys_are_sorted() {
         assert_eq!(to_yaml(&json!({"b": 1, "a": 2})), "a: 2\nb: 1\n");
+    }
+
+    /// The thread's buffer is reused, and let go past its bound: each
+    /// document comes out whole and alone, at its own length.
+    #[test]
+    fn documents_written_one_after_another_share_nothing() {
+        let large = "x".repeat(super::KEPT_BUFFER_BYTES * 2);
+        for value in [json!({"a": 1}), json!({"big": large}), json!({"b": 2})] {
+            let text = to_yaml(&value);
+            assert_eq!(text.capacity(), text.len());
+            assert_eq!(parse_documents(&text).unwrap(), vec![value]);
+        }
     }
 }
