@@ -16,7 +16,18 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Gives back what mimalloc keeps for the calling thread: pages a compile
+/// freed, held by a worker that then sits idle (`cortex serve` calls it on
+/// every thread after a compile, through [`cortex_compiler::memory`]).
+#[allow(unsafe_code)]
+fn release_kept_memory() {
+    // SAFETY: `mi_collect` has no preconditions: it may be called at any
+    // time from any thread, and only frees memory no block is using.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> ExitCode {
+    cortex_compiler::memory::set_release(release_kept_memory);
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

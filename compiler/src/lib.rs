@@ -18,6 +18,7 @@ pub mod explain;
 pub mod graph;
 pub mod hash;
 pub mod load;
+pub mod memory;
 pub mod node;
 pub mod pretty_json;
 pub mod render;

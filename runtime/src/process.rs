@@ -167,7 +167,8 @@ impl Launcher for LocalLauncher {
 /// leaving them running, reparented to init. The supervisors spawn from
 /// the runtime's worker threads, which live as long as the runtime.
 ///
-/// The one `unsafe` of cortex: the death signal can only be set in the
+/// One of cortex's two `unsafe` blocks (the other calls mimalloc's
+/// collect, in `src/main.rs`): the death signal can only be set in the
 /// child, between `fork` and `exec`, which std offers only through
 /// `pre_exec`.
 #[cfg(target_os = "linux")]

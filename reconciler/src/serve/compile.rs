@@ -7,6 +7,10 @@
 //! and given back only now and then (`serve` of the 2,000-agent project
 //! settled at 84–114 MiB, bimodal). Here the compiled project goes back to
 //! its own thread when serve drops it, is freed there, and the thread ends.
+//! The compile's parallel parts ran on rayon's workers, which keep the pages
+//! they freed while they sit idle: after a reconcile that compiled (see
+//! `Serve::reconcile`), and again here once a compiled project is freed,
+//! every thread gives back what it keeps ([`cortex_compiler::memory`]).
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -60,8 +64,10 @@ pub async fn on_its_thread(
                 home,
             });
             if done.send(made).is_ok() {
-                // Freed here, on the thread that allocated it.
+                // Freed here, on the thread that allocated it; the parts the
+                // workers allocated go back to their pages.
                 drop(back.recv());
+                cortex_compiler::memory::release_on_every_thread();
             }
         })
         .map_err(|e| format!("cannot start the compile: {e}"))?;
