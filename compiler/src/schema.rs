@@ -566,3 +566,54 @@ impl<'a> Cursor<'a> {
         self.node.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every integer a spec may hold is bounded, within what an int32
+    /// holds: what reads it (a Kubernetes int32 field, the runtime's
+    /// counters) takes every value the schema lets through, so `validate`
+    /// refuses what `build` would refuse, and no value is dropped for not
+    /// fitting its field.
+    #[test]
+    fn every_integer_of_every_schema_has_a_maximum_an_int32_holds() {
+        fn walk(at: &str, value: &Value, unbounded: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    let integer = match map.get("type") {
+                        Some(Value::String(t)) => t == "integer",
+                        Some(Value::Array(types)) => types.iter().any(|t| t == "integer"),
+                        _ => false,
+                    };
+                    let bounded = map
+                        .get("maximum")
+                        .and_then(Value::as_i64)
+                        .is_some_and(|max| max <= i64::from(i32::MAX));
+                    if integer && !bounded {
+                        unbounded.push(at.to_string());
+                    }
+                    for (key, inner) in map {
+                        walk(&format!("{at}/{key}"), inner, unbounded);
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, inner) in items.iter().enumerate() {
+                        walk(&format!("{at}/{i}"), inner, unbounded);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let sources = Kind::ALL
+            .map(|kind| (kind.as_str(), kind_source(kind)))
+            .into_iter()
+            .chain([("defs", DEFS)]);
+        let mut unbounded = Vec::new();
+        for (name, text) in sources {
+            let schema: Value = serde_json::from_str(text).expect("a schema parses");
+            walk(name, &schema, &mut unbounded);
+        }
+        assert!(unbounded.is_empty(), "unbounded integers: {unbounded:#?}");
+    }
+}

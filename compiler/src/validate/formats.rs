@@ -167,7 +167,13 @@ pub fn check_dns(name: &str, max: usize, dots: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a duration (`500ms`, `10s`, `1h30m`, `7d`) into milliseconds.
+/// The longest duration: 2,147,483,647 s (about 68 years), what a
+/// Kubernetes probe's seconds (an int32) hold; every duration of a spec
+/// fits what reads it.
+pub const MAX_DURATION_MS: u64 = i32::MAX as u64 * 1_000;
+
+/// Parses a duration (`500ms`, `10s`, `1h30m`, `7d`) into milliseconds, at
+/// most [`MAX_DURATION_MS`].
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -204,6 +210,12 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
             .and_then(|v| total.checked_add(v))
             .ok_or_else(|| "duration too large".to_string())?;
         rest = &rest[unit_len..];
+    }
+    if total > MAX_DURATION_MS {
+        return Err(format!(
+            "longer than the longest duration, {}s (about 68 years)",
+            MAX_DURATION_MS / 1_000
+        ));
     }
     Ok(total)
 }
@@ -317,6 +329,10 @@ mod tests {
         assert!(parse_duration_ms("s").is_err());
         assert!(parse_duration_ms("").is_err());
         assert!(parse_duration_ms("99999999999999999999d").is_err());
+        // What a probe's seconds hold, and one millisecond more.
+        assert_eq!(parse_duration_ms("2147483647s"), Ok(MAX_DURATION_MS));
+        let too_long = parse_duration_ms("2147483647s1ms").unwrap_err();
+        assert!(too_long.contains("longest duration"), "{too_long}");
     }
 
     #[test]
