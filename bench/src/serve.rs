@@ -242,28 +242,13 @@ pub async fn run(pushes: usize) -> anyhow::Result<()> {
 /// `serve` run in this process: reconciles woken one after another, less
 /// what the idle runtime allocates in as long (measured just before).
 async fn noop_allocations(remote: &Path) -> anyhow::Result<(f64, f64)> {
-    use cortex_reconciler::serve::{DEFAULT_LEASE, Serve, ServeOptions, ServeTarget, Source};
+    use cortex_reconciler::serve::Serve;
     let state = tempfile::tempdir()?;
-    let mut serve = Serve::new(ServeOptions {
-        target: ServeTarget::Embedded,
-        source: Source::Remote {
-            url: remote.display().to_string(),
-            branch: "main".into(),
-            cache: state.path().join("repo"),
-            token_env: "CORTEX_GIT_TOKEN".into(),
-        },
-        subdir: None,
-        env: None,
-        interval: Duration::from_secs(3600),
-        state: state.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        supervise: false,
-        webhook_secret: None,
-        auto_sync: true,
-        self_heal: true,
-        tokens_file: None,
-        lease: DEFAULT_LEASE,
-    });
+    let mut serve = Serve::new(cortex_testkit::serve::remote_options(
+        remote,
+        state.path(),
+        Duration::from_secs(3600),
+    ));
     serve.listen().await?;
     let (status, wake) = (serve.status(), serve.waker());
     let reconciles = || status.lock().map(|s| s.reconciles).unwrap_or(0);

@@ -12,7 +12,7 @@ use cortex_reconciler::serve::{Serve, ServeOptions, ServeTarget, Source};
 use cortex_runtime::store::Store;
 use cortex_testkit::git::Repo;
 use cortex_testkit::kubernetes::FakeApiServer;
-use cortex_testkit::serve::{ServeApi, small_project, small_specs};
+use cortex_testkit::serve::{ServeApi, remote_options, small_project, small_specs};
 use git2::Repository;
 use serde_json::Value;
 
@@ -48,24 +48,8 @@ fn push(work: &Repo, remote: &Path) {
 /// operator token only.
 fn options(remote: &Path, state: &Path) -> ServeOptions {
     ServeOptions {
-        target: ServeTarget::Embedded,
-        source: Source::Remote {
-            url: remote.display().to_string(),
-            branch: "main".into(),
-            cache: state.join("repo"),
-            token_env: "CORTEX_GIT_TOKEN".into(),
-        },
-        subdir: None,
-        env: None,
-        interval: Duration::from_millis(200),
-        state: state.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        supervise: false,
-        webhook_secret: None,
-        auto_sync: true,
-        self_heal: true,
-        tokens_file: None,
         lease: Duration::from_secs(3),
+        ..remote_options(remote, state, Duration::from_millis(200))
     }
 }
 

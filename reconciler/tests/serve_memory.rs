@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cortex_reconciler::serve::{DEFAULT_LEASE, Serve, ServeOptions, ServeTarget, Source};
+use cortex_reconciler::serve::Serve;
 use cortex_testkit::git::Repo;
-use cortex_testkit::serve::{ServeApi, small_project, small_specs};
+use cortex_testkit::serve::{ServeApi, remote_options, small_project, small_specs};
 use git2::Repository;
 
 /// How many times a thread ran the release.
@@ -58,26 +58,11 @@ async fn each_reconcile_that_compiles_gives_memory_back_on_every_thread() {
     push(&work, remote.path());
 
     let state = tempfile::tempdir().unwrap();
-    let mut serve = Serve::new(ServeOptions {
-        target: ServeTarget::Embedded,
-        source: Source::Remote {
-            url: remote.path().display().to_string(),
-            branch: "main".into(),
-            cache: state.path().join("repo"),
-            token_env: "CORTEX_GIT_TOKEN".into(),
-        },
-        subdir: None,
-        env: None,
-        interval: Duration::from_millis(200),
-        state: state.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        supervise: false,
-        webhook_secret: None,
-        auto_sync: true,
-        self_heal: true,
-        tokens_file: None,
-        lease: DEFAULT_LEASE,
-    });
+    let mut serve = Serve::new(remote_options(
+        remote.path(),
+        state.path(),
+        Duration::from_millis(200),
+    ));
     let url = serve.listen().await.expect("listens");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(serve.run(stopped));

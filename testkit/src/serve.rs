@@ -172,6 +172,39 @@ pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
     )
 }
 
+/// Options of a `serve` run in the caller's process: the bare remote at
+/// `remote` (branch `main`, its cache under `state`), state in `state`,
+/// the embedded target, fetched every `interval`, auto sync with self-heal,
+/// no agents started, no webhook, the operator token only, the default
+/// lease.
+pub fn remote_options(
+    remote: &Path,
+    state: &Path,
+    interval: Duration,
+) -> cortex_reconciler::serve::ServeOptions {
+    use cortex_reconciler::serve::{DEFAULT_LEASE, ServeOptions, ServeTarget, Source};
+    ServeOptions {
+        target: ServeTarget::Embedded,
+        source: Source::Remote {
+            url: remote.display().to_string(),
+            branch: "main".into(),
+            cache: state.join("repo"),
+            token_env: "CORTEX_GIT_TOKEN".into(),
+        },
+        subdir: None,
+        env: None,
+        interval,
+        state: state.to_path_buf(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        supervise: false,
+        webhook_secret: None,
+        auto_sync: true,
+        self_heal: true,
+        tokens_file: None,
+        lease: DEFAULT_LEASE,
+    }
+}
+
 /// The small project `serve` is tested and measured on: `cortex.yaml` of
 /// project `name` in `namespace`, including `specs.yaml`.
 pub fn small_project(name: &str, namespace: &str) -> String {
