@@ -99,6 +99,17 @@ fn check_format(format: &str, node: &Node) -> Option<Diagnostic> {
             Diagnostic::error(codes::BAD_QUANTITY, format!("invalid quantity `{f}`"))
                 .at(node.span()),
         ),
+        // A number past what the written form may hold (`1e38` as text is
+        // refused as too large) would be taken as the largest quantity.
+        ("quantity", Value::Float(f)) if quantity_of(node).is_none() => Some(
+            // As JSON writes it (`1e+300`), not in 301 digits.
+            Diagnostic::error(
+                codes::BAD_QUANTITY,
+                format!("invalid quantity `{}`", serde_json::Value::from(*f)),
+            )
+            .at(node.span())
+            .label("quantity too large"),
+        ),
         ("cron", Value::Str(s)) => parse_cron(s).err().map(|why| {
             Diagnostic::error(codes::BAD_CRON, format!("invalid cron expression `{s}`"))
                 .at(node.span())
@@ -296,7 +307,10 @@ pub fn quantity_of(node: &Node) -> Option<i128> {
     match &node.value {
         Value::Str(s) => parse_quantity_milli(s).ok(),
         Value::Int(i) => Some(i128::from(*i) * 1000),
-        Value::Float(f) if f.is_finite() && *f >= 0.0 => Some((f * 1000.0).ceil() as i128),
+        // Below i128::MAX as f64: `as` would saturate at the largest.
+        Value::Float(f) if f.is_finite() && *f >= 0.0 && f * 1000.0 < i128::MAX as f64 => {
+            Some((f * 1000.0).ceil() as i128)
+        }
         _ => None,
     }
 }
@@ -333,6 +347,28 @@ mod tests {
         assert_eq!(parse_duration_ms("2147483647s"), Ok(MAX_DURATION_MS));
         let too_long = parse_duration_ms("2147483647s1ms").unwrap_err();
         assert!(too_long.contains("longest duration"), "{too_long}");
+    }
+
+    /// A quantity written as a number is held to what its written form
+    /// may hold: past it, refused, not taken as the largest quantity.
+    #[test]
+    fn a_number_quantity_too_large_is_refused() {
+        let file: std::sync::Arc<str> = std::sync::Arc::from("q.yaml");
+        let check = |text: &str| {
+            let docs = crate::yaml::parse(&file, text).expect(text);
+            let cpu = docs[0].get("cpu").expect("cpu").clone();
+            (
+                quantity_of(&cpu),
+                check_format("quantity", &cpu).map(|d| d.message),
+            )
+        };
+        assert_eq!(check("cpu: 1.5"), (Some(1500), None));
+        let (large, fine) = check("cpu: 1.0e30");
+        assert!(large.is_some_and(|milli| milli > 10i128.pow(32)) && fine.is_none());
+        let (value, refused) = check("cpu: 1.0e300");
+        assert_eq!(value, None);
+        assert_eq!(refused.as_deref(), Some("invalid quantity `1e+300`"));
+        assert!(parse_quantity_milli("1e300").is_err(), "the text form too");
     }
 
     #[test]
