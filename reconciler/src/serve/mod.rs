@@ -441,7 +441,7 @@ impl Serve {
         if compiles() != compiles_before {
             // The compile's and the plan's garbage was freed on rayon's
             // workers, which keep it while they sit idle: given back now
-            // (a few milliseconds, not counted in the reconcile's time).
+            // (not counted in the reconcile's time).
             let _ =
                 tokio::task::spawn_blocking(cortex_compiler::memory::release_on_every_thread).await;
         }
