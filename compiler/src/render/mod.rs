@@ -791,6 +791,60 @@ mod tests {
         source
     }
 
+    /// Every integer field at its schema maximum reaches the objects and
+    /// the runtime configuration as written: what the schema lets through,
+    /// the Kubernetes types and the runtime's fields hold (no value
+    /// refused by the render, none replaced by a default).
+    #[test]
+    fn every_integer_at_its_maximum_is_rendered_as_written() {
+        const MAX: i64 = i32::MAX as i64;
+        let source = example_with(&[
+            (
+                "agents/lookup.yaml",
+                "  replicas: 1\n  pool: batch\n",
+                "  replicas: 2147483647\n  messaging: { inbox: { capacity: 2147483647 }, delivery: { maxAttempts: 2147483647 } }\n  health: { failureThreshold: 2147483647, interval: 2147483647s }\n",
+            ),
+            (
+                "workflows/nightly-report.yaml",
+                "      input: { trigger: \"$(trigger.name)\" }\n",
+                "      input: { trigger: \"$(trigger.name)\" }\n      retries: { limit: 2147483647 }\n",
+            ),
+            (
+                "workflows/nightly-report.yaml",
+                "  tasks:\n",
+                "  concurrency: 2147483647\n  maxActiveExecutions: 2147483647\n  tasks:\n",
+            ),
+        ]);
+        let result = crate::compile(&source, &crate::Options::default());
+        let resolved = result
+            .validated()
+            .unwrap_or_else(|| panic!("{:#?}", result.diagnostics));
+        let bundle = render(resolved, &source).unwrap_or_else(|d| panic!("{d:#?}"));
+        let agent = &bundle.runtime["agents"]["crm-lookup"];
+        let workflow = &bundle.runtime["workflows"]["nightly-report"];
+        for (what, value) in [
+            ("replicas", &agent["replicas"]),
+            ("inbox capacity", &agent["inbox"]["capacity"]),
+            ("delivery attempts", &agent["delivery"]["maxAttempts"]),
+            ("failure threshold", &agent["health"]["failureThreshold"]),
+            ("concurrency", &workflow["concurrency"]),
+            ("active executions", &workflow["maxActiveExecutions"]),
+            ("retries", &workflow["tasks"]["count"]["retries"]["limit"]),
+        ] {
+            assert_eq!(value, &json!(MAX), "{what} in runtime.json");
+        }
+        assert_eq!(agent["health"]["intervalMs"], json!(MAX * 1000));
+        let deployment = bundle
+            .objects
+            .iter()
+            .find(|o| o.kind == "Deployment" && o.name == "crm-lookup")
+            .expect("the Deployment");
+        assert_eq!(deployment.body["spec"]["replicas"], json!(MAX));
+        let probe = &deployment.body["spec"]["template"]["spec"]["containers"][0]["livenessProbe"];
+        assert_eq!(probe["failureThreshold"], json!(MAX));
+        assert_eq!(probe["periodSeconds"], json!(MAX));
+    }
+
     /// Renders `source` sharing bodies, keeping a memo.
     fn render_first<'r>(
         resolved: &'r Resolved,
