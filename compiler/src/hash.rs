@@ -72,34 +72,18 @@ fn write_string(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Lower-case hex SHA-256 of the canonical JSON of `value`. The text is
-/// written into a buffer each thread keeps (not allocated, zeroed or freed
-/// per object; one grown past [`KEPT_TEXT_BYTES`] by a large object, a
-/// runtime shard say, is let go, for a daemon's threads live on), then
+/// written into a buffer each thread keeps ([`crate::scratch`]), then
 /// hashed in one pass: the serializer writes a few bytes at a time, which
 /// fed to SHA-256 one by one cost more than the hashing.
 pub fn canonical_hash(value: &Value) -> String {
     thread_local! {
         static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    TEXT.with(|text| match text.try_borrow_mut() {
-        Ok(mut text) => {
-            text.clear();
-            write_compact(&mut text, value);
-            let hash = hex(&Sha256::digest(&*text));
-            if text.capacity() > KEPT_TEXT_BYTES {
-                *text = Vec::new();
-            }
-            hash
-        }
-        // Only a hash taken while this thread's buffer is in use (none
-        // today) gets a buffer of its own.
-        Err(_) => sha256_hex(canonical_json(value).as_bytes()),
+    crate::scratch::with_kept(&TEXT, |text| {
+        write_compact(text, value);
+        hex(&Sha256::digest(&*text))
     })
 }
-
-/// The largest text buffer a thread keeps between hashes: most objects
-/// take one to four KiB.
-const KEPT_TEXT_BYTES: usize = 64 * 1024;
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -27,6 +27,7 @@ pub mod runtime_config;
 pub mod runtime_shared;
 pub mod runtime_text;
 pub mod schema;
+mod scratch;
 pub mod source;
 pub mod span;
 pub mod template;

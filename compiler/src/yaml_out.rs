@@ -7,29 +7,18 @@ use serde_json::Value;
 
 /// One YAML document for `value` (without the `---` separator).
 ///
-/// Written into a buffer each thread keeps, then copied at its length: a
-/// build keeps 10,000 objects' texts, and a string grown by doubling
-/// carries up to as much again unused. A buffer grown past
-/// [`KEPT_BUFFER_BYTES`] by one large object is let go (a daemon's threads
-/// live on).
+/// Written into a buffer each thread keeps ([`crate::scratch`]), then
+/// copied at its length: a build keeps 10,000 objects' texts, and a string
+/// grown by doubling carries up to as much again unused.
 pub fn to_yaml(value: &Value) -> String {
     thread_local! {
         static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
-    BUFFER.with_borrow_mut(|out| {
-        out.clear();
+    crate::scratch::with_kept(&BUFFER, |out| {
         write_document(value, out);
-        let text = out.as_str().to_owned();
-        if out.capacity() > KEPT_BUFFER_BYTES {
-            *out = String::new();
-        }
-        text
+        out.as_str().to_owned()
     })
 }
-
-/// The largest YAML buffer a thread keeps between objects: most objects
-/// take one to four KiB.
-const KEPT_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Appends the YAML document for `value` to `out`.
 fn write_document(value: &Value, out: &mut String) {
@@ -489,7 +478,7 @@ mod tests {
     /// document comes out whole and alone, at its own length.
     #[test]
     fn documents_written_one_after_another_share_nothing() {
-        let large = "x".repeat(super::KEPT_BUFFER_BYTES * 2);
+        let large = "x".repeat(crate::scratch::KEPT_BYTES * 2);
         for value in [json!({"a": 1}), json!({"big": large}), json!({"b": 2})] {
             let text = to_yaml(&value);
             assert_eq!(text.capacity(), text.len());
