@@ -21,6 +21,7 @@ pub mod check;
 pub mod manifests;
 pub mod memo;
 pub mod runtime;
+pub mod shape;
 mod unknown_fields;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -459,6 +460,8 @@ struct Templates {
     builtin: BTreeSet<&'static str>,
     /// Every template's name and text (a render's objects depend on them).
     sources: Arc<Vec<(String, String)>>,
+    /// The shapes of the built-in forms' objects that passed the check.
+    shapes: shape::CheckedShapes,
 }
 
 impl Templates {
@@ -497,6 +500,7 @@ impl Templates {
             env,
             builtin,
             sources: Arc::new(sources),
+            shapes: shape::CheckedShapes::default(),
         })
     }
 
@@ -512,7 +516,8 @@ impl Templates {
     ) {
         let who = spec.map_or_else(|| "the project".to_string(), str::to_string);
         let at = crate::span::Span::file_only(file.clone());
-        let body = if self.builtin.contains(template) {
+        let built_in = self.builtin.contains(template);
+        let body = if built_in {
             builtin::render(template, ctx.ctx)
         } else {
             self.render_text(template, ctx, &who, &at, diags)
@@ -530,7 +535,15 @@ impl Templates {
             return;
         };
         let what = || format!("{kind} `{name}` rendered by `{template}` for {who}");
-        if !check::check_object(&body, &what, "template", &at, diags) {
+        // A built-in form's object is read into its type once per shape
+        // ([`shape`]); a project's own template's, every time.
+        let checked = if built_in {
+            self.shapes
+                .check_object(&body, &what, "template", &at, diags)
+        } else {
+            check::check_object(&body, &what, "template", &at, diags)
+        };
+        if !checked {
             return;
         }
         push_object(template, spec, body, objects);
@@ -980,14 +993,11 @@ mod tests {
         }
     }
 
-    /// The built-in forms agree with the templates on contexts the
-    /// projects do not reach: every conditional of the templates both ways.
-    #[test]
-    fn built_in_templates_agree_on_every_branch() {
-        let (source, result) = example();
-        let resolved = result.validated().expect("the example validates");
+    /// An agent's context from the example, and the same with every
+    /// conditional of the templates taken both ways (contexts the projects
+    /// do not reach), each named by what it changes.
+    fn branch_contexts(resolved: &Resolved) -> Vec<(String, Value)> {
         let project = project_facts(resolved);
-        let text = Templates::load(&source, Engine::Text).expect("templates");
         let spec = resolved
             .specs
             .iter()
@@ -1037,15 +1047,33 @@ mod tests {
             ("/pod/automountServiceAccountToken", json!(true)),
             ("/labels", json!({"a": "yes", "b": "1.0", "c": "{{ x }}"})),
         ];
+        let mut contexts = vec![("the example".to_string(), base.clone())];
         for (pointer, value) in variants {
             let mut ctx = base.clone();
             *ctx.pointer_mut(pointer)
                 .unwrap_or_else(|| panic!("{pointer}")) = value.clone();
+            contexts.push((format!("{pointer} = {value}"), ctx));
+        }
+        contexts
+    }
+
+    /// The agents' templates (the runtime's ConfigMap has its own test).
+    fn agent_template_names() -> impl Iterator<Item = &'static str> {
+        DEFAULT_TEMPLATES
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| *t != RUNTIME_TEMPLATE)
+    }
+
+    /// The built-in forms agree with the templates on every branch.
+    #[test]
+    fn built_in_templates_agree_on_every_branch() {
+        let (source, result) = example();
+        let resolved = result.validated().expect("the example validates");
+        let text = Templates::load(&source, Engine::Text).expect("templates");
+        for (what, ctx) in branch_contexts(resolved) {
             let prepared = Prepared::new(&ctx);
-            for (template, _) in DEFAULT_TEMPLATES
-                .iter()
-                .filter(|(t, _)| *t != RUNTIME_TEMPLATE)
-            {
+            for template in agent_template_names() {
                 let rendered = text
                     .env
                     .get_template(template)
@@ -1053,9 +1081,63 @@ mod tests {
                     .expect("renders");
                 let read = crate::yaml::parse_json(&"t".into(), &rendered).expect("YAML");
                 let built = builtin::render(template, &ctx).expect("built in");
-                assert_eq!(read, vec![built], "{template} with {pointer} = {value}");
+                assert_eq!(read, vec![built], "{template} with {what}");
             }
         }
+    }
+
+    /// What lets a built-in form's objects be checked once per shape
+    /// ([`shape`]): on every branch they pass the check, and still pass
+    /// with every string but `apiVersion` and `kind` replaced by one no
+    /// timestamp or base64 reading takes, so no field they write is read
+    /// by its content. (The test shows it can fail: a timestamp field with
+    /// that string is refused.)
+    #[test]
+    fn built_in_objects_pass_the_check_whatever_their_strings_hold() {
+        const NOT_READ: &str = "not a time, not base64: ~!";
+        fn replace_strings(value: &mut Value) {
+            match value {
+                Value::String(text) => *text = NOT_READ.to_string(),
+                Value::Array(items) => items.iter_mut().for_each(replace_strings),
+                Value::Object(map) => map.values_mut().for_each(replace_strings),
+                _ => {}
+            }
+        }
+        let (_, result) = example();
+        let resolved = result.validated().expect("the example validates");
+        let project = project_facts(resolved);
+        let runtime = RuntimeShard {
+            index: 0,
+            count: 1,
+            json: "{}",
+        };
+        let mut objects: Vec<(String, Value)> = Vec::new();
+        for (what, ctx) in branch_contexts(resolved) {
+            for template in agent_template_names() {
+                let built = builtin::render(template, &ctx).expect("built in");
+                objects.push((format!("{template} with {what}"), built));
+            }
+        }
+        let source = crate::MemorySource::new();
+        let mut templates = Templates::load(&source, Engine::BuiltIn).expect("templates");
+        let (shards, diags) = runtime.render(&mut templates, &project, resolved);
+        assert!(diags.is_empty(), "{diags:?}");
+        objects.extend(
+            shards
+                .into_iter()
+                .map(|o| ("the runtime's ConfigMap".to_string(), o.body)),
+        );
+        for (what, mut object) in objects {
+            assert_eq!(check::check(&object), Ok(()), "{what}");
+            let (api_version, kind) = (object["apiVersion"].clone(), object["kind"].clone());
+            replace_strings(&mut object);
+            object["apiVersion"] = api_version;
+            object["kind"] = kind;
+            assert_eq!(check::check(&object), Ok(()), "{what}, strings replaced");
+        }
+        let mut timed = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        timed["metadata"]["creationTimestamp"] = json!(NOT_READ);
+        assert!(check::check(&timed).is_err());
     }
 
     /// Every object the default templates render for the example project
