@@ -349,7 +349,7 @@ impl Runtime for RuntimeText {
 /// A build's output: the objects as the files carry them.
 pub type Output = Bundle<Text, RuntimeText>;
 
-impl<B, R> Bundle<B, R> {
+impl<B: Sync, R> Bundle<B, R> {
     /// Sorts the objects into apply order.
     pub fn new(
         project: Project,
@@ -357,29 +357,30 @@ impl<B, R> Bundle<B, R> {
         runtime: R,
         pools: Vec<PoolUsage>,
     ) -> Bundle<B, R> {
-        // Each object's rank is found once, not at every comparison, and
-        // the keys are sorted, not the objects: an object is moved once,
-        // not at every step of the sort. Ties keep the order given.
-        let mut order: Vec<(usize, usize)> = objects
+        use rayon::prelude::*;
+        // Each object's sort key is made once, side by side with the
+        // others', not looked up at every comparison; the keys are sorted
+        // over both cores, not the objects: an object is moved once.
+        // The position given breaks ties, so the order is the same on
+        // every run.
+        let mut order: Vec<(usize, &str, Option<&str>, &str, usize)> = objects
             .iter()
             .enumerate()
-            .map(|(at, o)| (kind_rank(&o.kind), at))
+            .map(|(at, o)| {
+                let head = o.head();
+                (
+                    kind_rank(head.kind),
+                    head.kind,
+                    head.namespace,
+                    head.name,
+                    at,
+                )
+            })
             .collect();
-        order.sort_unstable_by(|&(rank_a, a), &(rank_b, b)| {
-            let (head_a, head_b) = (objects[a].head(), objects[b].head());
-            (rank_a, head_a.kind, head_a.namespace, head_a.name, a).cmp(&(
-                rank_b,
-                head_b.kind,
-                head_b.namespace,
-                head_b.name,
-                b,
-            ))
-        });
+        order.par_sort_unstable();
+        let order: Vec<usize> = order.into_iter().map(|key| key.4).collect();
         let mut slots: Vec<Option<Object<B>>> = objects.into_iter().map(Some).collect();
-        let objects: Vec<Object<B>> = order
-            .iter()
-            .filter_map(|&(_, at)| slots[at].take())
-            .collect();
+        let objects: Vec<Object<B>> = order.iter().filter_map(|&at| slots[at].take()).collect();
         Bundle {
             project,
             objects,

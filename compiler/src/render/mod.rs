@@ -261,9 +261,10 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
         .filter(|s| s.kind == Kind::Agent)
         .collect();
     // The runtime configuration and the pools' usage do not depend on the
-    // objects: they are made (the configuration split into shards) while
-    // the agents render.
-    let (rendered, (runtime, shards, usage)) = rayon::join(
+    // objects: they are made (the configuration split into shards, each
+    // shard's ConfigMap rendered, checked and emitted on its own) while the
+    // agents render.
+    let (rendered, (runtime, shard_objects, usage)) = rayon::join(
         || {
             agents
                 .par_iter()
@@ -311,14 +312,32 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
             let config = runtime::typed_runtime_config_except(resolved, &is_taken);
             let runtime = R::from_config_taking(config, taken);
             let shards = runtime.shards(runtime::SHARD_BYTES);
-            (runtime, shards, pools::usage(&resolved.specs))
+            let shard_count = shards.len();
+            let shard_objects: Vec<(Vec<Object<B>>, Diagnostics)> = shards
+                .par_iter()
+                .enumerate()
+                .map_init(
+                    || templates.clone(),
+                    |templates, (index, shard_json)| {
+                        let at = RuntimeShard {
+                            index,
+                            count: shard_count,
+                            json: shard_json,
+                        };
+                        let (objects, diags) = at.render(templates, &project, resolved);
+                        (objects.into_iter().map(B::from_object).collect(), diags)
+                    },
+                )
+                .collect();
+            (runtime, shard_objects, pools::usage(&resolved.specs))
         },
     );
     // Room for the agents' objects and one ConfigMap per shard: the vector
     // is not grown (each step a copy of every object) while the main
     // thread alone fills it.
     let rendered_count: usize = rendered.iter().map(|(objects, ..)| objects.len()).sum();
-    let mut objects: Vec<Object<B>> = Vec::with_capacity(rendered_count + shards.len());
+    let shard_count: usize = shard_objects.iter().map(|(objects, _)| objects.len()).sum();
+    let mut objects: Vec<Object<B>> = Vec::with_capacity(rendered_count + shard_count);
     let mut kept = keep.then(|| Memo::new(templates.sources.clone(), project.clone()));
     for (spec, (rendered_objects, rendered_diags, pool)) in agents.iter().zip(rendered) {
         if let Some(memo) = kept.as_mut()
@@ -332,24 +351,6 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
     let identities = || objects.iter().map(|o| o.head().identity()).collect();
     let shipped = manifests::manifests(resolved, source, &project, identities, &mut diags);
     objects.extend(shipped.into_iter().map(B::from_object));
-    // Each shard's ConfigMap is rendered, checked and emitted on its own.
-    let shard_count = shards.len();
-    let shard_objects: Vec<(Vec<Object<B>>, Diagnostics)> = shards
-        .par_iter()
-        .enumerate()
-        .map_init(
-            || templates.clone(),
-            |templates, (index, shard_json)| {
-                let at = RuntimeShard {
-                    index,
-                    count: shard_count,
-                    json: shard_json,
-                };
-                let (objects, diags) = at.render(templates, &project, resolved);
-                (objects.into_iter().map(B::from_object).collect(), diags)
-            },
-        )
-        .collect();
     for (shard_objects, shard_diags) in shard_objects {
         objects.extend(shard_objects);
         diags.extend(shard_diags);
