@@ -263,12 +263,15 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
     // The runtime configuration and the pools' usage do not depend on the
     // objects: they are made (the configuration split into shards, each
     // shard's ConfigMap rendered, checked and emitted on its own) while the
-    // agents render.
+    // agents render. The agents are rendered in runs of at most
+    // `AGENTS_PER_RUN`: a core that finishes the runtime's side takes runs
+    // the other has not begun, so neither is left alone with a long one.
     let (rendered, (runtime, shard_objects, usage)) = rayon::join(
         || {
             agents
                 .par_iter()
-                .with_min_len(64)
+                .with_min_len(AGENTS_PER_RUN / 2)
+                .with_max_len(AGENTS_PER_RUN)
                 .map_init(
                     || templates.clone(),
                     |templates, spec| {
@@ -365,6 +368,11 @@ fn render_inner<'r, B: Body + Clone + Sync, R: Runtime>(
     }
     Ok((bundle, kept))
 }
+
+/// The most agents one task of a render takes: small enough that the
+/// cores finish together, large enough that a task's setup (its copy of
+/// the templates) is a small part of it.
+const AGENTS_PER_RUN: usize = 32;
 
 /// One shard of the runtime configuration, to become a ConfigMap.
 struct RuntimeShard<'a> {
