@@ -481,6 +481,22 @@ struct InventoryObject<'a> {
     template: &'a str,
 }
 
+impl InventoryObject<'_> {
+    /// Its members, in the order serde writes them.
+    fn members(&self) -> [(&str, Option<&str>); 8] {
+        [
+            ("apiVersion", Some(self.api_version)),
+            ("hash", Some(self.hash)),
+            ("identity", Some(&self.identity)),
+            ("kind", Some(self.kind)),
+            ("name", Some(self.name)),
+            ("namespace", self.namespace),
+            ("spec", self.spec),
+            ("template", Some(self.template)),
+        ]
+    }
+}
+
 /// One line of `inventory.json`'s `runtimeObjects`.
 #[derive(serde::Serialize)]
 struct InventoryRuntimeObject<'a> {
@@ -488,6 +504,36 @@ struct InventoryRuntimeObject<'a> {
     identity: String,
     kind: &'a str,
     name: &'a str,
+}
+
+impl InventoryRuntimeObject<'_> {
+    /// Its members, in the order serde writes them.
+    fn members(&self) -> [(&str, Option<&str>); 4] {
+        [
+            ("hash", Some(&self.hash)),
+            ("identity", Some(&self.identity)),
+            ("kind", Some(self.kind)),
+            ("name", Some(self.name)),
+        ]
+    }
+}
+
+/// An inventory line as `serde_json::to_writer_pretty` writes it two
+/// levels deep: its members (strings, or null) one per line.
+fn pretty_line(members: &[(&str, Option<&str>)]) -> Vec<u8> {
+    let mut text = Vec::with_capacity(members.len() * 80);
+    text.extend_from_slice(b"    {");
+    for (i, (key, value)) in members.iter().enumerate() {
+        text.extend_from_slice(if i == 0 { b"\n      " } else { b",\n      " });
+        crate::hash::write_string(&mut text, key);
+        text.extend_from_slice(b": ");
+        match value {
+            Some(value) => crate::hash::write_string(&mut text, value),
+            None => text.extend_from_slice(b"null"),
+        }
+    }
+    text.extend_from_slice(b"\n    }");
+    text
 }
 
 /// `inventory.json`.
@@ -503,29 +549,29 @@ struct Inventory<'a> {
 }
 
 /// `inventory` as `serde_json::to_writer_pretty` writes it, and a line
-/// break: each object's lines made on their own, over every core (one
-/// serializer over the whole list was one core's work while the others
-/// had finished theirs).
+/// break: each object's lines made on their own ([`pretty_line`]), over
+/// every core (one serializer over the whole list was one core's work
+/// while the others had finished theirs).
 fn write_inventory_pretty(inventory: &Inventory<'_>, out: &mut dyn Write) -> io::Result<()> {
-    use crate::pretty_json::{member_key, reindent, write_members};
+    use crate::pretty_json::{member_key, write_members};
     use rayon::prelude::*;
-    /// The list's items as they appear two levels deep.
-    fn items<T: serde::Serialize + Sync>(list: &[T]) -> Vec<Vec<u8>> {
-        list.par_iter()
-            .with_min_len(256)
-            .map(|item| {
-                // Plain data with string keys always serializes.
-                let compact = serde_json::to_string(item).unwrap_or_default();
-                let mut text = Vec::with_capacity(compact.len() * 2);
-                text.extend_from_slice(b"    ");
-                reindent(&compact, 2, &mut text);
-                text
-            })
-            .collect()
-    }
-    let (objects, runtime_objects) = rayon::join(
-        || items(&inventory.objects),
-        || items(&inventory.runtime_objects),
+    let (objects, runtime_objects): (Vec<Vec<u8>>, Vec<Vec<u8>>) = rayon::join(
+        || {
+            inventory
+                .objects
+                .par_iter()
+                .with_min_len(256)
+                .map(|object| pretty_line(&object.members()))
+                .collect()
+        },
+        || {
+            inventory
+                .runtime_objects
+                .par_iter()
+                .with_min_len(256)
+                .map(|object| pretty_line(&object.members()))
+                .collect()
+        },
     );
     fn scalar<T: serde::Serialize>(out: &mut dyn Write, key: &str, value: &T) -> io::Result<()> {
         member_key(out, key, 1)?;

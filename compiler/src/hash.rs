@@ -55,7 +55,7 @@ pub fn write_compact(out: &mut Vec<u8>, value: &Value) {
 /// A JSON string: as it is between quotes when JSON needs no escape in it
 /// (no control character, quote or backslash), else as serde_json escapes
 /// it.
-fn write_string(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_string(out: &mut Vec<u8>, text: &str) {
     // A fold, not a search: no early exit, so the compiler checks many
     // bytes at once.
     let needs_escape = text.bytes().fold(false, |seen, b| {

@@ -242,34 +242,47 @@ fn is_own_number(literal: &str) -> bool {
 /// strings (the two forms escape strings alike).
 pub fn reindent(compact: &str, depth: usize, out: &mut Vec<u8>) {
     fn line(out: &mut Vec<u8>, level: usize) {
+        const SPACES: &[u8; 64] = &[b' '; 64];
         out.push(b'\n');
-        out.extend(std::iter::repeat_n(b' ', 2 * level));
+        let mut left = 2 * level;
+        while left > 0 {
+            let run = left.min(SPACES.len());
+            out.extend_from_slice(&SPACES[..run]);
+            left -= run;
+        }
     }
     let bytes = compact.as_bytes();
+    out.reserve(bytes.len() + bytes.len() / 2);
     let mut level = depth;
-    let mut in_string = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         i += 1;
-        if in_string {
-            out.push(b);
-            match b {
-                b'\\' => {
-                    if let Some(escaped) = bytes.get(i) {
-                        out.push(*escaped);
-                        i += 1;
-                    }
-                }
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
         match b {
             b'"' => {
-                in_string = true;
-                out.push(b);
+                // The string to its closing quote, copied whole: only a
+                // backslash (whose next byte is taken with it) or a quote
+                // stops the search.
+                let start = i - 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                        Some(at) if bytes[i + at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at + 1;
+                            break;
+                        }
+                        None => {
+                            i = bytes.len();
+                            break;
+                        }
+                    }
+                    if i >= bytes.len() {
+                        break;
+                    }
+                }
+                let end = i.min(bytes.len());
+                out.extend_from_slice(&bytes[start..end]);
+                i = end;
             }
             b'{' | b'[' => {
                 out.push(b);
