@@ -182,14 +182,13 @@ fn build_and_helm(
             )
         })?;
         let rendered = started.elapsed();
-        let freeing = std::thread::spawn(move || drop(result));
         cortex_reconciler::write::write_build(&out_dir, &output)?;
-        timings.push(started.elapsed());
-        let _ = freeing.join();
-        stages = [compiled, rendered - compiled, started.elapsed() - rendered];
+        let written = started.elapsed();
+        timings.push(written);
+        stages = [compiled, rendered - compiled, written - rendered];
         objects = output.objects.len();
         // Freed outside the timed span, as the CLI never frees them.
-        drop(output);
+        drop((result, output));
     }
     let build = Spread::of(&mut timings);
     let build_median = build.median;
