@@ -75,12 +75,12 @@ fn template_spec(
     let cursor = Schemas::get().cursor(spec.kind);
     // Most values hold no template: find the few strings that do, then
     // place only those in the schema.
-    let mut found = Vec::new();
-    spec.node.walk(&mut String::new(), &mut |pointer, node| {
-        if node.as_str().is_some_and(is_template) {
-            found.push(pointer.to_string());
-        }
-    });
+    let found: Vec<String> = spec
+        .node
+        .nodes_where(&|node| node.as_str().is_some_and(is_template))
+        .into_iter()
+        .map(|(pointer, _)| pointer)
+        .collect();
     for pointer in found {
         if is_verbatim_path(cursor, &pointer) {
             continue;

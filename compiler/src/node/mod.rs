@@ -411,29 +411,56 @@ impl Node {
         }
     }
 
-    /// Visits every node depth first, with its JSON pointer.
-    pub fn walk(&self, pointer: &mut String, visit: &mut dyn FnMut(&str, &Node)) {
-        visit(pointer, self);
-        let len = pointer.len();
-        match &self.value {
-            Value::Map(m) => {
-                for e in m {
-                    push_pointer_token(pointer, &e.key);
-                    e.value.walk(pointer, visit);
-                    pointer.truncate(len);
-                }
-            }
-            Value::Seq(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    use std::fmt::Write;
-                    // Writing into a string cannot fail.
-                    let _ = write!(pointer, "/{i}");
-                    item.walk(pointer, visit);
-                    pointer.truncate(len);
-                }
-            }
-            _ => {}
+    /// The nodes under this one (and itself) that `wanted` picks, each
+    /// with its JSON pointer, in document order. The way down is kept as
+    /// keys and positions; a pointer is written out only for a node picked
+    /// (a walk of a whole spec for its templates picks few).
+    pub fn nodes_where(&self, wanted: &dyn Fn(&Node) -> bool) -> Vec<(String, &Node)> {
+        enum Step<'n> {
+            Key(&'n str),
+            At(usize),
         }
+        fn visit<'n>(
+            node: &'n Node,
+            path: &mut Vec<Step<'n>>,
+            wanted: &dyn Fn(&Node) -> bool,
+            found: &mut Vec<(String, &'n Node)>,
+        ) {
+            if wanted(node) {
+                let mut pointer = String::new();
+                for step in path.iter() {
+                    match step {
+                        Step::Key(key) => push_pointer_token(&mut pointer, key),
+                        Step::At(at) => {
+                            use std::fmt::Write;
+                            // Writing into a string cannot fail.
+                            let _ = write!(pointer, "/{at}");
+                        }
+                    }
+                }
+                found.push((pointer, node));
+            }
+            match &node.value {
+                Value::Map(m) => {
+                    for e in m {
+                        path.push(Step::Key(&e.key));
+                        visit(&e.value, path, wanted, found);
+                        path.pop();
+                    }
+                }
+                Value::Seq(items) => {
+                    for (at, item) in items.iter().enumerate() {
+                        path.push(Step::At(at));
+                        visit(item, path, wanted, found);
+                        path.pop();
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        visit(self, &mut Vec::new(), wanted, &mut found);
+        found
     }
 }
 
@@ -445,7 +472,7 @@ pub fn pointer_token(key: &str) -> String {
 }
 
 /// Appends `/` and `key` as a JSON-pointer token to `pointer`, without
-/// making a string for the token (walks do this for every key they pass).
+/// making a string for the token.
 pub fn push_pointer_token(pointer: &mut String, key: &str) {
     pointer.push('/');
     push_escaped(pointer, key);
@@ -472,6 +499,36 @@ mod tests {
     fn node(file: &str, text: &str) -> super::Node {
         let file: Arc<str> = Arc::from(file);
         crate::yaml::parse(&file, text).expect("parses").remove(0)
+    }
+
+    #[test]
+    fn nodes_where_gives_the_picked_nodes_with_their_pointers_in_document_order() {
+        let root = node(
+            "f.yaml",
+            "a/b: {x: \"{{ one }}\", n: 1}\nlist: [plain, \"{{ two }}\", [\"{{ three }}\"]]\n\"t~\": \"{{ four }}\"\n",
+        );
+        let found: Vec<(String, String)> = root
+            .nodes_where(&|n| n.as_str().is_some_and(|s| s.contains("{{")))
+            .into_iter()
+            .map(|(pointer, n)| (pointer, n.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let expected = [
+            ("/a~1b/x", "{{ one }}"),
+            ("/list/1", "{{ two }}"),
+            ("/list/2/0", "{{ three }}"),
+            ("/t~0", "{{ four }}"),
+        ];
+        assert_eq!(
+            found,
+            expected
+                .map(|(p, v)| (p.to_string(), v.to_string()))
+                .to_vec()
+        );
+        assert_eq!(
+            root.nodes_where(&|_| true)[0].0,
+            "",
+            "the root is picked with the empty pointer"
+        );
     }
 
     #[test]

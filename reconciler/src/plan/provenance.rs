@@ -471,18 +471,17 @@ fn compare(
         | (Some(NodeValue::Map(_) | NodeValue::Seq(_)), None) => {
             let present = new.or(old).into_iter();
             for node in present {
-                node.walk(&mut String::new(), &mut |pointer, leaf| {
-                    if matches!(leaf.value, NodeValue::Map(_) | NodeValue::Seq(_)) {
-                        return;
-                    }
-                    let leaf_path = format!("{path}{}", pointer_as_path(pointer));
+                let leaves = node
+                    .nodes_where(&|n| !matches!(n.value, NodeValue::Map(_) | NodeValue::Seq(_)));
+                for (pointer, leaf) in leaves {
+                    let leaf_path = format!("{path}{}", pointer_as_path(&pointer));
                     let (old_leaf, new_leaf) = if new.is_some() {
                         (None, Some(leaf))
                     } else {
                         (Some(leaf), None)
                     };
                     out.push(change(old_leaf, new_leaf, anchor, leaf_path, values));
-                });
+                }
             }
         }
         _ => {
