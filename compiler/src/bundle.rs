@@ -467,7 +467,8 @@ fn text_of(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
 }
 
 /// One line of `inventory.json`'s `objects` (fields in sorted order, as
-/// every JSON map cortex writes).
+/// every JSON map cortex writes). It is written by [`pretty_line`]; its
+/// `Serialize` is the reference a test holds that writing to.
 #[derive(serde::Serialize)]
 struct InventoryObject<'a> {
     #[serde(rename = "apiVersion")]
@@ -555,23 +556,19 @@ struct Inventory<'a> {
 fn write_inventory_pretty(inventory: &Inventory<'_>, out: &mut dyn Write) -> io::Result<()> {
     use crate::pretty_json::{member_key, write_members};
     use rayon::prelude::*;
-    let (objects, runtime_objects): (Vec<Vec<u8>>, Vec<Vec<u8>>) = rayon::join(
-        || {
-            inventory
-                .objects
-                .par_iter()
-                .with_min_len(256)
-                .map(|object| pretty_line(&object.members()))
-                .collect()
-        },
-        || {
-            inventory
-                .runtime_objects
-                .par_iter()
-                .with_min_len(256)
-                .map(|object| pretty_line(&object.members()))
-                .collect()
-        },
+    /// Each line of `list`, made from its members.
+    fn lines<'a, T: Sync, const N: usize>(
+        list: &'a [T],
+        members: impl Fn(&'a T) -> [(&'a str, Option<&'a str>); N] + Sync,
+    ) -> Vec<Vec<u8>> {
+        list.par_iter()
+            .with_min_len(256)
+            .map(|item| pretty_line(&members(item)))
+            .collect()
+    }
+    let (objects, runtime_objects) = rayon::join(
+        || lines(&inventory.objects, InventoryObject::members),
+        || lines(&inventory.runtime_objects, InventoryRuntimeObject::members),
     );
     fn scalar<T: serde::Serialize>(out: &mut dyn Write, key: &str, value: &T) -> io::Result<()> {
         member_key(out, key, 1)?;

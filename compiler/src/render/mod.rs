@@ -1,7 +1,8 @@
 //! Stage 5: render a validated project into Kubernetes objects (from the
 //! templates of `templates/` — built in, see [`builtin`] — or a project's
 //! own `templates/<name>`, rendered with minijinja) and the runtime
-//! configuration. Every object is checked against its Kubernetes type.
+//! configuration. Every object is checked against its Kubernetes type (an
+//! object of a built-in template once per shape: [`shape`]).
 
 /// A JSON object of `key => value` pairs, each value moved in by
 /// `Value::from`. (`json!` copies every value it is given by serializing
